@@ -1,0 +1,147 @@
+"""Pure checks `fabric check` prints: equal-cost paths between hosts, and warnings where a file
+asks for more than the chosen link backend delivers within 5%.
+
+The backend limits are the envelope `scripts/bench_links.py` measured on the 2-core development
+machine (README, "Performance"): rerun it on your host and adjust if yours is faster.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from .plan import default_queue_bytes
+from .topology.model import Shape, Topology
+from .units import format_rate, format_time
+
+
+@dataclass(frozen=True)
+class BackendLimits:
+    max_rate_bps: int  # highest link rate delivered within 5% (TCP goodput vs configured)
+    min_delay_ns: int  # smallest delay delivered within 5% (or 0.1 ms) of configured
+    max_total_pps: int | None  # packets/s all links together can carry (None: kernel, no cap)
+
+
+LIMITS = {
+    # netem in the kernel: delay is exact to ~0.1 ms; rate limited by tbf, accurate to 5 Gbit/s
+    # on veth here (notes/machine-limits.md), as long as the kernel keeps up.
+    "netem": BackendLimits(max_rate_bps=5_000_000_000, min_delay_ns=100_000,
+                           max_total_pps=None),
+    # userspace engine: rate by kernel tbf on the TUN; delay by a timerfd-driven engine whose
+    # wake-up noise is ~0.1 ms p50; every packet crosses one Python process.
+    "userspace": BackendLimits(max_rate_bps=1_000_000_000, min_delay_ns=1_000_000,
+                               max_total_pps=100_000),
+}
+
+
+def equal_cost_paths(topo: Topology, src: str) -> dict[str, tuple[int, int]]:
+    """dst -> (hops, number of equal-cost shortest paths) from `src`."""
+    adj: dict[str, list[str]] = {n: [] for n in topo.nodes}
+    for link in topo.links:
+        adj[link.a].append(link.b)
+        adj[link.b].append(link.a)
+    dist = {src: 0}
+    count = {src: 1}
+    queue = deque([src])
+    while queue:
+        n = queue.popleft()
+        for nb in adj[n]:
+            if nb not in dist:
+                dist[nb] = dist[n] + 1
+                count[nb] = count[n]
+                queue.append(nb)
+            elif dist[nb] == dist[n] + 1:
+                count[nb] += count[n]
+    return {d: (dist[d], count[d]) for d in dist if d != src}
+
+
+def path_summary(topo: Topology) -> list[str]:
+    """One line per (hops, equal-cost paths) class among host pairs, with an example pair."""
+    hosts = [n.name for n in topo.nodes.values() if n.kind == "host"]
+    if len(hosts) < 2:
+        return []
+    classes: Counter[tuple[int, int]] = Counter()
+    example: dict[tuple[int, int], tuple[str, str]] = {}
+    unreachable = []
+    for i, a in enumerate(hosts):
+        paths = equal_cost_paths(topo, a)
+        for b in hosts[i + 1:]:
+            if b not in paths:
+                unreachable.append((a, b))
+                continue
+            classes[paths[b]] += 1
+            example.setdefault(paths[b], (a, b))
+    lines = []
+    for (hops, n), pairs in sorted(classes.items()):
+        a, b = example[(hops, n)]
+        lines.append(f"paths: {pairs} host pairs at {hops} hops over {n} equal-cost path"
+                     f"{'s' if n > 1 else ''} (e.g. {a} -> {b})")
+    for a, b in unreachable[:5]:
+        lines.append(f"paths: {a} and {b} are not connected")
+    return lines
+
+
+def backend_warnings(topo: Topology, backend: str) -> list[str]:
+    """Where the file asks for more than `backend` delivers within 5% on this class of host.
+
+    One warning per kind of problem, naming the links (and their lines) it concerns.
+    """
+    lim = LIMITS[backend]
+    found: dict[str, list[str]] = {}
+    total_pps = 0.0
+    ts = topo.time_scale
+    need_scale = 1.0
+
+    def add(kind: str, where: str) -> None:
+        found.setdefault(kind, []).append(where)
+
+    for link in topo.links:
+        for arrow, shape in (("->", link.forward), ("<-", link.reverse)):
+            if arrow == "<-" and link.symmetric:
+                continue
+            host = shape.scaled(ts)
+            where = link.name if link.symmetric else f"{link.name} {arrow}"
+            if link.line:
+                where += f" (line {link.line})"
+            if host.rate_bps and host.rate_bps > lim.max_rate_bps:
+                need_scale = max(need_scale, host.rate_bps / lim.max_rate_bps * ts)
+                add("rate", where)
+            if 0 < host.delay_ns < lim.min_delay_ns:
+                add("delay", where)
+            if shape.ecn_bytes is not None and backend == "netem":
+                add("ecn", where)
+            if host.rate_bps:
+                total_pps += host.rate_bps / 8 / host.mtu
+                if host.queue_bytes is not None and host.queue_bytes < _bdp(host):
+                    add("queue", where)
+    text = {
+        "rate": f"rates on the host above the {backend} backend's accurate range (up to "
+                f"{format_rate(lim.max_rate_bps)}): set time_scale >= {need_scale:.3g}",
+        "delay": f"delays on the host below the {backend} backend's timer floor "
+                 f"({format_time(lim.min_delay_ns)}): measured delays will run late by "
+                 "~0.1-0.4 ms; a larger time_scale stretches delays",
+        "ecn": "ecn threshold is not realised by the netem backend (needs sch_red); "
+               "use --links userspace",
+        "queue": "queue below one bandwidth-delay product: a single TCP flow cannot fill "
+                 "the link",
+    }
+    out = []
+    for kind, wheres in found.items():
+        shown = ", ".join(wheres[:3]) + (f" and {len(wheres) - 3} more" if len(wheres) > 3
+                                         else "")
+        n = len(wheres)
+        out.append(f"{text[kind]} [{n} link{'s' if n > 1 else ''}: {shown}]")
+    if lim.max_total_pps and total_pps > lim.max_total_pps:
+        out.append(f"all links at full rate need {total_pps / 1000:.0f}k packets/s, above the "
+                   f"userspace engine's ~{lim.max_total_pps // 1000}k: raise time_scale or mtu "
+                   "(the engine only carries what flows, so sparse traffic may still fit)")
+    return out
+
+
+def _bdp(shape: Shape) -> int:
+    assert shape.rate_bps
+    return shape.rate_bps * shape.delay_ns // 8 // 1_000_000_000
+
+
+__all__ = ["LIMITS", "backend_warnings", "default_queue_bytes", "equal_cost_paths",
+           "path_summary"]

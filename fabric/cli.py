@@ -1,0 +1,300 @@
+"""The `fabric` command line. Thin: every command calls the library and formats for people.
+
+User errors (`FabricError`) print one line and exit 1; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from .errors import FabricError
+from .units import format_loss, format_rate, format_size, format_time
+
+LINK_CHOICES = click.Choice(["auto", "netem", "userspace"])
+
+
+class FabricGroup(click.Group):
+    """Catches the project's errors once: one line on stderr, exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except FabricError as e:
+            if ctx.params.get("debug") or os.environ.get("FABRIC_DEBUG"):
+                raise
+            click.echo(f"fabric: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("fabric: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=FabricGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="fabric")
+def cli(debug: bool) -> None:
+    """Emulate AI inference network fabrics on one Linux host with real sockets."""
+
+
+def main() -> None:
+    cli(prog_name="fabric")
+
+
+def default_topology_path() -> str:
+    return str(resources.files("fabric") / "data" / "default.yaml")
+
+
+def _load(file: str | None):  # noqa: ANN202
+    from .topology import load_topology
+
+    return load_topology(file or default_topology_path())
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _shape_cells(shape, queue_bytes: int | None = None) -> list[str]:  # noqa: ANN001
+    q = queue_bytes
+    if q is None:
+        from .plan import default_queue_bytes
+
+        q = default_queue_bytes(shape)
+    return [
+        format_rate(shape.rate_bps) if shape.rate_bps else "unshaped",
+        format_time(shape.delay_ns),
+        format_time(shape.jitter_ns) if shape.jitter_ns else "-",
+        format_loss(shape.loss_ppm) if shape.loss_ppm else "-",
+        format_size(q),
+        format_size(shape.ecn_bytes) if shape.ecn_bytes else "-",
+        str(shape.mtu),
+    ]
+
+
+# ---- doctor ----------------------------------------------------------------------------
+
+
+@cli.command()
+def doctor() -> None:
+    """Show what this kernel offers and which link backend `fabric up` will use."""
+    from .net.doctor import run_checks
+
+    checks, verdict = run_checks()
+    rows = [[c.name, "ok" if c.ok else "NO", c.detail, c.needed_for] for c in checks]
+    click.echo(_table(rows, ["check", "", "detail", "needed for"]))
+    click.echo(verdict)
+
+
+# ---- check -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True,
+              help="Backend to check the file's demands against.")
+def check(file: str | None, links: str) -> None:
+    """Validate a topology file; print nodes, links, paths, oversubscription, warnings."""
+    from .checks import backend_warnings, path_summary
+
+    topo = _load(file)
+    hosts = [n for n in topo.nodes.values() if n.kind == "host"]
+    switches = [n for n in topo.nodes.values() if n.kind == "switch"]
+    click.echo(f"{topo.name}: {len(topo.nodes)} nodes ({len(hosts)} hosts, "
+               f"{len(switches)} switches), {len(topo.links)} links"
+               + (f", time_scale {topo.time_scale:g}" if topo.time_scale != 1 else ""))
+    rows = []
+    for link in topo.links:
+        rows.append([link.name, "->", *_shape_cells(link.forward)])
+        if not link.symmetric:
+            rows.append(["", "<-", *_shape_cells(link.reverse)])
+    click.echo(_table(rows, ["link", "", "rate", "delay", "jitter", "loss", "queue", "ecn",
+                             "mtu"]))
+    for info in topo.leaf_spines:
+        o = info.oversubscription
+        click.echo(f"leaf-spine {info.prefix or '(no prefix)'}: {len(info.spines)} spines, "
+                   f"{len(info.leaves)} leaves, {len(info.hosts)} hosts; oversubscription "
+                   + (f"{o:.2f}:1" if o is not None else "n/a (unshaped)"))
+    for line in path_summary(topo):
+        click.echo(line)
+    if topo.classes:
+        click.echo("classes: " + ", ".join(
+            f"{c.name} (dscp {c.dscp}, prio {c.priority}{', lossless' if c.lossless else ''})"
+            for c in topo.classes))
+    backend = links
+    if backend == "auto":
+        try:
+            from .net.doctor import choose_backend
+
+            backend, _ = choose_backend("auto")
+        except FabricError:
+            backend = "userspace"
+    warnings = backend_warnings(topo, backend)
+    for w in warnings:
+        click.echo(f"warning: {w}")
+    n = len(warnings)
+    click.echo(f"ok ({backend} backend" + (f", {n} warning{'s' if n > 1 else ''})" if n else ")"))
+
+
+# ---- up / down / status / exec ------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True,
+              help="Link backend (auto: netem if the kernel has it, else userspace).")
+@click.option("--dry-run", is_flag=True, help="Print the plan's steps; create nothing.")
+def up(file: str | None, links: str, dry_run: bool) -> None:
+    """Build a fabric from FILE (default: the embedded demo) and leave it running."""
+    from .plan import plan_fabric
+
+    topo = _load(file)
+    if dry_run:
+        backend = links if links != "auto" else "userspace"
+        if links == "auto":
+            from .net.doctor import choose_backend
+
+            try:
+                backend, _ = choose_backend("auto")
+            except FabricError:
+                pass
+        plan = plan_fabric(topo, backend=backend, run_id="dryrun")
+        for step in plan.steps:
+            click.echo(repr(step))
+        click.echo(f"{len(plan.steps)} steps ({backend} backend)")
+        return
+    state = _bring_up(topo, links)
+    click.echo(f"{state.name} is up: {len(state.namespaces)} nodes, run {state.run_id}, "
+               f"{state.backend} links. Try: fabric exec "
+               f"{next(iter(state.nodes))} -- ping -c 3 {list(state.nodes)[-1]}")
+
+
+def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
+    from .net.doctor import choose_backend
+    from .net.lifecycle import bring_up
+    from .plan import plan_fabric
+
+    backend, why = choose_backend(links)
+    plan = plan_fabric(topo, backend=backend)
+    t0 = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty:
+            click.echo(f"\rbuilding {topo.name}: {done}/{total} steps", err=True, nl=False)
+
+    state = bring_up(plan, progress=progress)
+    if tty:
+        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+    click.echo(f"built {topo.name} in {time.monotonic() - t0:.2f} s "
+               f"({len(plan.steps)} steps; {backend} backend: {why})", err=True)
+    return state
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Remove every fabric and every leftover.")
+def down(name: str | None, all_: bool) -> None:
+    """Remove a running fabric (the only one, NAME, or --all)."""
+    from .net.lifecycle import tear_down, tear_down_all
+
+    t0 = time.monotonic()
+    if all_:
+        removed = tear_down_all()
+        click.echo(f"removed {len(removed)} namespaces in {time.monotonic() - t0:.2f} s")
+        return
+    st, removed = tear_down(name)
+    click.echo(f"{st.name} is down: removed {len(removed)} namespaces "
+               f"in {time.monotonic() - t0:.2f} s")
+
+
+@cli.command()
+def status() -> None:
+    """List running fabrics and, for userspace links, their counters."""
+    from .net.lifecycle import _alive, list_states
+
+    states = list_states()
+    if not states:
+        click.echo("no fabric is running")
+        return
+    for st in states:
+        alive = st.status == "up" or _alive(st.orchestrator_pid)
+        click.echo(f"{st.name}: {st.status if alive else 'leftover'}, run {st.run_id}, "
+                   f"{len(st.namespaces)} nodes, {st.backend} links, from {st.source}")
+        stats = st.dir / "links.json"
+        if stats.exists():
+            _print_link_stats(json.loads(stats.read_text()))
+
+
+def _print_link_stats(data: dict) -> None:
+    rows = []
+    for link in data.get("links", []):
+        for direction in ("forward", "reverse"):
+            s = link.get(direction)
+            if not s:
+                continue
+            rows.append([link["id"], "->" if direction == "forward" else "<-",
+                         str(s.get("packets_out", 0)), format_size(s.get("bytes_out", 0)),
+                         str(s.get("drops_loss", 0)), str(s.get("drops_queue", 0)),
+                         str(s.get("ecn_marks", 0)), format_size(s.get("queue_high_water", 0))])
+    if rows:
+        click.echo(_table(rows, ["  link", "", "packets", "bytes", "lost", "q-drops", "ecn",
+                                 "queue max"]))
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def exec_(fabric_name: str | None, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside NODE's namespace, where node names resolve (default: a shell)."""
+    from .net.lifecycle import resolve
+
+    st = resolve(fabric_name)
+    ns = st.netns_of(node)
+    ip = shutil.which("ip")
+    if ip is None:
+        raise FabricError("`ip` (iproute2) not found: apt-get install iproute2")
+    argv = list(command) or [os.environ.get("SHELL", "/bin/sh")]
+    # `ip netns exec` also bind-mounts /etc/netns/<ns>/hosts over /etc/hosts
+    os.execv(ip, [ip, "netns", "exec", ns, *argv])
+
+
+# ---- run -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the fabric running afterwards.")
+@click.option("--out", type=click.Path(file_okay=False), help="Results directory.")
+def run(file: str | None, links: str, keep: bool, out: str | None) -> None:
+    """Bring up FILE (default: embedded demo), measure every host pair, report, tear down."""
+    from .net.lifecycle import remove_fabric
+    from .probe import probe_fabric
+
+    topo = _load(file)
+    state = _bring_up(topo, links)
+    try:
+        report = probe_fabric(state, topo, progress=lambda msg: click.echo(msg, err=True))
+        click.echo(report.table())
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=1))
+        click.echo(f"wrote {out_dir / 'summary.json'}")
+    finally:
+        if not keep:
+            remove_fabric(state)
+            click.echo(f"{topo.name} is down", err=True)

@@ -1,0 +1,187 @@
+"""What this host offers the emulator, probed for real, and which link backend `up` will use.
+
+Each check tries the real thing where it can (a throwaway namespace with a netem qdisc on its
+loopback, opening /dev/net/tun) and falls back to reading the kernel config only to explain.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ..errors import FabricError
+from ..plan import netns_name, new_run_id
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    needed_for: str = ""
+
+
+@cache
+def kernel_config() -> dict[str, str]:
+    """CONFIG_* values from /proc/config.gz (empty when the kernel does not expose it)."""
+    try:
+        text = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            out[line[2:].split()[0]] = "n"
+    return out
+
+
+def _config_note(key: str) -> str:
+    v = kernel_config().get(key)
+    if v is None:
+        return ""
+    return f" ({key}={v})"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@cache
+def probe_qdiscs() -> dict[str, str | None]:
+    """Try netem, tbf and htb on the loopback of a throwaway namespace. kind -> error or None."""
+    from .kernel import Kernel
+
+    results: dict[str, str | None] = {}
+    attempts = {
+        "netem": {"delay": 1000},
+        "tbf": {"rate": "1000000bit", "burst": 3000, "limit": 10000},
+        "htb": {"default": 0x10},
+    }
+    with Kernel() as k:
+        for kind, kw in attempts.items():
+            # one throwaway namespace per kind: removing it removes the qdisc too
+            ns = netns_name("doctor", new_run_id(), kind)
+            try:
+                k.add_netns(ns)
+                k.handle(ns).tc("add", kind, k.ifindex(ns, "lo"), handle=0x00010000, **kw)
+                results[kind] = None
+            except Exception as e:  # noqa: BLE001 - any failure means "not usable"
+                code = getattr(e, "code", None)
+                if code == errno.ENOENT:
+                    results[kind] = "qdisc kind not in this kernel"
+                else:
+                    results[kind] = os.strerror(code) if isinstance(code, int) else str(e)
+            finally:
+                k.remove_netns(ns)
+    return results
+
+
+def tun_available() -> str | None:
+    """None if /dev/net/tun opens, else why not."""
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+    except OSError as e:
+        return f"/dev/net/tun: {e.strerror}"
+    os.close(fd)
+    return None
+
+
+def tcp_congestion_controls() -> tuple[list[str], list[str]]:
+    """(available now, loadable as modules)."""
+    try:
+        avail = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    except OSError:
+        avail = []
+    loadable = []
+    moddir = Path(f"/lib/modules/{os.uname().release}/kernel/net/ipv4")
+    if moddir.is_dir():
+        for p in moddir.glob("tcp_*.ko*"):
+            name = p.name.split(".")[0].removeprefix("tcp_")
+            if name not in avail and name not in ("diag",):
+                loadable.append(name)
+    for key, val in kernel_config().items():
+        if key.startswith("CONFIG_TCP_CONG_") and val == "m":
+            name = key.removeprefix("CONFIG_TCP_CONG_").lower()
+            if name not in avail and name not in loadable:
+                loadable.append(name)
+    return avail, sorted(loadable)
+
+
+def choose_backend(requested: str = "auto") -> tuple[str, str]:
+    """(backend, why). Raises FabricError if the requested backend cannot run here."""
+    if not is_root():
+        raise FabricError("building a fabric needs root (network namespaces): run as root")
+    q = probe_qdiscs()
+    tun = tun_available()
+    if requested == "netem":
+        if q.get("netem") is not None:
+            raise FabricError(f"--links netem: this kernel has no sch_netem ({q['netem']}); "
+                              "use --links userspace")
+        return "netem", "requested"
+    if requested == "userspace":
+        if tun is not None:
+            raise FabricError(f"--links userspace: {tun}")
+        return "userspace", "requested"
+    if q.get("netem") is None:
+        return "netem", "kernel has sch_netem"
+    if tun is None:
+        why = "no sch_netem in this kernel" + _config_note("CONFIG_NET_SCH_NETEM")
+        return "userspace", why + "; TUN + link engine, rate by kernel tbf"
+    raise FabricError(f"no link backend: no sch_netem ({q['netem']}) and {tun}")
+
+
+def run_checks() -> tuple[list[Check], str]:
+    """All checks, plus a one-line verdict on the backend."""
+    checks: list[Check] = []
+    root = is_root()
+    checks.append(Check("root", root, "uid 0" if root else f"uid {os.geteuid()}",
+                        "namespaces, links, qdiscs"))
+    netns_ok = Path("/proc/self/ns/net").exists()
+    checks.append(Check("network namespaces", netns_ok,
+                        "yes" + _config_note("CONFIG_NET_NS"), "every fabric"))
+    veth_ok = kernel_config().get("CONFIG_VETH", "y") in ("y", "m") or Path(
+        "/sys/module/veth").exists()
+    checks.append(Check("veth", veth_ok, "yes" + _config_note("CONFIG_VETH"), "netem backend"))
+    tun = tun_available()
+    checks.append(Check("TUN", tun is None, tun or "/dev/net/tun" + _config_note("CONFIG_TUN"),
+                        "userspace backend"))
+    if root:
+        q = probe_qdiscs()
+        for kind, cfg in (("netem", "CONFIG_NET_SCH_NETEM"), ("tbf", "CONFIG_NET_SCH_TBF"),
+                          ("htb", "CONFIG_NET_SCH_HTB")):
+            err = q.get(kind)
+            ok = err is None
+            detail = "probed: qdisc added" if ok else f"probed: {err}{_config_note(cfg)}"
+            need = {"netem": "netem backend", "tbf": "link rates", "htb": "link rates"}[kind]
+            checks.append(Check(f"sch_{kind}", ok, detail, need))
+    else:
+        checks.append(Check("qdiscs", False, "not probed (needs root)", "link shaping"))
+    avail, loadable = tcp_congestion_controls()
+    detail = " ".join(avail) if avail else "unknown"
+    if loadable:
+        detail += f" (loadable: {' '.join(loadable)})"
+    checks.append(Check("TCP congestion control", bool(avail), detail, "per-class TCP CC"))
+    try:
+        userns = int(Path("/proc/sys/user/max_user_namespaces").read_text())
+    except (OSError, ValueError):
+        userns = 0
+    checks.append(Check("user namespaces", userns > 0, f"max {userns}", "rootless (future)"))
+    for tool, need in (("ip", "fabric exec"), ("ping", "link checks"),
+                       ("iperf3", "link checks, benchmarks"), ("tcpdump", "captures"),
+                       ("linux.uml", "netem tests on kernels without netem")):
+        path = shutil.which(tool)
+        checks.append(Check(tool, path is not None, path or "not found", need))
+    try:
+        backend, why = choose_backend("auto")
+        verdict = f"link backend: {backend} ({why})"
+    except FabricError as e:
+        verdict = f"link backend: none ({e})"
+    return checks, verdict

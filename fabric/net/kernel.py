@@ -1,0 +1,275 @@
+"""The one kernel adapter: the only module that imports pyroute2.
+
+Synchronous, run outside trio (the CLI calls it before/after any event loop). It keeps one
+netlink handle per namespace, opened by entering the namespace on this thread with setns(2) and
+leaving again: no forked helper per namespace (pyroute2's `NetNS` forks one, which costs ~45 ms a
+namespace here; entering and opening costs ~1 ms). setns(2) acts on the calling thread only, so
+a `Kernel` must be used from the thread that made it.
+
+Units: steps carry our integer units; conversion to pyroute2's (netem microseconds and percent,
+tbf bit rates and bytes) happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import KernelError
+from ..plan import (
+    AddAddress,
+    AddNamespace,
+    AddRoute,
+    AddTun,
+    AddVeth,
+    SetNetem,
+    SetSysctl,
+    SetTbf,
+    SetUp,
+    Step,
+    WriteHosts,
+)
+from .tun import create_persistent_tun
+
+NETNS_RUN_DIR = Path("/var/run/netns")
+NETNS_ETC_DIR = Path("/etc/netns")
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise KernelError(f"setns: {os.strerror(err)}")
+
+
+class Kernel:
+    """Applies plan steps; tracks what it created so `undo()` can remove it all."""
+
+    def __init__(self) -> None:
+        self._thread = threading.get_ident()
+        self._root = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        self._handles: dict[str, IPRoute] = {}
+        self._ifindex: dict[tuple[str, str], int] = {}
+        self.created_netns: list[str] = []
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        for h in self._handles.values():
+            h.close()
+        self._handles.clear()
+        self._ifindex.clear()
+        if self._root >= 0:
+            os.close(self._root)
+            self._root = -1
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def inside(self, ns: str) -> Iterator[None]:
+        """Run the body with this thread inside namespace `ns`."""
+        assert threading.get_ident() == self._thread, "Kernel used from another thread"
+        try:
+            fd = os.open(NETNS_RUN_DIR / ns, os.O_RDONLY)
+        except FileNotFoundError:
+            raise KernelError(f"network namespace {ns} does not exist") from None
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            _setns(self._root)
+
+    def handle(self, ns: str) -> IPRoute:
+        h = self._handles.get(ns)
+        if h is None:
+            with self.inside(ns):
+                h = IPRoute()
+            self._handles[ns] = h
+        return h
+
+    def ifindex(self, ns: str, dev: str) -> int:
+        key = (ns, dev)
+        idx = self._ifindex.get(key)
+        if idx is None:
+            found = self.handle(ns).link_lookup(ifname=dev)
+            if not found:
+                raise KernelError(f"{ns}: no device {dev}")
+            idx = self._ifindex[key] = found[0]
+        return idx
+
+    # ---- namespaces ---------------------------------------------------------------------
+
+    def add_netns(self, ns: str) -> None:
+        if (NETNS_RUN_DIR / ns).exists():
+            raise KernelError(f"network namespace {ns} already exists")
+        try:
+            # pyroute2's fork-free creation: unshare(2) on this thread + bind mount.
+            # It leaves this thread inside the new namespace; open its handle there, go back.
+            netns._create(ns, _libc)
+            self.created_netns.append(ns)
+            self._handles[ns] = IPRoute()
+        except OSError as e:
+            raise KernelError(f"creating network namespace {ns}: {e.strerror or e} "
+                              "(needs root: CAP_SYS_ADMIN)") from None
+        finally:
+            _setns(self._root)
+
+    def remove_netns(self, ns: str) -> None:
+        h = self._handles.pop(ns, None)
+        if h is not None:
+            h.close()
+        for key in [k for k in self._ifindex if k[0] == ns]:
+            del self._ifindex[key]
+        try:
+            netns.remove(ns, _libc)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise KernelError(f"removing network namespace {ns}: {e.strerror}") from None
+        shutil.rmtree(NETNS_ETC_DIR / ns, ignore_errors=True)
+        if ns in self.created_netns:
+            self.created_netns.remove(ns)
+
+    @staticmethod
+    def list_netns() -> list[str]:
+        try:
+            return sorted(p.name for p in NETNS_RUN_DIR.iterdir())
+        except FileNotFoundError:
+            return []
+
+    def undo(self) -> None:
+        """Remove every namespace this Kernel created (and with them their devices)."""
+        for ns in reversed(list(self.created_netns)):
+            self.remove_netns(ns)
+
+    # ---- steps --------------------------------------------------------------------------
+
+    def apply(self, step: Step) -> None:
+        try:
+            self._apply(step)
+        except NetlinkError as e:
+            raise KernelError(f"{_describe(step)}: {os.strerror(e.code)}") from None
+        except OSError as e:
+            raise KernelError(f"{_describe(step)}: {e.strerror or e}") from None
+
+    def _apply(self, step: Step) -> None:
+        match step:
+            case AddNamespace(ns):
+                self.add_netns(ns)
+            case SetSysctl(ns, key, value):
+                with self.inside(ns):
+                    # /proc/sys/net resolves against the opening thread's namespace
+                    with open(f"/proc/sys/{key}", "w") as f:
+                        f.write(value)
+            case AddVeth(ns_a, dev_a, ns_b, dev_b, mtu):
+                peer_fd = os.open(NETNS_RUN_DIR / ns_b, os.O_RDONLY)
+                try:
+                    self.handle(ns_a).link("add", ifname=dev_a, kind="veth", mtu=mtu,
+                                           peer={"ifname": dev_b, "net_ns_fd": peer_fd,
+                                                 "mtu": mtu})
+                finally:
+                    os.close(peer_fd)
+            case AddTun(ns, dev, mtu, txqueuelen):
+                with self.inside(ns):
+                    create_persistent_tun(dev)
+                h = self.handle(ns)
+                h.link("set", index=self.ifindex(ns, dev), mtu=mtu, txqlen=txqueuelen)
+            case AddAddress(ns, dev, address, prefixlen):
+                self.handle(ns).addr("add", index=self.ifindex(ns, dev), address=address,
+                                     prefixlen=prefixlen)
+            case SetUp(ns, dev):
+                self.handle(ns).link("set", index=self.ifindex(ns, dev), state="up")
+            case SetNetem(ns, dev, shape, queue_bytes):
+                self._set_netem(ns, dev, shape, queue_bytes)
+            case SetTbf(ns, dev, rate_bps, queue_bytes, mtu):
+                self._set_tbf(ns, dev, rate_bps, queue_bytes, mtu, parent=None)
+            case AddRoute(ns, dst, nexthops, src):
+                self._add_route(ns, dst, nexthops, src)
+            case WriteHosts(ns, entries):
+                d = NETNS_ETC_DIR / ns
+                d.mkdir(parents=True, exist_ok=True)
+                lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+                lines += [f"{addr}\t{name}" for addr, name in entries]
+                (d / "hosts").write_text("\n".join(lines) + "\n")
+            case _:
+                raise KernelError(f"unknown step {step!r}")
+
+    def _add_route(self, ns: str, dst: str, nexthops: tuple[tuple[str, str], ...],
+                   src: str) -> None:
+        h = self.handle(ns)
+        kw: dict[str, object] = {"dst": "0.0.0.0/0" if dst == "default" else dst,
+                                 "prefsrc": src}
+        if len(nexthops) == 1:
+            gw, dev = nexthops[0]
+            kw.update(gateway=gw, oif=self.ifindex(ns, dev))
+        else:
+            kw["multipath"] = [{"gateway": gw, "oif": self.ifindex(ns, dev)}
+                               for gw, dev in nexthops]
+        h.route("add", **kw)
+
+    def _set_tbf(self, ns: str, dev: str, rate_bps: int, queue_bytes: int, mtu: int,
+                 parent: int | None) -> None:
+        # burst: enough tokens for 1 ms at the rate (a timer tick's worth, so the kernel can
+        # keep the line busy between wake-ups) but at least two full packets.
+        burst = max(2 * (mtu + 14), rate_bps // 8 // 1000)
+        kw: dict[str, object] = {"rate": f"{rate_bps}bit", "burst": burst,
+                                 "limit": max(queue_bytes, burst), "mtu": mtu + 14}
+        if parent is not None:
+            kw.update(parent=parent, handle=0x00100000)
+        else:
+            kw["handle"] = 0x00010000
+        self.handle(ns).tc("add", "tbf", self.ifindex(ns, dev), **kw)
+
+    def _set_netem(self, ns: str, dev: str, shape, queue_bytes: int) -> None:  # noqa: ANN001
+        # netem (root, handle 1:) delays, jitters and drops; a tbf child (10:) then applies
+        # the rate with a byte-limited drop-tail queue. netem's own packet limit only bounds
+        # its delay line: it must hold a bandwidth-delay product of packets plus the queue.
+        in_flight = 0
+        if shape.rate_bps:
+            in_flight = shape.rate_bps * (shape.delay_ns + shape.jitter_ns) // 8 // 10**9
+        limit = max(1000, (in_flight + queue_bytes) // 64 + 1)
+        idx = self.ifindex(ns, dev)
+        self.handle(ns).tc(
+            "add", "netem", idx, handle=0x00010000,
+            delay=shape.delay_ns // 1000, jitter=shape.jitter_ns // 1000,
+            loss=shape.loss_ppm / 10_000, limit=limit,
+        )
+        if shape.rate_bps:
+            self._set_tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=0x00010001)
+
+
+def _describe(step: Step) -> str:
+    match step:
+        case AddNamespace(ns):
+            return f"adding network namespace {ns}"
+        case AddVeth(ns_a, dev_a, ns_b, dev_b, _):
+            return f"adding veth {ns_a}/{dev_a} <-> {ns_b}/{dev_b}"
+        case AddTun(ns, dev, _, _):
+            return f"adding tun {ns}/{dev}"
+        case SetNetem(ns, dev, _, _):
+            return f"adding netem on {ns}/{dev}"
+        case SetTbf(netns=ns, dev=dev):
+            return f"adding tbf on {ns}/{dev}"
+        case AddRoute(ns, dst, _, _):
+            return f"adding route to {dst} in {ns}"
+        case _:
+            return type(step).__name__

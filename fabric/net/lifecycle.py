@@ -1,0 +1,345 @@
+"""Bring a fabric up and down, find and remove leftovers.
+
+Ownership: every namespace is named `fab.<fabric>.<run_id>.<node>` and a state directory
+`/run/fabric/<fabric>/` records the run id, the namespaces, the link engine's pid and the
+orchestrator's pid. The state is written *before* the first kernel object is created, so a
+killed `fabric up` leaves a trail the next `fabric up`/`fabric down` follows. Removal goes by
+recorded names and by the run id, never by a broad pattern: `down --all` removes only
+namespaces whose names parse as ours.
+
+`/run` is a tmpfs, like the namespaces it describes: both vanish at reboot together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import FabricStateError, KernelError
+from ..plan import FabricPlan, parse_netns_name, rate_in_engine
+from .kernel import NETNS_ETC_DIR, Kernel
+
+STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", "/run/fabric"))
+ENGINE_READY_TIMEOUT = 20.0
+
+
+@dataclass
+class FabricState:
+    name: str
+    run_id: str
+    backend: str
+    source: str
+    status: str  # "building" | "up"
+    namespaces: list[str]
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {netns, loopback}
+    orchestrator_pid: int = 0
+    engine_pid: int | None = None
+    time_scale: float = 1.0
+    created: float = 0.0
+
+    @property
+    def dir(self) -> Path:
+        return STATE_ROOT / self.name
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(self.dir / "state.json")
+
+    @classmethod
+    def load(cls, name: str) -> FabricState | None:
+        try:
+            data = json.loads((STATE_ROOT / name / "state.json").read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (json.JSONDecodeError, TypeError):
+            return None
+        return cls(**data)
+
+    def netns_of(self, node: str) -> str:
+        try:
+            return self.nodes[node]["netns"]
+        except KeyError:
+            known = ", ".join(self.nodes) or "none"
+            raise FabricStateError(f"fabric {self.name} has no node {node!r} "
+                                   f"(nodes: {known})") from None
+
+
+def list_states() -> list[FabricState]:
+    if not STATE_ROOT.is_dir():
+        return []
+    out = []
+    for d in sorted(STATE_ROOT.iterdir()):
+        st = FabricState.load(d.name)
+        if st is not None:
+            out.append(st)
+    return out
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def running(name: str) -> FabricState | None:
+    """The fabric's state if it is up (or being built by a live orchestrator)."""
+    st = FabricState.load(name)
+    if st is None:
+        return None
+    if st.status == "up" or _alive(st.orchestrator_pid):
+        return st
+    return None
+
+
+def resolve(name: str | None) -> FabricState:
+    """The fabric a command means: the one named, or the only one running."""
+    if name is not None:
+        st = running(name)
+        if st is None:
+            raise FabricStateError(f"fabric {name!r} is not running (see `fabric status`)")
+        return st
+    states = [s for s in list_states() if s.status == "up"]
+    if not states:
+        raise FabricStateError("no fabric is running (start one with `fabric up FILE`)")
+    if len(states) > 1:
+        names = ", ".join(s.name for s in states)
+        raise FabricStateError(f"several fabrics are running ({names}): name one with --fabric")
+    return states[0]
+
+
+# ---- up -----------------------------------------------------------------------------------
+
+
+Progress = Callable[[int, int], None]
+
+
+def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricState:
+    """Build `plan` in the kernel (and start the link engine). On any failure, undo all of it."""
+    existing = FabricState.load(plan.name)
+    if existing is not None:
+        if existing.status == "up" or _alive(existing.orchestrator_pid):
+            raise FabricStateError(
+                f"fabric {plan.name!r} is already running (run {existing.run_id}); "
+                f"`fabric down {plan.name}` first")
+        remove_fabric(existing)  # leftovers of a crashed run
+    remove_orphans(plan.name)
+
+    state = FabricState(
+        name=plan.name, run_id=plan.run_id, backend=plan.backend, source=plan.topology.source,
+        status="building", namespaces=plan.namespaces,
+        nodes={n.name: {"netns": n.netns, "loopback": n.loopback, "kind": n.kind}
+               for n in plan.nodes.values()},
+        orchestrator_pid=os.getpid(), time_scale=plan.topology.time_scale, created=time.time(),
+    )
+    state.save()
+    try:
+        with Kernel() as k:
+            total = len(plan.steps)
+            for i, step in enumerate(plan.steps):
+                k.apply(step)
+                if progress is not None and (i % 50 == 0 or i == total - 1):
+                    progress(i + 1, total)
+        if plan.backend == "userspace":
+            state.engine_pid = start_engine(plan, state)
+        state.status = "up"
+        state.save()
+    except BaseException:
+        remove_fabric(state)
+        raise
+    return state
+
+
+def start_engine(plan: FabricPlan, state: FabricState) -> int:
+    """Start the userspace link engine for every link of `plan`; returns its pid when ready."""
+    from .engine import EngineConfig, EngineLink
+
+    links = [
+        EngineLink(
+            id=lp.name,
+            a_netns=lp.a.netns, a_dev=lp.a.dev, b_netns=lp.b.netns, b_dev=lp.b.dev,
+            forward=lp.a_egress, reverse=lp.b_egress,
+            forward_rate_in_engine=rate_in_engine(lp.a_egress),
+            reverse_rate_in_engine=rate_in_engine(lp.b_egress),
+            forward_queue_bytes=lp.a_queue_bytes, reverse_queue_bytes=lp.b_queue_bytes,
+            seed=i + 1,
+        )
+        for i, lp in enumerate(plan.links)
+    ]
+    cfg = EngineConfig(fabric=plan.name, run_id=plan.run_id,
+                       stats_path=str(state.dir / "links.json"), links=links)
+    cfg_path = state.dir / "engine.json"
+    cfg_path.write_text(cfg.to_json())
+    log = open(state.dir / "engine.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric.net.engine", str(cfg_path)],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # survives the CLI; Ctrl-C in the shell does not reach it
+    )
+    log.close()
+    state.engine_pid = proc.pid
+    state.save()
+    assert proc.stdout is not None
+    deadline = time.monotonic() + ENGINE_READY_TIMEOUT
+    line = b""
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        chunk = proc.stdout.read()
+        if chunk:
+            line += chunk
+            if b"READY" in line:
+                proc.stdout.close()
+                return proc.pid
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    err = (state.dir / "engine.log").read_text(errors="replace").strip().splitlines()
+    why = err[-1] if err else "no output"
+    raise KernelError(f"link engine did not start: {why}")
+
+
+# ---- down ---------------------------------------------------------------------------------
+
+
+def _stop_process(pid: int | None, timeout: float = 3.0) -> None:
+    if not _alive(pid):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _kill_netns_processes(namespaces: set[str]) -> None:
+    """Stop processes still living in our namespaces (e.g. `fabric exec ... iperf3 -s &`).
+
+    A namespace with a process in it outlives its unmount, with its devices: so look up
+    which processes' network namespace is one of ours (by inode) and stop exactly those.
+    """
+    inodes = {}
+    for ns in namespaces:
+        with contextlib.suppress(OSError):
+            inodes[os.stat(Path("/run/netns") / ns).st_ino] = ns
+    if not inodes:
+        return
+    victims = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino in inodes:
+                victims.append(int(entry))
+        except OSError:
+            continue
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    while victims and time.monotonic() < deadline:
+        victims = [p for p in victims if _alive(p)]
+        time.sleep(0.01)
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def remove_fabric(state: FabricState) -> list[str]:
+    """Remove everything `state` owns; returns the namespaces removed."""
+    _stop_process(state.engine_pid)
+    ours = set(state.namespaces)
+    for ns in Kernel.list_netns():
+        parsed = parse_netns_name(ns)
+        if parsed and parsed[0] == state.name and parsed[1] == state.run_id:
+            ours.add(ns)
+    _kill_netns_processes(ours)
+    removed = []
+    with Kernel() as k:
+        for ns in sorted(ours):
+            if ns in Kernel.list_netns():
+                removed.append(ns)
+            k.remove_netns(ns)
+    shutil.rmtree(state.dir, ignore_errors=True)
+    return removed
+
+
+def remove_orphans(name: str | None = None) -> list[str]:
+    """Remove namespaces of ours that no live state owns (`name`: only that fabric's)."""
+    live = {(s.name, s.run_id) for s in list_states()
+            if s.status == "up" or _alive(s.orchestrator_pid)}
+    orphans = []
+    for ns in Kernel.list_netns():
+        parsed = parse_netns_name(ns)
+        if parsed is None or (name is not None and parsed[0] != name):
+            continue
+        if (parsed[0], parsed[1]) not in live:
+            orphans.append(ns)
+    if orphans:
+        _kill_netns_processes(set(orphans))
+        with Kernel() as k:
+            for ns in orphans:
+                k.remove_netns(ns)
+    # /etc/netns entries left by a crash after its namespace vanished
+    if NETNS_ETC_DIR.is_dir():
+        for d in NETNS_ETC_DIR.iterdir():
+            parsed = parse_netns_name(d.name)
+            if parsed and (name is None or parsed[0] == name) and \
+                    (parsed[0], parsed[1]) not in live and d.name not in Kernel.list_netns():
+                shutil.rmtree(d, ignore_errors=True)
+    return orphans
+
+
+def tear_down(name: str | None) -> tuple[FabricState, list[str]]:
+    """`fabric down [NAME]`."""
+    if name is None:
+        st = resolve(None)
+    else:
+        st = FabricState.load(name)
+        if st is None:
+            orphans = remove_orphans(name)
+            if orphans:
+                return FabricState(name=name, run_id="?", backend="?", source="?",
+                                   status="orphan", namespaces=orphans), orphans
+            raise FabricStateError(f"fabric {name!r} is not running (see `fabric status`)")
+    return st, remove_fabric(st)
+
+
+def tear_down_all() -> list[str]:
+    """`fabric down --all`: every fabric this program started, and every orphan of ours."""
+    removed: list[str] = []
+    for st in list_states():
+        removed += remove_fabric(st)
+    removed += remove_orphans(None)
+    return removed

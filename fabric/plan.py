@@ -1,0 +1,354 @@
+"""Turn a validated topology into a plan: names, addresses, routes and typed kernel steps.
+
+Pure: no sockets, no kernel. `plan_fabric(topology, backend=..., run_id=...)` returns a
+`FabricPlan` whose `steps` one adapter (`fabric.net.kernel`) applies. A plan prints
+(`fabric up --dry-run`) and is tested without root.
+
+Addressing: link i gets the i-th /30 of the topology's link subnet (a = .1, b = .2); node j gets
+the j-th address of the loopback subnet as a /32 on `lo`. Every route is to a node's loopback and
+carries that loopback as preferred source, so traffic between nodes is addressed loopback to
+loopback and never needs routes to the point-to-point subnets. Names resolve to loopbacks through
+`/etc/netns/<netns>/hosts`, which `ip netns exec` bind-mounts over /etc/hosts.
+
+Routing: hop-count shortest paths from a breadth-first search per destination; where several
+neighbours are equally close the route is a kernel multipath (ECMP) route, hashed on the L4
+5-tuple (`fib_multipath_hash_policy=1`), so flows spread across spines. A node with one link gets
+a default route instead of one route per destination (leaf hosts: N routes -> 1).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from .errors import TopologyError
+from .topology.model import Link, Shape, Topology
+
+BACKENDS = ("netem", "userspace")
+NETNS_PREFIX = "fab"
+
+
+def netns_name(fabric: str, run_id: str, node: str) -> str:
+    """Namespace name: `fab.<fabric>.<run_id>.<node>`. Names never contain '.', so it parses."""
+    return f"{NETNS_PREFIX}.{fabric}.{run_id}.{node}"
+
+
+def parse_netns_name(name: str) -> tuple[str, str, str] | None:
+    """(fabric, run_id, node) of a namespace this program made, else None."""
+    parts = name.split(".")
+    if len(parts) != 4 or parts[0] != NETNS_PREFIX:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(3)
+
+
+# ---- typed steps -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddNamespace:
+    netns: str
+
+
+@dataclass(frozen=True)
+class SetSysctl:
+    netns: str
+    key: str  # e.g. "net/ipv4/ip_forward"
+    value: str
+
+
+@dataclass(frozen=True)
+class AddVeth:
+    """A veth pair created inside `netns_a` whose peer lands in `netns_b`."""
+
+    netns_a: str
+    dev_a: str
+    netns_b: str
+    dev_b: str
+    mtu: int
+
+
+@dataclass(frozen=True)
+class AddTun:
+    """A persistent layer-3 TUN device, driven by the link engine."""
+
+    netns: str
+    dev: str
+    mtu: int
+    txqueuelen: int
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    netns: str
+    dev: str
+    address: str
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class SetUp:
+    netns: str
+    dev: str
+
+
+@dataclass(frozen=True)
+class SetNetem:
+    """netem (delay, jitter, loss) as root qdisc, with a tbf child for the rate if any."""
+
+    netns: str
+    dev: str
+    shape: Shape
+    queue_bytes: int
+
+
+@dataclass(frozen=True)
+class SetTbf:
+    """tbf as root qdisc: the rate in the kernel, `queue_bytes` of drop-tail queue."""
+
+    netns: str
+    dev: str
+    rate_bps: int
+    queue_bytes: int
+    mtu: int
+
+
+@dataclass(frozen=True)
+class AddRoute:
+    netns: str
+    dst: str  # "a.b.c.d/32" or "default"
+    nexthops: tuple[tuple[str, str], ...]  # (gateway, dev)
+    src: str
+
+
+@dataclass(frozen=True)
+class WriteHosts:
+    netns: str
+    entries: tuple[tuple[str, str], ...]  # (address, name)
+
+
+Step = (AddNamespace | SetSysctl | AddVeth | AddTun | AddAddress | SetUp | SetNetem | SetTbf
+        | AddRoute | WriteHosts)
+
+
+# ---- the plan --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a link: the device in a node's namespace and its address."""
+
+    node: str
+    netns: str
+    dev: str
+    address: str
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """A link as built: ends, subnet, and the shape each end's egress realises (host time)."""
+
+    link: Link
+    a: Endpoint
+    b: Endpoint
+    a_egress: Shape  # a -> b, scaled by time_scale
+    b_egress: Shape  # b -> a
+    a_queue_bytes: int
+    b_queue_bytes: int
+
+    @property
+    def name(self) -> str:
+        return self.link.name
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    kind: str
+    netns: str
+    loopback: str
+
+
+@dataclass
+class FabricPlan:
+    name: str
+    run_id: str
+    backend: str
+    topology: Topology
+    nodes: dict[str, NodePlan]
+    links: list[LinkPlan]
+    routes: list[AddRoute]
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [n.netns for n in self.nodes.values()]
+
+
+def default_queue_bytes(shape: Shape) -> int:
+    """A queue of at least one bandwidth-delay product (and 64 packets), unless the file says.
+
+    A default queue smaller than the BDP is the classic reason emulated delay 'kills
+    throughput': one TCP flow cannot fill the pipe. So a default never goes below it.
+    """
+    if shape.queue_bytes is not None:
+        return shape.queue_bytes
+    if shape.queue_packets is not None:
+        return shape.queue_packets * shape.mtu
+    bdp = 0
+    if shape.rate_bps:
+        bdp = shape.rate_bps * (shape.delay_ns + shape.jitter_ns) // 8 // 1_000_000_000
+    return max(bdp, 64 * shape.mtu)
+
+
+def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) -> FabricPlan:
+    """Compute names, addresses, routes and the ordered kernel steps for `topology`."""
+    if backend not in BACKENDS:
+        raise TopologyError(f"unknown link backend {backend!r} (choose {' or '.join(BACKENDS)})")
+    run_id = run_id or new_run_id()
+    ts = topology.time_scale
+    link_net = ipaddress.ip_network(topology.link_subnet)
+    lo_net = ipaddress.ip_network(topology.loopback_subnet)
+    if len(topology.links) > link_net.num_addresses // 4:
+        raise TopologyError(f"{len(topology.links)} links do not fit in {link_net} (/30 each)",
+                            file=topology.source, key="addressing.links")
+    if len(topology.nodes) > lo_net.num_addresses - 2:
+        raise TopologyError(f"{len(topology.nodes)} nodes do not fit in {lo_net}",
+                            file=topology.source, key="addressing.loopbacks")
+
+    nodes: dict[str, NodePlan] = {}
+    for j, node in enumerate(topology.nodes.values()):
+        nodes[node.name] = NodePlan(
+            name=node.name, kind=node.kind,
+            netns=netns_name(topology.name, run_id, node.name),
+            loopback=str(lo_net.network_address + j + 1),
+        )
+
+    dev_count: dict[str, int] = {name: 0 for name in nodes}
+
+    def next_dev(node: str) -> str:
+        k = dev_count[node]
+        dev_count[node] = k + 1
+        return f"eth{k}"
+
+    links: list[LinkPlan] = []
+    for i, link in enumerate(topology.links):
+        base = link_net.network_address + 4 * i
+        a_shape = link.forward.scaled(ts)
+        b_shape = link.reverse.scaled(ts)
+        links.append(LinkPlan(
+            link=link,
+            a=Endpoint(link.a, nodes[link.a].netns, next_dev(link.a), str(base + 1), 30),
+            b=Endpoint(link.b, nodes[link.b].netns, next_dev(link.b), str(base + 2), 30),
+            a_egress=a_shape, b_egress=b_shape,
+            a_queue_bytes=default_queue_bytes(a_shape),
+            b_queue_bytes=default_queue_bytes(b_shape),
+        ))
+
+    routes = compute_routes(nodes, links)
+    plan = FabricPlan(name=topology.name, run_id=run_id, backend=backend, topology=topology,
+                      nodes=nodes, links=links, routes=routes)
+    plan.steps = _steps(plan)
+    return plan
+
+
+def compute_routes(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> list[AddRoute]:
+    """Shortest-path (hop count) routes to every node's loopback, ECMP where paths tie."""
+    # adjacency: node -> list of (neighbour, gateway address, our device)
+    adj: dict[str, list[tuple[str, str, str]]] = {n: [] for n in nodes}
+    for lp in links:
+        adj[lp.a.node].append((lp.b.node, lp.b.address, lp.a.dev))
+        adj[lp.b.node].append((lp.a.node, lp.a.address, lp.b.dev))
+
+    routes: list[AddRoute] = []
+    single = {n for n, nbrs in adj.items() if len({nb for nb, _, _ in nbrs}) == 1}
+    for n in single:
+        src = nodes[n].loopback
+        hops = tuple(sorted((gw, dev) for _, gw, dev in adj[n]))
+        routes.append(AddRoute(nodes[n].netns, "default", hops, src))
+
+    for dst in nodes:
+        dist = _bfs(adj, dst)
+        for n, d in dist.items():
+            if n == dst or n in single:
+                continue
+            hops = tuple(sorted((gw, dev) for nb, gw, dev in adj[n] if dist.get(nb) == d - 1))
+            routes.append(AddRoute(nodes[n].netns, f"{nodes[dst].loopback}/32", hops,
+                                   nodes[n].loopback))
+    routes.sort(key=lambda r: (r.netns, r.dst))
+    return routes
+
+
+def _bfs(adj: dict[str, list[tuple[str, str, str]]], start: str) -> dict[str, int]:
+    dist = {start: 0}
+    queue = deque([start])
+    while queue:
+        n = queue.popleft()
+        for nb, _, _ in adj[n]:
+            if nb not in dist:
+                dist[nb] = dist[n] + 1
+                queue.append(nb)
+    return dist
+
+
+# Every node forwards (a gateway or switch must; a host only does when routes make it transit),
+# hashes multipath on L4 ports, and does not drop asymmetric ECMP return paths.
+NODE_SYSCTLS = (
+    ("net/ipv4/ip_forward", "1"),
+    ("net/ipv4/fib_multipath_hash_policy", "1"),
+    ("net/ipv4/conf/all/rp_filter", "0"),
+    ("net/ipv4/conf/default/rp_filter", "0"),
+    ("net/ipv4/icmp_ratelimit", "0"),
+)
+
+
+def _steps(plan: FabricPlan) -> list[Step]:
+    steps: list[Step] = []
+    for n in plan.nodes.values():
+        steps.append(AddNamespace(n.netns))
+    for n in plan.nodes.values():
+        steps.extend(SetSysctl(n.netns, k, v) for k, v in NODE_SYSCTLS)
+        steps.append(SetUp(n.netns, "lo"))
+        steps.append(AddAddress(n.netns, "lo", n.loopback, 32))
+    for lp in plan.links:
+        mtu = lp.link.forward.mtu
+        if plan.backend == "netem":
+            steps.append(AddVeth(lp.a.netns, lp.a.dev, lp.b.netns, lp.b.dev, mtu))
+        else:
+            for end in (lp.a, lp.b):
+                steps.append(AddTun(end.netns, end.dev, mtu, txqueuelen=1000))
+        for end, shape, queue in ((lp.a, lp.a_egress, lp.a_queue_bytes),
+                                  (lp.b, lp.b_egress, lp.b_queue_bytes)):
+            steps.append(AddAddress(end.netns, end.dev, end.address, end.prefixlen))
+            steps.append(SetUp(end.netns, end.dev))
+            if plan.backend == "netem":
+                if _needs_netem(shape):
+                    steps.append(SetNetem(end.netns, end.dev, shape, queue))
+                elif shape.rate_bps:
+                    steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
+            elif shape.rate_bps and not rate_in_engine(shape):
+                steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
+    steps.extend(plan.routes)
+    hosts = tuple((n.loopback, n.name) for n in plan.nodes.values())
+    for n in plan.nodes.values():
+        steps.append(WriteHosts(n.netns, hosts))
+    return steps
+
+
+def _needs_netem(shape: Shape) -> bool:
+    return bool(shape.delay_ns or shape.jitter_ns or shape.loss_ppm)
+
+
+def rate_in_engine(shape: Shape) -> bool:
+    """Userspace backend: the engine serialises itself only where it must see the queue (ECN).
+
+    Otherwise the kernel's tbf shapes the rate at near-zero CPU and the engine only delays,
+    jitters and drops (the engine's packet rate is the scarce budget on this machine).
+    """
+    return shape.rate_bps is not None and shape.ecn_bytes is not None

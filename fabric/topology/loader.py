@@ -1,0 +1,568 @@
+"""Read a topology file into a validated `Topology`, or fail with `FILE:LINE: key: message`.
+
+We ask PyYAML only to *compose* the document (a tree of nodes that still carry their line
+numbers) and walk that tree ourselves, rather than loading it into plain dicts, because:
+
+- every error can then name the line of the offending key or value, not just the file;
+- duplicate mapping keys, which `yaml.safe_load` silently merges (the second node `a:` would
+  replace the first), are visible in the tree and become errors;
+- unknown keys are caught wherever they are, so a typo like `dealy:` never silently means
+  "no delay".
+
+The walk is strict and fails on the first problem: one clear message beats a list of knock-on
+errors. Link properties resolve in layers, `Shape()` <- `defaults.link` <- a generator's
+`uplink`/`downlink` <- the link's own keys, and the reverse direction is the resolved forward
+one with the link's `reverse:` overrides on top.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from fabric.errors import TopologyError
+from fabric.topology.generators import LeafSpineSpec, expand_leaf_spine, leaf_spine_names
+from fabric.topology.model import (
+    DEFAULT_CLASSES,
+    NODE_KINDS,
+    LeafSpineInfo,
+    Link,
+    Node,
+    Shape,
+    Topology,
+    TrafficClass,
+)
+from fabric.units import (
+    format_size,
+    format_time,
+    parse_loss,
+    parse_queue,
+    parse_rate,
+    parse_size,
+    parse_time,
+)
+
+__all__ = ["NAME_RE", "load_topology", "parse_topology"]
+
+#: Node, topology, class names: they become namespace, interface and host names, so lower-case,
+#: short (a netns name plus a suffix must fit IFNAMSIZ-ish limits) and shell-safe.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
+_NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', starting with a letter "
+              "or digit")
+
+MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
+
+_TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
+             "links")
+_LINK_PROPS = ("rate", "delay", "jitter", "loss", "queue", "mtu", "ecn")
+_REVERSE_PROPS = ("rate", "delay", "jitter", "loss", "queue", "ecn")
+_LINK_KEYS = ("endpoints", *_LINK_PROPS, "reverse")
+_GEN_LINK_KEYS = (*_LINK_PROPS, "reverse")
+_LEAF_SPINE_KEYS = ("prefix", "spines", "leaves", "hosts_per_leaf", "uplink", "downlink")
+_GENERATORS = ("leaf_spine",)
+_REVERSE_HINTS = {"mtu": "the mtu is per link, the same in both directions",
+                  "endpoints": "a reverse block only overrides properties"}
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+Entries = dict[str, tuple[yaml.Node, yaml.Node]]
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate the topology file at `path`; errors name the file as given."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise TopologyError(f"cannot read topology file: {e.strerror or e}", file=source) from None
+    except UnicodeDecodeError as e:
+        raise TopologyError(f"not a UTF-8 text file ({e.reason})", file=source) from None
+    return parse_topology(text, source=source)
+
+
+def parse_topology(text: str, source: str = "<string>") -> Topology:
+    """Validate topology YAML `text`; `source` is the file name used in error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        detail = ", ".join(part for part in (e.context, e.problem) if part) or "invalid YAML"
+        raise TopologyError(f"YAML syntax error: {detail}", file=source,
+                            line=mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as e:  # a control character: it has a position, not a mark
+        char = f" (#x{e.character:04x})" if isinstance(e.character, int) else ""
+        raise TopologyError(f"YAML syntax error: {e.reason}{char}", file=source,
+                            line=text.count("\n", 0, e.position) + 1) from None
+    return _Parser(source).topology(root)
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Walker:
+    """Typed reads from the composed YAML tree; every failure is a TopologyError at a line.
+
+    `path` arguments are the dotted key path used in messages, e.g. `links[2].rate`.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._constructor = SafeConstructor()
+
+    def error(self, node: yaml.Node | None, path: str, message: str) -> TopologyError:
+        return TopologyError(message, file=self.source,
+                             line=_line(node) if node is not None else None, key=path or None)
+
+    def describe(self, node: yaml.Node) -> str:
+        if isinstance(node, MappingNode):
+            return "a mapping"
+        if isinstance(node, SequenceNode):
+            return "a list"
+        if node.tag == _NULL_TAG:
+            return "nothing (null)"
+        if node.tag == "tag:yaml.org,2002:str":
+            return repr(node.value)
+        return node.value  # a number or boolean, as written
+
+    def is_null(self, node: yaml.Node) -> bool:
+        return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+    # ---- containers ---------------------------------------------------------------------
+
+    def mapping(self, node: yaml.Node, path: str, allowed: Iterable[str],
+                required: Iterable[str] = (), *, what: str = "key",
+                hints: dict[str, str] | None = None) -> Entries:
+        """The entries of a mapping (null counts as empty), checking unknown, missing and
+        duplicate keys. Keys are the raw text written (so a node named `no` stays 'no')."""
+        allowed = tuple(allowed)
+        if self.is_null(node):
+            entries: Entries = {}
+        elif isinstance(node, MappingNode):
+            entries = self._entries(node, path, what)
+        else:
+            raise self.error(node, path, f"expected a mapping, got {self.describe(node)}")
+        if what == "key":  # free-form mappings (node names) pass allowed=()
+            for key, (key_node, _) in entries.items():
+                if key not in allowed:
+                    raise self.error(key_node, _join(path, key),
+                                     self._unknown(key, allowed, (hints or {}).get(key)))
+        for key in required:
+            if key not in entries:
+                raise self.error(node, path, f"missing required key '{key}'")
+        return entries
+
+    def _entries(self, node: MappingNode, path: str, what: str) -> Entries:
+        merged: Entries = {}
+        explicit: Entries = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                # `<<: *anchor` merges another mapping in; keys written here win over it,
+                # and earlier merge sources win over later ones (YAML merge-key rules).
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for src in sources:
+                    if not isinstance(src, MappingNode):
+                        raise self.error(src, path, "'<<' can only merge a mapping")
+                    for key, entry in self._entries(src, path, what).items():
+                        merged.setdefault(key, entry)
+                continue
+            if not isinstance(key_node, ScalarNode):
+                raise self.error(key_node, path, f"a {what} must be a plain name, "
+                                 f"got {self.describe(key_node)}")
+            key = key_node.value
+            if key in explicit:
+                first = _line(explicit[key][0])
+                raise self.error(key_node, _join(path, key),
+                                 f"duplicate {what} '{key}' (first at line {first})")
+            explicit[key] = (key_node, value_node)
+        return {**merged, **explicit} if merged else explicit
+
+    @staticmethod
+    def _unknown(key: str, allowed: tuple[str, ...], hint: str | None) -> str:
+        msg = f"unknown key '{key}'"
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if hint:
+            msg += f" ({hint})"
+        elif close:
+            msg += f"; did you mean '{close[0]}'?"
+        return f"{msg} (allowed: {', '.join(allowed)})" if allowed else msg
+
+    def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:
+        """The items of a list (null counts as empty)."""
+        if self.is_null(node):
+            return []
+        if not isinstance(node, SequenceNode):
+            raise self.error(node, path, f"expected a list, got {self.describe(node)}")
+        return list(node.value)
+
+    # ---- scalars ------------------------------------------------------------------------
+
+    def scalar(self, node: yaml.Node, path: str, expected: str) -> Any:
+        """The Python value of a scalar (int, float, str, bool, None, ...)."""
+        if not isinstance(node, ScalarNode):
+            raise self.error(node, path, f"expected {expected}, got {self.describe(node)}")
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except ConstructorError as e:
+            raise self.error(node, path, f"unsupported YAML value: {e.problem}") from None
+
+    def text(self, node: yaml.Node, path: str, expected: str = "a string") -> str:
+        """The raw text of a scalar, whatever YAML would resolve it to (`no`, `1` stay text)."""
+        if not isinstance(node, ScalarNode) or self.is_null(node):
+            raise self.error(node, path, f"expected {expected}, got {self.describe(node)}")
+        return node.value
+
+    def name(self, node: yaml.Node, path: str, what: str) -> str:
+        value = self.text(node, path, f"a {what}")
+        if not NAME_RE.match(value):
+            raise self.error(node, path, f"bad {what} '{value}': {_NAME_RULE}")
+        return value
+
+    def integer(self, node: yaml.Node, path: str, lo: int, hi: int | None = None,
+                what: str = "an integer", label: str = "the value") -> int:
+        value = self.scalar(node, path, what)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(node, path, f"expected {what}, got {self.describe(node)}")
+        if hi is not None and not lo <= value <= hi:
+            raise self.error(node, path, f"{label} {value} is outside {lo}..{hi}")
+        if value < lo:
+            raise self.error(node, path, f"{label} must be at least {lo}, got {value}")
+        return value
+
+    def boolean(self, node: yaml.Node, path: str) -> bool:
+        value = self.scalar(node, path, "true or false")
+        if not isinstance(value, bool):
+            raise self.error(node, path, f"expected true or false, got {self.describe(node)}")
+        return value
+
+    def unit(self, node: yaml.Node, path: str, parse: Callable[[Any], Any], what: str) -> Any:
+        """Run a `fabric.units` parser on a scalar; its ValueError becomes a located error."""
+        value = self.scalar(node, path, what)
+        if value is None:
+            raise self.error(node, path, f"missing value: expected {what}")
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise self.error(node, path, str(e)) from None
+
+
+class _Parser(_Walker):
+    """Walks one document top-down, building the Topology section by section."""
+
+    def topology(self, root: yaml.Node | None) -> Topology:
+        if root is None:
+            raise TopologyError("the file is empty: a topology needs at least `name:` and "
+                                "`nodes:`", file=self.source)
+        top = self.mapping(root, "", _TOP_KEYS, required=("name",))
+        name = self.name(top["name"][1], "name", "topology name")
+
+        time_scale = 1.0
+        if "time_scale" in top:
+            time_scale = self._time_scale(top["time_scale"][1])
+
+        link_net, loop_net = self._addressing(top.get("addressing"))
+        defaults = self._defaults(top.get("defaults"))
+        classes: tuple[TrafficClass, ...] = DEFAULT_CLASSES
+        if "classes" in top:
+            classes = self._classes(top["classes"][1])
+
+        nodes: dict[str, Node] = {}
+        if "nodes" in top:
+            nodes = self._nodes(top["nodes"][1])
+
+        links: list[Link] = []
+        # Explicit links may name generated nodes, so generators expand first; their links
+        # are kept aside and appended after the explicit ones (nodes: explicit, then generated).
+        generated: list[Link] = []
+        leaf_spines: list[LeafSpineInfo] = []
+        if "generate" in top:
+            for info, gen_links in self._generate(top["generate"][1], nodes, defaults):
+                leaf_spines.append(info)
+                generated.extend(gen_links)
+
+        if not nodes:
+            raise self.error(root, "nodes", "the topology has no nodes: add `nodes:` or a "
+                             "`generate:` entry")
+
+        seen: dict[frozenset[str], int | None] = {
+            frozenset((link.a, link.b)): link.line for link in generated}
+        if "links" in top:
+            path = "links"
+            for i, item in enumerate(self.sequence(top["links"][1], path)):
+                link = self._link(item, f"{path}[{i}]", nodes, defaults)
+                pair = frozenset((link.a, link.b))
+                if pair in seen:
+                    raise self.error(item, f"{path}[{i}]", f"a link between '{link.a}' and "
+                                     f"'{link.b}' already exists (line {seen[pair]}); "
+                                     "parallel links are not supported")
+                seen[pair] = link.line
+                links.append(link)
+
+        return Topology(
+            name=name,
+            nodes=nodes,
+            links=tuple(links + generated),
+            classes=classes,
+            time_scale=time_scale,
+            source=self.source,
+            link_subnet=link_net,
+            loopback_subnet=loop_net,
+            leaf_spines=tuple(leaf_spines),
+        )
+
+    # ---- sections -----------------------------------------------------------------------
+
+    def _time_scale(self, node: yaml.Node) -> float:
+        value = self.scalar(node, "time_scale", "a number")
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value) and value > 0)
+        if not ok:
+            raise self.error(node, "time_scale", f"expected a number > 0 (links run N times "
+                             f"slower and longer on the host), got {self.describe(node)}")
+        return float(value)
+
+    def _addressing(self, entry: tuple[yaml.Node, yaml.Node] | None) -> tuple[str, str]:
+        nets = {"links": Topology.link_subnet, "loopbacks": Topology.loopback_subnet}
+        if entry is None:
+            return nets["links"], nets["loopbacks"]
+        parsed: dict[str, ipaddress.IPv4Network] = {k: ipaddress.IPv4Network(v)
+                                                    for k, v in nets.items()}
+        fields = self.mapping(entry[1], "addressing", ("links", "loopbacks"))
+        for key, (_, node) in fields.items():
+            path = f"addressing.{key}"
+            text = self.text(node, path, "an IPv4 network such as 198.18.0.0/16")
+            try:
+                if "/" not in text:
+                    raise ValueError("needs a prefix length, such as /16")
+                parsed[key] = ipaddress.IPv4Network(text)
+            except ValueError as e:
+                raise self.error(node, path, f"bad IPv4 network '{text}': {e}") from None
+        if parsed["links"].overlaps(parsed["loopbacks"]):
+            where = fields.get("loopbacks") or fields["links"]
+            raise self.error(where[1], f"addressing.{where[0].value}",
+                             f"link subnet {parsed['links']} overlaps loopback subnet "
+                             f"{parsed['loopbacks']}")
+        return str(parsed["links"]), str(parsed["loopbacks"])
+
+    def _defaults(self, entry: tuple[yaml.Node, yaml.Node] | None) -> dict[str, Any]:
+        if entry is None:
+            return {}
+        fields = self.mapping(entry[1], "defaults", ("link",))
+        if "link" not in fields:
+            return {}
+        props = self.mapping(fields["link"][1], "defaults.link", _LINK_PROPS)
+        return self._props(props, "defaults.link")
+
+    def _classes(self, node: yaml.Node) -> tuple[TrafficClass, ...]:
+        items = self.sequence(node, "classes")
+        if not items:
+            raise self.error(node, "classes", "the list is empty; leave `classes:` out for the "
+                             "single default class")
+        out: list[TrafficClass] = []
+        names: dict[str, TrafficClass] = {}
+        dscps: dict[int, TrafficClass] = {}
+        for i, item in enumerate(items):
+            path = f"classes[{i}]"
+            f = self.mapping(item, path, ("name", "dscp", "priority", "lossless"),
+                             required=("name",))
+            name = self.name(f["name"][1], f"{path}.name", "class name")
+            if name in names:
+                raise self.error(f["name"][1], f"{path}.name", f"duplicate class name '{name}' "
+                                 f"(first at line {names[name].line})")
+            dscp = priority = 0
+            lossless = False
+            if "dscp" in f:
+                dscp = self.integer(f["dscp"][1], f"{path}.dscp", 0, 63, "a DSCP value 0..63",
+                                    "DSCP")
+            if dscp in dscps:
+                # Switches classify by DSCP, so two classes on one code point can't be told apart.
+                other = dscps[dscp]
+                node_, path_, note = ((f["dscp"][1], f"{path}.dscp", "") if "dscp" in f
+                                      else (item, path, " (the default)"))
+                raise self.error(node_, path_, f"DSCP {dscp}{note} is already used by class "
+                                 f"'{other.name}' (line {other.line}); give each class its own")
+            if "priority" in f:
+                priority = self.integer(f["priority"][1], f"{path}.priority", 0, 7,
+                                        "a priority 0..7", "priority")
+            if "lossless" in f:
+                lossless = self.boolean(f["lossless"][1], f"{path}.lossless")
+            tc = TrafficClass(name=name, dscp=dscp, priority=priority, lossless=lossless,
+                              line=_line(item))
+            dscps[dscp] = tc
+            names[name] = tc
+            out.append(tc)
+        return tuple(out)
+
+    def _nodes(self, node: yaml.Node) -> dict[str, Node]:
+        nodes: dict[str, Node] = {}
+        for name, (key_node, value_node) in self.mapping(node, "nodes", (), what="node").items():
+            path = f"nodes.{name}"
+            self.name(key_node, path, "node name")
+            props = self.mapping(value_node, path, ("kind", "role"))
+            kind = "host"
+            role = None
+            if "kind" in props:
+                kind = self.text(props["kind"][1], f"{path}.kind", "host or switch")
+                if kind not in NODE_KINDS:
+                    raise self.error(props["kind"][1], f"{path}.kind", f"unknown kind '{kind}' "
+                                     f"(expected one of: {', '.join(NODE_KINDS)})")
+            if "role" in props and not self.is_null(props["role"][1]):
+                role = self.text(props["role"][1], f"{path}.role")
+            nodes[name] = Node(name=name, kind=kind, role=role, line=_line(key_node))
+        return nodes
+
+    def _generate(self, node: yaml.Node, nodes: dict[str, Node],
+                  defaults: dict[str, Any]) -> list[tuple[LeafSpineInfo, tuple[Link, ...]]]:
+        """Expand every generator in order, adding its nodes to `nodes` (checked for clashes)."""
+        out = []
+        for i, item in enumerate(self.sequence(node, "generate")):
+            path = f"generate[{i}]"
+            if not isinstance(item, MappingNode) or len(item.value) != 1:
+                raise self.error(item, path, "a generator entry is a mapping with one key, the "
+                                 f"generator's name ({', '.join(_GENERATORS)})")
+            kind = self.mapping(item, path, _GENERATORS)
+            gen_key, body = kind["leaf_spine"]
+            spec, prefix_node = self._leaf_spine(body, f"{path}.leaf_spine", _line(gen_key),
+                                                 defaults)
+            spines, leaves, hosts = leaf_spine_names(spec)
+            for made in (*spines, *leaves, *hosts):
+                if not NAME_RE.match(made):
+                    raise self.error(prefix_node or gen_key, f"{path}.leaf_spine.prefix",
+                                     f"prefix '{spec.prefix}' makes the bad node name '{made}' "
+                                     f"(node names: {_NAME_RULE})")
+                if made in nodes:
+                    raise self.error(gen_key, f"{path}.leaf_spine", f"this generator makes node "
+                                     f"'{made}', which is already defined at line "
+                                     f"{nodes[made].line}; give it a different prefix")
+            expansion = expand_leaf_spine(spec)
+            nodes.update((n.name, n) for n in expansion.nodes)
+            out.append((expansion.info, expansion.links))
+        return out
+
+    def _leaf_spine(self, node: yaml.Node, path: str, line: int,
+                    defaults: dict[str, Any]) -> tuple[LeafSpineSpec, yaml.Node | None]:
+        f = self.mapping(node, path, _LEAF_SPINE_KEYS,
+                         required=("spines", "leaves", "hosts_per_leaf"))
+        prefix = ""
+        prefix_node = None
+        if "prefix" in f and not self.is_null(f["prefix"][1]):
+            prefix_node = f["prefix"][1]
+            prefix = self.text(prefix_node, f"{path}.prefix")
+        counts = {key: self.integer(f[key][1], f"{path}.{key}", 1, what="a count >= 1",
+                                    label=key)
+                  for key in ("spines", "leaves", "hosts_per_leaf")}
+        shapes = {}
+        for key, label in (("uplink", "leaf->spine"), ("downlink", "leaf->host")):
+            if key in f:
+                body = f[key][1]
+                shapes[key] = self._shapes(body, f"{path}.{key}", _GEN_LINK_KEYS, defaults)
+            else:  # defaults alone; still checked, as they now describe real links
+                body = node
+                shapes[key] = (Shape(**defaults),) * 2
+            self._check_shapes(*shapes[key], body, f"{path}.{key}", label)
+        spec = LeafSpineSpec(prefix=prefix, uplink=shapes["uplink"],
+                             downlink=shapes["downlink"], line=line, **counts)
+        return spec, prefix_node
+
+    def _link(self, node: yaml.Node, path: str, nodes: dict[str, Node],
+              defaults: dict[str, Any]) -> Link:
+        f = self.mapping(node, path, _LINK_KEYS, required=("endpoints",))
+        ends_node = f["endpoints"][1]
+        ends = self.sequence(ends_node, f"{path}.endpoints")
+        if len(ends) != 2:
+            raise self.error(ends_node, f"{path}.endpoints", "expected a list of exactly two "
+                             f"node names, such as [a, b]; got {len(ends)}")
+        names = []
+        for end in ends:
+            name = self.text(end, f"{path}.endpoints", "a node name")
+            if name not in nodes:
+                close = difflib.get_close_matches(name, list(nodes), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise self.error(end, f"{path}.endpoints", f"unknown node '{name}'{hint}")
+            names.append(name)
+        a, b = names
+        if a == b:
+            raise self.error(ends_node, f"{path}.endpoints", f"a link from '{a}' to itself")
+        forward, reverse = self._shapes(node, path, _LINK_KEYS, defaults, entries=f)
+        self._check_shapes(forward, reverse, node, path, f"{a}->{b}")
+        return Link(a=a, b=b, forward=forward, reverse=reverse, line=_line(node))
+
+    # ---- link properties ----------------------------------------------------------------
+
+    def _shapes(self, node: yaml.Node, path: str, keys: tuple[str, ...],
+                defaults: dict[str, Any], entries: Entries | None = None
+                ) -> tuple[Shape, Shape]:
+        """(forward, reverse) for a link body: defaults <- own keys; reverse <- `reverse:`."""
+        f = entries if entries is not None else self.mapping(node, path, keys)
+        own = self._props({k: v for k, v in f.items() if k in _LINK_PROPS}, path)
+        forward = Shape(**{**defaults, **own})
+        reverse = forward
+        if "reverse" in f:
+            rpath = _join(path, "reverse")
+            rev = self.mapping(f["reverse"][1], rpath, _REVERSE_PROPS, hints=_REVERSE_HINTS)
+            reverse = replace(forward, **self._props(rev, rpath))
+        return forward, reverse
+
+    def _props(self, f: Entries, path: str) -> dict[str, Any]:
+        """Parse link property keys into `Shape` field values (only the keys present)."""
+        out: dict[str, Any] = {}
+        for key, (_, node) in f.items():
+            p = _join(path, key)
+            if key == "rate":
+                out["rate_bps"] = self.unit(node, p, parse_rate, "a rate such as 40Mbps")
+            elif key == "delay":
+                out["delay_ns"] = self.unit(node, p, parse_time, "a time such as 15ms")
+            elif key == "jitter":
+                out["jitter_ns"] = self.unit(node, p, parse_time, "a time such as 1ms")
+            elif key == "loss":
+                out["loss_ppm"] = self.unit(node, p, parse_loss, "a loss such as 0.1%")
+            elif key == "queue":
+                # Setting either form replaces both, so a link can override a default byte
+                # limit with a packet limit.
+                out["queue_bytes"], out["queue_packets"] = self.unit(
+                    node, p, parse_queue, "a queue such as 256KiB or 100 packets")
+            elif key == "mtu":
+                mtu = self.unit(node, p, parse_size, "an MTU in bytes such as 1500")
+                if not MTU_MIN <= mtu <= MTU_MAX:
+                    raise self.error(node, p, f"mtu {mtu} is outside {MTU_MIN}..{MTU_MAX}")
+                out["mtu"] = mtu
+            elif key == "ecn":
+                # null/false switch marking off, e.g. to override a default threshold.
+                if self.is_null(node) or self.scalar(node, p, "a size") is False:
+                    out["ecn_bytes"] = None
+                else:
+                    out["ecn_bytes"] = self.unit(node, p, parse_size, "a size such as 64KiB")
+            else:  # pragma: no cover - mapping() already rejected unknown keys
+                raise self.error(node, p, f"unknown key '{key}'")
+        return out
+
+    def _check_shapes(self, forward: Shape, reverse: Shape, node: yaml.Node, path: str,
+                      label: str) -> None:
+        """Checks that need the resolved values (a default jitter against a link's delay)."""
+        there, back = label.split("->")
+        for shape, direction in ((forward, label), (reverse, f"{back}->{there}")):
+            if shape.jitter_ns > shape.delay_ns:
+                raise self.error(node, path, f"jitter {format_time(shape.jitter_ns)} exceeds "
+                                 f"delay {format_time(shape.delay_ns)} on {direction}: netem "
+                                 "would clip delays at 0 and skew the distribution; lower "
+                                 "the jitter or raise the delay")
+            if (shape.ecn_bytes is not None and shape.queue_bytes is not None
+                    and shape.ecn_bytes > shape.queue_bytes):
+                raise self.error(node, path, f"ecn threshold {format_size(shape.ecn_bytes)} is "
+                                 f"above the queue limit {format_size(shape.queue_bytes)} on "
+                                 f"{direction}: it would never mark")

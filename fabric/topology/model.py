@@ -1,0 +1,133 @@
+"""The parsed, validated form of a topology file: frozen dataclasses in our own integer units.
+
+Everything here is in fabric time (the figures the file states). `time_scale` is applied only
+when a plan turns a topology into kernel or engine settings (see `Shape.scaled`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+NODE_KINDS = ("host", "switch")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One direction of a link, in integer units.
+
+    rate_bps: bits per second, None = unshaped (as fast as the host moves packets).
+    delay_ns / jitter_ns: one-way propagation delay and its spread (netem semantics: each packet
+        gets delay + uniform(-jitter, +jitter), clipped at 0).
+    loss_ppm: random loss, parts per million (10_000 = 1%).
+    queue_bytes / queue_packets: the queue limit; at most one is set; both None = the plan's
+        default (at least one bandwidth-delay product).
+    ecn_bytes: CE-mark ECT packets when the queue holds more than this many bytes; None = never.
+    mtu: bytes, the same in both directions of a link.
+    """
+
+    rate_bps: int | None = None
+    delay_ns: int = 0
+    jitter_ns: int = 0
+    loss_ppm: int = 0
+    queue_bytes: int | None = None
+    queue_packets: int | None = None
+    ecn_bytes: int | None = None
+    mtu: int = 1500
+
+    def scaled(self, time_scale: float) -> Shape:
+        """The shape a host must realise for `time_scale`: rate / N, delays x N, same bytes."""
+        if time_scale == 1:
+            return self
+        return replace(
+            self,
+            rate_bps=None if self.rate_bps is None else max(1, round(self.rate_bps / time_scale)),
+            delay_ns=round(self.delay_ns * time_scale),
+            jitter_ns=round(self.jitter_ns * time_scale),
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node: `host` (an endpoint that runs traffic) or `switch` (forwards, L3)."""
+
+    name: str
+    kind: str = "host"
+    role: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A point-to-point link between nodes `a` and `b`; `forward` is a->b, `reverse` is b->a."""
+
+    a: str
+    b: str
+    forward: Shape
+    reverse: Shape
+    line: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.a}--{self.b}"
+
+    @property
+    def symmetric(self) -> bool:
+        return self.forward == self.reverse
+
+
+@dataclass(frozen=True)
+class TrafficClass:
+    """A traffic class: its DSCP code point, switch priority (0-7) and whether it is lossless."""
+
+    name: str
+    dscp: int = 0
+    priority: int = 0
+    lossless: bool = False
+    line: int | None = None
+
+
+DEFAULT_CLASSES = (TrafficClass(name="default", dscp=0, priority=0, lossless=False),)
+
+
+@dataclass(frozen=True)
+class LeafSpineInfo:
+    """What a leaf-spine generator made, so `fabric check` can report oversubscription."""
+
+    prefix: str
+    spines: tuple[str, ...]
+    leaves: tuple[str, ...]
+    hosts: tuple[str, ...]
+    hosts_per_leaf: int
+    uplink_bps: int | None
+    downlink_bps: int | None
+
+    @property
+    def oversubscription(self) -> float | None:
+        """Per leaf: host-facing capacity / spine-facing capacity (1.0 = non-blocking)."""
+        if not self.uplink_bps or not self.downlink_bps or not self.spines:
+            return None
+        return (self.hosts_per_leaf * self.downlink_bps) / (len(self.spines) * self.uplink_bps)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A whole validated topology. Node order is the file's order (generators expand in place)."""
+
+    name: str
+    nodes: dict[str, Node]
+    links: tuple[Link, ...]
+    classes: tuple[TrafficClass, ...] = DEFAULT_CLASSES
+    time_scale: float = 1.0
+    source: str = "<memory>"
+    link_subnet: str = "198.18.0.0/16"
+    loopback_subnet: str = "198.19.0.0/16"
+    leaf_spines: tuple[LeafSpineInfo, ...] = field(default=())
+
+    def neighbours(self, node: str) -> list[str]:
+        out = []
+        for link in self.links:
+            if link.a == node:
+                out.append(link.b)
+            elif link.b == node:
+                out.append(link.a)
+        return out

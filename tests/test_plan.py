@@ -1,0 +1,199 @@
+"""Plan: names, addresses, ECMP routes and steps, computed without a kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+from fabric.checks import backend_warnings, equal_cost_paths, path_summary
+from fabric.errors import TopologyError
+from fabric.plan import (
+    AddNamespace,
+    AddRoute,
+    AddTun,
+    AddVeth,
+    SetNetem,
+    SetTbf,
+    WriteHosts,
+    default_queue_bytes,
+    netns_name,
+    parse_netns_name,
+    plan_fabric,
+)
+from fabric.topology.model import Link, Node, Shape, Topology
+
+MBIT = 1_000_000
+MS = 1_000_000
+
+
+def topo(nodes: dict[str, str], links: list[tuple[str, str, Shape]], **kw) -> Topology:
+    return Topology(
+        name=kw.pop("name", "t"),
+        nodes={n: Node(n, kind=k) for n, k in nodes.items()},
+        links=tuple(Link(a, b, s, s) for a, b, s in links),
+        **kw,
+    )
+
+
+def leaf_spine(spines: int = 2, leaves: int = 2, hosts_per_leaf: int = 2) -> Topology:
+    nodes: dict[str, str] = {}
+    links = []
+    up = Shape(rate_bps=400 * MBIT, delay_ns=MS // 10)
+    down = Shape(rate_bps=100 * MBIT, delay_ns=MS // 20)
+    for s in range(spines):
+        nodes[f"spine-{s}"] = "switch"
+    for leaf in range(leaves):
+        nodes[f"leaf-{leaf}"] = "switch"
+        for s in range(spines):
+            links.append((f"leaf-{leaf}", f"spine-{s}", up))
+    for h in range(leaves * hosts_per_leaf):
+        nodes[f"host-{h}"] = "host"
+        links.append((f"host-{h}", f"leaf-{h // hosts_per_leaf}", down))
+    return topo(nodes, links, name="ls")
+
+
+def test_netns_names_parse_back():
+    name = netns_name("leaf-spine", "a1b2c3", "host-0")
+    assert name == "fab.leaf-spine.a1b2c3.host-0"
+    assert parse_netns_name(name) == ("leaf-spine", "a1b2c3", "host-0")
+    assert parse_netns_name("fab.only.three") is None
+    assert parse_netns_name("other.x.y.z") is None
+
+
+def test_pair_addresses_and_devices():
+    t = topo({"a": "host", "b": "host"}, [("a", "b", Shape(rate_bps=40 * MBIT, delay_ns=15 * MS))])
+    plan = plan_fabric(t, backend="netem", run_id="r1")
+    (lp,) = plan.links
+    assert (lp.a.address, lp.b.address, lp.a.prefixlen) == ("198.18.0.1", "198.18.0.2", 30)
+    assert (lp.a.dev, lp.b.dev) == ("eth0", "eth0")
+    assert plan.nodes["a"].loopback == "198.19.0.1"
+    assert plan.nodes["b"].loopback == "198.19.0.2"
+    assert plan.nodes["a"].netns == "fab.t.r1.a"
+    # single-link nodes get one default route via the peer, sourced from their loopback
+    routes = {r.netns: r for r in plan.routes}
+    assert routes["fab.t.r1.a"] == AddRoute("fab.t.r1.a", "default", (("198.18.0.2", "eth0"),),
+                                            "198.19.0.1")
+
+
+def test_leaf_spine_routes_use_ecmp_across_spines():
+    plan = plan_fabric(leaf_spine(), backend="netem", run_id="r")
+    leaf0 = plan.nodes["leaf-0"].netns
+    host2_lo = plan.nodes["host-2"].loopback  # behind leaf-1
+    (route,) = [r for r in plan.routes if r.netns == leaf0 and r.dst == f"{host2_lo}/32"]
+    assert len(route.nexthops) == 2  # one via each spine
+    assert {dev for _, dev in route.nexthops} == {"eth0", "eth1"}
+    # to a host on the same leaf: one hop, no ECMP
+    host1_lo = plan.nodes["host-1"].loopback
+    (route,) = [r for r in plan.routes if r.netns == leaf0 and r.dst == f"{host1_lo}/32"]
+    assert len(route.nexthops) == 1
+    # hosts (one uplink) have exactly one default route and nothing else
+    host_routes = [r for r in plan.routes if r.netns == plan.nodes["host-0"].netns]
+    assert [r.dst for r in host_routes] == ["default"]
+
+
+def test_every_switch_reaches_every_loopback():
+    plan = plan_fabric(leaf_spine(spines=3, leaves=3, hosts_per_leaf=1), backend="netem",
+                       run_id="r")
+    for n in plan.nodes.values():
+        if n.kind != "switch":
+            continue
+        dsts = {r.dst for r in plan.routes if r.netns == n.netns}
+        want = {f"{m.loopback}/32" for m in plan.nodes.values() if m.name != n.name}
+        assert dsts == want
+
+
+def test_steps_per_backend():
+    shape = Shape(rate_bps=40 * MBIT, delay_ns=15 * MS)
+    t = topo({"a": "host", "b": "host"}, [("a", "b", shape)])
+    netem = plan_fabric(t, backend="netem", run_id="r").steps
+    assert sum(isinstance(s, AddVeth) for s in netem) == 1
+    assert sum(isinstance(s, SetNetem) for s in netem) == 2
+    assert not any(isinstance(s, AddTun) for s in netem)
+    user = plan_fabric(t, backend="userspace", run_id="r").steps
+    assert sum(isinstance(s, AddTun) for s in user) == 2
+    assert sum(isinstance(s, SetTbf) for s in user) == 2  # rate in the kernel
+    assert not any(isinstance(s, SetNetem | AddVeth) for s in user)
+    # namespaces first, hosts files last
+    assert isinstance(user[0], AddNamespace)
+    assert isinstance(user[-1], WriteHosts)
+    assert dict(user[-1].entries) == {"198.19.0.1": "a", "198.19.0.2": "b"}
+
+
+def test_userspace_ecn_link_keeps_rate_in_engine():
+    shape = Shape(rate_bps=40 * MBIT, delay_ns=MS, ecn_bytes=30_000)
+    t = topo({"a": "host", "b": "host"}, [("a", "b", shape)])
+    steps = plan_fabric(t, backend="userspace", run_id="r").steps
+    assert not any(isinstance(s, SetTbf) for s in steps)
+
+
+def test_unshaped_link_has_no_qdisc():
+    t = topo({"a": "host", "b": "host"}, [("a", "b", Shape())])
+    for backend in ("netem", "userspace"):
+        steps = plan_fabric(t, backend=backend, run_id="r").steps
+        assert not any(isinstance(s, SetTbf | SetNetem) for s in steps)
+
+
+def test_time_scale_slows_rates_and_stretches_delays():
+    shape = Shape(rate_bps=100_000 * MBIT, delay_ns=2_000)  # 100 Gbps, 2 us
+    t = topo({"a": "host", "b": "host"}, [("a", "b", shape)], time_scale=1000)
+    (lp,) = plan_fabric(t, backend="netem", run_id="r").links
+    assert lp.a_egress.rate_bps == 100 * MBIT
+    assert lp.a_egress.delay_ns == 2 * MS
+    # the bandwidth-delay product in bytes is kept
+    assert default_queue_bytes(lp.a_egress) == default_queue_bytes(shape)
+
+
+def test_default_queue_is_at_least_one_bdp():
+    s = Shape(rate_bps=1000 * MBIT, delay_ns=10 * MS)
+    assert default_queue_bytes(s) == 1_250_000
+    assert default_queue_bytes(Shape()) == 64 * 1500
+    assert default_queue_bytes(Shape(queue_bytes=1000)) == 1000
+    assert default_queue_bytes(Shape(queue_packets=10, mtu=9000)) == 90_000
+
+
+def test_unknown_backend_and_address_exhaustion():
+    t = topo({"a": "host", "b": "host"}, [("a", "b", Shape())])
+    with pytest.raises(TopologyError, match="unknown link backend 'tap'"):
+        plan_fabric(t, backend="tap")
+    t = topo({"a": "host", "b": "host"}, [("a", "b", Shape())] * 3, link_subnet="198.18.0.0/29")
+    with pytest.raises(TopologyError, match=r"3 links do not fit in 198.18.0.0/29"):
+        plan_fabric(t, backend="netem")
+
+
+def test_parallel_links_get_their_own_devices_and_ecmp():
+    t = topo({"a": "host", "b": "host"}, [("a", "b", Shape()), ("a", "b", Shape())])
+    plan = plan_fabric(t, backend="netem", run_id="r")
+    assert [lp.a.dev for lp in plan.links] == ["eth0", "eth1"]
+    (route,) = [r for r in plan.routes if r.netns == plan.nodes["a"].netns]
+    assert route.dst == "default"
+    assert len(route.nexthops) == 2
+
+
+def test_equal_cost_paths_and_summary():
+    t = leaf_spine(spines=2, leaves=2, hosts_per_leaf=2)
+    paths = equal_cost_paths(t, "host-0")
+    assert paths["host-1"] == (2, 1)
+    assert paths["host-3"] == (4, 2)
+    lines = path_summary(t)
+    assert lines == [
+        "paths: 2 host pairs at 2 hops over 1 equal-cost path (e.g. host-0 -> host-1)",
+        "paths: 4 host pairs at 4 hops over 2 equal-cost paths (e.g. host-0 -> host-2)",
+    ]
+
+
+def test_backend_warnings():
+    fast = Shape(rate_bps=100_000 * MBIT, delay_ns=2_000)
+    t = topo({"a": "host", "b": "host"}, [("a", "b", fast)])
+    w = backend_warnings(t, "userspace")
+    assert any("above the userspace backend's accurate range" in x and "time_scale >= 100"
+               in x and "[1 link: a--b]" in x for x in w)
+    assert any("below the userspace backend's timer floor" in x for x in w)
+    scaled = topo({"a": "host", "b": "host"}, [("a", "b", fast)], time_scale=1000)
+    assert backend_warnings(scaled, "userspace") == []
+    ecn = topo({"a": "host", "b": "host"},
+               [("a", "b", Shape(rate_bps=10 * MBIT, delay_ns=5 * MS, ecn_bytes=10_000))])
+    assert any("ecn threshold is not realised by the netem backend" in x
+               for x in backend_warnings(ecn, "netem"))
+    small_q = topo({"a": "host", "b": "host"},
+                   [("a", "b", Shape(rate_bps=100 * MBIT, delay_ns=10 * MS, queue_bytes=10_000))])
+    assert any("below one bandwidth-delay product" in x
+               for x in backend_warnings(small_q, "netem"))
