@@ -1,0 +1,1 @@
+"""Test helpers: run netem tests natively or inside a user-mode Linux guest."""

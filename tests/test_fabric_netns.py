@@ -1,0 +1,226 @@
+"""Bring-up and teardown on the real kernel (root): both backends where this kernel has them.
+
+The userspace backend runs here; the netem backend's tests are marked `netem` and run inside a
+user-mode Linux guest where the host kernel lacks sch_netem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fabric.errors import FabricStateError, KernelError
+from fabric.net import lifecycle
+from fabric.net.kernel import Kernel
+from fabric.plan import AddRoute, plan_fabric
+from fabric.topology import parse_topology
+
+pytestmark = pytest.mark.netns
+
+PAIR = """
+name: {name}
+nodes:
+  a: {{}}
+  b: {{}}
+links:
+  - endpoints: [a, b]
+    rate: 40Mbps
+    delay: {delay}
+    jitter: 0ms
+    loss: {loss}
+"""
+
+LEAF_SPINE = """
+name: {name}
+generate:
+  - leaf_spine:
+      spines: 2
+      leaves: 2
+      hosts_per_leaf: 2
+      uplink: {{rate: 200Mbps, delay: 1ms}}
+      downlink: {{rate: 100Mbps, delay: 1ms}}
+"""
+
+
+def ours(name: str) -> list[str]:
+    return [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{name}.")]
+
+
+def in_ns(state, node: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", state.netns_of(node), *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ping_rtts(state, src: str, dst: str, count: int = 10) -> list[float]:
+    out = in_ns(state, src, "ping", "-n", "-c", str(count), "-i", "0.05", "-W", "3", dst)
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out.stdout)]
+
+
+def up(text: str, backend: str):
+    topo = parse_topology(text)
+    return lifecycle.bring_up(plan_fabric(topo, backend=backend))
+
+
+def check_pair(state, delay_ms: float) -> None:
+    rtts = ping_rtts(state, "a", "b", 12)[2:]  # names resolve inside nodes
+    assert rtts, "no ping replies"
+    assert 2 * delay_ms <= min(rtts) <= 2 * delay_ms + 1.0
+
+
+@pytest.mark.parametrize("backend", ["userspace", pytest.param("netem", marks=pytest.mark.netem)])
+def test_pair_up_ping_down(backend, fabric_name, state_dir):
+    state = up(PAIR.format(name=fabric_name, delay="10ms", loss="0%"), backend)
+    assert len(ours(fabric_name)) == 2
+    check_pair(state, 10)
+    st, removed = lifecycle.tear_down(fabric_name)
+    assert len(removed) == 2
+    assert ours(fabric_name) == []
+    assert not (state_dir / fabric_name).exists()
+    if state.engine_pid:
+        assert not lifecycle._alive(state.engine_pid)
+
+
+@pytest.mark.parametrize("backend", ["userspace", pytest.param("netem", marks=pytest.mark.netem)])
+def test_leaf_spine_ecmp_spreads_flows_across_spines(backend, fabric_name, state_dir):
+    state = up(LEAF_SPINE.format(name=fabric_name), backend)
+    # host-0 (leaf-0) to host-3 (leaf-1): 4 hops, RTT = 2 x 4 x 1 ms
+    rtts = ping_rtts(state, "host-0", "host-3", 8)[2:]
+    assert rtts
+    assert 8.0 <= min(rtts) <= 9.5
+    # many UDP flows with different source ports: both spines must carry some
+    dst = state.nodes["host-3"]["loopback"]
+    code = ("import socket\n"
+            "for port in range(20000, 20064):\n"
+            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "    s.bind(('', port))\n"
+            f"    [s.sendto(b'x' * 100, ('{dst}', 9)) for _ in range(3)]\n")
+    before = spine_packets(state)
+    out = in_ns(state, "host-0", sys.executable, "-c", code)
+    assert out.returncode == 0, out.stderr
+    time.sleep(0.3)
+    after = spine_packets(state)
+    carried = {s: after[s] - before[s] for s in after}
+    assert all(n >= 20 for n in carried.values()), carried
+
+
+def spine_packets(state) -> dict[str, int]:
+    counts = {}
+    for spine in ("spine-0", "spine-1"):
+        out = in_ns(state, spine, "cat", "/proc/net/snmp")
+        lines = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("Ip:")]
+        fields = dict(zip(lines[0][1:], lines[1][1:], strict=True))
+        counts[spine] = int(fields["ForwDatagrams"])
+    return counts
+
+
+def test_second_up_of_same_name_is_refused(fabric_name, state_dir):
+    text = PAIR.format(name=fabric_name, delay="1ms", loss="0%")
+    up(text, "userspace")
+    with pytest.raises(FabricStateError, match=f"fabric '{fabric_name}' is already running"):
+        up(text, "userspace")
+    assert len(ours(fabric_name)) == 2
+
+
+def test_failed_build_leaves_nothing(fabric_name, state_dir, monkeypatch):
+    """A step failing half-way undoes every namespace created so far."""
+    topo = parse_topology(LEAF_SPINE.format(name=fabric_name))
+    plan = plan_fabric(topo, backend="userspace")
+    # sabotage one route late in the plan: a gateway no link reaches
+    bad = AddRoute(plan.nodes["spine-0"].netns, "203.0.113.7/32", (("198.18.255.1", "eth0"),),
+                   plan.nodes["spine-0"].loopback)
+    plan.steps.insert(len(plan.steps) - 3, bad)
+    with pytest.raises(KernelError, match=r"adding route to 203.0.113.7/32 in fab\."):
+        lifecycle.bring_up(plan)
+    assert ours(fabric_name) == []
+    assert not (state_dir / fabric_name).exists()
+    assert not any(p.name.startswith(f"fab.{fabric_name}.") for p in
+                   (lifecycle.NETNS_ETC_DIR.iterdir() if lifecycle.NETNS_ETC_DIR.is_dir()
+                    else []))
+
+
+def test_killed_orchestrator_leftovers_are_removed_by_next_up(fabric_name, state_dir):
+    """A `fabric up` killed mid-build leaves a 'building' state; the next up cleans it."""
+    text = LEAF_SPINE.format(name=fabric_name)
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from fabric.net import lifecycle\n"
+        f"lifecycle.STATE_ROOT = Path({str(state_dir)!r})\n"
+        "from fabric.plan import plan_fabric\n"
+        "from fabric.topology import parse_topology\n"
+        f"plan = plan_fabric(parse_topology({text!r}), backend='userspace')\n"
+        "def progress(done, total):\n"
+        "    if done > total // 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "lifecycle.bring_up(plan, progress=progress)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert ours(fabric_name), "the killed build should have left namespaces behind"
+    st = lifecycle.FabricState.load(fabric_name)
+    assert st is not None
+    assert st.status == "building"
+    state = up(text, "userspace")
+    assert state.run_id != st.run_id
+    assert sorted(ours(fabric_name)) == sorted(state.namespaces)
+
+
+def test_down_kills_processes_left_in_nodes(fabric_name, state_dir):
+    state = up(PAIR.format(name=fabric_name, delay="1ms", loss="0%"), "userspace")
+    sleeper = subprocess.Popen(["ip", "netns", "exec", state.netns_of("b"), "sleep", "300"])
+    time.sleep(0.2)
+    lifecycle.tear_down(fabric_name)
+    assert sleeper.wait(timeout=5) != 0
+    assert ours(fabric_name) == []
+
+
+def test_down_all_removes_orphans_but_not_foreign_namespaces(fabric_name, state_dir):
+    foreign = f"notfab-{fabric_name}"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    try:
+        state = up(PAIR.format(name=fabric_name, delay="1ms", loss="0%"), "userspace")
+        # forget the state: its namespaces become orphans
+        lifecycle._stop_process(state.engine_pid)
+        import shutil
+
+        shutil.rmtree(state.dir)
+        assert len(ours(fabric_name)) == 2
+        removed = lifecycle.tear_down_all()
+        assert sorted(removed) == sorted(state.namespaces)
+        assert ours(fabric_name) == []
+        assert foreign in Kernel.list_netns()
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign], check=False)
+
+
+def test_engine_crash_is_reported_by_up(fabric_name, state_dir, monkeypatch):
+    monkeypatch.setattr(lifecycle, "ENGINE_READY_TIMEOUT", 5.0)
+    topo = parse_topology(PAIR.format(name=fabric_name, delay="1ms", loss="0%"))
+    plan = plan_fabric(topo, backend="userspace")
+    # the engine will find no such device and exit 2 with a one-line reason
+    from dataclasses import replace
+
+    lp = plan.links[0]
+    plan.links[0] = replace(lp, a=replace(lp.a, dev="nosuch0"))
+    with pytest.raises(KernelError, match="link engine did not start: .*nosuch0"):
+        lifecycle.bring_up(plan)
+    assert ours(fabric_name) == []
+
+
+def test_hundred_namespaces_up_and_down(fabric_name, state_dir):
+    """Bring-up speed is a benchmark figure; here only that a 100-node fabric works at all."""
+    nodes = "\n".join(f"  n{i}: {{}}" for i in range(100))
+    links = "\n".join(f"  - endpoints: [n{i}, n{i + 1}]" for i in range(99))
+    topo = parse_topology(f"name: {fabric_name}\nnodes:\n{nodes}\nlinks:\n{links}\n")
+    state = lifecycle.bring_up(plan_fabric(topo, backend="netem"))  # plain veth: no shaping
+    assert len(ours(fabric_name)) == 100
+    rtts = ping_rtts(state, "n0", "n60", 3)  # ping's default TTL (64) bounds the hops
+    assert rtts, "n0 cannot reach n60 across 60 hops"
+    lifecycle.tear_down(fabric_name)
+    assert ours(fabric_name) == []
+    assert os.path.exists("/run")  # sanity
