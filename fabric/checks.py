@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from .plan import default_queue_bytes
-from .topology.model import Shape, Topology
+from .topology.model import Topology, bdp_bytes, queue_bytes
 from .units import format_rate, format_time
 
 
@@ -19,7 +18,9 @@ from .units import format_rate, format_time
 class BackendLimits:
     max_rate_bps: int  # highest link rate delivered within 5% (TCP goodput vs configured)
     min_delay_ns: int  # smallest delay delivered within 5% (or 0.1 ms) of configured
-    max_total_pps: int | None  # packets/s all links together can carry (None: kernel, no cap)
+    # packets/s all links together can carry (None: the kernel, no fixed cap). Not a check:
+    # what matters is the traffic actually offered, which `fabric run` reports.
+    max_total_pps: int | None
 
 
 LIMITS = {
@@ -32,6 +33,12 @@ LIMITS = {
     "userspace": BackendLimits(max_rate_bps=1_000_000_000, min_delay_ns=1_000_000,
                                max_total_pps=100_000),
 }
+
+
+def plural(n: int, noun: str) -> str:
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}{'es' if noun.endswith(('s', 'sh', 'ch')) else 's'}"
 
 
 def equal_cost_paths(topo: Topology, src: str) -> dict[str, tuple[int, int]]:
@@ -74,8 +81,8 @@ def path_summary(topo: Topology) -> list[str]:
     lines = []
     for (hops, n), pairs in sorted(classes.items()):
         a, b = example[(hops, n)]
-        lines.append(f"paths: {pairs} host pairs at {hops} hops over {n} equal-cost path"
-                     f"{'s' if n > 1 else ''} (e.g. {a} -> {b})")
+        lines.append(f"paths: {plural(pairs, 'host pair')} at {plural(hops, 'hop')} over "
+                     f"{plural(n, 'equal-cost path')} (e.g. {a} -> {b})")
     for a, b in unreachable[:5]:
         lines.append(f"paths: {a} and {b} are not connected")
     return lines
@@ -88,7 +95,6 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
     """
     lim = LIMITS[backend]
     found: dict[str, list[str]] = {}
-    total_pps = 0.0
     ts = topo.time_scale
     need_scale = 1.0
 
@@ -97,9 +103,9 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
 
     for link in topo.links:
         for arrow, shape in (("->", link.forward), ("<-", link.reverse)):
+            host = shape.scaled(ts)
             if arrow == "<-" and link.symmetric:
                 continue
-            host = shape.scaled(ts)
             where = link.name if link.symmetric else f"{link.name} {arrow}"
             if link.line:
                 where += f" (line {link.line})"
@@ -110,10 +116,11 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                 add("delay", where)
             if shape.ecn_bytes is not None and backend == "netem":
                 add("ecn", where)
-            if host.rate_bps:
-                total_pps += host.rate_bps / 8 / host.mtu
-                if host.queue_bytes is not None and host.queue_bytes < _bdp(host):
-                    add("queue", where)
+            explicit_queue = host.queue_bytes is not None or host.queue_packets is not None
+            if host.rate_bps and explicit_queue and queue_bytes(host) < bdp_bytes(host):
+                add("queue", where)
+            if shape.ecn_bytes is not None and not shape.rate_bps:
+                add("ecn-unshaped", where)
     text = {
         "rate": f"rates on the host above the {backend} backend's accurate range (up to "
                 f"{format_rate(lim.max_rate_bps)}): set time_scale >= {need_scale:.3g}",
@@ -122,8 +129,10 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                  "~0.1-0.4 ms; a larger time_scale stretches delays",
         "ecn": "ecn threshold is not realised by the netem backend (needs sch_red); "
                "use --links userspace",
-        "queue": "queue below one bandwidth-delay product: a single TCP flow cannot fill "
-                 "the link",
+        "queue": "queue below one bandwidth-delay product (rate x round trip): a single TCP "
+                 "flow cannot fill the link",
+        "ecn-unshaped": "ecn threshold on a link without a rate: no queue builds there, so it "
+                        "never marks",
     }
     out = []
     for kind, wheres in found.items():
@@ -131,17 +140,7 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                                          else "")
         n = len(wheres)
         out.append(f"{text[kind]} [{n} link{'s' if n > 1 else ''}: {shown}]")
-    if lim.max_total_pps and total_pps > lim.max_total_pps:
-        out.append(f"all links at full rate need {total_pps / 1000:.0f}k packets/s, above the "
-                   f"userspace engine's ~{lim.max_total_pps // 1000}k: raise time_scale or mtu "
-                   "(the engine only carries what flows, so sparse traffic may still fit)")
     return out
 
 
-def _bdp(shape: Shape) -> int:
-    assert shape.rate_bps
-    return shape.rate_bps * shape.delay_ns // 8 // 1_000_000_000
-
-
-__all__ = ["LIMITS", "backend_warnings", "default_queue_bytes", "equal_cost_paths",
-           "path_summary"]
+__all__ = ["LIMITS", "backend_warnings", "equal_cost_paths", "path_summary"]

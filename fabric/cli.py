@@ -67,11 +67,9 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _shape_cells(shape, queue_bytes: int | None = None) -> list[str]:  # noqa: ANN001
-    q = queue_bytes
-    if q is None:
-        from .plan import default_queue_bytes
+    from .topology.model import queue_bytes as resolved_queue
 
-        q = default_queue_bytes(shape)
+    q = resolved_queue(shape) if queue_bytes is None else queue_bytes
     return [
         format_rate(shape.rate_bps) if shape.rate_bps else "unshaped",
         format_time(shape.delay_ns),
@@ -106,13 +104,13 @@ def doctor() -> None:
               help="Backend to check the file's demands against.")
 def check(file: str | None, links: str) -> None:
     """Validate a topology file; print nodes, links, paths, oversubscription, warnings."""
-    from .checks import backend_warnings, path_summary
+    from .checks import backend_warnings, path_summary, plural
 
     topo = _load(file)
     hosts = [n for n in topo.nodes.values() if n.kind == "host"]
     switches = [n for n in topo.nodes.values() if n.kind == "switch"]
-    click.echo(f"{topo.name}: {len(topo.nodes)} nodes ({len(hosts)} hosts, "
-               f"{len(switches)} switches), {len(topo.links)} links"
+    click.echo(f"{topo.name}: {plural(len(topo.nodes), 'node')} ({plural(len(hosts), 'host')}, "
+               f"{plural(len(switches), 'switch')}), {plural(len(topo.links), 'link')}"
                + (f", time_scale {topo.time_scale:g}" if topo.time_scale != 1 else ""))
     rows = []
     for link in topo.links:
@@ -132,14 +130,11 @@ def check(file: str | None, links: str) -> None:
         click.echo("classes: " + ", ".join(
             f"{c.name} (dscp {c.dscp}, prio {c.priority}{', lossless' if c.lossless else ''})"
             for c in topo.classes))
-    backend = links
-    if backend == "auto":
-        try:
-            from .net.doctor import choose_backend
+    from .net.doctor import guess_backend
+    from .plan import plan_fabric
 
-            backend, _ = choose_backend("auto")
-        except FabricError:
-            backend = "userspace"
+    backend = guess_backend(links)
+    plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up` needs
     warnings = backend_warnings(topo, backend)
     for w in warnings:
         click.echo(f"warning: {w}")
@@ -161,14 +156,9 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
 
     topo = _load(file)
     if dry_run:
-        backend = links if links != "auto" else "userspace"
-        if links == "auto":
-            from .net.doctor import choose_backend
+        from .net.doctor import guess_backend
 
-            try:
-                backend, _ = choose_backend("auto")
-            except FabricError:
-                pass
+        backend = guess_backend(links)
         plan = plan_fabric(topo, backend=backend, run_id="dryrun")
         for step in plan.steps:
             click.echo(repr(step))

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import TopologyError
-from .topology.model import Link, Shape, Topology
+from .topology.model import Link, Shape, Topology, queue_bytes
 
 BACKENDS = ("netem", "userspace")
 NETNS_PREFIX = "fab"
@@ -191,20 +191,7 @@ class FabricPlan:
         return [n.netns for n in self.nodes.values()]
 
 
-def default_queue_bytes(shape: Shape) -> int:
-    """A queue of at least one bandwidth-delay product (and 64 packets), unless the file says.
-
-    A default queue smaller than the BDP is the classic reason emulated delay 'kills
-    throughput': one TCP flow cannot fill the pipe. So a default never goes below it.
-    """
-    if shape.queue_bytes is not None:
-        return shape.queue_bytes
-    if shape.queue_packets is not None:
-        return shape.queue_packets * shape.mtu
-    bdp = 0
-    if shape.rate_bps:
-        bdp = shape.rate_bps * (shape.delay_ns + shape.jitter_ns) // 8 // 1_000_000_000
-    return max(bdp, 64 * shape.mtu)
+default_queue_bytes = queue_bytes  # the plan's name for the model's rule
 
 
 def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) -> FabricPlan:

@@ -43,37 +43,38 @@ generate:
 
 
 def ip_batch_baseline(n_ns: int, n_links: int) -> tuple[float, float]:
+    """Namespaces and veth pairs in one `ip -batch`, then one `ip -n NS -batch` per namespace
+    for addresses and link state (batch lines cannot switch namespace)."""
     names = [f"ipb{os.getpid()}-{i}" for i in range(n_ns)]
-    up = []
-    for n in names:
-        up.append(f"netns add {n}")
+    root = [f"netns add {n}" for n in names]
+    per_ns: dict[str, list[str]] = {n: [] for n in names}
     for i in range(n_links):
         a, b = names[i % n_ns], names[(i + 1) % n_ns]
-        up.append(f"link add v{i}a netns {a} type veth peer name v{i}b netns {b}")
-    for i in range(n_links):
-        a, b = names[i % n_ns], names[(i + 1) % n_ns]
-        up.append(f"-n {a} addr add 198.18.{i // 64}.{(i % 64) * 4 + 1}/30 dev v{i}a")
-        up.append(f"-n {b} addr add 198.18.{i // 64}.{(i % 64) * 4 + 2}/30 dev v{i}b")
-        up.append(f"-n {a} link set v{i}a up")
-        up.append(f"-n {b} link set v{i}b up")
-    down = [f"netns del {n}" for n in names]
-    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
-        f.write("\n".join(up) + "\n")
-        up_file = f.name
-    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
-        f.write("\n".join(down) + "\n")
-        down_file = f.name
+        root.append(f"link add v{i}a netns {a} type veth peer name v{i}b netns {b}")
+        third, fourth = 4 * i // 256, 4 * i % 256
+        per_ns[a] += [f"addr add 198.18.{third}.{fourth + 1}/30 dev v{i}a", f"link set v{i}a up"]
+        per_ns[b] += [f"addr add 198.18.{third}.{fourth + 2}/30 dev v{i}b", f"link set v{i}b up"]
+    tmp = Path(tempfile.mkdtemp(prefix="ipbatch"))
+    (tmp / "root").write_text("\n".join(root) + "\n")
+    for n, lines in per_ns.items():
+        (tmp / n).write_text("\n".join(lines) + "\n")
+    (tmp / "down").write_text("\n".join(f"netns del {n}" for n in names) + "\n")
     try:
         t0 = time.perf_counter()
-        subprocess.run(["ip", "-batch", up_file], check=True)
+        r = subprocess.run(["ip", "-batch", str(tmp / "root")], capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"ip -batch failed: {r.stderr.strip()}")
+        for n in names:
+            subprocess.run(["ip", "-n", n, "-batch", str(tmp / n)], check=True)
         t1 = time.perf_counter()
-        subprocess.run(["ip", "-batch", down_file], check=True)
+        subprocess.run(["ip", "-batch", str(tmp / "down")], check=True)
         t2 = time.perf_counter()
     finally:
-        os.unlink(up_file)
-        os.unlink(down_file)
         for n in names:
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
     return t1 - t0, t2 - t1
 
 

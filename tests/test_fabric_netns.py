@@ -224,3 +224,42 @@ def test_hundred_namespaces_up_and_down(fabric_name, state_dir):
     lifecycle.tear_down(fabric_name)
     assert ours(fabric_name) == []
     assert os.path.exists("/run")  # sanity
+
+
+BOTH = ["userspace", pytest.param("netem", marks=pytest.mark.netem)]
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_rate_is_delivered(backend, fabric_name, state_dir):
+    """TCP goodput through a 20 Mbit/s link: ~0.95 of the rate (headers), never above it."""
+    from fabric.probe import iperf3
+
+    state = up(PAIR.format(name=fabric_name, delay="2ms", loss="0%").replace("40Mbps", "20Mbps"),
+               backend)
+    data = iperf3(state.netns_of("a"), state.netns_of("b"), state.nodes["b"]["loopback"], 3)
+    goodput = data["end"]["sum_received"]["bits_per_second"]
+    assert 0.85 * 20e6 <= goodput <= 1.0 * 20e6, goodput
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_loss_is_per_direction(backend, fabric_name, state_dir):
+    """10% loss each way: a ping round trip survives with 0.9^2, so ~19% of pings are lost."""
+    from fabric.probe import ping
+
+    state = up(PAIR.format(name=fabric_name, delay="1ms", loss="10%"), backend)
+    r = ping(state.netns_of("a"), state.nodes["b"]["loopback"], 400, interval=0.005)
+    assert 12.0 <= r["loss"] <= 27.0, r
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_jitter_spreads_delay(backend, fabric_name, state_dir):
+    """delay 10ms jitter 4ms each way: RTTs spread over about 12..28 ms, mean near 20 ms."""
+    text = PAIR.format(name=fabric_name, delay="10ms", loss="0%").replace(
+        "jitter: 0ms", "jitter: 4ms")
+    state = up(text, backend)
+    rtts = ping_rtts(state, "a", "b", 60)[2:]
+    assert len(rtts) >= 50
+    assert min(rtts) >= 11.5
+    assert max(rtts) <= 29.5
+    assert max(rtts) - min(rtts) >= 6.0  # really spread, not a constant delay
+    assert 17.0 <= sum(rtts) / len(rtts) <= 23.5

@@ -144,7 +144,7 @@ def test_time_scale_slows_rates_and_stretches_delays():
 
 def test_default_queue_is_at_least_one_bdp():
     s = Shape(rate_bps=1000 * MBIT, delay_ns=10 * MS)
-    assert default_queue_bytes(s) == 1_250_000
+    assert default_queue_bytes(s) == 2_500_000  # 1 Gbit/s x 20 ms round trip
     assert default_queue_bytes(Shape()) == 64 * 1500
     assert default_queue_bytes(Shape(queue_bytes=1000)) == 1000
     assert default_queue_bytes(Shape(queue_packets=10, mtu=9000)) == 90_000

@@ -138,6 +138,22 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
     raise FabricError(f"no link backend: no sch_netem ({q['netem']}) and {tun}")
 
 
+def guess_backend(requested: str = "auto") -> str:
+    """The backend `up` would choose, without touching the kernel (for check, --dry-run).
+
+    Trusts the kernel config where it is readable (CONFIG_NET_SCH_NETEM); else assumes
+    netem is there, as on standard distribution kernels.
+    """
+    if requested != "auto":
+        return requested
+    netem = kernel_config().get("CONFIG_NET_SCH_NETEM")
+    if netem == "n":
+        return "userspace"
+    if netem == "m" and not Path(f"/lib/modules/{os.uname().release}").is_dir():
+        return "userspace"
+    return "netem"
+
+
 def run_checks() -> tuple[list[Check], str]:
     """All checks, plus a one-line verdict on the backend."""
     checks: list[Check] = []

@@ -46,6 +46,34 @@ class Shape:
         )
 
 
+DEFAULT_QUEUE_PACKETS = 64
+
+
+def bdp_bytes(shape: Shape) -> int:
+    """Bytes one flow keeps in flight across this link alone: rate x round trip.
+
+    The round trip is taken as twice this direction's delay plus jitter (the reverse
+    direction is usually the same); 0 for an unshaped link.
+    """
+    if not shape.rate_bps:
+        return 0
+    return shape.rate_bps * 2 * (shape.delay_ns + shape.jitter_ns) // 8 // 1_000_000_000
+
+
+def queue_bytes(shape: Shape) -> int:
+    """The queue limit in bytes: as the file says (packets x mtu), else the default.
+
+    The default holds at least one bandwidth-delay product (and 64 packets): a default queue
+    smaller than the BDP is the classic reason emulated delay 'kills throughput', since one
+    TCP flow can then never fill the pipe.
+    """
+    if shape.queue_bytes is not None:
+        return shape.queue_bytes
+    if shape.queue_packets is not None:
+        return shape.queue_packets * shape.mtu
+    return max(bdp_bytes(shape), DEFAULT_QUEUE_PACKETS * shape.mtu)
+
+
 @dataclass(frozen=True)
 class Node:
     """A node: `host` (an endpoint that runs traffic) or `switch` (forwards, L3)."""

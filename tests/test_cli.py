@@ -1,0 +1,311 @@
+"""The command line through `CliRunner`: no root, no kernel objects.
+
+Every `check` passes `--links` explicitly: with the default `--links auto`, a root user's
+`check` probes the kernel (doctor's throwaway namespaces) to pick a backend.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import textwrap
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from fabric.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
+COMMANDS = ("check", "doctor", "down", "exec", "run", "status", "up")
+
+# `fabric: FILE:LINE: key: message` (the key is absent only for YAML syntax errors)
+ERROR_LINE = re.compile(r"^fabric: (?P<file>[^:]+):(?P<line>\d+): (?P<rest>.+)$")
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FABRIC_DEBUG turns one-line errors into tracebacks; these tests want the former."""
+    monkeypatch.delenv("FABRIC_DEBUG", raising=False)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="fabric")
+
+
+def write(tmp_path: Path, text: str, name: str = "topo.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def assert_one_line_error(result: Result, expected: str) -> None:
+    """Exit 1, nothing on stdout, exactly `expected` on stderr, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [expected]
+    assert "Traceback" not in result.output
+
+
+# ---- help ------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    listed = re.findall(r"^  (\w+)\s", result.output.split("Commands:", 1)[1], re.MULTILINE)
+    assert tuple(sorted(listed)) == COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert result.output.startswith(f"Usage: fabric {command} ")
+
+
+# ---- check: shipped files -----------------------------------------------------------------
+
+
+def test_shipped_topologies_present() -> None:
+    assert {p.name for p in SHIPPED} == {"leaf-spine.yaml", "pair.yaml", "two-cluster.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_check_shipped_file(path: Path) -> None:
+    result = invoke("check", "--links", "userspace", str(path))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"[a-z0-9-]+: \d+ nodes \(\d+ hosts, \d+ switches\), \d+ links?"
+                        r"(, time_scale \d+)?", lines[0])
+    assert lines[1].split() == ["link", "rate", "delay", "jitter", "loss", "queue", "ecn",
+                                "mtu"]
+    assert any(line.startswith("paths: ") for line in lines)
+    assert re.fullmatch(r"ok \(userspace backend(, \d+ warnings?)?\)", lines[-1])
+    assert result.stderr == ""
+
+
+def test_check_pair_exact() -> None:
+    result = invoke("check", "--links", "userspace", str(REPO / "topologies" / "pair.yaml"))
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "pair: 2 nodes (2 hosts, 0 switches), 1 link",
+        "link      rate       delay  jitter  loss  queue        ecn  mtu",
+        "a--b  ->  40 Mbit/s  15 ms  -       -     146.484 KiB  -    1500",
+        "paths: 1 host pair at 1 hop over 1 equal-cost path (e.g. a -> b)",
+        "classes: default (dscp 0, prio 0)",
+        "ok (userspace backend)",
+    ]
+
+
+def test_check_leaf_spine_summary() -> None:
+    result = invoke("check", "--links", "userspace",
+                    str(REPO / "topologies" / "leaf-spine.yaml"))
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "leaf-spine: 14 nodes (8 hosts, 6 switches), 16 links, time_scale 2000"
+    assert ("leaf-spine (no prefix): 2 spines, 4 leaves, 8 hosts; oversubscription 0.50:1"
+            in lines)
+    assert "paths: 4 host pairs at 2 hops over 1 equal-cost path (e.g. host-0 -> host-1)" in lines
+    assert ("paths: 24 host pairs at 4 hops over 2 equal-cost paths (e.g. host-0 -> host-2)"
+            in lines)
+    assert lines[-1] == "ok (userspace backend)"
+
+
+def test_check_without_file_uses_embedded_default() -> None:
+    result = invoke("check", "--links", "userspace")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "default: 8 nodes (4 hosts, 4 switches), 8 links, time_scale 1000"
+    assert ("leaf-spine (no prefix): 2 spines, 2 leaves, 4 hosts; oversubscription 0.50:1"
+            in lines)
+    assert "paths: 2 host pairs at 2 hops over 1 equal-cost path (e.g. host-0 -> host-1)" in lines
+    assert ("paths: 4 host pairs at 4 hops over 2 equal-cost paths (e.g. host-0 -> host-2)"
+            in lines)
+    assert lines[-1] == "ok (userspace backend)"
+
+
+# ---- check: bad files ---------------------------------------------------------------------
+
+PAIR_HEAD = """\
+name: pair
+nodes:
+  a: {}
+  b: {}
+links:
+  - endpoints: [a, b]
+"""
+
+BAD_FILES = {
+    "unknown-key": (
+        PAIR_HEAD + "    rate: 40Mbps\n    dealy: 15ms\n",
+        "8: links[0].dealy: unknown key 'dealy'; did you mean 'delay'? (allowed: endpoints, "
+        "rate, delay, jitter, loss, queue, mtu, ecn, reverse)",
+    ),
+    "missing-node": (
+        PAIR_HEAD + "  - endpoints: [a, spine-9]\n",
+        "7: links[1].endpoints: unknown node 'spine-9'",
+    ),
+    "bare-time": (
+        PAIR_HEAD + "    delay: 15\n",
+        "7: links[0].delay: bad time 15: a time needs a unit, such as 15ms or 15us",
+    ),
+    "bare-rate": (
+        PAIR_HEAD + "    rate: 40\n",
+        "7: links[0].rate: bad rate 40: a rate needs a unit, such as 40Mbps or 40Gbps",
+    ),
+    "bare-loss": (
+        PAIR_HEAD + "    loss: 5\n",
+        "7: links[0].loss: bad loss 5: a bare number is a fraction below 1 (0.001 = 0.1%); "
+        "write a percentage such as 5%",
+    ),
+    "duplicate-node": (
+        "name: pair\nnodes:\n  a: {}\n  b: {}\n  a: {kind: switch}\n",
+        "5: nodes.a: duplicate node 'a' (first at line 3)",
+    ),
+    "yaml-syntax": (
+        "name: pair\nnodes:\n  a: {}\n  b: {\nlinks: []\n",
+        "6: YAML syntax error: while parsing a flow mapping, expected ',' or '}', "
+        "but got '<stream end>'",
+    ),
+    "jitter-above-delay": (
+        "name: pair\ndefaults:\n  link: {jitter: 2ms}\nnodes: {a: {}, b: {}}\n"
+        "links:\n  - endpoints: [a, b]\n    delay: 1ms\n",
+        "6: links[0]: jitter 2 ms exceeds delay 1 ms on a->b: netem would clip delays at 0 "
+        "and skew the distribution; lower the jitter or raise the delay",
+    ),
+    "reverse-mtu": (
+        PAIR_HEAD + "    reverse: {mtu: 9000}\n",
+        "7: links[0].reverse.mtu: unknown key 'mtu' (the mtu is per link, the same in both "
+        "directions) (allowed: rate, delay, jitter, loss, queue, ecn)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_check_bad_file(tmp_path: Path, case: str) -> None:
+    text, where = BAD_FILES[case]
+    path = write(tmp_path, text)
+    result = invoke("check", "--links", "userspace", str(path))
+    assert_one_line_error(result, f"fabric: {path}:{where}")
+    assert ERROR_LINE.match(result.stderr.rstrip("\n"))
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    result = invoke("check", "--links", "userspace", str(path))
+    assert_one_line_error(
+        result, f"fabric: {path}: cannot read topology file: No such file or directory")
+
+
+def test_check_empty_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    result = invoke("check", "--links", "userspace", str(path))
+    assert_one_line_error(
+        result, f"fabric: {path}: the file is empty: a topology needs at least `name:` and "
+                "`nodes:`")
+
+
+def test_debug_shows_the_error_itself(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 40\n")
+    result = CliRunner().invoke(cli, ["--debug", "check", "--links", "userspace", str(path)])
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "TopologyError"
+    assert str(result.exception).startswith(f"{path}:7: links[0].rate: bad rate 40")
+
+
+# ---- check: backend warnings ---------------------------------------------------------------
+
+
+def test_check_netem_warns_about_ecn(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 100Mbps\n    delay: 1ms\n    ecn: 64KiB\n")
+    result = invoke("check", "--links", "netem", str(path))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == [
+        "warning: ecn threshold is not realised by the netem backend (needs sch_red); "
+        "use --links userspace [1 link: a--b (line 6)]",
+        "ok (netem backend, 1 warning)",
+    ]
+
+
+def test_check_userspace_does_not_warn_about_ecn(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 100Mbps\n    delay: 1ms\n    ecn: 64KiB\n")
+    result = invoke("check", "--links", "userspace", str(path))
+    assert result.exit_code == 0
+    assert not any(line.startswith("warning:") for line in result.stdout.splitlines())
+    assert result.stdout.splitlines()[-1] == "ok (userspace backend)"
+
+
+def test_check_userspace_warns_fast_short_link_without_time_scale(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 100Gbps\n    delay: 2us\n")
+    result = invoke("check", "--links", "userspace", str(path))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings[:2] == [
+        "warning: rates on the host above the userspace backend's accurate range (up to "
+        "1 Gbit/s): set time_scale >= 100 [1 link: a--b (line 6)]",
+        "warning: delays on the host below the userspace backend's timer floor (1 ms): "
+        "measured delays will run late by ~0.1-0.4 ms; a larger time_scale stretches delays "
+        "[1 link: a--b (line 6)]",
+    ]
+    assert result.stdout.splitlines()[-1] == f"ok (userspace backend, {len(warnings)} warnings)"
+
+
+def test_time_scale_silences_rate_and_delay_warnings(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: pair\ntime_scale: 1000\n" + PAIR_HEAD.split("\n", 1)[1]
+                 + "    rate: 100Gbps\n    delay: 2us\n")
+    result = invoke("check", "--links", "userspace", str(path))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pair: 2 nodes (2 hosts, 0 switches), 1 link, time_scale 1000"
+    # the table stays in fabric time
+    assert lines[2].split()[:6] == ["a--b", "->", "100", "Gbit/s", "2", "us"]
+    assert lines[-1] == "ok (userspace backend)"
+
+
+# ---- up --dry-run, down ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "count"), [("userspace", 28), ("netem", 27)])
+def test_up_dry_run_prints_plan(backend: str, count: int) -> None:
+    result = invoke("up", "--dry-run", "--links", backend,
+                    str(REPO / "topologies" / "pair.yaml"))
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    lines = result.stdout.splitlines()
+    assert lines[0] == "AddNamespace(netns='fab.pair.dryrun.a')"
+    assert lines[-1] == f"{count} steps ({backend} backend)"
+    assert len(lines) == count + 1
+    link_step = "AddTun(" if backend == "userspace" else "AddVeth("
+    assert any(line.startswith(link_step) for line in lines)
+    assert ("AddRoute(netns='fab.pair.dryrun.a', dst='default', "
+            "nexthops=(('198.18.0.2', 'eth0'),), src='198.19.0.1')") in lines
+    assert result.stderr == ""
+
+
+def test_up_dry_run_bad_file_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 40\n")
+    result = invoke("up", "--dry-run", "--links", "userspace", str(path))
+    assert_one_line_error(
+        result, f"fabric: {path}:7: links[0].rate: bad rate 40: a rate needs a unit, such as "
+                "40Mbps or 40Gbps")
+
+
+def test_down_unknown_fabric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fabric.net import lifecycle
+
+    monkeypatch.setattr(lifecycle, "STATE_ROOT", tmp_path / "state")
+    name = f"nope{secrets.token_hex(3)}"  # matches no namespace, so no orphan is touched
+    result = invoke("down", name)
+    assert_one_line_error(
+        result, f"fabric: fabric '{name}' is not running (see `fabric status`)")
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output == f"fabric, version {version('fabric')}\n"
