@@ -165,9 +165,9 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
         click.echo(f"{len(plan.steps)} steps ({backend} backend)")
         return
     state = _bring_up(topo, links)
+    hosts = [n.name for n in topo.nodes.values() if n.kind == "host"] or list(topo.nodes)
     click.echo(f"{state.name} is up: {len(state.namespaces)} nodes, run {state.run_id}, "
-               f"{state.backend} links. Try: fabric exec "
-               f"{next(iter(state.nodes))} -- ping -c 3 {list(state.nodes)[-1]}")
+               f"{state.backend} links. Try: fabric exec {hosts[0]} -- ping -c 3 {hosts[-1]}")
 
 
 def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
@@ -229,15 +229,15 @@ def status() -> None:
 
 def _print_link_stats(data: dict) -> None:
     rows = []
-    for link in data.get("links", []):
-        for direction in ("forward", "reverse"):
-            s = link.get(direction)
+    for link_id, dirs in data.get("links", {}).items():
+        for direction, arrow in (("forward", "->"), ("reverse", "<-")):
+            s = dirs.get(direction)
             if not s:
                 continue
-            rows.append([link["id"], "->" if direction == "forward" else "<-",
-                         str(s.get("packets_out", 0)), format_size(s.get("bytes_out", 0)),
-                         str(s.get("drops_loss", 0)), str(s.get("drops_queue", 0)),
-                         str(s.get("ecn_marks", 0)), format_size(s.get("queue_high_water", 0))])
+            rows.append([f"  {link_id}", arrow, str(s.get("packets_out", 0)),
+                         format_size(s.get("bytes_out", 0)), str(s.get("drops_loss", 0)),
+                         str(s.get("drops_queue", 0)), str(s.get("ecn_marks", 0)),
+                         format_size(s.get("queue_bytes_max", 0))])
     if rows:
         click.echo(_table(rows, ["  link", "", "packets", "bytes", "lost", "q-drops", "ecn",
                                  "queue max"]))

@@ -319,7 +319,7 @@ def _steps(plan: FabricPlan) -> list[Step]:
                     steps.append(SetNetem(end.netns, end.dev, shape, queue))
                 elif shape.rate_bps:
                     steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
-            elif shape.rate_bps and not rate_in_engine(shape):
+            elif shape.rate_bps and not rate_in_engine(lp):
                 steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
     steps.extend(plan.routes)
     hosts = tuple((n.loopback, n.name) for n in plan.nodes.values())
@@ -332,10 +332,12 @@ def _needs_netem(shape: Shape) -> bool:
     return bool(shape.delay_ns or shape.jitter_ns or shape.loss_ppm)
 
 
-def rate_in_engine(shape: Shape) -> bool:
-    """Userspace backend: the engine serialises itself only where it must see the queue (ECN).
+def rate_in_engine(lp: LinkPlan) -> bool:
+    """Userspace backend: the engine serialises a link itself only where it must see the queue
+    (an ECN threshold on a shaped direction), and then for both directions.
 
     Otherwise the kernel's tbf shapes the rate at near-zero CPU and the engine only delays,
     jitters and drops (the engine's packet rate is the scarce budget on this machine).
     """
-    return shape.rate_bps is not None and shape.ecn_bytes is not None
+    return any(s.rate_bps is not None and s.ecn_bytes is not None
+               for s in (lp.a_egress, lp.b_egress))

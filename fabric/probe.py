@@ -22,7 +22,7 @@ from .topology.model import Shape, Topology
 from .units import format_rate, format_time
 
 PING_COUNT = 20
-IPERF_SECONDS = 2
+IPERF_SECONDS = 3
 
 
 @dataclass
@@ -207,7 +207,7 @@ def probe_fabric(state: FabricState, topo: Topology,
         if "min" in r:
             p.rtt_min_ns, p.rtt_avg_ns, p.rtt_max_ns, p.rtt_mdev_ns = (
                 round(r[k] * 1e6) for k in ("min", "avg", "max", "mdev"))
-        data = iperf3(src_ns, dst_ns, dst_addr, IPERF_SECONDS * max(1.0, min(ts, 5.0)))
+        data = iperf3(src_ns, dst_ns, dst_addr, IPERF_SECONDS)
         end = data.get("end", {})
         if "sum_received" in end:
             p.goodput_bps = end["sum_received"]["bits_per_second"]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -173,52 +173,72 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
 
 def start_engine(plan: FabricPlan, state: FabricState) -> int:
     """Start the userspace link engine for every link of `plan`; returns its pid when ready."""
-    from .engine import EngineConfig, EngineLink
+    from dataclasses import replace
 
-    links = [
+    from .engine import Endpoint, EngineConfig, EngineLink
+
+    def resolved(shape, queue: int):  # noqa: ANN001, ANN202 - the plan's queue, one rule
+        return replace(shape, queue_bytes=queue, queue_packets=None)
+
+    links = tuple(
         EngineLink(
             id=lp.name,
-            a_netns=lp.a.netns, a_dev=lp.a.dev, b_netns=lp.b.netns, b_dev=lp.b.dev,
-            forward=lp.a_egress, reverse=lp.b_egress,
-            forward_rate_in_engine=rate_in_engine(lp.a_egress),
-            reverse_rate_in_engine=rate_in_engine(lp.b_egress),
-            forward_queue_bytes=lp.a_queue_bytes, reverse_queue_bytes=lp.b_queue_bytes,
+            a=Endpoint(lp.a.netns, lp.a.dev), b=Endpoint(lp.b.netns, lp.b.dev),
+            forward=resolved(lp.a_egress, lp.a_queue_bytes),
+            reverse=resolved(lp.b_egress, lp.b_queue_bytes),
+            rate_in_engine=rate_in_engine(lp),
             seed=i + 1,
         )
         for i, lp in enumerate(plan.links)
-    ]
+    )
     cfg = EngineConfig(fabric=plan.name, run_id=plan.run_id,
                        stats_path=str(state.dir / "links.json"), links=links)
     cfg_path = state.dir / "engine.json"
     cfg_path.write_text(cfg.to_json())
-    log = open(state.dir / "engine.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fabric.net.engine", str(cfg_path)],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-        start_new_session=True,  # survives the CLI; Ctrl-C in the shell does not reach it
-    )
-    log.close()
-    state.engine_pid = proc.pid
+    # posix_spawn, not Popen: the engine is a daemon that outlives this command, in its own
+    # session (Ctrl-C in the shell does not reach it); its stdout is a pipe for `READY`.
+    read_fd, write_fd = os.pipe()
+    log_fd = os.open(state.dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pid = os.posix_spawn(
+            sys.executable, [sys.executable, "-m", "fabric.net.engine", str(cfg_path)],
+            os.environ,
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
+            setsid=True,
+        )
+    finally:
+        os.close(write_fd)
+        os.close(log_fd)
+    state.engine_pid = pid
     state.save()
-    assert proc.stdout is not None
-    deadline = time.monotonic() + ENGINE_READY_TIMEOUT
-    line = b""
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        chunk = proc.stdout.read()
-        if chunk:
-            line += chunk
-            if b"READY" in line:
-                proc.stdout.close()
-                return proc.pid
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
+    try:
+        if _wait_ready(read_fd, pid):
+            return pid
+    finally:
+        os.close(read_fd)
+    _stop_process(pid)
     err = (state.dir / "engine.log").read_text(errors="replace").strip().splitlines()
     why = err[-1] if err else "no output"
     raise KernelError(f"link engine did not start: {why}")
+
+
+def _wait_ready(fd: int, pid: int) -> bool:
+    """Wait for the engine's `READY` line; False if it exits or times out first."""
+    deadline = time.monotonic() + ENGINE_READY_TIMEOUT
+    seen = b""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], min(left, 0.1))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:  # EOF: the engine closed stdout or died
+                return b"READY" in seen
+            seen += chunk
+            if b"READY" in seen:
+                return True
+        elif not _alive(pid):
+            return False
+    return False
 
 
 # ---- down ---------------------------------------------------------------------------------

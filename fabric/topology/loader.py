@@ -63,7 +63,7 @@ _NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', startin
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links")
+             "links", "traffic")
 _LINK_PROPS = ("rate", "delay", "jitter", "loss", "queue", "mtu", "ecn")
 _REVERSE_PROPS = ("rate", "delay", "jitter", "loss", "queue", "ecn")
 _LINK_KEYS = ("endpoints", *_LINK_PROPS, "reverse")
@@ -313,9 +313,16 @@ class _Parser(_Walker):
                 seen[pair] = link.line
                 links.append(link)
 
+        traffic = None
+        if "traffic" in top:
+            from fabric.topology.traffic import parse_traffic
+
+            traffic = parse_traffic(self, top["traffic"][1], nodes, classes)
+
         return Topology(
             name=name,
             nodes=nodes,
+            traffic=traffic,
             links=tuple(links + generated),
             classes=classes,
             time_scale=time_scale,
@@ -378,7 +385,7 @@ class _Parser(_Walker):
         dscps: dict[int, TrafficClass] = {}
         for i, item in enumerate(items):
             path = f"classes[{i}]"
-            f = self.mapping(item, path, ("name", "dscp", "priority", "lossless"),
+            f = self.mapping(item, path, ("name", "dscp", "priority", "lossless", "tcp_cc"),
                              required=("name",))
             name = self.name(f["name"][1], f"{path}.name", "class name")
             if name in names:
@@ -401,8 +408,11 @@ class _Parser(_Walker):
                                         "a priority 0..7", "priority")
             if "lossless" in f:
                 lossless = self.boolean(f["lossless"][1], f"{path}.lossless")
+            tcp_cc = None
+            if "tcp_cc" in f:
+                tcp_cc = self.name(f["tcp_cc"][1], f"{path}.tcp_cc", "TCP congestion control")
             tc = TrafficClass(name=name, dscp=dscp, priority=priority, lossless=lossless,
-                              line=_line(item))
+                              tcp_cc=tcp_cc, line=_line(item))
             dscps[dscp] = tc
             names[name] = tc
             out.append(tc)

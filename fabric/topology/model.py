@@ -7,6 +7,10 @@ when a plan turns a topology into kernel or engine settings (see `Shape.scaled`)
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .traffic import Traffic
 
 NODE_KINDS = ("host", "switch")
 
@@ -111,6 +115,7 @@ class TrafficClass:
     dscp: int = 0
     priority: int = 0
     lossless: bool = False
+    tcp_cc: str | None = None  # TCP congestion control for this class's TCP flows (None: kernel's)
     line: int | None = None
 
 
@@ -150,6 +155,7 @@ class Topology:
     link_subnet: str = "198.18.0.0/16"
     loopback_subnet: str = "198.19.0.0/16"
     leaf_spines: tuple[LeafSpineInfo, ...] = field(default=())
+    traffic: Traffic | None = None
 
     def neighbours(self, node: str) -> list[str]:
         out = []
