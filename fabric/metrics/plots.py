@@ -1,0 +1,216 @@
+"""PNG plots of a run: chunk latency CDF, goodput over time, link utilisation and queues.
+
+matplotlib with the Agg backend (no display needed), chosen before pyplot is imported. Every
+function closes its figure, returns the path it wrote, or None when there is nothing to plot.
+Axes are in fabric time (wall / time_scale) and say so; with time_scale 1 they say wall-clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from .records import ChunkRecord, parse_links  # noqa: E402
+from .stats import goodput_series  # noqa: E402
+
+__all__ = ["goodput_over_time", "latency_cdf", "links_over_time"]
+
+_TIME_UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "us"), (1.0, "ns"))
+_RATE_UNITS = ((1e12, "Tbit/s"), (1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s"),
+               (1.0, "bit/s"))
+_SIZE_UNITS = ((2.0**30, "GiB"), (2.0**20, "MiB"), (2.0**10, "KiB"), (1.0, "B"))
+
+
+def _unit(values: Sequence[float] | np.ndarray, units: Sequence[tuple[float, str]]
+          ) -> tuple[float, str]:
+    """The largest unit in which the biggest value is >= 1."""
+    top = float(np.max(np.abs(values))) if len(values) else 0.0
+    for factor, name in units:
+        if top >= factor:
+            return factor, name
+    return units[-1]
+
+
+def _clock(time_scale: float) -> str:
+    return "wall-clock" if time_scale == 1 else f"fabric time, time_scale {time_scale:g}"
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    return p
+
+
+def _by_class(chunks: Iterable[ChunkRecord]) -> dict[str, list[ChunkRecord]]:
+    out: dict[str, list[ChunkRecord]] = {}
+    for c in chunks:
+        out.setdefault(c.cls, []).append(c)
+    return out
+
+
+def latency_cdf(path: str | Path, chunks: Iterable[ChunkRecord],
+                time_scale: float = 1.0) -> Path | None:
+    """CDF of intact chunks' one-way latency (t_last - t_send), one line per class, log x.
+
+    Non-positive latencies cannot sit on a log axis and are left out. None when no chunk has a
+    positive latency.
+    """
+    groups = {cls: np.sort(np.array([c.latency_ns for c in cs if c.ok], dtype=np.float64)
+                           / time_scale)
+              for cls, cs in _by_class(chunks).items()}
+    groups = {k: v[v > 0] for k, v in groups.items()}
+    groups = {k: v for k, v in groups.items() if v.size}
+    if not groups:
+        return None
+    factor, unit = _unit(np.concatenate(list(groups.values())), _TIME_UNITS)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        lo, hi = np.inf, 0.0
+        for cls, v in groups.items():
+            x = v / factor
+            y = np.arange(1, x.size + 1) / x.size
+            line = ax.step(np.concatenate(([x[0]], x)), np.concatenate(([0.0], y)),
+                           where="post", label=f"{cls} (n={x.size})")[0]
+            if x.size == 1:
+                ax.plot(x, y, "o", color=line.get_color())
+            lo, hi = min(lo, float(x[0])), max(hi, float(x[-1]))
+        ax.set_xscale("log")
+        ax.set_xlim(lo / 1.5, hi * 1.5)  # also keeps a single value off a zero-width axis
+        if hi / lo < 20:  # under about a decade matplotlib labels ticks as 2x10^0; say 2
+            plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(f"chunk one-way latency [{unit}] ({_clock(time_scale)})")
+        ax.set_ylabel("fraction of chunks")
+        ax.set_title(f"Chunk latency CDF ({_clock(time_scale)})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
+                      time_scale: float = 1.0, *, bins: int | None = None) -> Path | None:
+    """Goodput per class over time (intact bytes by arrival, `bins` bins over the run; by
+    default about five chunks a bin, between 10 and 100 bins, so sparse runs are not spikes).
+
+    None when there are no chunks.
+    """
+    cs = list(chunks)
+    if not cs:
+        return None
+    if bins is None:
+        bins = min(100, max(10, len(cs) // 5))
+    t0 = min(c.t_send_ns for c in cs)
+    span = max(c.t_last_ns for c in cs) - t0
+    bin_ns = max(1, -(-span // max(1, bins)))
+    series = {cls: goodput_series(g, bin_ns, t0_ns=t0) for cls, g in _by_class(cs).items()}
+    all_t = np.concatenate([t for t, _ in series.values()]) / time_scale
+    all_r = np.concatenate([r for _, r in series.values()]) * time_scale
+    tf, tu = _unit(all_t, _TIME_UNITS)
+    rf, ru = _unit(all_r, _RATE_UNITS)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        for cls, (t, r) in series.items():
+            # close the last bin: a post-step otherwise ends where that bin starts
+            x = np.append(t, t[-1] + bin_ns) / time_scale / tf
+            y = np.append(r, r[-1]) * time_scale / rf
+            ax.step(x, y, where="post", label=cls)
+        ax.set_xlabel(f"time since first send [{tu}] ({_clock(time_scale)})")
+        ax.set_ylabel(f"goodput [{ru}] ({'fabric' if time_scale != 1 else 'wall-clock'})")
+        ax.set_title(f"Goodput over time, bins of {bin_ns / time_scale / tf:.3g} {tu} "
+                     f"({_clock(time_scale)})")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Path | None:
+    """Per link direction: utilisation and queue depth.
+
+    Top: throughput over time when samples carry cumulative bytes (a third sample element),
+    else a bar chart of bytes sent per link direction. Bottom: queue depth over time from the
+    samples (queue bytes are the same in fabric and wall terms: scaling keeps the BDP in bytes).
+    None when `links` is empty.
+    """
+    records = parse_links(links)
+    dirs = [(f"{link.id} {'->' if name == 'forward' else '<-'}", c)
+            for link in records for name, c in link.directions()]
+    if not dirs:
+        return None
+    sampled = [(label, c.samples) for label, c in dirs if c.samples]
+    t0 = min((s[0].t_ns for _, s in sampled), default=0)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    try:
+        rated = [(label, s) for label, s in sampled
+                 if len(s) > 1 and all(x.bytes_out is not None for x in s)]
+        if rated:
+            curves = []
+            for label, s in rated:
+                t = np.array([x.t_ns for x in s], dtype=np.float64)
+                b = np.array([x.bytes_out for x in s], dtype=np.float64)
+                dt = np.diff(t)
+                rate = np.where(dt > 0, np.diff(b) * 8e9 / np.where(dt > 0, dt, 1), 0.0)
+                curves.append((label, (t[1:] - t0) / time_scale, rate * time_scale))
+            tf, tu = _unit(np.concatenate([c[1] for c in curves]), _TIME_UNITS)
+            rf, ru = _unit(np.concatenate([c[2] for c in curves]), _RATE_UNITS)
+            for label, x, y in curves:
+                top.step(x / tf, y / rf, where="post", label=label)
+            top.set_xlabel(f"time [{tu}] ({_clock(time_scale)})")
+            top.set_ylabel(f"throughput [{ru}]")
+            top.set_title(f"Link throughput ({_clock(time_scale)})")
+            top.legend(loc="best", fontsize="small")
+        else:
+            labels = [label for label, _ in dirs]
+            sent = np.array([float(c.bytes_out or 0) for _, c in dirs])
+            sf, su = _unit(sent, _SIZE_UNITS)
+            top.bar(range(len(labels)), sent / sf)
+            top.set_xticks(range(len(labels)), labels, rotation=30, ha="right",
+                           fontsize="small")
+            top.set_ylabel(f"bytes sent [{su}]")
+            top.set_title("Bytes sent per link direction (whole run)")
+        top.grid(True, alpha=0.3)
+
+        if sampled:
+            q_all = np.concatenate([[x.queue_bytes for x in s] for _, s in sampled])
+            qf, qu = _unit(q_all, _SIZE_UNITS)
+            t_all = np.concatenate([[(x.t_ns - t0) / time_scale for x in s] for _, s in sampled])
+            tf, tu = _unit(t_all, _TIME_UNITS)
+            for label, s in sampled:
+                x = np.array([(p.t_ns - t0) / time_scale for p in s]) / tf
+                y = np.array([p.queue_bytes for p in s], dtype=np.float64) / qf
+                if x.size == 1:
+                    bottom.plot(x, y, "o", label=label)
+                else:
+                    bottom.step(x, y, where="post", label=label)
+            bottom.set_xlabel(f"time [{tu}] ({_clock(time_scale)})")
+            bottom.set_ylabel(f"queue depth [{qu}]")
+            bottom.set_ylim(bottom=0)
+            bottom.legend(loc="best", fontsize="small")
+        else:
+            bottom.text(0.5, 0.5, "no queue samples recorded", ha="center", va="center",
+                        transform=bottom.transAxes)
+            bottom.set_xticks([])
+            bottom.set_yticks([])
+        bottom.set_title("Queue depth over time")
+        bottom.grid(True, alpha=0.3)
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
