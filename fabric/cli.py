@@ -266,25 +266,120 @@ def exec_(fabric_name: str | None, node: str, command: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False), required=False)
-@click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True)
+@click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True,
+              help="Link backend when the fabric is not running yet.")
 @click.option("--keep", is_flag=True, help="Leave the fabric running afterwards.")
-@click.option("--out", type=click.Path(file_okay=False), help="Results directory.")
-def run(file: str | None, links: str, keep: bool, out: str | None) -> None:
-    """Bring up FILE (default: embedded demo), measure every host pair, report, tear down."""
-    from .net.lifecycle import remove_fabric
-    from .probe import probe_fabric
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Results directory (default results/<name>-<time>/).")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Give up after this many seconds (host time); report what arrived.")
+def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float) -> None:
+    """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
+
+    Brings the fabric up (or uses it if it is already running), starts one node process
+    per endpoint, moves real KV chunks, writes summary.json, transfers.csv and plots, and
+    tears the fabric down unless --keep or it was already running. A file without a
+    traffic section gets a ping/iperf3 check of its paths instead.
+    """
+    from .net.lifecycle import remove_fabric, running
 
     topo = _load(file)
-    state = _bring_up(topo, links)
+    state = running(topo.name)
+    ours = state is None
+    if state is None:
+        state = _bring_up(topo, links)
+    else:
+        click.echo(f"using running fabric {state.name} (run {state.run_id})", err=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
     try:
-        report = probe_fabric(state, topo, progress=lambda msg: click.echo(msg, err=True))
-        click.echo(report.table())
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=1))
-        click.echo(f"wrote {out_dir / 'summary.json'}")
+        if topo.traffic is None:
+            _run_probe(state, topo, out_dir)
+        else:
+            _run_traffic(state, topo, out_dir, timeout)
     finally:
-        if not keep:
+        if ours and not keep:
             remove_fabric(state)
             click.echo(f"{topo.name} is down", err=True)
+
+
+def _run_probe(state, topo, out_dir: Path) -> None:  # noqa: ANN001
+    from .probe import probe_fabric
+
+    click.echo(f"{topo.name} has no traffic section: measuring its paths with ping and iperf3",
+               err=True)
+    report = probe_fabric(state, topo, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(report.table())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=1))
+    click.echo(f"wrote {out_dir / 'summary.json'}")
+
+
+def _run_traffic(state, topo, out_dir: Path, timeout: float) -> None:  # noqa: ANN001
+    from .metrics import render_links, render_table, summarise, write_run
+    from .runner import progress_printer, run_traffic, topology_hash
+
+    result = run_traffic(state, topo, timeout=timeout, progress=progress_printer())
+    meta = {
+        "fabric": topo.name, "run_id": state.run_id, "backend": state.backend,
+        "time_scale": topo.time_scale, "topology": topo.source,
+        "topology_sha256": topology_hash(topo), "seed": topo.traffic.seed,
+        "transfers_planned": len(result.transfers), "errors": result.errors,
+        "timed_out": result.timed_out, "host": os.uname().nodename,
+        "wall_seconds": (result.ended_ns - result.started_ns) / 1e9,
+    }
+    summary = summarise(result.chunk_records, result.transfer_records,
+                        time_scale=topo.time_scale, meta=meta, links=result.links)
+    click.echo(render_table(summary))
+    links_text = render_links(summary)
+    if links_text:
+        click.echo(links_text)
+    for err in result.errors:
+        click.echo(f"error: {err}")
+    files = write_run(out_dir, summary, result.chunk_records, result.transfer_records,
+                      result.links)
+    click.echo(f"wrote {out_dir}/ ({', '.join(sorted(p.name for p in files.values()))})")
+    if result.errors or not summary["integrity"]["ok"]:
+        raise FabricError("the run had errors (see above)")
+
+
+@cli.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+def report(dirs: tuple[str, ...]) -> None:
+    """Re-print a run's table and redraw its plots; with several runs, compare them."""
+    from .metrics import compare, load_chunks, load_run, render_links, render_table
+    from .metrics.plots import goodput_over_time, latency_cdf
+
+    runs = []
+    for d in dirs:
+        summary, _ = load_run(d)
+        runs.append((d, summary))
+    if len(runs) == 1:
+        d, summary = runs[0]
+        click.echo(render_table(summary))
+        links_text = render_links(summary)
+        if links_text:
+            click.echo(links_text)
+        chunks = load_chunks(d)
+        ts = summary.get("time_scale", 1.0)
+        for made in (latency_cdf(Path(d) / "latency_cdf.png", chunks, ts),
+                     goodput_over_time(Path(d) / "goodput.png", chunks, ts)):
+            if made is not None:
+                click.echo(f"redrew {made}")
+        return
+    click.echo(compare(runs))
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--tokens", type=click.IntRange(min=1), default=4096, show_default=True)
+def kv(model: str | None, tokens: int) -> None:
+    """KV-cache size of MODEL for a prompt of --tokens (no MODEL: list the models)."""
+    from .kv import MODELS, describe, get_model
+
+    if model is None:
+        rows = [[name, m.attention, format_size(m.bytes_per_token()),
+                 format_size(m.kv_bytes(tokens))] for name, m in MODELS.items()]
+        click.echo(_table(rows, ["model", "attention", "KV per token", f"KV @{tokens} tokens"]))
+        return
+    click.echo(describe(get_model(model), tokens))

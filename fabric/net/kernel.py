@@ -17,6 +17,7 @@ import errno
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,6 +213,35 @@ class Kernel:
                 (d / "hosts").write_text("\n".join(lines) + "\n")
             case _:
                 raise KernelError(f"unknown step {step!r}")
+
+    def qdisc_stats(self, state) -> dict:  # noqa: ANN001 - a lifecycle.FabricState
+        """Per link and direction, the egress qdisc counters (netem/tbf), engine-stats shaped.
+
+        The root qdisc sees every packet a direction sends: bytes/packets out, drops (netem's
+        loss and the queue's overflow together) and the backlog now. A link with no qdisc
+        (unshaped) reports nothing.
+        """
+        links: dict[str, dict[str, dict[str, int]]] = {}
+        for lid, ends in state.links.items():
+            for direction, (ns, dev) in (("forward", ends["a"]), ("reverse", ends["b"])):
+                try:
+                    msgs = self.handle(ns).get_qdiscs(index=self.ifindex(ns, dev))
+                except (KernelError, NetlinkError, OSError):
+                    continue
+                for m in msgs:
+                    if m["parent"] != 0xFFFFFFFF:  # the root qdisc only
+                        continue
+                    st = m.get_attr("TCA_STATS2")
+                    basic = st.get_attr("TCA_STATS_BASIC") if st else None
+                    queue = st.get_attr("TCA_STATS_QUEUE") if st else None
+                    if basic is None or queue is None:
+                        continue
+                    links.setdefault(lid, {})[direction] = {
+                        "packets_out": basic["packets"], "bytes_out": basic["bytes"],
+                        "drops_queue": queue["drops"], "backlog_bytes": queue["backlog"],
+                        "qdisc": m.get_attr("TCA_KIND"),
+                    }
+        return {"links": links, "monotonic_ns": time.monotonic_ns()}
 
     def _add_route(self, ns: str, dst: str, nexthops: tuple[tuple[str, str], ...],
                    src: str) -> None:

@@ -41,6 +41,8 @@ class FabricState:
     status: str  # "building" | "up"
     namespaces: list[str]
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {netns, loopback}
+    # link id -> {"a": [netns, dev], "b": [netns, dev]}: where each link's counters live
+    links: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     orchestrator_pid: int = 0
     engine_pid: int | None = None
     time_scale: float = 1.0
@@ -151,6 +153,8 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
         status="building", namespaces=plan.namespaces,
         nodes={n.name: {"netns": n.netns, "loopback": n.loopback, "kind": n.kind}
                for n in plan.nodes.values()},
+        links={lp.name: {"a": [lp.a.netns, lp.a.dev], "b": [lp.b.netns, lp.b.dev]}
+               for lp in plan.links},
         orchestrator_pid=os.getpid(), time_scale=plan.topology.time_scale, created=time.time(),
     )
     state.save()

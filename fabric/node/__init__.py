@@ -1,0 +1,1 @@
+"""Node processes: the trio runtime that moves KV chunks, and how the runner starts them."""

@@ -1,0 +1,415 @@
+"""A node process: moves real KV chunks over real sockets, records what arrived and when.
+
+One trio process per endpoint node, inside the node's network namespace (the runner forks it
+from a preloaded parent, see `fabric.node.spawn`). It talks to the runner over a control
+socket (frames of `fabric.wire.frames`), and to its peers over:
+
+- TCP: one persistent connection per (peer, traffic class), opened at start. Transfers to the
+  same peer and class queue on it in order, as KV connectors keep one connection per peer:
+  head-of-line waiting is then part of the measured latency, not hidden by extra connections.
+  Each chunk is a frame (msgpack header + raw payload); the payload leaves from a numpy buffer
+  by `send` of a memoryview and lands with `recv_into` a reused numpy buffer, never through
+  Python bytes. The receiver answers a transfer's last chunk with an `ack` frame, which is
+  what completes the transfer at the sender (and starts the next one of a closed-loop chain).
+- UDP: see `fabric.node.udp`.
+
+Every chunk's digest is checked on arrival. Times are CLOCK_MONOTONIC, shared by every
+process on the host, so one-way latencies are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import trio
+
+from ..kv import get_model
+from ..kv.content import digest, fill_chunk
+from ..kv.layout import ChunkSpec, plan_chunks
+from ..metrics.records import ChunkRecord, TransferRecord
+from ..traffic import Transfer
+from ..wire.frames import (
+    CLOSED,
+    NEED_DATA,
+    FrameDecoder,
+    Header,
+    Payload,
+    encode_frame,
+    encode_header,
+)
+
+KV_PORT = 7471
+UDP_PORT = 7472
+RECV_SIZE = 16 * 1024
+PROGRESS_INTERVAL = 0.25
+CONNECT_ATTEMPTS = 50
+TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+
+
+def chunks_of(tr: Transfer) -> list[ChunkSpec]:
+    """The chunks a transfer is cut into (KV: block x layer tiles; bulk: fixed pieces)."""
+    if tr.model is None:
+        n = max(1, math.ceil(tr.nbytes / tr.chunk_bytes))
+        out = []
+        for i in range(n):
+            size = min(tr.chunk_bytes, tr.nbytes - i * tr.chunk_bytes)
+            out.append(ChunkSpec(request_id=tr.id, index=i, layer_start=0, layer_end=0,
+                                 block_start=0, block_end=0, tokens=0, nbytes=size, dtype="u8",
+                                 shape=(size,), kind="bulk", offset=i * tr.chunk_bytes))
+        return out
+    assert tr.tokens is not None
+    return plan_chunks(get_model(tr.model), tr.tokens, request_id=tr.id,
+                       target_bytes=tr.chunk_bytes)
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    address: str
+    peers: dict[str, str]  # node name -> loopback address
+    classes: dict[str, dict[str, Any]]  # class name -> {"dscp": int, "tcp_cc": str | None}
+    seed: int
+    t0_ns: int  # CLOCK_MONOTONIC time of the run's start
+    sends: list[Transfer]
+    expects: list[Transfer]
+
+
+@dataclass
+class _Incoming:
+    """What a receiver knows of one expected transfer while its chunks arrive."""
+
+    tr: Transfer
+    nchunks: int
+    got: set[int] = field(default_factory=set)
+    bad: int = 0
+    dups: int = 0
+    t_start: int | None = None
+    t_first: int | None = None
+    t_done: int | None = None
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig, ctl: trio.SocketStream) -> None:
+        self.cfg = cfg
+        self.ctl = ctl
+        self.chunk_records: list[ChunkRecord] = []
+        self.incoming = {tr.id: _Incoming(tr, len(chunks_of(tr))) for tr in cfg.expects}
+        self.sent_done: set[int] = set()
+        self.tx_bytes = 0
+        self.rx_bytes = 0
+        self.expected_left = len(self.incoming)
+        self.sends_left = len(cfg.sends)
+        self.all_done = trio.Event()
+        self._followers: dict[int, list[Transfer]] = defaultdict(list)
+        for tr in cfg.sends:
+            if tr.after is not None:
+                self._followers[tr.after].append(tr)
+        self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
+        self._ctl_lock = trio.Lock()
+        self._check_done()
+
+    # ---- control channel ----------------------------------------------------------------
+
+    async def send_ctl(self, header: dict, payload: bytes = b"") -> None:
+        async with self._ctl_lock:
+            await self.ctl.send_all(encode_frame(header, payload) if payload
+                                    else encode_header({**header, "n": 0}))
+
+    async def progress_loop(self) -> None:
+        while True:
+            await self.send_ctl({"t": "progress", "rx": self.rx_bytes, "tx": self.tx_bytes})
+            await trio.sleep(PROGRESS_INTERVAL)
+
+    def _check_done(self) -> None:
+        if self.expected_left == 0 and self.sends_left == 0:
+            self.all_done.set()
+
+    # ---- sockets ------------------------------------------------------------------------
+
+    def _tune(self, sock: trio.socket.SocketType, cls: str) -> None:
+        c = self.cfg.classes.get(cls, {})
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, (int(c.get("dscp", 0)) << 2) & 0xFC)
+        if sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            cc = c.get("tcp_cc")
+            if cc:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, cc.encode())
+                except OSError as e:
+                    raise RuntimeError(f"class {cls}: TCP congestion control {cc!r}: "
+                                       f"{e.strerror} (see `fabric doctor`)") from None
+
+    async def listen_tcp(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                         ) -> None:
+        lsock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await lsock.bind((self.cfg.address, KV_PORT))
+        lsock.listen(128)
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await lsock.accept()
+                nursery.start_soon(self._tcp_receive, conn)
+
+    # ---- sending ------------------------------------------------------------------------
+
+    async def run_sends(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for tr in self.cfg.sends:
+                key = (tr.dst, tr.cls, tr.transport)
+                if key not in self._queues:
+                    send, recv = trio.open_memory_channel[Transfer](math.inf)
+                    self._queues[key] = send
+                    if tr.transport == "tcp":
+                        nursery.start_soon(self._tcp_sender, tr.dst, tr.cls, recv)
+                    else:
+                        from .udp import udp_sender
+
+                        nursery.start_soon(udp_sender, self, tr.dst, tr.cls, recv)
+            for tr in self.cfg.sends:
+                if tr.start_ns is not None:
+                    nursery.start_soon(self._start_at, tr)
+            await self.all_done.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _start_at(self, tr: Transfer) -> None:
+        assert tr.start_ns is not None
+        delay = (self.cfg.t0_ns + tr.start_ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            await trio.sleep(delay)
+        self._queues[(tr.dst, tr.cls, tr.transport)].send_nowait(tr)
+
+    def transfer_sent(self, tr: Transfer) -> None:
+        """The receiver confirmed `tr`: start what waited for it."""
+        self.sent_done.add(tr.id)
+        self.sends_left -= 1
+        for nxt in self._followers.pop(tr.id, []):
+            self._queues[(nxt.dst, nxt.cls, nxt.transport)].send_nowait(nxt)
+        self._check_done()
+
+    async def _connect(self, dst: str, cls: str) -> trio.socket.SocketType:
+        addr = self.cfg.peers[dst]
+        for attempt in range(CONNECT_ATTEMPTS):
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._tune(sock, cls)
+            try:
+                await sock.connect((addr, KV_PORT))
+                return sock
+            except OSError:
+                sock.close()
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                await trio.sleep(0.05)
+        raise AssertionError("unreachable")
+
+    async def _tcp_sender(self, dst: str, cls: str,
+                          queue: trio.MemoryReceiveChannel[Transfer]) -> None:
+        sock = await self._connect(dst, cls)
+        acked: dict[int, trio.Event] = {}
+        with sock:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ack_reader, sock, acked)
+                buf = np.empty(0, dtype=np.uint8)
+                async for tr in queue:
+                    acked[tr.id] = trio.Event()
+                    t_start = time.monotonic_ns()
+                    chunks = chunks_of(tr)
+                    for spec in chunks:
+                        if buf.nbytes < spec.nbytes:
+                            buf = np.empty(spec.nbytes, dtype=np.uint8)
+                        payload = buf[: spec.nbytes]
+                        fill_chunk(payload, spec, self.cfg.seed)
+                        header = {"t": "chunk", "n": spec.nbytes, "x": tr.id, "i": spec.index,
+                                  "c": len(chunks), "d": digest(payload), "s": t_start,
+                                  "ts": time.monotonic_ns()}
+                        await _send_all(sock, encode_header(header))
+                        await _send_all(sock, memoryview(payload))
+                        self.tx_bytes += spec.nbytes
+                    await acked[tr.id].wait()
+                    del acked[tr.id]
+                    self.transfer_sent(tr)
+                nursery.cancel_scope.cancel()
+
+    async def _ack_reader(self, sock: trio.socket.SocketType,
+                          acked: dict[int, trio.Event]) -> None:
+        dec = FrameDecoder()
+        while True:
+            ev = dec.next_event()
+            if ev is NEED_DATA:
+                dec.receive_data(await sock.recv(4096))
+                continue
+            if ev is CLOSED:
+                return
+            if isinstance(ev, Header) and ev["t"] == "ack" and ev["x"] in acked:
+                acked[ev["x"]].set()
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    async def _tcp_receive(self, sock: trio.socket.SocketType) -> None:
+        dec = FrameDecoder()
+        buf = np.empty(1 << 20, dtype=np.uint8)
+        with sock:
+            while True:
+                ev = dec.next_event()
+                if ev is NEED_DATA:
+                    data = await sock.recv(RECV_SIZE)
+                    dec.receive_data(data)
+                    continue
+                if ev is CLOSED:
+                    return
+                if isinstance(ev, Payload):
+                    continue
+                assert isinstance(ev, Header)
+                if ev["t"] != "chunk":
+                    continue
+                t_first = time.monotonic_ns()
+                n = ev["n"]
+                if buf.nbytes < n:
+                    buf = np.empty(n, dtype=np.uint8)
+                view = memoryview(buf)[:n]
+                got = dec.take_buffered_payload(view)
+                self.rx_bytes += got
+                while got < n:
+                    k = await sock.recv_into(view[got:], n - got)
+                    if k == 0:
+                        return  # peer gone mid-chunk: the transfer stays incomplete
+                    dec.payload_consumed(k)
+                    got += k
+                    self.rx_bytes += k
+                t_last = time.monotonic_ns()
+                ok = digest(buf[:n]) == ev["d"]
+                if self.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], t_first, t_last, ok):
+                    await _send_all(sock, encode_header({"t": "ack", "n": 0, "x": ev["x"]}))
+
+    def on_chunk(self, tid: int, index: int, nbytes: int, t_start: int, t_send: int,
+                 t_first: int, t_last: int, ok: bool) -> bool:
+        """Record one arrived chunk; True when it completes its transfer (send the ack)."""
+        inc = self.incoming.get(tid)
+        if inc is None:
+            return False  # not ours: never expected, so never counted as good
+        tr = inc.tr
+        if index in inc.got:
+            inc.dups += 1
+        elif ok:
+            inc.got.add(index)
+        else:
+            inc.bad += 1
+        self.chunk_records.append(ChunkRecord(
+            flow=tr.flow, cls=tr.cls, kind=tr.kind, request=tr.request, chunk=index,
+            nbytes=nbytes, t_send_ns=t_send, t_first_ns=t_first, t_last_ns=t_last, ok=ok))
+        inc.t_start = t_start if inc.t_start is None else inc.t_start
+        inc.t_first = t_first if inc.t_first is None else inc.t_first
+        if len(inc.got) == inc.nchunks and inc.t_done is None:
+            inc.t_done = t_last
+            self.expected_left -= 1
+            self._check_done()
+            return True
+        return False
+
+    def transfer_records(self) -> list[TransferRecord]:
+        out = []
+        for inc in self.incoming.values():
+            tr = inc.tr
+            if inc.t_done is not None:
+                status = "duplicate" if inc.dups else "ok"
+            elif inc.bad:
+                status = "corrupt"
+            else:
+                status = "incomplete"
+            out.append(TransferRecord(
+                flow=tr.flow, cls=tr.cls, kind=tr.kind, src=tr.src, dst=tr.dst,
+                request=tr.request, nbytes=tr.nbytes, chunks=inc.nchunks,
+                t_start_ns=inc.t_start or 0, t_first_byte_ns=inc.t_first or 0,
+                t_done_ns=inc.t_done or 0, status=status))
+        return out
+
+    async def send_records(self) -> None:
+        chunks = [list(_astuple(r)) for r in self.chunk_records]
+        transfers = [list(_astuple(r)) for r in self.transfer_records()]
+        payload = msgpack.packb({"chunks": chunks, "transfers": transfers})
+        await self.send_ctl({"t": "records", "n": len(payload)}, payload)
+
+
+def _astuple(r: ChunkRecord | TransferRecord) -> tuple:
+    from dataclasses import astuple
+
+    return astuple(r)
+
+
+async def _send_all(sock: trio.socket.SocketType, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        k = await sock.send(view)
+        view = view[k:]
+
+
+async def read_frame(stream: trio.SocketStream, dec: FrameDecoder) -> tuple[dict, bytes] | None:
+    """Next (header, payload) from a control stream; None when it closed."""
+    header = None
+    while True:
+        ev = dec.next_event()
+        if ev is NEED_DATA:
+            data = await stream.receive_some(65536)
+            dec.receive_data(data)
+            continue
+        if ev is CLOSED:
+            return None
+        if isinstance(ev, Header):
+            if ev["n"] == 0:
+                return dict(ev), b""
+            header = dict(ev)
+            continue
+        if isinstance(ev, Payload):
+            assert header is not None
+            return header, bytes(ev.data)
+
+
+async def serve_node(ctl_fd: int, name: str) -> None:
+    """The node's whole life: wait for its plan, run it, report, exit."""
+    ctl_sock = trio.socket.fromfd(ctl_fd, socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl = trio.SocketStream(ctl_sock)
+    dec = FrameDecoder()
+    frame = await read_frame(ctl, dec)
+    if frame is None:
+        return
+    header, payload = frame
+    plan = msgpack.unpackb(payload)
+    cfg = NodeConfig(
+        name=name, address=plan["address"], peers=plan["peers"], classes=plan["classes"],
+        seed=plan["seed"], t0_ns=0,
+        sends=[Transfer.from_dict(d) for d in plan["sends"]],
+        expects=[Transfer.from_dict(d) for d in plan["expects"]],
+    )
+    node = Node(cfg, ctl)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.listen_tcp)
+        if any(tr.transport == "udp" for tr in cfg.sends + cfg.expects):
+            from .udp import serve_udp
+
+            await nursery.start(serve_udp, node)
+        await node.send_ctl({"t": "ready"})
+        frame = await read_frame(ctl, dec)  # "go", with the shared start time
+        if frame is None or frame[0]["t"] != "go":
+            nursery.cancel_scope.cancel()
+            return
+        cfg.t0_ns = frame[0]["t0"]
+        nursery.start_soon(node.progress_loop)
+        nursery.start_soon(_stop_on_ctl, ctl, dec, node)
+        nursery.start_soon(node.run_sends)
+        await node.all_done.wait()
+        await node.send_records()
+        await node.send_ctl({"t": "done"})
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_ctl(ctl: trio.SocketStream, dec: FrameDecoder, node: Node) -> None:
+    """A `stop` from the runner (or its end) ends the node with what it has."""
+    await read_frame(ctl, dec)
+    node.all_done.set()

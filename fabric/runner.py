@@ -1,0 +1,264 @@
+"""Drive a topology's traffic through a running fabric and collect what the nodes measured.
+
+`run_traffic(state, topo)`:
+1. expands the traffic section into transfers (`fabric.traffic.schedule`);
+2. forks one node process per endpoint that sends or receives, each in its namespace;
+3. gives every node its plan over its control channel and waits until all listen;
+4. sends one shared start time (CLOCK_MONOTONIC, 0.2 s ahead) so open-loop arrivals line up;
+5. shows progress, and ends when every node reports done, when a node dies (named in the
+   report, and the others are stopped and still report what they measured) or at the timeout;
+6. returns the records, plus link counters taken before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import trio
+
+from .errors import FabricError
+from .metrics.records import ChunkRecord, TransferRecord
+from .net.lifecycle import FabricState
+from .node.runtime import read_frame
+from .node.spawn import NodeProcess, reap, spawn_node
+from .topology.model import Topology
+from .traffic import Transfer, schedule
+from .units import format_size
+from .wire.frames import FrameDecoder, encode_frame, encode_header
+
+READY_TIMEOUT = 30.0
+START_LEAD_NS = 200_000_000
+STOP_GRACE = 10.0
+
+
+@dataclass
+class RunResult:
+    transfers: list[Transfer]
+    chunk_records: list[ChunkRecord] = field(default_factory=list)
+    transfer_records: list[TransferRecord] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    links: dict = field(default_factory=dict)
+    died: list[str] = field(default_factory=list)  # nodes whose channel closed mid-run
+    started_ns: int = 0
+    ended_ns: int = 0
+    timed_out: bool = False
+
+
+def topology_hash(topo: Topology) -> str:
+    try:
+        return hashlib.sha256(Path(topo.source).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unknown"
+
+
+def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
+                progress: Callable[[str, bool], None] | None = None) -> RunResult:
+    """Run `topo`'s traffic on the running fabric `state` (see the module docstring)."""
+    transfers = schedule(topo)
+    if not transfers:
+        raise FabricError(f"{topo.source}: no traffic: add a `traffic:` section")
+    names = sorted({t.src for t in transfers} | {t.dst for t in transfers})
+    result = RunResult(transfers=transfers)
+    before = read_link_stats(state)
+    procs: list[NodeProcess] = []
+    try:
+        for name in names:
+            procs.append(spawn_node(name, state.netns_of(name), procs))
+        trio.run(_orchestrate, state, topo, transfers, procs, result, timeout, progress)
+    finally:
+        for p in procs:
+            p.ctl.close()
+        killed = reap(procs, grace=5.0)
+    for p in procs:
+        if p.name in result.died:
+            result.errors.append(f"node {p.name} died mid-run ({p.describe_exit()}); the "
+                                 "others were stopped and reported what they measured")
+        elif p.name in killed:
+            result.errors.append(f"node {p.name} did not exit after the run (killed)")
+        elif p.exit_status:
+            result.errors.append(f"node {p.name} ended badly ({p.describe_exit()})")
+    result.links = link_delta(before, read_link_stats(state, fresh_after_ns=result.ended_ns))
+    _account_unreported(result)
+    return result
+
+
+def _account_unreported(result: RunResult) -> None:
+    """A planned transfer no receiver reported (it died) counts as failed, never as absent."""
+    seen = {(r.flow, r.dst, r.request) for r in result.transfer_records}
+    for tr in result.transfers:
+        if (tr.flow, tr.dst, tr.request) not in seen:
+            result.transfer_records.append(TransferRecord(
+                flow=tr.flow, cls=tr.cls, kind=tr.kind, src=tr.src, dst=tr.dst,
+                request=tr.request, nbytes=tr.nbytes, chunks=0, t_start_ns=0,
+                t_first_byte_ns=0, t_done_ns=0, status="failed"))
+
+
+def _plan_for(name: str, state: FabricState, topo: Topology,
+              transfers: list[Transfer]) -> bytes:
+    return msgpack.packb({
+        "address": state.nodes[name]["loopback"],
+        "peers": {n: v["loopback"] for n, v in state.nodes.items()},
+        "classes": {c.name: {"dscp": c.dscp, "tcp_cc": c.tcp_cc} for c in topo.classes},
+        "seed": topo.traffic.seed if topo.traffic else 1,
+        "sends": [t.to_dict() for t in transfers if t.src == name],
+        "expects": [t.to_dict() for t in transfers if t.dst == name],
+    })
+
+
+async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Transfer],
+                       procs: list[NodeProcess], result: RunResult, run_timeout: float,
+                       progress: Callable[[str, bool], None] | None) -> None:
+    streams = {p.name: trio.SocketStream(trio.socket.from_stdlib_socket(p.ctl)) for p in procs}
+    decoders = {p.name: FrameDecoder() for p in procs}
+    total = sum(t.nbytes for t in transfers)
+    rx: dict[str, int] = dict.fromkeys(streams, 0)
+    done: set[str] = set()
+    dead: dict[str, str] = {}
+    all_done = trio.Event()
+    node_gone = trio.Event()
+
+    for p in procs:
+        await streams[p.name].send_all(encode_frame({"t": "plan"},
+                                                    _plan_for(p.name, state, topo, transfers)))
+    with trio.move_on_after(READY_TIMEOUT) as ready_scope:
+        for p in procs:
+            frame = await read_frame(streams[p.name], decoders[p.name])
+            if frame is None or frame[0]["t"] != "ready":
+                raise FabricError(f"node {p.name} failed to start (its error is above)")
+    if ready_scope.cancelled_caught:
+        raise FabricError(f"nodes did not get ready within {READY_TIMEOUT:.0f} s")
+
+    t0 = time.monotonic_ns() + START_LEAD_NS
+    result.started_ns = t0
+    for p in procs:
+        await streams[p.name].send_all(encode_header({"t": "go", "n": 0, "t0": t0}))
+
+    async def listen(p: NodeProcess) -> None:
+        while True:
+            frame = await read_frame(streams[p.name], decoders[p.name])
+            if frame is None:
+                if p.name not in done:
+                    dead[p.name] = "died"
+                    result.died.append(p.name)  # its exit status is read after the run
+                    node_gone.set()
+                return
+            header, payload = frame
+            if header["t"] == "progress":
+                rx[p.name] = header["rx"]
+            elif header["t"] == "records":
+                data = msgpack.unpackb(payload)
+                result.chunk_records += [ChunkRecord(*r) for r in data["chunks"]]
+                result.transfer_records += [TransferRecord(*r) for r in data["transfers"]]
+            elif header["t"] == "done":
+                done.add(p.name)
+                if len(done) + len(dead) == len(procs):
+                    all_done.set()
+                return
+
+    async def show_progress() -> None:
+        t_start = time.monotonic()
+        while True:
+            got = sum(rx.values())
+            frac = got / total if total else 1.0
+            line = (f"[{'#' * int(frac * 30):<30}] {frac:4.0%}  {format_size(got)} of "
+                    f"{format_size(total)}  {time.monotonic() - t_start:5.1f} s")
+            if progress:
+                progress(line, False)
+            await trio.sleep(0.5)
+
+    async with trio.open_nursery() as nursery:
+        for p in procs:
+            nursery.start_soon(listen, p)
+        nursery.start_soon(show_progress)
+        with trio.move_on_after(run_timeout) as scope:
+            async with trio.open_nursery() as waiters:
+                async def wait(ev: trio.Event) -> None:
+                    await ev.wait()
+                    waiters.cancel_scope.cancel()
+                waiters.start_soon(wait, all_done)
+                waiters.start_soon(wait, node_gone)
+        if scope.cancelled_caught:
+            result.timed_out = True
+            result.errors.append(f"the run did not finish within {run_timeout:.0f} s; "
+                                 "what arrived by then is reported")
+        if not all_done.is_set():
+            # stop the live ones: each sends what it measured, then done
+            for p in procs:
+                if p.name not in done and p.name not in dead:
+                    try:
+                        await streams[p.name].send_all(encode_header({"t": "stop", "n": 0}))
+                    except trio.BrokenResourceError:
+                        pass
+            with trio.move_on_after(STOP_GRACE):
+                await all_done.wait()
+        nursery.cancel_scope.cancel()
+    result.ended_ns = time.monotonic_ns()
+    if progress:
+        progress("", True)
+
+
+# ---- link counters ---------------------------------------------------------------------
+
+
+def read_link_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
+    """Per-link counters of a running fabric: the userspace engine's stats file, else the
+    netem/tbf qdisc counters. `fresh_after_ns`: wait (up to ~1.5 s) for an engine snapshot
+    taken after that time."""
+    path = state.dir / "links.json"
+    if state.backend == "userspace":
+        deadline = time.monotonic() + 1.5
+        while True:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                data = {}
+            if data.get("monotonic_ns", 0) >= fresh_after_ns or time.monotonic() > deadline:
+                return data
+            time.sleep(0.05)
+    from .net.kernel import Kernel
+
+    with Kernel() as k:
+        return k.qdisc_stats(state)
+
+
+def link_delta(before: dict, after: dict) -> dict:
+    """Counters for the run alone: after minus before (high-water marks and samples kept)."""
+    out: dict = {"links": {}}
+    b_links = before.get("links", {}) if before else {}
+    for lid, dirs in (after.get("links", {}) if after else {}).items():
+        out["links"][lid] = {}
+        for d, s in dirs.items():
+            prev = b_links.get(lid, {}).get(d, {})
+            row = dict(s)
+            for key, val in s.items():
+                if isinstance(val, int) and key.startswith(("packets", "bytes", "drops", "ecn")):
+                    row[key] = val - int(prev.get(key, 0))
+            out["links"][lid][d] = row
+    return out
+
+
+def progress_printer() -> Callable[[str, bool], None]:
+    """Progress on stderr: a live bar on a terminal, a line every ~5 s otherwise."""
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(line: str, final: bool) -> None:
+        if tty:
+            sys.stderr.write("\r" + (line if not final else " " * 72 + "\r"))
+            sys.stderr.flush()
+        elif line and time.monotonic() - last[0] >= 5:
+            last[0] = time.monotonic()
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+__all__ = ["RunResult", "link_delta", "progress_printer", "read_link_stats", "run_traffic",
+           "topology_hash"]
