@@ -32,6 +32,7 @@ from .topology.model import Topology
 from .traffic import Transfer, schedule
 from .units import format_size
 from .wire.frames import FrameDecoder, encode_frame, encode_header
+from .wire.udp import mss_for_mtu
 
 READY_TIMEOUT = 30.0
 START_LEAD_NS = 200_000_000
@@ -109,6 +110,7 @@ def _plan_for(name: str, state: FabricState, topo: Topology,
         "seed": topo.traffic.seed if topo.traffic else 1,
         "sends": [t.to_dict() for t in transfers if t.src == name],
         "expects": [t.to_dict() for t in transfers if t.dst == name],
+        "udp_mss": mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500)),
     })
 
 

@@ -79,6 +79,7 @@ class NodeConfig:
     t0_ns: int  # CLOCK_MONOTONIC time of the run's start
     sends: list[Transfer]
     expects: list[Transfer]
+    udp_mss: int = 1440  # UDP payload per segment: the fabric's smallest MTU - 28 - 32
 
 
 @dataclass
@@ -113,6 +114,7 @@ class Node:
                 self._followers[tr.after].append(tr)
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self._ctl_lock = trio.Lock()
+        self.udp = None  # a fabric.node.udp.UdpEndpoint when the node moves UDP traffic
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -356,7 +358,10 @@ async def read_frame(stream: trio.SocketStream, dec: FrameDecoder) -> tuple[dict
     while True:
         ev = dec.next_event()
         if ev is NEED_DATA:
-            data = await stream.receive_some(65536)
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # the other end died: same as closed
             dec.receive_data(data)
             continue
         if ev is CLOSED:
@@ -386,6 +391,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         seed=plan["seed"], t0_ns=0,
         sends=[Transfer.from_dict(d) for d in plan["sends"]],
         expects=[Transfer.from_dict(d) for d in plan["expects"]],
+        udp_mss=plan["udp_mss"],
     )
     node = Node(cfg, ctl)
     async with trio.open_nursery() as nursery:

@@ -1,0 +1,308 @@
+"""Sans-IO model of one direction of an emulated link: loss, drop-tail queue, rate, delay, ECN.
+
+The userspace link backend feeds every packet it reads from a TUN device to `LinkDirection.offer`
+and delivers what `release` hands back when `next_deadline` has passed. Nothing here reads a
+clock, sleeps or touches a socket, so the behaviour is tested exhaustively with hand-made times.
+
+Semantics follow netem (+ tbf when the rate is shaped here):
+
+* random loss first (a lost packet never occupies the queue);
+* with `rate_in_engine`, a FIFO serialiser: a packet departs when the previous one has left and
+  its own bits are on the wire (`ceil(bits * 1e9 / rate)` ns); the queue is the bytes accepted but
+  not yet fully serialised, limited drop-tail by bytes or packets;
+* ECN: an ECT packet that arrives while the queue holds more than `ecn_bytes` is CE-marked
+  (non-ECT packets are never marked, and only dropped when the queue overflows);
+* release = departure + delay + uniform(-jitter, +jitter), clipped at >= departure; with jitter
+  packets may reorder (netem's default behaviour).
+
+Without `rate_in_engine` the kernel's tbf enforces rate and queue; the model then only keeps a
+delay line, bounded (see `delay_line_limit_bytes`) so a flood cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+from fabric.topology.model import Shape
+from fabric.topology.model import queue_bytes as model_queue_bytes
+
+NS_PER_S = 1_000_000_000
+# What one engine can move when a link has no rate (see notes/machine-limits.md); only used to
+# size the delay line's memory bound for unshaped links.
+UNSHAPED_ASSUMED_BPS = 10_000_000_000
+DELAY_LINE_FLOOR_BYTES = 8 * 1024 * 1024
+
+
+def bdp_bytes(rate_bps: int | None, delay_ns: int) -> int:
+    """Bytes in flight at `rate_bps` over `delay_ns` (0 when the rate is unknown): sizes the
+    delay line's memory bound."""
+    if not rate_bps or delay_ns <= 0:
+        return 0
+    return rate_bps * delay_ns // (8 * NS_PER_S)
+
+
+default_queue_bytes = model_queue_bytes  # one queue rule for plan, check and engine
+
+
+def queue_limit(shape: Shape) -> tuple[int | None, int | None]:
+    """(bytes, packets) limit of the queue; exactly one is not None."""
+    if shape.queue_packets is not None:
+        return None, shape.queue_packets
+    if shape.queue_bytes is not None:
+        return shape.queue_bytes, None
+    return model_queue_bytes(shape), None
+
+
+def delay_line_limit_bytes(shape: Shape) -> int:
+    """Memory bound on bytes held for delay when the kernel (not the engine) shapes the rate.
+
+    Twice what the link can have in flight (rate x (delay + jitter)) plus its queue, and never
+    less than `DELAY_LINE_FLOOR_BYTES`. Unshaped links assume `UNSHAPED_ASSUMED_BPS`.
+    """
+    rate = shape.rate_bps or UNSHAPED_ASSUMED_BPS
+    qbytes, qpackets = queue_limit(shape)
+    qb = qbytes if qbytes is not None else (qpackets or 0) * shape.mtu
+    inflight = bdp_bytes(rate, shape.delay_ns + shape.jitter_ns)
+    return max(DELAY_LINE_FLOOR_BYTES, 2 * inflight + qb)
+
+
+class Action(enum.IntEnum):
+    """What happened to an offered packet."""
+
+    FORWARD = 0  # deliver now; the model does not hold it (no delay, jitter or engine rate)
+    HOLD = 1  # held; `release` returns it at `release_ns`
+    DROP_LOSS = 2  # dropped by random loss
+    DROP_QUEUE = 3  # dropped: queue (or delay line) full
+
+
+class Verdict(NamedTuple):
+    """The model's decision for one packet. `release_ns` is 0 for drops."""
+
+    action: Action
+    release_ns: int
+    ce: bool
+
+    @property
+    def accepted(self) -> bool:
+        return self.action <= Action.HOLD
+
+
+DROPPED_LOSS = Verdict(Action.DROP_LOSS, 0, False)
+DROPPED_QUEUE = Verdict(Action.DROP_QUEUE, 0, False)
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """Counters of one link direction (see `LinkDirection.statistics`).
+
+    queue_bytes_max: high-water of the engine queue (bytes not yet serialised; 0 when the
+        kernel shapes the rate). held_bytes_max: high-water of bytes held for delay.
+    samples: (time_ns, queue_bytes) at most one per sample interval, the latest ones.
+    """
+
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    drops_loss: int
+    drops_queue: int
+    ecn_marks: int
+    queue_bytes_max: int
+    held_bytes_max: int
+    samples: tuple[tuple[int, int], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples"] = [list(s) for s in self.samples]
+        return d
+
+
+class LinkDirection:
+    """One direction of a link: offer packets with their arrival time, release them when due.
+
+    `item` is opaque to the model (the engine passes the packet buffer); it comes back from
+    `release`. Per packet the cost is O(1) without jitter (FIFO delay line) and O(log n) with
+    jitter (a heap, which is what lets packets reorder).
+    """
+
+    def __init__(
+        self,
+        shape: Shape,
+        *,
+        rate_in_engine: bool = False,
+        rng: random.Random | None = None,
+        sample_interval_ns: int = 1_000_000,
+        max_samples: int = 1024,
+    ) -> None:
+        self.shape = shape
+        self.rate_in_engine = bool(rate_in_engine and shape.rate_bps)
+        self._rate = shape.rate_bps if self.rate_in_engine else None
+        self._rng = rng if rng is not None else random.Random(0)
+        self._loss = shape.loss_ppm / 1_000_000 if shape.loss_ppm > 0 else 0.0
+        self._delay = max(0, shape.delay_ns)
+        self._jitter = max(0, shape.jitter_ns)
+        qbytes, qpackets = queue_limit(shape)
+        self.queue_limit_bytes = qbytes
+        self.queue_limit_packets = qpackets
+        self._ecn = shape.ecn_bytes if self.rate_in_engine else None
+        self.delay_line_limit = delay_line_limit_bytes(shape)
+        self.immediate = self._rate is None and self._delay == 0 and self._jitter == 0
+        # serialiser: departures of packets not yet fully serialised, FIFO
+        self._busy_until = 0
+        self._queue: deque[tuple[int, int]] = deque()
+        self._queue_bytes = 0
+        # delay line
+        self._line: deque[tuple[int, int, Any]] = deque()  # (release, length, item), no jitter
+        self._heap: list[tuple[int, int, int, Any]] = []  # (release, seq, length, item), jitter
+        self._seq = 0
+        self._held_bytes = 0
+        # counters
+        self._packets_in = 0
+        self._bytes_in = 0
+        self._packets_out = 0
+        self._bytes_out = 0
+        self._drops_loss = 0
+        self._drops_queue = 0
+        self._ecn_marks = 0
+        self._queue_max = 0
+        self._held_max = 0
+        self._sample_interval = sample_interval_ns
+        self._next_sample = 0
+        self._samples: deque[tuple[int, int]] = deque(maxlen=max_samples)
+
+    # -- the per-packet path -------------------------------------------------------------------
+
+    def offer(self, length: int, ect: bool, now_ns: int, item: Any = None) -> Verdict:
+        """Decide the fate of a packet of `length` bytes that arrives at `now_ns`.
+
+        `ect`: the packet is ECN-capable (ECT(0), ECT(1), or already CE). On `Action.HOLD` the
+        model keeps `item` until `release`; on `Action.FORWARD` the caller delivers it now.
+        """
+        self._packets_in += 1
+        self._bytes_in += length
+        if self._loss and self._rng.random() < self._loss:
+            self._drops_loss += 1
+            return DROPPED_LOSS
+        if self.immediate:
+            self._packets_out += 1
+            self._bytes_out += length
+            return Verdict(Action.FORWARD, now_ns, False)
+        ce = False
+        rate = self._rate
+        if rate is not None:
+            q = self._queue
+            while q and q[0][0] <= now_ns:
+                self._queue_bytes -= q.popleft()[1]
+            qbytes = self._queue_bytes
+            if now_ns >= self._next_sample:
+                self._samples.append((now_ns, qbytes))
+                self._next_sample = now_ns + self._sample_interval
+            if q:
+                limit = self.queue_limit_bytes
+                if limit is not None:
+                    if qbytes + length > limit:
+                        self._drops_queue += 1
+                        return DROPPED_QUEUE
+                elif len(q) >= self.queue_limit_packets:  # type: ignore[operator]
+                    self._drops_queue += 1
+                    return DROPPED_QUEUE
+            if ect and self._ecn is not None and qbytes > self._ecn:
+                ce = True
+                self._ecn_marks += 1
+            start = self._busy_until if self._busy_until > now_ns else now_ns
+            departure = start + -(-length * 8 * NS_PER_S // rate)
+            self._busy_until = departure
+            q.append((departure, length))
+            qbytes += length
+            self._queue_bytes = qbytes
+            if qbytes > self._queue_max:
+                self._queue_max = qbytes
+        else:
+            if self._held_bytes + length > self.delay_line_limit and self._held_bytes:
+                self._drops_queue += 1
+                return DROPPED_QUEUE
+            departure = now_ns
+        release = departure + self._delay
+        if self._jitter:
+            j = self._jitter
+            release += int((2.0 * self._rng.random() - 1.0) * j)
+            if release < departure:
+                release = departure
+            self._seq += 1
+            heapq.heappush(self._heap, (release, self._seq, length, item))
+        else:
+            self._line.append((release, length, item))
+        held = self._held_bytes + length
+        self._held_bytes = held
+        if held > self._held_max:
+            self._held_max = held
+        return Verdict(Action.HOLD, release, ce)
+
+    def next_deadline(self) -> int | None:
+        """When the earliest held packet is due, or None when nothing is held."""
+        if self._line:
+            return self._line[0][0]
+        if self._heap:
+            return self._heap[0][0]
+        return None
+
+    def release(self, now_ns: int) -> list[Any]:
+        """Remove and return the items due at `now_ns`, in release order."""
+        out: list[Any] = []
+        nbytes = 0
+        line = self._line
+        if line:
+            while line and line[0][0] <= now_ns:
+                _, length, item = line.popleft()
+                nbytes += length
+                out.append(item)
+        heap = self._heap
+        if heap:
+            pop = heapq.heappop
+            while heap and heap[0][0] <= now_ns:
+                _, _, length, item = pop(heap)
+                nbytes += length
+                out.append(item)
+        if out:
+            self._packets_out += len(out)
+            self._bytes_out += nbytes
+            self._held_bytes -= nbytes
+        return out
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    @property
+    def held_packets(self) -> int:
+        """Packets held for delay (accepted, not yet released)."""
+        return len(self._line) + len(self._heap)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
+
+    def queue_bytes(self, now_ns: int) -> int:
+        """Bytes accepted but not yet serialised at `now_ns` (0 when the kernel shapes rate)."""
+        q = self._queue
+        while q and q[0][0] <= now_ns:
+            self._queue_bytes -= q.popleft()[1]
+        return self._queue_bytes
+
+    def statistics(self) -> LinkStats:
+        """A frozen snapshot of the counters."""
+        return LinkStats(
+            packets_in=self._packets_in,
+            bytes_in=self._bytes_in,
+            packets_out=self._packets_out,
+            bytes_out=self._bytes_out,
+            drops_loss=self._drops_loss,
+            drops_queue=self._drops_queue,
+            ecn_marks=self._ecn_marks,
+            queue_bytes_max=self._queue_max,
+            held_bytes_max=self._held_max,
+            samples=tuple(self._samples),
+        )

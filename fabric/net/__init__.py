@@ -1,0 +1,1 @@
+"""The host: namespaces, links, the userspace link engine, lifecycle, doctor."""

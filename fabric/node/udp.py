@@ -1,0 +1,198 @@
+"""KV chunks over UDP: each chunk (its frame: msgpack header + payload) is one reliable bulk
+unit of `fabric.wire.udp`, cut to the path MTU, with selective NACKs and a retransmission timer.
+
+One UDP socket per node (port `UDP_PORT`) carries data, ACKs and NACKs for every peer. A sender
+keeps one chunk in flight per (peer, class) with a window of segments: there is no congestion
+control here (the RoCE-style transport with pluggable congestion control replaces this), so a
+window larger than the path's queue shows up as drops and retransmissions, which the run counts.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+
+from ..kv.content import digest, fill_chunk
+from ..traffic import Transfer
+from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
+from ..wire.udp import (
+    ACK,
+    DATA,
+    FIN,
+    NACK,
+    UdpReceiver,
+    UdpSender,
+    pack_ack,
+    pack_segment,
+    unpack_nacks,
+    unpack_segment,
+)
+from .runtime import UDP_PORT, Node, chunks_of
+
+WINDOW_SEGMENTS = 128
+RTO_NS = 100_000_000
+ACK_TICK = 0.001
+
+
+@dataclass
+class _Inbound:
+    rx: UdpReceiver
+    buf: np.ndarray
+    addr: tuple[str, int]
+    t_first: int
+    done: bool = False
+
+
+class UdpEndpoint:
+    """The node's UDP socket and the state of every unit in flight through it."""
+
+    def __init__(self, node: Node, sock: trio.socket.SocketType) -> None:
+        self.node = node
+        self.sock = sock
+        self.mss = node.cfg.udp_mss
+        self.inbound: dict[tuple[int, int], _Inbound] = {}
+        self.outbound: dict[int, tuple[UdpSender, trio.Event]] = {}
+        self.next_unit = 1
+        self.flow_id = sorted(node.cfg.peers).index(node.cfg.name) + 1
+        self.retransmitted = 0
+
+    async def receive_loop(self) -> None:
+        while True:
+            data, addr = await self.sock.recvfrom(65536)
+            now = time.monotonic_ns()
+            seg, payload = unpack_segment(data)
+            if seg.flags & DATA:
+                await self._on_data(seg, payload, addr, now)
+            elif seg.flags & ACK and seg.transfer in self.outbound:
+                sender, wake = self.outbound[seg.transfer]
+                sender.on_ack(seg.seq, now)
+                if seg.flags & NACK:
+                    sender.on_nack(unpack_nacks(payload), now)
+                wake.set()
+
+    async def _on_data(self, seg, payload: memoryview, addr: tuple[str, int],  # noqa: ANN001
+                       now: int) -> None:
+        key = (seg.flow, seg.transfer)
+        inb = self.inbound.get(key)
+        if inb is None:
+            inb = self.inbound[key] = _Inbound(
+                UdpReceiver(seg.flow, seg.transfer, seg.total, self.mss),
+                np.empty(seg.total, dtype=np.uint8), addr, now)
+        if inb.rx.on_data(seg.seq, seg.offset, len(payload), now):
+            inb.buf[seg.offset: seg.offset + len(payload)] = np.frombuffer(payload, np.uint8)
+            self.node.rx_bytes += len(payload)
+        if inb.rx.complete and not inb.done:
+            inb.done = True
+            self._deliver(inb, now)
+        if inb.rx.ack_due(now):
+            await self._ack(inb)
+
+    async def _ack(self, inb: _Inbound) -> None:
+        cum, nacks = inb.rx.make_ack()
+        await self.sock.sendto(pack_ack(inb.rx.flow, inb.rx.transfer, inb.rx.total, cum,
+                                        inb.rx.high_seq, nacks), inb.addr)
+
+    async def ack_timer(self) -> None:
+        """Delayed ACKs fall due between datagrams; a coarse tick is enough for them."""
+        while True:
+            await trio.sleep(ACK_TICK)
+            now = time.monotonic_ns()
+            for key, inb in list(self.inbound.items()):
+                if inb.rx.ack_due(now):
+                    await self._ack(inb)
+                elif inb.done and inb.rx.next_deadline() is None:
+                    # keep finished units a while: a lost final ACK makes the sender resend
+                    if now - inb.t_first > 30_000_000_000:
+                        del self.inbound[key]
+
+    def _deliver(self, inb: _Inbound, now: int) -> None:
+        dec = FrameDecoder()
+        dec.receive_data(memoryview(inb.buf)[: 4 + MAX_HEADER])  # the header, not the payload
+        ev = dec.next_event()
+        if not isinstance(ev, Header) or ev["t"] != "chunk":
+            return
+        n = ev["n"]
+        view = inb.buf[inb.buf.nbytes - n:]
+        ok = digest(view) == ev["d"]
+        self.node.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], inb.t_first, now, ok)
+
+    async def send_unit(self, dst_addr: str, unit: np.ndarray, tos: int) -> None:
+        """Move one chunk's frame reliably; returns when the receiver has all of it."""
+        uid = self.next_unit
+        self.next_unit += 1
+        sender = UdpSender(self.flow_id, uid, unit.nbytes, self.mss, WINDOW_SEGMENTS, RTO_NS)
+        wake = trio.Event()
+        self.outbound[uid] = (sender, wake)
+        view = memoryview(unit)
+        try:
+            while not sender.done:
+                for seq, offset, length in sender.segments_to_send(time.monotonic_ns()):
+                    flags = DATA | (FIN if seq == sender.segments - 1 else 0)
+                    hdr = pack_segment(flags, self.flow_id, uid, seq, offset, unit.nbytes)
+                    # the class's DSCP per datagram: senders of several classes share the socket
+                    await self.sock.sendmsg([hdr, view[offset: offset + length]],
+                                            [(socket.IPPROTO_IP, socket.IP_TOS, bytes([tos]))],
+                                            0, (dst_addr, UDP_PORT))
+                    self.node.tx_bytes += length
+                if sender.done:
+                    break
+                deadline = sender.next_deadline()
+                timeout = 1.0 if deadline is None else \
+                    max(0.0, (deadline - time.monotonic_ns()) / 1e9)
+                with trio.move_on_after(timeout):
+                    await wake.wait()
+                wake = trio.Event()
+                self.outbound[uid] = (sender, wake)
+        finally:
+            self.retransmitted += sender.retransmitted
+            del self.outbound[uid]
+
+
+async def serve_udp(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    await sock.bind((node.cfg.address, UDP_PORT))
+    node.udp = UdpEndpoint(node, sock)
+    task_status.started()
+    with sock:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.udp.receive_loop)
+            nursery.start_soon(node.udp.ack_timer)
+
+
+HEADER_ROOM = 512  # a chunk frame's msgpack header fits in this (checked)
+
+
+async def udp_sender(node: Node, dst: str, cls: str,
+                     queue: trio.MemoryReceiveChannel[Transfer]) -> None:
+    """Send the transfers queued for (dst, cls), one chunk unit at a time.
+
+    The payload is generated in place after `HEADER_ROOM` bytes, its header written just in
+    front of it: one buffer, no copy of the payload.
+    """
+    ep = node.udp
+    assert ep is not None, "serve_udp must run before udp_sender"
+    tos = (int(node.cfg.classes.get(cls, {}).get("dscp", 0)) << 2) & 0xFC
+    buf = np.empty(0, dtype=np.uint8)
+    async for tr in queue:
+        t_start = time.monotonic_ns()
+        chunks = chunks_of(tr)
+        for spec in chunks:
+            if buf.nbytes < HEADER_ROOM + spec.nbytes:
+                buf = np.empty(HEADER_ROOM + spec.nbytes, dtype=np.uint8)
+            payload = buf[HEADER_ROOM: HEADER_ROOM + spec.nbytes]
+            fill_chunk(payload, spec, node.cfg.seed)
+            header = encode_header({"t": "chunk", "n": spec.nbytes, "x": tr.id,
+                                    "i": spec.index, "c": len(chunks), "d": digest(payload),
+                                    "s": t_start, "ts": time.monotonic_ns()})
+            assert len(header) <= HEADER_ROOM
+            start = HEADER_ROOM - len(header)
+            buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)
+            await ep.send_unit(node.cfg.peers[dst], buf[start: HEADER_ROOM + spec.nbytes], tos)
+        node.transfer_sent(tr)

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Benchmark the userspace link engine against a bare epoll TUN relay (root only).
+
+    python scripts/bench_engine.py [--seconds 2] [--json results/bench_engine.json]
+
+Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each relay
+(`bare`: a minimal epoll loop, no model; `engine`: fabric.net.engine (trio), no delay;
+`epoll`: the same engine with `--loop=epoll`; `+1ms`: holding every packet 1 ms) floods UDP
+from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; then sends
+paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
+(one-way minus configured delay), next to the bare relay's one-way latency.
+Sender, relay and receiver are separate processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fabric.net.engine import Endpoint, EngineConfig, EngineLink  # noqa: E402
+from fabric.net.tun import (  # noqa: E402
+    create_persistent_tun,
+    delete_persistent_tun,
+    in_netns,
+    open_tun,
+)
+from fabric.topology.model import Shape  # noqa: E402
+
+ADDR_A, ADDR_B = "198.18.0.1", "198.18.0.2"
+DEV_A, DEV_B = "fba0", "fbb0"
+PORT = 40001
+SO_RCVBUFFORCE = 33
+MS = 1_000_000
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@contextlib.contextmanager
+def netpair() -> Iterator[tuple[str, str]]:
+    token = secrets.token_hex(3)
+    ns_a, ns_b = f"fabbench-{token}-a", f"fabbench-{token}-b"
+    made = []
+    try:
+        for ns, dev, local, peer in ((ns_a, DEV_A, ADDR_A, ADDR_B), (ns_b, DEV_B, ADDR_B, ADDR_A)):
+            _ip("netns", "add", ns)
+            made.append((ns, dev))
+            _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            with in_netns(ns):
+                create_persistent_tun(dev)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "addr", "add", local, "peer", f"{peer}/32", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up", "txqueuelen", "1000")
+        yield ns_a, ns_b
+    finally:
+        for ns, dev in made:
+            with contextlib.suppress(OSError), in_netns(ns):
+                delete_persistent_tun(dev)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def set_mtu(ns_a: str, ns_b: str, mtu: int) -> None:
+    _ip("-n", ns_a, "link", "set", DEV_A, "mtu", str(mtu))
+    _ip("-n", ns_b, "link", "set", DEV_B, "mtu", str(mtu))
+
+
+# -- roles run as subprocesses -------------------------------------------------------------
+
+
+def role_relay(ns_a: str, ns_b: str) -> None:
+    """The baseline: a minimal epoll relay between the two TUNs, no model."""
+    fa, fb = open_tun(DEV_A, ns_a), open_tun(DEV_B, ns_b)
+    ep = select.epoll()
+    ep.register(fa, select.EPOLLIN)
+    ep.register(fb, select.EPOLLIN)
+    peer = {fa: fb, fb: fa}
+    read, write = os.read, os.write
+    print(f"READY {os.getpid()}", flush=True)
+    while True:
+        for fd, _ in ep.poll():
+            dst = peer[fd]
+            while True:
+                try:
+                    pkt = read(fd, 65536)
+                except BlockingIOError:
+                    break
+                try:
+                    write(dst, pkt)
+                except OSError:
+                    pass
+
+
+def role_send(ns: str, size: int, seconds: float) -> None:
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((ADDR_B, PORT))
+    payload = b"\0" * size
+    send = s.send
+    sent = errors = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(256):
+            try:
+                send(payload)
+                sent += 1
+            except OSError:
+                errors += 1
+    print(json.dumps({"sent": sent, "errors": errors}), flush=True)
+
+
+def role_recv(ns: str, seconds: float) -> None:
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+    s.bind((ADDR_B, PORT))
+    print("READY", flush=True)
+    buf = bytearray(65536)
+    recv_into = s.recv_into
+    s.settimeout(5.0)
+    count = nbytes = 0
+    try:
+        nbytes += recv_into(buf)
+    except TimeoutError:
+        print(json.dumps({"count": 0, "bytes": 0, "seconds": 0.0}), flush=True)
+        return
+    t0 = time.monotonic()
+    count = 1
+    t_last = t0
+    s.settimeout(0.3)
+    end = t0 + seconds
+    while True:
+        try:
+            nbytes += recv_into(buf)
+        except TimeoutError:
+            break
+        count += 1
+        t_last = time.monotonic()
+        if t_last >= end:
+            break
+    print(json.dumps({"count": count, "bytes": nbytes, "seconds": t_last - t0}), flush=True)
+
+
+def role_probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> None:
+    """Send `n` timestamped probes a->b and print one-way delays (ns) as JSON."""
+    with in_netns(ns_b):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind((ADDR_B, PORT))
+    with in_netns(ns_a):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.connect((ADDR_B, PORT))
+    rx.setblocking(False)
+    delays = []
+    next_send = time.monotonic_ns()
+    sent = 0
+    deadline = None
+    while True:
+        now = time.monotonic_ns()
+        if sent < n and now >= next_send:
+            tx.send(struct.pack("!Q", now) + b"p" * 56)
+            sent += 1
+            next_send += int(interval_s * 1e9)
+            if sent == n:
+                deadline = now + 500 * MS
+        timeout = max(0.0, (next_send - time.monotonic_ns()) / 1e9) if sent < n else 0.05
+        ready, _, _ = select.select([rx], [], [], timeout)
+        if ready:
+            while True:
+                try:
+                    data = rx.recv(2048)
+                except BlockingIOError:
+                    break
+                delays.append(time.monotonic_ns() - struct.unpack_from("!Q", data)[0])
+        if deadline is not None and (len(delays) >= n or time.monotonic_ns() > deadline):
+            break
+    print(json.dumps({"delays": delays}), flush=True)
+
+
+# -- driver --------------------------------------------------------------------------------
+
+
+def _role(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--role", *args], stdout=subprocess.PIPE,
+                            text=True, cwd=REPO)
+
+
+def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
+    ready, _, _ = select.select([proc.stdout], [], [], 10)
+    line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
+    if not line.startswith("READY"):
+        proc.kill()
+        raise SystemExit(f"bench: {what} did not start: {line!r}")
+
+
+@contextlib.contextmanager
+def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
+          ) -> Iterator[subprocess.Popen[str]]:
+    if kind == "bare":
+        proc = _role("relay", ns_a, ns_b)
+    else:
+        shape = Shape(delay_ns=delay_ns, mtu=9000)
+        link = EngineLink("a--b", Endpoint(ns_a, DEV_A), Endpoint(ns_b, DEV_B), shape, shape)
+        config = EngineConfig("bench", "bench", os.path.join(tmp, "stats.json"), (link,))
+        path = os.path.join(tmp, "engine.json")
+        with open(path, "w") as fh:
+            fh.write(config.to_json())
+        loop = ["--loop=epoll"] if kind == "epoll" else []
+        proc = subprocess.Popen([sys.executable, "-m", "fabric.net.engine", path, *loop],
+                                stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        _wait_ready(proc, kind)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def flood(ns_a: str, ns_b: str, mtu: int, seconds: float) -> dict[str, float]:
+    rx = _role("recv", ns_b, str(seconds))
+    _wait_ready(rx, "receiver")
+    tx = _role("send", ns_a, str(mtu - 28), str(seconds + 0.5))
+    out_tx = json.loads(tx.communicate(timeout=seconds + 20)[0])
+    out_rx = json.loads(rx.communicate(timeout=seconds + 20)[0])
+    secs = out_rx["seconds"] or 1.0
+    return {
+        "pps": out_rx["count"] / secs,
+        "gbps": (out_rx["bytes"] + 28 * out_rx["count"]) * 8 / secs / 1e9,
+        "sent": out_tx["sent"],
+        "received": out_rx["count"],
+    }
+
+
+def probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> list[int]:
+    p = _role("probe", ns_a, ns_b, str(n), str(interval_s))
+    return json.loads(p.communicate(timeout=n * interval_s + 20)[0])["delays"]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--probes", type=int, default=500)
+    ap.add_argument("--json", default="results/bench_engine.json")
+    ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.role:
+        kind, *rest = args.role
+        if kind == "relay":
+            role_relay(*rest)
+        elif kind == "send":
+            role_send(rest[0], int(rest[1]), float(rest[2]))
+        elif kind == "recv":
+            role_recv(rest[0], float(rest[1]))
+        elif kind == "probe":
+            role_probe(rest[0], rest[1], int(rest[2]), float(rest[3]))
+        return 0
+    if os.geteuid() != 0:
+        print("bench_engine: needs root (network namespaces, TUN)", file=sys.stderr)
+        return 1
+
+    results: dict[str, list[dict[str, object]]] = {"throughput": [], "lateness": []}
+    with netpair() as (ns_a, ns_b), tempfile.TemporaryDirectory() as tmp:
+        for mtu in (1500, 9000):
+            set_mtu(ns_a, ns_b, mtu)
+            base = None
+            for kind, delay in (("bare", 0), ("engine", 0), ("epoll", 0), ("engine+1ms", MS),
+                                ("epoll+1ms", MS)):
+                with relay(kind.split("+")[0], ns_a, ns_b, tmp, delay):
+                    r = flood(ns_a, ns_b, mtu, args.seconds)
+                base = base or r
+                results["throughput"].append({
+                    "mtu": mtu, "relay": kind, **r,
+                    "pps_ratio": r["pps"] / base["pps"] if base["pps"] else None,
+                })
+        set_mtu(ns_a, ns_b, 1500)
+        with relay("bare", ns_a, ns_b, tmp):
+            bare = probe(ns_a, ns_b, args.probes, 0.002)
+        b50, b99 = pct(bare, 0.5) / 1e3, pct(bare, 0.99) / 1e3
+        results["lateness"].append({"relay": "bare", "delay_ms": 0, "n": len(bare),
+                                    "p50_us": b50, "p99_us": b99})
+        for delay_ms in (1, 10):
+            with relay("engine", ns_a, ns_b, tmp, delay_ms * MS):
+                d = probe(ns_a, ns_b, args.probes, 0.002)
+            late = [x - delay_ms * MS for x in d]
+            results["lateness"].append({
+                "relay": "engine", "delay_ms": delay_ms, "n": len(d),
+                "p50_us": pct(late, 0.5) / 1e3, "p99_us": pct(late, 0.99) / 1e3,
+                "min_us": min(late) / 1e3 if late else None,
+                "p50_ratio": (pct(late, 0.5) / 1e3) / b50 if b50 else None,
+                "p99_ratio": (pct(late, 0.99) / 1e3) / b99 if b99 else None,
+            })
+
+    print(f"{'mtu':>5} {'relay':<11} {'kpps':>8} {'Gbit/s':>7} {'x bare':>7} {'rx/tx':>6}")
+    for r in results["throughput"]:
+        print(f"{r['mtu']:>5} {r['relay']:<11} {r['pps'] / 1e3:>8.1f} {r['gbps']:>7.2f} "
+              f"{r['pps_ratio']:>7.2f} {r['received'] / max(1, r['sent']):>6.2f}")
+    print()
+    print(f"{'relay':<8} {'delay':>6} {'n':>5} {'late p50 us':>12} {'late p99 us':>12} "
+          f"{'x bare p50':>11} {'x bare p99':>11}")
+    for r in results["lateness"]:
+        print(f"{r['relay']:<8} {r['delay_ms']:>4}ms {r['n']:>5} {r['p50_us']:>12.1f} "
+              f"{r['p99_us']:>12.1f} {r.get('p50_ratio') or 1:>11.2f} "
+              f"{r.get('p99_ratio') or 1:>11.2f}")
+    print("(bare row: one-way latency through the bare relay; engine rows: one-way minus the "
+          "configured delay)")
+    results["meta"] = {"seconds": args.seconds, "probes": args.probes, "cpus": os.cpu_count(),
+                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "note": "lateness = one-way delay - configured; includes kernel path"}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

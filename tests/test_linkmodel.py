@@ -1,0 +1,341 @@
+"""The sans-IO link direction model, driven with hand-made times (no clocks, no sockets)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fabric.linkmodel import (
+    DELAY_LINE_FLOOR_BYTES,
+    Action,
+    LinkDirection,
+    LinkStats,
+    Verdict,
+    default_queue_bytes,
+    delay_line_limit_bytes,
+    queue_limit,
+)
+from fabric.net.tun import ECN_CE, ECN_ECT0, ip_ecn, ipv4_header_checksum, set_ce
+from fabric.topology.model import Shape
+
+MS = 1_000_000
+GBIT = 1_000_000_000
+
+
+def model(shape: Shape, *, rate_in_engine: bool = True, seed: int = 1) -> LinkDirection:
+    return LinkDirection(shape, rate_in_engine=rate_in_engine, rng=random.Random(seed))
+
+
+# -- default queue ---------------------------------------------------------------------------
+
+
+def test_default_queue_is_64_packets_without_rate() -> None:
+    assert default_queue_bytes(Shape()) == 64 * 1500
+    assert default_queue_bytes(Shape(mtu=9000, delay_ns=10 * MS)) == 64 * 9000
+
+
+def test_default_queue_is_one_bdp_when_larger() -> None:
+    # 1 Gbit/s x 10 ms = 1.25 MB > 64 x 1500
+    # rate x the link's round trip (2 x 10 ms), the model's one rule
+    assert default_queue_bytes(Shape(rate_bps=GBIT, delay_ns=10 * MS)) == 2_500_000
+    # 1 Gbit/s x 100 us = 12.5 kB < 96 kB
+    assert default_queue_bytes(Shape(rate_bps=GBIT, delay_ns=100_000)) == 96_000
+
+
+def test_queue_limit_prefers_the_stated_one() -> None:
+    assert queue_limit(Shape(queue_packets=10)) == (None, 10)
+    assert queue_limit(Shape(queue_bytes=5000)) == (5000, None)
+    assert queue_limit(Shape()) == (96_000, None)
+
+
+def test_delay_line_limit() -> None:
+    assert delay_line_limit_bytes(Shape()) == DELAY_LINE_FLOOR_BYTES
+    shape = Shape(rate_bps=10 * GBIT, delay_ns=50 * MS, queue_bytes=1_000_000)
+    assert delay_line_limit_bytes(shape) == 2 * 62_500_000 + 1_000_000
+
+
+# -- pass-through, loss ----------------------------------------------------------------------
+
+
+def test_no_delay_no_rate_forwards_immediately() -> None:
+    m = model(Shape(), rate_in_engine=False)
+    assert m.immediate
+    v = m.offer(100, False, 5, "p")
+    assert v == Verdict(Action.FORWARD, 5, False)
+    assert v.accepted
+    assert m.next_deadline() is None
+    assert m.release(10**12) == []
+    s = m.statistics()
+    assert (s.packets_in, s.bytes_in, s.packets_out, s.bytes_out) == (1, 100, 1, 100)
+
+
+def test_rate_in_engine_without_rate_is_ignored() -> None:
+    m = model(Shape(ecn_bytes=0), rate_in_engine=True)
+    assert not m.rate_in_engine
+    assert m.immediate
+    assert m.offer(100, True, 0).action is Action.FORWARD
+
+
+@pytest.mark.parametrize("ppm", [10_000, 200_000, 500_000])
+def test_loss_ratio(ppm: int) -> None:
+    m = model(Shape(loss_ppm=ppm), rate_in_engine=False, seed=ppm)
+    n = 20_000
+    drops = sum(m.offer(100, False, i).action is Action.DROP_LOSS for i in range(n))
+    p = ppm / 1e6
+    tolerance = 5 * (p * (1 - p) / n) ** 0.5  # five sigma
+    assert abs(drops / n - p) < tolerance
+    s = m.statistics()
+    assert s.drops_loss == drops
+    assert s.packets_out == n - drops
+    assert s.packets_in == n
+
+
+def test_loss_is_reproducible_with_a_seed() -> None:
+    def run(seed: int) -> list[Action]:
+        m = model(Shape(loss_ppm=300_000), seed=seed)
+        return [m.offer(100, False, i).action for i in range(200)]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_no_loss_never_draws_random_numbers() -> None:
+    rng = random.Random(5)
+    m = LinkDirection(Shape(delay_ns=MS), rng=rng)
+    for i in range(100):
+        m.offer(100, False, i)
+    assert rng.random() == random.Random(5).random()
+
+
+def test_lost_packets_do_not_occupy_the_queue() -> None:
+    m = model(Shape(rate_bps=8_000_000, loss_ppm=1_000_000, queue_packets=1))
+    for _ in range(5):
+        assert m.offer(1000, False, 0) is not None
+    assert m.queue_bytes(0) == 0
+    assert m.statistics().drops_queue == 0
+
+
+# -- serialisation and queue -----------------------------------------------------------------
+
+
+def test_serialisation_timing_is_exact() -> None:
+    m = model(Shape(rate_bps=GBIT, queue_packets=100))
+    # 1500 B at 1 Gbit/s = 12 us each, back to back
+    releases = [m.offer(1500, False, 0).release_ns for _ in range(4)]
+    assert releases == [12_000, 24_000, 36_000, 48_000]
+    # an idle link starts serialising at arrival
+    assert m.offer(1500, False, 100_000).release_ns == 112_000
+    # a busy link queues behind the backlog
+    assert m.offer(125, False, 105_000).release_ns == 113_000
+
+
+def test_serialisation_rounds_up_to_the_nanosecond() -> None:
+    m = model(Shape(rate_bps=3))  # 1 byte = 8/3 s
+    assert m.offer(1, False, 0).release_ns == 2_666_666_667
+
+
+def test_delay_adds_to_serialisation() -> None:
+    m = model(Shape(rate_bps=GBIT, delay_ns=5 * MS))
+    assert m.offer(1500, False, 1000).release_ns == 1000 + 12_000 + 5 * MS
+
+
+def test_drop_tail_by_bytes() -> None:
+    m = model(Shape(rate_bps=8_000_000, queue_bytes=3000))  # 1 byte per us
+    verdicts = [m.offer(1000, False, 0).action for _ in range(5)]
+    assert verdicts == [Action.HOLD] * 3 + [Action.DROP_QUEUE] * 2
+    assert m.queue_bytes(0) == 3000
+    # after 1000 us the first packet has left the queue: room for one more
+    assert m.queue_bytes(1000_000) == 2000
+    assert m.offer(1000, False, 1000_000).action is Action.HOLD
+    assert m.offer(1, False, 1000_000).action is Action.DROP_QUEUE
+    s = m.statistics()
+    assert s.drops_queue == 3
+    assert s.queue_bytes_max == 3000
+
+
+def test_drop_tail_by_packets() -> None:
+    m = model(Shape(rate_bps=8_000_000, queue_packets=2))
+    verdicts = [m.offer(10, False, 0).action for _ in range(4)]
+    assert verdicts == [Action.HOLD, Action.HOLD, Action.DROP_QUEUE, Action.DROP_QUEUE]
+    assert m.offer(10, False, 10_000).action is Action.HOLD  # first left after 10 us
+
+
+def test_an_empty_queue_takes_a_packet_larger_than_its_limit() -> None:
+    m = model(Shape(rate_bps=GBIT, queue_bytes=100))
+    assert m.offer(1500, False, 0).action is Action.HOLD
+    assert m.offer(1, False, 0).action is Action.DROP_QUEUE
+
+
+def test_default_queue_applies() -> None:
+    m = model(Shape(rate_bps=8_000, mtu=1000))  # 64 x 1000 bytes
+    held = sum(m.offer(1000, False, 0).action is Action.HOLD for _ in range(100))
+    assert held == 64
+
+
+def test_without_engine_rate_only_the_delay_line_is_bounded() -> None:
+    shape = Shape(rate_bps=GBIT, delay_ns=MS, queue_packets=1)
+    m = model(shape, rate_in_engine=False)
+    for _ in range(1000):  # the kernel's tbf enforces queue_packets, not the engine
+        assert m.offer(1500, False, 0).action is Action.HOLD
+    assert m.queue_bytes(0) == 0
+    limit = m.delay_line_limit
+    n = limit // 1500
+    for _ in range(n - 1000):
+        m.offer(1500, False, 0)
+    assert m.offer(1500, False, 0).action is Action.DROP_QUEUE
+    s = m.statistics()
+    assert s.drops_queue == 1
+    assert s.held_bytes_max == n * 1500
+    assert s.queue_bytes_max == 0
+
+
+# -- delay, jitter, release ------------------------------------------------------------------
+
+
+def test_fixed_delay_release_order_and_counters() -> None:
+    m = model(Shape(delay_ns=10 * MS), rate_in_engine=False)
+    for i in range(3):
+        assert m.offer(100 + i, False, i * MS, i) == Verdict(Action.HOLD, 10 * MS + i * MS, False)
+    assert m.next_deadline() == 10 * MS
+    assert m.release(10 * MS - 1) == []
+    assert m.release(11 * MS) == [0, 1]
+    assert m.next_deadline() == 12 * MS
+    assert m.held_packets == 1
+    assert m.held_bytes == 102
+    assert m.release(10**12) == [2]
+    assert m.next_deadline() is None
+    s = m.statistics()
+    assert (s.packets_out, s.bytes_out, s.held_bytes_max) == (3, 303, 303)
+
+
+def test_jitter_bounds() -> None:
+    delay, jitter = 10 * MS, 2 * MS
+    m = model(Shape(delay_ns=delay, jitter_ns=jitter), rate_in_engine=False)
+    extra = [m.offer(100, False, 0).release_ns - delay for _ in range(5000)]
+    assert min(extra) >= -jitter
+    assert max(extra) <= jitter
+    assert min(extra) < -0.9 * jitter
+    assert max(extra) > 0.9 * jitter
+    assert abs(sum(extra) / len(extra)) < 0.05 * jitter
+
+
+def test_jitter_is_clipped_at_departure() -> None:
+    m = model(Shape(delay_ns=MS, jitter_ns=5 * MS), rate_in_engine=False)
+    releases = [m.offer(100, False, 1000).release_ns for _ in range(2000)]
+    assert min(releases) == 1000
+    assert max(releases) <= 1000 + 6 * MS
+
+
+def test_jitter_reorders_and_release_is_in_time_order() -> None:
+    m = model(Shape(delay_ns=10 * MS, jitter_ns=5 * MS), rate_in_engine=False)
+    times = {}
+    for i in range(200):
+        times[i] = m.offer(100, False, i * 100_000, i).release_ns
+    out = []
+    t = 0
+    while (deadline := m.next_deadline()) is not None:
+        assert deadline >= t
+        t = deadline
+        out.extend(m.release(t))
+    assert sorted(out) == list(range(200))
+    assert out != list(range(200)), "jitter larger than the spacing must reorder"
+    assert [times[i] for i in out] == sorted(times.values())
+
+
+def test_release_at_deadline_is_inclusive() -> None:
+    m = model(Shape(delay_ns=MS), rate_in_engine=False)
+    m.offer(1, False, 0, "x")
+    assert m.release(MS) == ["x"]
+
+
+# -- ECN ---------------------------------------------------------------------------------------
+
+
+def test_ecn_marks_only_ect_and_only_above_threshold() -> None:
+    m = model(Shape(rate_bps=8_000_000, queue_bytes=100_000, ecn_bytes=2500))
+    marks = [m.offer(1000, True, 0).ce for _ in range(6)]
+    # queue before each packet: 0, 1000, 2000, 3000 ... -> marked above 2500
+    assert marks == [False, False, False, True, True, True]
+    assert not m.offer(1000, False, 0).ce, "non-ECT is never marked"
+    assert m.offer(1000, False, 0).action is Action.HOLD, "and not dropped below the limit"
+    assert m.statistics().ecn_marks == 3
+
+
+def test_ecn_threshold_follows_the_draining_queue() -> None:
+    m = model(Shape(rate_bps=8_000_000, ecn_bytes=1500))
+    for _ in range(3):
+        m.offer(1000, True, 0)
+    assert m.offer(1000, True, 0).ce  # 3000 queued
+    assert not m.offer(1000, True, 3_000_000).ce  # 1000 queued
+
+
+def test_no_ecn_without_engine_rate_or_threshold() -> None:
+    m1 = model(Shape(rate_bps=8_000, ecn_bytes=0), rate_in_engine=False)
+    m2 = model(Shape(rate_bps=8_000))
+    for m in (m1, m2):
+        assert not any(m.offer(1000, True, 0).ce for _ in range(20))
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def test_statistics_is_a_frozen_record_with_samples() -> None:
+    m = LinkDirection(Shape(rate_bps=8_000_000, ecn_bytes=0), rate_in_engine=True,
+                      rng=random.Random(1), sample_interval_ns=MS, max_samples=3)
+    for i in range(10):
+        m.offer(1000, True, i * MS // 2)
+    s = m.statistics()
+    assert isinstance(s, LinkStats)
+    with pytest.raises(AttributeError):
+        s.packets_in = 0  # type: ignore[misc]
+    # one sample per ms; the queue grows by 500 B per 0.5 ms arrival; the last 3 are kept
+    assert s.samples == ((2 * MS, 2000), (3 * MS, 3000), (4 * MS, 4000))
+    d = s.to_dict()
+    assert d["packets_in"] == 10
+    assert d["samples"][0] == [2 * MS, 2000]
+    assert d["ecn_marks"] == s.ecn_marks == 9
+
+
+# -- IP ECN helpers (fabric.net.tun, pure) -----------------------------------------------------
+
+
+def _ipv4_header(tos: int, rng: random.Random) -> bytearray:
+    hdr = bytearray(rng.randbytes(20))
+    hdr[0] = 0x45
+    hdr[1] = tos
+    hdr[10] = hdr[11] = 0
+    csum = ipv4_header_checksum(hdr)
+    hdr[10], hdr[11] = csum >> 8, csum & 0xFF
+    return hdr
+
+
+def test_set_ce_fixes_the_ipv4_checksum() -> None:
+    rng = random.Random(9)
+    for _ in range(2000):
+        tos = (rng.randrange(64) << 2) | rng.choice([1, 2, 3])
+        hdr = _ipv4_header(tos, rng)
+        assert ipv4_header_checksum(hdr) == 0
+        assert set_ce(hdr)
+        assert ip_ecn(hdr) == ECN_CE
+        assert hdr[1] >> 2 == tos >> 2, "DSCP untouched"
+        assert ipv4_header_checksum(hdr) == 0
+
+
+def test_set_ce_leaves_non_ect_alone() -> None:
+    hdr = _ipv4_header(0xB8, random.Random(1))
+    before = bytes(hdr)
+    assert not set_ce(hdr)
+    assert bytes(hdr) == before
+    assert not set_ce(bytearray(b"\x00\x00"))
+
+
+def test_ecn_of_ipv6() -> None:
+    pkt = bytearray(40)
+    pkt[0] = 0x60 | 0x0B  # version 6, traffic class high nibble 0xB
+    pkt[1] = 0x80 | 0x20  # traffic class low nibble 0x8 -> ECN 0b10 (ECT(0))
+    assert ip_ecn(pkt) == ECN_ECT0
+    assert set_ce(pkt)
+    assert ip_ecn(pkt) == ECN_CE
+    assert pkt[0] == 0x6B
+    assert pkt[1] == 0xB0
