@@ -47,6 +47,8 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     links: dict = field(default_factory=dict)
     died: list[str] = field(default_factory=list)  # nodes whose channel closed mid-run
+    ready_seconds: float = 0.0  # from the first fork to every node listening
+    node_memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # KiB: start, peak
     started_ns: int = 0
     ended_ns: int = 0
     timed_out: bool = False
@@ -69,6 +71,7 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     result = RunResult(transfers=transfers)
     before = read_link_stats(state)
     procs: list[NodeProcess] = []
+    result.ready_seconds = time.monotonic()  # completed in _orchestrate
     try:
         for name in names:
             procs.append(spawn_node(name, state.netns_of(name), procs))
@@ -87,8 +90,22 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
             result.errors.append(f"node {p.name} ended badly ({p.describe_exit()})")
     result.links = link_delta(before, read_link_stats(state, fresh_after_ns=result.ended_ns))
     _account_unreported(result)
+    if result.timed_out:
+        result.errors.append(_stuck(result))
     return result
 
+
+def _stuck(result: RunResult) -> str:
+    """Which transfers a timed-out run left unfinished, and how far each got."""
+    got: dict[tuple[str, int], set[int]] = {}
+    for c in result.chunk_records:
+        if c.ok:
+            got.setdefault((c.flow, c.request), set()).add(c.chunk)
+    left = [f"{r.flow}#{r.request} {r.src}->{r.dst} "
+            f"({len(got.get((r.flow, r.request), ()))}/{r.chunks} chunks)"
+            for r in result.transfer_records if r.status != "ok"]
+    shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+    return f"unfinished at the timeout: {shown or 'none'}"
 
 def _account_unreported(result: RunResult) -> None:
     """A planned transfer no receiver reported (it died) counts as failed, never as absent."""
@@ -136,6 +153,7 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
                 raise FabricError(f"node {p.name} failed to start (its error is above)")
     if ready_scope.cancelled_caught:
         raise FabricError(f"nodes did not get ready within {READY_TIMEOUT:.0f} s")
+    result.ready_seconds = time.monotonic() - result.ready_seconds
 
     t0 = time.monotonic_ns() + START_LEAD_NS
     result.started_ns = t0
@@ -159,6 +177,8 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
                 result.chunk_records += [ChunkRecord(*r) for r in data["chunks"]]
                 result.transfer_records += [TransferRecord(*r) for r in data["transfers"]]
             elif header["t"] == "done":
+                result.node_memory[p.name] = (header.get("rss_start_kb", 0),
+                                              header.get("hwm_kb", 0))
                 done.add(p.name)
                 if len(done) + len(dead) == len(procs):
                     all_done.set()

@@ -32,7 +32,7 @@ class Transfer:
     src: str
     dst: str
     transport: str
-    request: int
+    request: int  # numbered per flow
     model: str | None  # None for bulk
     tokens: int | None
     nbytes: int
@@ -91,9 +91,10 @@ def _expand(flow: Flow, rng: np.random.Generator, ts: float, first_id: int) -> l
     start = round(flow.start_ns * ts)
     out: list[Transfer] = []
 
-    def add(src: str, dst: str, request: int, start_ns: int | None, after: int | None) -> int:
+    def add(src: str, dst: str, start_ns: int | None, after: int | None) -> int:
         tokens, nbytes = _size(flow, rng)
         tid = first_id + len(out)
+        request = len(out)  # numbered per flow: (flow, request) names a transfer
         out.append(Transfer(
             id=tid, flow=flow.name, kind=flow.pattern, cls=flow.cls, src=src, dst=dst,
             transport=flow.transport, request=request,
@@ -105,7 +106,7 @@ def _expand(flow: Flow, rng: np.random.Generator, ts: float, first_id: int) -> l
         assert flow.rate_per_s is not None
         times = arrivals(rng, flow.requests, flow.rate_per_s, flow.arrival)
         for i, t in enumerate(times):
-            add(flow.src[i % len(flow.src)], flow.dst[i % len(flow.dst)], i,
+            add(flow.src[i % len(flow.src)], flow.dst[i % len(flow.dst)],
                 start + round(t * 1e9 * ts), None)
         return out
 
@@ -115,11 +116,11 @@ def _expand(flow: Flow, rng: np.random.Generator, ts: float, first_id: int) -> l
         pairs = [(s, d) for s in flow.src for d in flow.dst]
     if flow.rate_per_s is not None:  # open loop per pair
         for src, dst in pairs:
-            for i, t in enumerate(arrivals(rng, flow.requests, flow.rate_per_s, flow.arrival)):
-                add(src, dst, i, start + round(t * 1e9 * ts), None)
+            for t in arrivals(rng, flow.requests, flow.rate_per_s, flow.arrival):
+                add(src, dst, start + round(t * 1e9 * ts), None)
         return out
     for src, dst in pairs:  # closed loop: a chain per pair, all chains start together
         prev = None
-        for i in range(flow.requests):
-            prev = add(src, dst, i, start if prev is None else None, prev)
+        for _ in range(flow.requests):
+            prev = add(src, dst, start if prev is None else None, prev)
     return out

@@ -112,6 +112,7 @@ class Node:
         for tr in cfg.sends:
             if tr.after is not None:
                 self._followers[tr.after].append(tr)
+        # (dst, class, transport) -> the sender's queue of (transfer, time it became ready)
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self._ctl_lock = trio.Lock()
         self.udp = None  # a fabric.node.udp.UdpEndpoint when the node moves UDP traffic
@@ -167,7 +168,7 @@ class Node:
             for tr in self.cfg.sends:
                 key = (tr.dst, tr.cls, tr.transport)
                 if key not in self._queues:
-                    send, recv = trio.open_memory_channel[Transfer](math.inf)
+                    send, recv = trio.open_memory_channel[tuple[Transfer, int]](math.inf)
                     self._queues[key] = send
                     if tr.transport == "tcp":
                         nursery.start_soon(self._tcp_sender, tr.dst, tr.cls, recv)
@@ -186,14 +187,18 @@ class Node:
         delay = (self.cfg.t0_ns + tr.start_ns - time.monotonic_ns()) / 1e9
         if delay > 0:
             await trio.sleep(delay)
-        self._queues[(tr.dst, tr.cls, tr.transport)].send_nowait(tr)
+        self._enqueue(tr)
+
+    def _enqueue(self, tr: Transfer) -> None:
+        """`tr` is ready now: its latency counts from here, waiting in its queue included."""
+        self._queues[(tr.dst, tr.cls, tr.transport)].send_nowait((tr, time.monotonic_ns()))
 
     def transfer_sent(self, tr: Transfer) -> None:
         """The receiver confirmed `tr`: start what waited for it."""
         self.sent_done.add(tr.id)
         self.sends_left -= 1
         for nxt in self._followers.pop(tr.id, []):
-            self._queues[(nxt.dst, nxt.cls, nxt.transport)].send_nowait(nxt)
+            self._enqueue(nxt)
         self._check_done()
 
     async def _connect(self, dst: str, cls: str) -> trio.socket.SocketType:
@@ -212,16 +217,15 @@ class Node:
         raise AssertionError("unreachable")
 
     async def _tcp_sender(self, dst: str, cls: str,
-                          queue: trio.MemoryReceiveChannel[Transfer]) -> None:
+                          queue: trio.MemoryReceiveChannel[tuple[Transfer, int]]) -> None:
         sock = await self._connect(dst, cls)
         acked: dict[int, trio.Event] = {}
         with sock:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._ack_reader, sock, acked)
                 buf = np.empty(0, dtype=np.uint8)
-                async for tr in queue:
+                async for tr, t_start in queue:
                     acked[tr.id] = trio.Event()
-                    t_start = time.monotonic_ns()
                     chunks = chunks_of(tr)
                     for spec in chunks:
                         if buf.nbytes < spec.nbytes:
@@ -394,6 +398,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         udp_mss=plan["udp_mss"],
     )
     node = Node(cfg, ctl)
+    rss_start = _vm("VmRSS")
     async with trio.open_nursery() as nursery:
         await nursery.start(node.listen_tcp)
         if any(tr.transport == "udp" for tr in cfg.sends + cfg.expects):
@@ -411,8 +416,17 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         nursery.start_soon(node.run_sends)
         await node.all_done.wait()
         await node.send_records()
-        await node.send_ctl({"t": "done"})
+        await node.send_ctl({"t": "done", "rss_start_kb": rss_start, "hwm_kb": _vm("VmHWM")})
         nursery.cancel_scope.cancel()
+
+
+def _vm(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
 
 
 async def _stop_on_ctl(ctl: trio.SocketStream, dec: FrameDecoder, node: Node) -> None:

@@ -170,7 +170,7 @@ HEADER_ROOM = 512  # a chunk frame's msgpack header fits in this (checked)
 
 
 async def udp_sender(node: Node, dst: str, cls: str,
-                     queue: trio.MemoryReceiveChannel[Transfer]) -> None:
+                     queue: trio.MemoryReceiveChannel[tuple[Transfer, int]]) -> None:
     """Send the transfers queued for (dst, cls), one chunk unit at a time.
 
     The payload is generated in place after `HEADER_ROOM` bytes, its header written just in
@@ -180,8 +180,7 @@ async def udp_sender(node: Node, dst: str, cls: str,
     assert ep is not None, "serve_udp must run before udp_sender"
     tos = (int(node.cfg.classes.get(cls, {}).get("dscp", 0)) << 2) & 0xFC
     buf = np.empty(0, dtype=np.uint8)
-    async for tr in queue:
-        t_start = time.monotonic_ns()
+    async for tr, t_start in queue:
         chunks = chunks_of(tr)
         for spec in chunks:
             if buf.nbytes < HEADER_ROOM + spec.nbytes:
