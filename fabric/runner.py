@@ -24,9 +24,10 @@ import msgpack
 import trio
 
 from .errors import FabricError
+from .kv.content import pool_for
 from .metrics.records import ChunkRecord, TransferRecord
 from .net.lifecycle import FabricState
-from .node.runtime import read_frame
+from .node.runtime import chunks_of, read_frame
 from .node.spawn import NodeProcess, reap, spawn_node
 from .topology.model import Topology
 from .traffic import Transfer, schedule
@@ -70,6 +71,9 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     names = sorted({t.src for t in transfers} | {t.dst for t in transfers})
     result = RunResult(transfers=transfers)
     before = read_link_stats(state)
+    # the content pool, made once here so the forked nodes share its pages
+    seed = topo.traffic.seed if topo.traffic else 1
+    pool_for(seed, max((spec.nbytes for t in transfers for spec in chunks_of(t)), default=0))
     procs: list[NodeProcess] = []
     result.ready_seconds = time.monotonic()  # completed in _orchestrate
     try:

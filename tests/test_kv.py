@@ -26,6 +26,7 @@ from fabric.kv import (
     transfer_bytes,
     verify,
 )
+from fabric.kv.content import POOL_SPAN, chunk_view
 
 MiB = 1 << 20
 
@@ -263,17 +264,27 @@ def test_fill_accepts_memoryview_and_odd_sizes() -> None:
     for n in (1, 7, 8, 13, 4099):
         buf = bytearray(n)
         fill_chunk(memoryview(buf), _spec(n), seed=9)
-        # a prefix of the same stream: content does not depend on the buffer size
-        assert bytes(buf)[: n - n % 8] == ref[: n - n % 8].tobytes()
+        # a prefix of the same window: content does not depend on the buffer size
+        assert bytes(buf) == ref[:n].tobytes()
 
 
-def test_fill_large_chunk_is_one_stream() -> None:
-    # pieces of 1 MiB inside fill_chunk must not change the content
+def test_content_is_a_window_of_the_seeded_pool() -> None:
+    # a chunk larger than the pool's offset span still reads one stream: the pool grows
     n = (3 << 20) + 24
     big = np.empty(n, np.uint8)
     fill_chunk(big, _spec(n), seed=4)
-    expect = np.random.PCG64(np.random.SeedSequence([4, 0, 0])).random_raw(n // 8)
-    assert big.view("<u8").tobytes() == expect.astype("<u8").tobytes()
+    view = chunk_view(_spec(n), seed=4)
+    assert not view.flags.writeable
+    assert big.tobytes() == view.tobytes()
+    start = int(np.random.SeedSequence([4, 0, 0]).generate_state(1)[0]) % (POOL_SPAN // 8) * 8
+    words = np.random.PCG64(np.random.SeedSequence([4, 0xFAB])).random_raw((start + n) // 8 + 1)
+    stream = words.astype("<u8").view(np.uint8)
+    assert big.tobytes() == stream[start: start + n].tobytes()
+    # growing the pool for a bigger chunk does not change smaller chunks' content
+    small = np.empty(4096, np.uint8)
+    fill_chunk(small, _spec(4096, index=3), seed=4)
+    fill_chunk(np.empty(40 << 20, np.uint8), _spec(40 << 20, index=5), seed=4)
+    assert chunk_view(_spec(4096, index=3), seed=4).tobytes() == small.tobytes()
 
 
 def test_fill_checks_the_buffer() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import trio
 
 from ..kv import get_model
-from ..kv.content import digest, fill_chunk
+from ..kv.content import chunk_view, digest
 from ..kv.layout import ChunkSpec, plan_chunks
 from ..metrics.records import ChunkRecord, TransferRecord
 from ..traffic import Transfer
@@ -126,8 +126,11 @@ class Node:
                                     else encode_header({**header, "n": 0}))
 
     async def progress_loop(self) -> None:
+        """Progress, and the chunk records so far: streamed, so a node's memory does not grow
+        with the number of chunks it receives."""
         while True:
             await self.send_ctl({"t": "progress", "rx": self.rx_bytes, "tx": self.tx_bytes})
+            await self.send_records(final=False)
             await trio.sleep(PROGRESS_INTERVAL)
 
     def _check_done(self) -> None:
@@ -223,15 +226,11 @@ class Node:
         with sock:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._ack_reader, sock, acked)
-                buf = np.empty(0, dtype=np.uint8)
                 async for tr, t_start in queue:
                     acked[tr.id] = trio.Event()
                     chunks = chunks_of(tr)
                     for spec in chunks:
-                        if buf.nbytes < spec.nbytes:
-                            buf = np.empty(spec.nbytes, dtype=np.uint8)
-                        payload = buf[: spec.nbytes]
-                        fill_chunk(payload, spec, self.cfg.seed)
+                        payload = chunk_view(spec, self.cfg.seed)  # sent from the pool itself
                         header = {"t": "chunk", "n": spec.nbytes, "x": tr.id, "i": spec.index,
                                   "c": len(chunks), "d": digest(payload), "s": t_start,
                                   "ts": time.monotonic_ns()}
@@ -336,9 +335,13 @@ class Node:
                 t_done_ns=inc.t_done or 0, status=status))
         return out
 
-    async def send_records(self) -> None:
+    async def send_records(self, *, final: bool = True) -> None:
+        """Send the chunk records not sent yet; with `final`, the transfer records too."""
+        if not final and not self.chunk_records:
+            return
         chunks = [list(_astuple(r)) for r in self.chunk_records]
-        transfers = [list(_astuple(r)) for r in self.transfer_records()]
+        self.chunk_records = []
+        transfers = [list(_astuple(r)) for r in self.transfer_records()] if final else []
         payload = msgpack.packb({"chunks": chunks, "transfers": transfers})
         await self.send_ctl({"t": "records", "n": len(payload)}, payload)
 

@@ -16,21 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import trio
 
-from ..kv.content import digest, fill_chunk
+from ..kv.content import chunk_view, digest
 from ..traffic import Transfer
 from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
-from ..wire.udp import (
-    ACK,
-    DATA,
-    FIN,
-    NACK,
-    UdpReceiver,
-    UdpSender,
-    pack_ack,
-    pack_segment,
-    unpack_nacks,
-    unpack_segment,
-)
+from ..wire.udp import ACK, DATA, FIN, UdpReceiver, UdpSender, pack_segment, unpack_segment
 from .runtime import UDP_PORT, Node, chunks_of
 
 WINDOW_SEGMENTS = 128
@@ -69,9 +58,7 @@ class UdpEndpoint:
                 await self._on_data(seg, payload, addr, now)
             elif seg.flags & ACK and seg.transfer in self.outbound:
                 sender, wake = self.outbound[seg.transfer]
-                sender.on_ack(seg.seq, now)
-                if seg.flags & NACK:
-                    sender.on_nack(unpack_nacks(payload), now)
+                sender.on_ack_segment(seg, payload, now)  # cumulative, horizon, NACKs
                 wake.set()
 
     async def _on_data(self, seg, payload: memoryview, addr: tuple[str, int],  # noqa: ANN001
@@ -92,9 +79,7 @@ class UdpEndpoint:
             await self._ack(inb)
 
     async def _ack(self, inb: _Inbound) -> None:
-        cum, nacks = inb.rx.make_ack()
-        await self.sock.sendto(pack_ack(inb.rx.flow, inb.rx.transfer, inb.rx.total, cum,
-                                        inb.rx.high_seq, nacks), inb.addr)
+        await self.sock.sendto(inb.rx.ack_segment(), inb.addr)
 
     async def ack_timer(self) -> None:
         """Delayed ACKs fall due between datagrams; a coarse tick is enough for them."""
@@ -173,8 +158,8 @@ async def udp_sender(node: Node, dst: str, cls: str,
                      queue: trio.MemoryReceiveChannel[tuple[Transfer, int]]) -> None:
     """Send the transfers queued for (dst, cls), one chunk unit at a time.
 
-    The payload is generated in place after `HEADER_ROOM` bytes, its header written just in
-    front of it: one buffer, no copy of the payload.
+    The payload is copied from the content pool to just after `HEADER_ROOM` bytes and its
+    header written right in front of it, so each segment is a slice of one buffer.
     """
     ep = node.udp
     assert ep is not None, "serve_udp must run before udp_sender"
@@ -186,7 +171,7 @@ async def udp_sender(node: Node, dst: str, cls: str,
             if buf.nbytes < HEADER_ROOM + spec.nbytes:
                 buf = np.empty(HEADER_ROOM + spec.nbytes, dtype=np.uint8)
             payload = buf[HEADER_ROOM: HEADER_ROOM + spec.nbytes]
-            fill_chunk(payload, spec, node.cfg.seed)
+            payload[:] = chunk_view(spec, node.cfg.seed)
             header = encode_header({"t": "chunk", "n": spec.nbytes, "x": tr.id,
                                     "i": spec.index, "c": len(chunks), "d": digest(payload),
                                     "s": t_start, "ts": time.monotonic_ns()})
