@@ -16,22 +16,27 @@ from .units import format_rate, format_time
 
 @dataclass(frozen=True)
 class BackendLimits:
-    max_rate_bps: int  # highest link rate delivered within 5% (TCP goodput vs configured)
-    min_delay_ns: int  # smallest delay delivered within 5% (or 0.1 ms) of configured
-    # packets/s all links together can carry (None: the kernel, no fixed cap). Not a check:
-    # what matters is the traffic actually offered, which `fabric run` reports.
-    max_total_pps: int | None
+    max_rate_bps: int  # highest link rate delivered within 5% (TCP goodput vs its ceiling)
+    max_pps: int | None  # packets/s one link direction can carry (None: the kernel's, no cap)
+    min_delay_ns: int  # below this, the backend's own latency is a large part of the delay
+
+    def rate_limit(self, mtu: int) -> int:
+        """The accurate range at this MTU: the packet rate caps small-MTU links."""
+        if self.max_pps is None:
+            return self.max_rate_bps
+        return min(self.max_rate_bps, self.max_pps * mtu * 8)
 
 
 LIMITS = {
-    # netem in the kernel: delay is exact to ~0.1 ms; rate limited by tbf, accurate to 5 Gbit/s
-    # on veth here (notes/machine-limits.md), as long as the kernel keeps up.
-    "netem": BackendLimits(max_rate_bps=5_000_000_000, min_delay_ns=100_000,
-                           max_total_pps=None),
-    # userspace engine: rate by kernel tbf on the TUN; delay by a timerfd-driven engine whose
-    # wake-up noise is ~0.1 ms p50; every packet crosses one Python process.
-    "userspace": BackendLimits(max_rate_bps=1_000_000_000, min_delay_ns=1_000_000,
-                               max_total_pps=100_000),
+    # netem + tbf in the kernel: Mininet documents netem links accurate to ~1 Gbit/s; tbf on
+    # veth measured 0.95+ of the rate to 5 Gbit/s here (notes/machine-limits.md).
+    "netem": BackendLimits(max_rate_bps=5_000_000_000, max_pps=None, min_delay_ns=100_000),
+    # userspace, measured by scripts/bench_links.py on the 2-core machine: TCP goodput within
+    # 1% of its header ceiling to 1 Gbit/s at MTU 1500 and 5 Gbit/s at MTU 9000 (the engine
+    # moves ~85k packets/s); each traversal adds ~0.17 ms, so delays under 1 ms are mostly
+    # the engine's own.
+    "userspace": BackendLimits(max_rate_bps=5_000_000_000, max_pps=85_000,
+                               min_delay_ns=1_000_000),
 }
 
 
@@ -97,6 +102,7 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
     found: dict[str, list[str]] = {}
     ts = topo.time_scale
     need_scale = 1.0
+    tightest = (lim.max_rate_bps, 0)  # (rate limit, at this mtu) of the worst rate warning
 
     def add(kind: str, where: str) -> None:
         found.setdefault(kind, []).append(where)
@@ -109,8 +115,10 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
             where = link.name if link.symmetric else f"{link.name} {arrow}"
             if link.line:
                 where += f" (line {link.line})"
-            if host.rate_bps and host.rate_bps > lim.max_rate_bps:
-                need_scale = max(need_scale, host.rate_bps / lim.max_rate_bps * ts)
+            limit = lim.rate_limit(host.mtu)
+            if host.rate_bps and host.rate_bps > limit:
+                need_scale = max(need_scale, host.rate_bps / limit * ts)
+                tightest = min(tightest, (limit, host.mtu))
                 add("rate", where)
             if 0 < host.delay_ns < lim.min_delay_ns:
                 add("delay", where)
@@ -123,10 +131,13 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                 add("ecn-unshaped", where)
     text = {
         "rate": f"rates on the host above the {backend} backend's accurate range (up to "
-                f"{format_rate(lim.max_rate_bps)}): set time_scale >= {need_scale:.3g}",
-        "delay": f"delays on the host below the {backend} backend's timer floor "
-                 f"({format_time(lim.min_delay_ns)}): measured delays will run late by "
-                 "~0.1-0.4 ms; a larger time_scale stretches delays",
+                f"{format_rate(tightest[0])}"
+                + (f" at mtu {tightest[1]}" if lim.max_pps else "")
+                + f"): set time_scale >= {need_scale:.3g}"
+                + (" or a larger mtu" if lim.max_pps else ""),
+        "delay": f"delays on the host below {format_time(lim.min_delay_ns)}: the {backend} "
+                 "backend adds ~0.17 ms per direction of its own, a large share of these; "
+                 "a larger time_scale stretches delays",
         "ecn": "ecn threshold is not realised by the netem backend (needs sch_red); "
                "use --links userspace",
         "queue": "queue below one bandwidth-delay product (rate x round trip): a single TCP "

@@ -19,7 +19,7 @@ from fabric.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
-COMMANDS = ("check", "doctor", "down", "exec", "run", "status", "up")
+COMMANDS = ("check", "doctor", "down", "exec", "kv", "report", "run", "status", "up")
 
 # `fabric: FILE:LINE: key: message` (the key is absent only for YAML syntax errors)
 ERROR_LINE = re.compile(r"^fabric: (?P<file>[^:]+):(?P<line>\d+): (?P<rest>.+)$")
@@ -247,9 +247,10 @@ def test_check_userspace_warns_fast_short_link_without_time_scale(tmp_path: Path
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
     assert warnings[:2] == [
         "warning: rates on the host above the userspace backend's accurate range (up to "
-        "1 Gbit/s): set time_scale >= 100 [1 link: a--b (line 6)]",
-        "warning: delays on the host below the userspace backend's timer floor (1 ms): "
-        "measured delays will run late by ~0.1-0.4 ms; a larger time_scale stretches delays "
+        "1.02 Gbit/s at mtu 1500): set time_scale >= 98 or a larger mtu "
+        "[1 link: a--b (line 6)]",
+        "warning: delays on the host below 1 ms: the userspace backend adds ~0.17 ms per "
+        "direction of its own, a large share of these; a larger time_scale stretches delays "
         "[1 link: a--b (line 6)]",
     ]
     assert result.stdout.splitlines()[-1] == f"ok (userspace backend, {len(warnings)} warnings)"
@@ -309,3 +310,31 @@ def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0
     assert result.output == f"fabric, version {version('fabric')}\n"
+
+
+def test_kv_lists_models_and_describes_one() -> None:
+    result = invoke("kv", "--tokens", "1024")
+    assert result.exit_code == 0
+    assert re.search(r"^llama-3\.1-8b\s+gqa\s+128 KiB\s+128 MiB$", result.stdout, re.MULTILINE)
+    one = invoke("kv", "llama-3.1-70b", "--tokens", "32768")
+    assert one.exit_code == 0
+    assert "320 KiB" in one.stdout
+    bad = invoke("kv", "gpt-9")
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("fabric: unknown model 'gpt-9'")
+
+
+def test_report_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
+    result = invoke("report", str(tmp_path / "nope"))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "no such run directory" in result.stderr
+
+
+def test_traffic_errors_name_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 1Gbps\ntraffic:\n  flows:\n"
+                 "    - {pattern: pd, from: a, to: b, tokens: 10, requests: 2}\n")
+    result = invoke("check", "--links", "userspace", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (f"fabric: {path}:10: traffic.flows[0]: a pd flow needs `rate:` "
+                             "(request arrivals, e.g. 10/s)\n")

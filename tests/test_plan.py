@@ -184,9 +184,17 @@ def test_backend_warnings():
     fast = Shape(rate_bps=100_000 * MBIT, delay_ns=2_000)
     t = topo({"a": "host", "b": "host"}, [("a", "b", fast)])
     w = backend_warnings(t, "userspace")
-    assert any("above the userspace backend's accurate range" in x and "time_scale >= 100"
+    assert any("above the userspace backend's accurate range" in x and "time_scale >= 98"
                in x and "[1 link: a--b]" in x for x in w)
-    assert any("below the userspace backend's timer floor" in x for x in w)
+    assert any("delays on the host below 1 ms" in x for x in w)
+    # the packet rate caps small-MTU links: 2 Gbit/s is fine at MTU 9000, not at 1500
+    big = topo({"a": "host", "b": "host"}, [("a", "b", Shape(rate_bps=2000 * MBIT, mtu=9000,
+                                                             delay_ns=5 * MS))])
+    assert backend_warnings(big, "userspace") == []
+    small = topo({"a": "host", "b": "host"}, [("a", "b", Shape(rate_bps=2000 * MBIT,
+                                                               delay_ns=5 * MS))])
+    assert any("above the userspace backend's accurate range" in x
+               for x in backend_warnings(small, "userspace"))
     scaled = topo({"a": "host", "b": "host"}, [("a", "b", fast)], time_scale=1000)
     assert backend_warnings(scaled, "userspace") == []
     ecn = topo({"a": "host", "b": "host"},
