@@ -48,6 +48,7 @@ from ..wire.frames import (
 KV_PORT = 7471
 UDP_PORT = 7472
 RECV_SIZE = 16 * 1024
+RCVLOWAT_MAX = 256 * 1024
 PROGRESS_INTERVAL = 0.25
 CONNECT_ATTEMPTS = 50
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
@@ -281,13 +282,22 @@ class Node:
                 view = memoryview(buf)[:n]
                 got = dec.take_buffered_payload(view)
                 self.rx_bytes += got
+                lowat = 1
                 while got < n:
+                    # wake only when a large piece of what is still due has arrived: a 1 MiB
+                    # payload then costs a few wake-ups instead of one per segment burst
+                    want = min(n - got, RCVLOWAT_MAX)
+                    if want != lowat:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                        lowat = want
                     k = await sock.recv_into(view[got:], n - got)
                     if k == 0:
                         return  # peer gone mid-chunk: the transfer stays incomplete
                     dec.payload_consumed(k)
                     got += k
                     self.rx_bytes += k
+                if lowat != 1:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
                 t_last = time.monotonic_ns()
                 ok = digest(buf[:n]) == ev["d"]
                 if self.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], t_first, t_last, ok):
