@@ -130,6 +130,13 @@ def check(file: str | None, links: str) -> None:
         click.echo("classes: " + ", ".join(
             f"{c.name} (dscp {c.dscp}, prio {c.priority}{', lossless' if c.lossless else ''})"
             for c in topo.classes))
+    if topo.traffic is not None:
+        from .traffic import schedule
+
+        transfers = schedule(topo)
+        click.echo(f"traffic: {plural(len(topo.traffic.flows), 'flow')}, "
+                   f"{plural(len(transfers), 'transfer')}, "
+                   f"{format_size(sum(t.nbytes for t in transfers))} (seed {topo.traffic.seed})")
     from .net.doctor import guess_backend
     from .plan import plan_fabric
 

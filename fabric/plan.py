@@ -285,8 +285,11 @@ def _bfs(adj: dict[str, list[tuple[str, str, str]]], start: str) -> dict[str, in
 
 
 # Every node forwards (a gateway or switch must; a host only does when routes make it transit),
-# hashes multipath on L4 ports, and does not drop asymmetric ECMP return paths.
+# hashes multipath on L4 ports, does not drop asymmetric ECMP return paths, and negotiates ECN
+# on its TCP connections (a new namespace only answers ECN, so no packet would be ECT and an
+# `ecn` threshold would never mark), as datacenter hosts are configured to.
 NODE_SYSCTLS = (
+    ("net/ipv4/tcp_ecn", "1"),
     ("net/ipv4/ip_forward", "1"),
     ("net/ipv4/fib_multipath_hash_policy", "1"),
     ("net/ipv4/conf/all/rp_filter", "0"),

@@ -97,6 +97,7 @@ def test_check_pair_exact() -> None:
         "a--b  ->  40 Mbit/s  15 ms  -       -     146.484 KiB  -    1500",
         "paths: 1 host pair at 1 hop over 1 equal-cost path (e.g. a -> b)",
         "classes: default (dscp 0, prio 0)",
+        "traffic: 1 flow, 4 transfers, 16 MiB (seed 1)",
         "ok (userspace backend)",
     ]
 
@@ -271,7 +272,7 @@ def test_time_scale_silences_rate_and_delay_warnings(tmp_path: Path) -> None:
 # ---- up --dry-run, down ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("backend", "count"), [("userspace", 28), ("netem", 27)])
+@pytest.mark.parametrize(("backend", "count"), [("userspace", 30), ("netem", 29)])
 def test_up_dry_run_prints_plan(backend: str, count: int) -> None:
     result = invoke("up", "--dry-run", "--links", backend,
                     str(REPO / "topologies" / "pair.yaml"))

@@ -141,6 +141,10 @@ def goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
         plt.close(fig)
 
 
+MAX_CURVES = 6  # queue-depth curves in the links plot: the deepest queues
+MAX_BARS = 12  # bars in the bytes-per-link chart: the busiest link directions
+
+
 def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Path | None:
     """Per link direction: utilisation and queue depth.
 
@@ -156,7 +160,14 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
         return None
     sampled = [(label, c.samples) for label, c in dirs if c.samples]
     t0 = min((s[0].t_ns for _, s in sampled), default=0)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    # a fabric has dozens of link directions: show the ones that matter, say how many are left
+    sampled.sort(key=lambda ls: -max(p.queue_bytes for p in ls[1]))
+    hidden_queues = max(0, len(sampled) - MAX_CURVES)
+    sampled = sampled[:MAX_CURVES]
+    dirs = sorted(dirs, key=lambda lc: -(lc[1].bytes_out or 0))
+    hidden_bars = max(0, len(dirs) - MAX_BARS)
+    dirs = dirs[:MAX_BARS]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8))
     try:
         rated = [(label, s) for label, s in sampled
                  if len(s) > 1 and all(x.bytes_out is not None for x in s)]
@@ -180,11 +191,12 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
             labels = [label for label, _ in dirs]
             sent = np.array([float(c.bytes_out or 0) for _, c in dirs])
             sf, su = _unit(sent, _SIZE_UNITS)
-            top.bar(range(len(labels)), sent / sf)
-            top.set_xticks(range(len(labels)), labels, rotation=30, ha="right",
-                           fontsize="small")
-            top.set_ylabel(f"bytes sent [{su}]")
-            top.set_title("Bytes sent per link direction (whole run)")
+            top.barh(range(len(labels)), sent / sf)
+            top.set_yticks(range(len(labels)), labels, fontsize="small")
+            top.invert_yaxis()
+            top.set_xlabel(f"bytes sent [{su}]")
+            more = f"; {hidden_bars} quieter not shown" if hidden_bars else ""
+            top.set_title(f"Bytes sent per link direction (whole run{more})")
         top.grid(True, alpha=0.3)
 
         if sampled:
@@ -202,13 +214,14 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
             bottom.set_xlabel(f"time [{tu}] ({_clock(time_scale)})")
             bottom.set_ylabel(f"queue depth [{qu}]")
             bottom.set_ylim(bottom=0)
-            bottom.legend(loc="best", fontsize="small")
+            bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         else:
             bottom.text(0.5, 0.5, "no queue samples recorded", ha="center", va="center",
                         transform=bottom.transAxes)
             bottom.set_xticks([])
             bottom.set_yticks([])
-        bottom.set_title("Queue depth over time")
+        more = f"; {hidden_queues} shallower not shown" if hidden_queues else ""
+        bottom.set_title(f"Queue depth over time (deepest {len(sampled)}{more})")
         bottom.grid(True, alpha=0.3)
         fig.tight_layout()
         return _save(fig, path)
