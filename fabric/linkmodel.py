@@ -114,7 +114,7 @@ class LinkStats:
     ecn_marks: int
     queue_bytes_max: int
     held_bytes_max: int
-    samples: tuple[tuple[int, int], ...]
+    samples: tuple[tuple[int, int, int], ...]  # (t_ns, queue bytes, cumulative bytes out)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -173,7 +173,8 @@ class LinkDirection:
         self._held_max = 0
         self._sample_interval = sample_interval_ns
         self._next_sample = 0
-        self._samples: deque[tuple[int, int]] = deque(maxlen=max_samples)
+        self._max_samples = max(2, max_samples)
+        self._samples: list[tuple[int, int, int]] = []
 
     # -- the per-packet path -------------------------------------------------------------------
 
@@ -185,6 +186,8 @@ class LinkDirection:
         """
         self._packets_in += 1
         self._bytes_in += length
+        if now_ns >= self._next_sample:
+            self._take_sample(now_ns)
         if self._loss and self._rng.random() < self._loss:
             self._drops_loss += 1
             return DROPPED_LOSS
@@ -199,9 +202,6 @@ class LinkDirection:
             while q and q[0][0] <= now_ns:
                 self._queue_bytes -= q.popleft()[1]
             qbytes = self._queue_bytes
-            if now_ns >= self._next_sample:
-                self._samples.append((now_ns, qbytes))
-                self._next_sample = now_ns + self._sample_interval
             if q:
                 limit = self.queue_limit_bytes
                 if limit is not None:
@@ -284,6 +284,19 @@ class LinkDirection:
     @property
     def held_bytes(self) -> int:
         return self._held_bytes
+
+    def _take_sample(self, now_ns: int) -> None:
+        """(time, queue bytes, bytes out so far), at most one per interval, while traffic flows.
+
+        When the buffer is full, every other sample goes and the interval doubles: samples
+        always span the whole run, at a resolution that coarsens as it grows (a ring buffer
+        would keep only its last second).
+        """
+        if len(self._samples) >= self._max_samples:
+            self._samples = self._samples[::2]
+            self._sample_interval *= 2
+        self._samples.append((now_ns, self.queue_bytes(now_ns), self._bytes_out))
+        self._next_sample = now_ns + self._sample_interval
 
     def queue_bytes(self, now_ns: int) -> int:
         """Bytes accepted but not yet serialised at `now_ns` (0 when the kernel shapes rate)."""

@@ -306,4 +306,5 @@ def test_ecn_marking_with_engine_rate(pair: NetPair, tmp_path: Path) -> None:
     assert fwd["packets_in"] == fwd["packets_out"] == 2 * burst
     assert fwd["queue_bytes_max"] >= 20 * size
     assert fwd["samples"]
-    assert all(len(s) == 2 for s in fwd["samples"])
+    assert all(len(s) == 3 for s in fwd["samples"])  # (t, queue bytes, bytes out)
+    assert fwd["queue_observed"] is True

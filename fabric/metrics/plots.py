@@ -158,19 +158,24 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
             for link in records for name, c in link.directions()]
     if not dirs:
         return None
-    sampled = [(label, c.samples) for label, c in dirs if c.samples]
-    t0 = min((s[0].t_ns for _, s in sampled), default=0)
+    t0 = min((c.samples[0].t_ns for _, c in dirs if c.samples), default=0)
     # a fabric has dozens of link directions: show the ones that matter, say how many are left
+    def observed(c: Any) -> bool:
+        return c.extra.get("queue_observed", 1) != 0
+
+    sampled = [(label, c.samples) for label, c in dirs if c.samples and observed(c)]
     sampled.sort(key=lambda ls: -max(p.queue_bytes for p in ls[1]))
     hidden_queues = max(0, len(sampled) - MAX_CURVES)
     sampled = sampled[:MAX_CURVES]
     dirs = sorted(dirs, key=lambda lc: -(lc[1].bytes_out or 0))
     hidden_bars = max(0, len(dirs) - MAX_BARS)
+    rated = [(label, c.samples) for label, c in dirs
+             if len(c.samples) > 1 and all(x.bytes_out is not None for x in c.samples)]
+    hidden_rated = max(0, len(rated) - MAX_CURVES)
+    rated = rated[:MAX_CURVES]
     dirs = dirs[:MAX_BARS]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 8))
     try:
-        rated = [(label, s) for label, s in sampled
-                 if len(s) > 1 and all(x.bytes_out is not None for x in s)]
         if rated:
             curves = []
             for label, s in rated:
@@ -185,8 +190,9 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
                 top.step(x / tf, y / rf, where="post", label=label)
             top.set_xlabel(f"time [{tu}] ({_clock(time_scale)})")
             top.set_ylabel(f"throughput [{ru}]")
-            top.set_title(f"Link throughput ({_clock(time_scale)})")
-            top.legend(loc="best", fontsize="small")
+            more = f"; {hidden_rated} quieter not shown" if hidden_rated else ""
+            top.set_title(f"Link throughput (busiest {len(rated)}{more})")
+            top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         else:
             labels = [label for label, _ in dirs]
             sent = np.array([float(c.bytes_out or 0) for _, c in dirs])
@@ -216,7 +222,8 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
             bottom.set_ylim(bottom=0)
             bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         else:
-            bottom.text(0.5, 0.5, "no queue samples recorded", ha="center", va="center",
+            bottom.text(0.5, 0.5, "no queue observed: the kernel's tbf holds these queues (an "
+                        "`ecn` threshold makes the engine own them)", ha="center", va="center",
                         transform=bottom.transAxes)
             bottom.set_xticks([])
             bottom.set_yticks([])

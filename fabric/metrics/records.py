@@ -237,6 +237,8 @@ class LinkCounters:
         extra = {k: iv for k, v in d.items()
                  if k not in COUNTER_FIELDS and k != "samples" and isinstance(k, str)
                  and (iv := _int_or_none(v)) is not None}
+        if isinstance(d.get("queue_observed"), bool):  # kept as 0/1: does queue max mean it?
+            extra["queue_observed"] = int(d["queue_observed"])
         return cls(**values, samples=tuple(samples), extra=extra)
 
     def to_dict(self, *, samples: bool = False) -> dict[str, Any]:

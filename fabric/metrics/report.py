@@ -122,9 +122,11 @@ def render_links(summary: Mapping[str, Any]) -> str:
                 return "-" if v is None else str(v)
 
             qmax = c.get("queue_high_water")
+            # "-" where the kernel's tbf, not the engine, holds the queue: a 0 would mislead
+            shown = "-" if c.get("queue_observed") == 0 else format_size(qmax)
             rows.append([str(link.get("id", "?")), arrow, n("packets_out"),
                          format_size(c.get("bytes_out")), n("drops_loss"), n("drops_queue"),
-                         n("ecn_marks"), format_size(qmax)])
+                         n("ecn_marks"), shown])
     if not rows:
         return "no link statistics"
     return format_table(rows, ["link", "", "packets", "bytes", "lost", "q-drops", "ecn",

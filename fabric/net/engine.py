@@ -444,6 +444,9 @@ class Engine:
         for d in self.directions:
             s = d.model.statistics().to_dict()
             s["drops_write"] = d.drops_write
+            # the queue is the engine's to see only where it serialises; elsewhere the
+            # kernel's tbf holds it and the engine's figure would be a misleading 0
+            s["queue_observed"] = d.model.rate_in_engine
             s["held_packets"] = d.model.held_packets
             s["error"] = d.dead
             links.setdefault(d.link_id, {})[d.name] = s
