@@ -390,3 +390,7 @@ def kv(model: str | None, tokens: int) -> None:
         click.echo(_table(rows, ["model", "attention", "KV per token", f"KV @{tokens} tokens"]))
         return
     click.echo(describe(get_model(model), tokens))
+
+
+if __name__ == "__main__":
+    main()

@@ -159,3 +159,27 @@ def test_run_timeout_reports_what_arrived(fabric_name, state_dir):
     assert any("did not finish within 2 s" in e for e in res.errors)
     assert any(r.status == "incomplete" for r in res.transfer_records)
     assert ours(fabric_name) == []
+
+
+def test_ctrl_c_during_run_removes_everything_quietly(fabric_name, state_dir, tmp_path):
+    """SIGINT (a terminal's Ctrl-C) mid-run: one line, exit 130, no namespace, no traceback."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.yaml"
+    path.write_text(LOSSY.format(name=fabric_name).replace("tokens: 40", "tokens: 2000"))
+    env = {**os.environ, "FABRIC_STATE_DIR": str(state_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric.cli", "run", str(path), "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while not ours(fabric_name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)  # the traffic is running
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith("fabric: interrupted")
+    assert "Traceback" not in err
+    assert ours(fabric_name) == []

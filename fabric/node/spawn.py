@@ -56,12 +56,23 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess]) -> NodeProcess:
                 os.close(fd)
             trio.run(serve_node, child.detach(), name)
             code = 0
-        except BaseException:  # noqa: BLE001 - reported on stderr, exit status says it
-            print(f"node {name}: {traceback.format_exc()}", file=sys.stderr, flush=True)
+        except BaseException as e:  # noqa: BLE001 - reported on stderr, exit status says it
+            if _runner_gone(e):
+                code = 3  # the runner was interrupted or died: nothing to report to
+            else:
+                print(f"node {name}: {traceback.format_exc()}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
     child.close()
     return NodeProcess(name=name, pid=pid, ctl=parent)
+
+
+def _runner_gone(exc: BaseException) -> bool:
+    """True when every error in `exc` is the control channel (or a peer) going away."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_runner_gone(e) for e in exc.exceptions)
+    return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError |
+                      BrokenPipeError | ConnectionResetError)
 
 
 def reap(nodes: list[NodeProcess], *, grace: float = 0.0) -> list[str]:
