@@ -283,6 +283,9 @@ def exec_(fabric_name: str | None, node: str, command: tuple[str, ...]) -> None:
 def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float) -> None:
     """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
 
+    A file with an `lpu:` section compiles its transfer graph into a schedule and runs it,
+    scheduled and dynamic, reporting lateness against the plan.
+
     Brings the fabric up (or uses it if it is already running), starts one node process
     per endpoint, moves real KV chunks, writes summary.json, transfers.csv and plots, and
     tears the fabric down unless --keep or it was already running. A file without a
@@ -300,7 +303,9 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
     try:
-        if topo.traffic is None:
+        if topo.lpu is not None:
+            _run_lpu(state, topo, out_dir)
+        elif topo.traffic is None:
             _run_probe(state, topo, out_dir)
         else:
             _run_traffic(state, topo, out_dir, timeout)
@@ -320,6 +325,16 @@ def _run_probe(state, topo, out_dir: Path) -> None:  # noqa: ANN001
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=1))
     click.echo(f"wrote {out_dir / 'summary.json'}")
+
+
+def _run_lpu(state, topo, out_dir: Path) -> None:  # noqa: ANN001
+    from .lpu.run import render_runs, run_lpu
+
+    runs = run_lpu(state, topo, out_dir, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(render_runs(runs, topo.time_scale))
+    click.echo(f"wrote {out_dir}/ (gantt.png, lateness.png, lpu.json, plan.txt)")
+    if any(r.missing for r in runs):
+        raise FabricError("some batches never arrived (see 'missing' above)")
 
 
 def _run_traffic(state, topo, out_dir: Path, timeout: float) -> None:  # noqa: ANN001

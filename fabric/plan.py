@@ -161,6 +161,8 @@ class LinkPlan:
     b_egress: Shape  # b -> a
     a_queue_bytes: int
     b_queue_bytes: int
+    # userspace backend: the engine serialises this link itself (see `engine_serialises`)
+    engine_rate: bool = False
 
     @property
     def name(self) -> str:
@@ -236,6 +238,7 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
             a_egress=a_shape, b_egress=b_shape,
             a_queue_bytes=default_queue_bytes(a_shape),
             b_queue_bytes=default_queue_bytes(b_shape),
+            engine_rate=engine_serialises(a_shape, b_shape, lpu=topology.lpu is not None),
         ))
 
     routes = compute_routes(nodes, links)
@@ -322,7 +325,7 @@ def _steps(plan: FabricPlan) -> list[Step]:
                     steps.append(SetNetem(end.netns, end.dev, shape, queue))
                 elif shape.rate_bps:
                     steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
-            elif shape.rate_bps and not rate_in_engine(lp):
+            elif shape.rate_bps and not lp.engine_rate:
                 steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
     steps.extend(plan.routes)
     hosts = tuple((n.loopback, n.name) for n in plan.nodes.values())
@@ -335,12 +338,15 @@ def _needs_netem(shape: Shape) -> bool:
     return bool(shape.delay_ns or shape.jitter_ns or shape.loss_ppm)
 
 
-def rate_in_engine(lp: LinkPlan) -> bool:
-    """Userspace backend: the engine serialises a link itself only where it must see the queue
-    (an ECN threshold on a shaped direction), and then for both directions.
+def engine_serialises(a: Shape, b: Shape, *, lpu: bool) -> bool:
+    """Userspace backend: does the engine serialise this link itself, rather than kernel tbf?
 
-    Otherwise the kernel's tbf shapes the rate at near-zero CPU and the engine only delays,
-    jitters and drops (the engine's packet rate is the scarce budget on this machine).
+    Only where the exact departure of each packet matters: a shaped direction with an ECN
+    threshold (the engine must see the queue to mark), and the links of an LPU fabric (a
+    compiled schedule assumes each batch holds the link for exactly its slot; tbf's burst,
+    at least two MTUs of 64 KB batches, would let several through unserialised). Otherwise
+    the kernel's tbf shapes the rate at near-zero CPU and the engine only delays, jitters and
+    drops (the engine's packet rate is the scarce budget on this machine).
     """
-    return any(s.rate_bps is not None and s.ecn_bytes is not None
-               for s in (lp.a_egress, lp.b_egress))
+    shaped = [s for s in (a, b) if s.rate_bps is not None]
+    return bool(shaped) and (lpu or any(s.ecn_bytes is not None for s in shaped))

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import FabricStateError, KernelError
-from ..plan import FabricPlan, parse_netns_name, rate_in_engine
+from ..plan import FabricPlan, parse_netns_name
 from .kernel import NETNS_ETC_DIR, Kernel
 
 STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", "/run/fabric"))
@@ -190,7 +190,7 @@ def start_engine(plan: FabricPlan, state: FabricState) -> int:
             a=Endpoint(lp.a.netns, lp.a.dev), b=Endpoint(lp.b.netns, lp.b.dev),
             forward=resolved(lp.a_egress, lp.a_queue_bytes),
             reverse=resolved(lp.b_egress, lp.b_queue_bytes),
-            rate_in_engine=rate_in_engine(lp),
+            rate_in_engine=lp.engine_rate,
             seed=i + 1,
         )
         for i, lp in enumerate(plan.links)

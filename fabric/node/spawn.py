@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -39,7 +40,9 @@ class NodeProcess:
         return f"exit status {os.WEXITSTATUS(st)}"
 
 
-def spawn_node(name: str, netns: str, others: list[NodeProcess]) -> NodeProcess:
+def spawn_node(name: str, netns: str, others: list[NodeProcess],
+               target: Callable[[int, str], Awaitable[None]] = serve_node) -> NodeProcess:
+    """Fork a node process running `target(control_fd, name)` in namespace `netns`."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:  # the node
@@ -54,7 +57,7 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess]) -> NodeProcess:
                 setns(fd)
             finally:
                 os.close(fd)
-            trio.run(serve_node, child.detach(), name)
+            trio.run(target, child.detach(), name)
             code = 0
         except BaseException as e:  # noqa: BLE001 - reported on stderr, exit status says it
             if _runner_gone(e):

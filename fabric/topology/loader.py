@@ -63,7 +63,7 @@ _NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', startin
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links", "traffic")
+             "links", "traffic", "lpu")
 _LINK_PROPS = ("rate", "delay", "jitter", "loss", "queue", "mtu", "ecn")
 _REVERSE_PROPS = ("rate", "delay", "jitter", "loss", "queue", "ecn")
 _LINK_KEYS = ("endpoints", *_LINK_PROPS, "reverse")
@@ -295,6 +295,19 @@ class _Parser(_Walker):
                 leaf_spines.append(info)
                 generated.extend(gen_links)
 
+        lpu = None
+        if "lpu" in top:
+            from fabric.topology.lpu import parse_lpu
+
+            lpu, lpu_nodes, lpu_links = parse_lpu(self, top["lpu"][1])
+            for n in lpu_nodes:
+                if n.name in nodes:
+                    raise self.error(top["lpu"][0], "lpu", f"the lpu section makes node "
+                                     f"'{n.name}', which is already defined at line "
+                                     f"{nodes[n.name].line}")
+                nodes[n.name] = n
+            generated.extend(lpu_links)
+
         if not nodes:
             raise self.error(root, "nodes", "the topology has no nodes: add `nodes:` or a "
                              "`generate:` entry")
@@ -323,6 +336,7 @@ class _Parser(_Walker):
             name=name,
             nodes=nodes,
             traffic=traffic,
+            lpu=lpu,
             links=tuple(links + generated),
             classes=classes,
             time_scale=time_scale,

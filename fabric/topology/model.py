@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .lpu import LpuSpec
     from .traffic import Traffic
 
 NODE_KINDS = ("host", "switch")
@@ -156,6 +157,7 @@ class Topology:
     loopback_subnet: str = "198.19.0.0/16"
     leaf_spines: tuple[LeafSpineInfo, ...] = field(default=())
     traffic: Traffic | None = None
+    lpu: LpuSpec | None = None
 
     def neighbours(self, node: str) -> list[str]:
         out = []

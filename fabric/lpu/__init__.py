@@ -1,0 +1,1 @@
+"""Deterministic compiler-scheduled LPU transfers: executor and runner."""
