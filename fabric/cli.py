@@ -393,6 +393,40 @@ def report(dirs: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--drift", "drift_ppm", type=float, default=None,
+              help="Size the guard band for this clock drift (ppm; default: the file's).")
+@click.option("--out", type=click.Path(file_okay=False), help="Write plan.txt and gantt.png.")
+@click.option("--rows", type=int, default=40, show_default=True, help="Plan rows to print.")
+def schedule(file: str, drift_ppm: float | None, out: str | None, rows: int) -> None:
+    """Compile FILE's LPU transfer graph into a plan, verify it, print it (no fabric needed)."""
+    from .lpu.run import build_graph, lpu_topology
+    from .schedule import compile_plan, gantt_png, plan_table, verify
+
+    topo = _load(file)
+    if topo.lpu is None:
+        raise FabricError(f"{topo.source}: no lpu: section to schedule")
+    spec = topo.lpu
+    graph = build_graph(spec)
+    ltopo = lpu_topology(topo)
+    drift = drift_ppm if drift_ppm is not None else (
+        spec.plan_drift_ppm if spec.plan_drift_ppm is not None else max(spec.drift_ppm))
+    plan = compile_plan(graph, ltopo, vector_bytes=spec.vector_bytes,
+                        batch_vectors=spec.batch_vectors, guard_ns=None, drift_ppm=drift,
+                        resync_period_ns=spec.resync_ns[0])
+    verify(plan, ltopo, graph)
+    click.echo(f"{graph.name}: {len(graph.transfers)} transfers, {len(plan.sends)} batch "
+               f"sends on {len(ltopo.links)} links; guard {format_time(plan.guard_ns)} for "
+               f"{drift:g} ppm over {format_time(spec.resync_ns[0])}; verified")
+    click.echo(plan_table(plan, limit=rows))
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "plan.txt").write_text(plan_table(plan, limit=len(plan.sends)) + "\n")
+        click.echo(f"wrote {gantt_png(plan, out_dir / 'gantt.png')} and {out_dir / 'plan.txt'}")
+
+
+@cli.command()
 @click.argument("model", required=False)
 @click.option("--tokens", type=click.IntRange(min=1), default=4096, show_default=True)
 def kv(model: str | None, tokens: int) -> None:

@@ -34,6 +34,7 @@ from ..schedule import (
     compile_plan,
     pipeline,
     tp_allreduce,
+    verify,
 )
 from ..topology.lpu import LpuSpec
 from ..topology.model import Topology
@@ -235,6 +236,7 @@ def run_lpu(state: FabricState, topo: Topology, out_dir: Path,
             plan = compile_plan(graph, ltopo, vector_bytes=spec.vector_bytes,
                                 batch_vectors=spec.batch_vectors, guard_ns=None,
                                 drift_ppm=planned_for, resync_period_ns=resync)
+            verify(plan, ltopo, graph)  # never execute a plan the verifier would reject
             if reference is None:
                 reference = plan
                 (out_dir / "plan.txt").write_text(plan_table(plan, limit=200) + "\n")
