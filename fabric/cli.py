@@ -70,12 +70,13 @@ def _shape_cells(shape, queue_bytes: int | None = None) -> list[str]:  # noqa: A
     from .topology.model import queue_bytes as resolved_queue
 
     q = resolved_queue(shape) if queue_bytes is None else queue_bytes
+    queue = format_size(q) if shape.rate_bps else "-"  # no rate: nothing ever queues
     return [
         format_rate(shape.rate_bps) if shape.rate_bps else "unshaped",
         format_time(shape.delay_ns),
         format_time(shape.jitter_ns) if shape.jitter_ns else "-",
         format_loss(shape.loss_ppm) if shape.loss_ppm else "-",
-        format_size(q),
+        queue,
         format_size(shape.ecn_bytes) if shape.ecn_bytes else "-",
         str(shape.mtu),
     ]
@@ -172,9 +173,16 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
         click.echo(f"{len(plan.steps)} steps ({backend} backend)")
         return
     state = _bring_up(topo, links)
+    from .checks import equal_cost_paths
+    from .net.lifecycle import list_states
+
     hosts = [n.name for n in topo.nodes.values() if n.kind == "host"] or list(topo.nodes)
+    reach = equal_cost_paths(topo, hosts[0])
+    peers = [h for h in hosts[1:] if h in reach] or [n for n in topo.nodes if n in reach]
+    which = f" --fabric {state.name}" if len(list_states()) > 1 else ""
+    hint = f" Try: fabric exec{which} {hosts[0]} -- ping -c 3 {peers[-1]}" if peers else ""
     click.echo(f"{state.name} is up: {len(state.namespaces)} nodes, run {state.run_id}, "
-               f"{state.backend} links. Try: fabric exec {hosts[0]} -- ping -c 3 {hosts[-1]}")
+               f"{state.backend} links.{hint}")
 
 
 def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
@@ -229,9 +237,10 @@ def status() -> None:
         alive = st.status == "up" or _alive(st.orchestrator_pid)
         click.echo(f"{st.name}: {st.status if alive else 'leftover'}, run {st.run_id}, "
                    f"{len(st.namespaces)} nodes, {st.backend} links, from {st.source}")
-        stats = st.dir / "links.json"
-        if stats.exists():
-            _print_link_stats(json.loads(stats.read_text()))
+        if alive and st.status == "up":
+            from .runner import read_link_stats
+
+            _print_link_stats(read_link_stats(st))
 
 
 def _print_link_stats(data: dict) -> None:
@@ -241,10 +250,11 @@ def _print_link_stats(data: dict) -> None:
             s = dirs.get(direction)
             if not s:
                 continue
+            observed = s.get("queue_observed", True)
             rows.append([f"  {link_id}", arrow, str(s.get("packets_out", 0)),
                          format_size(s.get("bytes_out", 0)), str(s.get("drops_loss", 0)),
                          str(s.get("drops_queue", 0)), str(s.get("ecn_marks", 0)),
-                         format_size(s.get("queue_bytes_max", 0))])
+                         format_size(s.get("queue_bytes_max", 0)) if observed else "-"])
     if rows:
         click.echo(_table(rows, ["  link", "", "packets", "bytes", "lost", "q-drops", "ecn",
                                  "queue max"]))
@@ -299,6 +309,10 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     if state is None:
         state = _bring_up(topo, links)
     else:
+        if state.topology_sha256 and state.topology_sha256 != topo.sha256:
+            raise FabricError(f"fabric {state.name} is running, built from a different version "
+                              f"of this topology ({state.source}); `fabric down {state.name}` "
+                              "first, so the run measures what the file describes")
         click.echo(f"using running fabric {state.name} (run {state.run_id})", err=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
@@ -339,13 +353,13 @@ def _run_lpu(state, topo, out_dir: Path) -> None:  # noqa: ANN001
 
 def _run_traffic(state, topo, out_dir: Path, timeout: float) -> None:  # noqa: ANN001
     from .metrics import render_links, render_table, summarise, write_run
-    from .runner import progress_printer, run_traffic, topology_hash
+    from .runner import progress_printer, run_traffic
 
     result = run_traffic(state, topo, timeout=timeout, progress=progress_printer())
     meta = {
         "fabric": topo.name, "run_id": state.run_id, "backend": state.backend,
         "time_scale": topo.time_scale, "topology": topo.source,
-        "topology_sha256": topology_hash(topo), "seed": topo.traffic.seed,
+        "topology_sha256": topo.sha256, "seed": topo.traffic.seed,
         "transfers_planned": len(result.transfers), "errors": result.errors,
         "timed_out": result.timed_out, "host": os.uname().nodename,
         "wall_seconds": (result.ended_ns - result.started_ns) / 1e9,
@@ -370,10 +384,19 @@ def _run_traffic(state, topo, out_dir: Path, timeout: float) -> None:  # noqa: A
 def report(dirs: tuple[str, ...]) -> None:
     """Re-print a run's table and redraw its plots; with several runs, compare them."""
     from .metrics import compare, load_chunks, load_run, render_links, render_table
-    from .metrics.plots import goodput_over_time, latency_cdf
+    from .metrics.plots import goodput_over_time, latency_cdf, links_over_time
 
     runs = []
     for d in dirs:
+        probe = _probe_summary(Path(d))
+        if probe is not None:
+            if len(dirs) > 1:
+                raise FabricError(f"{d}: a path check (no traffic), not a traffic run: "
+                                  "fabric report compares traffic runs")
+            from .probe import ProbeReport
+
+            click.echo(ProbeReport.from_json(probe).table())
+            return
         summary, _ = load_run(d)
         runs.append((d, summary))
     if len(runs) == 1:
@@ -382,14 +405,27 @@ def report(dirs: tuple[str, ...]) -> None:
         links_text = render_links(summary)
         if links_text:
             click.echo(links_text)
+        for err in summary.get("meta", {}).get("errors", []):
+            click.echo(f"error: {err}")
         chunks = load_chunks(d)
         ts = summary.get("time_scale", 1.0)
+        links_file = Path(d) / "links.json"
+        links = json.loads(links_file.read_text()) if links_file.exists() else None
         for made in (latency_cdf(Path(d) / "latency_cdf.png", chunks, ts),
-                     goodput_over_time(Path(d) / "goodput.png", chunks, ts)):
+                     goodput_over_time(Path(d) / "goodput.png", chunks, ts),
+                     links_over_time(Path(d) / "links.png", links, ts) if links else None):
             if made is not None:
                 click.echo(f"redrew {made}")
         return
     click.echo(compare(runs))
+
+
+def _probe_summary(d: Path) -> dict | None:
+    try:
+        data = json.loads((d / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and "pairs" in data else None
 
 
 @cli.command()

@@ -241,11 +241,42 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
             engine_rate=engine_serialises(a_shape, b_shape, lpu=topology.lpu is not None),
         ))
 
+    for lp in links:
+        _check_kernel_limits(lp, backend, topology.source)
     routes = compute_routes(nodes, links)
     plan = FabricPlan(name=topology.name, run_id=run_id, backend=backend, topology=topology,
                       nodes=nodes, links=links, routes=routes)
     plan.steps = _steps(plan)
     return plan
+
+
+TBF_MAX_BPS = (2**32 - 1) * 8  # tbf's rate field: u32 bytes/s
+TBF_MAX_BYTES = 2**32 - 1  # tbf's queue limit: u32 bytes
+MAX_DELAY_NS = 60 * 10**9
+
+
+def _check_kernel_limits(lp: LinkPlan, backend: str, source: str) -> None:
+    """What the kernel's qdiscs cannot express fails here, before anything is built."""
+    from .units import format_rate, format_size, format_time
+
+    for arrow, shape, queue in (("->", lp.a_egress, lp.a_queue_bytes),
+                                ("<-", lp.b_egress, lp.b_queue_bytes)):
+        where = f"{lp.name} {arrow}"
+
+        def fail(msg: str, where: str = where) -> None:
+            raise TopologyError(f"{where}: {msg}", file=source, line=lp.link.line)
+
+        if shape.delay_ns + shape.jitter_ns > MAX_DELAY_NS:
+            fail(f"delay {format_time(shape.delay_ns + shape.jitter_ns)} on the host is beyond "
+                 f"{format_time(MAX_DELAY_NS)}: lower it or time_scale")
+        in_kernel = shape.rate_bps is not None and (backend == "netem" or not lp.engine_rate)
+        if in_kernel and shape.rate_bps > TBF_MAX_BPS:  # type: ignore[operator]
+            fail(f"rate {format_rate(shape.rate_bps)} on the host is above what the kernel's "
+                 f"tbf can shape ({format_rate(TBF_MAX_BPS)}): raise time_scale")
+        if in_kernel and queue > TBF_MAX_BYTES:
+            fail(f"queue {format_size(queue)} is above the kernel's tbf limit "
+                 f"({format_size(TBF_MAX_BYTES)}): set a smaller queue (the default is one "
+                 "bandwidth x round-trip product)")
 
 
 def compute_routes(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> list[AddRoute]:

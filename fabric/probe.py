@@ -74,6 +74,11 @@ class ProbeReport:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         return "\n".join(lines)
 
+    @classmethod
+    def from_json(cls, data: dict) -> ProbeReport:
+        return cls(data["fabric"], data["backend"], data["time_scale"],
+                   [PairResult(**p) for p in data["pairs"]])
+
     def to_json(self) -> dict:
         return {"fabric": self.fabric, "backend": self.backend, "time_scale": self.time_scale,
                 "figures": "wall-clock on the host; divide times and multiply rates by "

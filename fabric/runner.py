@@ -12,13 +12,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgpack
 import trio
@@ -53,13 +51,6 @@ class RunResult:
     started_ns: int = 0
     ended_ns: int = 0
     timed_out: bool = False
-
-
-def topology_hash(topo: Topology) -> str:
-    try:
-        return hashlib.sha256(Path(topo.source).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return "unknown"
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
@@ -237,21 +228,30 @@ def read_link_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
     """Per-link counters of a running fabric: the userspace engine's stats file, else the
     netem/tbf qdisc counters. `fresh_after_ns`: wait (up to ~1.5 s) for an engine snapshot
     taken after that time."""
-    path = state.dir / "links.json"
-    if state.backend == "userspace":
-        deadline = time.monotonic() + 1.5
-        while True:
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                data = {}
-            if data.get("monotonic_ns", 0) >= fresh_after_ns or time.monotonic() > deadline:
-                return data
-            time.sleep(0.05)
     from .net.kernel import Kernel
 
     with Kernel() as k:
-        return k.qdisc_stats(state)
+        kernel = k.qdisc_stats(state)
+    if state.backend != "userspace":
+        return kernel
+    path = state.dir / "links.json"
+    deadline = time.monotonic() + 1.5
+    while True:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        if data.get("monotonic_ns", 0) >= fresh_after_ns or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    # where the kernel's tbf shapes a userspace link, its drops happen before the engine
+    # sees the packets: count them as queue drops of that link direction
+    for lid, dirs in kernel.get("links", {}).items():
+        for d, k_stats in dirs.items():
+            eng = data.setdefault("links", {}).setdefault(lid, {}).setdefault(d, {})
+            eng["drops_queue"] = eng.get("drops_queue", 0) + k_stats.get("drops_queue", 0)
+            eng["tbf_drops"] = k_stats.get("drops_queue", 0)
+    return data
 
 
 def link_delta(before: dict, after: dict) -> dict:
@@ -286,5 +286,4 @@ def progress_printer() -> Callable[[str, bool], None]:
     return show
 
 
-__all__ = ["RunResult", "link_delta", "progress_printer", "read_link_stats", "run_traffic",
-           "topology_hash"]
+__all__ = ["RunResult", "link_delta", "progress_printer", "read_link_stats", "run_traffic"]

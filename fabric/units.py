@@ -85,7 +85,13 @@ def _from_number(value: int | float, what: str, forms: str) -> Decimal:
 
 
 def _round(d: Decimal) -> int:
+    # a sane ceiling (1e30 of any unit) also keeps Decimal's context from overflowing
+    if abs(d) > _LIMIT:
+        raise ValueError(f"{d:.3g} is too large")
     return int(d.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+_LIMIT = Decimal(10) ** 30
 
 
 def _text(value: object, what: str, forms: str) -> str:

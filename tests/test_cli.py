@@ -19,7 +19,8 @@ from fabric.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
-COMMANDS = ("check", "doctor", "down", "exec", "kv", "report", "run", "status", "up")
+COMMANDS = ("check", "doctor", "down", "exec", "kv", "report", "run", "schedule", "status",
+            "up")
 
 # `fabric: FILE:LINE: key: message` (the key is absent only for YAML syntax errors)
 ERROR_LINE = re.compile(r"^fabric: (?P<file>[^:]+):(?P<line>\d+): (?P<rest>.+)$")
@@ -71,7 +72,9 @@ def test_every_command_has_help(command: str) -> None:
 
 
 def test_shipped_topologies_present() -> None:
-    assert {p.name for p in SHIPPED} == {"leaf-spine.yaml", "pair.yaml", "two-cluster.yaml"}
+    assert {p.name for p in SHIPPED} == {"leaf-spine.yaml", "pair.yaml", "two-cluster.yaml",
+                                         "lpu-ring.yaml", "lpu-mesh-pipeline.yaml",
+                                         "lpu-torus-afd.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -242,19 +245,28 @@ def test_check_userspace_does_not_warn_about_ecn(tmp_path: Path) -> None:
 
 
 def test_check_userspace_warns_fast_short_link_without_time_scale(tmp_path: Path) -> None:
-    path = write(tmp_path, PAIR_HEAD + "    rate: 100Gbps\n    delay: 2us\n")
+    path = write(tmp_path, PAIR_HEAD + "    rate: 20Gbps\n    delay: 2us\n")
     result = invoke("check", "--links", "userspace", str(path))
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
     assert warnings[:2] == [
         "warning: rates on the host above the userspace backend's accurate range (up to "
-        "1.02 Gbit/s at mtu 1500): set time_scale >= 98 or a larger mtu "
+        "1.02 Gbit/s at mtu 1500): set time_scale >= 19.6 or a larger mtu "
         "[1 link: a--b (line 6)]",
         "warning: delays on the host below 1 ms: the userspace backend adds ~0.17 ms per "
         "direction of its own, a large share of these; a larger time_scale stretches delays "
         "[1 link: a--b (line 6)]",
     ]
     assert result.stdout.splitlines()[-1] == f"ok (userspace backend, {len(warnings)} warnings)"
+
+
+def test_rates_beyond_the_kernels_tbf_are_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR_HEAD + "    rate: 100Gbps\n    delay: 2us\n")
+    result = invoke("check", "--links", "userspace", str(path))
+    assert result.exit_code == 1
+    assert result.stderr == (f"fabric: {path}:6: a--b ->: rate 100 Gbit/s on the host is above "
+                             "what the kernel's tbf can shape (34.36 Gbit/s): raise "
+                             "time_scale\n")
 
 
 def test_time_scale_silences_rate_and_delay_warnings(tmp_path: Path) -> None:

@@ -205,3 +205,18 @@ def test_backend_warnings():
                    [("a", "b", Shape(rate_bps=100 * MBIT, delay_ns=10 * MS, queue_bytes=10_000))])
     assert any("below one bandwidth-delay product" in x
                for x in backend_warnings(small_q, "netem"))
+
+
+def test_what_the_kernel_cannot_shape_is_an_error_before_anything_is_built():
+    slow_long = Shape(rate_bps=40 * MBIT, delay_ns=1000 * 10**9)
+    t = topo({"a": "host", "b": "host"}, [("a", "b", slow_long)])
+    with pytest.raises(TopologyError, match=r"a--b ->: delay 1000 s on the host is beyond 60 s"):
+        plan_fabric(t, backend="userspace")
+    fast = Shape(rate_bps=10**13)
+    t = topo({"a": "host", "b": "host"}, [("a", "b", fast)])
+    with pytest.raises(TopologyError, match=r"above what the kernel's tbf can shape"):
+        plan_fabric(t, backend="netem")
+    big_queue = Shape(rate_bps=10 * 10**9, delay_ns=40 * 10**9)  # 10G x 80 s = 100 GB
+    t = topo({"a": "host", "b": "host"}, [("a", "b", big_queue)])
+    with pytest.raises(TopologyError, match=r"queue .* is above the kernel's tbf limit"):
+        plan_fabric(t, backend="userspace")

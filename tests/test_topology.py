@@ -692,3 +692,9 @@ def test_empty_file(write: Write, text: str) -> None:
 def test_load_accepts_str_path() -> None:
     path = str(REPO / "topologies" / "pair.yaml")
     assert load_topology(path).source == path
+
+
+def test_time_scale_in_exponent_form() -> None:
+    """YAML 1.1 reads 1e3 (no dot) as a string; a user means the number."""
+    topo = parse_topology("name: t\ntime_scale: 1e3\nnodes: {a: {}}\n")
+    assert topo.time_scale == 1000.0

@@ -153,3 +153,12 @@ def test_duplicate_flow_names():
             - {name: x, pattern: one-to-one, from: h0, to: h1, tokens: 1}
             - {name: x, pattern: one-to-one, from: h1, to: h0, tokens: 1}
             """)
+
+
+def test_flow_between_unconnected_nodes_is_an_error():
+    text = ("name: t\nnodes: {a: {}, b: {}, c: {}, d: {}}\nlinks:\n  - {endpoints: [a, b]}\n"
+            "  - {endpoints: [c, d]}\ntraffic:\n  flows:\n"
+            "    - {pattern: one-to-one, from: a, to: d, tokens: 4}\n")
+    with pytest.raises(TopologyError, match=r"^t.yaml:8: traffic.flows\[0\]: flow "
+                                            r"'one-to-one-0': a cannot reach d: no path"):
+        parse_topology(text, source="t.yaml")

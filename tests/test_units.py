@@ -331,3 +331,9 @@ def test_time_round_trip(text: str) -> None:
 def test_loss_round_trip(text: str) -> None:
     ppm = parse_loss(text)
     assert parse_loss(format_loss(ppm)) == ppm
+
+
+@pytest.mark.parametrize(("parse", "text"), [(parse_rate, "1e400Gbps"), (parse_time, "1e400ms")])
+def test_absurd_exponents_are_value_errors(parse, text):
+    with pytest.raises(ValueError, match="is too large"):
+        parse(text)

@@ -47,6 +47,7 @@ class FabricState:
     engine_pid: int | None = None
     time_scale: float = 1.0
     created: float = 0.0
+    topology_sha256: str = ""  # of the file the fabric was built from
 
     @property
     def dir(self) -> Path:
@@ -115,7 +116,7 @@ def running(name: str) -> FabricState | None:
     return None
 
 
-def resolve(name: str | None) -> FabricState:
+def resolve(name: str | None, how: str = "--fabric NAME") -> FabricState:
     """The fabric a command means: the one named, or the only one running."""
     if name is not None:
         st = running(name)
@@ -127,7 +128,7 @@ def resolve(name: str | None) -> FabricState:
         raise FabricStateError("no fabric is running (start one with `fabric up FILE`)")
     if len(states) > 1:
         names = ", ".join(s.name for s in states)
-        raise FabricStateError(f"several fabrics are running ({names}): name one with --fabric")
+        raise FabricStateError(f"several fabrics are running ({names}): name one with {how}")
     return states[0]
 
 
@@ -156,6 +157,7 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
         links={lp.name: {"a": [lp.a.netns, lp.a.dev], "b": [lp.b.netns, lp.b.dev]}
                for lp in plan.links},
         orchestrator_pid=os.getpid(), time_scale=plan.topology.time_scale, created=time.time(),
+        topology_sha256=plan.topology.sha256,
     )
     state.save()
     try:
@@ -348,7 +350,7 @@ def remove_orphans(name: str | None = None) -> list[str]:
 def tear_down(name: str | None) -> tuple[FabricState, list[str]]:
     """`fabric down [NAME]`."""
     if name is None:
-        st = resolve(None)
+        st = resolve(None, how="`fabric down NAME` (or --all)")
     else:
         st = FabricState.load(name)
         if st is None:

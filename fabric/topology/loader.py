@@ -18,6 +18,7 @@ one with the link's `reverse:` overrides on top.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import math
 import re
@@ -104,7 +105,8 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         char = f" (#x{e.character:04x})" if isinstance(e.character, int) else ""
         raise TopologyError(f"YAML syntax error: {e.reason}{char}", file=source,
                             line=text.count("\n", 0, e.position) + 1) from None
-    return _Parser(source).topology(root)
+    topo = _Parser(source).topology(root)
+    return replace(topo, sha256=hashlib.sha256(text.encode()).hexdigest())
 
 
 def _line(node: yaml.Node) -> int:
@@ -328,9 +330,10 @@ class _Parser(_Walker):
 
         traffic = None
         if "traffic" in top:
-            from fabric.topology.traffic import parse_traffic
+            from fabric.topology.traffic import check_reachable, parse_traffic
 
             traffic = parse_traffic(self, top["traffic"][1], nodes, classes)
+            check_reachable(traffic, links + generated, self.source)
 
         return Topology(
             name=name,
@@ -350,6 +353,11 @@ class _Parser(_Walker):
 
     def _time_scale(self, node: yaml.Node) -> float:
         value = self.scalar(node, "time_scale", "a number")
+        if isinstance(value, str):  # YAML 1.1 reads 1e3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         ok = (isinstance(value, int | float) and not isinstance(value, bool)
               and math.isfinite(value) and value > 0)
         if not ok:

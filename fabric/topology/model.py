@@ -158,6 +158,7 @@ class Topology:
     leaf_spines: tuple[LeafSpineInfo, ...] = field(default=())
     traffic: Traffic | None = None
     lpu: LpuSpec | None = None
+    sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:
         out = []

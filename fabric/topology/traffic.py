@@ -273,3 +273,35 @@ def _rate(w: _Walker, node: yaml.Node, path: str) -> float:
     if n <= 0:
         raise w.error(node, path, "rate must be above 0")
     return n / per
+
+
+def check_reachable(traffic: Traffic, links: list, source: str) -> None:
+    """Every flow's senders must reach its receivers over the links (else it would hang)."""
+    from collections import deque
+
+    from fabric.errors import TopologyError
+
+    adj: dict[str, set[str]] = {}
+    for link in links:
+        adj.setdefault(link.a, set()).add(link.b)
+        adj.setdefault(link.b, set()).add(link.a)
+
+    def reach(start: str) -> set[str]:
+        seen = {start}
+        queue = deque([start])
+        while queue:
+            for nb in adj.get(queue.popleft(), ()):
+                if nb not in seen:
+                    seen.add(nb)
+                    queue.append(nb)
+        return seen
+
+    for i, flow in enumerate(traffic.flows):
+        dsts = flow.dst or flow.src
+        for src in flow.src:
+            reachable = reach(src)
+            for dst in dsts:
+                if dst != src and dst not in reachable:
+                    raise TopologyError(f"flow '{flow.name}': {src} cannot reach {dst}: no "
+                                        "path of links joins them", file=source,
+                                        line=flow.line, key=f"traffic.flows[{i}]")
