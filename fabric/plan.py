@@ -369,15 +369,23 @@ def _needs_netem(shape: Shape) -> bool:
     return bool(shape.delay_ns or shape.jitter_ns or shape.loss_ppm)
 
 
+SERIALISATION_VISIBLE_NS = 50_000
+
+
 def engine_serialises(a: Shape, b: Shape, *, lpu: bool) -> bool:
     """Userspace backend: does the engine serialise this link itself, rather than kernel tbf?
 
-    Only where the exact departure of each packet matters: a shaped direction with an ECN
-    threshold (the engine must see the queue to mark), and the links of an LPU fabric (a
-    compiled schedule assumes each batch holds the link for exactly its slot; tbf's burst,
-    at least two MTUs of 64 KB batches, would let several through unserialised). Otherwise
-    the kernel's tbf shapes the rate at near-zero CPU and the engine only delays, jitters and
-    drops (the engine's packet rate is the scarce budget on this machine).
+    tbf is a token bucket, not a wire: a packet that finds tokens leaves at once, so on a slow
+    link a lone 1500-byte packet skips the 1.2 ms it takes at 10 Mbit/s. The engine serialises
+    where the exact departure of each packet matters: a shaped direction with an ECN threshold
+    (it must see the queue to mark), the links of an LPU fabric (a compiled schedule assumes
+    each batch holds its link for exactly one slot), and any direction whose MTU takes 50 us
+    or more to serialise (below ~240 Mbit/s at MTU 1500), where that delay is visible above
+    the engine's own timer noise. Faster links keep the kernel's tbf, which shapes at
+    near-zero CPU and stops excess packets before they cost the engine (its packet rate is the
+    scarce budget on this machine); there one packet's serialisation is under 50 us.
     """
     shaped = [s for s in (a, b) if s.rate_bps is not None]
-    return bool(shaped) and (lpu or any(s.ecn_bytes is not None for s in shaped))
+    slow = any(s.mtu * 8 * 1_000_000_000 // s.rate_bps >= SERIALISATION_VISIBLE_NS
+               for s in shaped)  # type: ignore[operator]
+    return bool(shaped) and (lpu or slow or any(s.ecn_bytes is not None for s in shaped))

@@ -284,7 +284,7 @@ def test_time_scale_silences_rate_and_delay_warnings(tmp_path: Path) -> None:
 # ---- up --dry-run, down ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("backend", "count"), [("userspace", 30), ("netem", 29)])
+@pytest.mark.parametrize(("backend", "count"), [("userspace", 28), ("netem", 29)])
 def test_up_dry_run_prints_plan(backend: str, count: int) -> None:
     result = invoke("up", "--dry-run", "--links", backend,
                     str(REPO / "topologies" / "pair.yaml"))

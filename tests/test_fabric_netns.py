@@ -263,3 +263,17 @@ def test_jitter_spreads_delay(backend, fabric_name, state_dir):
     assert max(rtts) <= 29.5
     assert max(rtts) - min(rtts) >= 6.0  # really spread, not a constant delay
     assert 17.0 <= sum(rtts) / len(rtts) <= 23.5
+
+
+def test_big_packets_on_a_slow_link_take_their_serialisation_time(fabric_name, state_dir):
+    """1 Mbit/s, 10 ms each way: a 1428-byte packet spends 11.4 ms on the wire each way, so a
+    1400-byte ping's RTT is ~43 ms where a small one's is ~20 ms."""
+    text = PAIR.format(name=fabric_name, delay="10ms", loss="0%").replace("40Mbps", "1Mbps")
+    state = up(text, "userspace")
+    small = [float(x) for x in re.findall(r"time=([\d.]+) ms", in_ns(
+        state, "a", "ping", "-n", "-c", "4", "-i", "0.3", "b").stdout)]
+    big = [float(x) for x in re.findall(r"time=([\d.]+) ms", in_ns(
+        state, "a", "ping", "-n", "-s", "1400", "-c", "4", "-i", "0.3", "b").stdout)]
+    assert small and big
+    assert 20 <= min(small) <= 22
+    assert 42 <= min(big) <= 46

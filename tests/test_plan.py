@@ -102,7 +102,7 @@ def test_every_switch_reaches_every_loopback():
 
 
 def test_steps_per_backend():
-    shape = Shape(rate_bps=40 * MBIT, delay_ns=15 * MS)
+    shape = Shape(rate_bps=1000 * MBIT, delay_ns=15 * MS)
     t = topo({"a": "host", "b": "host"}, [("a", "b", shape)])
     netem = plan_fabric(t, backend="netem", run_id="r").steps
     assert sum(isinstance(s, AddVeth) for s in netem) == 1
@@ -116,6 +116,19 @@ def test_steps_per_backend():
     assert isinstance(user[0], AddNamespace)
     assert isinstance(user[-1], WriteHosts)
     assert dict(user[-1].entries) == {"198.19.0.1": "a", "198.19.0.2": "b"}
+
+
+def test_engine_serialises_slow_links_and_tbf_shapes_fast_ones():
+    """tbf lets a lone packet through at once: where one MTU takes >= 50 us on the wire, the
+    engine serialises, so a big packet on a slow link is delayed as on a real wire."""
+    for rate_mbit, mtu, engine in ((10, 1500, True), (200, 1500, True), (300, 1500, False),
+                                   (1000, 9000, True), (2000, 9000, False)):
+        s = Shape(rate_bps=rate_mbit * MBIT, delay_ns=MS, mtu=mtu)
+        t = topo({"a": "host", "b": "host"}, [("a", "b", s)])
+        plan = plan_fabric(t, backend="userspace", run_id="r")
+        assert plan.links[0].engine_rate is engine, (rate_mbit, mtu)
+        tbf = sum(isinstance(x, SetTbf) for x in plan.steps)
+        assert tbf == (0 if engine else 2)
 
 
 def test_userspace_ecn_link_keeps_rate_in_engine():
