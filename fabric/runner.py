@@ -113,8 +113,31 @@ def _account_unreported(result: RunResult) -> None:
                 t_first_byte_ns=0, t_done_ns=0, status="failed"))
 
 
+def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) -> dict:
+    """Per peer a UDP sender reaches: how many segments it may have in flight.
+
+    A window leaves in one burst (this transport neither paces nor has congestion control),
+    so it is what the path's tightest queue absorbs: the smallest queue on the path in
+    segments (16..1024). Queues default to at least one bandwidth x round trip, so the
+    window still fills the path.
+    """
+    from itertools import pairwise
+
+    from .probe import _shape, shortest_path
+    from .topology.model import queue_bytes
+
+    out = {}
+    for dst in sorted({t.dst for t in transfers if t.src == name and t.transport == "udp"}):
+        hops = pairwise(shortest_path(topo, name, dst))
+        shaped = [s for s in (_shape(topo, a, b) for a, b in hops) if s.rate_bps]
+        tightest = min((queue_bytes(s) for s in shaped), default=1024 * mss)
+        out[dst] = max(16, min(1024, tightest // mss))
+    return out
+
+
 def _plan_for(name: str, state: FabricState, topo: Topology,
               transfers: list[Transfer]) -> bytes:
+    mss = mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500))
     return msgpack.packb({
         "address": state.nodes[name]["loopback"],
         "peers": {n: v["loopback"] for n, v in state.nodes.items()},
@@ -122,7 +145,8 @@ def _plan_for(name: str, state: FabricState, topo: Topology,
         "seed": topo.traffic.seed if topo.traffic else 1,
         "sends": [t.to_dict() for t in transfers if t.src == name],
         "expects": [t.to_dict() for t in transfers if t.dst == name],
-        "udp_mss": mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500)),
+        "udp_mss": mss,
+        "udp_window": udp_windows(name, topo, transfers, mss),
     })
 
 

@@ -81,6 +81,7 @@ class NodeConfig:
     sends: list[Transfer]
     expects: list[Transfer]
     udp_mss: int = 1440  # UDP payload per segment: the fabric's smallest MTU - 28 - 32
+    udp_window: dict[str, int] = field(default_factory=dict)  # peer -> segments in flight
 
 
 @dataclass
@@ -408,7 +409,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         seed=plan["seed"], t0_ns=0,
         sends=[Transfer.from_dict(d) for d in plan["sends"]],
         expects=[Transfer.from_dict(d) for d in plan["expects"]],
-        udp_mss=plan["udp_mss"],
+        udp_mss=plan["udp_mss"], udp_window=plan["udp_window"],
     )
     node = Node(cfg, ctl)
     rss_start = _vm("VmRSS")

@@ -2,9 +2,11 @@
 unit of `fabric.wire.udp`, cut to the path MTU, with selective NACKs and a retransmission timer.
 
 One UDP socket per node (port `UDP_PORT`) carries data, ACKs and NACKs for every peer. A sender
-keeps one chunk in flight per (peer, class) with a window of segments: there is no congestion
-control here (the RoCE-style transport with pluggable congestion control replaces this), so a
-window larger than the path's queue shows up as drops and retransmissions, which the run counts.
+keeps one chunk in flight per (peer, class) with a fixed window sized to the path's
+bandwidth-delay product plus its first queue, and a retransmission timeout from measured RTTs
+(RFC 6298, Karn's rule). There is no congestion control here (the RoCE-style transport with
+pluggable congestion control replaces this): flows sharing a bottleneck overrun its queue,
+which shows up as drops and retransmissions, which the run counts.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class UdpEndpoint:
         self.next_unit = 1
         self.flow_id = sorted(node.cfg.peers).index(node.cfg.name) + 1
         self.retransmitted = 0
+        self.rto_ns: dict[str, int] = {}  # per peer: what the last unit's RTT samples gave
 
     async def receive_loop(self) -> None:
         while True:
@@ -105,11 +108,14 @@ class UdpEndpoint:
         ok = digest(view) == ev["d"]
         self.node.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], inb.t_first, now, ok)
 
-    async def send_unit(self, dst_addr: str, unit: np.ndarray, tos: int) -> None:
+    async def send_unit(self, dst: str, unit: np.ndarray, tos: int) -> None:
         """Move one chunk's frame reliably; returns when the receiver has all of it."""
         uid = self.next_unit
         self.next_unit += 1
-        sender = UdpSender(self.flow_id, uid, unit.nbytes, self.mss, WINDOW_SEGMENTS, RTO_NS)
+        dst_addr = self.node.cfg.peers[dst]
+        window = self.node.cfg.udp_window.get(dst, WINDOW_SEGMENTS)
+        sender = UdpSender(self.flow_id, uid, unit.nbytes, self.mss, window,
+                           self.rto_ns.get(dst, RTO_NS))
         wake = trio.Event()
         self.outbound[uid] = (sender, wake)
         view = memoryview(unit)
@@ -134,6 +140,7 @@ class UdpEndpoint:
                 self.outbound[uid] = (sender, wake)
         finally:
             self.retransmitted += sender.retransmitted
+            self.rto_ns[dst] = sender.rto_ns
             del self.outbound[uid]
 
 
@@ -178,5 +185,5 @@ async def udp_sender(node: Node, dst: str, cls: str,
             assert len(header) <= HEADER_ROOM
             start = HEADER_ROOM - len(header)
             buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)
-            await ep.send_unit(node.cfg.peers[dst], buf[start: HEADER_ROOM + spec.nbytes], tos)
+            await ep.send_unit(dst, buf[start: HEADER_ROOM + spec.nbytes], tos)
         node.transfer_sent(tr)

@@ -146,7 +146,7 @@ class UdpSender:
 
     def __init__(self, flow: int, transfer: int, total: int, mss: int, window_segments: int,
                  rto_ns: int, *, nack_holdoff_ns: int | None = None,
-                 reorder_ns: int | None = None, max_backoff: int = 64) -> None:
+                 reorder_ns: int | None = None, max_backoff: int = 8) -> None:
         if window_segments <= 0 or rto_ns <= 0:
             raise ValueError("window_segments and rto_ns must be positive")
         self.flow, self.transfer, self.total, self.mss = flow, transfer, total, mss
@@ -157,13 +157,19 @@ class UdpSender:
         # predates that send; acting on it would only duplicate the retransmission.
         self.nack_holdoff_ns = rto_ns // 2 if nack_holdoff_ns is None else nack_holdoff_ns
         self.reorder_ns = rto_ns // 8 if reorder_ns is None else reorder_ns
+        # defaults follow the RTO as RTT samples refine it
+        self._follow_rto = (nack_holdoff_ns is None, reorder_ns is None)
         self.max_backoff = max_backoff
         self._next = 0  # next never-sent seq
         self._cum = 0  # every seq below this is acknowledged
         self._sent_at: dict[int, int] = {}  # unacked seq -> last send time, oldest first
         self._delivered_sent_at = -1  # send time of the newest transmission known to arrive
         self._nacked: set[int] = set()
+        self._resent: set[int] = set()  # seqs sent more than once: no RTT samples (Karn)
         self._backoff = 1
+        self.srtt_ns: int | None = None  # RFC 6298 smoothed RTT and its variation
+        self._rttvar_ns = 0
+        self.min_rto_ns = min(rto_ns, 5_000_000)
         self.sent = 0
         self.retransmitted = 0
         self.timeouts = 0
@@ -190,7 +196,8 @@ class UdpSender:
         return pack_segment(flags, self.flow, self.transfer, seq, offset, self.total)
 
     def _send(self, seq: int, now_ns: int, out: list[tuple[int, int, int]]) -> None:
-        self._sent_at.pop(seq, None)
+        if self._sent_at.pop(seq, None) is not None:
+            self._resent.add(seq)
         self._sent_at[seq] = now_ns  # re-insert: dict order stays oldest send first
         self.sent += 1
         out.append(self.segment(seq))
@@ -234,10 +241,28 @@ class UdpSender:
         if cum_seq > self._next:
             raise ProtocolError(f"ACK of seq {cum_seq} but only {self._next} segments were sent")
         if cum_seq > self._cum:
+            newest = cum_seq - 1
+            at = self._sent_at.get(newest)
+            if at is not None and newest not in self._resent:
+                self._rtt_sample(now_ns - at)
             for seq in range(self._cum, cum_seq):
                 self._delivered(seq)
+                self._resent.discard(seq)
             self._cum = cum_seq
             self._backoff = 1
+
+    def _rtt_sample(self, rtt: int) -> None:
+        """RFC 6298: srtt, rttvar, and the RTO they give (never below `min_rto_ns`)."""
+        if self.srtt_ns is None:
+            self.srtt_ns, self._rttvar_ns = rtt, rtt // 2
+        else:
+            self._rttvar_ns += (abs(self.srtt_ns - rtt) - self._rttvar_ns) // 4
+            self.srtt_ns += (rtt - self.srtt_ns) // 8
+        self.rto_ns = max(self.min_rto_ns, self.srtt_ns + 4 * self._rttvar_ns)
+        if self._follow_rto[0]:
+            self.nack_holdoff_ns = self.rto_ns // 2
+        if self._follow_rto[1]:
+            self.reorder_ns = self.rto_ns // 8
 
     def on_nack(self, seqs: list[int] | tuple[int, ...], now_ns: int, *,
                 horizon: int | None = None) -> None:
