@@ -34,6 +34,9 @@ class FabricGroup(click.Group):
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("fabric: interrupted", err=True)
+            # an event loop pyroute2 was building when the interrupt came is collected at
+            # exit and would print a meaningless "Exception ignored" block after this line
+            sys.unraisablehook = lambda _unraisable: None
             ctx.exit(130)
 
 
@@ -316,6 +319,8 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
         click.echo(f"using running fabric {state.name} (run {state.run_id})", err=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
+    if (out_dir / "summary.json").exists() or (out_dir / "lpu.json").exists():
+        raise FabricError(f"{out_dir} already holds a run: choose another --out or remove it")
     try:
         if topo.lpu is not None:
             _run_lpu(state, topo, out_dir)

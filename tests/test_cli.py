@@ -178,8 +178,8 @@ BAD_FILES = {
     "jitter-above-delay": (
         "name: pair\ndefaults:\n  link: {jitter: 2ms}\nnodes: {a: {}, b: {}}\n"
         "links:\n  - endpoints: [a, b]\n    delay: 1ms\n",
-        "6: links[0]: jitter 2 ms exceeds delay 1 ms on a->b: netem would clip delays at 0 "
-        "and skew the distribution; lower the jitter or raise the delay",
+        "6: links[0]: jitter 2 ms exceeds delay 1 ms on a->b: delays would be clipped at 0, "
+        "skewing the distribution; lower the jitter or raise the delay",
     ),
     "reverse-mtu": (
         PAIR_HEAD + "    reverse: {mtu: 9000}\n",

@@ -607,20 +607,20 @@ ERRORS = [
      "3: classes[0]: missing required key 'name'"),
     # checks on resolved values
     (link("delay: 1ms", "jitter: 2ms"),
-     "6: links[0]: jitter 2 ms exceeds delay 1 ms on a->b: netem would clip delays at 0 and "
-     "skew the distribution; lower the jitter or raise the delay"),
+     "6: links[0]: jitter 2 ms exceeds delay 1 ms on a->b: delays would be clipped at 0, "
+     "skewing the distribution; lower the jitter or raise the delay"),
     ("name: t\ndefaults: {link: {jitter: 1ms}}\nnodes: {a: {}, b: {}}\nlinks:\n"
      "  - endpoints: [a, b]\n    delay: 5ms\n    reverse: {delay: 0.5ms}\n",
-     "5: links[0]: jitter 1 ms exceeds delay 500 us on b->a: netem would clip delays at 0 and "
-     "skew the distribution; lower the jitter or raise the delay"),
+     "5: links[0]: jitter 1 ms exceeds delay 500 us on b->a: delays would be clipped at 0, "
+     "skewing the distribution; lower the jitter or raise the delay"),
     ("name: t\ndefaults: {link: {jitter: 1ms}}\ngenerate:\n"
      "  - leaf_spine: {spines: 1, leaves: 1, hosts_per_leaf: 1}\n",
-     "4: generate[0].leaf_spine.uplink: jitter 1 ms exceeds delay 0 on leaf->spine: netem "
-     "would clip delays at 0 and skew the distribution; lower the jitter or raise the delay"),
+     "4: generate[0].leaf_spine.uplink: jitter 1 ms exceeds delay 0 on leaf->spine: delays "
+     "would be clipped at 0, skewing the distribution; lower the jitter or raise the delay"),
     ("name: t\ngenerate:\n  - leaf_spine:\n      spines: 1\n      leaves: 1\n"
      "      hosts_per_leaf: 1\n      downlink: {delay: 1ms, reverse: {jitter: 2ms}}\n",
-     "7: generate[0].leaf_spine.downlink: jitter 2 ms exceeds delay 1 ms on host->leaf: netem "
-     "would clip delays at 0 and skew the distribution; lower the jitter or raise the delay"),
+     "7: generate[0].leaf_spine.downlink: jitter 2 ms exceeds delay 1 ms on host->leaf: delays "
+     "would be clipped at 0, skewing the distribution; lower the jitter or raise the delay"),
     (link("queue: 10KiB", "ecn: 64KiB"),
      "6: links[0]: ecn threshold 64 KiB is above the queue limit 10 KiB on a->b: it would never "
      "mark"),
@@ -698,3 +698,10 @@ def test_time_scale_in_exponent_form() -> None:
     """YAML 1.1 reads 1e3 (no dot) as a string; a user means the number."""
     topo = parse_topology("name: t\ntime_scale: 1e3\nnodes: {a: {}}\n")
     assert topo.time_scale == 1000.0
+
+
+@pytest.mark.parametrize("net", ["127.0.0.0/16", "224.0.0.0/16", "169.254.0.0/16",
+                                 "0.0.0.0/16", "240.0.0.0/16"])
+def test_special_purpose_ranges_are_refused(net: str) -> None:
+    with pytest.raises(TopologyError, match=f"addressing.links: {net} is a special-purpose"):
+        parse_topology(f"name: t\naddressing: {{links: {net}}}\nnodes: {{a: {{}}}}\n")

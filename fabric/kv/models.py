@@ -171,5 +171,8 @@ def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
+        lowered = {k.lower(): v for k, v in MODELS.items()}
+        if name.lower() in lowered:  # `Llama-3.1-8B` as the model card writes it
+            return lowered[name.lower()]
         known = ", ".join(sorted(MODELS))
         raise FabricError(f"unknown model {name!r}: known models are {known}") from None

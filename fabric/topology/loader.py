@@ -381,6 +381,13 @@ class _Parser(_Walker):
                 parsed[key] = ipaddress.IPv4Network(text)
             except ValueError as e:
                 raise self.error(node, path, f"bad IPv4 network '{text}': {e}") from None
+            net = parsed[key]
+            if net.is_loopback or net.is_multicast or net.is_link_local or \
+                    net.is_unspecified or net.network_address.is_reserved or \
+                    net.overlaps(ipaddress.IPv4Network("0.0.0.0/8")):  # "this network"
+                raise self.error(node, path, f"{net} is a special-purpose range (loopback, "
+                                 "multicast, link-local or reserved): use a private or "
+                                 "benchmarking range such as 198.18.0.0/16")
         if parsed["links"].overlaps(parsed["loopbacks"]):
             where = fields.get("loopbacks") or fields["links"]
             raise self.error(where[1], f"addressing.{where[0].value}",
@@ -590,8 +597,8 @@ class _Parser(_Walker):
         for shape, direction in ((forward, label), (reverse, f"{back}->{there}")):
             if shape.jitter_ns > shape.delay_ns:
                 raise self.error(node, path, f"jitter {format_time(shape.jitter_ns)} exceeds "
-                                 f"delay {format_time(shape.delay_ns)} on {direction}: netem "
-                                 "would clip delays at 0 and skew the distribution; lower "
+                                 f"delay {format_time(shape.delay_ns)} on {direction}: delays "
+                                 "would be clipped at 0, skewing the distribution; lower "
                                  "the jitter or raise the delay")
             if (shape.ecn_bytes is not None and shape.queue_bytes is not None
                     and shape.ecn_bytes > shape.queue_bytes):
