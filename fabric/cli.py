@@ -62,11 +62,9 @@ def _load(file: str | None):  # noqa: ANN202
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    for r in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+    from .metrics.report import format_table
+
+    return format_table(rows, header, numeric=False)
 
 
 def _shape_cells(shape, queue_bytes: int | None = None) -> list[str]:  # noqa: ANN001

@@ -68,11 +68,10 @@ class ProbeReport:
                          "-" if p.ping_loss is None else f"{p.ping_loss:.1f}%",
                          format_rate(p.bottleneck_bps) if p.bottleneck_bps else "unshaped",
                          gp, ratio])
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [f"{self.fabric}: {self.backend} links{unit}"]
-        for r in [header, *rows]:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-        return "\n".join(lines)
+        from .metrics.report import format_table
+
+        return f"{self.fabric}: {self.backend} links{unit}\n" + format_table(rows, header,
+                                                                             numeric=False)
 
     @classmethod
     def from_json(cls, data: dict) -> ProbeReport:

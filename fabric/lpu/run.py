@@ -273,11 +273,11 @@ def render_runs(runs: list[LpuRun], ts: float) -> str:
                      t(r.makespan_ns), t(r.completion_ns), t(r.lateness_ns["p50"]),
                      t(r.lateness_ns["p99"]), t(r.deviation_max_ns), t(r.jitter_std_ns),
                      t(r.jitter_p99_p50_ns), str(r.missing)])
-    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header))]
+    from ..metrics.report import format_table
+
     lines = [f"fabric time (time_scale {ts:g}); lateness = arrival - planned arrival, per "
-             f"batch of vectors; each node's clock drifts by its own amount within ±drift"]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in [header, *rows]]
+             f"batch of vectors; each node's clock drifts by its own amount within ±drift",
+             format_table(rows, header, numeric=False)]
     floor = [r.send_late_ns for r in runs if r.mode == "scheduled" and r.drift_ppm == 0]
     if floor and floor[0].get("p50") is not None:
         f = floor[0]

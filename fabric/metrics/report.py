@@ -16,14 +16,17 @@ from .records import IntegrityCounts
 __all__ = ["format_table", "render_integrity", "render_links", "render_table", "compare"]
 
 
-def format_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """Aligned columns: the first column left-aligned, the rest right-aligned."""
+def format_table(rows: Sequence[Sequence[str]], header: Sequence[str], *,
+                 numeric: bool = True) -> str:
+    """Aligned columns, two spaces apart: the first column left-aligned and, with `numeric`,
+    the rest right-aligned (figures line up on their units); else all left-aligned."""
     cols = len(header)
     table = [list(header)] + [list(r) + [""] * (cols - len(r)) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(cols)]
     lines = []
     for r in table:
-        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, cols)]
+        cells = [r[0].ljust(widths[0])] + [
+            r[i].rjust(widths[i]) if numeric else r[i].ljust(widths[i]) for i in range(1, cols)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

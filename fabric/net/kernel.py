@@ -39,19 +39,19 @@ from ..plan import (
     Step,
     WriteHosts,
 )
-from .tun import create_persistent_tun
+from .tun import create_persistent_tun, setns
 
 NETNS_RUN_DIR = Path("/var/run/netns")
 NETNS_ETC_DIR = Path("/etc/netns")
-CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # handed to pyroute2's netns helpers
 
 
 def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise KernelError(f"setns: {os.strerror(err)}")
+    try:
+        setns(fd)
+    except OSError as e:
+        raise KernelError(str(e)) from None
 
 
 class Kernel:
