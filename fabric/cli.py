@@ -291,7 +291,10 @@ def exec_(fabric_name: str | None, node: str, command: tuple[str, ...]) -> None:
               help="Results directory (default results/<name>-<time>/).")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Give up after this many seconds (host time); report what arrived.")
-def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float) -> None:
+@click.option("--policy", "policies", help="prfaas files: comma list of routing policies "
+              "(local, remote-all, threshold, adaptive); default: the file's.")
+def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float,
+        policies: str | None) -> None:
     """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
 
     A file with an `lpu:` section compiles its transfer graph into a schedule and runs it,
@@ -320,7 +323,9 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     if (out_dir / "summary.json").exists() or (out_dir / "lpu.json").exists():
         raise FabricError(f"{out_dir} already holds a run: choose another --out or remove it")
     try:
-        if topo.lpu is not None:
+        if topo.prfaas is not None:
+            _run_prfaas(state, topo, out_dir, policies)
+        elif topo.lpu is not None:
             _run_lpu(state, topo, out_dir)
         elif topo.traffic is None:
             _run_probe(state, topo, out_dir)
@@ -342,6 +347,24 @@ def _run_probe(state, topo, out_dir: Path) -> None:  # noqa: ANN001
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(report.to_json(), indent=1))
     click.echo(f"wrote {out_dir / 'summary.json'}")
+
+
+def _run_prfaas(state, topo, out_dir: Path, policies: str | None) -> None:  # noqa: ANN001
+    from .prfaas.run import render, run_prfaas
+    from .topology.prfaas import POLICY_NAMES
+
+    chosen = policies.split(",") if policies else list(topo.prfaas.policies)
+    for p in chosen:
+        if p not in POLICY_NAMES:
+            raise FabricError(f"--policy: unknown policy '{p}' (one of: "
+                              f"{', '.join(POLICY_NAMES)})")
+    runs = run_prfaas(state, topo, chosen, out_dir,
+                      progress=lambda msg: click.echo(msg, err=True))
+    click.echo(render(runs, topo))
+    click.echo(f"wrote {out_dir}/ (prfaas.json, prfaas.png)")
+    errors = [e for r in runs for e in r.errors]
+    if errors:
+        raise FabricError("; ".join(errors))
 
 
 def _run_lpu(state, topo, out_dir: Path) -> None:  # noqa: ANN001

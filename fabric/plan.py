@@ -322,7 +322,10 @@ def _bfs(adj: dict[str, list[tuple[str, str, str]]], start: str) -> dict[str, in
 # hashes multipath on L4 ports, does not drop asymmetric ECMP return paths, and negotiates ECN
 # on its TCP connections (a new namespace only answers ECN, so no packet would be ECT and an
 # `ecn` threshold would never mark), as datacenter hosts are configured to.
+# The fabric is IPv4: IPv6 would only add router solicitations and the like to link counters.
 NODE_SYSCTLS = (
+    ("net/ipv6/conf/all/disable_ipv6", "1"),
+    ("net/ipv6/conf/default/disable_ipv6", "1"),
     ("net/ipv4/tcp_ecn", "1"),
     ("net/ipv4/ip_forward", "1"),
     ("net/ipv4/fib_multipath_hash_policy", "1"),

@@ -54,9 +54,11 @@ class RunResult:
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
-                progress: Callable[[str, bool], None] | None = None) -> RunResult:
-    """Run `topo`'s traffic on the running fabric `state` (see the module docstring)."""
-    transfers = schedule(topo)
+                progress: Callable[[str, bool], None] | None = None,
+                transfers: list[Transfer] | None = None) -> RunResult:
+    """Run `topo`'s traffic (or the given `transfers`) on the running fabric `state`."""
+    if transfers is None:
+        transfers = schedule(topo)
     if not transfers:
         raise FabricError(f"{topo.source}: no traffic: add a `traffic:` section")
     names = sorted({t.src for t in transfers} | {t.dst for t in transfers})

@@ -74,7 +74,8 @@ def test_every_command_has_help(command: str) -> None:
 def test_shipped_topologies_present() -> None:
     assert {p.name for p in SHIPPED} == {"leaf-spine.yaml", "pair.yaml", "two-cluster.yaml",
                                          "lpu-ring.yaml", "lpu-mesh-pipeline.yaml",
-                                         "lpu-torus-afd.yaml"}
+                                         "lpu-torus-afd.yaml", "prfaas.yaml",
+                                         "prfaas-dense.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -83,7 +84,7 @@ def test_check_shipped_file(path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"[a-z0-9-]+: \d+ nodes \(\d+ hosts, \d+ switches\), \d+ links?"
-                        r"(, time_scale \d+)?", lines[0])
+                        r"(, time_scale [\d.]+)?", lines[0])
     assert lines[1].split() == ["link", "rate", "delay", "jitter", "loss", "queue", "ecn",
                                 "mtu"]
     assert any(line.startswith("paths: ") for line in lines)
@@ -284,7 +285,7 @@ def test_time_scale_silences_rate_and_delay_warnings(tmp_path: Path) -> None:
 # ---- up --dry-run, down ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("backend", "count"), [("userspace", 28), ("netem", 29)])
+@pytest.mark.parametrize(("backend", "count"), [("userspace", 32), ("netem", 33)])
 def test_up_dry_run_prints_plan(backend: str, count: int) -> None:
     result = invoke("up", "--dry-run", "--links", backend,
                     str(REPO / "topologies" / "pair.yaml"))

@@ -64,7 +64,7 @@ _NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', startin
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links", "traffic", "lpu")
+             "links", "traffic", "lpu", "prfaas")
 _LINK_PROPS = ("rate", "delay", "jitter", "loss", "queue", "mtu", "ecn")
 _REVERSE_PROPS = ("rate", "delay", "jitter", "loss", "queue", "ecn")
 _LINK_KEYS = ("endpoints", *_LINK_PROPS, "reverse")
@@ -335,11 +335,18 @@ class _Parser(_Walker):
             traffic = parse_traffic(self, top["traffic"][1], nodes, classes)
             check_reachable(traffic, links + generated, self.source)
 
+        prfaas = None
+        if "prfaas" in top:
+            from fabric.topology.prfaas import parse_prfaas
+
+            prfaas = parse_prfaas(self, top["prfaas"][1], nodes, links + generated)
+
         return Topology(
             name=name,
             nodes=nodes,
             traffic=traffic,
             lpu=lpu,
+            prfaas=prfaas,
             links=tuple(links + generated),
             classes=classes,
             time_scale=time_scale,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .lpu import LpuSpec
+    from .prfaas import PrfaasSpec
     from .traffic import Traffic
 
 NODE_KINDS = ("host", "switch")
@@ -158,6 +159,7 @@ class Topology:
     leaf_spines: tuple[LeafSpineInfo, ...] = field(default=())
     traffic: Traffic | None = None
     lpu: LpuSpec | None = None
+    prfaas: PrfaasSpec | None = None
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:
