@@ -363,6 +363,8 @@ def _run_prfaas(state, topo, out_dir: Path, policies: str | None) -> None:  # no
     click.echo(render(runs, topo))
     click.echo(f"wrote {out_dir}/ (prfaas.json, prfaas.png)")
     errors = [e for r in runs for e in r.errors]
+    if any(r.chunks_bad for r in runs):
+        errors.append("corrupt KV chunks (see the integrity line)")
     if errors:
         raise FabricError("; ".join(errors))
 

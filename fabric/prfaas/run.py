@@ -43,7 +43,9 @@ class PolicyRun:
     egress_measured_gbps: float  # from the egress link's counters, fabric Gbit/s
     egress_bytes: int  # fabric bytes (kv_scale applied back)
     errors: list[str]
-    egress_peak_gbps: float = 0.0  # busiest 5 s (fabric) of the link's own samples
+    egress_peak_gbps: float = 0.0
+    chunks_ok: int = 0  # KV chunks whose digest checked at the decode node
+    chunks_bad: int = 0  # busiest 5 s (fabric) of the link's own samples
 
 
 def _egress(topo: Topology) -> tuple[float, float]:
@@ -118,7 +120,9 @@ def run_policy(state: FabricState, topo: Topology, policy: str, rate_per_s: floa
                      egress_peak_gbps=peak * spec.kv_scale / 1e9)
     return PolicyRun(policy=policy, rate_per_s=rate_per_s, report=report,
                      egress_measured_gbps=mean, egress_bytes=moved, errors=list(res.errors),
-                     egress_peak_gbps=report.egress_peak_gbps)
+                     egress_peak_gbps=report.egress_peak_gbps,
+                     chunks_ok=sum(c.ok for c in res.chunk_records),
+                     chunks_bad=sum(not c.ok for c in res.chunk_records))
 
 
 PEAK_WINDOW_S = 5.0  # fabric seconds: shorter windows see the engine's release bursts
@@ -189,6 +193,10 @@ def render(runs: list[PolicyRun], topo: Topology) -> str:
         these = [r for r in runs if r.rate_per_s == rate]
         lines.append(f"offered {rate:g} req/s:")
         lines.append(table({r.policy: r.report for r in these}))
+    ok = sum(r.chunks_ok for r in runs)
+    bad = sum(r.chunks_bad for r in runs)
+    lines.append(f"integrity: {'OK' if not bad else 'FAILED'} ({ok} KV chunks checked at the "
+                 f"decode nodes" + (f", {bad} corrupt" if bad else "") + ")")
     first = [r for r in runs if r.rate_per_s == runs[0].rate_per_s]
     thr = {r.policy: r.report.throughput_rps for r in first}
     if "threshold" in thr:
