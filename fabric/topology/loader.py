@@ -229,6 +229,15 @@ class _Walker:
             raise self.error(node, path, f"expected {expected}, got {self.describe(node)}")
         return node.value
 
+    def choice(self, node: yaml.Node, path: str, options: Iterable[str], what: str) -> str:
+        """A word that must be one of `options`: `unknown <what> 'x' (one of: a, b)`."""
+        options = tuple(options)
+        value = self.text(node, path)
+        if value not in options:
+            raise self.error(node, path, f"unknown {what} '{value}' (one of: "
+                             f"{', '.join(options)})")
+        return value
+
     def name(self, node: yaml.Node, path: str, what: str) -> str:
         value = self.text(node, path, f"a {what}")
         if not NAME_RE.match(value):

@@ -83,10 +83,7 @@ def lpu_links(shape: str, names: list[str], rows: int, cols: int) -> list[tuple[
 def parse_lpu(w: _Walker, node: yaml.Node) -> tuple[LpuSpec, list[Node], list[Link]]:
     f = w.mapping(node, "lpu", _KEYS, required=("shape", "link", "graph"))
     line = node.start_mark.line + 1
-    shape = w.text(f["shape"][1], "lpu.shape")
-    if shape not in SHAPES:
-        raise w.error(f["shape"][1], "lpu.shape", f"unknown shape '{shape}' (one of: "
-                      f"{', '.join(SHAPES)})")
+    shape = w.choice(f["shape"][1], "lpu.shape", SHAPES, "shape")
     if shape == "torus":
         for key in ("rows", "cols"):
             if key not in f:
@@ -107,10 +104,7 @@ def parse_lpu(w: _Walker, node: yaml.Node) -> tuple[LpuSpec, list[Node], list[Li
     gf_node = f["graph"][1]
     kind_node = w.mapping(gf_node, "lpu.graph", ("kind", *{k for ks in GRAPHS.values()
                                                            for k in ks}), required=("kind",))
-    kind = w.text(kind_node["kind"][1], "lpu.graph.kind")
-    if kind not in GRAPHS:
-        raise w.error(kind_node["kind"][1], "lpu.graph.kind", f"unknown graph '{kind}' (one of: "
-                      f"{', '.join(GRAPHS)})")
+    kind = w.choice(kind_node["kind"][1], "lpu.graph.kind", GRAPHS, "graph")
     args: dict[str, int] = {}
     for key in GRAPHS[kind]:
         if key not in kind_node:

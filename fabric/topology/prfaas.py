@@ -114,11 +114,7 @@ def parse_prfaas(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
     policies = POLICY_NAMES
     if "policies" in f:
         items = w.sequence(f["policies"][1], "prfaas.policies")
-        policies = tuple(w.text(x, "prfaas.policies") for x in items)
-        for x, p in zip(items, policies, strict=True):
-            if p not in POLICY_NAMES:
-                raise w.error(x, "prfaas.policies", f"unknown policy '{p}' (one of: "
-                              f"{', '.join(POLICY_NAMES)})")
+        policies = tuple(w.choice(x, "prfaas.policies", POLICY_NAMES, "policy") for x in items)
     workload = PrfaasWorkload()
     if "workload" in f:
         workload = _workload(w, f["workload"][1])

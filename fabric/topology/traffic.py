@@ -104,10 +104,7 @@ def parse_traffic(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
         path = f"traffic.flows[{i}]"
         g = w.mapping(item, path, _FLOW_KEYS, required=("pattern", "from"))
         line = item.start_mark.line + 1
-        pattern = w.text(g["pattern"][1], f"{path}.pattern")
-        if pattern not in PATTERNS:
-            raise w.error(g["pattern"][1], f"{path}.pattern",
-                          f"unknown pattern '{pattern}' (one of: {', '.join(PATTERNS)})")
+        pattern = w.choice(g["pattern"][1], f"{path}.pattern", PATTERNS, "pattern")
         name = f"{pattern}-{i}"
         if "name" in g:
             name = w.name(g["name"][1], f"{path}.name", "flow name")
@@ -126,10 +123,8 @@ def parse_traffic(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
                               f"(classes: {', '.join(class_names)})")
         transport = "tcp"
         if "transport" in g:
-            transport = w.text(g["transport"][1], f"{path}.transport")
-            if transport not in TRANSPORTS:
-                raise w.error(g["transport"][1], f"{path}.transport", f"unknown transport "
-                              f"'{transport}' (one of: {', '.join(TRANSPORTS)})")
+            transport = w.choice(g["transport"][1], f"{path}.transport", TRANSPORTS,
+                                 "transport")
         model = _model(w, g["model"][1], f"{path}.model", MODELS) if "model" in g \
             else default_model
         tokens = None
@@ -169,10 +164,7 @@ def parse_traffic(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
             raise w.error(item, path, "a pd flow needs `rate:` (request arrivals, e.g. 10/s)")
         arrival = "poisson"
         if "arrival" in g:
-            arrival = w.text(g["arrival"][1], f"{path}.arrival")
-            if arrival not in ARRIVALS:
-                raise w.error(g["arrival"][1], f"{path}.arrival", f"unknown arrival process "
-                              f"'{arrival}' (one of: {', '.join(ARRIVALS)})")
+            arrival = w.choice(g["arrival"][1], f"{path}.arrival", ARRIVALS, "arrival process")
             if rate is None:
                 raise w.error(g["arrival"][0], f"{path}.arrival", "`arrival:` needs `rate:`")
         start = w.unit(g["start"][1], f"{path}.start", parse_time, "a time") if "start" in g \
