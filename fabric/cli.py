@@ -308,6 +308,15 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     from .net.lifecycle import remove_fabric, running
 
     topo = _load(file)
+    if policies:  # before anything is built
+        from .topology.prfaas import POLICY_NAMES
+
+        if topo.prfaas is None:
+            raise FabricError(f"--policy is for files with a prfaas: section ({topo.source})")
+        for p in policies.split(","):
+            if p not in POLICY_NAMES:
+                raise FabricError(f"--policy: unknown policy '{p}' (one of: "
+                                  f"{', '.join(POLICY_NAMES)})")
     state = running(topo.name)
     ours = state is None
     if state is None:
@@ -351,13 +360,8 @@ def _run_probe(state, topo, out_dir: Path) -> None:  # noqa: ANN001
 
 def _run_prfaas(state, topo, out_dir: Path, policies: str | None) -> None:  # noqa: ANN001
     from .prfaas.run import render, run_prfaas
-    from .topology.prfaas import POLICY_NAMES
 
     chosen = policies.split(",") if policies else list(topo.prfaas.policies)
-    for p in chosen:
-        if p not in POLICY_NAMES:
-            raise FabricError(f"--policy: unknown policy '{p}' (one of: "
-                              f"{', '.join(POLICY_NAMES)})")
     runs = run_prfaas(state, topo, chosen, out_dir,
                       progress=lambda msg: click.echo(msg, err=True))
     click.echo(render(runs, topo))
@@ -416,6 +420,13 @@ def report(dirs: tuple[str, ...]) -> None:
 
     runs = []
     for d in dirs:
+        other = _other_run(Path(d))
+        if other is not None:
+            if len(dirs) > 1:
+                raise FabricError(f"{d}: fabric report compares traffic runs; this is "
+                                  "an LPU or PrfaaS run")
+            click.echo(other)
+            return
         probe = _probe_summary(Path(d))
         if probe is not None:
             if len(dirs) > 1:
@@ -446,6 +457,28 @@ def report(dirs: tuple[str, ...]) -> None:
                 click.echo(f"redrew {made}")
         return
     click.echo(compare(runs))
+
+
+def _other_run(d: Path) -> str | None:
+    """The table of an LPU or PrfaaS run directory, or None for other directories."""
+    if (d / "lpu.json").exists():
+        from .lpu.run import LpuRun, render_runs
+
+        data = json.loads((d / "lpu.json").read_text())
+        return render_runs([LpuRun(**r) for r in data["runs"]], data["time_scale"])
+    if (d / "prfaas.json").exists():
+        data = json.loads((d / "prfaas.json").read_text())
+        header = ["policy", "offered/s", "req/s", "TTFT mean s", "TTFT P90 s", "offload %",
+                  "egress Gb/s", "peak Gb/s"]
+        rows = [[r["policy"], f"{r['offered_rps']:g}", f"{r['throughput_rps']:.3f}",
+                 f"{r['mean_ttft_s']:.2f}", f"{r['p90_ttft_s']:.2f}",
+                 f"{100 * r['offloaded_fraction']:.1f}", f"{r['egress_mean_gbps']:.2f}",
+                 f"{r['egress_peak_gbps']:.2f}"] for r in data["runs"]]
+        from .metrics.report import format_table
+
+        return (f"{data['model']}: kv_scale {data['kv_scale']}, time_scale "
+                f"{data['time_scale']:g}; fabric time and bytes\n" + format_table(rows, header))
+    return None
 
 
 def _probe_summary(d: Path) -> dict | None:

@@ -6,6 +6,7 @@ Every `check` passes `--links` explicitly: with the default `--links auto`, a ro
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import textwrap
@@ -352,3 +353,29 @@ def test_traffic_errors_name_the_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr == (f"fabric: {path}:10: traffic.flows[0]: a pd flow needs `rate:` "
                              "(request arrivals, e.g. 10/s)\n")
+
+
+def test_report_reads_lpu_and_prfaas_run_directories(tmp_path: Path) -> None:
+    lpu = tmp_path / "lpu"
+    lpu.mkdir()
+    run = {"mode": "scheduled", "drift_ppm": 0.0, "resync_ns": 10_000, "guard_ns": 0,
+           "makespan_ns": 62_646, "completion_ns": 64_450, "batches": 96, "missing": 0,
+           "lateness_ns": {"p50": 1201.0, "p90": 1500.0, "p99": 1804.0, "max": 1806.0},
+           "deviation_max_ns": 1806.0, "jitter_std_ns": 385.0, "jitter_p99_p50_ns": 603.0,
+           "send_late_ns": {"p50": 194_000.0, "p90": 1.0, "p99": 1_513_000.0, "max": 1.0}}
+    (lpu / "lpu.json").write_text(json.dumps({"time_scale": 1000, "runs": [run]}))
+    result = invoke("report", str(lpu))
+    assert result.exit_code == 0, result.output
+    assert "scheduled  ±0 ppm" in result.stdout
+    assert "host timer floor" in result.stdout
+    pf = tmp_path / "pf"
+    pf.mkdir()
+    row = {"policy": "threshold", "offered_rps": 4.0, "throughput_rps": 2.791,
+           "mean_ttft_s": 22.64, "p90_ttft_s": 35.16, "offloaded_fraction": 0.5,
+           "egress_mean_gbps": 11.08, "egress_peak_gbps": 19.28}
+    (pf / "prfaas.json").write_text(json.dumps({"model": "prfaas-hybrid-1t", "kv_scale": 10000,
+                                                "time_scale": 0.02, "runs": [row]}))
+    result = invoke("report", str(pf))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^threshold\s+4\s+2\.791\s+22\.64\s+35\.16\s+50\.0\s+11\.08",
+                     result.stdout, re.MULTILINE)

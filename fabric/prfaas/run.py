@@ -166,7 +166,7 @@ def run_prfaas(state: FabricState, topo: Topology, policies: list[str], out_dir:
                                        map(list, spec.layout(r.policy)), strict=True))
                     for r in runs},
         "workload": spec.workload.__dict__, "threshold": spec.threshold,
-        "runs": [{"policy": r.policy, "offered_rps": r.rate_per_s, **r.report.to_dict(),
+        "runs": [{**r.report.to_dict(), "policy": r.policy, "offered_rps": r.rate_per_s,
                   "egress_measured_gbps": r.egress_measured_gbps,
                   "egress_bytes_fabric": r.egress_bytes, "errors": r.errors} for r in runs],
         "note": "fabric time and fabric bytes (kv_scale and time_scale applied back); egress "
