@@ -1,0 +1,47 @@
+"""Pluggable congestion-control policies, sans-IO, behind one small interface.
+
+    cc = make_cc("hpcc", line_rate_bps=100_000_000_000, base_rtt_ns=8_000)
+    cc.on_ack(now_ns, acked_bytes, rtt_ns=..., ecn_echo=..., int_records=[IntRecord(...)])
+    pace_at, may_have_in_flight = cc.rate_bps, cc.window_bytes   # window None = rate-based
+
+Policies: `none`, `dcqcn`, `timely`, `swift`, `hpcc`, `dctcp`; see each module for the
+published behaviour it follows and `base.py` for the event contract.
+"""
+
+from __future__ import annotations
+
+from fabric.cc.base import (
+    CC_NAMES,
+    DEFAULT_MTU,
+    CongestionControl,
+    CongestionControlError,
+    IntRecord,
+    make_cc,
+)
+from fabric.cc.dcqcn import Dcqcn, DcqcnParams
+from fabric.cc.dctcp import Dctcp, DctcpParams
+from fabric.cc.hpcc import Hpcc, HpccParams
+from fabric.cc.none import NoCongestionControl, NoneParams
+from fabric.cc.swift import Swift, SwiftParams
+from fabric.cc.timely import Timely, TimelyParams
+
+__all__ = [
+    "CC_NAMES",
+    "DEFAULT_MTU",
+    "CongestionControl",
+    "CongestionControlError",
+    "Dcqcn",
+    "DcqcnParams",
+    "Dctcp",
+    "DctcpParams",
+    "Hpcc",
+    "HpccParams",
+    "IntRecord",
+    "NoCongestionControl",
+    "NoneParams",
+    "Swift",
+    "SwiftParams",
+    "Timely",
+    "TimelyParams",
+    "make_cc",
+]
