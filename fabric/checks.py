@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from .topology.model import Topology, bdp_bytes, queue_bytes
+from .topology.model import Topology, adjacency, bdp_bytes, queue_bytes
 from .units import format_rate, format_time
 
 
@@ -48,16 +48,13 @@ def plural(n: int, noun: str) -> str:
 
 def equal_cost_paths(topo: Topology, src: str) -> dict[str, tuple[int, int]]:
     """dst -> (hops, number of equal-cost shortest paths) from `src`."""
-    adj: dict[str, list[str]] = {n: [] for n in topo.nodes}
-    for link in topo.links:
-        adj[link.a].append(link.b)
-        adj[link.b].append(link.a)
+    adj = adjacency(topo.links)
     dist = {src: 0}
     count = {src: 1}
     queue = deque([src])
     while queue:
         n = queue.popleft()
-        for nb in adj[n]:
+        for nb in adj.get(n, ()):
             if nb not in dist:
                 dist[nb] = dist[n] + 1
                 count[nb] = count[n]

@@ -46,9 +46,6 @@ def bdp_bytes(rate_bps: int | None, delay_ns: int) -> int:
     return rate_bps * delay_ns // (8 * NS_PER_S)
 
 
-default_queue_bytes = model_queue_bytes  # one queue rule for plan, check and engine
-
-
 def queue_limit(shape: Shape) -> tuple[int | None, int | None]:
     """(bytes, packets) limit of the queue; exactly one is not None."""
     if shape.queue_packets is not None:

@@ -193,9 +193,6 @@ class FabricPlan:
         return [n.netns for n in self.nodes.values()]
 
 
-default_queue_bytes = queue_bytes  # the plan's name for the model's rule
-
-
 def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) -> FabricPlan:
     """Compute names, addresses, routes and the ordered kernel steps for `topology`."""
     if backend not in BACKENDS:
@@ -236,8 +233,8 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
             a=Endpoint(link.a, nodes[link.a].netns, next_dev(link.a), str(base + 1), 30),
             b=Endpoint(link.b, nodes[link.b].netns, next_dev(link.b), str(base + 2), 30),
             a_egress=a_shape, b_egress=b_shape,
-            a_queue_bytes=default_queue_bytes(a_shape),
-            b_queue_bytes=default_queue_bytes(b_shape),
+            a_queue_bytes=queue_bytes(a_shape),
+            b_queue_bytes=queue_bytes(b_shape),
             engine_rate=engine_serialises(a_shape, b_shape, lpu=topology.lpu is not None),
         ))
 

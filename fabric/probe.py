@@ -18,7 +18,7 @@ from itertools import pairwise
 
 from .errors import FabricError
 from .net.lifecycle import FabricState
-from .topology.model import Shape, Topology
+from .topology.model import Topology, adjacency
 from .units import format_rate, format_time
 
 PING_COUNT = 20
@@ -89,17 +89,14 @@ def shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
     """One shortest path (hop count), lowest-named neighbour first: deterministic."""
     from collections import deque
 
-    adj: dict[str, list[str]] = {n: [] for n in topo.nodes}
-    for link in topo.links:
-        adj[link.a].append(link.b)
-        adj[link.b].append(link.a)
+    adj = adjacency(topo.links)
     prev: dict[str, str | None] = {src: None}
     queue = deque([src])
     while queue:
         n = queue.popleft()
         if n == dst:
             break
-        for nb in sorted(adj[n]):
+        for nb in sorted(adj.get(n, ())):
             if nb not in prev:
                 prev[nb] = n
                 queue.append(nb)
@@ -111,22 +108,13 @@ def shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
     return path[::-1]
 
 
-def _shape(topo: Topology, a: str, b: str) -> Shape:
-    for link in topo.links:
-        if (link.a, link.b) == (a, b):
-            return link.forward
-        if (link.a, link.b) == (b, a):
-            return link.reverse
-    raise KeyError((a, b))
-
-
 def expected(topo: Topology, src: str, dst: str) -> tuple[int, int | None, int]:
     """(expected RTT ns, bottleneck rate a->b, hops) along one shortest path, fabric time."""
     path = shortest_path(topo, src, dst)
     rtt = 0
     rates = []
     for a, b in pairwise(path):
-        fwd, rev = _shape(topo, a, b), _shape(topo, b, a)
+        fwd, rev = topo.shape(a, b), topo.shape(b, a)
         rtt += fwd.delay_ns + rev.delay_ns
         if fwd.rate_bps:
             rates.append(fwd.rate_bps)

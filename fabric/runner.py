@@ -125,13 +125,13 @@ def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) 
     """
     from itertools import pairwise
 
-    from .probe import _shape, shortest_path
+    from .probe import shortest_path
     from .topology.model import queue_bytes
 
     out = {}
     for dst in sorted({t.dst for t in transfers if t.src == name and t.transport == "udp"}):
         hops = pairwise(shortest_path(topo, name, dst))
-        shaped = [s for s in (_shape(topo, a, b) for a, b in hops) if s.rate_bps]
+        shaped = [s for s in (topo.shape(a, b) for a, b in hops) if s.rate_bps]
         tightest = min((queue_bytes(s) for s in shaped), default=1024 * mss)
         out[dst] = max(16, min(1024, tightest // mss))
     return out

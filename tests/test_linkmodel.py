@@ -12,12 +12,12 @@ from fabric.linkmodel import (
     LinkDirection,
     LinkStats,
     Verdict,
-    default_queue_bytes,
     delay_line_limit_bytes,
     queue_limit,
 )
 from fabric.net.tun import ECN_CE, ECN_ECT0, ip_ecn, ipv4_header_checksum, set_ce
 from fabric.topology.model import Shape
+from fabric.topology.model import queue_bytes as default_queue_bytes
 
 MS = 1_000_000
 GBIT = 1_000_000_000

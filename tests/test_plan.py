@@ -14,12 +14,12 @@ from fabric.plan import (
     SetNetem,
     SetTbf,
     WriteHosts,
-    default_queue_bytes,
     netns_name,
     parse_netns_name,
     plan_fabric,
 )
 from fabric.topology.model import Link, Node, Shape, Topology
+from fabric.topology.model import queue_bytes as default_queue_bytes
 
 MBIT = 1_000_000
 MS = 1_000_000

@@ -155,15 +155,13 @@ def execute(state: FabricState, topo: Topology, plan: Plan, graph: TransferGraph
         raise FabricError(f"LPU node(s) {', '.join(dead)} did not report "
                           f"({'; '.join(p.describe_exit() for p in procs if p.name in dead)})")
     t0 = t0_box[0]
-    last_hop = {}
-    for s in plan.sends:
-        if s.dst == next(t.dst for t in graph.transfers if t.id == s.transfer):
-            last_hop[(s.transfer, s.batch)] = s
+    final = {t.id: t.dst for t in graph.transfers}
+    last_hop = {(s.transfer, s.batch): s for s in plan.sends if s.dst == final[s.transfer]}
     late: list[float] = []
     last_arrival = 0
     for rec in records.values():
         for tid, batch, _hop, t in rec["arrivals"]:
-            planned = t0 + plan_arrive_host(last_hop[(tid, batch)].arrive_ns, ts)
+            planned = t0 + round(last_hop[(tid, batch)].arrive_ns * ts)
             late.append((t - planned) / ts)
             last_arrival = max(last_arrival, t)
     send_late = [t - (t0 + depart) for rec in records.values()
@@ -179,10 +177,6 @@ def execute(state: FabricState, topo: Topology, plan: Plan, graph: TransferGraph
         jitter_p99_p50_ns=float(np.percentile(arr, 99) - np.percentile(arr, 50))
         if arr is not None else None,
         send_late_ns=_pct([float(x) for x in send_late]))
-
-
-def plan_arrive_host(arrive_ns: int, ts: float) -> int:
-    return round(arrive_ns * ts)
 
 
 async def _drive(procs: list[NodeProcess], plans: dict[str, dict], records: dict[str, dict],

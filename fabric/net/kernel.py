@@ -39,9 +39,10 @@ from ..plan import (
     Step,
     WriteHosts,
 )
+from . import tun
 from .tun import create_persistent_tun, setns
 
-NETNS_RUN_DIR = Path("/var/run/netns")
+NETNS_RUN_DIR = Path(tun.NETNS_RUN_DIR)
 NETNS_ETC_DIR = Path("/etc/netns")
 
 _libc = ctypes.CDLL(None, use_errno=True)  # handed to pyroute2's netns helpers

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import FabricStateError, KernelError
 from ..plan import FabricPlan, parse_netns_name
-from .kernel import NETNS_ETC_DIR, Kernel
+from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
 STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", "/run/fabric"))
 ENGINE_READY_TIMEOUT = 20.0
@@ -277,7 +277,7 @@ def _kill_netns_processes(namespaces: set[str]) -> None:
     inodes = {}
     for ns in namespaces:
         with contextlib.suppress(OSError):
-            inodes[os.stat(Path("/run/netns") / ns).st_ino] = ns
+            inodes[os.stat(NETNS_RUN_DIR / ns).st_ino] = ns
     if not inodes:
         return
     victims = []

@@ -163,10 +163,22 @@ class Topology:
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:
-        out = []
+        return adjacency(self.links).get(node, [])
+
+    def shape(self, a: str, b: str) -> Shape:
+        """The shape of the link direction from `a` to `b` (KeyError if they are not linked)."""
         for link in self.links:
-            if link.a == node:
-                out.append(link.b)
-            elif link.b == node:
-                out.append(link.a)
-        return out
+            if (link.a, link.b) == (a, b):
+                return link.forward
+            if (link.a, link.b) == (b, a):
+                return link.reverse
+        raise KeyError((a, b))
+
+
+def adjacency(links: tuple[Link, ...] | list[Link]) -> dict[str, list[str]]:
+    """Node -> its neighbours over `links`, in link order (a node without links is absent)."""
+    adj: dict[str, list[str]] = {}
+    for link in links:
+        adj.setdefault(link.a, []).append(link.b)
+        adj.setdefault(link.b, []).append(link.a)
+    return adj

@@ -272,11 +272,9 @@ def check_reachable(traffic: Traffic, links: list, source: str) -> None:
     from collections import deque
 
     from fabric.errors import TopologyError
+    from fabric.topology.model import adjacency
 
-    adj: dict[str, set[str]] = {}
-    for link in links:
-        adj.setdefault(link.a, set()).add(link.b)
-        adj.setdefault(link.b, set()).add(link.a)
+    adj = adjacency(links)
 
     def reach(start: str) -> set[str]:
         seen = {start}
