@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -170,8 +171,6 @@ def iperf3(src_ns: str, dst_ns: str, dst_addr: str, seconds: float,
             data = json.loads(out.stdout or "{}")
             if "error" not in data or "connect" not in data["error"]:
                 return data
-            import time
-
             time.sleep(0.05)
         return data
     finally:
