@@ -293,12 +293,17 @@ def exec_(fabric_name: str | None, node: str, command: tuple[str, ...]) -> None:
               help="Give up after this many seconds (host time); report what arrived.")
 @click.option("--policy", "policies", help="prfaas files: comma list of routing policies "
               "(local, remote-all, threshold, adaptive); default: the file's.")
+@click.option("--cc", "ccs", help="RoCE flows: comma list of congestion controls (none, dcqcn, "
+              "timely, swift, hpcc, dctcp); runs the traffic once per policy and compares.")
+@click.option("--pfc", "pfcs", help="RoCE switches: on, off or on,off (one run each); "
+              "default: the file's switches.pfc.")
 def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float,
-        policies: str | None) -> None:
+        policies: str | None, ccs: str | None, pfcs: str | None) -> None:
     """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
 
     A file with an `lpu:` section compiles its transfer graph into a schedule and runs it,
-    scheduled and dynamic, reporting lateness against the plan.
+    scheduled and dynamic, reporting lateness against the plan. A file with RoCE switches
+    or RoCE flows runs once per --cc policy and --pfc setting and prints one comparison.
 
     Brings the fabric up (or uses it if it is already running), starts one node process
     per endpoint, moves real KV chunks, writes summary.json, transfers.csv and plots, and
@@ -317,6 +322,14 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
             if p not in POLICY_NAMES:
                 raise FabricError(f"--policy: unknown policy '{p}' (one of: "
                                   f"{', '.join(POLICY_NAMES)})")
+    variants = None
+    if ccs or pfcs or topo.switches is not None or (
+            topo.traffic is not None and any(f.transport == "roce" for f in topo.traffic.flows)):
+        from .roce.run import parse_variants
+
+        if topo.traffic is None:
+            raise FabricError(f"--cc/--pfc need a traffic section in {topo.source}")
+        variants = parse_variants(topo, ccs, pfcs)
     state = running(topo.name)
     ours = state is None
     if state is None:
@@ -329,7 +342,7 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
         click.echo(f"using running fabric {state.name} (run {state.run_id})", err=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("results") / f"{topo.name}-{stamp}"
-    if (out_dir / "summary.json").exists() or (out_dir / "lpu.json").exists():
+    if any((out_dir / f).exists() for f in ("summary.json", "lpu.json", "comparison.json")):
         raise FabricError(f"{out_dir} already holds a run: choose another --out or remove it")
     try:
         if topo.prfaas is not None:
@@ -338,6 +351,8 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
             _run_lpu(state, topo, out_dir)
         elif topo.traffic is None:
             _run_probe(state, topo, out_dir)
+        elif variants is not None:
+            _run_roce(state, topo, out_dir, timeout, variants)
         else:
             _run_traffic(state, topo, out_dir, timeout)
     finally:
@@ -381,6 +396,23 @@ def _run_lpu(state, topo, out_dir: Path) -> None:  # noqa: ANN001
     click.echo(f"wrote {out_dir}/ (gantt.png, lateness.png, lpu.json, plan.txt)")
     if any(r.missing for r in runs):
         raise FabricError("some batches never arrived (see 'missing' above)")
+
+
+def _run_roce(state, topo, out_dir: Path, timeout: float, variants) -> None:  # noqa: ANN001
+    from .roce.run import render, run_variants, write_comparison, write_plots
+    from .runner import progress_printer
+
+    results = run_variants(state, topo, variants, out_dir, timeout=timeout,
+                           progress=progress_printer(), say=lambda m: click.echo(m, err=True))
+    click.echo(render(results, topo))
+    files = [write_comparison(results, topo, out_dir), *write_plots(results, topo, out_dir)]
+    for r in results:
+        for err in r.errors:
+            click.echo(f"error: {r.variant.label}: {err}")
+    click.echo(f"wrote {out_dir}/ ({', '.join(p.name for p in files)}, one directory per "
+               "variant)")
+    if any(r.errors for r in results):
+        raise FabricError("the run had errors (see above)")
 
 
 def _run_traffic(state, topo, out_dir: Path, timeout: float) -> None:  # noqa: ANN001

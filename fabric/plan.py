@@ -14,6 +14,15 @@ Routing: hop-count shortest paths from a breadth-first search per destination; w
 neighbours are equally close the route is a kernel multipath (ECMP) route, hashed on the L4
 5-tuple (`fib_multipath_hash_policy=1`), so flows spread across spines. A node with one link gets
 a default route instead of one route per destination (leaf hosts: N routes -> 1).
+
+RoCE switches: with a `switches:` section, every `kind: switch` node forwards in the emulator's
+switch process (`fabric.switch`), not in its kernel: the plan turns the namespace's IP
+forwarding off (the process reads every packet on its ports with packet sockets and the kernel
+would otherwise forward a second copy) and leaves the rate of each link direction out of a
+switch to the switch's egress port, which serialises, queues per class, marks ECN and pauses.
+The link layer still applies that direction's delay, jitter and loss. `SwitchNodePlan` holds
+what the process needs: its ports in fabric units and a forwarding table built from the same
+routes the kernel would have used.
 """
 
 from __future__ import annotations
@@ -177,6 +186,30 @@ class NodePlan:
     loopback: str
 
 
+@dataclass(frozen=True)
+class SwitchPort:
+    """One port of a RoCE switch node, in fabric units (the switch converts to host time)."""
+
+    dev: str
+    peer: str  # the neighbour node
+    peer_address: str  # its end of the link: where PFC frames for it go
+    rate_bps: int
+    delay_ns: int
+    mtu: int
+
+
+@dataclass(frozen=True)
+class SwitchNodePlan:
+    """What one RoCE switch process needs: ports, forwarding table, own addresses."""
+
+    node: str
+    netns: str
+    ports: tuple[SwitchPort, ...]
+    # destination address -> egress port indices (ECMP set), for every address routed here
+    routes: tuple[tuple[str, tuple[int, ...]], ...]
+    local: tuple[str, ...]
+
+
 @dataclass
 class FabricPlan:
     name: str
@@ -187,6 +220,7 @@ class FabricPlan:
     links: list[LinkPlan]
     routes: list[AddRoute]
     steps: list[Step] = field(default_factory=list)
+    switches: dict[str, SwitchNodePlan] = field(default_factory=dict)
 
     @property
     def namespaces(self) -> list[str]:
@@ -226,8 +260,8 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
     links: list[LinkPlan] = []
     for i, link in enumerate(topology.links):
         base = link_net.network_address + 4 * i
-        a_shape = link.forward.scaled(ts)
-        b_shape = link.reverse.scaled(ts)
+        a_shape = _link_layer(link.forward.scaled(ts), topology, link.a)
+        b_shape = _link_layer(link.reverse.scaled(ts), topology, link.b)
         links.append(LinkPlan(
             link=link,
             a=Endpoint(link.a, nodes[link.a].netns, next_dev(link.a), str(base + 1), 30),
@@ -243,8 +277,61 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
     routes = compute_routes(nodes, links)
     plan = FabricPlan(name=topology.name, run_id=run_id, backend=backend, topology=topology,
                       nodes=nodes, links=links, routes=routes)
+    if topology.switches is not None:
+        plan.switches = {n: _switch_plan(n, plan) for n in roce_switches(topology)}
     plan.steps = _steps(plan)
     return plan
+
+
+def roce_switches(topology: Topology) -> list[str]:
+    """The nodes the emulator's switch process forwards for (file order)."""
+    if topology.switches is None:
+        return []
+    return [n.name for n in topology.nodes.values() if n.kind == "switch"]
+
+
+def _link_layer(shape: Shape, topology: Topology, sender: str) -> Shape:
+    """What the link layer realises for a direction: a RoCE switch's egress port serialises
+    and queues itself, so the link keeps only delay, jitter and loss there."""
+    if topology.switches is None or topology.nodes[sender].kind != "switch":
+        return shape
+    return Shape(delay_ns=shape.delay_ns, jitter_ns=shape.jitter_ns, loss_ppm=shape.loss_ppm,
+                 mtu=shape.mtu)
+
+
+def _switch_plan(name: str, plan: FabricPlan) -> SwitchNodePlan:
+    ports: list[SwitchPort] = []
+    by_dev: dict[str, int] = {}
+    local = [plan.nodes[name].loopback]
+    connected: list[tuple[str, int]] = []
+    for lp in plan.links:
+        for me, other, fabric_shape in ((lp.a, lp.b, lp.link.forward),
+                                        (lp.b, lp.a, lp.link.reverse)):
+            if me.node != name:
+                continue
+            if fabric_shape.rate_bps is None:
+                raise TopologyError(
+                    f"{lp.name}: a RoCE switch port needs a rate (its egress serialises at the "
+                    f"port rate): give the link `rate:`", file=plan.topology.source,
+                    line=lp.link.line)
+            by_dev[me.dev] = len(ports)
+            ports.append(SwitchPort(dev=me.dev, peer=other.node, peer_address=other.address,
+                                    rate_bps=fabric_shape.rate_bps,
+                                    delay_ns=fabric_shape.delay_ns, mtu=fabric_shape.mtu))
+            local.append(me.address)
+            connected.append((other.address, by_dev[me.dev]))
+    table: dict[str, tuple[int, ...]] = {addr: (port,) for addr, port in connected}
+    netns = plan.nodes[name].netns
+    for r in plan.routes:
+        if r.netns != netns:
+            continue
+        idx = tuple(sorted({by_dev[dev] for _, dev in r.nexthops}))
+        if r.dst == "default":
+            table["default"] = idx
+        else:
+            table[r.dst.split("/")[0]] = idx
+    return SwitchNodePlan(node=name, netns=netns, ports=tuple(ports),
+                          routes=tuple(sorted(table.items())), local=tuple(local))
 
 
 TBF_MAX_BPS = (2**32 - 1) * 8  # tbf's rate field: u32 bytes/s
@@ -338,6 +425,8 @@ def _steps(plan: FabricPlan) -> list[Step]:
         steps.append(AddNamespace(n.netns))
     for n in plan.nodes.values():
         steps.extend(SetSysctl(n.netns, k, v) for k, v in NODE_SYSCTLS)
+        if n.name in plan.switches:  # the switch process forwards; the kernel must not
+            steps.append(SetSysctl(n.netns, "net/ipv4/ip_forward", "0"))
         steps.append(SetUp(n.netns, "lo"))
         steps.append(AddAddress(n.netns, "lo", n.loopback, 32))
     for lp in plan.links:

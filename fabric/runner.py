@@ -51,6 +51,7 @@ class RunResult:
     started_ns: int = 0
     ended_ns: int = 0
     timed_out: bool = False
+    transport: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> its counters
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
@@ -149,7 +150,37 @@ def _plan_for(name: str, state: FabricState, topo: Topology,
         "expects": [t.to_dict() for t in transfers if t.dst == name],
         "udp_mss": mss,
         "udp_window": udp_windows(name, topo, transfers, mss),
+        "roce": roce_plan(name, topo, transfers),
     })
+
+
+def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
+    """What a node's RoCE transport needs, in fabric units: the time scale, each class's
+    congestion control, and per peer it sends to the path's NIC rate, base RTT and MTU."""
+    if not any(t.transport == "roce" and name in (t.src, t.dst) for t in transfers):
+        return {}
+    from .topology.paths import path_figures
+
+    sw = topo.switches
+    peers = {}
+    for dst in sorted({t.dst for t in transfers if t.src == name and t.transport == "roce"}):
+        pf = path_figures(topo, name, dst)
+        rate = pf.first_hop_bps or pf.bottleneck_bps or 100_000_000_000
+        # Go-back-N's timeout must outlast the queueing a lossless fabric may add (a full
+        # switch buffer draining at the NIC's rate, twice), or it fires spuriously and
+        # resends what is merely queued; losses are found by NAKs long before.
+        drain = sw.buffer_bytes * 8 * 1_000_000_000 // rate if sw else 0
+        peers[dst] = {"rate_bps": rate, "base_rtt_ns": pf.base_rtt_ns, "mtu": pf.mtu,
+                      "hops": pf.hops, "rto_ns": max(4 * pf.base_rtt_ns, 2 * drain)}
+    return {
+        "time_scale": topo.time_scale,
+        "int": bool(sw and sw.int_enabled),
+        "nodes": sorted(topo.nodes),
+        "classes": {c.name: {"cc": c.cc, "cc_params": dict(c.cc_params),
+                             "priority": c.priority, "index": i}
+                    for i, c in enumerate(topo.classes)},
+        "peers": peers,
+    }
 
 
 async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Transfer],
@@ -200,6 +231,7 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
             elif header["t"] == "done":
                 result.node_memory[p.name] = (header.get("rss_start_kb", 0),
                                               header.get("hwm_kb", 0))
+                result.transport[p.name] = header.get("transport", {})
                 done.add(p.name)
                 if len(done) + len(dead) == len(procs):
                     all_done.set()

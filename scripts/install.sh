@@ -4,10 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # iproute2: `ip netns exec`; ping/iperf3: link checks and benchmarks; user-mode-linux + kmod:
-# real netem on kernels without sch_netem (tests); tcpdump: captures.
+# real netem on kernels without sch_netem (tests); tcpdump: captures; tshark: decodes RoCEv2
+# captures (a test checks our packets dissect as InfiniBand).
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-    iproute2 iputils-ping iperf3 user-mode-linux kmod procps tcpdump >/dev/null
+    iproute2 iputils-ping iperf3 user-mode-linux kmod procps tcpdump tshark >/dev/null
 if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "fabric needs Python >= 3.11 (found $(python3 --version 2>&1))" >&2
     exit 1

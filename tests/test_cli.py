@@ -76,7 +76,8 @@ def test_shipped_topologies_present() -> None:
     assert {p.name for p in SHIPPED} == {"leaf-spine.yaml", "pair.yaml", "two-cluster.yaml",
                                          "lpu-ring.yaml", "lpu-mesh-pipeline.yaml",
                                          "lpu-torus-afd.yaml", "prfaas.yaml",
-                                         "prfaas-dense.yaml"}
+                                         "prfaas-dense.yaml", "roce-incast.yaml",
+                                         "roce-alltoall.yaml", "roce-mixed.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

@@ -406,7 +406,7 @@ links:
 NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', starting with a letter "
              "or digit")
 TOP_KEYS = ("name, time_scale, addressing, defaults, classes, nodes, generate, links, traffic, "
-            "lpu, prfaas")
+            "lpu, prfaas, switches")
 LINK_KEYS = "endpoints, rate, delay, jitter, loss, queue, mtu, ecn, reverse"
 
 
@@ -445,7 +445,8 @@ ERRORS = [
      "3: defaults.link.endpoints: unknown key 'endpoints' (allowed: rate, delay, jitter, loss, "
      "queue, mtu, ecn)"),
     ("name: t\nclasses:\n  - {name: kv, pcp: 3}\nnodes: {a: {}}\n",
-     "3: classes[0].pcp: unknown key 'pcp' (allowed: name, dscp, priority, lossless, tcp_cc)"),
+     "3: classes[0].pcp: unknown key 'pcp' (allowed: name, dscp, priority, lossless, tcp_cc, "
+     "weight, strict, ecn, cc, cc_params)"),
     ("name: t\naddressing:\n  link: 10.0.0.0/8\nnodes: {a: {}}\n",
      "3: addressing.link: unknown key 'link'; did you mean 'links'? (allowed: links, "
      "loopbacks)"),

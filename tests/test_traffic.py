@@ -134,7 +134,7 @@ def test_poisson_arrivals_have_the_rate():
     ("- {pattern: bulk, from: h0, to: h1, tokens: 5, size: 1MiB}",
      "t.yaml:14: traffic.flows[0].tokens: a bulk flow moves `size:` bytes, not KV"),
     ("- {pattern: one-to-one, from: h0, to: h1, tokens: 1, transport: rdma}",
-     "t.yaml:14: traffic.flows[0].transport: unknown transport 'rdma' (one of: tcp, udp)"),
+     "t.yaml:14: traffic.flows[0].transport: unknown transport 'rdma' (one of: tcp, udp, roce)"),
     ("- {pattern: one-to-one, from: h0, to: h1, tokens: 1, chunk: 1KiB}",
      "t.yaml:14: traffic.flows[0].chunk: chunk size 1024 B is outside 4 KiB..256 MiB"),
     ("- {pattern: one-to-one, from: h0, to: h1, tokens: 1, colour: red}",

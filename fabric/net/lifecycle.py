@@ -45,6 +45,7 @@ class FabricState:
     links: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     orchestrator_pid: int = 0
     engine_pid: int | None = None
+    switch_pids: dict[str, int] = field(default_factory=dict)  # RoCE switch node -> pid
     time_scale: float = 1.0
     created: float = 0.0
     topology_sha256: str = ""  # of the file the fabric was built from
@@ -169,6 +170,8 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
                     progress(i + 1, total)
         if plan.backend == "userspace":
             state.engine_pid = start_engine(plan, state)
+        if plan.switches:
+            start_switches(plan, state)
         state.status = "up"
         state.save()
     except BaseException:
@@ -201,13 +204,28 @@ def start_engine(plan: FabricPlan, state: FabricState) -> int:
                        stats_path=str(state.dir / "links.json"), links=links)
     cfg_path = state.dir / "engine.json"
     cfg_path.write_text(cfg.to_json())
-    # posix_spawn, not Popen: the engine is a daemon that outlives this command, in its own
-    # session (Ctrl-C in the shell does not reach it); its stdout is a pipe for `READY`.
+
+    def record(pid: int) -> None:
+        state.engine_pid = pid
+        state.save()
+
+    return _spawn_ready("fabric.net.engine", cfg_path, state.dir / "engine.log", "link engine",
+                        record)
+
+
+def _spawn_ready(module: str, cfg_path: Path, log_path: Path, what: str,
+                 record: Callable[[int], None]) -> int:
+    """Start `python -m module CONFIG` as a daemon and wait for its `READY` line.
+
+    posix_spawn, not Popen: the process outlives this command, in its own session (Ctrl-C in
+    the shell does not reach it); its stdout is a pipe for `READY`, its stderr the log.
+    `record(pid)` runs before the wait, so a crash while waiting still leaves the pid behind.
+    """
     read_fd, write_fd = os.pipe()
-    log_fd = os.open(state.dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         pid = os.posix_spawn(
-            sys.executable, [sys.executable, "-m", "fabric.net.engine", str(cfg_path)],
+            sys.executable, [sys.executable, "-m", module, str(cfg_path)],
             os.environ,
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
@@ -216,17 +234,72 @@ def start_engine(plan: FabricPlan, state: FabricState) -> int:
     finally:
         os.close(write_fd)
         os.close(log_fd)
-    state.engine_pid = pid
-    state.save()
+    record(pid)
     try:
         if _wait_ready(read_fd, pid):
             return pid
     finally:
         os.close(read_fd)
     _stop_process(pid)
-    err = (state.dir / "engine.log").read_text(errors="replace").strip().splitlines()
+    err = log_path.read_text(errors="replace").strip().splitlines()
     why = err[-1] if err else "no output"
-    raise KernelError(f"link engine did not start: {why}")
+    raise KernelError(f"{what} did not start: {why}")
+
+
+# ---- RoCE switch processes -----------------------------------------------------------------
+
+
+def switch_config(plan: FabricPlan, node: str, state_dir: Path, *,
+                  pfc: bool | None = None) -> dict:
+    """The JSON config of one switch process (`fabric.switch.node`); `pfc` overrides the
+    file's `switches.pfc` (for `fabric run --pfc on,off`)."""
+    from dataclasses import asdict as as_dict
+
+    sp = plan.switches[node]
+    topo = plan.topology
+    assert topo.switches is not None
+    settings = as_dict(topo.switches)
+    settings.pop("line")
+    if pfc is not None:
+        settings["pfc"] = pfc
+    return {
+        "node": node, "netns": sp.netns, "time_scale": topo.time_scale,
+        "ports": [as_dict(p) for p in sp.ports],
+        "routes": [[dst, list(idx)] for dst, idx in sp.routes],
+        "local": list(sp.local),
+        "all_addresses": [n.loopback for n in plan.nodes.values()],
+        "classes": [{"name": c.name, "dscp": c.dscp, "priority": c.priority,
+                     "lossless": c.lossless, "weight": c.weight, "strict": c.strict,
+                     "red": None if c.red is None else list(c.red)} for c in topo.classes],
+        "settings": settings,
+        "seed": sorted(plan.nodes).index(node),
+        "stats_path": str(state_dir / f"switch-{node}.json"),
+    }
+
+
+def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = None) -> None:
+    """Start (or restart, with fresh counters) the switch process of every RoCE switch."""
+    stop_switches(state)
+    for node in plan.switches:
+        cfg_path = state.dir / f"switch-{node}.config.json"
+        cfg_path.write_text(json.dumps(switch_config(plan, node, state.dir, pfc=pfc)))
+        with contextlib.suppress(FileNotFoundError):
+            (state.dir / f"switch-{node}.json").unlink()
+
+        def record(pid: int, node: str = node) -> None:
+            state.switch_pids[node] = pid
+            state.save()
+
+        _spawn_ready("fabric.switch.node", cfg_path, state.dir / f"switch-{node}.log",
+                     f"switch {node}", record)
+
+
+def stop_switches(state: FabricState) -> None:
+    """Stop every switch process (each writes its final statistics as it exits)."""
+    for node, pid in list(state.switch_pids.items()):
+        _stop_process(pid)
+        del state.switch_pids[node]
+    state.save()
 
 
 def _wait_ready(fd: int, pid: int) -> bool:
@@ -304,6 +377,8 @@ def _kill_netns_processes(namespaces: set[str]) -> None:
 
 def remove_fabric(state: FabricState) -> list[str]:
     """Remove everything `state` owns; returns the namespaces removed."""
+    for pid in state.switch_pids.values():
+        _stop_process(pid)
     _stop_process(state.engine_pid)
     ours = set(state.namespaces)
     for ns in Kernel.list_netns():

@@ -82,6 +82,7 @@ class NodeConfig:
     expects: list[Transfer]
     udp_mss: int = 1440  # UDP payload per segment: the fabric's smallest MTU - 28 - 32
     udp_window: dict[str, int] = field(default_factory=dict)  # peer -> segments in flight
+    roce: dict[str, Any] = field(default_factory=dict)  # see fabric.runner.roce_plan
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Node:
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self._ctl_lock = trio.Lock()
         self.udp = None  # a fabric.node.udp.UdpEndpoint when the node moves UDP traffic
+        self.roce = None  # a fabric.node.roce.RoceEndpoint when it moves RoCE traffic
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -177,6 +179,10 @@ class Node:
                     self._queues[key] = send
                     if tr.transport == "tcp":
                         nursery.start_soon(self._tcp_sender, tr.dst, tr.cls, recv)
+                    elif tr.transport == "roce":
+                        from .roce import roce_sender
+
+                        nursery.start_soon(roce_sender, self, tr.dst, tr.cls, recv)
                     else:
                         from .udp import udp_sender
 
@@ -256,6 +262,15 @@ class Node:
                 return
             if isinstance(ev, Header) and ev["t"] == "ack" and ev["x"] in acked:
                 acked[ev["x"]].set()
+
+    def transport_stats(self) -> dict[str, int]:
+        """Counters of the node's own transports (retransmissions and the like)."""
+        out: dict[str, int] = {}
+        if self.udp is not None:
+            out["udp_retransmitted"] = self.udp.retransmitted
+        if self.roce is not None:
+            out.update(self.roce.statistics())
+        return out
 
     # ---- receiving ----------------------------------------------------------------------
 
@@ -409,7 +424,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         seed=plan["seed"], t0_ns=0,
         sends=[Transfer.from_dict(d) for d in plan["sends"]],
         expects=[Transfer.from_dict(d) for d in plan["expects"]],
-        udp_mss=plan["udp_mss"], udp_window=plan["udp_window"],
+        udp_mss=plan["udp_mss"], udp_window=plan["udp_window"], roce=plan.get("roce", {}),
     )
     node = Node(cfg, ctl)
     rss_start = _vm("VmRSS")
@@ -419,6 +434,10 @@ async def serve_node(ctl_fd: int, name: str) -> None:
             from .udp import serve_udp
 
             await nursery.start(serve_udp, node)
+        if node.cfg.roce:
+            from .roce import serve_roce
+
+            await nursery.start(serve_roce, node)
         await node.send_ctl({"t": "ready"})
         frame = await read_frame(ctl, dec)  # "go", with the shared start time
         if frame is None or frame[0]["t"] != "go":
@@ -430,7 +449,8 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         nursery.start_soon(node.run_sends)
         await node.all_done.wait()
         await node.send_records()
-        await node.send_ctl({"t": "done", "rss_start_kb": rss_start, "hwm_kb": _vm("VmHWM")})
+        await node.send_ctl({"t": "done", "rss_start_kb": rss_start, "hwm_kb": _vm("VmHWM"),
+                             "transport": node.transport_stats()})
         nursery.cancel_scope.cancel()
 
 

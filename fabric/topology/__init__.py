@@ -12,6 +12,7 @@ from fabric.topology.model import (
     Link,
     Node,
     Shape,
+    SwitchSettings,
     Topology,
     TrafficClass,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Link",
     "Node",
     "Shape",
+    "SwitchSettings",
     "Topology",
     "TrafficClass",
     "load_topology",

@@ -40,6 +40,7 @@ from fabric.topology.model import (
     Link,
     Node,
     Shape,
+    SwitchSettings,
     Topology,
     TrafficClass,
 )
@@ -64,7 +65,10 @@ _NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', startin
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links", "traffic", "lpu", "prfaas")
+             "links", "traffic", "lpu", "prfaas", "switches")
+_CLASS_KEYS = ("name", "dscp", "priority", "lossless", "tcp_cc", "weight", "strict", "ecn", "cc",
+               "cc_params")
+_SWITCH_KEYS = ("buffer", "buffer_mode", "pfc", "xoff", "xon", "int")
 _LINK_PROPS = ("rate", "delay", "jitter", "loss", "queue", "mtu", "ecn")
 _REVERSE_PROPS = ("rate", "delay", "jitter", "loss", "queue", "ecn")
 _LINK_KEYS = ("endpoints", *_LINK_PROPS, "reverse")
@@ -292,6 +296,10 @@ class _Parser(_Walker):
         if "classes" in top:
             classes = self._classes(top["classes"][1])
 
+        switches = None
+        if "switches" in top:
+            switches = self._switches(top["switches"][1])
+
         nodes: dict[str, Node] = {}
         if "nodes" in top:
             nodes = self._nodes(top["nodes"][1])
@@ -356,6 +364,7 @@ class _Parser(_Walker):
             traffic=traffic,
             lpu=lpu,
             prfaas=prfaas,
+            switches=switches,
             links=tuple(links + generated),
             classes=classes,
             time_scale=time_scale,
@@ -430,8 +439,7 @@ class _Parser(_Walker):
         dscps: dict[int, TrafficClass] = {}
         for i, item in enumerate(items):
             path = f"classes[{i}]"
-            f = self.mapping(item, path, ("name", "dscp", "priority", "lossless", "tcp_cc"),
-                             required=("name",))
+            f = self.mapping(item, path, _CLASS_KEYS, required=("name",))
             name = self.name(f["name"][1], f"{path}.name", "class name")
             if name in names:
                 raise self.error(f["name"][1], f"{path}.name", f"duplicate class name '{name}' "
@@ -456,12 +464,93 @@ class _Parser(_Walker):
             tcp_cc = None
             if "tcp_cc" in f:
                 tcp_cc = self.name(f["tcp_cc"][1], f"{path}.tcp_cc", "TCP congestion control")
+            weight = 1
+            if "weight" in f:
+                weight = self.integer(f["weight"][1], f"{path}.weight", 1, 1000,
+                                      "a round-robin weight 1..1000", "weight")
+            strict = False
+            if "strict" in f:
+                strict = self.boolean(f["strict"][1], f"{path}.strict")
+            red = self._red(f["ecn"][1], f"{path}.ecn") if "ecn" in f else None
+            cc, cc_params = self._cc(f, path)
             tc = TrafficClass(name=name, dscp=dscp, priority=priority, lossless=lossless,
-                              tcp_cc=tcp_cc, line=_line(item))
+                              tcp_cc=tcp_cc, weight=weight, strict=strict, red=red, cc=cc,
+                              cc_params=cc_params, line=_line(item))
             dscps[dscp] = tc
             names[name] = tc
             out.append(tc)
         return tuple(out)
+
+    def _red(self, node: yaml.Node, path: str) -> tuple[int, int, float] | None:
+        """A class's `ecn: {kmin, kmax, pmax}` (RED-style marking at RoCE switches)."""
+        if self.is_null(node) or (isinstance(node, ScalarNode) and node.value == "false"):
+            return None
+        f = self.mapping(node, path, ("kmin", "kmax", "pmax"), required=("kmin", "kmax"))
+        kmin = self.unit(f["kmin"][1], f"{path}.kmin", parse_size, "a size such as 100KB")
+        kmax = self.unit(f["kmax"][1], f"{path}.kmax", parse_size, "a size such as 400KB")
+        if kmax < kmin:
+            raise self.error(f["kmax"][1], f"{path}.kmax", f"kmax {format_size(kmax)} is below "
+                             f"kmin {format_size(kmin)}")
+        pmax = 0.2  # DCQCN's and the HPCC simulator's default
+        if "pmax" in f:
+            value = self.scalar(f["pmax"][1], f"{path}.pmax", "a probability 0..1")
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not 0 <= value <= 1:
+                raise self.error(f["pmax"][1], f"{path}.pmax", "expected a marking "
+                                 f"probability from 0 to 1, got {self.describe(f['pmax'][1])}")
+            pmax = float(value)
+        return kmin, kmax, pmax
+
+    def _cc(self, f: Entries, path: str) -> tuple[str, tuple[tuple[str, float | int], ...]]:
+        """A class's RoCE congestion control and its parameter overrides, checked by building
+        the policy once (its own validation names the bad parameter)."""
+        from fabric.cc import CC_NAMES, CongestionControlError, make_cc
+
+        cc = "none"
+        if "cc" in f:
+            cc = self.choice(f["cc"][1], f"{path}.cc", CC_NAMES, "congestion control")
+        params: dict[str, float | int] = {}
+        if "cc_params" in f:
+            entries = self.mapping(f["cc_params"][1], f"{path}.cc_params", (), what="parameter")
+            for key, (_, value_node) in entries.items():
+                value = self.scalar(value_node, f"{path}.cc_params.{key}", "a number")
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise self.error(value_node, f"{path}.cc_params.{key}", "expected a number, "
+                                     f"got {self.describe(value_node)}")
+                params[key] = value
+            try:
+                make_cc(cc, line_rate_bps=100_000_000_000, base_rtt_ns=10_000, **params)
+            except CongestionControlError as e:
+                raise self.error(f["cc_params"][1], f"{path}.cc_params", str(e)) from None
+        return cc, tuple(sorted(params.items()))
+
+    def _switches(self, node: yaml.Node) -> SwitchSettings:
+        path = "switches"
+        f = self.mapping(node, path, _SWITCH_KEYS)
+        kw: dict[str, Any] = {"line": _line(node)}
+        if "buffer" in f:
+            kw["buffer_bytes"] = self.unit(f["buffer"][1], f"{path}.buffer", parse_size,
+                                           "a size such as 4MiB")
+            if kw["buffer_bytes"] < 16 * 1024:
+                raise self.error(f["buffer"][1], f"{path}.buffer", "a switch buffer needs at "
+                                 "least 16KiB")
+        if "buffer_mode" in f:
+            kw["buffer_mode"] = self.choice(f["buffer_mode"][1], f"{path}.buffer_mode",
+                                            ("shared", "per_port"), "buffer mode")
+        if "pfc" in f:
+            kw["pfc"] = self.boolean(f["pfc"][1], f"{path}.pfc")
+        if "int" in f:
+            kw["int_enabled"] = self.boolean(f["int"][1], f"{path}.int")
+        for key in ("xoff", "xon"):
+            if key in f and not (isinstance(f[key][1], ScalarNode) and f[key][1].value == "auto"):
+                kw[f"{key}_bytes"] = self.unit(f[key][1], f"{path}.{key}", parse_size,
+                                               "a size such as 64KB, or auto")
+        xoff, xon = kw.get("xoff_bytes"), kw.get("xon_bytes")
+        if xoff is not None and xon is not None and xon > xoff:
+            raise self.error(f["xon"][1], f"{path}.xon", f"xon {format_size(xon)} is above "
+                             f"xoff {format_size(xoff)}: a paused port would never resume "
+                             "before it pauses again")
+        return SwitchSettings(**kw)
 
     def _nodes(self, node: yaml.Node) -> dict[str, Node]:
         nodes: dict[str, Node] = {}

@@ -118,10 +118,38 @@ class TrafficClass:
     priority: int = 0
     lossless: bool = False
     tcp_cc: str | None = None  # TCP congestion control for this class's TCP flows (None: kernel's)
+    # At the emulator's RoCE switches (`switches:`): round-robin weight, strict priority, and
+    # RED/ECN marking as (kmin bytes, kmax bytes, pmax); None = this class is never marked.
+    weight: int = 1
+    strict: bool = False
+    red: tuple[int, int, float] | None = None
+    # The RoCE-style transport's congestion control for this class's `transport: roce` flows,
+    # and overrides of the policy's published defaults (sorted (name, value) pairs).
+    cc: str = "none"
+    cc_params: tuple[tuple[str, float | int], ...] = ()
     line: int | None = None
 
 
 DEFAULT_CLASSES = (TrafficClass(name="default", dscp=0, priority=0, lossless=False),)
+
+
+@dataclass(frozen=True)
+class SwitchSettings:
+    """The `switches:` section: switch nodes run the emulator's RoCE-style switch process.
+
+    buffer_bytes: each switch's packet buffer; `buffer_mode` "shared" (one pool) or "per_port"
+    (an equal slice per egress port). pfc: pause upstream for lossless classes. xoff/xon: per
+    (ingress port, priority) thresholds, None = worked out from the buffer and headroom.
+    int_enabled: hops append in-band telemetry to RoCE data packets (HPCC needs it).
+    """
+
+    buffer_bytes: int = 4 << 20
+    buffer_mode: str = "shared"
+    pfc: bool = True
+    xoff_bytes: int | None = None
+    xon_bytes: int | None = None
+    int_enabled: bool = True
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +188,7 @@ class Topology:
     traffic: Traffic | None = None
     lpu: LpuSpec | None = None
     prfaas: PrfaasSpec | None = None
+    switches: SwitchSettings | None = None
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from fabric.topology.model import Node, TrafficClass
 
 PATTERNS = ("one-to-one", "incast", "all-to-all", "pd", "bulk")
-TRANSPORTS = ("tcp", "udp")
+TRANSPORTS = ("tcp", "udp", "roce")
 ARRIVALS = ("poisson", "fixed")
 _TRAFFIC_KEYS = ("seed", "model", "chunk", "flows")
 _FLOW_KEYS = ("name", "pattern", "from", "to", "class", "transport", "model", "tokens",

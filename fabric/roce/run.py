@@ -1,0 +1,374 @@
+"""`fabric run FILE --cc a,b --pfc on,off`: the same traffic once per policy, one comparison.
+
+Each variant restarts the RoCE switch processes (fresh counters and queue samples, PFC on or
+off as asked), runs the file's traffic with every RoCE class's congestion control set to the
+variant's policy, and collects:
+
+- per transfer: FCT and its slowdown against the ideal (`fabric.topology.paths`: base RTT +
+  bytes at the bottleneck rate), bucketed by size as the HPCC simulator's reports are;
+- chunk latency p99 and goodput (`fabric.metrics.summary`);
+- from the switches: max and time-weighted mean egress queue, drops (lossless ones apart),
+  ECN marks, PFC pauses sent and paused time, and queue samples over time;
+- from the hosts' transports: retransmitted packets, NAKs, timeouts, CNPs.
+
+The figures are fabric time (wall / time_scale). `render` prints the comparison table;
+`write_plots` draws FCT slowdown by size and queue depth over time, one line per variant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fabric.errors import FabricError
+from fabric.metrics.report import format_table
+from fabric.metrics.summary import jsonable, summarise
+from fabric.topology.model import Topology
+from fabric.topology.paths import path_figures
+from fabric.units import format_rate, format_size, format_time
+
+__all__ = ["Variant", "VariantResult", "parse_variants", "render", "run_variants",
+           "variant_metrics", "write_plots"]
+
+# flow-size buckets (upper bounds, bytes) for slowdown; the last is open-ended
+SIZE_BUCKETS = (256 * 1024, 1 << 20, 4 << 20, 16 << 20)
+
+
+@dataclass(frozen=True)
+class Variant:
+    cc: str | None  # None: each class's own `cc:`
+    pfc: bool | None  # None: the file's `switches.pfc`
+
+    @property
+    def label(self) -> str:
+        parts = [self.cc or "file-cc"]
+        if self.pfc is not None:
+            parts.append("pfc" if self.pfc else "no-pfc")
+        return "/".join(parts)
+
+
+@dataclass
+class VariantResult:
+    variant: Variant
+    metrics: dict[str, Any]
+    summary: dict[str, Any]
+    switches: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_variants(topo: Topology, ccs: str | None, pfcs: str | None) -> list[Variant]:
+    """The runs `--cc` x `--pfc` ask for, checked before anything is built."""
+    from fabric.cc import CC_NAMES
+
+    cc_list: list[str | None] = [None]
+    if ccs:
+        cc_list = []
+        for c in ccs.split(","):
+            c = c.strip().lower()
+            if c not in CC_NAMES:
+                raise FabricError(f"--cc: unknown congestion control '{c}' (one of: "
+                                  f"{', '.join(CC_NAMES)})")
+            cc_list.append(c)
+        if topo.traffic is None or not any(f.transport == "roce" for f in topo.traffic.flows):
+            raise FabricError(f"--cc sets the RoCE transport's congestion control, but "
+                              f"{topo.source} has no `transport: roce` flow")
+    pfc_list: list[bool | None] = [None]
+    if pfcs:
+        if topo.switches is None:
+            raise FabricError(f"--pfc needs RoCE switches: add a `switches:` section to "
+                              f"{topo.source}")
+        pfc_list = []
+        for p in pfcs.split(","):
+            p = p.strip().lower()
+            if p not in ("on", "off"):
+                raise FabricError(f"--pfc: expected on or off, got '{p}'")
+            pfc_list.append(p == "on")
+    return [Variant(c, p) for p in pfc_list for c in cc_list]
+
+
+def _with_cc(topo: Topology, cc: str | None) -> Topology:
+    if cc is None:
+        return topo
+    classes = tuple(replace(c, cc=cc, cc_params=c.cc_params if c.cc == cc else ())
+                    for c in topo.classes)
+    return replace(topo, classes=classes)
+
+
+def _bucket(nbytes: int) -> str:
+    lo = 0
+    for hi in SIZE_BUCKETS:
+        if nbytes <= hi:
+            return f"{format_size(lo)}-{format_size(hi)}" if lo else f"<={format_size(hi)}"
+        lo = hi
+    return f">{format_size(lo)}"
+
+
+def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
+                    switches: dict[str, Any]) -> dict[str, Any]:
+    """One row of the comparison (fabric time), from a run's records and switch statistics."""
+    ts = topo.time_scale
+    fcts: list[dict[str, Any]] = []
+    ideal_cache: dict[tuple[str, str], Any] = {}
+    for t in result.transfer_records:
+        if t.status != "ok":
+            continue
+        pf = ideal_cache.get((t.src, t.dst))
+        if pf is None:
+            pf = ideal_cache[(t.src, t.dst)] = path_figures(topo, t.src, t.dst)
+        fct = t.fct_ns / ts
+        ideal = pf.ideal_fct_ns(t.nbytes)
+        fcts.append({"flow": t.flow, "cls": t.cls, "nbytes": t.nbytes, "fct_ns": fct,
+                     "ideal_ns": ideal, "slowdown": fct / ideal if ideal > 0 else None})
+    fct_arr = np.array([f["fct_ns"] for f in fcts]) if fcts else np.array([])
+    buckets: dict[str, dict[str, Any]] = {}
+    for f in fcts:
+        buckets.setdefault(_bucket(f["nbytes"]), []).append(f["slowdown"])  # type: ignore[arg-type]
+    by_size = {}
+    for name in sorted(buckets, key=lambda b: min(f["nbytes"] for f in fcts
+                                                  if _bucket(f["nbytes"]) == b)):
+        sd = np.array(buckets[name], dtype=float)
+        by_size[name] = {"flows": len(sd), "p50": float(np.percentile(sd, 50)),
+                         "p99": float(np.percentile(sd, 99))}
+
+    ports = [p for s in switches.values() for p in s.get("ports", [])]
+    samples = {node: s.get("samples", []) for node, s in switches.items()}
+
+    def total(key: str) -> int:
+        return int(sum(p.get(key, 0) or 0 for p in ports))
+
+    def class_total(key: str) -> int:
+        return int(sum((c.get(key, 0) or 0) for p in ports
+                       for c in (p.get("classes") or {}).values()))
+
+    drops = switches and sum(int(v) for s in switches.values()
+                             for k, v in (s.get("drops") or {}).items()
+                             if k not in ("local",)) or 0
+    transport = getattr(result, "transport", {}) or {}
+
+    def host(key: str) -> int:
+        return int(sum(v.get(key, 0) for v in transport.values()))
+
+    total_group = summary.get("total", {})
+    chunk = total_group.get("chunk_latency", {}).get("fabric_ns") or {}
+    return {
+        "transfers": len(result.transfer_records),
+        "transfers_ok": len(fcts),
+        "fct_mean_ns": float(fct_arr.mean()) if len(fct_arr) else None,
+        "fct_p99_ns": float(np.percentile(fct_arr, 99)) if len(fct_arr) else None,
+        "slowdown_p50": float(np.median([f["slowdown"] for f in fcts])) if fcts else None,
+        "slowdown_p99": float(np.percentile([f["slowdown"] for f in fcts], 99)) if fcts
+        else None,
+        "slowdown_by_size": by_size,
+        "chunk_p99_ns": chunk.get("p99"),
+        "goodput_bps": total_group.get("goodput", {}).get("fabric_bps"),
+        "max_queue_bytes": max((p.get("max_queue_bytes", 0) for p in ports), default=0),
+        "mean_queue_bytes": max((p.get("mean_queue_bytes", 0) for p in ports), default=0),
+        "drops": drops,
+        "drops_lossless": class_total("drops_lossless"),
+        "ecn_marks": class_total("ecn_marks"),
+        "pauses": total("pauses_sent"),
+        "paused_ns": max((p.get("paused_ns", 0) for p in ports), default=0),
+        "host_paused_ns": max((v.get("paused_ns", 0) for v in transport.values()), default=0),
+        "retransmitted": host("retransmitted") + host("udp_retransmitted"),
+        "cnps": host("cnps"),
+        "naks": host("naks"),
+        "timeouts": host("timeouts"),
+        "fcts": fcts,
+        "queue_samples": samples,
+    }
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def _read_switch_stats(state: Any, nodes: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for node in nodes:
+        path = state.dir / f"switch-{node}.json"
+        try:
+            out[node] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            out[node] = {}
+    return out
+
+
+def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_dir: Path, *,
+                 timeout: float, progress: Callable[[str, bool], None] | None = None,
+                 say: Callable[[str], None] = print) -> list[VariantResult]:
+    """Run the traffic once per variant on the running fabric `state`."""
+    from fabric.net.lifecycle import start_switches, stop_switches
+    from fabric.plan import plan_fabric
+    from fabric.runner import run_traffic
+
+    plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
+    results: list[VariantResult] = []
+    try:
+        for i, v in enumerate(variants):
+            say(f"[{i + 1}/{len(variants)}] {v.label}")
+            if plan.switches:
+                start_switches(plan, state, pfc=v.pfc)  # fresh counters, PFC as asked
+            vt = _with_cc(topo, v.cc)
+            result = run_traffic(state, vt, timeout=timeout, progress=progress)
+            time.sleep(0.3)  # switches write statistics every 0.25 s
+            if plan.switches:
+                stop_switches(state)  # each writes its final statistics on the way out
+            switches = _read_switch_stats(state, list(plan.switches))
+            meta = {"fabric": topo.name, "variant": v.label, "cc": v.cc, "pfc": v.pfc,
+                    "time_scale": topo.time_scale, "topology": topo.source,
+                    "errors": result.errors, "timed_out": result.timed_out}
+            summary = summarise(result.chunk_records, result.transfer_records,
+                                time_scale=topo.time_scale, meta=meta, links=result.links)
+            metrics = variant_metrics(topo, result, summary, switches)
+            vr = VariantResult(v, metrics, summary, switches, list(result.errors))
+            if not summary["integrity"]["ok"]:
+                vr.errors.append("integrity check failed (corrupt, missing or duplicate data)")
+            results.append(vr)
+            _write_variant(out_dir, vr)
+    finally:
+        if plan.switches and not state.switch_pids:
+            start_switches(plan, state)  # leave the fabric forwarding as the file says
+    return results
+
+
+def _write_variant(out_dir: Path, vr: VariantResult) -> None:
+    d = out_dir / vr.variant.label.replace("/", "-")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "summary.json").write_text(json.dumps(vr.summary, indent=1))
+    (d / "switches.json").write_text(json.dumps(vr.switches))
+    m = {k: v for k, v in vr.metrics.items() if k != "queue_samples"}
+    (d / "metrics.json").write_text(json.dumps(jsonable(m), indent=1))
+
+
+# ---- reporting -------------------------------------------------------------------------------
+
+
+def _t(ns: float | None) -> str:
+    return "-" if ns is None else format_time(round(ns))
+
+
+def render(results: Sequence[VariantResult], topo: Topology) -> str:
+    """The comparison table (fabric time), then slowdown by flow size per variant."""
+    header = ["variant", "FCT mean", "FCT p99", "slowdown p50", "p99", "chunk p99", "goodput",
+              "queue max", "queue mean", "drops", "lossless drops", "ECN marks", "pauses",
+              "paused", "retx", "CNPs"]
+    rows = []
+    for r in results:
+        m = r.metrics
+        rows.append([
+            r.variant.label, _t(m["fct_mean_ns"]), _t(m["fct_p99_ns"]),
+            "-" if m["slowdown_p50"] is None else f"{m['slowdown_p50']:.2f}",
+            "-" if m["slowdown_p99"] is None else f"{m['slowdown_p99']:.2f}",
+            _t(m["chunk_p99_ns"]),
+            "-" if not m["goodput_bps"] else format_rate(round(m["goodput_bps"])),
+            format_size(int(m["max_queue_bytes"])), format_size(int(m["mean_queue_bytes"])),
+            str(m["drops"]), str(m["drops_lossless"]), str(m["ecn_marks"]), str(m["pauses"]),
+            _t(m["paused_ns"]), str(m["retransmitted"]), str(m["cnps"]),
+        ])
+    out = [f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); queue = switch "
+           "egress, worst port; paused = longest paused egress",
+           format_table(rows, header, numeric=range(1, len(header)))]
+    sizes = sorted({b for r in results for b in r.metrics["slowdown_by_size"]},
+                   key=lambda b: _bucket_order(b))
+    if sizes:
+        srows = []
+        for r in results:
+            by = r.metrics["slowdown_by_size"]
+            srows.append([r.variant.label] + [
+                f"{by[b]['p50']:.2f} / {by[b]['p99']:.2f} ({by[b]['flows']})" if b in by
+                else "-" for b in sizes])
+        out.append("\nFCT slowdown by flow size, p50 / p99 (flows); ideal = base RTT + "
+                   "size at the bottleneck rate")
+        out.append(format_table(srows, ["variant", *sizes], numeric=range(1, len(sizes) + 1)))
+    return "\n".join(out)
+
+
+def _bucket_order(name: str) -> int:
+    for i, hi in enumerate(SIZE_BUCKETS):
+        if name == _bucket(hi):
+            return i
+    return len(SIZE_BUCKETS)
+
+
+def write_plots(results: Sequence[VariantResult], topo: Topology, out_dir: Path) -> list[Path]:
+    """fct_slowdown.png (slowdown vs flow size per variant) and queues.png (the worst
+    egress queue over time per variant)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        f = sorted(r.metrics["fcts"], key=lambda x: x["nbytes"])
+        if f:
+            ax.plot([x["nbytes"] / 2**20 for x in f], [x["slowdown"] for x in f], "o-",
+                    label=r.variant.label, markersize=4, alpha=0.8)
+    ax.set_xlabel("flow size (MiB)")
+    ax.set_ylabel("FCT slowdown (FCT / ideal)")
+    ax.set_title(f"{topo.name}: FCT slowdown by flow size")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = out_dir / "fct_slowdown.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        t, q = _worst_queue_series(r.metrics["queue_samples"])
+        if len(t):
+            ax.plot(t / 1e3, q / 1024, label=r.variant.label, lw=1)
+    ax.set_xlabel("fabric time (us)")
+    ax.set_ylabel("egress queue (KiB), worst port")
+    ax.set_title(f"{topo.name}: switch queue depth over time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = out_dir / "queues.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def _worst_queue_series(samples: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of the (switch, port) whose queue peaked highest: (t ns, bytes)."""
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for rows in samples.values():
+        if not rows:
+            continue
+        t = np.array([r[0] for r in rows], dtype=float)
+        q = np.array([r[1] for r in rows], dtype=float)
+        if q.ndim != 2 or not q.size:
+            continue
+        port = int(np.argmax(q.max(axis=0)))
+        peak = float(q[:, port].max())
+        if best is None or peak > best[0]:
+            best = (peak, t, q[:, port])
+    if best is None:
+        return np.array([]), np.array([])
+    return best[1], best[2]
+
+
+def write_comparison(results: Sequence[VariantResult], topo: Topology, out_dir: Path) -> Path:
+    """comparison.json: every variant's metrics (without per-flow rows and samples)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in results:
+        m = {k: v for k, v in r.metrics.items() if k not in ("fcts", "queue_samples")}
+        rows.append({"variant": r.variant.label, "cc": r.variant.cc, "pfc": r.variant.pfc,
+                     "errors": r.errors, **m})
+    path = out_dir / "comparison.json"
+    path.write_text(json.dumps(jsonable({"fabric": topo.name, "time_scale": topo.time_scale,
+                                         "host": os.uname().nodename, "variants": rows}),
+                               indent=1))
+    return path
