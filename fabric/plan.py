@@ -330,8 +330,31 @@ def _switch_plan(name: str, plan: FabricPlan) -> SwitchNodePlan:
             table["default"] = idx
         else:
             table[r.dst.split("/")[0]] = idx
+    _check_switch(name, ports, plan.topology)
     return SwitchNodePlan(node=name, netns=netns, ports=tuple(ports),
                           routes=tuple(sorted(table.items())), local=tuple(local))
+
+
+def _check_switch(name: str, ports: list[SwitchPort], topo: Topology) -> None:
+    """What the switch process would refuse at start (a buffer its PFC headroom does not fit,
+    thresholds that contradict each other) fails here, before anything is built."""
+    from .switch.core import ClassSpec, PortSpec, RedParams, SwitchError, SwitchSpec
+
+    sw = topo.switches
+    assert sw is not None
+    try:
+        SwitchSpec(
+            name=name,
+            ports=tuple(PortSpec(name=p.dev, rate_bps=p.rate_bps, delay_ns=p.delay_ns,
+                                 mtu=p.mtu, peer=p.peer) for p in ports),
+            classes=tuple(ClassSpec(name=c.name, dscp=c.dscp, priority=c.priority,
+                                    lossless=c.lossless, weight=c.weight, strict=c.strict,
+                                    red=None if c.red is None else RedParams(*c.red))
+                          for c in topo.classes),
+            buffer_bytes=sw.buffer_bytes, buffer_mode=sw.buffer_mode, pfc=sw.pfc,
+            xoff_bytes=sw.xoff_bytes, xon_bytes=sw.xon_bytes, int_enabled=sw.int_enabled)
+    except SwitchError as e:
+        raise TopologyError(str(e), file=topo.source, line=sw.line, key="switches") from None
 
 
 TBF_MAX_BPS = (2**32 - 1) * 8  # tbf's rate field: u32 bytes/s

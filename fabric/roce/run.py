@@ -174,7 +174,9 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         "drops_lossless": class_total("drops_lossless"),
         "ecn_marks": class_total("ecn_marks"),
         "pauses": total("pauses_sent"),
-        "paused_ns": max((p.get("paused_ns", 0) for p in ports), default=0),
+        # the longest any egress was held by PFC: a switch port or a host's NIC
+        "paused_ns": max([p.get("paused_ns", 0) for p in ports]
+                         + [v.get("paused_ns", 0) for v in transport.values()], default=0),
         "host_paused_ns": max((v.get("paused_ns", 0) for v in transport.values()), default=0),
         "retransmitted": host("retransmitted") + host("udp_retransmitted"),
         "cnps": host("cnps"),
@@ -272,7 +274,7 @@ def render(results: Sequence[VariantResult], topo: Topology) -> str:
             _t(m["paused_ns"]), str(m["retransmitted"]), str(m["cnps"]),
         ])
     out = [f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); queue = switch "
-           "egress, worst port; paused = longest paused egress",
+           "egress, worst port; paused = longest PFC-paused egress (switch port or host NIC)",
            format_table(rows, header, numeric=range(1, len(header)))]
     sizes = sorted({b for r in results for b in r.metrics["slowdown_by_size"]},
                    key=lambda b: _bucket_order(b))
