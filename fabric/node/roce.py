@@ -48,6 +48,11 @@ BATCH = 64
 LATE_CAP_WALL_NS = 2_000_000
 RTO_FLOOR_WALL_NS = 50_000_000  # retransmission timeout never below 50 ms of host time
 ECT0 = 0b10
+# The notification point sends at most one CNP per queue pair per 4 us (fabric time): the
+# HPCC simulator's pairing with DCQCN's defaults here (alpha timer 1 us, cuts at most every
+# 4 us). The DCQCN paper's 50 us pairs with its 55 us alpha timer; with a 1 us timer it would
+# let alpha decay between CNPs and DCQCN would barely cut.
+CNP_INTERVAL_NS = 4_000
 
 
 def sender_qpn(src: int, dst: int, cls: int) -> int:
@@ -235,7 +240,7 @@ class RoceEndpoint:
                 peer = self.node.cfg.peers[self.names[src]]
                 rx = self.receivers[p.dest_qp] = _Rx(
                     QpReceiver(qpn=p.dest_qp, dest_qpn=p.dest_qp & ~QP_RX_BIT,
-                               cnp_interval_ns=50_000),
+                               cnp_interval_ns=CNP_INTERVAL_NS),
                     (peer, ROCE_PORT), p.dest_qp & ~QP_RX_BIT)
             res = rx.core.on_packet(now, p.psn, p.opcode, p.payload_len, p.ack_req,
                                     tos & 3 == 3, p.reth, p.int_trailer)

@@ -30,6 +30,7 @@ import numpy as np
 from fabric.errors import FabricError
 from fabric.metrics.report import format_table
 from fabric.metrics.summary import jsonable, summarise
+from fabric.switch.core import DROP_LOSSLESS, DROPS
 from fabric.topology.model import Topology
 from fabric.topology.paths import path_figures
 from fabric.units import format_rate, format_size, format_time
@@ -138,7 +139,14 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
                          "p99": float(np.percentile(sd, 99))}
 
     ports = [p for s in switches.values() for p in s.get("ports", [])]
-    samples = {node: s.get("samples", []) for node, s in switches.items()}
+    # queue samples on the run's clock: a switch counts fabric time from its own start
+    started = getattr(result, "started_ns", 0)
+    samples = {}
+    for node, s in switches.items():
+        shift = 0.0
+        if started and s.get("t0_monotonic_ns"):
+            shift = (started - s["t0_monotonic_ns"]) / ts
+        samples[node] = [[r[0] - shift, r[1]] for r in s.get("samples", [])]
 
     def total(key: str) -> int:
         return int(sum(p.get(key, 0) or 0 for p in ports))
@@ -147,14 +155,31 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         return int(sum((c.get(key, 0) or 0) for p in ports
                        for c in (p.get("classes") or {}).values()))
 
-    drops = switches and sum(int(v) for s in switches.values()
-                             for k, v in (s.get("drops") or {}).items()
-                             if k not in ("local",)) or 0
+    def class_drops(cls: str | None, verdicts: tuple[str, ...]) -> int:
+        """Drops counted per port and class (`SwitchCore.stats`: {verdict: n})."""
+        return int(sum(n for p in ports for name, c in (p.get("classes") or {}).items()
+                       if cls is None or name == cls
+                       for v, n in (c.get("drops") or {}).items() if v in verdicts))
+
+    # every drop the switches made, whatever the cause (their own totals, by verdict)
+    drops = int(sum(n for s in switches.values() for v, n in (s.get("drops") or {}).items()
+                    if v in DROPS))
     transport = getattr(result, "transport", {}) or {}
 
     def host(key: str) -> int:
         return int(sum(v.get(key, 0) for v in transport.values()))
 
+    by_class = {}
+    for name, group in (summary.get("classes") or {}).items():
+        lat = group.get("transfer_latency", {}).get("fabric_ns") or {}
+        by_class[name] = {
+            "transfers": group.get("counts", {}).get("transfers", 0),
+            "fct_mean_ns": lat.get("mean"), "fct_p99_ns": lat.get("p99"),
+            "goodput_bps": group.get("goodput", {}).get("fabric_bps"),
+            "drops": class_drops(name, DROPS),
+            "ecn_marks": sum(int((p.get("classes") or {}).get(name, {}).get("ecn_marks", 0)
+                                 or 0) for p in ports),
+        }
     total_group = summary.get("total", {})
     chunk = total_group.get("chunk_latency", {}).get("fabric_ns") or {}
     return {
@@ -166,12 +191,13 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         "slowdown_p99": float(np.percentile([f["slowdown"] for f in fcts], 99)) if fcts
         else None,
         "slowdown_by_size": by_size,
+        "by_class": by_class,
         "chunk_p99_ns": chunk.get("p99"),
         "goodput_bps": total_group.get("goodput", {}).get("fabric_bps"),
         "max_queue_bytes": max((p.get("max_queue_bytes", 0) for p in ports), default=0),
         "mean_queue_bytes": max((p.get("mean_queue_bytes", 0) for p in ports), default=0),
         "drops": drops,
-        "drops_lossless": class_total("drops_lossless"),
+        "drops_lossless": class_drops(None, (DROP_LOSSLESS,)),
         "ecn_marks": class_total("ecn_marks"),
         "pauses": total("pauses_sent"),
         # the longest any egress was held by PFC: a switch port or a host's NIC
@@ -276,6 +302,19 @@ def render(results: Sequence[VariantResult], topo: Topology) -> str:
     out = [f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); queue = switch "
            "egress, worst port; paused = longest PFC-paused egress (switch port or host NIC)",
            format_table(rows, header, numeric=range(1, len(header)))]
+    if len({c for r in results for c in r.metrics.get("by_class", {})}) > 1:
+        crows = []
+        for r in results:
+            for name, c in r.metrics["by_class"].items():
+                crows.append([r.variant.label, name, str(c["transfers"]), _t(c["fct_mean_ns"]),
+                              _t(c["fct_p99_ns"]),
+                              "-" if not c["goodput_bps"] else format_rate(
+                                  round(c["goodput_bps"])),
+                              str(c["drops"]), str(c["ecn_marks"])])
+        out.append("\nby traffic class")
+        out.append(format_table(crows, ["variant", "class", "transfers", "FCT mean", "FCT p99",
+                                        "goodput", "drops", "ECN marks"],
+                                numeric=range(2, 8)))
     sizes = sorted({b for r in results for b in r.metrics["slowdown_by_size"]},
                    key=lambda b: _bucket_order(b))
     if sizes:
