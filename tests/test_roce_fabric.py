@@ -12,6 +12,7 @@ import struct
 import textwrap
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,6 +39,7 @@ from fabric.switch.core import (
     DROP_BUFFER,
     DROP_LOSSLESS,
     DROP_NO_ROUTE,
+    DROPS,
     QUEUED,
     ClassSpec,
     PortSpec,
@@ -159,9 +161,6 @@ def test_class_ecn_off(value: str) -> None:
     assert topo.classes[0].red is None
 
 
-@pytest.mark.xfail(strict=True, reason="classes[].ecn only treats the literal text 'false' as "
-                   "off; other YAML falses (False, off, no), which a link's `ecn:` accepts, are "
-                   "rejected as 'expected a mapping'")
 @pytest.mark.parametrize("value", ["False", "off"])
 def test_class_ecn_off_any_yaml_false(value: str) -> None:
     topo = parse(f"""\
@@ -195,7 +194,8 @@ def test_switches_defaults_and_full() -> None:
                                            pfc=False, xoff_bytes=64_000, xon_bytes=64_000,
                                            int_enabled=False, line=3)
     auto = parse("name: t\nswitches: {xoff: auto, xon: auto}\nnodes: {a: {}}\n").switches
-    assert auto is not None and (auto.xoff_bytes, auto.xon_bytes) == (None, None)
+    assert auto is not None
+    assert (auto.xoff_bytes, auto.xon_bytes) == (None, None)
 
 
 def test_roce_transport_flow() -> None:
@@ -237,12 +237,12 @@ ERRORS = [
      "4: classes[0].cc: unknown congestion control 'reno' (one of: none, dcqcn, timely, swift, "
      "hpcc, dctcp)"),
     # unknown parameter names: at the cc_params line, as make_cc words it
-    (cls("cc: dcqcn", "cc_params:", "  g: 0.5", "  foo: 1"),
+    (cls("cc: dcqcn", "cc_params: {g: 0.5, foo: 1}"),
      f"5: classes[0].cc_params: dcqcn: unknown parameter(s) foo; its parameters are: "
      f"{DCQCN_PARAMS}"),
     (cls("cc_params: {g: 0.5}"),
      "4: classes[0].cc_params: none: unknown parameter(s) g; its parameters are: none"),
-    (cls("cc: dcqcn", "cc_params:", "  g: 2"),
+    (cls("cc: dcqcn", "cc_params: {g: 2}"),
      "5: classes[0].cc_params: dcqcn: g must be in (0, 1], got 2"),
     (cls("cc: dcqcn", "cc_params:", "  g: fast"),
      "6: classes[0].cc_params.g: expected a number, got 'fast'"),
@@ -277,6 +277,14 @@ ERRORS = [
 def test_errors(write: Write, text: str, expected: str) -> None:
     path = write(text)
     with pytest.raises(TopologyError, match=f"^{re.escape(f'{path}:{expected}')}$"):
+        load_topology(path)
+
+
+def test_cc_params_unknown_name_in_block_style_names_the_cc_params_line(write: Write) -> None:
+    path = write(cls("cc: dcqcn", "cc_params:", "  g: 0.5", "  foo: 1"))
+    # line 5 is `cc_params:`; line 6 is the valid `g: 0.5`, line 7 the unknown `foo: 1`
+    with pytest.raises(TopologyError, match=f"^{re.escape(str(path))}:5: classes\\[0\\]"
+                                            r"\.cc_params: dcqcn: unknown parameter\(s\) foo;"):
         load_topology(path)
 
 
@@ -354,6 +362,19 @@ def test_plan_switch_port_needs_a_rate() -> None:
             "t.yaml:11: sw--h1: a RoCE switch port needs a rate (its egress serialises at the "
             "port rate): give the link `rate:`")):
         plan_fabric(parse(text), backend="netem", run_id="r1")
+
+
+def test_plan_checks_the_switch_buffer_fits_pfc_headroom() -> None:
+    text = PLAN_TOPO.replace("switches: {buffer: 1MiB}",
+                             "switches: {buffer: 16KiB}\nclasses:\n  - {name: kv, lossless: true}")
+    # headroom per port: 2 x 10 Gbit/s x 1 us + 2 x 9000 (eth0); 2 x 1500 (eth1, no delay)
+    with pytest.raises(TopologyError, match=re.escape(
+            "t.yaml:3: switches: switch 'sw': PFC headroom of 23500 bytes (2 ports x 1 lossless "
+            "priorities, 2 x rate x delay + 2 x MTU each) leaves no room in buffer_bytes (16384 "
+            "bytes); raise buffer_bytes or use fewer lossless priorities")):
+        plan_fabric(parse(text), backend="netem", run_id="r1")
+    lossy = text.replace("lossless: true", "lossless: false")
+    assert list(plan_fabric(parse(lossy), backend="netem", run_id="r1").switches) == ["sw"]
 
 
 def test_plan_without_switches_section_is_unchanged() -> None:
@@ -499,7 +520,8 @@ def test_with_cc() -> None:
     other = _with_cc(topo, "timely")
     assert [(c.cc, c.cc_params) for c in other.classes] == [("timely", ()), ("timely", ())]
     assert [c.cc for c in topo.classes] == ["dcqcn", "hpcc"]  # the original is untouched
-    assert other.links == topo.links and other.switches == topo.switches
+    assert other.links == topo.links
+    assert other.switches == topo.switches
 
 
 # ---- variant metrics ------------------------------------------------------------------------
@@ -650,33 +672,56 @@ def test_variant_metrics_from_switch_stats() -> None:
     assert q.tolist() == [0, 20_000, 32_000]  # port 2, sampled before each event
 
 
-@pytest.mark.xfail(strict=True, reason="variant_metrics sums a per-class 'drops_lossless' key "
-                   "that SwitchCore.stats() never writes (it counts them in the class's "
-                   "'drops' dict as 'drop_lossless'), so lossless drops always report 0")
-def test_variant_metrics_counts_lossless_drops() -> None:
+def test_variant_metrics_counts_lossless_drops_and_per_class() -> None:
     stats, seen = run_switch()
-    m = variant_metrics(pair(), fake_result([]), {}, {"sw": stats})
-    assert seen[DROP_LOSSLESS] == 8
-    assert m["drops_lossless"] == seen[DROP_LOSSLESS]
+    recs = [record(100_000, 2.0), replace(record(200_000, 3.0), flow="b", cls="bulk")]
+    summary = summarise([], recs, time_scale=100)
+    m = variant_metrics(pair(), fake_result(recs), summary, {"sw": stats})
+    assert m["drops_lossless"] == seen[DROP_LOSSLESS] == 8
+    kv, bulk = m["by_class"]["kv"], m["by_class"]["bulk"]
+    assert (kv["transfers"], kv["drops"], kv["ecn_marks"]) == (1, 8, 30)
+    assert (bulk["transfers"], bulk["drops"], bulk["ecn_marks"]) == (1, 3, 0)
+    assert kv["fct_mean_ns"] == pytest.approx(2 * (PAIR_RTT_NS + 100_000))
+    text = render([VariantResult(Variant(None, None), m, summary)], pair())
+    assert "by traffic class" in text
+
+
+def test_variant_metrics_paused_is_the_longest_of_ports_and_nics() -> None:
+    stats, _ = run_switch()
+    m = variant_metrics(pair(), fake_result([], {"h0": {"paused_ns": 900}}), {}, {"sw": stats})
+    assert (m["paused_ns"], m["host_paused_ns"]) == (900, 900)
+    m = variant_metrics(pair(), fake_result([], {"h0": {"paused_ns": 90}}), {}, {"sw": stats})
+    assert (m["paused_ns"], m["host_paused_ns"]) == (500, 90)
+
+
+def test_variant_metrics_queue_samples_on_the_run_clock() -> None:
+    """A switch counts fabric time from its own start; samples move onto the run's clock."""
+    stats, _ = run_switch()
+    stats["t0_monotonic_ns"] = 1_000_000  # what the switch process adds to core.stats()
+    result = fake_result([])
+    result.started_ns = 5_000_000  # the run started 4 ms of host time = 40 us fabric later
+    m = variant_metrics(pair(), result, {}, {"sw": stats})
+    assert [t for t, _ in m["queue_samples"]["sw"]] == [-40_000, -39_000, -38_000]
+    assert [q for _, q in m["queue_samples"]["sw"]] == [q for _, q in stats["samples"]]
 
 
 PORT_KEYS = ("max_queue_bytes", "mean_queue_bytes", "pauses_sent", "paused_ns")
 
 
-@pytest.mark.parametrize(("level", "key"), [
-    *[("port", k) for k in PORT_KEYS],
-    ("class", "ecn_marks"),
-    pytest.param("class", "drops_lossless", marks=pytest.mark.xfail(
-        strict=True, reason="SwitchCore.stats() has no per-class 'drops_lossless' counter")),
-])
-def test_stats_have_the_keys_variant_metrics_reads(level: str, key: str) -> None:
+@pytest.mark.parametrize("key", PORT_KEYS)
+def test_stats_have_the_port_keys_variant_metrics_reads(key: str) -> None:
     stats, _ = run_switch()
-    assert isinstance(stats["samples"], list) and all(
-        isinstance(t, int) and len(q) == 3 for t, q in stats["samples"])
-    assert isinstance(stats["drops"], dict)
-    for port in stats["ports"]:
-        where = port if level == "port" else port["classes"]["kv"]
-        assert key in where
+    assert all(key in port for port in stats["ports"])
+
+
+def test_stats_have_the_class_drop_and_sample_layout_variant_metrics_reads() -> None:
+    stats, _ = run_switch()
+    assert set(stats["drops"]) == set(DROPS)
+    kv = stats["ports"][2]["classes"]["kv"]
+    assert kv["drops"] == {DROP_LOSSLESS: 8}
+    assert kv["ecn_marks"] == 30
+    # samples: [(t, [queue bytes per port])]
+    assert all(isinstance(t, int) and len(q) == 3 for t, q in stats["samples"])
 
 
 # ---- reporting ------------------------------------------------------------------------------
@@ -701,8 +746,10 @@ def test_render_table() -> None:
     for label in ("dcqcn/pfc", "hpcc/no-pfc"):
         assert sum(line.lstrip().startswith(label) for line in text.splitlines()) == 2
     assert "FCT slowdown by flow size" in text
-    assert "<=256 KiB" in text and "1 MiB-4 MiB" in text
-    assert "2.00 / 2.00 (1)" in text and "3.00 / 3.00 (1)" in text
+    assert "<=256 KiB" in text
+    assert "1 MiB-4 MiB" in text
+    assert "2.00 / 2.00 (1)" in text
+    assert "3.00 / 3.00 (1)" in text
 
 
 def test_render_without_flows() -> None:
@@ -719,9 +766,6 @@ def test_write_plots(tmp_path: Path) -> None:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.xfail(strict=True, reason="write_plots calls ax.legend() on an empty axes when no "
-                   "variant has queue samples (no `switches:`), and matplotlib warns 'No "
-                   "artists with labels found to put in legend'")
 def test_write_plots_without_switches_is_quiet(tmp_path: Path) -> None:
     recs = [record(100_000, 2.0)]
     m = variant_metrics(pair(switches=False), fake_result(recs), {}, {})
@@ -741,7 +785,8 @@ def test_write_comparison_round_trip(tmp_path: Path) -> None:
     assert [(r["variant"], r["cc"], r["pfc"], r["errors"]) for r in rows] == [
         ("dcqcn/pfc", "dcqcn", True, []), ("hpcc/no-pfc", "hpcc", False, ["timed out"])]
     for row, r in zip(rows, rs, strict=True):
-        assert "fcts" not in row and "queue_samples" not in row
+        assert "fcts" not in row
+        assert "queue_samples" not in row
         assert row["slowdown_p50"] == pytest.approx(r.metrics["slowdown_p50"])
         assert row["ecn_marks"] == r.metrics["ecn_marks"]
         assert row["cnps"] == r.metrics["cnps"]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fabric.errors import FabricError
+from fabric.metrics.records import parse_links
 from fabric.metrics.report import format_table
 from fabric.metrics.summary import jsonable, summarise
 from fabric.switch.core import DROP_LOSSLESS, DROPS
@@ -165,6 +166,12 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
     drops = int(sum(n for s in switches.values() for v, n in (s.get("drops") or {}).items()
                     if v in DROPS))
     transport = getattr(result, "transport", {}) or {}
+    # drops in the link layer (a host NIC's queue, random loss): not the switches' doing,
+    # but they cost go-back-N the same, so they show beside the switch drops
+    link_drops = sum(int(c.drops_queue or 0) for link in parse_links(getattr(result, "links", None))
+                     for _, c in link.directions())
+    link_loss = sum(int(c.drops_loss or 0) for link in parse_links(getattr(result, "links", None))
+                    for _, c in link.directions())
 
     def host(key: str) -> int:
         return int(sum(v.get(key, 0) for v in transport.values()))
@@ -198,6 +205,8 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         "mean_queue_bytes": max((p.get("mean_queue_bytes", 0) for p in ports), default=0),
         "drops": drops,
         "drops_lossless": class_drops(None, (DROP_LOSSLESS,)),
+        "link_queue_drops": link_drops,
+        "link_loss": link_loss,
         "ecn_marks": class_total("ecn_marks"),
         "pauses": total("pauses_sent"),
         # the longest any egress was held by PFC: a switch port or a host's NIC
@@ -284,8 +293,8 @@ def _t(ns: float | None) -> str:
 def render(results: Sequence[VariantResult], topo: Topology) -> str:
     """The comparison table (fabric time), then slowdown by flow size per variant."""
     header = ["variant", "FCT mean", "FCT p99", "slowdown p50", "p99", "chunk p99", "goodput",
-              "queue max", "queue mean", "drops", "lossless drops", "ECN marks", "pauses",
-              "paused", "retx", "CNPs"]
+              "queue max", "queue mean", "drops", "lossless drops", "link drops", "ECN marks",
+              "pauses", "paused", "retx", "CNPs"]
     rows = []
     for r in results:
         m = r.metrics
@@ -296,11 +305,13 @@ def render(results: Sequence[VariantResult], topo: Topology) -> str:
             _t(m["chunk_p99_ns"]),
             "-" if not m["goodput_bps"] else format_rate(round(m["goodput_bps"])),
             format_size(int(m["max_queue_bytes"])), format_size(int(m["mean_queue_bytes"])),
-            str(m["drops"]), str(m["drops_lossless"]), str(m["ecn_marks"]), str(m["pauses"]),
+            str(m["drops"]), str(m["drops_lossless"]),
+            str(m["link_queue_drops"] + m["link_loss"]), str(m["ecn_marks"]), str(m["pauses"]),
             _t(m["paused_ns"]), str(m["retransmitted"]), str(m["cnps"]),
         ])
     out = [f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); queue = switch "
-           "egress, worst port; paused = longest PFC-paused egress (switch port or host NIC)",
+           "egress, worst port; paused = longest PFC-paused egress (switch port or host NIC);\n"
+           "drops = at switches; link drops = in the link layer (host NIC queues, loss)",
            format_table(rows, header, numeric=range(1, len(header)))]
     if len({c for r in results for c in r.metrics.get("by_class", {})}) > 1:
         crows = []
@@ -357,7 +368,10 @@ def write_plots(results: Sequence[VariantResult], topo: Topology, out_dir: Path)
     ax.set_ylabel("FCT slowdown (FCT / ideal)")
     ax.set_title(f"{topo.name}: FCT slowdown by flow size")
     ax.axhline(1.0, color="grey", lw=0.6)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no completed transfers", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     p = out_dir / "fct_slowdown.png"
     fig.savefig(p, dpi=110)
@@ -372,7 +386,11 @@ def write_plots(results: Sequence[VariantResult], topo: Topology, out_dir: Path)
     ax.set_xlabel("fabric time (us)")
     ax.set_ylabel("egress queue (KiB), worst port")
     ax.set_title(f"{topo.name}: switch queue depth over time")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no RoCE switch queue samples (no `switches:` section)",
+                transform=ax.transAxes, ha="center")
     fig.tight_layout()
     p = out_dir / "queues.png"
     fig.savefig(p, dpi=110)

@@ -483,7 +483,8 @@ class _Parser(_Walker):
 
     def _red(self, node: yaml.Node, path: str) -> tuple[int, int, float] | None:
         """A class's `ecn: {kmin, kmax, pmax}` (RED-style marking at RoCE switches)."""
-        if self.is_null(node) or (isinstance(node, ScalarNode) and node.value == "false"):
+        if self.is_null(node) or (isinstance(node, ScalarNode)
+                                  and self.scalar(node, path, "a mapping") is False):
             return None
         f = self.mapping(node, path, ("kmin", "kmax", "pmax"), required=("kmin", "kmax"))
         kmin = self.unit(f["kmin"][1], f"{path}.kmin", parse_size, "a size such as 100KB")
@@ -521,7 +522,7 @@ class _Parser(_Walker):
             try:
                 make_cc(cc, line_rate_bps=100_000_000_000, base_rtt_ns=10_000, **params)
             except CongestionControlError as e:
-                raise self.error(f["cc_params"][1], f"{path}.cc_params", str(e)) from None
+                raise self.error(f["cc_params"][0], f"{path}.cc_params", str(e)) from None
         return cc, tuple(sorted(params.items()))
 
     def _switches(self, node: yaml.Node) -> SwitchSettings:
