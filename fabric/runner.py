@@ -172,8 +172,11 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
         drain = sw.buffer_bytes * 8 * 1_000_000_000 // rate if sw else 0
         peers[dst] = {"rate_bps": rate, "base_rtt_ns": pf.base_rtt_ns, "mtu": pf.mtu,
                       "hops": pf.hops, "rto_ns": max(4 * pf.base_rtt_ns, 2 * drain)}
+    first_hops = [topo.shape(name, nb).rate_bps for nb in topo.neighbours(name)]
     return {
         "time_scale": topo.time_scale,
+        # one link: its rate is the NIC's; several (multi-homed): leave pacing per QP
+        "nic_rate_bps": first_hops[0] if len(first_hops) == 1 else None,
         "int": bool(sw and sw.int_enabled),
         "nodes": sorted(topo.nodes),
         "classes": {c.name: {"cc": c.cc, "cc_params": dict(c.cc_params),

@@ -804,6 +804,7 @@ def test_roce_plan_sender_receiver_and_bystander() -> None:
     # drain: 1 MiB of switch buffer at the 8 Gbit/s NIC = 1048576 ns, twice
     assert sender == {
         "time_scale": 100.0,
+        "nic_rate_bps": 8 * GBPS,  # h0 has one link: its NIC paces every queue pair
         "int": True,
         "nodes": ["h0", "h1", "sw"],
         "classes": {"kv": {"cc": "dcqcn", "cc_params": {"g": 0.5}, "priority": 3, "index": 0},

@@ -109,6 +109,11 @@ class RoceEndpoint:
         self.paused_ns = 0
         self.pauses_received = 0
         self.next_msg = 1
+        # The NIC: every queue pair's packets leave through one port at its line rate, so
+        # the pacers of several queue pairs never add up to more than the link (a real NIC
+        # arbitrates between its send queues the same way). A virtual clock, fabric ns.
+        self.nic_bps = int(rc.get("nic_rate_bps") or 0)
+        self.nic_free_ns = 0
         self.counters = {"cnps_sent": 0, "acks_sent": 0, "naks_sent": 0, "send_errors": 0}
 
     # time
@@ -157,10 +162,17 @@ class RoceEndpoint:
                 core.on_timer(now)
             self._collect(qp)
             pkt = None
-            if qp.priority not in self.paused:
+            nic_busy = self.nic_free_ns > now
+            if qp.priority not in self.paused and not nic_busy:
                 t = core.next_send_ns(now)
                 if t is not None and t <= now:
-                    pkt = core.poll(max(core.paced_ns, now - late_cap, 0))
+                    when = max(core.paced_ns, now - late_cap, 0)
+                    pkt = core.poll(when)
+                    if pkt is not None and self.nic_bps:
+                        size = wire.wire_size(pkt.opcode, pkt.length,
+                                              len(tail_int) if tail_int else 0)
+                        start = max(self.nic_free_ns, when)
+                        self.nic_free_ns = start + size * 8 * 1_000_000_000 // self.nic_bps
             if pkt is not None:
                 buf = qp.buffers[pkt.msg_id]
                 view = memoryview(buf)[pkt.msg_offset: pkt.msg_offset + pkt.length]
@@ -188,6 +200,8 @@ class RoceEndpoint:
             wake = None
             if qp.priority not in self.paused:
                 wake = core.next_send_ns(now)
+                if wake is not None and nic_busy:
+                    wake = max(wake, self.nic_free_ns)
             deadline = core.next_deadline()
             if deadline is not None and (wake is None or deadline < wake):
                 wake = deadline
