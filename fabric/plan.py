@@ -83,6 +83,16 @@ class AddVeth:
 
 
 @dataclass(frozen=True)
+class SetOffloadsOff:
+    """Turn checksum and segmentation offloads off on a veth end, so every packet a RoCE
+    switch process reads is a finished, MTU-sized IP packet it can forward as bytes (with
+    offloads, veth hands over unfinished checksums and 64 KiB TCP super-packets)."""
+
+    netns: str
+    dev: str
+
+
+@dataclass(frozen=True)
 class AddTun:
     """A persistent layer-3 TUN device, driven by the link engine."""
 
@@ -142,7 +152,7 @@ class WriteHosts:
 
 
 Step = (AddNamespace | SetSysctl | AddVeth | AddTun | AddAddress | SetUp | SetNetem | SetTbf
-        | AddRoute | WriteHosts)
+        | AddRoute | WriteHosts | SetOffloadsOff)
 
 
 # ---- the plan --------------------------------------------------------------------------
@@ -456,6 +466,8 @@ def _steps(plan: FabricPlan) -> list[Step]:
         mtu = lp.link.forward.mtu
         if plan.backend == "netem":
             steps.append(AddVeth(lp.a.netns, lp.a.dev, lp.b.netns, lp.b.dev, mtu))
+            if plan.switches:
+                steps.extend(SetOffloadsOff(end.netns, end.dev) for end in (lp.a, lp.b))
         else:
             for end in (lp.a, lp.b):
                 steps.append(AddTun(end.netns, end.dev, mtu, txqueuelen=1000))

@@ -22,7 +22,16 @@ import pytest
 from fabric.errors import FabricError, TopologyError
 from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.metrics.summary import summarise
-from fabric.plan import NODE_SYSCTLS, SetNetem, SetSysctl, SetTbf, SwitchPort, plan_fabric
+from fabric.plan import (
+    NODE_SYSCTLS,
+    AddVeth,
+    SetNetem,
+    SetOffloadsOff,
+    SetSysctl,
+    SetTbf,
+    SwitchPort,
+    plan_fabric,
+)
 from fabric.roce.run import (
     Variant,
     VariantResult,
@@ -375,6 +384,20 @@ def test_plan_checks_the_switch_buffer_fits_pfc_headroom() -> None:
         plan_fabric(parse(text), backend="netem", run_id="r1")
     lossy = text.replace("lossless: true", "lossless: false")
     assert list(plan_fabric(parse(lossy), backend="netem", run_id="r1").switches) == ["sw"]
+
+
+def test_plan_veth_links_of_a_switched_fabric_turn_offloads_off() -> None:
+    # a switch process forwards veth frames as bytes: they must be whole, checksummed packets
+    steps = plan_fabric(pair(), backend="netem", run_id="r1").steps
+    veths = [s for s in steps if isinstance(s, AddVeth)]
+    offs = {(s.netns, s.dev) for s in steps if isinstance(s, SetOffloadsOff)}
+    assert len(veths) == 2
+    assert offs == {(v.netns_a, v.dev_a) for v in veths} | {(v.netns_b, v.dev_b) for v in veths}
+    assert not any(isinstance(s, SetOffloadsOff)
+                   for s in plan_fabric(pair(switches=False), backend="netem",
+                                        run_id="r1").steps)
+    assert not any(isinstance(s, SetOffloadsOff)
+                   for s in plan_fabric(pair(), backend="userspace", run_id="r1").steps)
 
 
 def test_plan_without_switches_section_is_unchanged() -> None:

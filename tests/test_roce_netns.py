@@ -166,3 +166,24 @@ def test_capture_decodes_as_rocev2(tmp_path, fabric_name, state_dir) -> None:
     assert "RETH - RDMA Extended Transport Header" in out
     assert "Opcode: Reliable Connection (RC) - Acknowledge (17)" in out
     assert "AETH - ACK Extended Transport Header" in out
+
+
+@pytest.mark.netem
+def test_switch_forwards_on_veth_links_with_netem(tmp_path, fabric_name, state_dir) -> None:
+    # veth links carry Ethernet: the switch addresses each frame to its neighbour's MAC
+    extra = ("    - {name: ckpt, pattern: bulk, from: s1, to: r, class: bulk, transport: tcp,"
+             " size: 1MiB}")
+    _, topo = _topo(tmp_path, fabric_name, extra=extra)
+    state = lifecycle.bring_up(plan_fabric(topo, backend="netem"))
+    try:
+        result = run_traffic(state, topo, timeout=120)
+        time.sleep(0.4)
+        stats = json.loads((state.dir / "switch-sw.json").read_text())
+    finally:
+        lifecycle.remove_fabric(state)
+    assert result.errors == []
+    assert integrity_counts(result.chunk_records, result.transfer_records).ok
+    port = next(p for p in stats["ports"] if p["peer"] == "r")
+    assert port["classes"]["kv"]["tx_packets"] > 0
+    assert port["classes"]["bulk"]["tx_packets"] > 0
+    assert _ours(fabric_name) == []

@@ -33,6 +33,7 @@ from ..plan import (
     AddTun,
     AddVeth,
     SetNetem,
+    SetOffloadsOff,
     SetSysctl,
     SetTbf,
     SetUp,
@@ -116,6 +117,13 @@ class Kernel:
                 raise KernelError(f"{ns}: no device {dev}")
             idx = self._ifindex[key] = found[0]
         return idx
+
+    def mac(self, ns: str, dev: str) -> str | None:
+        """The link-layer address of `dev` in `ns` ("aa:bb:..."), None for a device without
+        one (TUN)."""
+        (link,) = self.handle(ns).get_links(self.ifindex(ns, dev))
+        addr = link.get_attr("IFLA_ADDRESS")
+        return addr if addr and addr != "00:00:00:00:00:00" else None
 
     # ---- namespaces ---------------------------------------------------------------------
 
@@ -210,6 +218,8 @@ class Kernel:
                 self._set_tbf(ns, dev, rate_bps, queue_bytes, mtu, parent=None)
             case AddRoute(ns, dst, nexthops, src):
                 self._add_route(ns, dst, nexthops, src)
+            case SetOffloadsOff(ns, dev):
+                self._offloads_off(ns, dev)
             case WriteHosts(ns, entries):
                 d = NETNS_ETC_DIR / ns
                 d.mkdir(parents=True, exist_ok=True)
@@ -247,6 +257,20 @@ class Kernel:
                         "qdisc": m.get_attr("TCA_KIND"),
                     }
         return {"links": links, "monotonic_ns": time.monotonic_ns()}
+
+    def _offloads_off(self, ns: str, dev: str) -> None:
+        from pyroute2.ethtool import Ethtool
+
+        with self.inside(ns):
+            eth = Ethtool()  # its sockets belong to the namespace it was opened in
+        try:
+            feats = eth.get_features(dev)
+            for name in OFFLOADS_OFF:
+                if name in feats.features:
+                    feats.features[name].enable = False
+            eth.set_features(dev, feats)
+        finally:
+            eth.close()
 
     def _add_route(self, ns: str, dst: str, nexthops: tuple[tuple[str, str], ...],
                    src: str) -> None:
@@ -292,6 +316,12 @@ class Kernel:
             self._set_tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=0x00010001)
 
 
+# what `ethtool -K DEV tx off sg off tso off gso off gro off` turns off
+OFFLOADS_OFF = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-scatter-gather",
+                "tx-tcp-segmentation", "tx-tcp-ecn-segmentation", "tx-tcp-mangleid-segmentation",
+                "tx-generic-segmentation", "tx-udp-segmentation", "rx-gro")
+
+
 def _describe(step: Step) -> str:
     match step:
         case AddNamespace(ns):
@@ -306,5 +336,7 @@ def _describe(step: Step) -> str:
             return f"adding tbf on {ns}/{dev}"
         case AddRoute(ns, dst, _, _):
             return f"adding route to {dst} in {ns}"
+        case SetOffloadsOff(ns, dev):
+            return f"turning offloads off on {ns}/{dev}"
         case _:
             return type(step).__name__

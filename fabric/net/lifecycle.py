@@ -280,9 +280,13 @@ def switch_config(plan: FabricPlan, node: str, state_dir: Path, *,
 def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = None) -> None:
     """Start (or restart, with fresh counters) the switch process of every RoCE switch."""
     stop_switches(state)
+    macs = _peer_macs(plan) if plan.backend == "netem" else {}
     for node in plan.switches:
+        cfg = switch_config(plan, node, state.dir, pfc=pfc)
+        for port in cfg["ports"]:
+            port["peer_mac"] = macs.get((node, port["dev"]))
         cfg_path = state.dir / f"switch-{node}.config.json"
-        cfg_path.write_text(json.dumps(switch_config(plan, node, state.dir, pfc=pfc)))
+        cfg_path.write_text(json.dumps(cfg))
         with contextlib.suppress(FileNotFoundError):
             (state.dir / f"switch-{node}.json").unlink()
 
@@ -292,6 +296,19 @@ def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = N
 
         _spawn_ready("fabric.switch.node", cfg_path, state.dir / f"switch-{node}.log",
                      f"switch {node}", record)
+
+
+def _peer_macs(plan: FabricPlan) -> dict[tuple[str, str], str | None]:
+    """(switch, its port device) -> the Ethernet address of the device at the link's other
+    end: a veth carries Ethernet frames, and the switch writes them itself (packet sockets
+    bypass the kernel's neighbour table, which a non-forwarding switch would not fill)."""
+    out: dict[tuple[str, str], str | None] = {}
+    with Kernel() as k:
+        for lp in plan.links:
+            for me, other in ((lp.a, lp.b), (lp.b, lp.a)):
+                if me.node in plan.switches:
+                    out[(me.node, me.dev)] = k.mac(other.netns, other.dev)
+    return out
 
 
 def stop_switches(state: FabricState) -> None:

@@ -103,6 +103,10 @@ class SwitchNode:
         self.t0 = time.monotonic_ns()
         self.ports: list[socket.socket] = []
         self.devs = [p["dev"] for p in cfg["ports"]]
+        # where a port's frames go: TUN ports carry bare IP; veth ports need the neighbour's
+        # Ethernet address (the netem backend), which the config carries
+        self.dest = [(p["dev"], ETH_P_IP, 0, 0, bytes.fromhex(p["peer_mac"].replace(":", "")))
+                     if p.get("peer_mac") else (p["dev"], ETH_P_IP) for p in cfg["ports"]]
         self.peer_port = {p["peer_address"]: i for i, p in enumerate(cfg["ports"])}
         self.peer_addr = [p["peer_address"] for p in cfg["ports"]]
         self.pfc_sock: socket.socket | None = None
@@ -171,7 +175,7 @@ class SwitchNode:
     def _transmit(self, port: int, now: int) -> None:
         core = self.core
         sock = self.ports[port]
-        dev = (self.devs[port], ETH_P_IP)
+        dev = self.dest[port]
         late_cap = int(LATE_CAP_NS / self.scale)
         while True:
             t = core.next_departure(port)
