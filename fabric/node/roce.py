@@ -55,6 +55,18 @@ ECT0 = 0b10
 CNP_INTERVAL_NS = 4_000
 
 
+def udp_rcvbuf_errors() -> int:
+    """The namespace's count of UDP datagrams dropped at a full receive buffer (RcvbufErrors
+    in /proc/self/net/snmp: the node has its own namespace, so these are its sockets')."""
+    try:
+        with open("/proc/self/net/snmp") as fh:
+            rows = [line.split() for line in fh if line.startswith("Udp:")]
+        header, values = rows[0], rows[1]
+        return int(values[header.index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def sender_qpn(src: int, dst: int, cls: int) -> int:
     return (src << 13) | (dst << 3) | cls
 
@@ -109,6 +121,7 @@ class RoceEndpoint:
         self.paused_ns = 0
         self.pauses_received = 0
         self.next_msg = 1
+        self.rcvbuf_base = udp_rcvbuf_errors()
         # The NIC: every queue pair's packets leave through one port at its line rate, so
         # the pacers of several queue pairs never add up to more than the link (a real NIC
         # arbitrates between its send queues the same way). A virtual clock, fabric ns.
@@ -341,6 +354,8 @@ class RoceEndpoint:
     def statistics(self) -> dict[str, int]:
         now = self.now()
         out = dict(self.counters)
+        # datagrams the kernel dropped because this process did not read them in time
+        out["host_rx_drops"] = udp_rcvbuf_errors() - self.rcvbuf_base
         out["paused_ns"] = self.paused_ns + sum(now - t for t in self.paused.values())
         out["pauses_received"] = self.pauses_received
         for key in ("retransmitted", "timeouts", "naks", "cnps"):

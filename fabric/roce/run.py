@@ -207,6 +207,8 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         "drops_lossless": class_drops(None, (DROP_LOSSLESS,)),
         "link_queue_drops": link_drops,
         "link_loss": link_loss,
+        # the host fell behind: its socket overflowed, or a switch's device queue did
+        "host_drops": host("host_rx_drops") + total("tx_ring_drops"),
         "ecn_marks": class_total("ecn_marks"),
         "pauses": total("pauses_sent"),
         # the longest any egress was held by PFC: a switch port or a host's NIC
@@ -293,8 +295,8 @@ def _t(ns: float | None) -> str:
 def render(results: Sequence[VariantResult], topo: Topology) -> str:
     """The comparison table (fabric time), then slowdown by flow size per variant."""
     header = ["variant", "FCT mean", "FCT p99", "slowdown p50", "p99", "chunk p99", "goodput",
-              "queue max", "queue mean", "drops", "lossless drops", "link drops", "ECN marks",
-              "pauses", "paused", "retx", "CNPs"]
+              "queue max", "queue mean", "drops", "lossless drops", "link drops",
+              "host drops", "ECN marks", "pauses", "paused", "retx", "CNPs"]
     rows = []
     for r in results:
         m = r.metrics
@@ -306,12 +308,15 @@ def render(results: Sequence[VariantResult], topo: Topology) -> str:
             "-" if not m["goodput_bps"] else format_rate(round(m["goodput_bps"])),
             format_size(int(m["max_queue_bytes"])), format_size(int(m["mean_queue_bytes"])),
             str(m["drops"]), str(m["drops_lossless"]),
-            str(m["link_queue_drops"] + m["link_loss"]), str(m["ecn_marks"]), str(m["pauses"]),
+            str(m["link_queue_drops"] + m["link_loss"]), str(m.get("host_drops", 0)),
+            str(m["ecn_marks"]), str(m["pauses"]),
             _t(m["paused_ns"]), str(m["retransmitted"]), str(m["cnps"]),
         ])
     out = [f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); queue = switch "
            "egress, worst port; paused = longest PFC-paused egress (switch port or host NIC);\n"
-           "drops = at switches; link drops = in the link layer (host NIC queues, loss)",
+           "drops = at switches; link drops = in the link layer (host NIC queues, loss);\n"
+           "host drops = the emulation fell behind (a node's socket or a switch's device "
+           "queue overflowed)",
            format_table(rows, header, numeric=range(1, len(header)))]
     if len({c for r in results for c in r.metrics.get("by_class", {})}) > 1:
         crows = []
