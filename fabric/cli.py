@@ -143,12 +143,33 @@ def check(file: str | None, links: str) -> None:
     from .plan import plan_fabric
 
     backend = guess_backend(links)
-    plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up` needs
+    plan = plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up`
+    if plan.switches:
+        click.echo(_switches_line(topo, plan))
     warnings = backend_warnings(topo, backend)
     for w in warnings:
         click.echo(f"warning: {w}")
     n = len(warnings)
     click.echo(f"ok ({backend} backend" + (f", {n} warning{'s' if n > 1 else ''})" if n else ")"))
+
+
+def _switches_line(topo, plan) -> str:  # noqa: ANN001
+    """One line on the RoCE switches: settings, and the PFC thresholds of the first switch."""
+    from .plan import switch_spec
+    from .switch.core import headroom_bytes
+
+    sw = topo.switches
+    first = next(iter(plan.switches.values()))
+    spec = switch_spec(first.node, first.ports, topo)
+    line = (f"RoCE switches: {len(plan.switches)} (buffer {format_size(sw.buffer_bytes)} "
+            f"{sw.buffer_mode.replace('_', '-')}, PFC {'on' if sw.pfc else 'off'}, "
+            f"INT {'on' if sw.int_enabled else 'off'})")
+    if sw.pfc and spec.lossless_priorities():
+        headroom = max(headroom_bytes(p) for p in spec.ports)
+        line += (f"; {first.node}: headroom {format_size(headroom)}"
+                 f" per port and lossless priority, XOFF {format_size(spec.xoff_for(0))}, "
+                 f"XON {format_size(spec.xon_for(0))}")
+    return line
 
 
 # ---- up / down / status / exec ------------------------------------------------------------

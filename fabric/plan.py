@@ -340,20 +340,22 @@ def _switch_plan(name: str, plan: FabricPlan) -> SwitchNodePlan:
             table["default"] = idx
         else:
             table[r.dst.split("/")[0]] = idx
-    _check_switch(name, ports, plan.topology)
+    switch_spec(name, ports, plan.topology)  # what the process would refuse fails here
     return SwitchNodePlan(node=name, netns=netns, ports=tuple(ports),
                           routes=tuple(sorted(table.items())), local=tuple(local))
 
 
-def _check_switch(name: str, ports: list[SwitchPort], topo: Topology) -> None:
-    """What the switch process would refuse at start (a buffer its PFC headroom does not fit,
-    thresholds that contradict each other) fails here, before anything is built."""
+def switch_spec(name: str, ports: list[SwitchPort] | tuple[SwitchPort, ...],
+                topo: Topology):  # noqa: ANN201 - a fabric.switch.core.SwitchSpec
+    """The switch core's spec for one switch (without routes), validated: what the switch
+    process would refuse at start (a buffer its PFC headroom does not fit, thresholds that
+    contradict each other) is a TopologyError at the `switches:` line."""
     from .switch.core import ClassSpec, PortSpec, RedParams, SwitchError, SwitchSpec
 
     sw = topo.switches
     assert sw is not None
     try:
-        SwitchSpec(
+        return SwitchSpec(
             name=name,
             ports=tuple(PortSpec(name=p.dev, rate_bps=p.rate_bps, delay_ns=p.delay_ns,
                                  mtu=p.mtu, peer=p.peer) for p in ports),

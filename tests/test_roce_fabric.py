@@ -848,3 +848,17 @@ def test_roce_plan_without_switches_or_roce() -> None:
     assert plan["peers"]["h1"]["rto_ns"] == 4 * PAIR_RTT_NS  # no buffer to drain
     tcp = pair(transport="tcp")
     assert roce_plan("h0", tcp, schedule(tcp)) == {}
+
+
+def test_check_prints_the_switches_line() -> None:
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    result = CliRunner().invoke(cli, ["check", "--links", "userspace",
+                                      "topologies/roce-incast.yaml"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RoCE switches:"))
+    # 100 Gbit/s x 1 us twice + 2 x 9000 B = 43000 B of headroom per port and priority
+    assert line.startswith("RoCE switches: 6 (buffer 4 MiB shared, PFC on, INT on); spine-0: "
+                           "headroom 41.992 KiB per port and lossless priority, XOFF ")

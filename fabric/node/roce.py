@@ -32,7 +32,7 @@ from ..cc import make_cc
 from ..kv.content import chunk_view, digest
 from ..net.tun import TimerFd
 from ..roce import wire
-from ..roce.transport import QpReceiver, QpSender
+from ..roce.transport import QpReceiver, QpSender, RoceProtocolError
 from ..switch.pfc import PFC_PORT, unpack_pfc
 from ..traffic import Transfer
 from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
@@ -127,7 +127,8 @@ class RoceEndpoint:
         # arbitrates between its send queues the same way). A virtual clock, fabric ns.
         self.nic_bps = int(rc.get("nic_rate_bps") or 0)
         self.nic_free_ns = 0
-        self.counters = {"cnps_sent": 0, "acks_sent": 0, "naks_sent": 0, "send_errors": 0}
+        self.counters = {"cnps_sent": 0, "acks_sent": 0, "naks_sent": 0, "send_errors": 0,
+                         "protocol_errors": 0}
 
     # time
 
@@ -269,8 +270,14 @@ class RoceEndpoint:
                     QpReceiver(qpn=p.dest_qp, dest_qpn=p.dest_qp & ~QP_RX_BIT,
                                cnp_interval_ns=CNP_INTERVAL_NS),
                     (peer, ROCE_PORT), p.dest_qp & ~QP_RX_BIT)
-            res = rx.core.on_packet(now, p.psn, p.opcode, p.payload_len, p.ack_req,
-                                    tos & 3 == 3, p.reth, p.int_trailer)
+            try:
+                res = rx.core.on_packet(now, p.psn, p.opcode, p.payload_len, p.ack_req,
+                                        tos & 3 == 3, p.reth, p.int_trailer)
+            except RoceProtocolError:
+                # an opcode sequence our senders never produce (a stray or forged packet):
+                # IB would move the QP to an error state; we drop the packet and count it
+                self.counters["protocol_errors"] += 1
+                return
             if res.accept:
                 if p.reth is not None:
                     rx.buf = np.empty(res.msg_len, dtype=np.uint8)
@@ -284,9 +291,8 @@ class RoceEndpoint:
                         self._deliver(rx)
             if res.ack is not None:
                 psn, nak, becn, trailer = res.ack
-                self._send(wire.ack_packet(rx.ack_qpn, psn, res.msn if hasattr(res, "msn")
-                                           else 0, nak=nak, becn=becn, int_trailer=trailer),
-                           rx.addr)
+                self._send(wire.ack_packet(rx.ack_qpn, psn, res.msn, nak=nak, becn=becn,
+                                           int_trailer=trailer), rx.addr)
                 self.counters["naks_sent" if nak else "acks_sent"] += 1
             if res.cnp:
                 self._send(wire.cnp_packet(rx.ack_qpn), rx.addr)
@@ -359,9 +365,7 @@ class RoceEndpoint:
         out["paused_ns"] = self.paused_ns + sum(now - t for t in self.paused.values())
         out["pauses_received"] = self.pauses_received
         for key in ("retransmitted", "timeouts", "naks", "cnps"):
-            out[key] = sum(int(qp.core.stats.get(key, 0)) if isinstance(qp.core.stats, dict)
-                           else int(getattr(qp.core.stats, key, 0))
-                           for qp in self.senders.values())
+            out[key] = sum(int(getattr(qp.core.stats, key)) for qp in self.senders.values())
         return out
 
     def close(self) -> None:
