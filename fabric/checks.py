@@ -151,4 +151,40 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
     return out
 
 
-__all__ = ["LIMITS", "backend_warnings", "equal_cost_paths", "path_summary"]
+def cc_warnings(topo: Topology) -> list[str]:
+    """Where a class's congestion control cannot work as its paper has it on this fabric."""
+    if topo.traffic is None:
+        return []
+    roce = {f.cls for f in topo.traffic.flows if f.transport == "roce"}
+    sw = topo.switches
+    out = []
+    for c in topo.classes:
+        if c.name not in roce:
+            continue
+        if c.cc == "hpcc" and (sw is None or not sw.int_enabled):
+            out.append(f"class {c.name} (line {c.line}): hpcc reads in-band telemetry, but "
+                       + ("there are no RoCE switches (`switches:`)" if sw is None
+                          else "switches.int is off")
+                       + "; without it HPCC keeps its initial window")
+        if c.cc in ("dcqcn", "dctcp"):
+            marks = (sw is not None and c.red is not None) or (
+                sw is None and any(link.forward.ecn_bytes or link.reverse.ecn_bytes
+                                   for link in topo.links))
+            if not marks:
+                out.append(f"class {c.name} (line {c.line}): {c.cc} reacts to ECN marks, but "
+                           "nothing marks this class: give it `ecn: {kmin: ..., kmax: ...}`"
+                           + (" (RoCE switches mark per class)" if sw is not None else ""))
+        if c.cc == "timely" and topo.time_scale < 10_000:
+            noise_ns = 500_000 / topo.time_scale  # ~0.5 ms of host scheduling noise
+            out.append(f"class {c.name} (line {c.line}): timely reacts to the RTT gradient; "
+                       f"this host's ~0.5 ms of timing noise is {noise_ns:.0f} ns of fabric "
+                       f"time at time_scale {topo.time_scale:g}, enough to hold its rate down "
+                       "(docs/roce.md); time_scale >= 10000 for a fair TIMELY")
+    if sw is None and any(c.red is not None for c in topo.classes):
+        names = ", ".join(c.name for c in topo.classes if c.red is not None)
+        out.append(f"classes with ecn thresholds ({names}) only mark at RoCE switches; this "
+                   "file has no `switches:` section, so nothing marks by class")
+    return out
+
+
+__all__ = ["LIMITS", "backend_warnings", "cc_warnings", "equal_cost_paths", "path_summary"]

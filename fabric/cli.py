@@ -106,7 +106,7 @@ def doctor() -> None:
               help="Backend to check the file's demands against.")
 def check(file: str | None, links: str) -> None:
     """Validate a topology file; print nodes, links, paths, oversubscription, warnings."""
-    from .checks import backend_warnings, path_summary, plural
+    from .checks import backend_warnings, cc_warnings, path_summary, plural
 
     topo = _load(file)
     hosts = [n for n in topo.nodes.values() if n.kind == "host"]
@@ -146,7 +146,7 @@ def check(file: str | None, links: str) -> None:
     plan = plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up`
     if plan.switches:
         click.echo(_switches_line(topo, plan))
-    warnings = backend_warnings(topo, backend)
+    warnings = backend_warnings(topo, backend) + cc_warnings(topo)
     for w in warnings:
         click.echo(f"warning: {w}")
     n = len(warnings)

@@ -862,3 +862,46 @@ def test_check_prints_the_switches_line() -> None:
     # 100 Gbit/s x 1 us twice + 2 x 9000 B = 43000 B of headroom per port and priority
     assert line.startswith("RoCE switches: 6 (buffer 4 MiB shared, PFC on, INT on); spine-0: "
                            "headroom 41.992 KiB per port and lossless priority, XOFF ")
+
+
+CC_WARN = """\
+name: w
+time_scale: {ts}
+{switches}
+classes:
+  - {{name: kv, dscp: 26, priority: 3, lossless: true, cc: {cc}{ecn}}}
+defaults: {{link: {{rate: 100Gbps, delay: 1us, mtu: 9000}}}}
+nodes: {{a: {{}}, b: {{}}, sw: {{kind: switch}}}}
+links: [{{endpoints: [a, sw]}}, {{endpoints: [sw, b]}}]
+traffic:
+  flows: [{{name: f, pattern: one-to-one, from: a, to: b, class: kv, transport: roce,
+           tokens: 16}}]
+"""
+
+
+@pytest.mark.parametrize(("cc", "switches", "ecn", "ts", "expected"), [
+    ("hpcc", "switches: {int: false}", "", 2000, "hpcc reads in-band telemetry, but "
+     "switches.int is off"),
+    ("hpcc", "", "", 2000, "hpcc reads in-band telemetry, but there are no RoCE switches"),
+    ("dcqcn", "switches: {}", "", 2000, "dcqcn reacts to ECN marks, but nothing marks"),
+    ("timely", "switches: {}", "", 2000, "timely reacts to the RTT gradient; this host's "
+     "~0.5 ms of timing noise is 250 ns of fabric time at time_scale 2000"),
+    ("none", "", ", ecn: {kmin: 1KB, kmax: 2KB}", 2000, "classes with ecn thresholds (kv) "
+     "only mark at RoCE switches"),
+])
+def test_cc_warnings(cc: str, switches: str, ecn: str, ts: int, expected: str) -> None:
+    from fabric.checks import cc_warnings
+
+    topo = parse(CC_WARN.format(cc=cc, switches=switches, ecn=ecn, ts=ts))
+    warnings = cc_warnings(topo)
+    assert any(expected in w for w in warnings), warnings
+
+
+def test_cc_warnings_quiet_when_the_policy_can_work() -> None:
+    from fabric.checks import cc_warnings
+
+    for cc, ecn in (("dcqcn", ", ecn: {kmin: 1KB, kmax: 2KB}"), ("hpcc", ""), ("swift", "")):
+        topo = parse(CC_WARN.format(cc=cc, switches="switches: {}", ecn=ecn, ts=10000))
+        assert cc_warnings(topo) == []
+    topo = parse(CC_WARN.format(cc="timely", switches="switches: {}", ecn="", ts=10000))
+    assert cc_warnings(topo) == []

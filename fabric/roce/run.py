@@ -254,6 +254,10 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             if plan.switches:
                 start_switches(plan, state, pfc=v.pfc)  # fresh counters, PFC as asked
             vt = _with_cc(topo, v.cc)
+            from fabric.checks import cc_warnings
+
+            for w in cc_warnings(vt):
+                say(f"warning: {w}")
             result = run_traffic(state, vt, timeout=timeout, progress=progress)
             time.sleep(0.3)  # switches write statistics every 0.25 s
             if plan.switches:
