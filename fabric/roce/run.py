@@ -47,10 +47,12 @@ SIZE_BUCKETS = (256 * 1024, 1 << 20, 4 << 20, 16 << 20)
 class Variant:
     cc: str | None  # None: each class's own `cc:`
     pfc: bool | None  # None: the file's `switches.pfc`
+    # what the file's classes use, shown in the label when `cc` is None
+    file_cc: str = field(default="file", compare=False)
 
     @property
     def label(self) -> str:
-        parts = [self.cc or "file-cc"]
+        parts = [self.cc or self.file_cc]
         if self.pfc is not None:
             parts.append("pfc" if self.pfc else "no-pfc")
         return "/".join(parts)
@@ -92,7 +94,9 @@ def parse_variants(topo: Topology, ccs: str | None, pfcs: str | None) -> list[Va
             if p not in ("on", "off"):
                 raise FabricError(f"--pfc: expected on or off, got '{p}'")
             pfc_list.append(p == "on")
-    return [Variant(c, p) for p in pfc_list for c in cc_list]
+    roce = {f.cls for f in topo.traffic.flows if f.transport == "roce"} if topo.traffic else set()
+    file_cc = "+".join(sorted({c.cc for c in topo.classes if c.name in roce})) or "kernel-tcp"
+    return [Variant(c, p, file_cc) for p in pfc_list for c in cc_list]
 
 
 def _with_cc(topo: Topology, cc: str | None) -> Topology:
