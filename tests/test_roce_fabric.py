@@ -501,12 +501,12 @@ def test_path_figures_leaf_spine() -> None:
 
 def test_parse_variants_cross_product() -> None:
     topo = pair()
-    assert parse_variants(topo, None, None) == [Variant(None, None, "dcqcn+hpcc")]
+    assert parse_variants(topo, None, None) == [Variant(None, None, "dcqcn")]
     vs = parse_variants(topo, " DCQCN ,hpcc", "on,off")
     assert vs == [Variant("dcqcn", True), Variant("hpcc", True), Variant("dcqcn", False),
                   Variant("hpcc", False)]
     assert [v.label for v in vs] == ["dcqcn/pfc", "hpcc/pfc", "dcqcn/no-pfc", "hpcc/no-pfc"]
-    assert [v.label for v in parse_variants(topo, None, "off")] == ["dcqcn+hpcc/no-pfc"]
+    assert [v.label for v in parse_variants(topo, None, "off")] == ["dcqcn/no-pfc"]
     assert [v.label for v in parse_variants(topo, "none", None)] == ["none"]
 
 
