@@ -263,6 +263,30 @@ def status() -> None:
             from .runner import read_link_stats
 
             _print_link_stats(read_link_stats(st))
+            _print_switch_stats(st)
+
+
+def _print_switch_stats(st) -> None:  # noqa: ANN001 - a lifecycle.FabricState
+    """One row per RoCE switch process, from the statistics it writes every 2 s."""
+    from .net.lifecycle import _alive
+
+    rows = []
+    for node, pid in st.switch_pids.items():
+        try:
+            data = json.loads((st.dir / f"switch-{node}.json").read_text())
+        except (OSError, ValueError):
+            data = {}
+        ports = data.get("ports", [])
+        classes = [c for p in ports for c in (p.get("classes") or {}).values()]
+        rows.append([f"  {node}", "running" if _alive(pid) else "DEAD",
+                     str(sum(c.get("tx_packets", 0) for c in classes)),
+                     str(sum(int(v) for v in (data.get("drops") or {}).values())),
+                     str(sum(c.get("ecn_marks", 0) for c in classes)),
+                     str(sum(p.get("pauses_sent", 0) for p in ports)),
+                     format_size(max((p.get("max_queue_bytes", 0) for p in ports), default=0))])
+    if rows:
+        click.echo(_table(rows, ["  switch", "process", "packets", "drops", "ecn", "pauses",
+                                 "queue max"]))
 
 
 def _print_link_stats(data: dict) -> None:

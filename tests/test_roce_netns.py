@@ -4,6 +4,7 @@ PFC and ECN through built fabrics (root), and a capture that tshark dissects as 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -121,13 +122,20 @@ def test_kernel_tcp_crosses_the_switch_in_its_class(tmp_path, fabric_name, state
     state = lifecycle.bring_up(plan_fabric(topo, backend="userspace"))
     try:
         result = run_traffic(state, topo, timeout=120)
-        time.sleep(0.4)
+        lifecycle.stop_switches(state)  # each writes its final statistics as it exits
         stats = json.loads((state.dir / "switch-sw.json").read_text())
+        lifecycle.start_switches(plan_fabric(topo, backend="userspace", run_id=state.run_id),
+                                 state)
+        from click.testing import CliRunner
+
+        status = CliRunner().invoke(cli, ["status"])
     finally:
         lifecycle.remove_fabric(state)
     assert result.errors == []
     assert integrity_counts(result.chunk_records, result.transfer_records).ok
     assert {t.flow for t in result.transfer_records} == {"kv", "ckpt"}
+    assert status.exit_code == 0, status.output
+    assert re.search(r"^  sw\s+running\s+\d+", status.stdout, re.MULTILINE), status.stdout
     # both classes left through the switch's port to r
     port = next(p for p in stats["ports"] if p["peer"] == "r")
     assert port["classes"]["kv"]["tx_packets"] > 0
