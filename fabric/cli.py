@@ -390,7 +390,9 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     if any((out_dir / f).exists() for f in ("summary.json", "lpu.json", "comparison.json")):
         raise FabricError(f"{out_dir} already holds a run: choose another --out or remove it")
     try:
-        if topo.prfaas is not None:
+        if getattr(topo, "memory", None) is not None:
+            _run_memory(state, topo, out_dir, timeout)
+        elif topo.prfaas is not None:
             _run_prfaas(state, topo, out_dir, policies)
         elif topo.lpu is not None:
             _run_lpu(state, topo, out_dir)
@@ -431,6 +433,19 @@ def _run_prfaas(state, topo, out_dir: Path, policies: str | None) -> None:  # no
         errors.append("corrupt KV chunks (see the integrity line)")
     if errors:
         raise FabricError("; ".join(errors))
+
+
+def _run_memory(state, topo, out_dir: Path, timeout: float) -> None:  # noqa: ANN001
+    from .memsw.run import render, run_memory, write_link_plot
+
+    outcomes = run_memory(state, topo, out_dir, say=lambda m: click.echo(m, err=True),
+                          timeout=timeout)
+    click.echo(render(outcomes, topo))
+    plot = write_link_plot(outcomes, topo, out_dir)
+    click.echo(f"wrote {out_dir}/ (memory.json, {plot.name})")
+    bad = [f"{o.run} {o.variant}" for o in outcomes if not o.ok]
+    if bad:
+        raise FabricError(f"results did not check out: {', '.join(bad)}")
 
 
 def _run_lpu(state, topo, out_dir: Path) -> None:  # noqa: ANN001

@@ -406,7 +406,7 @@ links:
 NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', starting with a letter "
              "or digit")
 TOP_KEYS = ("name, time_scale, addressing, defaults, classes, nodes, generate, links, traffic, "
-            "lpu, prfaas, switches")
+            "lpu, prfaas, switches, memory")
 LINK_KEYS = "endpoints, rate, delay, jitter, loss, queue, mtu, ecn, reverse"
 
 

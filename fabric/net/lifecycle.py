@@ -172,6 +172,10 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
             state.engine_pid = start_engine(plan, state)
         if plan.switches:
             start_switches(plan, state)
+        if plan.topology.memory is not None:
+            from ..memsw.deploy import start_memory_switches
+
+            start_memory_switches(plan, state)
         state.status = "up"
         state.save()
     except BaseException:

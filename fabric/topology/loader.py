@@ -65,7 +65,7 @@ _NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', startin
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links", "traffic", "lpu", "prfaas", "switches")
+             "links", "traffic", "lpu", "prfaas", "switches", "memory")
 _CLASS_KEYS = ("name", "dscp", "priority", "lossless", "tcp_cc", "weight", "strict", "ecn", "cc",
                "cc_params")
 _SWITCH_KEYS = ("buffer", "buffer_mode", "pfc", "xoff", "xon", "int")
@@ -358,6 +358,13 @@ class _Parser(_Walker):
 
             prfaas = parse_prfaas(self, top["prfaas"][1], nodes, links + generated)
 
+        memory = None
+        if "memory" in top:
+            from fabric.topology.memory import parse_memory
+
+            memory = parse_memory(self, top["memory"][1], nodes, links + generated,
+                                  roce=switches)
+
         return Topology(
             name=name,
             nodes=nodes,
@@ -365,6 +372,7 @@ class _Parser(_Walker):
             lpu=lpu,
             prfaas=prfaas,
             switches=switches,
+            memory=memory,
             links=tuple(links + generated),
             classes=classes,
             time_scale=time_scale,

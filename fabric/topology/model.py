@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .lpu import LpuSpec
+    from .memory import MemorySpec
     from .prfaas import PrfaasSpec
     from .traffic import Traffic
 
@@ -189,6 +190,7 @@ class Topology:
     lpu: LpuSpec | None = None
     prfaas: PrfaasSpec | None = None
     switches: SwitchSettings | None = None
+    memory: MemorySpec | None = None  # memory-semantic switches (`memory:`)
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:

@@ -1,0 +1,286 @@
+"""The memory-switch node process: memory transactions in, `MemorySwitch` decisions out.
+
+`python -m fabric.memsw.node CONFIG.json` enters the switch's namespace, binds UDP port
+`MEM_PORT` and serves until SIGTERM. Endpoints send their load/store/atomic/contribute
+transactions (`fabric.memsw.wire`) to the switch's address on their link; the switch routes
+each by address (not by IP), replicates Hypercast writes, sums reduce contributions, applies
+credit flow control and its timing model (port-to-port latency, serialisation at the port
+rate), and sends each `Deliver` and `Respond` action when the core releases it. IP traffic
+that is not a memory transaction (message passing between the same endpoints) is forwarded by
+the namespace's kernel as usual, over the same links.
+
+Ports are the neighbouring nodes, by name. A datagram's port is the neighbour whose link
+address it came from. A request delivered to an endpoint carries `src`, the index of the
+requester's port here, which the endpoint echoes in its response.
+
+**Two tiers.** A window behind another memory switch leads to the port toward it. That switch
+sees this one as a requester, and the response comes back as from an endpoint. Tags are only
+unique per requester, so a request forwarded to a switch port gets a fresh tag here. The
+original tag is restored on the response.
+
+Times: the core runs in fabric time, `(monotonic - t0) / time_scale`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from fabric.memsw.addrmap import AddressMap, Window
+from fabric.memsw.ops import Contribute, Error, Op, ReadResp, ReduceResult, Response, WriteAck
+from fabric.memsw.switch import Deliver, MemorySwitch, PortConfig, ReduceGroup
+from fabric.memsw.wire import MEM_PORT, Credit, Join, Leave, WireError, decode, encode
+from fabric.net.tun import TimerFd, netns_path, set_thread_name, set_timer_slack, setns
+
+STATS_INTERVAL_S = 2.0
+BATCH = 64
+
+
+def build_switch(cfg: dict[str, Any]) -> MemorySwitch:
+    """The sans-IO core from the process config (`fabric.memsw.deploy.switch_config`)."""
+    windows = [Window(w["name"], w["base"], w["size"], w["port"]) for w in cfg["windows"]]
+    windows += [Window(m["name"], m["base"], m["size"], m["name"], multicast=True)
+                for m in cfg["multicast"]]
+    amap = AddressMap(windows)
+    for m in cfg["multicast"]:
+        amap.add_group(m["name"], m["members"])
+    ports = {p["name"]: PortConfig(rate_bps=p["rate_bps"], latency_ns=p["latency_ns"],
+                                   credits=p["credits"]) for p in cfg["ports"]}
+    groups = [ReduceGroup(g["name"], tuple(g["members"]), g["dtype"]) for g in cfg["reduce"]]
+    return MemorySwitch(amap, ports, groups, max_txn=cfg["txn"])
+
+
+class MemorySwitchNode:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.core = build_switch(cfg)
+        self.scale = float(cfg["time_scale"])
+        self.t0 = time.monotonic_ns()
+        self.names = [p["name"] for p in cfg["ports"]]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.addr = {p["name"]: (p["address"], MEM_PORT) for p in cfg["ports"]}
+        self.port_of = {p["address"]: p["name"] for p in cfg["ports"]}
+        self.switch_ports = set(cfg.get("switch_ports", ()))
+        # (port, src port, tag, offset) -> the request delivered there, awaiting its answer
+        self.delivered: dict[tuple[str, str, int, int], Op] = {}
+        # forwarded to a switch port under a fresh tag: (port, tag) -> original request
+        self.forwarded: dict[tuple[str, int], Op] = {}
+        self.tags = itertools.count(1)
+        self.sock: socket.socket | None = None
+        self.timer = TimerFd()
+        self.errors = 0
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+        self.bytes_by_port_out: dict[str, int] = dict.fromkeys(self.names, 0)
+
+    def now(self) -> int:
+        return int((time.monotonic_ns() - self.t0) / self.scale)
+
+    def open(self) -> None:
+        fd = os.open(netns_path(self.cfg["netns"]), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(fd)
+        finally:
+            os.close(fd)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        s.bind(("0.0.0.0", MEM_PORT))
+        s.setblocking(False)
+        self.sock = s
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send(self, port: str, msg: Any, *, src: int = 0, credit: int = 0) -> None:
+        assert self.sock is not None
+        parts = encode(msg, src=src, credit=credit)
+        try:
+            self.sock.sendmsg(parts, [], 0, self.addr[port])
+            self.datagrams_out += 1
+            self.bytes_by_port_out[port] += sum(len(p) for p in parts)
+        except OSError:
+            self.errors += 1
+
+    def _act(self, actions: list) -> None:  # noqa: ANN401 - list of Deliver | Respond
+        for a in actions:
+            if isinstance(a, Deliver):
+                op = a.op
+                key = (a.port, op.src_port, op.tag, op.offset)
+                if a.port in self.switch_ports and not isinstance(op, Contribute):
+                    tag = next(self.tags)
+                    self.forwarded[(a.port, tag)] = op
+                    self._send(a.port, replace(op, tag=tag, src_port=0))
+                else:
+                    self.delivered[key] = op
+                    self._send(a.port, op, src=self.index[op.src_port])
+            else:
+                # a switch that sent us a request gets its request buffer back with the answer
+                back = int(a.port in self.switch_ports and not isinstance(a.resp, ReduceResult))
+                self._send(a.port, a.resp, credit=back)
+        self._arm()
+
+    def _arm(self) -> None:
+        d = self.core.next_deadline()
+        if d is None:
+            self.timer.disarm()
+        else:
+            self.timer.set_abs(self.t0 + int(d * self.scale))
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        assert self.sock is not None
+        for _ in range(BATCH):
+            try:
+                data, (addr, _port) = self.sock.recvfrom(65536)
+            except BlockingIOError:
+                return
+            port = self.port_of.get(addr)
+            if port is None:
+                continue
+            self.datagrams_in += 1
+            try:
+                msg, src, credit = decode(data)
+                self._on_message(port, msg, src, credit)
+            except (WireError, ValueError) as e:
+                self.errors += 1
+                sys.stderr.write(f"memory switch {self.cfg['node']}: from {port}: {e}\n")
+
+    def _on_message(self, port: str, msg: Any, src: int, credit: int) -> None:
+        now = self.now()
+        core = self.core
+        if isinstance(msg, Credit):
+            self._act(core.on_credit(port, msg.n, now))
+            return
+        if isinstance(msg, Join):
+            core.join(msg.group, port)
+            return
+        if isinstance(msg, Leave):
+            core.leave(msg.group, port)
+            return
+        if _is_response(msg):  # an answer from the endpoint (or switch) on `port`
+            resp: Response = msg
+            if port in self.switch_ports and (port, resp.tag) in self.forwarded:
+                request = self.forwarded.pop((port, resp.tag))
+                resp = replace(resp, tag=request.tag)
+            else:
+                requester = self.names[src] if src < len(self.names) else None
+                request = self.delivered.pop((port, requester, resp.tag, resp.offset), None)
+                if request is None:
+                    self.errors += 1
+                    return
+            actions = core.complete(port, request, resp, now)
+            if credit:
+                actions += core.on_credit(port, credit, now)
+            self._act(actions)
+            return
+        # a request from the neighbour on `port`
+        op = replace(msg, src_port=port)
+        self._act(core.submit(op, now))
+
+    def _on_timer(self) -> None:
+        self.timer.clear()
+        self.timer.armed_ns = None
+        self._act(self.core.advance(self.now()))
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                    ) -> None:
+        async def rx() -> None:
+            assert self.sock is not None
+            while True:
+                await trio.lowlevel.wait_readable(self.sock)
+                self._drain()
+
+        async def tick() -> None:
+            while True:
+                await trio.lowlevel.wait_readable(self.timer.fileno())
+                self._on_timer()
+
+        async def stats() -> None:
+            while True:
+                self.write_stats()
+                await trio.sleep(STATS_INTERVAL_S)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rx)
+            nursery.start_soon(tick)
+            nursery.start_soon(stats)
+            task_status.started()
+
+    async def serve_until_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.serve)
+                sys.stdout.write(f"READY {os.getpid()}\n")
+                sys.stdout.flush()
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    def statistics(self, *, final: bool = False) -> dict[str, Any]:
+        st = self.core.statistics()
+        ports = {name: {f: getattr(p, f) for f in p.__dataclass_fields__}
+                 for name, p in st.ports.items()}
+        for name, p in ports.items():
+            p["datagram_bytes_out"] = self.bytes_by_port_out.get(name, 0)
+        return {"node": self.cfg["node"], "final": final, "pid": os.getpid(),
+                "ports": ports, "replicated": st.replicated, "reductions": st.reductions,
+                "rejected": st.rejected, "errors": self.errors,
+                "datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out}
+
+    def write_stats(self, *, final: bool = False) -> None:
+        path = self.cfg.get("stats_path")
+        if not path:
+            return
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
+            json.dump(self.statistics(final=final), fh)
+        os.replace(tmp, path)
+
+
+def _is_response(msg: Any) -> bool:  # noqa: ANN401
+    return isinstance(msg, (ReadResp, WriteAck, Error, ReduceResult))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m fabric.memsw.node CONFIG.json`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m fabric.memsw.node CONFIG.json\n")
+        return 2
+    try:
+        with open(args[0]) as fh:
+            cfg = json.load(fh)
+        node = MemorySwitchNode(cfg)
+    except Exception as exc:  # noqa: BLE001 - a bad config, reported as the start error
+        sys.stderr.write(f"memory switch: config {args[0]}: {exc}\n")
+        return 2
+    try:
+        node.open()
+    except OSError as exc:
+        sys.stderr.write(f"memory switch {cfg.get('node')}: {exc}\n")
+        return 2
+    set_timer_slack(1)
+    set_thread_name(f"fabmem-{cfg['node']}"[:15])
+    try:
+        trio.run(node.serve_until_signal)
+    finally:
+        with contextlib.suppress(OSError):
+            node.write_stats(final=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
