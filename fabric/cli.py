@@ -146,6 +146,14 @@ def check(file: str | None, links: str) -> None:
     plan = plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up`
     if plan.switches:
         click.echo(_switches_line(topo, plan))
+    if topo.memory is not None:
+        m = topo.memory
+        click.echo(f"memory: {plural(len(m.switches), 'memory switch')}, "
+                   f"{plural(len(m.windows), 'window')} "
+                   f"({format_size(sum(w.size for w in m.windows))}), "
+                   f"{plural(len(m.multicast), 'multicast window')}, "
+                   f"{plural(len(m.reduce), 'reduce group')}, {plural(len(m.runs), 'run')} "
+                   f"({', '.join(r.kind for r in m.runs)})")
     warnings = backend_warnings(topo, backend) + cc_warnings(topo)
     for w in warnings:
         click.echo(f"warning: {w}")

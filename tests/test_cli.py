@@ -77,7 +77,8 @@ def test_shipped_topologies_present() -> None:
                                          "lpu-ring.yaml", "lpu-mesh-pipeline.yaml",
                                          "lpu-torus-afd.yaml", "prfaas.yaml",
                                          "prfaas-dense.yaml", "roce-incast.yaml",
-                                         "roce-alltoall.yaml", "roce-mixed.yaml"}
+                                         "roce-alltoall.yaml", "roce-mixed.yaml",
+                                         "memsem-single.yaml", "memsem-two-tier.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -85,7 +86,7 @@ def test_check_shipped_file(path: Path) -> None:
     result = invoke("check", "--links", "userspace", str(path))
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert re.fullmatch(r"[a-z0-9-]+: \d+ nodes \(\d+ hosts, \d+ switches\), \d+ links?"
+    assert re.fullmatch(r"[a-z0-9-]+: \d+ nodes \(\d+ hosts, \d+ switch(es)?\), \d+ links?"
                         r"(, time_scale [\d.]+)?", lines[0])
     assert lines[1].split() == ["link", "rate", "delay", "jitter", "loss", "queue", "ecn",
                                 "mtu"]
