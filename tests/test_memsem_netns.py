@@ -90,6 +90,12 @@ def test_single_switch_runs_check_out(tmp_path, fabric_name, state_dir) -> None:
     sw, ring = _by(outcomes, "ar", "switch"), _by(outcomes, "ar", "ring")
     assert _busiest(sw) < _busiest(ring)
     assert {o["variant"] for o in outcomes if o["run"] == "kv"} == {"pull", "push"}
+    # fetch-and-add returned 0, 1, ... in issue order (checked in the node): ok above
+    assert _by(outcomes, "ls", "atomic")["latency"]["atomic"]["n"] == 10
+    # g2 left the group: the next Hypercast reached g1 only, g2 kept the old bytes (checked)
+    left = _by(outcomes, "hc", "after g2 left")
+    assert sum(sum(v.values()) for v in left["link_bytes"].values()) < sum(
+        sum(v.values()) for v in hc["link_bytes"].values())
     assert [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{fabric_name}.")] == []
 
 

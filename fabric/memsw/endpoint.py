@@ -30,6 +30,7 @@ import trio
 import xxhash
 
 from fabric.memsw.ops import (
+    AtomicAdd,
     Contribute,
     Error,
     MemoryEndpoint,
@@ -46,7 +47,7 @@ from fabric.memsw.ops import (
 )
 from fabric.memsw.ops import decode as decode_values
 from fabric.memsw.ops import encode as encode_values
-from fabric.memsw.wire import MEM_PORT, decode, encode
+from fabric.memsw.wire import MEM_PORT, Join, Leave, decode, encode
 from fabric.node.runtime import read_frame
 from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 
@@ -197,6 +198,20 @@ class MemoryNode:
                     r_lat.append(lat)
                     out["ok"] &= isinstance(resp, ReadResp) and bytes(resp.data) == data
                 out[str(size)] = {"write": w_lat, "read": r_lat}
+            # fetch-and-add on one int64: each returns the value before it, in issue order
+            a_lat, olds = [], []
+            slot = base + t["span"] - 64  # the window's last flit
+            resp, _ = await self.request(Write(self.tag(), 0, slot, bytes(8)))
+            for _ in range(t["count"]):
+                resp, lat = await self.request(AtomicAdd(self.tag(), 0, slot, 1, "int64"))
+                a_lat.append(lat)
+                if isinstance(resp, ReadResp):
+                    olds.append(int(decode_values(bytes(resp.data), "int64")[0]))
+            resp, _ = await self.request(Read(self.tag(), 0, slot, 8))
+            final = int(decode_values(bytes(resp.data), "int64")[0]) \
+                if isinstance(resp, ReadResp) else None
+            out["ok"] &= olds == list(range(t["count"])) and final == t["count"]
+            out["atomic"] = {"atomic": a_lat}
             return out
         if kind in ("hypercast", "unicast"):
             data = pattern(t["seed"], t["size"])
@@ -210,6 +225,11 @@ class MemoryNode:
                     nursery.start_soon(put, addr)
             ok = all(isinstance(r, WriteAck) for r in results)
             return {"ok": ok, "ns": self.now() - t0, "digest": digest(data)}
+        if kind == "group":  # Hypercast membership from the node: Join or Leave
+            msg = (Join if t["op"] == "join" else Leave)(t["group"], 0)
+            self._send(msg)
+            await trio.sleep(0.05)  # a datagram, unanswered: give it time to arrive first
+            return {"ok": True}
         if kind == "digest":
             mem = self._memory(t["addr"])
             assert mem is not None

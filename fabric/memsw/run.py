@@ -191,6 +191,9 @@ class _Driver:
             self.outcomes.append(VariantOutcome(
                 r.name, r.kind, "load/store", size, bool(out["ok"]), None,
                 {"write": _pcts(lat["write"]), "read": _pcts(lat["read"])}, links))
+        self.outcomes.append(VariantOutcome(
+            r.name, r.kind, "atomic", 8, bool(out["ok"]), None,
+            {"atomic": _pcts(out["atomic"]["atomic"])}, links))
 
     async def _hypercast(self, r: Any) -> None:  # noqa: ANN401
         m = next(m for m in self.mem.multicast if m.name == r.window)
@@ -204,6 +207,21 @@ class _Driver:
         ok = res[r.src]["ok"] and all(g["digest"] == want for g in got.values())
         self.outcomes.append(VariantOutcome(r.name, r.kind, "hypercast", size, ok,
                                             res[r.src]["ns"], link_bytes=links))
+        if len(m.members) > 1:  # dynamic membership: the last member leaves, then rejoins
+            leaver = m.members[-1]
+            await self.tasks({leaver: {"k": "group", "op": "leave", "group": m.name}})
+            old = got[leaver]["digest"]
+            seed = self.next_seq()
+            res, links = await self.measured({r.src: {"k": "hypercast", "addrs": [m.base],
+                                                      "size": size, "seed": seed}})
+            want = res[r.src]["digest"]
+            got = await self.tasks({n: {"k": "digest", "addr": m.base, "size": size}
+                                    for n in m.members})
+            ok = res[r.src]["ok"] and got[leaver]["digest"] == old and all(
+                got[n]["digest"] == want for n in m.members if n != leaver)
+            self.outcomes.append(VariantOutcome(r.name, r.kind, f"after {leaver} left", size,
+                                                ok, res[r.src]["ns"], link_bytes=links))
+            await self.tasks({leaver: {"k": "group", "op": "join", "group": m.name}})
         targets = {}
         for n in m.members:
             owned = [w for w in self.mem.windows if w.node == n and w.size >= size]
@@ -327,7 +345,9 @@ def render(outcomes: list[VariantOutcome], topo: Topology) -> str:
         busiest = max((max(v.values()) for v in o.link_bytes.values()), default=0)
         total = sum(sum(v.values()) for v in o.link_bytes.values())
         if o.kind == "loadstore":
-            for op in ("write", "read"):
+            for op in ("write", "read", "atomic"):
+                if op not in o.latency:
+                    continue
                 p = o.latency.get(op, {})
                 bw = o.size * 8e9 / p["mean"] if p.get("mean") else None
                 rows.append([o.run, f"{op} {format_size(o.size)}", "ok" if o.ok else "FAILED",
