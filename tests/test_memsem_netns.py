@@ -93,6 +93,8 @@ def test_single_switch_runs_check_out(tmp_path, fabric_name, state_dir) -> None:
     # fetch-and-add returned 0, 1, ... in issue order (checked in the node): ok above
     assert _by(outcomes, "ls", "atomic")["latency"]["atomic"]["n"] == 10
     # g2 left the group: the next Hypercast reached g1 only, g2 kept the old bytes (checked)
+    # a group created at run time by g0 and joined by g1 and g2 replicates as the file's does
+    assert _busiest(_by(outcomes, "hc", "group created at run time")) < 0.6 * _busiest(uc)
     left = _by(outcomes, "hc", "after g2 left")
     assert sum(sum(v.values()) for v in left["link_bytes"].values()) < sum(
         sum(v.values()) for v in hc["link_bytes"].values())

@@ -31,6 +31,7 @@ from fabric.memsw.wire import (
     KINDS,
     MAX_DATAGRAM,
     MEM_PORT,
+    Create,
     Credit,
     Decoded,
     Join,
@@ -185,6 +186,8 @@ def messages(draw):
         msg = ReduceResult(tag, draw(names), draw(buffers()), off, draw(U32))
     elif kind is Credit:
         return Credit(draw(st.integers(1, 0xFFFF))), src, None
+    elif kind is Create:
+        msg = Create(draw(names), draw(U64), draw(U32))
     else:
         msg = kind(draw(names), draw(U32))
     return msg, src, draw(U16)
@@ -358,6 +361,18 @@ def test_decode_errors(raw: bytes, message: str) -> None:
         decode(raw)
 
 
+def test_create_bytes_and_round_trip() -> None:
+    raw = b"".join(encode(Create("dyn", 0xC000_0000, 1 << 20), src=2))
+    assert raw[3] == 0x24  # kind
+    assert raw[12:16] == (1 << 20).to_bytes(4, "big")  # size in the length field
+    assert raw[16:24] == (0xC000_0000).to_bytes(8, "big")  # base in the addr field
+    assert raw[41] == 3
+    assert raw[42:] == b"dyn"
+    assert decode(raw) == Decoded(Create("dyn", 0xC000_0000, 1 << 20), 2, 0)
+    with pytest.raises(WireError, match=r"Create 'dyn': size must be an int in 0\.\.4294967295"):
+        Create("dyn", 0, 1 << 32)
+
+
 def test_wire_error_is_a_fabric_error() -> None:
     assert issubclass(WireError, FabricError)
 
@@ -365,7 +380,7 @@ def test_wire_error_is_a_fabric_error() -> None:
 # -- WireError, encoding ----------------------------------------------------------------------
 
 ALL = ("Read, Write, AtomicAdd, Contribute, ReadResp, WriteAck, Error, ReduceResult, Credit, "
-       "Join, Leave")
+       "Join, Leave, Create")
 
 
 @pytest.mark.parametrize(("call", "message"), [

@@ -47,7 +47,7 @@ from fabric.memsw.ops import (
 )
 from fabric.memsw.ops import decode as decode_values
 from fabric.memsw.ops import encode as encode_values
-from fabric.memsw.wire import MEM_PORT, Join, Leave, decode, encode
+from fabric.memsw.wire import MEM_PORT, Create, Join, Leave, decode, encode
 from fabric.node.runtime import read_frame
 from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 
@@ -225,8 +225,15 @@ class MemoryNode:
                     nursery.start_soon(put, addr)
             ok = all(isinstance(r, WriteAck) for r in results)
             return {"ok": ok, "ns": self.now() - t0, "digest": digest(data)}
-        if kind == "group":  # Hypercast membership from the node: Join or Leave
-            msg = (Join if t["op"] == "join" else Leave)(t["group"], 0)
+        if kind == "group":  # Hypercast groups from the node: Create, Join, Leave
+            if t["op"] == "create":
+                msg: Any = Create(t["group"], t["base"], t["size"])
+            elif t["op"] == "join":
+                if "base" in t and self._memory(t["base"]) is None:  # room for its copy
+                    self.memories.append(MemoryEndpoint(t["base"], t["size"]))
+                msg = Join(t["group"], 0)
+            else:
+                msg = Leave(t["group"], 0)
             self._send(msg)
             await trio.sleep(0.05)  # a datagram, unanswered: give it time to arrive first
             return {"ok": True}

@@ -36,10 +36,11 @@ from typing import Any
 
 import trio
 
+from fabric.errors import FabricError
 from fabric.memsw.addrmap import AddressMap, Window
 from fabric.memsw.ops import Contribute, Error, Op, ReadResp, ReduceResult, Response, WriteAck
 from fabric.memsw.switch import Deliver, MemorySwitch, PortConfig, ReduceGroup
-from fabric.memsw.wire import MEM_PORT, Credit, Join, Leave, WireError, decode, encode
+from fabric.memsw.wire import MEM_PORT, Create, Credit, Join, Leave, WireError, decode, encode
 from fabric.net.tun import TimerFd, netns_path, set_thread_name, set_timer_slack, setns
 
 STATS_INTERVAL_S = 2.0
@@ -168,6 +169,9 @@ class MemorySwitchNode:
         if isinstance(msg, Leave):
             core.leave(msg.group, port)
             return
+        if isinstance(msg, Create):
+            self._create(port, msg)
+            return
         if _is_response(msg):  # an answer from the endpoint (or switch) on `port`
             resp: Response = msg
             if port in self.switch_ports and (port, resp.tag) in self.forwarded:
@@ -187,6 +191,23 @@ class MemorySwitchNode:
         # a request from the neighbour on `port`
         op = replace(msg, src_port=port)
         self._act(core.submit(op, now))
+
+    def _create(self, port: str, msg: Create) -> None:
+        """A new Hypercast group at run time: the address map gains its multicast window
+        (checked against every other window, as the file's are); members then join."""
+        old = self.core.address_map
+        try:
+            new = AddressMap([*old.windows, Window(msg.group, msg.base, msg.size, msg.group,
+                                                   multicast=True)])
+            for w in old.windows:
+                if w.multicast:
+                    new.add_group(w.name, old.members(w.name))
+            new.add_group(msg.group, [])
+        except FabricError as e:
+            self.errors += 1
+            self._send(port, Error(0, f"creating group {msg.group!r}: {e}"))
+            return
+        self.core.address_map = new
 
     def _on_timer(self) -> None:
         self.timer.clear()

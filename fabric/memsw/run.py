@@ -222,6 +222,7 @@ class _Driver:
             self.outcomes.append(VariantOutcome(r.name, r.kind, f"after {leaver} left", size,
                                                 ok, res[r.src]["ns"], link_bytes=links))
             await self.tasks({leaver: {"k": "group", "op": "join", "group": m.name}})
+        await self._created_group(r, m.members, size)
         targets = {}
         for n in m.members:
             owned = [w for w in self.mem.windows if w.node == n and w.size >= size]
@@ -240,6 +241,29 @@ class _Driver:
         ok = res[r.src]["ok"] and all(g["digest"] == want for g in got.values())
         self.outcomes.append(VariantOutcome(r.name, r.kind, "unicast", size, ok,
                                             res[r.src]["ns"], link_bytes=links))
+
+    async def _created_group(self, r: Any, members: tuple[str, ...],  # noqa: ANN401
+                             size: int) -> None:
+        """A group created at run time by the source, joined by the members, written once."""
+        mib = 1 << 20
+        end = max([w.base + w.size for w in self.mem.windows]
+                  + [m.base + m.size for m in self.mem.multicast])
+        base = -(-end // mib) * mib
+        name = f"dyn{self.next_seq()}"
+        await self.tasks({r.src: {"k": "group", "op": "create", "group": name, "base": base,
+                                  "size": size}})
+        await self.tasks({n: {"k": "group", "op": "join", "group": name, "base": base,
+                              "size": size} for n in members})
+        seed = self.next_seq()
+        res, links = await self.measured({r.src: {"k": "hypercast", "addrs": [base],
+                                                  "size": size, "seed": seed}})
+        want = res[r.src]["digest"]
+        got = await self.tasks({n: {"k": "digest", "addr": base, "size": size}
+                                for n in members})
+        ok = res[r.src]["ok"] and all(g["digest"] == want for g in got.values())
+        self.outcomes.append(VariantOutcome(r.name, r.kind, "group created at run time", size,
+                                            ok, res[r.src]["ns"], link_bytes=links))
+        await self.tasks({n: {"k": "group", "op": "leave", "group": name} for n in members})
 
     async def _allreduce(self, r: Any) -> None:  # noqa: ANN401
         g = next(g for g in self.mem.reduce if g.name == r.group)

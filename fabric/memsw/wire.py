@@ -101,6 +101,7 @@ __all__ = [
     "MAX_NAME",
     "MEM_PORT",
     "VERSION",
+    "Create",
     "Credit",
     "Decoded",
     "Join",
@@ -181,8 +182,27 @@ class Leave:
         _check_membership(self)
 
 
+@dataclass(frozen=True)
+class Create:
+    """Create Hypercast group `group` at run time, owning the multicast window `[base, base +
+    size)`; members then `Join` it. The switch answers a refused creation (an overlap, a bad
+    alignment, a name in use) with an `Error` of tag 0 naming the reason."""
+
+    group: str
+    base: int
+    size: int
+
+    def __post_init__(self) -> None:
+        _name_bytes(self.group, "Create")
+        for field, limit in (("base", (1 << 64) - 1), ("size", _U32)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+                raise WireError(f"Create {self.group!r}: {field} must be an int in 0..{limit}, "
+                                f"got {value!r}")
+
+
 Message = (Read | Write | AtomicAdd | Contribute | ReadResp | WriteAck | Error | ReduceResult
-           | Credit | Join | Leave)
+           | Credit | Join | Leave | Create)
 
 
 class Decoded(NamedTuple):
@@ -196,7 +216,7 @@ class Decoded(NamedTuple):
 KINDS: Final[dict[type, int]] = {
     Read: 0x01, Write: 0x02, AtomicAdd: 0x03, Contribute: 0x04,
     ReadResp: 0x11, WriteAck: 0x12, Error: 0x13, ReduceResult: 0x14,
-    Credit: 0x21, Join: 0x22, Leave: 0x23,
+    Credit: 0x21, Join: 0x22, Leave: 0x23, Create: 0x24,
 }
 """Message class -> the header's kind byte."""
 
@@ -205,7 +225,7 @@ DTYPE_CODES: Final[dict[str, int]] = {d: i for i, d in enumerate(ATOMIC_DTYPES, 
 
 _DTYPES = {code: d for d, code in DTYPE_CODES.items()}
 _FLOAT_DTYPES = frozenset(("float16", "float32", "bfloat16"))
-_NAMED = (Contribute, ReduceResult, Join, Leave)
+_NAMED = (Contribute, ReduceResult, Join, Leave, Create)
 
 # -- encoding ------------------------------------------------------------------------------------
 
@@ -324,11 +344,17 @@ def _enc_membership(m: Join | Leave, src: int, credit: int) -> Parts:
                        len(name)) + name]
 
 
+def _enc_create(m: Create, src: int, credit: int) -> Parts:
+    name = m.group.encode("utf-8")  # checked by the constructor
+    return [_HEAD.pack(MAGIC, VERSION, 0x24, 0, 0, m.size, m.base, 0, 0, src, credit, 0,
+                       len(name)) + name]
+
+
 _ENCODERS: dict[type, Callable[..., Parts]] = {
     Read: _enc_read, Write: _enc_write, AtomicAdd: _enc_atomic, Contribute: _enc_contribute,
     ReadResp: _enc_read_resp, WriteAck: _enc_write_ack, Error: _enc_error,
     ReduceResult: _enc_reduce_result, Credit: _enc_credit, Join: _enc_membership,
-    Leave: _enc_membership,
+    Leave: _enc_membership, Create: _enc_create,
 }
 
 
@@ -377,7 +403,7 @@ def wire_len(msg: Message) -> int:
         return HEADER_SIZE + len(_name_bytes(msg.group_id, type(msg).__name__)) + len(msg.data)
     if isinstance(msg, Error):
         return HEADER_SIZE + len(msg.reason.encode("utf-8", "backslashreplace"))
-    if isinstance(msg, (Join, Leave)):
+    if isinstance(msg, (Join, Leave, Create)):
         return HEADER_SIZE + len(msg.group.encode("utf-8"))
     if type(msg) in _ENCODERS:
         return HEADER_SIZE
@@ -456,6 +482,8 @@ def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
                 msg = ReduceResult(tag, group, mv[start:], offset, seq)
             elif kind == 0x22:
                 msg = Join(group, tag)
+            elif kind == 0x24:
+                msg = Create(group, addr, length)
             else:
                 msg = Leave(group, tag)
     except WireError:
