@@ -280,6 +280,16 @@ def _print_switch_stats(st) -> None:  # noqa: ANN001 - a lifecycle.FabricState
 
     rows = []
     for node, pid in st.switch_pids.items():
+        mem = st.dir / f"memswitch-{node}.json"
+        if mem.exists():  # a memory switch: transactions, not packets it queues
+            try:
+                m = json.loads(mem.read_text())
+            except (OSError, ValueError):
+                m = {}
+            rows.append([f"  {node} (memory)", "running" if _alive(pid) else "DEAD",
+                         str(m.get("datagrams_in", 0)), str(m.get("rejected", 0)), "-", "-",
+                         "-"])
+            continue
         try:
             data = json.loads((st.dir / f"switch-{node}.json").read_text())
         except (OSError, ValueError):
@@ -357,6 +367,8 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     A file with an `lpu:` section compiles its transfer graph into a schedule and runs it,
     scheduled and dynamic, reporting lateness against the plan. A file with RoCE switches
     or RoCE flows runs once per --cc policy and --pfc setting and prints one comparison.
+    A file with a `memory:` section runs its memory runs (load/store, Hypercast, in-network
+    reduce, KV pull) against message passing on the same links.
 
     Brings the fabric up (or uses it if it is already running), starts one node process
     per endpoint, moves real KV chunks, writes summary.json, transfers.csv and plots, and
