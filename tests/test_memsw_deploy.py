@@ -27,7 +27,9 @@ def test_single_switch_config() -> None:
     assert cfg["multicast"] == [{"name": "bcast", "base": 0x80000000, "size": 1 << 20,
                                  "members": ["gpu-1", "gpu-2", "gpu-3"]}]
     assert cfg["reduce"] == [{"name": "tp", "members": ["gpu-0", "gpu-1", "gpu-2", "gpu-3"],
-                              "dtype": "float32"}]
+                              "dtype": "float32"},
+                             {"name": "tp3", "members": ["gpu-1", "gpu-2", "gpu-3"],
+                              "dtype": "bfloat16"}]
     assert cfg["switch_ports"] == []
     assert cfg["stats_path"] == "/x/memswitch-msw.json"
     # each port's address is the neighbour's end of the link: where its datagrams go
