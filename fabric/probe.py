@@ -19,7 +19,8 @@ from itertools import pairwise
 
 from .errors import FabricError
 from .net.lifecycle import FabricState
-from .topology.model import Topology, adjacency
+from .topology.model import Topology
+from .topology.paths import shortest_path as _path
 from .units import format_rate, format_time
 
 PING_COUNT = 20
@@ -88,25 +89,10 @@ class ProbeReport:
 
 def shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
     """One shortest path (hop count), lowest-named neighbour first: deterministic."""
-    from collections import deque
-
-    adj = adjacency(topo.links)
-    prev: dict[str, str | None] = {src: None}
-    queue = deque([src])
-    while queue:
-        n = queue.popleft()
-        if n == dst:
-            break
-        for nb in sorted(adj.get(n, ())):
-            if nb not in prev:
-                prev[nb] = n
-                queue.append(nb)
-    if dst not in prev:
-        raise FabricError(f"{src} and {dst} are not connected")
-    path = [dst]
-    while (p := prev[path[-1]]) is not None:
-        path.append(p)
-    return path[::-1]
+    try:
+        return _path(topo, src, dst)
+    except KeyError:
+        raise FabricError(f"{src} and {dst} are not connected") from None
 
 
 def expected(topo: Topology, src: str, dst: str) -> tuple[int, int | None, int]:

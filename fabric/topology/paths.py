@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from fabric.topology.model import Topology, adjacency
 
-__all__ = ["PathFigures", "path_figures"]
+__all__ = ["PathFigures", "path_figures", "shortest_path"]
 
 NS_PER_S = 1_000_000_000
 ACK_BYTES = 64  # an ACK's wire size: the return half of the base RTT serialises this
@@ -43,7 +43,9 @@ class PathFigures:
         return self.base_rtt_ns + nbytes * 8 * NS_PER_S / self.bottleneck_bps
 
 
-def _shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
+def shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
+    """One shortest path (hop count), lowest-named neighbour first: deterministic.
+    KeyError when `src` and `dst` are not connected."""
     adj = adjacency(topo.links)
     prev: dict[str, str | None] = {src: None}
     queue = deque([src])
@@ -51,7 +53,7 @@ def _shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
         n = queue.popleft()
         if n == dst:
             break
-        for nb in adj.get(n, []):
+        for nb in sorted(adj.get(n, ())):
             if nb not in prev:
                 prev[nb] = n
                 queue.append(nb)
@@ -65,7 +67,7 @@ def _shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
 
 def path_figures(topo: Topology, src: str, dst: str) -> PathFigures:
     """Figures of a shortest path from `src` to `dst` (KeyError if there is none)."""
-    path = _shortest_path(topo, src, dst)
+    path = shortest_path(topo, src, dst)
     rtt = 0.0
     rates: list[int | None] = []
     mtu = min((topo.shape(a, b).mtu for a, b in zip(path, path[1:], strict=False)),
