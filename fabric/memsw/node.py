@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -41,6 +40,7 @@ from fabric.memsw.addrmap import AddressMap, Window
 from fabric.memsw.ops import Contribute, Error, Op, ReadResp, ReduceResult, Response, WriteAck
 from fabric.memsw.switch import Deliver, MemorySwitch, PortConfig, ReduceGroup
 from fabric.memsw.wire import MEM_PORT, Create, Credit, Join, Leave, WireError, decode, encode
+from fabric.net.daemon import serve_until_signal, write_json_atomic
 from fabric.net.tun import TimerFd, netns_path, set_thread_name, set_timer_slack, setns
 
 STATS_INTERVAL_S = 2.0
@@ -240,16 +240,6 @@ class MemorySwitchNode:
             nursery.start_soon(stats)
             task_status.started()
 
-    async def serve_until_signal(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.serve)
-                sys.stdout.write(f"READY {os.getpid()}\n")
-                sys.stdout.flush()
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
     def statistics(self, *, final: bool = False) -> dict[str, Any]:
         st = self.core.statistics()
         ports = {name: {f: getattr(p, f) for f in p.__dataclass_fields__}
@@ -262,13 +252,8 @@ class MemorySwitchNode:
                 "datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out}
 
     def write_stats(self, *, final: bool = False) -> None:
-        path = self.cfg.get("stats_path")
-        if not path:
-            return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.statistics(final=final), fh)
-        os.replace(tmp, path)
+        if self.cfg.get("stats_path"):
+            write_json_atomic(self.cfg["stats_path"], self.statistics(final=final))
 
 
 def _is_response(msg: Any) -> bool:  # noqa: ANN401
@@ -296,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     set_timer_slack(1)
     set_thread_name(f"fabmem-{cfg['node']}"[:15])
     try:
-        trio.run(node.serve_until_signal)
+        trio.run(serve_until_signal, node.serve)
     finally:
         with contextlib.suppress(OSError):
             node.write_stats(final=True)

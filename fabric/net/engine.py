@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from fabric.linkmodel import Action, LinkDirection
+from fabric.net.daemon import serve_until_signal, write_json_atomic
 from fabric.net.tun import (
     TimerFd,
     keep_freed_memory,
@@ -260,18 +261,6 @@ class Engine:
             nursery.start_soon(self._stats_loop)
             task_status.started()
 
-    async def serve_until_signal(self, ready_line: bool = True) -> None:
-        """`serve` until SIGTERM or SIGINT; print `READY <pid>` when it runs."""
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.serve)
-                if ready_line:
-                    sys.stdout.write(f"READY {os.getpid()}\n")
-                    sys.stdout.flush()
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
     def run_epoll(self, ready_line: bool = True) -> None:
         """The same relay driven by a bare `select.epoll` loop instead of trio (for comparison:
         `--loop epoll`). Runs until SIGTERM or SIGINT."""
@@ -462,13 +451,8 @@ class Engine:
 
     def write_stats(self, *, final: bool = False) -> None:
         """Write `statistics()` to the stats path atomically (tmp file + rename)."""
-        path = self.config.stats_path
-        if not path:
-            return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.statistics(final=final), fh)
-        os.replace(tmp, path)
+        if self.config.stats_path:
+            write_json_atomic(self.config.stats_path, self.statistics(final=final))
 
     async def _stats_loop(self) -> None:
         while True:
@@ -506,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         if loop == "epoll":
             engine.run_epoll()
         else:
-            trio.run(engine.serve_until_signal)
+            trio.run(serve_until_signal, engine.serve)
     finally:
         try:
             engine.write_stats(final=True)

@@ -24,7 +24,6 @@ import contextlib
 import heapq
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 import trio
 
+from fabric.net.daemon import serve_until_signal, write_json_atomic
 from fabric.net.tun import (
     TimerFd,
     keep_freed_memory,
@@ -305,16 +305,6 @@ class SwitchNode:
             nursery.start_soon(self._stats_loop)
             task_status.started()
 
-    async def serve_until_signal(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.serve)
-                sys.stdout.write(f"READY {os.getpid()}\n")
-                sys.stdout.flush()
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-
     # statistics
 
     def statistics(self, *, final: bool = False) -> dict[str, Any]:
@@ -330,13 +320,8 @@ class SwitchNode:
         return out
 
     def write_stats(self, *, final: bool = False) -> None:
-        path = self.cfg.get("stats_path")
-        if not path:
-            return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            json.dump(self.statistics(final=final), fh)
-        os.replace(tmp, path)
+        if self.cfg.get("stats_path"):
+            write_json_atomic(self.cfg["stats_path"], self.statistics(final=final))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     set_thread_name(f"fabsw-{cfg['node']}"[:15])
     try:
-        trio.run(node.serve_until_signal)
+        trio.run(serve_until_signal, node.serve)
     finally:
         with contextlib.suppress(OSError):
             node.write_stats(final=True)
