@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +37,15 @@ def state_dir(tmp_path, monkeypatch):
     yield tmp_path / "state"
     for st in lifecycle.list_states():
         lifecycle.remove_fabric(st)
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str], Path]:
+    """Write dedented YAML to a file under tmp_path and return its path."""
+
+    def _write(text: str) -> Path:
+        path = tmp_path / "topo.yaml"
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return _write

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,18 +18,6 @@ from fabric.topology.memory import McastWindow, MemorySpec, MemRun, MemWindow, R
 KIB, MIB = 1 << 10, 1 << 20
 
 Write = Callable[[str], Path]
-
-
-@pytest.fixture
-def write(tmp_path: Path) -> Write:
-    """Write dedented YAML to a file under tmp_path and return its path."""
-
-    def _write(text: str) -> Path:
-        path = tmp_path / "topo.yaml"
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-        return path
-
-    return _write
 
 
 # Lines 1-16; the memory section's first line is 17. `cpu` hangs off a plain switch.

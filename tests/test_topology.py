@@ -36,18 +36,6 @@ GBPS = 1_000_000_000
 Write = Callable[[str], Path]
 
 
-@pytest.fixture
-def write(tmp_path: Path) -> Write:
-    """Write dedented YAML to a file under tmp_path and return its path."""
-
-    def _write(text: str) -> Path:
-        path = tmp_path / "topo.yaml"
-        path.write_text(textwrap.dedent(text), encoding="utf-8")
-        return path
-
-    return _write
-
-
 def parse(text: str) -> Topology:
     return parse_topology(textwrap.dedent(text), source="t.yaml")
 
