@@ -172,10 +172,10 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
     transport = getattr(result, "transport", {}) or {}
     # drops in the link layer (a host NIC's queue, random loss): not the switches' doing,
     # but they cost go-back-N the same, so they show beside the switch drops
-    link_drops = sum(int(c.drops_queue or 0) for link in parse_links(getattr(result, "links", None))
-                     for _, c in link.directions())
-    link_loss = sum(int(c.drops_loss or 0) for link in parse_links(getattr(result, "links", None))
-                    for _, c in link.directions())
+    directions = [c for link in parse_links(getattr(result, "links", None))
+                  for _, c in link.directions()]
+    link_drops = sum(int(c.drops_queue or 0) for c in directions)
+    link_loss = sum(int(c.drops_loss or 0) for c in directions)
 
     def host(key: str) -> int:
         return int(sum(v.get(key, 0) for v in transport.values()))
@@ -246,6 +246,7 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
                  timeout: float, progress: Callable[[str, bool], None] | None = None,
                  say: Callable[[str], None] = print) -> list[VariantResult]:
     """Run the traffic once per variant on the running fabric `state`."""
+    from fabric.checks import cc_warnings
     from fabric.net.lifecycle import start_switches, stop_switches
     from fabric.plan import plan_fabric
     from fabric.runner import run_traffic
@@ -258,8 +259,6 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             if plan.switches:
                 start_switches(plan, state, pfc=v.pfc)  # fresh counters, PFC as asked
             vt = _with_cc(topo, v.cc)
-            from fabric.checks import cc_warnings
-
             for w in cc_warnings(vt):
                 say(f"warning: {w}")
             result = run_traffic(state, vt, timeout=timeout, progress=progress)
