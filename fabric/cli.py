@@ -87,14 +87,21 @@ def _shape_cells(shape, queue_bytes: int | None = None) -> list[str]:  # noqa: A
 
 
 @cli.command()
-def doctor() -> None:
-    """Show what this kernel offers and which link backend `fabric up` will use."""
-    from .net.doctor import run_checks
+@click.option("--guest", "probe_guest", is_flag=True,
+              help="Boot the netem guest backends now (user-mode Linux, QEMU with KVM, QEMU "
+                   "emulated), in order, until one comes up with netem; record the verdict.")
+def doctor(probe_guest: bool) -> None:
+    """Show what this kernel offers, which link backend `fabric up` will use, and where
+    netem tests run (natively, or in which guest kernel)."""
+    from .net.doctor import guest_checks, run_checks
 
     checks, verdict = run_checks()
-    rows = [[c.name, "ok" if c.ok else "NO", c.detail, c.needed_for] for c in checks]
+    guests, guest_verdict = guest_checks(probe=probe_guest,
+                                         say=lambda line: click.echo(line, err=True))
+    rows = [[c.name, "ok" if c.ok else "NO", c.detail, c.needed_for] for c in checks + guests]
     click.echo(_table(rows, ["check", "", "detail", "needed for"]))
     click.echo(verdict)
+    click.echo(guest_verdict)
 
 
 # ---- check -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import errno
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -191,8 +192,7 @@ def run_checks() -> tuple[list[Check], str]:
         userns = 0
     checks.append(Check("user namespaces", userns > 0, f"max {userns}", "rootless (future)"))
     for tool, need in (("ip", "fabric exec"), ("ping", "link checks"),
-                       ("iperf3", "link checks, benchmarks"), ("tcpdump", "captures"),
-                       ("linux.uml", "netem tests on kernels without netem")):
+                       ("iperf3", "link checks, benchmarks"), ("tcpdump", "captures")):
         path = shutil.which(tool)
         checks.append(Check(tool, path is not None, path or "not found", need))
     try:
@@ -201,3 +201,68 @@ def run_checks() -> tuple[list[Check], str]:
     except FabricError as e:
         verdict = f"link backend: none ({e})"
     return checks, verdict
+
+
+# ---- where netem tests run ---------------------------------------------------------------
+
+GUEST_NEED = "netem tests here"
+
+
+def guest_checks(*, probe: bool = False,
+                 say: Callable[[str], None] | None = None) -> tuple[list[Check], str]:
+    """One row per netem guest backend and a line saying where netem tests run.
+
+    Without `probe`, the rows show what is installed and the verdicts recorded by the last
+    guest boot on this host (a test run, a benchmark or `doctor --guest`); with it, the
+    backends are booted now, in order, until one comes up with netem.
+    """
+    from ..testing import guest
+
+    native = guest.host_has_netem()
+    ran = None
+    if probe and not native:
+        try:
+            ran = guest.run_in_guest(["true"], timeout=120, on_try=lambda name: say and say(
+                f"booting a {guest.LABELS[name]} ..."))
+        except guest.GuestUnavailable:
+            ran = None  # nothing installed: the rows say what to install
+    record = guest.last_record() or {}
+    recorded = {v["backend"]: v for v in record.get("verdicts", [])}
+    checks = []
+    for backend in guest.BACKENDS:
+        missing = backend.missing()
+        v = recorded.get(backend.name)
+        if missing:
+            ok, detail = False, missing
+        elif v is None:
+            ok, detail = True, "installed; not probed on this host yet (fabric doctor --guest)"
+        elif v["ok"]:
+            ok, detail = True, f"boots with netem in {v['seconds']:.1f} s (probed {v['when']})"
+        else:
+            ok, detail = False, f"{v['reason']} (probed {v['when']})"
+        checks.append(Check(f"guest {backend.name}", ok, detail, GUEST_NEED))
+    return checks, _guest_verdict(native, ran, recorded)
+
+
+def _guest_verdict(native: bool, ran: object, recorded: dict[str, dict]) -> str:
+    from ..testing import guest
+
+    if native:
+        return "netem tests: natively (host kernel has sch_netem)"
+    if isinstance(ran, guest.GuestResult) and not ran.backend:
+        return f"netem tests: none can run here ({ran.output})"
+    passed: list[str] = []
+    for backend in guest.BACKENDS:
+        missing = backend.missing()
+        v = recorded.get(backend.name)
+        if missing:
+            passed.append(f"{backend.name}: {missing}")
+        elif v is None:
+            return ("netem tests: in a guest, not probed on this host yet (fabric doctor --guest "
+                    "boots the backends in order until one comes up)")
+        elif v["ok"]:
+            why = f"; passed over: {'; '.join(passed)}" if passed else ""
+            return f"netem tests: in a {guest.LABELS[backend.name]}{why}"
+        else:
+            passed.append(f"{backend.name}: {v['reason']}")
+    return f"netem tests: none can run here ({'; '.join(passed)}); run {guest.INSTALL_HINT}"

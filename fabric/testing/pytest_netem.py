@@ -9,12 +9,15 @@ or ad hoc with `pytest -p fabric.testing.pytest_netem`.
 For each netem test, in order of preference:
 
 1. the host kernel has netem -> the test runs normally;
-2. we are the pytest inside the guest (FABRIC_IN_UML_GUEST=1) -> it runs normally;
-3. user-mode Linux is installed -> the first netem test to run triggers ONE guest boot
-   that runs every selected netem test; each host-side test then reports the guest's
-   outcome under its own id (a boot costs seconds, so batching matters);
+2. we are the pytest inside a guest (FABRIC_IN_GUEST=1) -> it runs normally;
+3. a guest backend is installed (fabric.testing.guest: user-mode Linux, QEMU with KVM,
+   QEMU under emulation) -> the first netem test to run triggers ONE guest boot, on the
+   first backend that really comes up with netem, that runs every selected netem test;
+   each host-side test then reports the guest's outcome under its own id (a boot costs
+   seconds, so batching matters);
 4. otherwise the test is skipped, or fails if FABRIC_REQUIRE_NETEM=1 (CI), so netem
-   tests can never be skipped silently there.
+   tests can never be skipped silently there. If backends are installed but none boots,
+   every netem test fails with one line naming what was tried.
 
 Replayed tests never set up fixtures on the host: `pytest_runtest_protocol` reports
 the three phases itself, which also keeps pytest-trio, -x and -k working unchanged.
@@ -33,15 +36,18 @@ from typing import Literal
 
 import pytest
 
-from fabric.testing import uml
+from fabric.testing import guest
 
-IN_GUEST_ENV = "FABRIC_IN_UML_GUEST"
+IN_GUEST_ENV = "FABRIC_IN_GUEST"
 REQUIRE_ENV = "FABRIC_REQUIRE_NETEM"
-SKIP_REASON = f"no sch_netem on this kernel and user-mode-linux not installed ({uml.INSTALL_HINT})"
+SKIP_REASON = (
+    "no sch_netem on this kernel and no guest kernel to run netem in "
+    f"(user-mode Linux or QEMU; install them with {guest.INSTALL_HINT})"
+)
 REQUIRE_REASON = f"{REQUIRE_ENV}=1 but {SKIP_REASON}"
 CONSOLE_TAIL_LINES = 40
 
-Mode = Literal["native", "guest", "uml", "skip", "fail"]
+Mode = Literal["native", "guest", "batch", "skip", "fail"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +59,17 @@ class Outcome:
     duration: float = 0.0
 
 
-def choose_mode(*, native: bool, in_guest: bool, uml_path: str | None, require: bool) -> Mode:
-    """Where netem tests run: natively, as the guest's own pytest, batched in UML, or not."""
+def choose_mode(*, native: bool, in_guest: bool, backends: list[str], require: bool) -> Mode:
+    """Where netem tests run: natively, as the guest's own pytest, batched in a guest, or not.
+
+    `backends` are the guest backends installed here (not yet proven to boot).
+    """
     if native:
         return "native"
     if in_guest:
         return "guest"
-    if uml_path:
-        return "uml"
+    if backends:
+        return "batch"
     return "fail" if require else "skip"
 
 
@@ -110,24 +119,29 @@ def _drop_empty_sections(text: str) -> str:
     return _EMPTY_SECTION.sub("", text).strip()
 
 
-def guest_longrepr(nodeid: str, message: str) -> str:
+def guest_longrepr(nodeid: str, message: str, label: str) -> str:
     """Failure text shown on the host for a test that failed inside the guest.
 
     The first line is what the short summary shows, so it carries the crash message.
     """
     headline = message.splitlines()[0] if message else "failed"
     return (
-        f"{headline} [in the UML guest]\n\n"
-        f"{nodeid} ran in a user-mode Linux guest (sch_netem); the guest's report:\n\n{message}"
+        f"{headline} [in the {label}]\n\n"
+        f"{nodeid} ran in a {label} (sch_netem); the guest's report:\n\n{message}"
     )
 
 
-def crashed_longrepr(nodeid: str, console: str, exit_code: int) -> str:
-    """Failure text for a test the guest never reported (crash, timeout, collection error)."""
-    tail = "\n".join(console.splitlines()[-CONSOLE_TAIL_LINES:])
+def crashed_longrepr(nodeid: str, result: guest.GuestResult) -> str:
+    """Failure text for a test the guest never reported (no boot, crash, timeout, ...).
+
+    When no guest booted, the first line says what was tried and why each failed.
+    """
+    if not result.backend:
+        return f"{result.output.strip()}\n(needed by {nodeid}; install with {guest.INSTALL_HINT})"
+    tail = "\n".join(result.output.splitlines()[-CONSOLE_TAIL_LINES:])
     return (
-        f"{nodeid}: no result from the UML guest (guest pytest exit {exit_code}); "
-        f"last {CONSOLE_TAIL_LINES} lines of its output:\n\n{tail}"
+        f"{nodeid}: no result from the {result.label} (guest pytest exit "
+        f"{result.exit_code}); last {CONSOLE_TAIL_LINES} lines of its output:\n\n{tail}"
     )
 
 
@@ -141,15 +155,15 @@ class _State:
 
     mode: Mode | None = None
     results: dict[tuple[str, str], Outcome] | None = None
-    guest: uml.GuestResult | None = None
+    run: guest.GuestResult | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     def resolve_mode(self) -> Mode:
         if self.mode is None:  # probe lazily: sessions without netem tests pay nothing
             self.mode = choose_mode(
-                native=uml.host_has_netem(),
+                native=guest.host_has_netem(),
                 in_guest=os.environ.get(IN_GUEST_ENV) == "1",
-                uml_path=uml.uml_available(),
+                backends=guest.available_backends(),
                 require=os.environ.get(REQUIRE_ENV) == "1",
             )
         return self.mode
@@ -160,7 +174,7 @@ _STATE = pytest.StashKey[_State]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "netem: needs a kernel with sch_netem (native or a user-mode Linux guest)"
+        "markers", "netem: needs a kernel with sch_netem (native, or batched into one guest boot)"
     )
     config.stash[_STATE] = _State()
 
@@ -189,14 +203,13 @@ def _guest_outcome(item: pytest.Item, state: _State) -> Outcome:
     if state.results is None:
         _run_batch(item.session, state)
     assert state.results is not None
-    assert state.guest is not None
+    assert state.run is not None
     found = state.results.get(junit_key(item.nodeid))
     if found is None:
-        return Outcome(
-            "failed", crashed_longrepr(item.nodeid, state.guest.output, state.guest.exit_code)
-        )
+        return Outcome("failed", crashed_longrepr(item.nodeid, state.run))
     if found.outcome == "failed":
-        return Outcome("failed", guest_longrepr(item.nodeid, found.message), found.duration)
+        message = guest_longrepr(item.nodeid, found.message, state.run.label)
+        return Outcome("failed", message, found.duration)
     return found
 
 
@@ -205,13 +218,20 @@ def _run_batch(session: pytest.Session, state: _State) -> None:
     ids = [i.nodeid for i in session.items if _is_netem(i)]
     config = session.config
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"fabric: booting a user-mode Linux guest for {len(ids)} netem test(s)")
+
+    def say(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    def on_try(backend: str) -> None:
+        say(f"fabric: booting a {guest.LABELS[backend]} for {len(ids)} netem test(s)")
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_CURRENT")}
     env[IN_GUEST_ENV] = "1"
     # The guest sees the host's files, so its report and pytest's tmp dirs go to a host
-    # directory we own (not pytest's shared /tmp/pytest-of-*, which a host run may prune).
-    with tempfile.TemporaryDirectory(prefix="fabric-netem-") as tmp:
+    # directory we own and share writable with it (not pytest's shared /tmp/pytest-of-*,
+    # which a host run may prune).
+    with tempfile.TemporaryDirectory(prefix="fabric-netem-", dir=guest.job_parent()) as tmp:
         xml_path = os.path.join(tmp, "r.xml")
         argv = [
             # sys.executable is the real interpreter (a pyenv shim would be a script
@@ -222,9 +242,13 @@ def _run_batch(session: pytest.Session, state: _State) -> None:
             "-o", "junit_logging=all", *ids,
         ]  # fmt: skip
         try:
-            state.guest = uml.run_in_guest(argv, env=env, cwd=str(config.rootpath))
-        except uml.UMLUnavailable as e:
-            state.guest = uml.GuestResult(uml.NO_STATUS, f"cannot boot the guest: {e}", 0.0)
+            state.run = guest.run_in_guest(
+                argv, env=env, cwd=str(config.rootpath), rw_dirs=[tmp], on_try=on_try
+            )
+        except guest.GuestUnavailable as e:
+            state.run = guest.GuestResult(guest.NO_STATUS, f"cannot boot a guest: {e}", 0.0)
+        if state.run.passed_over:
+            say(f"fabric: passed over: {state.run.passed_over_text()}")
         try:
             with open(xml_path, encoding="utf-8") as f:
                 state.results = parse_junit(f.read())
@@ -238,7 +262,11 @@ def _replay(item: pytest.Item, nextitem: pytest.Item | None, outcome: Outcome) -
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     now = time.time()
 
-    def report(when: Literal["setup", "call"], result: str, longrepr: object) -> pytest.TestReport:
+    def report(
+        when: Literal["setup", "call"],
+        result: Literal["passed", "failed", "skipped"],
+        longrepr: str | tuple[str, int, str] | None,
+    ) -> pytest.TestReport:
         rep = pytest.TestReport(
             item.nodeid, item.location, {k: 1 for k in item.keywords}, result, longrepr,
             when, duration=outcome.duration if when == "call" else 0.0, start=now, stop=now,
@@ -268,17 +296,30 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     state = terminalreporter.config.stash.get(_STATE, None)
     if state is None or not state.counts:
         return
+    terminalreporter.write_line(f"netem tests: {summary_line(state.counts, state.run)}")
+
+
+def summary_line(counts: dict[str, int], result: guest.GuestResult | None) -> str:
+    """Where the netem tests ran: natively, in which guest (and what it cost), or not."""
     parts = []
-    for mode, n in state.counts.items():
-        if mode in ("native", "guest"):
-            parts.append(f"{n} natively" if mode == "native" else f"{n} inside this guest")
-        elif mode == "uml" and state.guest is not None:
-            g = state.guest
-            parts.append(
-                f"{n} in one UML guest (boot {g.boot_seconds:.1f} s + run {g.run_seconds:.1f} s)"
+    for mode, n in counts.items():
+        if mode == "native":
+            parts.append(f"{n} natively (host kernel has sch_netem)")
+        elif mode == "guest":
+            backend = os.environ.get(guest.BACKEND_ENV, "")
+            parts.append(f"{n} inside this {guest.LABELS.get(backend, 'guest')}")
+        elif mode == "batch" and result is not None and result.backend:
+            part = (
+                f"{n} in one {result.label} (boot {result.boot_seconds:.1f} s + run "
+                f"{result.run_seconds:.1f} s)"
             )
+            if result.passed_over:
+                part += f"; passed over: {result.passed_over_text()}"
+            parts.append(part)
+        elif mode == "batch":
+            parts.append(f"{n} failed: no guest booted")
         elif mode == "fail":
             parts.append(f"{n} failed unrun ({REQUIRE_REASON})")
         else:
             parts.append(f"{n} skipped ({SKIP_REASON})")
-    terminalreporter.write_line(f"netem tests: {', '.join(parts)}")
+    return ", ".join(parts)
