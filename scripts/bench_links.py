@@ -134,7 +134,8 @@ def guest_netem(quick: bool) -> dict[str, list[dict]]:
         try:
             res = run_in_guest(argv, cwd=str(Path(__file__).resolve().parents[1]),
                                timeout=1200, rw_dirs=[tmp],
-                               on_try=lambda name: print(f"netem in a guest: trying {name}"))
+                               on_try=lambda name: print(f"netem in a guest: trying {name}",
+                                                         flush=True))
         except GuestUnavailable as e:
             print(f"netem in a guest: {e}")
             return {}

@@ -893,3 +893,25 @@ def test_cc_warnings_quiet_when_the_policy_can_work() -> None:
         assert cc_warnings(topo) == []
     topo = parse(CC_WARN.format(cc="timely", switches="switches: {}", ecn="", ts=10000))
     assert cc_warnings(topo) == []
+
+
+def test_report_reprints_the_comparison_from_comparison_json(tmp_path: Path) -> None:
+    """`fabric report DIR` of a RoCE comparison prints the table the run printed."""
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+    from fabric.roce.run import read_comparison
+
+    rs = results()
+    write_comparison(rs, pair(), tmp_path)
+    back, label = read_comparison(tmp_path / "comparison.json")
+    assert [r.variant.label for r in back] == ["dcqcn/pfc", "hpcc/no-pfc"]
+    assert (label.name, label.time_scale) == ("t", 100.0)
+    (tmp_path / "dcqcn-pfc").mkdir()
+    (tmp_path / "dcqcn-pfc" / "summary.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        render(rs, pair()) + "\nerror: hpcc/no-pfc: timed out\n"
+        f"per variant (fabric report {tmp_path}/VARIANT): dcqcn-pfc\n"
+    )

@@ -35,7 +35,7 @@ from fabric.errors import FabricError
 from fabric.memsw.endpoint import digest, serve_memory, values_for
 from fabric.memsw.ops import encode as encode_values
 from fabric.memsw.ops import itemsize
-from fabric.metrics.report import format_table
+from fabric.metrics.report import RunLabel, format_table
 from fabric.node.runtime import read_frame
 from fabric.node.spawn import NodeProcess, reap, spawn_node
 from fabric.topology.model import Topology
@@ -351,18 +351,33 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
         for p in procs:
             p.ctl.close()
         reap(procs, grace=3.0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "memory.json").write_text(json.dumps(
-        {"fabric": topo.name, "time_scale": topo.time_scale,
-         "outcomes": [o.__dict__ for o in driver.outcomes]}, indent=1))
+    write_outcomes(driver.outcomes, topo, out_dir)
     return driver.outcomes
+
+
+def write_outcomes(outcomes: list[VariantOutcome], topo: RunLabel, out_dir: Path) -> Path:
+    """memory.json: every variant's outcome, which `fabric report` re-prints."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "memory.json"
+    path.write_text(json.dumps({"fabric": topo.name, "time_scale": topo.time_scale,
+                                "outcomes": [o.__dict__ for o in outcomes]}, indent=1))
+    return path
+
+
+def read_outcomes(path: Path) -> tuple[list[VariantOutcome], RunLabel]:
+    """What write_outcomes wrote: the outcomes and the fabric's name and time scale."""
+    from fabric.metrics.report import SavedRun
+
+    data = json.loads(path.read_text())
+    return ([VariantOutcome(**o) for o in data["outcomes"]],
+            SavedRun(data["fabric"], data["time_scale"]))
 
 
 def _t(ns: float | None) -> str:
     return "-" if ns is None else format_time(round(ns))
 
 
-def render(outcomes: list[VariantOutcome], topo: Topology) -> str:
+def render(outcomes: list[VariantOutcome], topo: RunLabel) -> str:
     """Per run: each variant's completion (or latency), bandwidth, bytes on the busiest link."""
     rows = []
     for o in outcomes:
@@ -392,7 +407,7 @@ def render(outcomes: list[VariantOutcome], topo: Topology) -> str:
                                       numeric=range(3, 7))
 
 
-def write_link_plot(outcomes: list[VariantOutcome], topo: Topology, out_dir: Path) -> Path:
+def write_link_plot(outcomes: list[VariantOutcome], topo: RunLabel, out_dir: Path) -> Path:
     """links.png: bytes on each link (both directions) for each variant of each run."""
     import matplotlib
 

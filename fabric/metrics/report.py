@@ -7,13 +7,32 @@ scaled; the wall-clock figures stay in summary.json. Plain aligned text: no tabl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..errors import FabricError
 from ..units import format_rate, format_size, format_time
 from .records import IntegrityCounts
 
 __all__ = ["format_table", "render_integrity", "render_links", "render_table", "compare"]
+
+
+class RunLabel(Protocol):
+    """What a results table needs of its fabric: a Topology, or a run read back from disk."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def time_scale(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """The RunLabel of a run read back from its results directory."""
+
+    name: str
+    time_scale: float
 
 
 def format_table(rows: Sequence[Sequence[str]], header: Sequence[str], *,

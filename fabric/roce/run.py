@@ -29,7 +29,7 @@ import numpy as np
 
 from fabric.errors import FabricError
 from fabric.metrics.records import parse_links
-from fabric.metrics.report import format_table
+from fabric.metrics.report import RunLabel, format_table
 from fabric.metrics.summary import jsonable, summarise
 from fabric.switch.core import DROP_LOSSLESS, DROPS
 from fabric.topology.model import Topology
@@ -299,7 +299,7 @@ def _t(ns: float | None) -> str:
     return "-" if ns is None else format_time(round(ns))
 
 
-def render(results: Sequence[VariantResult], topo: Topology) -> str:
+def render(results: Sequence[VariantResult], topo: RunLabel) -> str:
     """The comparison table (fabric time), then slowdown by flow size per variant."""
     header = ["variant", "FCT mean", "FCT p99", "slowdown p50", "p99", "chunk p99", "goodput",
               "queue max", "queue mean", "drops", "lossless drops", "link drops",
@@ -443,3 +443,18 @@ def write_comparison(results: Sequence[VariantResult], topo: Topology, out_dir: 
                                          "host": os.uname().nodename, "variants": rows}),
                                indent=1))
     return path
+
+
+def read_comparison(path: Path) -> tuple[list[VariantResult], RunLabel]:
+    """What write_comparison wrote, as results render() takes (no per-flow rows, samples,
+    summaries or switch statistics: those stay in each variant's own directory)."""
+    from fabric.metrics.report import SavedRun
+
+    data = json.loads(path.read_text())
+    results = []
+    for row in data["variants"]:
+        label = row["variant"]
+        variant = Variant(row["cc"], row["pfc"], file_cc=label.split("/")[0])
+        metrics = {k: v for k, v in row.items() if k not in ("variant", "cc", "pfc", "errors")}
+        results.append(VariantResult(variant, metrics, {}, errors=list(row.get("errors", []))))
+    return results, SavedRun(data["fabric"], data["time_scale"])

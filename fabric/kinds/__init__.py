@@ -1,0 +1,180 @@
+"""Fabric kinds as plug-ins: what `fabric run`, `report`, `check` and `status` do per kind.
+
+A kind is one way a topology file is run: plain traffic, a path probe (no traffic), a RoCE
+comparison, memory runs, an LPU schedule, PrfaaS policies. Each is a `Kind` in `KINDS`, in
+the order `fabric run` tries them; the CLI only parses arguments and calls these functions,
+so it names no kind. To add one: a module in this package with a `Kind` subclass, and one
+line in `_all()` (see docs/architecture.md).
+
+Each kind declares the `run` options it owns (`RunOption`); refuses, before anything is
+built, options of its own that the file cannot use; runs on a built fabric, printing
+through the context's `out` (stdout) and `say` (stderr); marks its results directory with
+its `result_file`, so `--out` never overwrites any kind's run and `fabric report` finds
+the kind again; and may add lines to `fabric check` and rows to `fabric status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import FabricError
+
+__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "for_dir", "holds_run",
+           "commands", "kinds", "run_help", "run_options", "select", "status_rows"]
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """A `fabric run` option a kind owns: its flag, the keyword it arrives as, its help."""
+
+    flag: str
+    dest: str
+    help: str
+
+
+@dataclass
+class RunContext:
+    """Everything a kind's run gets: the built fabric, where results go, how to print."""
+
+    state: Any  # net.lifecycle.FabricState
+    topo: Any  # topology.model.Topology
+    out_dir: Path
+    timeout: float
+    options: Mapping[str, Any]
+    prepared: Any  # what the kind's prepare() returned
+    out: Callable[[str], None]  # results: stdout
+    say: Callable[[str], None]  # progress and notes: stderr
+
+
+class Kind:
+    """One fabric kind. Subclasses set the class attributes and override what they use."""
+
+    name: str = ""
+    title: str = ""  # "a traffic run": for messages
+    result_file: str = ""  # the file in a results directory that marks it as this kind's
+    describes: str = ""  # a sentence for `fabric run --help`: which files run as this kind
+    options: tuple[RunOption, ...] = ()
+    compares: bool = False  # `fabric report` can compare several runs of this kind
+
+    def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
+        """Raise FabricError for options of this kind that `topo` cannot use."""
+
+    def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
+        """Whether `fabric run` runs `topo` as this kind (the first kind that applies wins)."""
+        return False
+
+    def prepare(self, topo: Any, options: Mapping[str, Any]) -> Any:  # noqa: ANN401
+        """Check and derive what the run needs, before anything is built."""
+        return None
+
+    def run(self, ctx: RunContext) -> None:
+        """Run on the built fabric; raise FabricError if the results do not check out."""
+        raise NotImplementedError
+
+    def owns(self, d: Path) -> bool:
+        """Whether results directory `d` holds a run of this kind."""
+        return (d / self.result_file).exists()
+
+    def report(self, d: Path, out: Callable[[str], None]) -> None:
+        """Re-print the run saved in `d` (and redraw what its saved data allows)."""
+        raise NotImplementedError
+
+    def compare(self, dirs: list[Path], out: Callable[[str], None]) -> None:
+        raise NotImplementedError
+
+    def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
+        """Lines `fabric check` prints for this kind's sections."""
+        return []
+
+    def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
+        """Rows for `fabric status`'s table of switch processes."""
+        return []
+
+    def commands(self) -> list[Any]:
+        """Commands of this kind's own for the `fabric` CLI (click commands)."""
+        return []
+
+
+def _all() -> tuple[Kind, ...]:
+    # Imported on first use: `fabric --help` and `fabric kv` load no kind.
+    from .lpu import LpuKind
+    from .memory import MemoryKind
+    from .prfaas import PrfaasKind
+    from .probe import ProbeKind
+    from .roce import RoceKind
+    from .traffic import TrafficKind
+
+    # `fabric run` order: a section that defines the run first; a file without traffic is
+    # probed; RoCE switches or flows make a comparison; plain traffic last.
+    return (MemoryKind(), PrfaasKind(), LpuKind(), ProbeKind(), RoceKind(), TrafficKind())
+
+
+_KINDS: tuple[Kind, ...] | None = None
+
+
+def kinds() -> tuple[Kind, ...]:
+    global _KINDS
+    if _KINDS is None:
+        _KINDS = _all()
+    return _KINDS
+
+
+def run_options() -> list[RunOption]:
+    """Every kind's `fabric run` options, in registry order."""
+    return [o for k in kinds() for o in k.options]
+
+
+def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: ANN401
+    """The kind `fabric run` runs `topo` as, and what its prepare() returned.
+
+    Every kind first refuses its own options that this file cannot use, so a misplaced
+    option is an error before anything is built, never silently dropped.
+    """
+    for kind in kinds():
+        kind.refuse(topo, options)
+    kind = next(k for k in kinds() if k.applies(topo, options))
+    for other in kinds():
+        for opt in other.options:
+            if options.get(opt.dest) and opt not in kind.options:
+                raise FabricError(f"{opt.flag} does not apply to {topo.source}: it runs as "
+                                  f"{kind.title}")
+    return kind, kind.prepare(topo, options)
+
+
+def holds_run(d: Path) -> Kind | None:
+    """The kind whose run directory `d` already is, if any (`--out` never overwrites one)."""
+    return next((k for k in kinds() if k.owns(d)), None)
+
+
+def for_dir(d: Path) -> Kind:
+    """The kind of the run saved in `d`, or a FabricError saying what `d` lacks."""
+    if not d.is_dir():
+        raise FabricError(f"{d}: no such run directory (give the directory `fabric run` wrote)")
+    kind = holds_run(d)
+    if kind is None:
+        files = ", ".join(dict.fromkeys(k.result_file for k in kinds()))
+        raise FabricError(f"{d}: not a run directory: no {files} in it (give the directory "
+                          "`fabric run` wrote its results to)")
+    return kind
+
+
+def run_help() -> str:
+    """What `fabric run --help` says about each kind, in registry order."""
+    return "\n\n".join(k.describes for k in kinds() if k.describes)
+
+
+def commands() -> list[Any]:
+    """The kinds' own CLI commands."""
+    return [c for k in kinds() for c in k.commands()]
+
+
+def check_lines(topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
+    """`fabric check`'s lines for the file's sections, in registry order."""
+    return [line for k in kinds() for line in k.check_lines(topo, plan)]
+
+
+def status_rows(state: Any) -> list[list[str]]:  # noqa: ANN401
+    return [row for k in kinds() for row in k.status_rows(state)]

@@ -1,0 +1,73 @@
+"""Memory-semantic switches: load/store, Hypercast, in-network reduce, KV pull vs push."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import FabricError
+from ..units import format_size
+from . import Kind, RunContext
+
+
+class MemoryKind(Kind):
+    name = "memory"
+    title = "a memory run"
+    result_file = "memory.json"
+    describes = ("A file with a `memory:` section runs its memory runs (load/store, Hypercast, "
+                 "in-network reduce, KV pull) against message passing on the same links.")
+
+    def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
+        return getattr(topo, "memory", None) is not None
+
+    def run(self, ctx: RunContext) -> None:
+        from ..memsw.run import render, run_memory, write_link_plot
+
+        outcomes = run_memory(ctx.state, ctx.topo, ctx.out_dir, say=ctx.say,
+                              timeout=ctx.timeout)
+        ctx.out(render(outcomes, ctx.topo))
+        plot = write_link_plot(outcomes, ctx.topo, ctx.out_dir)
+        ctx.out(f"wrote {ctx.out_dir}/ (memory.json, {plot.name})")
+        bad = [f"{o.run} {o.variant}" for o in outcomes if not o.ok]
+        if bad:
+            raise FabricError(f"results did not check out: {', '.join(bad)}")
+
+    def report(self, d: Path, out: Callable[[str], None]) -> None:
+        from ..memsw.run import read_outcomes, render, write_link_plot
+
+        outcomes, label = read_outcomes(d / self.result_file)
+        out(render(outcomes, label))
+        out(f"redrew {write_link_plot(outcomes, label, d)}")
+
+    def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
+        from ..checks import plural
+
+        m = getattr(topo, "memory", None)
+        if m is None:
+            return []
+        return [f"memory: {plural(len(m.switches), 'memory switch')}, "
+                f"{plural(len(m.windows), 'window')} "
+                f"({format_size(sum(w.size for w in m.windows))}), "
+                f"{plural(len(m.multicast), 'multicast window')}, "
+                f"{plural(len(m.reduce), 'reduce group')}, {plural(len(m.runs), 'run')} "
+                f"({', '.join(r.kind for r in m.runs)})"]
+
+    def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
+        """A memory switch's row: transactions in and rejected (it queues no packets)."""
+        from ..net.lifecycle import _alive
+
+        rows = []
+        for node, pid in state.switch_pids.items():
+            path = state.dir / f"memswitch-{node}.json"
+            if not path.exists():
+                continue
+            try:
+                m = json.loads(path.read_text())
+            except (OSError, ValueError):
+                m = {}
+            rows.append([f"  {node} (memory)", "running" if _alive(pid) else "DEAD",
+                         str(m.get("datagrams_in", 0)), str(m.get("rejected", 0)), "-", "-",
+                         "-"])
+        return rows

@@ -1,0 +1,117 @@
+"""RoCE: switches with traffic classes, ECN and PFC; one run per --cc policy and --pfc setting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import FabricError
+from ..units import format_size
+from . import Kind, RunContext, RunOption
+
+
+def _roce_flows(topo: Any) -> bool:  # noqa: ANN401
+    return topo.traffic is not None and any(f.transport == "roce" for f in topo.traffic.flows)
+
+
+class RoceKind(Kind):
+    name = "roce"
+    title = "a RoCE comparison"
+    result_file = "comparison.json"
+    describes = ("A file with RoCE switches or RoCE flows runs once per --cc policy and --pfc "
+                 "setting and prints one comparison.")
+    options = (
+        RunOption("--cc", "ccs", "RoCE flows: comma list of congestion controls (none, dcqcn, "
+                  "timely, swift, hpcc, dctcp); runs the traffic once per policy and compares."),
+        RunOption("--pfc", "pfcs", "RoCE switches: on, off or on,off (one run each); "
+                  "default: the file's switches.pfc."),
+    )
+
+    def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
+        return bool(options.get("ccs") or options.get("pfcs") or topo.switches is not None
+                    or _roce_flows(topo))
+
+    def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
+        if self.applies(topo, options) and topo.traffic is None:
+            raise FabricError(f"--cc/--pfc need a traffic section in {topo.source}")
+
+    def prepare(self, topo: Any, options: Mapping[str, Any]) -> Any:  # noqa: ANN401
+        from ..roce.run import parse_variants
+
+        return parse_variants(topo, options.get("ccs"), options.get("pfcs"))
+
+    def run(self, ctx: RunContext) -> None:
+        from ..roce.run import render, run_variants, write_comparison, write_plots
+        from ..runner import progress_printer
+
+        topo, out_dir = ctx.topo, ctx.out_dir
+        results = run_variants(ctx.state, topo, ctx.prepared, out_dir, timeout=ctx.timeout,
+                               progress=progress_printer(), say=ctx.say)
+        ctx.out(render(results, topo))
+        files = [write_comparison(results, topo, out_dir), *write_plots(results, topo, out_dir)]
+        for r in results:
+            for err in r.errors:
+                ctx.out(f"error: {r.variant.label}: {err}")
+        ctx.out(f"wrote {out_dir}/ ({', '.join(p.name for p in files)}, one directory per "
+                "variant)")
+        if any(r.errors for r in results):
+            raise FabricError("the run had errors (see above)")
+
+    def report(self, d: Path, out: Callable[[str], None]) -> None:
+        """The comparison table from comparison.json (each variant's own directory holds
+        its traffic run, which `fabric report` re-prints and redraws)."""
+        from ..roce.run import read_comparison, render
+
+        results, label = read_comparison(d / self.result_file)
+        out(render(results, label))
+        for r in results:
+            for err in r.errors:
+                out(f"error: {r.variant.label}: {err}")
+        dirs = sorted(p.name for p in d.iterdir() if (p / "summary.json").exists())
+        if dirs:
+            out(f"per variant (fabric report {d}/VARIANT): {', '.join(dirs)}")
+
+    def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
+        """One line on the RoCE switches: settings, and the PFC thresholds of the first."""
+        if not plan.switches:
+            return []
+        from ..plan import switch_spec
+        from ..switch.core import headroom_bytes
+
+        sw = topo.switches
+        first = next(iter(plan.switches.values()))
+        spec = switch_spec(first.node, first.ports, topo)
+        line = (f"RoCE switches: {len(plan.switches)} (buffer {format_size(sw.buffer_bytes)} "
+                f"{sw.buffer_mode.replace('_', '-')}, PFC {'on' if sw.pfc else 'off'}, "
+                f"INT {'on' if sw.int_enabled else 'off'})")
+        if sw.pfc and spec.lossless_priorities():
+            headroom = max(headroom_bytes(p) for p in spec.ports)
+            line += (f"; {first.node}: headroom {format_size(headroom)}"
+                     f" per port and lossless priority, XOFF {format_size(spec.xoff_for(0))}, "
+                     f"XON {format_size(spec.xon_for(0))}")
+        return [line]
+
+    def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
+        """One row per RoCE switch process, from the statistics it writes every 2 s."""
+        from ..net.lifecycle import _alive
+
+        rows = []
+        for node, pid in state.switch_pids.items():
+            if (state.dir / f"memswitch-{node}.json").exists():
+                continue  # a memory switch: its kind's row
+            try:
+                data = json.loads((state.dir / f"switch-{node}.json").read_text())
+            except (OSError, ValueError):
+                data = {}
+            ports = data.get("ports", [])
+            classes = [c for p in ports for c in (p.get("classes") or {}).values()]
+            rows.append([f"  {node}", "running" if _alive(pid) else "DEAD",
+                         str(sum(c.get("tx_packets", 0) for c in classes)),
+                         str(sum(int(v) for v in (data.get("drops") or {}).values())),
+                         str(sum(c.get("ecn_marks", 0) for c in classes)),
+                         str(sum(p.get("pauses_sent", 0) for p in ports)),
+                         format_size(max((p.get("max_queue_bytes", 0) for p in ports),
+                                         default=0))])
+        return rows

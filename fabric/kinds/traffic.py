@@ -1,0 +1,88 @@
+"""Plain traffic: KV chunks and bulk flows over the fabric's links; latency, jitter, goodput."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import FabricError
+from . import Kind, RunContext
+
+
+class TrafficKind(Kind):
+    name = "traffic"
+    title = "a traffic run"
+    result_file = "summary.json"
+    compares = True
+
+    def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
+        return topo.traffic is not None
+
+    def run(self, ctx: RunContext) -> None:
+        from ..metrics import render_links, render_table, summarise, write_run
+        from ..runner import progress_printer, run_traffic
+
+        topo, state = ctx.topo, ctx.state
+        result = run_traffic(state, topo, timeout=ctx.timeout, progress=progress_printer())
+        meta = {
+            "fabric": topo.name, "run_id": state.run_id, "backend": state.backend,
+            "time_scale": topo.time_scale, "topology": topo.source,
+            "topology_sha256": topo.sha256, "seed": topo.traffic.seed,
+            "transfers_planned": len(result.transfers), "errors": result.errors,
+            "timed_out": result.timed_out, "host": os.uname().nodename,
+            "wall_seconds": (result.ended_ns - result.started_ns) / 1e9,
+        }
+        summary = summarise(result.chunk_records, result.transfer_records,
+                            time_scale=topo.time_scale, meta=meta, links=result.links)
+        ctx.out(render_table(summary))
+        links_text = render_links(summary)
+        if links_text:
+            ctx.out(links_text)
+        for err in result.errors:
+            ctx.out(f"error: {err}")
+        files = write_run(ctx.out_dir, summary, result.chunk_records, result.transfer_records,
+                          result.links)
+        ctx.out(f"wrote {ctx.out_dir}/ ({', '.join(sorted(p.name for p in files.values()))})")
+        if result.errors or not summary["integrity"]["ok"]:
+            raise FabricError("the run had errors (see above)")
+
+    def report(self, d: Path, out: Callable[[str], None]) -> None:
+        from ..metrics import load_chunks, load_run, render_links, render_table
+        from ..metrics.plots import goodput_over_time, latency_cdf, links_over_time
+
+        summary, _ = load_run(str(d))
+        out(render_table(summary))
+        links_text = render_links(summary)
+        if links_text:
+            out(links_text)
+        for err in summary.get("meta", {}).get("errors", []):
+            out(f"error: {err}")
+        chunks = load_chunks(str(d))
+        ts = summary.get("time_scale", 1.0)
+        links_file = d / "links.json"
+        links = json.loads(links_file.read_text()) if links_file.exists() else None
+        for made in (latency_cdf(d / "latency_cdf.png", chunks, ts),
+                     goodput_over_time(d / "goodput.png", chunks, ts),
+                     links_over_time(d / "links.png", links, ts) if links else None):
+            if made is not None:
+                out(f"redrew {made}")
+
+    def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
+        if topo.traffic is None:
+            return []
+        from ..checks import plural
+        from ..traffic import schedule
+        from ..units import format_size
+
+        transfers = schedule(topo)
+        return [f"traffic: {plural(len(topo.traffic.flows), 'flow')}, "
+                f"{plural(len(transfers), 'transfer')}, "
+                f"{format_size(sum(t.nbytes for t in transfers))} (seed {topo.traffic.seed})"]
+
+    def compare(self, dirs: list[Path], out: Callable[[str], None]) -> None:
+        from ..metrics import compare, load_run
+
+        out(compare([(str(d), load_run(str(d))[0]) for d in dirs]))

@@ -1,0 +1,176 @@
+"""Fabric kinds as plug-ins (fabric.kinds): selection, option checks, --out guard, report.
+
+Nothing here builds a fabric: every refusal happens before anything is built, and reports
+are re-printed from saved results.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from fabric import kinds
+from fabric.cli import cli
+from fabric.errors import FabricError
+from fabric.memsw.run import VariantOutcome, read_outcomes, render, write_outcomes
+from fabric.metrics.report import SavedRun
+from fabric.topology import load_topology
+
+TOPOLOGIES = Path(__file__).resolve().parents[1] / "topologies"
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="fabric")
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("file", "kind"),
+    [
+        ("pair.yaml", "traffic"),
+        ("roce-incast.yaml", "roce"),
+        ("memsem-single.yaml", "memory"),
+        ("lpu-ring.yaml", "lpu"),
+        ("prfaas.yaml", "prfaas"),
+        ("two-cluster.yaml", "traffic"),
+    ],
+)
+def test_each_shipped_file_runs_as_its_kind(file: str, kind: str) -> None:
+    topo = load_topology(str(TOPOLOGIES / file))
+    chosen, _ = kinds.select(topo, {})
+    assert chosen.name == kind
+
+
+def test_a_file_without_traffic_is_probed(tmp_path: Path) -> None:
+    text = (TOPOLOGIES / "pair.yaml").read_text()
+    path = tmp_path / "bare.yaml"
+    path.write_text(text[: text.index("traffic:")])
+    assert kinds.select(load_topology(str(path)), {})[0].name == "probe"
+
+
+def test_every_kind_has_a_result_file_and_a_title() -> None:
+    names = [k.name for k in kinds.kinds()]
+    assert names == ["memory", "prfaas", "lpu", "probe", "roce", "traffic"]
+    for k in kinds.kinds():
+        assert k.result_file.endswith(".json")
+        assert k.title.startswith(("a ", "an "))
+
+
+@pytest.mark.parametrize(
+    ("files", "title"),
+    [
+        ({"memory.json": {}}, "a memory run"),
+        ({"prfaas.json": {}}, "a PrfaaS run"),
+        ({"lpu.json": {}}, "an LPU run"),
+        ({"comparison.json": {}}, "a RoCE comparison"),
+        ({"summary.json": {"pairs": []}}, "a path check (no traffic)"),
+        ({"summary.json": {"classes": {}}}, "a traffic run"),
+    ],
+)
+def test_out_never_overwrites_any_kind_of_run(
+    tmp_path: Path, files: dict[str, dict], title: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in files.items():
+        (out / name).write_text(json.dumps(data))
+    # refused before anything is built: no root, no namespace needed
+    result = invoke("run", "--out", str(out), str(TOPOLOGIES / "pair.yaml"))
+    assert one_line_error(result) == (
+        f"fabric: {out} already holds {title}: choose another --out or remove it"
+    )
+
+
+def test_a_kind_option_on_a_file_of_another_kind_is_refused() -> None:
+    lpu = str(TOPOLOGIES / "lpu-ring.yaml")
+    assert one_line_error(invoke("run", "--policy", "local", lpu)) == (
+        f"fabric: --policy is for files with a prfaas: section ({lpu})"
+    )
+    assert one_line_error(invoke("run", "--cc", "dcqcn", lpu)) == (
+        f"fabric: --cc/--pfc need a traffic section in {lpu}"
+    )
+    two = str(TOPOLOGIES / "two-cluster.yaml")
+    assert one_line_error(invoke("run", "--pfc", "on", two)) == (
+        f"fabric: --pfc needs RoCE switches: add a `switches:` section to {two}"
+    )
+
+
+def test_an_option_the_selected_kind_does_not_own_is_refused(tmp_path: Path) -> None:
+    """A memory file with a traffic section: --cc would be dropped, so it is refused."""
+    text = (TOPOLOGIES / "memsem-single.yaml").read_text()
+    topo = load_topology(str(TOPOLOGIES / "memsem-single.yaml"))
+    host = next(n for n in topo.nodes.values() if n.kind == "host").name
+    other = [n for n in topo.nodes.values() if n.kind == "host"][1].name
+    path = tmp_path / "mem.yaml"
+    path.write_text(text + f"\ntraffic:\n  flows:\n    - {{pattern: one-to-one, from: {host}, "
+                    f"to: {other}, tokens: 32, requests: 1, transport: roce}}\n")
+    with pytest.raises(FabricError, match=r"^--cc does not apply to .*mem\.yaml: it runs "
+                       r"as a memory run$"):
+        kinds.select(load_topology(str(path)), {"ccs": "dcqcn"})
+
+
+def test_run_help_describes_every_kind_and_its_options() -> None:
+    out = invoke("run", "--help").output
+    for k in kinds.kinds():
+        if k.describes:
+            assert " ".join(k.describes.split()[:6]) in " ".join(out.split())
+        for opt in k.options:
+            assert opt.flag in out
+
+
+def test_report_reprints_a_memory_run(tmp_path: Path) -> None:
+    outcomes = [
+        VariantOutcome("hc", "hypercast", "switch", 1 << 20, True, 2.5e6,
+                       link_bytes={"sw--a": {"forward": 1 << 20, "reverse": 0}}),
+        VariantOutcome("hc", "hypercast", "unicast", 1 << 20, True, 7.5e6,
+                       link_bytes={"sw--a": {"forward": 3 << 20, "reverse": 0}}),
+        VariantOutcome("ls", "loadstore", "switch", 4096, False, None,
+                       latency={"read": {"p50": 1e4, "p99": 2e4, "mean": 1.2e4}}),
+    ]
+    label = SavedRun("mem", 1000.0)
+    write_outcomes(outcomes, label, tmp_path)
+    assert read_outcomes(tmp_path / "memory.json") == (outcomes, label)
+    result = invoke("report", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(render(outcomes, label) + "\n")
+    assert f"redrew {tmp_path / 'links.png'}" in result.stdout
+    assert (tmp_path / "links.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_compares_only_traffic_runs(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "lpu.json").write_text(json.dumps({"time_scale": 1, "runs": []}))
+    assert one_line_error(invoke("report", str(a), str(b))) == (
+        f"fabric: {a}: an LPU run: fabric report compares traffic runs"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert one_line_error(invoke("report", str(empty))) == (
+        f"fabric: {empty}: not a run directory: no memory.json, prfaas.json, lpu.json, "
+        "summary.json, comparison.json in it (give the directory `fabric run` wrote its "
+        "results to)"
+    )
+
+
+def test_cli_names_no_fabric_kind() -> None:
+    """The CLI imports no kind's package: kinds plug in through fabric.kinds."""
+    source = (Path(__file__).resolve().parents[1] / "fabric" / "cli.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"lpu", "memsw", "prfaas", "roce", "switch", "probe", "schedule",
+                           "traffic"}, imported
