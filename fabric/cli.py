@@ -145,8 +145,9 @@ def check(file: str | None, links: str) -> None:
 
     backend = guess_backend(links)
     plan = plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up`
-    from .kinds import check_lines
+    from .kinds import check_lines, select
 
+    select(topo, {})  # what `run` would refuse, `check` refuses
     for line in check_lines(topo, plan):
         click.echo(line)
     warnings = backend_warnings(topo, backend) + cc_warnings(topo)

@@ -107,14 +107,13 @@ def test_a_kind_option_on_a_file_of_another_kind_is_refused() -> None:
 
 
 def test_an_option_the_selected_kind_does_not_own_is_refused(tmp_path: Path) -> None:
-    """A memory file with a traffic section: --cc would be dropped, so it is refused."""
+    """A memory file with RoCE traffic beside it: --cc would be dropped, so it is refused."""
     text = (TOPOLOGIES / "memsem-single.yaml").read_text()
     topo = load_topology(str(TOPOLOGIES / "memsem-single.yaml"))
-    host = next(n for n in topo.nodes.values() if n.kind == "host").name
-    other = [n for n in topo.nodes.values() if n.kind == "host"][1].name
+    hosts = sorted(n.name for n in topo.nodes.values() if n.kind == "host")
     path = tmp_path / "mem.yaml"
-    path.write_text(text + f"\ntraffic:\n  flows:\n    - {{pattern: one-to-one, from: {host}, "
-                    f"to: {other}, tokens: 32, requests: 1, transport: roce}}\n")
+    path.write_text(text + f"\ntraffic:\n  flows:\n    - {{pattern: one-to-one, from: {hosts[0]}, "
+                    f"to: {hosts[1]}, tokens: 32, requests: 1, transport: roce}}\n")
     with pytest.raises(FabricError, match=r"^--cc does not apply to .*mem\.yaml: it runs "
                        r"as a memory run$"):
         kinds.select(load_topology(str(path)), {"ccs": "dcqcn"})
@@ -174,3 +173,22 @@ def test_cli_names_no_fabric_kind() -> None:
             imported.add(node.module.split(".")[0])
     assert not imported & {"lpu", "memsw", "prfaas", "roce", "switch", "probe", "schedule",
                            "traffic"}, imported
+
+
+@pytest.mark.parametrize("section", ["memsem-single.yaml", "lpu-ring.yaml", "prfaas.yaml"])
+def test_traffic_beside_a_section_that_would_not_run_it_is_refused_at_its_line(
+    tmp_path: Path, section: str
+) -> None:
+    text = (TOPOLOGIES / section).read_text().rstrip() + "\n"
+    topo = load_topology(str(TOPOLOGIES / section))
+    hosts = sorted(n.name for n in topo.nodes.values() if n.kind == "host")
+    path = tmp_path / section
+    path.write_text(text + f"traffic:\n  flows:\n    - {{pattern: one-to-one, from: {hosts[0]}, "
+                    f"to: {hosts[1]}, tokens: 32, requests: 1}}\n")
+    line = len(text.splitlines()) + 1
+    kind = kinds.select(topo, {})[0]
+    expected = (f"fabric: {path}:{line}: traffic: this file runs as {kind.title}, which does "
+                "not run a traffic section beside it (background traffic is not supported "
+                "yet): remove the section, or put the traffic in a file of its own")
+    for command in ("check", "run"):
+        assert one_line_error(invoke(command, str(path))) == expected

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import FabricError
+from ..errors import FabricError, TopologyError
 
 __all__ = ["Kind", "RunContext", "RunOption", "check_lines", "for_dir", "holds_run",
            "commands", "kinds", "run_help", "run_options", "select", "status_rows"]
@@ -58,6 +58,7 @@ class Kind:
     describes: str = ""  # a sentence for `fabric run --help`: which files run as this kind
     options: tuple[RunOption, ...] = ()
     compares: bool = False  # `fabric report` can compare several runs of this kind
+    runs_traffic: bool = False  # runs the file's `traffic:` section (else it is refused)
 
     def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
         """Raise FabricError for options of this kind that `topo` cannot use."""
@@ -131,7 +132,8 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
     """The kind `fabric run` runs `topo` as, and what its prepare() returned.
 
     Every kind first refuses its own options that this file cannot use, so a misplaced
-    option is an error before anything is built, never silently dropped.
+    option is an error before anything is built, never silently dropped; so is a section
+    the chosen kind would not run. `fabric check` calls this too.
     """
     for kind in kinds():
         kind.refuse(topo, options)
@@ -141,6 +143,12 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
             if options.get(opt.dest) and opt not in kind.options:
                 raise FabricError(f"{opt.flag} does not apply to {topo.source}: it runs as "
                                   f"{kind.title}")
+    if topo.traffic is not None and not kind.runs_traffic:
+        raise TopologyError(
+            f"this file runs as {kind.title}, which does not run a traffic section beside "
+            "it (background traffic is not supported yet): remove the section, or put the "
+            "traffic in a file of its own", file=topo.source, line=topo.traffic.line,
+            key="traffic")
     return kind, kind.prepare(topo, options)
 
 

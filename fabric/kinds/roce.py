@@ -20,6 +20,7 @@ class RoceKind(Kind):
     name = "roce"
     title = "a RoCE comparison"
     result_file = "comparison.json"
+    runs_traffic = True
     describes = ("A file with RoCE switches or RoCE flows runs once per --cc policy and --pfc "
                  "setting and prints one comparison.")
     options = (

@@ -16,6 +16,7 @@ class TrafficKind(Kind):
     name = "traffic"
     title = "a traffic run"
     result_file = "summary.json"
+    runs_traffic = True
     compares = True
 
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401

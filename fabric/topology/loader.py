@@ -349,7 +349,8 @@ class _Parser(_Walker):
         if "traffic" in top:
             from fabric.topology.traffic import check_reachable, parse_traffic
 
-            traffic = parse_traffic(self, top["traffic"][1], nodes, classes)
+            traffic = replace(parse_traffic(self, top["traffic"][1], nodes, classes),
+                              line=_line(top["traffic"][0]))
             check_reachable(traffic, links + generated, self.source)
 
         prfaas = None

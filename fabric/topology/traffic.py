@@ -79,6 +79,7 @@ class Flow:
 class Traffic:
     seed: int
     flows: tuple[Flow, ...]
+    line: int | None = None  # of the `traffic:` key
 
 
 def parse_traffic(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
