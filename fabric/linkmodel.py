@@ -32,8 +32,9 @@ from fabric.topology.model import Shape
 from fabric.topology.model import queue_bytes as model_queue_bytes
 
 NS_PER_S = 1_000_000_000
-# What one engine can move when a link has no rate (see notes/machine-limits.md); only used to
-# size the delay line's memory bound for unshaped links.
+# What one engine can move when a link has no rate (a Python TUN relay moves 1.1-11.5 Gbit/s
+# per core at MTU 1500-65000); only used to size the delay line's memory bound for unshaped
+# links.
 UNSHAPED_ASSUMED_BPS = 10_000_000_000
 DELAY_LINE_FLOOR_BYTES = 8 * 1024 * 1024
 

@@ -7,8 +7,8 @@ for a purely rate-based policy). A policy that needs its own timers (DCQCN) says
 `next_timer_ns()`; the caller calls `on_timer(now_ns)` once that time has passed. Nothing in
 here reads a clock, sleeps or touches a socket, so every policy is tested with hand-made times.
 
-Each policy's parameters are a frozen dataclass whose defaults are the published ones (see
-notes/reference-numbers.md, "Congestion control defaults"); a default of `None` means "scaled
+Each policy's parameters are a frozen dataclass whose defaults are the published ones (each
+policy's module names the paper or simulator they come from); a default of `None` means "scaled
 from the link rate the way the HPCC simulator does" and is resolved by the policy's constructor.
 """
 

@@ -5,9 +5,9 @@ Wire format of one frame::
     u32 big-endian header length L | L bytes msgpack map | n raw payload bytes
 
 The header map must hold `"t"` (frame type, str) and `"n"` (payload byte count, int >= 0); any
-other keys are the frame type's business. KV payloads never go through msgpack (see
-notes/machine-limits.md: msgpack-packing a 16 MiB array runs at 0.56 GB/s, `recv_into` a numpy
-buffer at 2.31 GB/s).
+other keys are the frame type's business. KV payloads never go through msgpack (measured on the
+2-core development machine: msgpack-packing a 16 MiB array runs at 0.56 GB/s, `recv_into` a
+numpy buffer at 2.31 GB/s).
 
 Receiving::
 
