@@ -57,14 +57,14 @@ def _setns(fd: int) -> None:
 
 
 class Kernel:
-    """Applies plan steps; tracks what it created so `undo()` can remove it all."""
+    """Applies plan steps, one netlink handle per namespace. Teardown is net/lifecycle's: it
+    removes what a fabric made by the names that carry its run id."""
 
     def __init__(self) -> None:
         self._thread = threading.get_ident()
         self._root = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self._handles: dict[str, IPRoute] = {}
         self._ifindex: dict[tuple[str, str], int] = {}
-        self.created_netns: list[str] = []
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -134,7 +134,6 @@ class Kernel:
             # pyroute2's fork-free creation: unshare(2) on this thread + bind mount.
             # It leaves this thread inside the new namespace; open its handle there, go back.
             netns._create(ns, _libc)
-            self.created_netns.append(ns)
             self._handles[ns] = IPRoute()
         except OSError as e:
             raise KernelError(f"creating network namespace {ns}: {e.strerror or e} "
@@ -156,8 +155,6 @@ class Kernel:
             if e.errno != errno.ENOENT:
                 raise KernelError(f"removing network namespace {ns}: {e.strerror}") from None
         shutil.rmtree(NETNS_ETC_DIR / ns, ignore_errors=True)
-        if ns in self.created_netns:
-            self.created_netns.remove(ns)
 
     @staticmethod
     def list_netns() -> list[str]:
@@ -165,11 +162,6 @@ class Kernel:
             return sorted(p.name for p in NETNS_RUN_DIR.iterdir())
         except FileNotFoundError:
             return []
-
-    def undo(self) -> None:
-        """Remove every namespace this Kernel created (and with them their devices)."""
-        for ns in reversed(list(self.created_netns)):
-            self.remove_netns(ns)
 
     # ---- steps --------------------------------------------------------------------------
 
