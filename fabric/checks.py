@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
+from .cc import resolve_cc
 from .topology.model import Topology, adjacency, bdp_bytes, queue_bytes
 from .units import format_rate, format_time
 
@@ -161,25 +162,27 @@ def cc_warnings(topo: Topology) -> list[str]:
     for c in topo.classes:
         if c.name not in roce:
             continue
-        if c.cc == "hpcc" and (sw is None or not sw.int_enabled):
-            out.append(f"class {c.name} (line {c.line}): hpcc reads in-band telemetry, but "
+        policy = resolve_cc(c.cc)  # what it needs is declared on the policy, never its name
+        name = policy.name
+        if "int" in policy.needs and (sw is None or not sw.int_enabled):
+            out.append(f"class {c.name} (line {c.line}): {name} reads in-band telemetry, but "
                        + ("there are no RoCE switches (`switches:`)" if sw is None
                           else "switches.int is off")
-                       + "; without it HPCC keeps its initial window")
-        if c.cc in ("dcqcn", "dctcp"):
+                       + f"; without it {name} keeps its initial window")
+        if "ecn" in policy.needs:
             marks = (sw is not None and c.red is not None) or (
                 sw is None and any(link.forward.ecn_bytes or link.reverse.ecn_bytes
                                    for link in topo.links))
             if not marks:
-                out.append(f"class {c.name} (line {c.line}): {c.cc} reacts to ECN marks, but "
+                out.append(f"class {c.name} (line {c.line}): {name} reacts to ECN marks, but "
                            "nothing marks this class: give it `ecn: {kmin: ..., kmax: ...}`"
                            + (" (RoCE switches mark per class)" if sw is not None else ""))
-        if c.cc == "timely" and topo.time_scale < 10_000:
+        if "fine_rtt" in policy.needs and topo.time_scale < 10_000:
             noise_ns = 500_000 / topo.time_scale  # ~0.5 ms of host scheduling noise
-            out.append(f"class {c.name} (line {c.line}): timely reacts to the RTT gradient; "
-                       f"this host's ~0.5 ms of timing noise is {noise_ns:.0f} ns of fabric "
-                       f"time at time_scale {topo.time_scale:g}, enough to hold its rate down "
-                       "(docs/roce.md); time_scale >= 10000 for a fair TIMELY")
+            out.append(f"class {c.name} (line {c.line}): {name} needs RTT samples finer than "
+                       f"this host's ~0.5 ms of timing noise, which is {noise_ns:.0f} ns of "
+                       f"fabric time at time_scale {topo.time_scale:g}, enough to hold its "
+                       f"rate down (docs/roce.md); time_scale >= 10000 for a fair {name}")
     if sw is None and any(c.red is not None for c in topo.classes):
         names = ", ".join(c.name for c in topo.classes if c.red is not None)
         out.append(f"classes with ecn thresholds ({names}) only mark at RoCE switches; this "

@@ -501,7 +501,7 @@ def test_parse_variants_cross_product() -> None:
 @pytest.mark.parametrize(("topo", "ccs", "pfcs", "message"), [
     (pair(), "dcqcn,reno", None,
      "--cc: unknown congestion control 'reno' (one of: none, dcqcn, timely, swift, hpcc, "
-     "dctcp)"),
+     "dctcp; or your own as FILE.py:Class or module:Class)"),
     (pair(transport="tcp"), "dcqcn", None,
      "--cc sets the RoCE transport's congestion control, but t.yaml has no `transport: roce` "
      "flow"),
@@ -872,8 +872,8 @@ traffic:
      "switches.int is off"),
     ("hpcc", "", "", 2000, "hpcc reads in-band telemetry, but there are no RoCE switches"),
     ("dcqcn", "switches: {}", "", 2000, "dcqcn reacts to ECN marks, but nothing marks"),
-    ("timely", "switches: {}", "", 2000, "timely reacts to the RTT gradient; this host's "
-     "~0.5 ms of timing noise is 250 ns of fabric time at time_scale 2000"),
+    ("timely", "switches: {}", "", 2000, "timely needs RTT samples finer than this host's "
+     "~0.5 ms of timing noise, which is 250 ns of fabric time at time_scale 2000"),
     ("none", "", ", ecn: {kmin: 1KB, kmax: 2KB}", 2000, "classes with ecn thresholds (kv) "
      "only mark at RoCE switches"),
 ])

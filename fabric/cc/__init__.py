@@ -5,7 +5,8 @@
     pace_at, may_have_in_flight = cc.rate_bps, cc.window_bytes   # window None = rate-based
 
 Policies: `none`, `dcqcn`, `timely`, `swift`, `hpcc`, `dctcp`; see each module for the
-published behaviour it follows and `base.py` for the event contract.
+published behaviour it follows and `base.py` for the event contract. Users' own policies load
+from a file or package by the same names (`registry.py`, docs/cc-plugins.md).
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 from fabric.cc.base import (
     CC_NAMES,
     DEFAULT_MTU,
+    NEEDS,
     CongestionControl,
     CongestionControlError,
     IntRecord,
-    make_cc,
 )
 from fabric.cc.dcqcn import Dcqcn, DcqcnParams
 from fabric.cc.dctcp import Dctcp, DctcpParams
 from fabric.cc.hpcc import Hpcc, HpccParams
 from fabric.cc.none import NoCongestionControl, NoneParams
+from fabric.cc.registry import canonical_cc, cc_label, is_plugin, make_cc, resolve_cc
 from fabric.cc.swift import Swift, SwiftParams
 from fabric.cc.timely import Timely, TimelyParams
 
@@ -37,11 +39,16 @@ __all__ = [
     "Hpcc",
     "HpccParams",
     "IntRecord",
+    "NEEDS",
     "NoCongestionControl",
     "NoneParams",
     "Swift",
     "SwiftParams",
     "Timely",
     "TimelyParams",
+    "canonical_cc",
+    "cc_label",
+    "is_plugin",
     "make_cc",
+    "resolve_cc",
 ]

@@ -14,7 +14,6 @@ from the link rate the way the HPCC simulator does" and is resolved by the polic
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,16 +24,23 @@ from fabric.errors import FabricError
 __all__ = [
     "CC_NAMES",
     "DEFAULT_MTU",
+    "NEEDS",
     "CongestionControl",
     "CongestionControlError",
     "IntRecord",
-    "make_cc",
 ]
 
 NS_PER_S = 1_000_000_000
 # The HPCC simulator's payload per packet; also what the policies count "one packet" as.
 DEFAULT_MTU = 1000
 CC_NAMES = ("none", "dcqcn", "timely", "swift", "hpcc", "dctcp")
+# What a policy can declare it needs from the fabric (`CongestionControl.needs`); `fabric
+# check` warns where a file does not provide it, and the transport turns INT on for "int".
+NEEDS = {
+    "int": "in-band telemetry from the switches (switches.int)",
+    "ecn": "ECN marks on its class (switch `ecn:` thresholds, or link ECN)",
+    "fine_rtt": "RTT samples finer than the host's timing noise (a high time_scale)",
+}
 
 
 class CongestionControlError(FabricError):
@@ -73,6 +79,8 @@ class CongestionControl(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[Any]]
+    # What the policy reacts to, from NEEDS: checks read this, never the policy's name.
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, line_rate_bps: int, base_rtt_ns: int, mtu: int = DEFAULT_MTU,
                  params: Any = None) -> None:
@@ -134,42 +142,3 @@ class CongestionControl(ABC):
         window = self.window_bytes
         win = "" if window is None else f" window={window}B"
         return f"<{type(self).__name__} rate={self.rate_bps}bps{win}>"
-
-
-def _registry() -> dict[str, type[CongestionControl]]:
-    # Imported here, not at module level, because every policy module imports this one.
-    from fabric.cc.dcqcn import Dcqcn
-    from fabric.cc.dctcp import Dctcp
-    from fabric.cc.hpcc import Hpcc
-    from fabric.cc.none import NoCongestionControl
-    from fabric.cc.swift import Swift
-    from fabric.cc.timely import Timely
-
-    classes: list[type[CongestionControl]] = [NoCongestionControl, Dcqcn, Timely, Swift, Hpcc,
-                                              Dctcp]
-    return {cls.name: cls for cls in classes}
-
-
-def make_cc(name: str, /, *, line_rate_bps: int, base_rtt_ns: int, mtu: int = DEFAULT_MTU,
-            **params: Any) -> CongestionControl:
-    """Build the policy called `name` for one flow; `params` override its published defaults.
-
-    >>> make_cc("dcqcn", line_rate_bps=100_000_000_000, base_rtt_ns=8_000, g=1 / 128)
-    """
-    registry = _registry()
-    cls = registry.get(name.lower()) if isinstance(name, str) else None
-    if cls is None:
-        raise CongestionControlError(
-            f"unknown congestion control {name!r}; choose one of {', '.join(CC_NAMES)}")
-    fields = [f.name for f in dataclasses.fields(cls.Params)]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        allowed = ", ".join(fields) if fields else "none"
-        raise CongestionControlError(
-            f"{cls.name}: unknown parameter(s) {', '.join(unknown)}; "
-            f"its parameters are: {allowed}")
-    try:
-        policy_params = cls.Params(**params)
-    except TypeError as exc:  # pragma: no cover - fields were checked above
-        raise CongestionControlError(f"{cls.name}: {exc}") from None
-    return cls(line_rate_bps, base_rtt_ns, mtu, policy_params)

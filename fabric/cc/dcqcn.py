@@ -70,6 +70,7 @@ class Dcqcn(CongestionControl):
     """DCQCN reaction point for one flow: rate-based, no window."""
 
     name: ClassVar[str] = "dcqcn"
+    needs = frozenset({"ecn"})
     Params: ClassVar[type[DcqcnParams]] = DcqcnParams
 
     def __init__(self, line_rate_bps: int, base_rtt_ns: int, mtu: int = DEFAULT_MTU,

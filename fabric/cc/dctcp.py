@@ -49,6 +49,7 @@ class Dctcp(CongestionControl):
     """DCTCP for one flow: window in bytes, line-rate pacing."""
 
     name: ClassVar[str] = "dctcp"
+    needs = frozenset({"ecn"})
     Params: ClassVar[type[DctcpParams]] = DctcpParams
 
     def __init__(self, line_rate_bps: int, base_rtt_ns: int, mtu: int = DEFAULT_MTU,

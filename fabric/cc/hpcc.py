@@ -57,6 +57,7 @@ class Hpcc(CongestionControl):
     """HPCC for one flow: window `W` in bytes, paced at `W / T`."""
 
     name: ClassVar[str] = "hpcc"
+    needs = frozenset({"int"})
     Params: ClassVar[type[HpccParams]] = HpccParams
 
     def __init__(self, line_rate_bps: int, base_rtt_ns: int, mtu: int = DEFAULT_MTU,

@@ -61,6 +61,7 @@ class Timely(CongestionControl):
     """TIMELY for one flow: rate-based, no window."""
 
     name: ClassVar[str] = "timely"
+    needs = frozenset({"fine_rtt"})
     Params: ClassVar[type[TimelyParams]] = TimelyParams
 
     def __init__(self, line_rate_bps: int, base_rtt_ns: int, mtu: int = DEFAULT_MTU,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from ..cc import make_cc
+from ..cc import make_cc, resolve_cc
 from ..kv.content import chunk_view, digest
 from ..net.tun import TimerFd
 from ..roce import wire
@@ -143,7 +143,7 @@ class RoceEndpoint:
     def open_qp(self, dst: str, cls: str) -> _Qp:
         c = self.rc["classes"][cls]
         peer = self.rc["peers"][dst]
-        int_on = bool(self.rc["int"]) and c["cc"] == "hpcc"
+        int_on = bool(self.rc["int"]) and "int" in resolve_cc(c["cc"]).needs
         pmtu = wire.payload_mtu(peer["mtu"], int_hops=peer["hops"] if int_on else None)
         cc = make_cc(c["cc"], line_rate_bps=int(peer["rate_bps"]),
                      base_rtt_ns=int(peer["base_rtt_ns"]), mtu=pmtu, **c["cc_params"])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..errors import FabricError
 from ..net.tun import netns_path, setns
 from .runtime import serve_node
 
@@ -63,12 +64,33 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess],
         except BaseException as e:  # noqa: BLE001 - reported on stderr, exit status says it
             if _runner_gone(e):
                 code = 3  # the runner was interrupted or died: nothing to report to
+            elif (known := _fabric_error(e)) is not None:
+                # ours (a plug-in that raised, a socket that could not open): one line
+                _say(f"node {name}: {known}\n")
             else:
-                print(f"node {name}: {traceback.format_exc()}", file=sys.stderr, flush=True)
+                _say(f"node {name}: {traceback.format_exc()}")
         finally:
             os._exit(code)
     child.close()
     return NodeProcess(name=name, pid=pid, ctl=parent)
+
+
+def _say(text: str) -> None:
+    """To the process's own stderr (fd 2): the runner's sys.stderr may be a Python object
+    (a test runner's buffer) whose forked copy nobody reads."""
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.write(2, text.encode(errors="replace"))
+
+
+def _fabric_error(exc: BaseException) -> FabricError | None:
+    """The project error behind `exc` (trio wraps a task's error in exception groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [f for e in exc.exceptions if (f := _fabric_error(e)) is not None]
+        return found[0] if found else None
+    return exc if isinstance(exc, FabricError) else None
 
 
 def _runner_gone(exc: BaseException) -> bool:

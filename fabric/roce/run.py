@@ -45,14 +45,16 @@ SIZE_BUCKETS = (256 * 1024, 1 << 20, 4 << 20, 16 << 20)
 
 @dataclass(frozen=True)
 class Variant:
-    cc: str | None  # None: each class's own `cc:`
+    cc: str | None  # None: each class's own `cc:`; else a policy (built-in or plug-in spec)
     pfc: bool | None  # None: the file's `switches.pfc`
     # what the file's classes use, shown in the label when `cc` is None
     file_cc: str = field(default="file", compare=False)
+    # the policy's own name, for labels and directory names (a plug-in's spec is a path)
+    cc_name: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
-        parts = [self.cc or self.file_cc]
+        parts = [self.cc_name or self.cc or self.file_cc]
         if self.pfc is not None:
             parts.append("pfc" if self.pfc else "no-pfc")
         return "/".join(parts)
@@ -69,17 +71,23 @@ class VariantResult:
 
 def parse_variants(topo: Topology, ccs: str | None, pfcs: str | None) -> list[Variant]:
     """The runs `--cc` x `--pfc` ask for, checked before anything is built."""
-    from fabric.cc import CC_NAMES
+    from fabric.cc import CC_NAMES, CongestionControlError, canonical_cc, cc_label
 
     cc_list: list[str | None] = [None]
     if ccs:
         cc_list = []
         for c in ccs.split(","):
-            c = c.strip().lower()
-            if c not in CC_NAMES:
+            c = c.strip()
+            if ":" not in c:
+                c = c.lower()
+            try:  # a built-in, an installed plug-in, or FILE.py:Class / module:Class
+                cc_list.append(canonical_cc(c))
+            except CongestionControlError as e:
+                if ":" in c:
+                    raise FabricError(f"--cc: {e}") from None
                 raise FabricError(f"--cc: unknown congestion control '{c}' (one of: "
-                                  f"{', '.join(CC_NAMES)})")
-            cc_list.append(c)
+                                  f"{', '.join(CC_NAMES)}; or your own as FILE.py:Class or "
+                                  "module:Class)") from None
         if topo.traffic is None or not any(f.transport == "roce" for f in topo.traffic.flows):
             raise FabricError(f"--cc sets the RoCE transport's congestion control, but "
                               f"{topo.source} has no `transport: roce` flow")
@@ -95,8 +103,9 @@ def parse_variants(topo: Topology, ccs: str | None, pfcs: str | None) -> list[Va
                 raise FabricError(f"--pfc: expected on or off, got '{p}'")
             pfc_list.append(p == "on")
     roce = {f.cls for f in topo.traffic.flows if f.transport == "roce"} if topo.traffic else set()
-    file_cc = "+".join(sorted({c.cc for c in topo.classes if c.name in roce})) or "kernel-tcp"
-    return [Variant(c, p, file_cc) for p in pfc_list for c in cc_list]
+    file_cc = "+".join(sorted({cc_label(c.cc) for c in topo.classes if c.name in roce})) or \
+        "kernel-tcp"
+    return [Variant(c, p, file_cc, cc_label(c) if c else None) for p in pfc_list for c in cc_list]
 
 
 def _with_cc(topo: Topology, cc: str | None) -> Topology:
@@ -454,7 +463,8 @@ def read_comparison(path: Path) -> tuple[list[VariantResult], RunLabel]:
     results = []
     for row in data["variants"]:
         label = row["variant"]
-        variant = Variant(row["cc"], row["pfc"], file_cc=label.split("/")[0])
+        name = label.split("/")[0]
+        variant = Variant(row["cc"], row["pfc"], file_cc=name, cc_name=name)
         metrics = {k: v for k, v in row.items() if k not in ("variant", "cc", "pfc", "errors")}
         results.append(VariantResult(variant, metrics, {}, errors=list(row.get("errors", []))))
     return results, SavedRun(data["fabric"], data["time_scale"])

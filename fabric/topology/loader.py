@@ -514,11 +514,24 @@ class _Parser(_Walker):
     def _cc(self, f: Entries, path: str) -> tuple[str, tuple[tuple[str, float | int], ...]]:
         """A class's RoCE congestion control and its parameter overrides, checked by building
         the policy once (its own validation names the bad parameter)."""
-        from fabric.cc import CC_NAMES, CongestionControlError, make_cc
+        from fabric.cc import CC_NAMES, CongestionControlError, canonical_cc, make_cc
 
         cc = "none"
         if "cc" in f:
-            cc = self.choice(f["cc"][1], f"{path}.cc", CC_NAMES, "congestion control")
+            value = self.text(f["cc"][1], f"{path}.cc")
+            if value in CC_NAMES:
+                cc = value
+            elif ":" not in value:  # an installed plug-in's entry point, else a typo
+                try:
+                    cc = canonical_cc(value)
+                except CongestionControlError:
+                    cc = self.choice(f["cc"][1], f"{path}.cc", CC_NAMES, "congestion control")
+            else:  # FILE.py:Class (relative to this file) or module:Class
+                base = Path(self.source).parent if self.source != "<string>" else None
+                try:
+                    cc = canonical_cc(value, base)
+                except CongestionControlError as e:
+                    raise self.error(f["cc"][1], f"{path}.cc", str(e)) from None
         params: dict[str, float | int] = {}
         if "cc_params" in f:
             entries = self.mapping(f["cc_params"][1], f"{path}.cc_params", (), what="parameter")
