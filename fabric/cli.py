@@ -234,14 +234,15 @@ def down(name: str | None, all_: bool) -> None:
 @cli.command()
 def status() -> None:
     """List running fabrics and, for userspace links, their counters."""
-    from .net.lifecycle import _alive, list_states
+    from .net.daemon import alive
+    from .net.lifecycle import list_states
 
     states = list_states()
     if not states:
         click.echo("no fabric is running")
         return
     for st in states:
-        alive = st.status == "up" or _alive(st.orchestrator_pid)
+        alive = st.status == "up" or alive(st.orchestrator_pid)
         click.echo(f"{st.name}: {st.status if alive else 'leftover'}, run {st.run_id}, "
                    f"{len(st.namespaces)} nodes, {st.backend} links, from {st.source}")
         if alive and st.status == "up":

@@ -25,10 +25,10 @@ from .errors import FabricError
 from .kv.content import pool_for
 from .metrics.records import ChunkRecord, TransferRecord
 from .net.lifecycle import FabricState
-from .node.runtime import chunks_of, read_frame
+from .node.runtime import read_frame
 from .node.spawn import NodeProcess, reap, spawn_node
 from .topology.model import Topology
-from .traffic import Transfer, schedule
+from .traffic import Transfer, chunks_of, schedule
 from .units import format_size
 from .wire.frames import FrameDecoder, encode_frame, encode_header
 from .wire.udp import mss_for_mtu

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from fabric.errors import FabricStateError, KernelError
-from fabric.net import lifecycle
+from fabric.net import daemon, lifecycle
 from fabric.net.kernel import Kernel
 from fabric.plan import AddRoute, plan_fabric
 from fabric.topology import parse_topology
@@ -108,7 +108,7 @@ def test_pair_up_ping_down(backend, fabric_name, state_dir):
     assert ours(fabric_name) == []
     assert not (state_dir / fabric_name).exists()
     if state.engine_pid:
-        assert not lifecycle._alive(state.engine_pid)
+        assert not daemon.alive(state.engine_pid)
 
 
 @pytest.mark.parametrize("backend", ["userspace", pytest.param("netem", marks=pytest.mark.netem)])
@@ -211,7 +211,7 @@ def test_down_all_removes_orphans_but_not_foreign_namespaces(fabric_name, state_
     try:
         state = up(PAIR.format(name=fabric_name, delay="1ms", loss="0%"), "userspace")
         # forget the state: its namespaces become orphans
-        lifecycle._stop_process(state.engine_pid)
+        daemon.stop_process(state.engine_pid)
         import shutil
 
         shutil.rmtree(state.dir)
@@ -225,7 +225,7 @@ def test_down_all_removes_orphans_but_not_foreign_namespaces(fabric_name, state_
 
 
 def test_engine_crash_is_reported_by_up(fabric_name, state_dir, monkeypatch):
-    monkeypatch.setattr(lifecycle, "ENGINE_READY_TIMEOUT", 5.0)
+    monkeypatch.setattr(daemon, "READY_TIMEOUT", 5.0)
     topo = parse_topology(PAIR.format(name=fabric_name, delay="1ms", loss="0%"))
     plan = plan_fabric(topo, backend="userspace")
     # the engine will find no such device and exit 2 with a one-line reason

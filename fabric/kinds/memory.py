@@ -56,7 +56,7 @@ class MemoryKind(Kind):
 
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """A memory switch's row: transactions in and rejected (it queues no packets)."""
-        from ..net.lifecycle import _alive
+        from ..net.daemon import alive
 
         rows = []
         for node, pid in state.switch_pids.items():
@@ -67,7 +67,7 @@ class MemoryKind(Kind):
                 m = json.loads(path.read_text())
             except (OSError, ValueError):
                 m = {}
-            rows.append([f"  {node} (memory)", "running" if _alive(pid) else "DEAD",
+            rows.append([f"  {node} (memory)", "running" if alive(pid) else "DEAD",
                          str(m.get("datagrams_in", 0)), str(m.get("rejected", 0)), "-", "-",
                          "-"])
         return rows

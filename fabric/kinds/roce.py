@@ -96,7 +96,7 @@ class RoceKind(Kind):
 
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """One row per RoCE switch process, from the statistics it writes every 2 s."""
-        from ..net.lifecycle import _alive
+        from ..net.daemon import alive
 
         rows = []
         for node, pid in state.switch_pids.items():
@@ -108,7 +108,7 @@ class RoceKind(Kind):
                 data = {}
             ports = data.get("ports", [])
             classes = [c for p in ports for c in (p.get("classes") or {}).values()]
-            rows.append([f"  {node}", "running" if _alive(pid) else "DEAD",
+            rows.append([f"  {node}", "running" if alive(pid) else "DEAD",
                          str(sum(c.get("tx_packets", 0) for c in classes)),
                          str(sum(int(v) for v in (data.get("drops") or {}).values())),
                          str(sum(c.get("ecn_marks", 0) for c in classes)),

@@ -104,7 +104,7 @@ def gateway_of(plan: FabricPlan, node: str, mem_switches: set[str]) -> str:
 
 def start_memory_switches(plan: FabricPlan, state: Any) -> None:  # noqa: ANN401
     """Start every memory switch's process (pids kept with the RoCE switches' in the state)."""
-    from fabric.net.lifecycle import _spawn_ready
+    from fabric.net.daemon import spawn_daemon
 
     for sw, cfg in switch_configs(plan, state.dir).items():
         path = state.dir / f"memswitch-{sw}.config.json"
@@ -114,5 +114,5 @@ def start_memory_switches(plan: FabricPlan, state: Any) -> None:  # noqa: ANN401
             state.switch_pids[sw] = pid
             state.save()
 
-        _spawn_ready("fabric.memsw.node", path, state.dir / f"memswitch-{sw}.log",
+        spawn_daemon("fabric.memsw.node", path, state.dir / f"memswitch-{sw}.log",
                      f"memory switch {sw}", record)

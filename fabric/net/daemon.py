@@ -1,23 +1,34 @@
-"""What every daemon the fabric starts shares (the link engine, RoCE and memory switches):
-run until SIGTERM/SIGINT with a `READY <pid>` line for the starter (`lifecycle._spawn_ready`),
-and write statistics files atomically so a reader never sees half a file."""
+"""What every daemon the fabric starts shares (the link engine, RoCE and memory switches).
+
+The daemon side runs until SIGTERM/SIGINT and prints a `READY <pid>` line, and writes its
+statistics files atomically so a reader never sees half a file. The starter side
+(`spawn_daemon`) starts one, waits for that line, and `stop_process` ends it: one path for
+every daemon, whichever part of the fabric needs it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import trio
+from ..errors import KernelError
+
+READY_TIMEOUT = 20.0  # seconds a daemon has to print READY
 
 
 async def serve_until_signal(serve: Callable[..., Awaitable[None]], *,
                              ready_line: bool = True) -> None:
     """Start `serve` (a trio task that calls `task_status.started()`), print `READY <pid>`,
     and cancel it at the first SIGTERM or SIGINT."""
+    import trio  # the daemon side only: starters need not import trio
+
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve)
@@ -35,3 +46,97 @@ def write_json_atomic(path: str, data: Any) -> None:  # noqa: ANN401 - any JSON-
     with open(tmp, "w") as fh:
         json.dump(data, fh)
     os.replace(tmp, path)
+
+
+# ---- the starter's side -------------------------------------------------------------
+
+
+def alive(pid: int | None) -> bool:
+    """Whether process `pid` runs (a zombie child of ours counts as dead)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+def spawn_daemon(module: str, cfg_path: Path, log_path: Path, what: str,
+                 record: Callable[[int], None]) -> int:
+    """Start `python -m module CONFIG` as a daemon and wait for its `READY` line.
+
+    posix_spawn, not Popen: the process outlives this command, in its own session (Ctrl-C in
+    the shell does not reach it); its stdout is a pipe for `READY`, its stderr the log.
+    `record(pid)` runs before the wait, so a crash while waiting still leaves the pid behind.
+    """
+    read_fd, write_fd = os.pipe()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pid = os.posix_spawn(
+            sys.executable, [sys.executable, "-m", module, str(cfg_path)],
+            os.environ,
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
+            setsid=True,
+        )
+    finally:
+        os.close(write_fd)
+        os.close(log_fd)
+    record(pid)
+    try:
+        if _wait_ready(read_fd, pid):
+            return pid
+    finally:
+        os.close(read_fd)
+    stop_process(pid)
+    err = log_path.read_text(errors="replace").strip().splitlines()
+    why = err[-1] if err else "no output"
+    raise KernelError(f"{what} did not start: {why}")
+
+
+
+
+def _wait_ready(fd: int, pid: int) -> bool:
+    """Wait for a daemon's `READY` line; False if it exits or times out first."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    seen = b""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], min(left, 0.1))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:  # EOF: the engine closed stdout or died
+                return b"READY" in seen
+            seen += chunk
+            if b"READY" in seen:
+                return True
+        elif not alive(pid):
+            return False
+    return False
+
+
+
+
+def stop_process(pid: int | None, timeout: float = 3.0) -> None:
+    """SIGTERM `pid`, then SIGKILL it after `timeout` seconds; reap it if it is our child."""
+    if not alive(pid):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

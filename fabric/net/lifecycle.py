@@ -15,21 +15,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import FabricStateError, KernelError
+from ..errors import FabricStateError
 from ..plan import FabricPlan, parse_netns_name
+from .daemon import alive, spawn_daemon, stop_process
 from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
 STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", "/run/fabric"))
-ENGINE_READY_TIMEOUT = 20.0
 
 
 @dataclass
@@ -90,21 +88,7 @@ def list_states() -> list[FabricState]:
     return out
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+
 
 
 def running(name: str) -> FabricState | None:
@@ -112,7 +96,7 @@ def running(name: str) -> FabricState | None:
     st = FabricState.load(name)
     if st is None:
         return None
-    if st.status == "up" or _alive(st.orchestrator_pid):
+    if st.status == "up" or alive(st.orchestrator_pid):
         return st
     return None
 
@@ -143,7 +127,7 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
     """Build `plan` in the kernel (and start the link engine). On any failure, undo all of it."""
     existing = FabricState.load(plan.name)
     if existing is not None:
-        if existing.status == "up" or _alive(existing.orchestrator_pid):
+        if existing.status == "up" or alive(existing.orchestrator_pid):
             raise FabricStateError(
                 f"fabric {plan.name!r} is already running (run {existing.run_id}); "
                 f"`fabric down {plan.name}` first")
@@ -213,41 +197,8 @@ def start_engine(plan: FabricPlan, state: FabricState) -> int:
         state.engine_pid = pid
         state.save()
 
-    return _spawn_ready("fabric.net.engine", cfg_path, state.dir / "engine.log", "link engine",
+    return spawn_daemon("fabric.net.engine", cfg_path, state.dir / "engine.log", "link engine",
                         record)
-
-
-def _spawn_ready(module: str, cfg_path: Path, log_path: Path, what: str,
-                 record: Callable[[int], None]) -> int:
-    """Start `python -m module CONFIG` as a daemon and wait for its `READY` line.
-
-    posix_spawn, not Popen: the process outlives this command, in its own session (Ctrl-C in
-    the shell does not reach it); its stdout is a pipe for `READY`, its stderr the log.
-    `record(pid)` runs before the wait, so a crash while waiting still leaves the pid behind.
-    """
-    read_fd, write_fd = os.pipe()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        pid = os.posix_spawn(
-            sys.executable, [sys.executable, "-m", module, str(cfg_path)],
-            os.environ,
-            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
-            setsid=True,
-        )
-    finally:
-        os.close(write_fd)
-        os.close(log_fd)
-    record(pid)
-    try:
-        if _wait_ready(read_fd, pid):
-            return pid
-    finally:
-        os.close(read_fd)
-    _stop_process(pid)
-    err = log_path.read_text(errors="replace").strip().splitlines()
-    why = err[-1] if err else "no output"
-    raise KernelError(f"{what} did not start: {why}")
 
 
 # ---- RoCE switch processes -----------------------------------------------------------------
@@ -298,7 +249,7 @@ def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = N
             state.switch_pids[node] = pid
             state.save()
 
-        _spawn_ready("fabric.switch.node", cfg_path, state.dir / f"switch-{node}.log",
+        spawn_daemon("fabric.switch.node", cfg_path, state.dir / f"switch-{node}.log",
                      f"switch {node}", record)
 
 
@@ -318,48 +269,12 @@ def _peer_macs(plan: FabricPlan) -> dict[tuple[str, str], str | None]:
 def stop_switches(state: FabricState) -> None:
     """Stop every switch process (each writes its final statistics as it exits)."""
     for node, pid in list(state.switch_pids.items()):
-        _stop_process(pid)
+        stop_process(pid)
         del state.switch_pids[node]
     state.save()
 
 
-def _wait_ready(fd: int, pid: int) -> bool:
-    """Wait for the engine's `READY` line; False if it exits or times out first."""
-    deadline = time.monotonic() + ENGINE_READY_TIMEOUT
-    seen = b""
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], min(left, 0.1))
-        if ready:
-            chunk = os.read(fd, 4096)
-            if not chunk:  # EOF: the engine closed stdout or died
-                return b"READY" in seen
-            seen += chunk
-            if b"READY" in seen:
-                return True
-        elif not _alive(pid):
-            return False
-    return False
-
-
 # ---- down ---------------------------------------------------------------------------------
-
-
-def _stop_process(pid: int | None, timeout: float = 3.0) -> None:
-    if not _alive(pid):
-        return
-    assert pid is not None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.01)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def _kill_netns_processes(namespaces: set[str]) -> None:
@@ -389,7 +304,7 @@ def _kill_netns_processes(namespaces: set[str]) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 2.0
     while victims and time.monotonic() < deadline:
-        victims = [p for p in victims if _alive(p)]
+        victims = [p for p in victims if alive(p)]
         time.sleep(0.01)
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
@@ -399,8 +314,8 @@ def _kill_netns_processes(namespaces: set[str]) -> None:
 def remove_fabric(state: FabricState) -> list[str]:
     """Remove everything `state` owns; returns the namespaces removed."""
     for pid in state.switch_pids.values():
-        _stop_process(pid)
-    _stop_process(state.engine_pid)
+        stop_process(pid)
+    stop_process(state.engine_pid)
     ours = set(state.namespaces)
     for ns in Kernel.list_netns():
         parsed = parse_netns_name(ns)
@@ -420,7 +335,7 @@ def remove_fabric(state: FabricState) -> list[str]:
 def remove_orphans(name: str | None = None) -> list[str]:
     """Remove namespaces of ours that no live state owns (`name`: only that fabric's)."""
     live = {(s.name, s.run_id) for s in list_states()
-            if s.status == "up" or _alive(s.orchestrator_pid)}
+            if s.status == "up" or alive(s.orchestrator_pid)}
     orphans = []
     for ns in Kernel.list_netns():
         parsed = parse_netns_name(ns)

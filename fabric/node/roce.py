@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import trio
@@ -34,9 +34,11 @@ from ..net.tun import TimerFd
 from ..roce import wire
 from ..roce.transport import QpReceiver, QpSender, RoceProtocolError
 from ..switch.pfc import PFC_PORT, unpack_pfc
-from ..traffic import Transfer
+from ..traffic import Transfer, chunks_of
 from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
-from .runtime import Node, chunks_of
+
+if TYPE_CHECKING:  # the node runtime imports this transport, not the other way round
+    from .runtime import Node
 
 ROCE_PORT = 4791
 QP_RX_BIT = 1 << 23

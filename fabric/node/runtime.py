@@ -30,11 +30,9 @@ import msgpack
 import numpy as np
 import trio
 
-from ..kv import get_model
 from ..kv.content import chunk_view, digest
-from ..kv.layout import ChunkSpec, plan_chunks
 from ..metrics.records import ChunkRecord, TransferRecord
-from ..traffic import Transfer
+from ..traffic import Transfer, chunks_of
 from ..wire.frames import (
     CLOSED,
     NEED_DATA,
@@ -46,28 +44,11 @@ from ..wire.frames import (
 )
 
 KV_PORT = 7471
-UDP_PORT = 7472
 RECV_SIZE = 16 * 1024
 RCVLOWAT_MAX = 256 * 1024
 PROGRESS_INTERVAL = 0.25
 CONNECT_ATTEMPTS = 50
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-
-
-def chunks_of(tr: Transfer) -> list[ChunkSpec]:
-    """The chunks a transfer is cut into (KV: block x layer tiles; bulk: fixed pieces)."""
-    if tr.model is None:
-        n = max(1, math.ceil(tr.nbytes / tr.chunk_bytes))
-        out = []
-        for i in range(n):
-            size = min(tr.chunk_bytes, tr.nbytes - i * tr.chunk_bytes)
-            out.append(ChunkSpec(request_id=tr.id, index=i, layer_start=0, layer_end=0,
-                                 block_start=0, block_end=0, tokens=0, nbytes=size, dtype="u8",
-                                 shape=(size,), kind="bulk", offset=i * tr.chunk_bytes))
-        return out
-    assert tr.tokens is not None
-    return plan_chunks(get_model(tr.model), tr.tokens, request_id=tr.id,
-                       target_bytes=tr.chunk_bytes)
 
 
 @dataclass

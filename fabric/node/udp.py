@@ -14,15 +14,20 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
 
 from ..kv.content import chunk_view, digest
-from ..traffic import Transfer
+from ..traffic import Transfer, chunks_of
 from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
 from ..wire.udp import ACK, DATA, FIN, UdpReceiver, UdpSender, pack_segment, unpack_segment
-from .runtime import UDP_PORT, Node, chunks_of
+
+if TYPE_CHECKING:  # the node runtime imports this transport, not the other way round
+    from .runtime import Node
+
+UDP_PORT = 7472
 
 WINDOW_SEGMENTS = 128
 RTO_NS = 100_000_000

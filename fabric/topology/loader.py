@@ -21,15 +21,12 @@ import difflib
 import hashlib
 import ipaddress
 import math
-import re
-from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, ScalarNode
 
 from fabric.errors import TopologyError
 from fabric.topology.generators import LeafSpineSpec, expand_leaf_spine, leaf_spine_names
@@ -44,6 +41,14 @@ from fabric.topology.model import (
     Topology,
     TrafficClass,
 )
+from fabric.topology.walker import (
+    NAME_RE,
+    NAME_RULE,
+    Entries,
+    Walker,
+    join_path,
+    line_of,
+)
 from fabric.units import (
     format_size,
     format_time,
@@ -55,12 +60,6 @@ from fabric.units import (
 )
 
 __all__ = ["NAME_RE", "load_topology", "parse_topology"]
-
-#: Node, topology, class names: they become namespace, interface and host names, so lower-case,
-#: short (a netns name plus a suffix must fit IFNAMSIZ-ish limits) and shell-safe.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
-_NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', starting with a letter "
-              "or digit")
 
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
@@ -78,10 +77,6 @@ _GENERATORS = ("leaf_spine",)
 _REVERSE_HINTS = {"mtu": "the mtu is per link, the same in both directions",
                   "endpoints": "a reverse block only overrides properties"}
 
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_NULL_TAG = "tag:yaml.org,2002:null"
-
-Entries = dict[str, tuple[yaml.Node, yaml.Node]]
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -113,170 +108,7 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     return replace(topo, sha256=hashlib.sha256(text.encode()).hexdigest())
 
 
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-class _Walker:
-    """Typed reads from the composed YAML tree; every failure is a TopologyError at a line.
-
-    `path` arguments are the dotted key path used in messages, e.g. `links[2].rate`.
-    """
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self._constructor = SafeConstructor()
-
-    def error(self, node: yaml.Node | None, path: str, message: str) -> TopologyError:
-        return TopologyError(message, file=self.source,
-                             line=_line(node) if node is not None else None, key=path or None)
-
-    def describe(self, node: yaml.Node) -> str:
-        if isinstance(node, MappingNode):
-            return "a mapping"
-        if isinstance(node, SequenceNode):
-            return "a list"
-        if node.tag == _NULL_TAG:
-            return "nothing (null)"
-        if node.tag == "tag:yaml.org,2002:str":
-            return repr(node.value)
-        return node.value  # a number or boolean, as written
-
-    def is_null(self, node: yaml.Node) -> bool:
-        return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
-
-    # ---- containers ---------------------------------------------------------------------
-
-    def mapping(self, node: yaml.Node, path: str, allowed: Iterable[str],
-                required: Iterable[str] = (), *, what: str = "key",
-                hints: dict[str, str] | None = None) -> Entries:
-        """The entries of a mapping (null counts as empty), checking unknown, missing and
-        duplicate keys. Keys are the raw text written (so a node named `no` stays 'no')."""
-        allowed = tuple(allowed)
-        if self.is_null(node):
-            entries: Entries = {}
-        elif isinstance(node, MappingNode):
-            entries = self._entries(node, path, what)
-        else:
-            raise self.error(node, path, f"expected a mapping, got {self.describe(node)}")
-        if what == "key":  # free-form mappings (node names) pass allowed=()
-            for key, (key_node, _) in entries.items():
-                if key not in allowed:
-                    raise self.error(key_node, _join(path, key),
-                                     self._unknown(key, allowed, (hints or {}).get(key)))
-        for key in required:
-            if key not in entries:
-                raise self.error(node, path, f"missing required key '{key}'")
-        return entries
-
-    def _entries(self, node: MappingNode, path: str, what: str) -> Entries:
-        merged: Entries = {}
-        explicit: Entries = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                # `<<: *anchor` merges another mapping in; keys written here win over it,
-                # and earlier merge sources win over later ones (YAML merge-key rules).
-                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-                for src in sources:
-                    if not isinstance(src, MappingNode):
-                        raise self.error(src, path, "'<<' can only merge a mapping")
-                    for key, entry in self._entries(src, path, what).items():
-                        merged.setdefault(key, entry)
-                continue
-            if not isinstance(key_node, ScalarNode):
-                raise self.error(key_node, path, f"a {what} must be a plain name, "
-                                 f"got {self.describe(key_node)}")
-            key = key_node.value
-            if key in explicit:
-                first = _line(explicit[key][0])
-                raise self.error(key_node, _join(path, key),
-                                 f"duplicate {what} '{key}' (first at line {first})")
-            explicit[key] = (key_node, value_node)
-        return {**merged, **explicit} if merged else explicit
-
-    @staticmethod
-    def _unknown(key: str, allowed: tuple[str, ...], hint: str | None) -> str:
-        msg = f"unknown key '{key}'"
-        close = difflib.get_close_matches(key, allowed, n=1)
-        if hint:
-            msg += f" ({hint})"
-        elif close:
-            msg += f"; did you mean '{close[0]}'?"
-        return f"{msg} (allowed: {', '.join(allowed)})" if allowed else msg
-
-    def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node]:
-        """The items of a list (null counts as empty)."""
-        if self.is_null(node):
-            return []
-        if not isinstance(node, SequenceNode):
-            raise self.error(node, path, f"expected a list, got {self.describe(node)}")
-        return list(node.value)
-
-    # ---- scalars ------------------------------------------------------------------------
-
-    def scalar(self, node: yaml.Node, path: str, expected: str) -> Any:
-        """The Python value of a scalar (int, float, str, bool, None, ...)."""
-        if not isinstance(node, ScalarNode):
-            raise self.error(node, path, f"expected {expected}, got {self.describe(node)}")
-        try:
-            return self._constructor.construct_object(node, deep=True)
-        except ConstructorError as e:
-            raise self.error(node, path, f"unsupported YAML value: {e.problem}") from None
-
-    def text(self, node: yaml.Node, path: str, expected: str = "a string") -> str:
-        """The raw text of a scalar, whatever YAML would resolve it to (`no`, `1` stay text)."""
-        if not isinstance(node, ScalarNode) or self.is_null(node):
-            raise self.error(node, path, f"expected {expected}, got {self.describe(node)}")
-        return node.value
-
-    def choice(self, node: yaml.Node, path: str, options: Iterable[str], what: str) -> str:
-        """A word that must be one of `options`: `unknown <what> 'x' (one of: a, b)`."""
-        options = tuple(options)
-        value = self.text(node, path)
-        if value not in options:
-            raise self.error(node, path, f"unknown {what} '{value}' (one of: "
-                             f"{', '.join(options)})")
-        return value
-
-    def name(self, node: yaml.Node, path: str, what: str) -> str:
-        value = self.text(node, path, f"a {what}")
-        if not NAME_RE.match(value):
-            raise self.error(node, path, f"bad {what} '{value}': {_NAME_RULE}")
-        return value
-
-    def integer(self, node: yaml.Node, path: str, lo: int, hi: int | None = None,
-                what: str = "an integer", label: str = "the value") -> int:
-        value = self.scalar(node, path, what)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(node, path, f"expected {what}, got {self.describe(node)}")
-        if hi is not None and not lo <= value <= hi:
-            raise self.error(node, path, f"{label} {value} is outside {lo}..{hi}")
-        if value < lo:
-            raise self.error(node, path, f"{label} must be at least {lo}, got {value}")
-        return value
-
-    def boolean(self, node: yaml.Node, path: str) -> bool:
-        value = self.scalar(node, path, "true or false")
-        if not isinstance(value, bool):
-            raise self.error(node, path, f"expected true or false, got {self.describe(node)}")
-        return value
-
-    def unit(self, node: yaml.Node, path: str, parse: Callable[[Any], Any], what: str) -> Any:
-        """Run a `fabric.units` parser on a scalar; its ValueError becomes a located error."""
-        value = self.scalar(node, path, what)
-        if value is None:
-            raise self.error(node, path, f"missing value: expected {what}")
-        try:
-            return parse(value)
-        except ValueError as e:
-            raise self.error(node, path, str(e)) from None
-
-
-class _Parser(_Walker):
+class _Parser(Walker):
     """Walks one document top-down, building the Topology section by section."""
 
     def topology(self, root: yaml.Node | None) -> Topology:
@@ -350,7 +182,7 @@ class _Parser(_Walker):
             from fabric.topology.traffic import check_reachable, parse_traffic
 
             traffic = replace(parse_traffic(self, top["traffic"][1], nodes, classes),
-                              line=_line(top["traffic"][0]))
+                              line=line_of(top["traffic"][0]))
             check_reachable(traffic, links + generated, self.source)
 
         prfaas = None
@@ -484,7 +316,7 @@ class _Parser(_Walker):
             cc, cc_params = self._cc(f, path)
             tc = TrafficClass(name=name, dscp=dscp, priority=priority, lossless=lossless,
                               tcp_cc=tcp_cc, weight=weight, strict=strict, red=red, cc=cc,
-                              cc_params=cc_params, line=_line(item))
+                              cc_params=cc_params, line=line_of(item))
             dscps[dscp] = tc
             names[name] = tc
             out.append(tc)
@@ -550,7 +382,7 @@ class _Parser(_Walker):
     def _switches(self, node: yaml.Node) -> SwitchSettings:
         path = "switches"
         f = self.mapping(node, path, _SWITCH_KEYS)
-        kw: dict[str, Any] = {"line": _line(node)}
+        kw: dict[str, Any] = {"line": line_of(node)}
         if "buffer" in f:
             kw["buffer_bytes"] = self.unit(f["buffer"][1], f"{path}.buffer", parse_size,
                                            "a size such as 4MiB")
@@ -590,7 +422,7 @@ class _Parser(_Walker):
                                      f"(expected one of: {', '.join(NODE_KINDS)})")
             if "role" in props and not self.is_null(props["role"][1]):
                 role = self.text(props["role"][1], f"{path}.role")
-            nodes[name] = Node(name=name, kind=kind, role=role, line=_line(key_node))
+            nodes[name] = Node(name=name, kind=kind, role=role, line=line_of(key_node))
         return nodes
 
     def _generate(self, node: yaml.Node, nodes: dict[str, Node],
@@ -604,14 +436,14 @@ class _Parser(_Walker):
                                  f"generator's name ({', '.join(_GENERATORS)})")
             kind = self.mapping(item, path, _GENERATORS)
             gen_key, body = kind["leaf_spine"]
-            spec, prefix_node = self._leaf_spine(body, f"{path}.leaf_spine", _line(gen_key),
+            spec, prefix_node = self._leaf_spine(body, f"{path}.leaf_spine", line_of(gen_key),
                                                  defaults)
             spines, leaves, hosts = leaf_spine_names(spec)
             for made in (*spines, *leaves, *hosts):
                 if not NAME_RE.match(made):
                     raise self.error(prefix_node or gen_key, f"{path}.leaf_spine.prefix",
                                      f"prefix '{spec.prefix}' makes the bad node name '{made}' "
-                                     f"(node names: {_NAME_RULE})")
+                                     f"(node names: {NAME_RULE})")
                 if made in nodes:
                     raise self.error(gen_key, f"{path}.leaf_spine", f"this generator makes node "
                                      f"'{made}', which is already defined at line "
@@ -667,7 +499,7 @@ class _Parser(_Walker):
             raise self.error(ends_node, f"{path}.endpoints", f"a link from '{a}' to itself")
         forward, reverse = self._shapes(node, path, _LINK_KEYS, defaults, entries=f)
         self._check_shapes(forward, reverse, node, path, f"{a}->{b}")
-        return Link(a=a, b=b, forward=forward, reverse=reverse, line=_line(node))
+        return Link(a=a, b=b, forward=forward, reverse=reverse, line=line_of(node))
 
     # ---- link properties ----------------------------------------------------------------
 
@@ -680,7 +512,7 @@ class _Parser(_Walker):
         forward = Shape(**{**defaults, **own})
         reverse = forward
         if "reverse" in f:
-            rpath = _join(path, "reverse")
+            rpath = join_path(path, "reverse")
             rev = self.mapping(f["reverse"][1], rpath, _REVERSE_PROPS, hints=_REVERSE_HINTS)
             reverse = replace(forward, **self._props(rev, rpath))
         return forward, reverse
@@ -689,7 +521,7 @@ class _Parser(_Walker):
         """Parse link property keys into `Shape` field values (only the keys present)."""
         out: dict[str, Any] = {}
         for key, (_, node) in f.items():
-            p = _join(path, key)
+            p = join_path(path, key)
             if key == "rate":
                 out["rate_bps"] = self.unit(node, p, parse_rate, "a rate such as 40Mbps")
             elif key == "delay":

@@ -32,7 +32,7 @@ from fabric.units import parse_rate, parse_size, parse_time
 if TYPE_CHECKING:
     import yaml
 
-    from fabric.topology.loader import _Walker
+    from fabric.topology.walker import Walker
 
 SHAPES = ("mesh", "ring", "torus")
 GRAPHS = {"tp-allreduce": ("bytes",), "pipeline": ("bytes", "microbatches"),
@@ -80,7 +80,7 @@ def lpu_links(shape: str, names: list[str], rows: int, cols: int) -> list[tuple[
     return sorted(pairs, key=lambda p: (names.index(p[0]), names.index(p[1])))
 
 
-def parse_lpu(w: _Walker, node: yaml.Node) -> tuple[LpuSpec, list[Node], list[Link]]:
+def parse_lpu(w: Walker, node: yaml.Node) -> tuple[LpuSpec, list[Node], list[Link]]:
     f = w.mapping(node, "lpu", _KEYS, required=("shape", "link", "graph"))
     line = node.start_mark.line + 1
     shape = w.choice(f["shape"][1], "lpu.shape", SHAPES, "shape")
@@ -149,14 +149,14 @@ def parse_lpu(w: _Walker, node: yaml.Node) -> tuple[LpuSpec, list[Node], list[Li
     return spec, nodes, links
 
 
-def _ppm(w: _Walker, n: yaml.Node, p: str) -> float:
+def _ppm(w: Walker, n: yaml.Node, p: str) -> float:
     v = w.scalar(n, p, "a drift in ppm")
     if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= 100_000:
         raise w.error(n, p, "expected a clock drift in ppm, 0..100000")
     return float(v)
 
 
-def _list(w: _Walker, f: dict, key: str, parse: Any) -> list:
+def _list(w: Walker, f: dict, key: str, parse: Any) -> list:
     if key not in f:
         return []
     node = f[key][1]

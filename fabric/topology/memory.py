@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     import yaml
 
     from fabric.memsw import AddressMap
-    from fabric.topology.loader import _Walker
     from fabric.topology.model import Link, Node, SwitchSettings
+    from fabric.topology.walker import Walker
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -305,7 +305,7 @@ class _Fabric:
 
 
 class _MemoryParser:
-    def __init__(self, w: _Walker, nodes: dict[str, Node], links: list[Link],
+    def __init__(self, w: Walker, nodes: dict[str, Node], links: list[Link],
                  roce: SwitchSettings | None) -> None:
         self.w = w
         self.nodes = nodes
@@ -754,7 +754,7 @@ def _free(size: int, start: int, placed: list[_Region]) -> int:
     return at
 
 
-def parse_memory(w: _Walker, node: yaml.Node, nodes: dict[str, Node], links: list[Link],
+def parse_memory(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: list[Link],
                  roce: SwitchSettings | None = None) -> MemorySpec:
     """Validate the `memory:` mapping against the topology's nodes and links; `roce` is the
     file's `switches:` section (a memory switch cannot also be a RoCE switch)."""

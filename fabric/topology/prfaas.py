@@ -28,8 +28,8 @@ from fabric.topology.traffic import _node_list, _rate
 if TYPE_CHECKING:
     import yaml
 
-    from fabric.topology.loader import _Walker
     from fabric.topology.model import Link, Node
+    from fabric.topology.walker import Walker
 
 POLICY_NAMES = ("local", "remote-all", "threshold", "adaptive")
 _KEYS = ("model", "kv_scale", "local_prefill", "decode", "remote_prefill", "egress",
@@ -77,7 +77,7 @@ class PrfaasSpec:
         return self.local_prefill, self.decode, self.remote_prefill
 
 
-def parse_prfaas(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
+def parse_prfaas(w: Walker, node: yaml.Node, nodes: dict[str, Node],
                  links: list[Link]) -> PrfaasSpec:
     from fabric.kv import MODELS
     from fabric.prfaas.profile import PROFILES
@@ -142,7 +142,7 @@ def parse_prfaas(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
                       workload=workload, layouts=layouts, line=node.start_mark.line + 1)
 
 
-def _workload(w: _Walker, node: yaml.Node) -> PrfaasWorkload:
+def _workload(w: Walker, node: yaml.Node) -> PrfaasWorkload:
     f = w.mapping(node, "prfaas.workload", _WORKLOAD_KEYS)
     kw: dict = {}
     ints = {"requests": (1, 100_000), "min_tokens": (1, 10**7), "max_tokens": (1, 10**7),

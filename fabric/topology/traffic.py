@@ -32,8 +32,8 @@ from fabric.units import parse_size, parse_time
 if TYPE_CHECKING:
     import yaml
 
-    from fabric.topology.loader import _Walker
     from fabric.topology.model import Node, TrafficClass
+    from fabric.topology.walker import Walker
 
 PATTERNS = ("one-to-one", "incast", "all-to-all", "pd", "bulk")
 TRANSPORTS = ("tcp", "udp", "roce")
@@ -82,7 +82,7 @@ class Traffic:
     line: int | None = None  # of the `traffic:` key
 
 
-def parse_traffic(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
+def parse_traffic(w: Walker, node: yaml.Node, nodes: dict[str, Node],
                   classes: tuple[TrafficClass, ...]) -> Traffic:
     """Validate the `traffic:` mapping; every error names its line and key."""
     from fabric.kv import MODELS
@@ -178,21 +178,21 @@ def parse_traffic(w: _Walker, node: yaml.Node, nodes: dict[str, Node],
     return Traffic(seed=seed, flows=tuple(flows))
 
 
-def _model(w: _Walker, node: yaml.Node, path: str, models: dict) -> str:
+def _model(w: Walker, node: yaml.Node, path: str, models: dict) -> str:
     name = w.text(node, path, "a model name")
     if name not in models:
         raise w.error(node, path, f"unknown model '{name}' (known: {', '.join(sorted(models))})")
     return name
 
 
-def _chunk(w: _Walker, node: yaml.Node, path: str) -> int:
+def _chunk(w: Walker, node: yaml.Node, path: str) -> int:
     size = w.unit(node, path, parse_size, "a size such as 1MiB")
     if not 4096 <= size <= 256 << 20:
         raise w.error(node, path, f"chunk size {size} B is outside 4 KiB..256 MiB")
     return size
 
 
-def _node_list(w: _Walker, node: yaml.Node, path: str, nodes: dict[str, Node]) -> tuple[str, ...]:
+def _node_list(w: Walker, node: yaml.Node, path: str, nodes: dict[str, Node]) -> tuple[str, ...]:
     items = [node] if isinstance(node, ScalarNode) else w.sequence(node, path)
     out = []
     for i, item in enumerate(items):
@@ -211,7 +211,7 @@ def _node_list(w: _Walker, node: yaml.Node, path: str, nodes: dict[str, Node]) -
     return tuple(out)
 
 
-def _check_ends(w: _Walker, item: yaml.Node, path: str, pattern: str, src: tuple[str, ...],
+def _check_ends(w: Walker, item: yaml.Node, path: str, pattern: str, src: tuple[str, ...],
                 dst: tuple[str, ...]) -> None:
     if pattern == "all-to-all":
         if dst:
@@ -231,7 +231,7 @@ def _check_ends(w: _Walker, item: yaml.Node, path: str, pattern: str, src: tuple
         raise w.error(item, path, f"node '{sorted(both)[0]}' is both sender and receiver")
 
 
-def _prompt(w: _Walker, node: yaml.Node, path: str) -> PromptDist:
+def _prompt(w: Walker, node: yaml.Node, path: str) -> PromptDist:
     f = w.mapping(node, path, _PROMPT_KEYS, required=("mean",))
     mean = w.scalar(f["mean"][1], f"{path}.mean", "a number of tokens")
     if not isinstance(mean, int | float) or isinstance(mean, bool) or mean < 1:
@@ -248,7 +248,7 @@ def _prompt(w: _Walker, node: yaml.Node, path: str) -> PromptDist:
     return PromptDist(mean=float(mean), sigma=float(sigma), min=lo, max=hi)
 
 
-def _rate(w: _Walker, node: yaml.Node, path: str) -> float:
+def _rate(w: Walker, node: yaml.Node, path: str) -> float:
     value = w.scalar(node, path, "a rate such as 10/s")
     text = str(value).strip().replace(" ", "")
     per = 1.0
