@@ -242,10 +242,10 @@ def status() -> None:
         click.echo("no fabric is running")
         return
     for st in states:
-        alive = st.status == "up" or alive(st.orchestrator_pid)
-        click.echo(f"{st.name}: {st.status if alive else 'leftover'}, run {st.run_id}, "
+        live = st.status == "up" or alive(st.orchestrator_pid)
+        click.echo(f"{st.name}: {st.status if live else 'leftover'}, run {st.run_id}, "
                    f"{len(st.namespaces)} nodes, {st.backend} links, from {st.source}")
-        if alive and st.status == "up":
+        if live and st.status == "up":
             from .runner import read_link_stats
 
             _print_link_stats(read_link_stats(st))

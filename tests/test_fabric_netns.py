@@ -103,6 +103,16 @@ def test_pair_up_ping_down(backend, fabric_name, state_dir):
     state = up(PAIR.format(name=fabric_name, delay="10ms", loss="0%"), backend)
     assert len(ours(fabric_name)) == 2
     check_pair(state, 10, backend)
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    shown = CliRunner().invoke(cli, ["status"])
+    assert shown.exit_code == 0, shown.output
+    assert re.search(rf"^{fabric_name}: up, run {state.run_id}, 2 nodes, {backend} links, ",
+                     shown.output, re.M), shown.output
+    if backend == "userspace":  # the engine's per-link counters
+        assert re.search(r"^  link\s+packets\s+bytes", shown.output, re.M), shown.output
     st, removed = lifecycle.tear_down(fabric_name)
     assert len(removed) == 2
     assert ours(fabric_name) == []
