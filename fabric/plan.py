@@ -513,5 +513,5 @@ def engine_serialises(a: Shape, b: Shape, *, lpu: bool) -> bool:
     """
     shaped = [s for s in (a, b) if s.rate_bps is not None]
     slow = any(s.mtu * 8 * 1_000_000_000 // s.rate_bps >= SERIALISATION_VISIBLE_NS
-               for s in shaped)  # type: ignore[operator]
+               for s in shaped if s.rate_bps is not None)
     return bool(shaped) and (lpu or slow or any(s.ecn_bytes is not None for s in shaped))

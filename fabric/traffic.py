@@ -83,7 +83,11 @@ def _size(flow: Flow, rng: np.random.Generator) -> tuple[int | None, int]:
     if flow.pattern == "bulk":
         assert flow.size_bytes is not None
         return None, flow.size_bytes
-    tokens = flow.tokens if flow.tokens is not None else sample_prompt(rng, flow.prompt)
+    if flow.tokens is not None:
+        tokens = flow.tokens
+    else:
+        assert flow.prompt is not None  # the loader requires tokens or a prompt distribution
+        tokens = sample_prompt(rng, flow.prompt)
     return tokens, transfer_bytes(get_model(flow.model), tokens)
 
 

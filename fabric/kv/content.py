@@ -86,7 +86,7 @@ def fill_chunk(buf: Buffer, spec: ChunkSpec, seed: int) -> None:
 
 def digest(buf: Buffer) -> bytes:
     """16-byte xxHash3-128 digest of the buffer's bytes."""
-    return xxhash.xxh3_128(_bytes_view(buf)).digest()
+    return xxhash.xxh3_128(_bytes_view(buf)).digest()  # type: ignore[arg-type]
 
 
 def chunk_digest(spec: ChunkSpec, seed: int) -> bytes:

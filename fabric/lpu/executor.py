@@ -24,6 +24,7 @@ import socket
 import struct
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,14 @@ class LpuNode:
     sent: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # x,b,hop,plan,t
     payload: bytes = b""
     deps: dict[int, list[int]] = field(default_factory=dict)  # transfer -> its dependencies
+    _hdr: bytearray = field(default_factory=lambda: bytearray(HEADER.size))  # reused per send
+    # dynamic mode: hands an arrived batch to its next hop's queue (set when the node starts)
+    _forward: Callable[[int, int, int, int, str], None] | None = None
+
+    def forward_batch(self, tid: int, batch: int, hop: int, dst_index: int, dst: str) -> None:
+        """Dynamic mode: queue a batch that arrived here for its next hop."""
+        assert self._forward is not None  # set by run_dynamic before any batch arrives
+        self._forward(tid, batch, hop, dst_index, dst)
 
     def event(self, key: tuple[int, int]) -> trio.Event:
         ev = self.have.get(key)
@@ -207,14 +216,12 @@ async def serve_lpu(ctl_fd: int, name: str) -> None:
     await sock.bind((plan.address, LPU_PORT))
     node = LpuNode(plan=plan, sock=sock, ctl=ctl, clock=DriftClock(plan.drift_ppm),
                    deps={tid: deps for tid, _dst, _n, deps in plan.originates})
-    node._hdr = bytearray(HEADER.size)  # type: ignore[attr-defined]
     node.payload = np.random.default_rng(plan.index[name]).integers(
         0, 256, plan.payload_bytes, dtype=np.uint8).tobytes()
-    node._forward = None  # type: ignore[attr-defined]
     with sock:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.receive_loop,
-                               (lambda *a: node._forward(*a)) if plan.mode == "dynamic" else None)
+                               node.forward_batch if plan.mode == "dynamic" else None)
             await ctl.send_all(encode_header({"t": "ready", "n": 0}))
             frame = await read_frame(ctl, dec)
             if frame is None or frame[0]["t"] != "go":

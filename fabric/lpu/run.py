@@ -273,11 +273,11 @@ def render_runs(runs: list[LpuRun], ts: float) -> str:
              f"batch of vectors; each node's clock drifts by its own amount within ±drift",
              format_table(rows, header, numeric=False)]
     floor = [r.send_late_ns for r in runs if r.mode == "scheduled" and r.drift_ppm == 0]
-    if floor and floor[0].get("p50") is not None:
-        f = floor[0]
+    p50, p99 = (floor[0].get("p50"), floor[0].get("p99")) if floor else (None, None)
+    if p50 is not None and p99 is not None:
         lines.append(f"host timer floor (drift 0: how late sends left, wall clock): p50 "
-                     f"{format_time(round(f['p50']))}, p99 {format_time(round(f['p99']))} = "
-                     f"{format_time(round(f['p50'] / ts))} / {format_time(round(f['p99'] / ts))}"
+                     f"{format_time(round(p50))}, p99 {format_time(round(p99))} = "
+                     f"{format_time(round(p50 / ts))} / {format_time(round(p99 / ts))}"
                      " in fabric time")
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import numpy as np
@@ -73,7 +73,7 @@ def pattern(seed: int, nbytes: int) -> bytes:
 
 
 def digest(data: bytes | memoryview | np.ndarray) -> str:
-    return xxhash.xxh3_64_hexdigest(memoryview(data))
+    return xxhash.xxh3_64_hexdigest(memoryview(data))  # type: ignore[arg-type]
 
 
 class MemoryNode:
@@ -125,6 +125,7 @@ class MemoryNode:
                     if ev is not None:
                         ev.set()
                 else:  # a request delivered by the switch: apply it, answer with the credit
+                    msg = cast(Op, msg)  # what is left of the decoded union: requests
                     mem = self._memory(getattr(msg, "addr", -1))
                     if mem is None:
                         resp: Response = Error(msg.tag, f"{self.plan['name']} has no memory at "

@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -73,7 +73,7 @@ class MemorySwitchNode:
         self.port_of = {p["address"]: p["name"] for p in cfg["ports"]}
         self.switch_ports = set(cfg.get("switch_ports", ()))
         # (port, src port, tag, offset) -> the request delivered there, awaiting its answer
-        self.delivered: dict[tuple[str, str, int, int], Op] = {}
+        self.delivered: dict[tuple[str, str | None, int, int], Op] = {}
         # forwarded to a switch port under a fresh tag: (port, tag) -> original request
         self.forwarded: dict[tuple[str, int], Op] = {}
         self.tags = itertools.count(1)
@@ -116,14 +116,15 @@ class MemorySwitchNode:
         for a in actions:
             if isinstance(a, Deliver):
                 op = a.op
-                key = (a.port, op.src_port, op.tag, op.offset)
-                if a.port in self.switch_ports and not isinstance(op, Contribute):
+                port = cast(str, a.port)  # the core keys ports by any hashable; ours are names
+                key = (port, cast(str, op.src_port), op.tag, op.offset)
+                if port in self.switch_ports and not isinstance(op, Contribute):
                     tag = next(self.tags)
-                    self.forwarded[(a.port, tag)] = op
-                    self._send(a.port, replace(op, tag=tag, src_port=0))
+                    self.forwarded[(port, tag)] = op
+                    self._send(port, replace(op, tag=tag, src_port=0))
                 else:
                     self.delivered[key] = op
-                    self._send(a.port, op, src=self.index[op.src_port])
+                    self._send(port, op, src=self.index[op.src_port])
             else:
                 # a switch that sent us a request gets its request buffer back with the answer
                 back = int(a.port in self.switch_ports and not isinstance(a.resp, ReduceResult))
@@ -174,6 +175,7 @@ class MemorySwitchNode:
             return
         if _is_response(msg):  # an answer from the endpoint (or switch) on `port`
             resp: Response = msg
+            request: Op | None
             if port in self.switch_ports and (port, resp.tag) in self.forwarded:
                 request = self.forwarded.pop((port, resp.tag))
                 resp = replace(resp, tag=request.tag)
@@ -245,7 +247,7 @@ class MemorySwitchNode:
         ports = {name: {f: getattr(p, f) for f in p.__dataclass_fields__}
                  for name, p in st.ports.items()}
         for name, p in ports.items():
-            p["datagram_bytes_out"] = self.bytes_by_port_out.get(name, 0)
+            p["datagram_bytes_out"] = self.bytes_by_port_out.get(cast(str, name), 0)
         return {"node": self.cfg["node"], "final": final, "pid": os.getpid(),
                 "ports": ports, "replicated": st.replicated, "reductions": st.reductions,
                 "rejected": st.rejected, "errors": self.errors,

@@ -111,6 +111,7 @@ class _Driver:
                  plans: dict[str, dict], say: Callable[[str], None]) -> None:
         self.state = state
         self.topo = topo
+        assert topo.memory is not None
         self.mem = topo.memory
         self.streams = {p.name: trio.SocketStream(trio.socket.from_stdlib_socket(p.ctl))
                         for p in procs}

@@ -6,7 +6,7 @@ scaled; the wall-clock figures stay in summary.json. Plain aligned text: no tabl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,16 +36,20 @@ class SavedRun:
 
 
 def format_table(rows: Sequence[Sequence[str]], header: Sequence[str], *,
-                 numeric: bool = True) -> str:
+                 numeric: bool | Iterable[int] = True) -> str:
     """Aligned columns, two spaces apart: the first column left-aligned and, with `numeric`,
-    the rest right-aligned (figures line up on their units); else all left-aligned."""
+    the rest right-aligned (figures line up on their units); else all left-aligned.
+    `numeric` may also name the right-aligned columns (`range(3, 7)`)."""
     cols = len(header)
     table = [list(header)] + [list(r) + [""] * (cols - len(r)) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(cols)]
+    right = set(range(1, cols)) if numeric is True else set() if numeric is False else set(
+        numeric)
     lines = []
     for r in table:
         cells = [r[0].ljust(widths[0])] + [
-            r[i].rjust(widths[i]) if numeric else r[i].ljust(widths[i]) for i in range(1, cols)]
+            r[i].rjust(widths[i]) if i in right else r[i].ljust(widths[i])
+            for i in range(1, cols)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

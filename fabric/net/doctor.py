@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from ..errors import FabricError
 from ..plan import netns_name, new_run_id
@@ -61,7 +62,7 @@ def probe_qdiscs() -> dict[str, str | None]:
     from .kernel import Kernel
 
     results: dict[str, str | None] = {}
-    attempts = {
+    attempts: dict[str, dict[str, Any]] = {
         "netem": {"delay": 1000},
         "tbf": {"rate": "1000000bit", "burst": 3000, "limit": 10000},
         "htb": {"default": 0x10},

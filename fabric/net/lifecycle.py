@@ -363,13 +363,14 @@ def tear_down(name: str | None) -> tuple[FabricState, list[str]]:
     if name is None:
         st = resolve(None, how="`fabric down NAME` (or --all)")
     else:
-        st = FabricState.load(name)
-        if st is None:
+        found = FabricState.load(name)
+        if found is None:
             orphans = remove_orphans(name)
             if orphans:
                 return FabricState(name=name, run_id="?", backend="?", source="?",
                                    status="orphan", namespaces=orphans), orphans
             raise FabricStateError(f"fabric {name!r} is not running (see `fabric status`)")
+        st = found
     return st, remove_fabric(st)
 
 

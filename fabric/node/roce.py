@@ -191,7 +191,7 @@ class RoceEndpoint:
                         self.nic_free_ns = start + size * 8 * 1_000_000_000 // self.nic_bps
             if pkt is not None:
                 buf = qp.buffers[pkt.msg_id]
-                view = memoryview(buf)[pkt.msg_offset: pkt.msg_offset + pkt.length]
+                view = memoryview(buf)[pkt.msg_offset: pkt.msg_offset + pkt.length]  # type: ignore[arg-type]
                 reth = None
                 if pkt.opcode in wire.RETH_OPCODES:
                     reth = (pkt.msg_id << 20, core.qpn, pkt.msg_len)
@@ -324,7 +324,7 @@ class RoceEndpoint:
         rx.buf = None
         assert buf is not None
         dec = FrameDecoder()
-        dec.receive_data(memoryview(buf)[: 4 + MAX_HEADER])
+        dec.receive_data(memoryview(buf)[: 4 + MAX_HEADER])  # type: ignore[arg-type]
         ev = dec.next_event()
         if not isinstance(ev, Header) or ev["t"] != "chunk":
             return

@@ -24,7 +24,7 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -42,6 +42,10 @@ from ..wire.frames import (
     encode_frame,
     encode_header,
 )
+
+if TYPE_CHECKING:  # imported at run time only when a node moves that traffic
+    from .roce import RoceEndpoint
+    from .udp import UdpEndpoint
 
 KV_PORT = 7471
 RECV_SIZE = 16 * 1024
@@ -99,8 +103,8 @@ class Node:
         # (dst, class, transport) -> the sender's queue of (transfer, time it became ready)
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self._ctl_lock = trio.Lock()
-        self.udp = None  # a fabric.node.udp.UdpEndpoint when the node moves UDP traffic
-        self.roce = None  # a fabric.node.roce.RoceEndpoint when it moves RoCE traffic
+        self.udp: UdpEndpoint | None = None  # when the node moves UDP traffic
+        self.roce: RoceEndpoint | None = None  # when it moves RoCE traffic
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -224,7 +228,7 @@ class Node:
                                   "c": len(chunks), "d": digest(payload), "s": t_start,
                                   "ts": time.monotonic_ns()}
                         await _send_all(sock, encode_header(header))
-                        await _send_all(sock, memoryview(payload))
+                        await _send_all(sock, memoryview(payload))  # type: ignore[arg-type]
                         self.tx_bytes += spec.nbytes
                     await acked[tr.id].wait()
                     del acked[tr.id]
@@ -276,7 +280,7 @@ class Node:
                 n = ev["n"]
                 if buf.nbytes < n:
                     buf = np.empty(n, dtype=np.uint8)
-                view = memoryview(buf)[:n]
+                view = memoryview(buf)[:n]  # type: ignore[arg-type]
                 got = dec.take_buffered_payload(view)
                 self.rx_bytes += got
                 lowat = 1

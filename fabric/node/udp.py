@@ -104,7 +104,8 @@ class UdpEndpoint:
 
     def _deliver(self, inb: _Inbound, now: int) -> None:
         dec = FrameDecoder()
-        dec.receive_data(memoryview(inb.buf)[: 4 + MAX_HEADER])  # the header, not the payload
+        # the header, not the payload
+        dec.receive_data(memoryview(inb.buf)[: 4 + MAX_HEADER])  # type: ignore[arg-type]
         ev = dec.next_event()
         if not isinstance(ev, Header) or ev["t"] != "chunk":
             return
@@ -123,7 +124,7 @@ class UdpEndpoint:
                            self.rto_ns.get(dst, RTO_NS))
         wake = trio.Event()
         self.outbound[uid] = (sender, wake)
-        view = memoryview(unit)
+        view = memoryview(unit)  # type: ignore[arg-type]
         try:
             while not sender.done:
                 for seq, offset, length in sender.segments_to_send(time.monotonic_ns()):
@@ -155,12 +156,12 @@ async def serve_udp(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_S
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
     await sock.bind((node.cfg.address, UDP_PORT))
-    node.udp = UdpEndpoint(node, sock)
+    ep = node.udp = UdpEndpoint(node, sock)
     task_status.started()
     with sock:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(node.udp.receive_loop)
-            nursery.start_soon(node.udp.ack_timer)
+            nursery.start_soon(ep.receive_loop)
+            nursery.start_soon(ep.ack_timer)
 
 
 HEADER_ROOM = 512  # a chunk frame's msgpack header fits in this (checked)

@@ -142,9 +142,9 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         fcts.append({"flow": t.flow, "cls": t.cls, "nbytes": t.nbytes, "fct_ns": fct,
                      "ideal_ns": ideal, "slowdown": fct / ideal if ideal > 0 else None})
     fct_arr = np.array([f["fct_ns"] for f in fcts]) if fcts else np.array([])
-    buckets: dict[str, dict[str, Any]] = {}
+    buckets: dict[str, list[float | None]] = {}
     for f in fcts:
-        buckets.setdefault(_bucket(f["nbytes"]), []).append(f["slowdown"])  # type: ignore[arg-type]
+        buckets.setdefault(_bucket(f["nbytes"]), []).append(f["slowdown"])
     by_size = {}
     for name in sorted(buckets, key=lambda b: min(f["nbytes"] for f in fcts
                                                   if _bucket(f["nbytes"]) == b)):

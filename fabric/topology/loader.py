@@ -23,7 +23,7 @@ import ipaddress
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.nodes import MappingNode, ScalarNode
@@ -374,7 +374,8 @@ class _Parser(Walker):
                                      f"got {self.describe(value_node)}")
                 params[key] = value
             try:
-                make_cc(cc, line_rate_bps=100_000_000_000, base_rtt_ns=10_000, **params)
+                make_cc(cc, line_rate_bps=100_000_000_000, base_rtt_ns=10_000,
+                        **cast(dict[str, Any], params))
             except CongestionControlError as e:
                 raise self.error(f["cc_params"][0], f"{path}.cc_params", str(e)) from None
         return cc, tuple(sorted(params.items()))

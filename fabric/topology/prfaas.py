@@ -111,7 +111,7 @@ def parse_prfaas(w: Walker, node: yaml.Node, nodes: dict[str, Node],
                       f"'{ends[1]}'")
     threshold = w.integer(f["threshold"][1], "prfaas.threshold", 1, 10**7, "tokens",
                           "threshold") if "threshold" in f else 19_400
-    policies = POLICY_NAMES
+    policies: tuple[str, ...] = POLICY_NAMES
     if "policies" in f:
         items = w.sequence(f["policies"][1], "prfaas.policies")
         policies = tuple(w.choice(x, "prfaas.policies", POLICY_NAMES, "policy") for x in items)
@@ -150,13 +150,14 @@ def _workload(w: Walker, node: yaml.Node) -> PrfaasWorkload:
     for key, (lo, hi) in ints.items():
         if key in f:
             kw[key] = w.integer(f[key][1], f"prfaas.workload.{key}", lo, hi, "an integer", key)
-    for key, (lo, hi) in {"mean_tokens": (1, 1e7), "sigma": (0, 4),
-                          "prefix_hit_rate": (0, 1)}.items():
+    floats: dict[str, tuple[float, float]] = {"mean_tokens": (1, 1e7), "sigma": (0, 4),
+                                              "prefix_hit_rate": (0, 1)}
+    for key, (flo, fhi) in floats.items():
         if key in f:
             v = w.scalar(f[key][1], f"prfaas.workload.{key}", "a number")
-            if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
+            if not isinstance(v, int | float) or isinstance(v, bool) or not flo <= v <= fhi:
                 raise w.error(f[key][1], f"prfaas.workload.{key}", f"expected a number in "
-                              f"{lo:g}..{hi:g}")
+                              f"{flo:g}..{fhi:g}")
             kw[key] = float(v)
     if "rate" in f:
         kw["rate_per_s"] = _rate(w, f["rate"][1], "prfaas.workload.rate")
