@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -407,6 +408,43 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_sigterm_while_a_guest_runs_kills_it_and_removes_its_job_dir(
+    fake_backends: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A killed test run (CI's timeout, `kill`) must not leave a guest or its files behind."""
+    pids = tmp_path / "pids"
+
+    def launch(job: Path, *_: object) -> guest.Launch:
+        script = (f"sleep 60 & echo $$ $! {shlex.quote(str(job))} > {shlex.quote(str(pids))}; "
+                  "wait")
+        return guest.Launch(["sh", "-c", script], dict(os.environ), None, 0, 60)
+
+    monkeypatch.setattr(guest, "BACKENDS", (guest.Backend("uml", lambda: None, launch),))
+    real_sleep = time.sleep
+
+    def terminated(seconds: float) -> None:
+        real_sleep(seconds)
+        if pids.exists() and len(pids.read_text().split()) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(guest.time, "sleep", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exited:
+        guest.run_in_guest(["true"])
+    monkeypatch.undo()
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
+    shell, child, job = pids.read_text().split()
+    for pid in (int(shell), int(child)):
+        for _ in range(100):
+            if not _running(pid):
+                break
+            real_sleep(0.02)
+        else:
+            pytest.fail(f"process {pid} of the terminated guest is still running")
+    assert not Path(job).exists()
 
 
 # --- real boots, outside the batched netem run ---

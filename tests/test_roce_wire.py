@@ -11,7 +11,8 @@ import pytest
 
 from fabric.roce import wire
 from fabric.roce.inttrailer import INT_FLAG, RECORD_SIZE, append_record, records_of
-from fabric.roce.pcap import PcapWriter, ethernet_frame, ipv4_checksum, write_pcap
+from fabric.roce.pcap import PcapWriter, ethernet_frame, write_pcap
+from fabric.wire.ip import checksum
 
 # A CNP captured on a ConnectX-4 Lx (the scapy RoCE test suite's sample), Ethernet onwards.
 HW_CNP_FRAME = bytes.fromhex(
@@ -248,7 +249,7 @@ def test_ethernet_frame_is_valid_ipv4_udp_with_icrc(tmp_path) -> None:
     frame = ethernet_frame(payload, src_ip="10.0.0.1", dst_ip="10.0.0.2", ident=7, tos=2)
     assert frame[12:14] == b"\x08\x00"
     ip, udp = frame[14:34], frame[34:42]
-    assert ipv4_checksum(ip) == 0  # a valid header sums to ones
+    assert checksum(ip) == 0  # a valid header sums to ones
     assert struct.unpack("!HHHH", udp) == (49152, 4791, 8 + len(payload), 0)
     assert frame[42:-4] == payload[:-4]
     assert frame[-4:] == wire.icrc(ip, udp, payload) != b"\x00" * 4

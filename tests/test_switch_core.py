@@ -33,8 +33,9 @@ from fabric.switch.core import (
     SwitchSpec,
     headroom_bytes,
 )
-from fabric.switch.packet import append_int, checksum, decrement_ttl, parse, set_ce
+from fabric.switch.packet import append_int, decrement_ttl, parse
 from fabric.switch.pfc import PFC_PORT, pack_pfc, unpack_pfc
+from fabric.wire.ip import checksum, set_ce
 
 GBIT = 1_000_000_000
 UDP, TCP, ICMP = 17, 6, 1

@@ -40,11 +40,11 @@ from fabric.net.tun import (
     TimerFd,
     keep_freed_memory,
     open_tun,
-    set_ce,
     set_thread_name,
     set_timer_slack,
 )
 from fabric.topology.model import Shape
+from fabric.wire.ip import set_ce
 
 READ_SIZE = 65536  # any IP packet; os.read's buffer is shrunk to the packet, no cost to size it
 BATCH = 64  # packets per reader wake-up before yielding (bounds timer lateness under flood)

@@ -34,10 +34,6 @@ TFD_TIMER_ABSTIME = 1
 PR_SET_NAME = 15
 PR_SET_TIMERSLACK = 29
 
-ECN_NOT_ECT = 0
-ECN_ECT1 = 1
-ECN_ECT0 = 2
-ECN_CE = 3
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -277,61 +273,3 @@ def keep_freed_memory(nbytes: int = 256 << 20) -> None:
 def set_thread_name(name: str) -> None:
     """Set the kernel's comm name (15 bytes, shown by ps/top) of the calling thread."""
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
-
-
-# -- IP ECN ----------------------------------------------------------------------------------
-
-
-def ip_ecn(pkt: bytes | bytearray | memoryview) -> int:
-    """The ECN field (0-3) of an IPv4 or IPv6 packet; 0 for anything else."""
-    if len(pkt) < 2:
-        return 0
-    version = pkt[0] >> 4
-    if version == 4:
-        return pkt[1] & 3
-    if version == 6:
-        return (pkt[1] >> 4) & 3
-    return 0
-
-
-def ipv4_header_checksum(hdr: bytes | bytearray | memoryview) -> int:
-    """The one's-complement sum over an IPv4 header (0 when its checksum field is valid)."""
-    ihl = (hdr[0] & 0x0F) * 4
-    s = 0
-    for i in range(0, ihl, 2):
-        s += (hdr[i] << 8) | hdr[i + 1]
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def set_ce(pkt: bytearray | memoryview) -> bool:
-    """Mark an ECT IPv4/IPv6 packet CE in place; fix the IPv4 checksum (RFC 1624, eqn. 3).
-
-    Returns False (and leaves the packet alone) for non-ECT or non-IP packets; a CE packet
-    stays CE.
-    """
-    if len(pkt) < 2:
-        return False
-    version = pkt[0] >> 4
-    if version == 4:
-        if len(pkt) < 20 or not pkt[1] & 3:
-            return False
-        old = (pkt[0] << 8) | pkt[1]
-        new = old | 3
-        if new != old:
-            pkt[1] |= 3
-            # HC' = ~(~HC + ~m + m')
-            s = (~((pkt[10] << 8) | pkt[11]) & 0xFFFF) + (~old & 0xFFFF) + new
-            s = (s & 0xFFFF) + (s >> 16)
-            s = (s & 0xFFFF) + (s >> 16)
-            hc = ~s & 0xFFFF
-            pkt[10] = hc >> 8
-            pkt[11] = hc & 0xFF
-        return True
-    if version == 6:
-        if not (pkt[1] >> 4) & 3:
-            return False
-        pkt[1] |= 0x30
-        return True
-    return False

@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from typing import BinaryIO, Final
 
 from fabric.roce.wire import ICRC_SIZE, ROCE_PORT, icrc
+from fabric.wire.ip import checksum
 
-__all__ = ["LINKTYPE_ETHERNET", "PcapWriter", "ethernet_frame", "ipv4_checksum", "write_pcap"]
+__all__ = ["LINKTYPE_ETHERNET", "PcapWriter", "ethernet_frame", "write_pcap"]
 
 LINKTYPE_ETHERNET: Final = 1
 _MAGIC_NS = 0xA1B23C4D  # classic pcap, nanosecond timestamps
@@ -33,16 +34,6 @@ _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _UDP = struct.Struct("!HHHH")
 _ETHERTYPE_IPV4 = 0x0800
 _PROTO_UDP = 17
-
-
-def ipv4_checksum(header: bytes) -> int:
-    """The RFC 791 header checksum of `header` (whose checksum field should be zero)."""
-    if len(header) % 2:
-        header += b"\x00"
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _mac(mac: str) -> bytes:
@@ -67,7 +58,7 @@ def ethernet_frame(udp_payload: bytes | bytearray | memoryview, *, src_ip: str =
     src = ipaddress.IPv4Address(src_ip).packed
     dst = ipaddress.IPv4Address(dst_ip).packed
     ip = _IPV4.pack(0x45, tos, total, ident, 0x4000, ttl, _PROTO_UDP, 0, src, dst)
-    ip = ip[:10] + ipv4_checksum(ip).to_bytes(2, "big") + ip[12:]
+    ip = ip[:10] + checksum(ip).to_bytes(2, "big") + ip[12:]
     udp = _UDP.pack(src_port, dst_port, udp_len, 0)
     if fill_icrc and len(payload) >= 16:
         payload = payload[:-ICRC_SIZE] + icrc(ip, udp, payload)

@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fabric.errors import FabricError
-from fabric.switch.packet import IPPROTO_TCP, IPPROTO_UDP, append_int, decrement_ttl, parse, set_ce
+from fabric.switch.packet import IPPROTO_TCP, IPPROTO_UDP, append_int, decrement_ttl, parse
+from fabric.wire.ip import set_ce
 
 __all__ = [
     "BUFFER_MODES",

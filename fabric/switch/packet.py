@@ -1,8 +1,9 @@
 """IPv4 helpers on raw packets (a `bytearray` starting at the IPv4 header, no L2 header).
 
 These sit on the switch's per-packet path, so they avoid objects: `parse` returns a plain tuple,
-the in-place edits (`set_ce`, `decrement_ttl`) patch the header checksum incrementally
-(RFC 1624, eqn. 3) instead of recomputing it, and nothing here raises on a bad packet.
+the in-place edit `decrement_ttl` patches the header checksum incrementally (RFC 1624, eqn. 3)
+instead of recomputing it, and nothing here raises on a bad packet. The ECN field, CE marking
+and the checksum itself are `fabric.wire.ip`'s, shared with the link engine.
 """
 
 from __future__ import annotations
@@ -11,29 +12,20 @@ import struct
 from typing import Final
 
 from fabric.roce.inttrailer import INT_FLAG, append_record
+from fabric.wire.ip import patch_checksum
 
 __all__ = [
-    "ECN_CE",
-    "ECN_ECT0",
-    "ECN_ECT1",
-    "ECN_NOT_ECT",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
     "ROCE_PORT",
     "append_int",
-    "checksum",
     "decrement_ttl",
     "parse",
-    "set_ce",
 ]
 
 IPPROTO_TCP: Final = 6
 IPPROTO_UDP: Final = 17
 ROCE_PORT: Final = 4791
-ECN_NOT_ECT: Final = 0
-ECN_ECT1: Final = 1
-ECN_ECT0: Final = 2
-ECN_CE: Final = 3
 
 # version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum, src, dst
 _IPV4 = struct.Struct("!BBHHHBBHII")
@@ -62,48 +54,6 @@ def parse(pkt: bytes | bytearray | memoryview
     else:
         sport = dport = 0
     return tos >> 2, tos & 3, ttl, proto, src, dst, sport, dport, ihl, total
-
-
-def checksum(header: bytes | bytearray | memoryview) -> int:
-    """The Internet checksum (RFC 1071) of `header`: the value for its checksum field when that
-    field is zero, and 0 when the header already carries a valid checksum.
-
-    Uses 2**16 == 1 (mod 0xFFFF): the one's-complement sum of the 16-bit words is the whole
-    header read as one big integer, mod 0xFFFF (with 0xFFFF, "negative zero", for non-zero data).
-    """
-    data = bytes(header)
-    if len(data) & 1:
-        data += b"\x00"
-    value = int.from_bytes(data, "big")
-    s = value % 0xFFFF
-    if s == 0 and value:
-        s = 0xFFFF
-    return ~s & 0xFFFF
-
-
-def _patch(pkt: bytearray, old_word: int, new_word: int) -> None:
-    # RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the form that RFC shows correct for every
-    # header, where RFC 1141's HC' = HC + m - m' can leave a wrong "-0"
-    s = (((pkt[10] << 8) | pkt[11]) ^ 0xFFFF) + (old_word ^ 0xFFFF) + new_word
-    s = (s & 0xFFFF) + (s >> 16)
-    s = ((s & 0xFFFF) + (s >> 16)) ^ 0xFFFF
-    pkt[10] = s >> 8
-    pkt[11] = s & 0xFF
-
-
-def set_ce(pkt: bytearray) -> bool:
-    """Mark an ECT(0)/ECT(1) IPv4 packet Congestion Experienced in place; True if marked.
-
-    Not-ECT packets (must not be marked) and CE packets (already are) are left untouched.
-    """
-    tos = pkt[1]
-    ecn = tos & 3
-    if ecn != 1 and ecn != 2:
-        return False
-    pkt[1] = tos | 3
-    first = pkt[0] << 8
-    _patch(pkt, first | tos, first | tos | 3)
-    return True
 
 
 def decrement_ttl(pkt: bytearray) -> None:
@@ -154,7 +104,7 @@ def append_int(pkt: bytearray, *, rate_bps: int, ts_ns: int, tx_bytes: int,
     if new_total > 0xFFFF:
         return pkt
     _U16.pack_into(out, 2, new_total)
-    _patch(out, total, new_total)
+    patch_checksum(out, total, new_total)
     _U16.pack_into(out, ihl + 4, new_total - ihl)
     out[ihl + 6] = out[ihl + 7] = 0
     return out

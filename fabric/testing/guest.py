@@ -24,6 +24,7 @@ are slow in every guest, and an emulated CPU is slower still.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,8 +35,9 @@ import signal
 import subprocess
 import sysconfig
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -464,6 +466,37 @@ def run_in_guest(
     called before each boot. Raises GuestUnavailable if no backend is installed; a result
     with exit code NO_STATUS and the verdicts if none booted.
     """
+    with _terminate_cleanly():
+        return _run_in_guest(argv, env, timeout, cwd, rw_dirs, backends, on_try)
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While a guest runs, SIGTERM raises SystemExit instead of ending the process at once,
+    so the guest's process group is killed and its job dir removed (Ctrl-C already does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_in_guest(
+    argv: list[str],
+    env: dict[str, str] | None,
+    timeout: float,
+    cwd: str | None,
+    rw_dirs: Sequence[str],
+    backends: Sequence[str] | None,
+    on_try: Callable[[str], None] | None,
+) -> GuestResult:
     env = {k: v for k, v in (env or {}).items() if _ENV_NAME.match(k)}
     cwd = cwd or os.getcwd()
     verdicts: list[Verdict] = []
