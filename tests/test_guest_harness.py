@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -370,35 +370,41 @@ def test_a_command_past_its_timeout_is_killed(
     assert "fabric.testing.guest: timed out after 1 s and was killed" in res.output
 
 
-def test_ctrl_c_while_a_guest_boots_kills_it(
-    fake_backends: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    pids = tmp_path / "pids"
+def _stand_in_guest(monkeypatch: pytest.MonkeyPatch, pids: Path) -> None:
+    """The only backend: a 'guest' with a child of its own (as virtme-run has QEMU) that
+    writes `shell-pid child-pid job-dir` to `pids` and waits."""
 
     def launch(job: Path, *_: object) -> guest.Launch:
-        # a 'guest' with a child of its own, as virtme-run has QEMU
-        script = f"sleep 60 & echo $$ $! > {shlex.quote(str(pids))}; wait"
+        script = (f"sleep 60 & echo $$ $! {shlex.quote(str(job))} > {shlex.quote(str(pids))}; "
+                  "wait")
         return guest.Launch(["sh", "-c", script], dict(os.environ), None, 0, 60)
 
     monkeypatch.setattr(guest, "BACKENDS", (guest.Backend("uml", lambda: None, launch),))
+
+
+def _when_started(monkeypatch: pytest.MonkeyPatch, pids: Path, act: Callable[[], None]) -> None:
+    """Call `act` from the watcher's sleep once the stand-in guest has started."""
     real_sleep = time.sleep
 
-    def interrupted(seconds: float) -> None:
+    def sleep(seconds: float) -> None:
         real_sleep(seconds)
-        if pids.exists() and len(pids.read_text().split()) == 2:
-            raise KeyboardInterrupt
+        if pids.exists() and len(pids.read_text().split()) == 3:
+            act()
 
-    monkeypatch.setattr(guest.time, "sleep", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        guest.run_in_guest(["true"])
-    monkeypatch.undo()
-    for pid in map(int, pids.read_text().split()):
-        for _ in range(100):  # the orphaned child is reaped by init, not by us
+    monkeypatch.setattr(guest.time, "sleep", sleep)
+
+
+def _assert_gone(pids: Path) -> None:
+    """The stand-in guest's processes have ended and its job dir is removed."""
+    shell, child, job = pids.read_text().split()
+    for pid in (int(shell), int(child)):
+        for _ in range(100):  # a killed orphan is reaped by init, not by us
             if not _running(pid):
                 break
-            real_sleep(0.02)
+            time.sleep(0.02)
         else:
-            pytest.fail(f"process {pid} of the interrupted guest is still running")
+            pytest.fail(f"process {pid} of the stopped guest is still running")
+    assert not Path(job).exists()
 
 
 def _running(pid: int) -> bool:
@@ -410,41 +416,36 @@ def _running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def test_ctrl_c_while_a_guest_boots_kills_it(
+    fake_backends: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    _stand_in_guest(monkeypatch, pids)
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    _when_started(monkeypatch, pids, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        guest.run_in_guest(["true"])
+    monkeypatch.undo()
+    _assert_gone(pids)
+
+
 def test_sigterm_while_a_guest_runs_kills_it_and_removes_its_job_dir(
     fake_backends: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A killed test run (CI's timeout, `kill`) must not leave a guest or its files behind."""
     pids = tmp_path / "pids"
-
-    def launch(job: Path, *_: object) -> guest.Launch:
-        script = (f"sleep 60 & echo $$ $! {shlex.quote(str(job))} > {shlex.quote(str(pids))}; "
-                  "wait")
-        return guest.Launch(["sh", "-c", script], dict(os.environ), None, 0, 60)
-
-    monkeypatch.setattr(guest, "BACKENDS", (guest.Backend("uml", lambda: None, launch),))
-    real_sleep = time.sleep
-
-    def terminated(seconds: float) -> None:
-        real_sleep(seconds)
-        if pids.exists() and len(pids.read_text().split()) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(guest.time, "sleep", terminated)
+    _stand_in_guest(monkeypatch, pids)
+    _when_started(monkeypatch, pids, lambda: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exited:
         guest.run_in_guest(["true"])
     monkeypatch.undo()
     assert exited.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before  # restored
-    shell, child, job = pids.read_text().split()
-    for pid in (int(shell), int(child)):
-        for _ in range(100):
-            if not _running(pid):
-                break
-            real_sleep(0.02)
-        else:
-            pytest.fail(f"process {pid} of the terminated guest is still running")
-    assert not Path(job).exists()
+    _assert_gone(pids)
 
 
 # --- real boots, outside the batched netem run ---

@@ -119,16 +119,23 @@ def make_cc(name: str, /, *, line_rate_bps: int, base_rtt_ns: int, mtu: int = DE
     except Exception as exc:  # noqa: BLE001 - a plug-in's own validation, named
         raise CongestionControlError(f"{cls.name}: {type(exc).__name__}: {exc}") from None
     if is_plugin(name):
-        try:
-            policy = cls(line_rate_bps, base_rtt_ns, mtu, policy_params)
-        except CongestionControlError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of user code, named
-            raise CongestionControlError(
-                f"congestion control {cls.name} ({_where(cls)}): creating it raised "
-                f"{type(exc).__name__}: {exc}") from None
+        policy = _user_code(cls, "creating it", cls, line_rate_bps, base_rtt_ns, mtu,
+                            policy_params)
         return _Guarded(policy)
     return cls(line_rate_bps, base_rtt_ns, mtu, policy_params)
+
+
+def _user_code(cls: type, what: str, fn: Any, *args: Any, **kw: Any) -> Any:  # noqa: ANN401
+    """`fn(*args, **kw)` from a plug-in; any exception it raises becomes one
+    CongestionControlError naming the policy, its file and what was being done."""
+    try:
+        return fn(*args, **kw)
+    except CongestionControlError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of user code, named
+        raise CongestionControlError(
+            f"congestion control {getattr(cls, 'name', cls.__name__)} ({_where(cls)}): "
+            f"{what} raised {type(exc).__name__}: {exc}") from None
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -247,14 +254,7 @@ class _Guarded(CongestionControl):
         self.params = inner.params
 
     def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:  # noqa: ANN401
-        try:
-            return fn(*args, **kw)
-        except CongestionControlError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of user code, named
-            raise CongestionControlError(
-                f"congestion control {self._inner.name} ({_where(type(self._inner))}): "
-                f"{what} raised {type(exc).__name__}: {exc}") from None
+        return _user_code(type(self._inner), what, fn, *args, **kw)
 
     @property
     def rate_bps(self) -> int:
