@@ -196,6 +196,34 @@ def test_a_module_and_an_entry_point_name_a_policy(
         resolve_cc("reno")
 
 
+def test_an_installed_plugin_that_fails_to_load_is_named_not_called_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "broken_cc_demo.py").write_text("raise ImportError('needs libfoo')\n")
+    dist = site / "broken_cc_demo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-cc-demo\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[fabric.cc]\nbroken = broken_cc_demo:Policy\n")
+    monkeypatch.syspath_prepend(str(site))
+    expected = ("congestion control broken (entry point broken_cc_demo:Policy): loading it "
+                "failed: ImportError: needs libfoo")
+    topo_file = _write(tmp_path / "t.yaml", """\
+        name: t
+        nodes: {a: {}, b: {}}
+        links: [{endpoints: [a, b], rate: 1Gbps}]
+        classes:
+          - {name: kv, cc: broken}
+        """)
+    with pytest.raises(TopologyError) as err:
+        load_topology(str(topo_file))
+    assert (err.value.message, err.value.line) == (expected, 5)
+    topo = load_topology(str(ROOT / "topologies" / "roce-incast.yaml"))
+    with pytest.raises(Exception, match=rf"^--cc: {re.escape(expected)}$"):
+        parse_variants(topo, "dcqcn,broken", None)
+
+
 def test_cc_option_compares_a_plugin_with_the_built_ins(plugin: Path) -> None:
     topo = load_topology(str(ROOT / "topologies" / "roce-incast.yaml"))
     variants = parse_variants(topo, f"dcqcn,{plugin}:Aimd", None)

@@ -18,6 +18,7 @@ from fabric.cc.base import (
     CongestionControl,
     CongestionControlError,
     IntRecord,
+    UnknownCongestionControl,
 )
 from fabric.cc.dcqcn import Dcqcn, DcqcnParams
 from fabric.cc.dctcp import Dctcp, DctcpParams
@@ -46,6 +47,7 @@ __all__ = [
     "SwiftParams",
     "Timely",
     "TimelyParams",
+    "UnknownCongestionControl",
     "canonical_cc",
     "cc_label",
     "is_plugin",

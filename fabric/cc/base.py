@@ -28,6 +28,7 @@ __all__ = [
     "CongestionControl",
     "CongestionControlError",
     "IntRecord",
+    "UnknownCongestionControl",
 ]
 
 NS_PER_S = 1_000_000_000
@@ -45,6 +46,10 @@ NEEDS = {
 
 class CongestionControlError(FabricError):
     """A congestion-control policy was asked for by an unknown name or with bad parameters."""
+
+
+class UnknownCongestionControl(CongestionControlError):
+    """No built-in, and no installed plug-in, has this name (a typo, most likely)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from fabric.cc.base import (
     NEEDS,
     CongestionControl,
     CongestionControlError,
+    UnknownCongestionControl,
 )
 from fabric.cc.dcqcn import Dcqcn
 from fabric.cc.dctcp import Dctcp
@@ -194,7 +195,7 @@ def _from_entry_point(name: str) -> Any:  # noqa: ANN401
     if not found:
         plugins = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
         known = ", ".join([*CC_NAMES, *plugins])
-        raise CongestionControlError(
+        raise UnknownCongestionControl(
             f"unknown congestion control {name!r}; choose one of {known}, or name your own "
             "as FILE.py:Class or module:Class")
     try:

@@ -1,8 +1,8 @@
 """Fabric kinds as plug-ins: what `fabric run`, `report`, `check` and `status` do per kind.
 
 A kind is one way a topology file is run: plain traffic, a path probe (no traffic), a RoCE
-comparison, memory runs, an LPU schedule, PrfaaS policies. Each is a `Kind` in `KINDS`, in
-the order `fabric run` tries them; the CLI only parses arguments and calls these functions,
+comparison, memory runs, an LPU schedule, PrfaaS policies. Each is a `Kind` in `kinds()`,
+in the order `fabric run` tries them; the CLI only parses arguments and calls these functions,
 so it names no kind. To add one: a module in this package with a `Kind` subclass, and one
 line in `_all()` (see docs/architecture.md).
 
@@ -100,7 +100,9 @@ class Kind:
 
 
 def _all() -> tuple[Kind, ...]:
-    # Imported on first use: `fabric --help` and `fabric kv` load no kind.
+    # Kind modules import only what their class attributes need; each imports its runner,
+    # core and plots inside the methods, so the CLI (which reads every kind's options and
+    # commands at start-up) loads no fabric machinery until a command runs.
     from .lpu import LpuKind
     from .memory import MemoryKind
     from .prfaas import PrfaasKind

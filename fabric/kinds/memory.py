@@ -20,7 +20,7 @@ class MemoryKind(Kind):
                  "in-network reduce, KV pull) against message passing on the same links.")
 
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
-        return getattr(topo, "memory", None) is not None
+        return topo.memory is not None
 
     def run(self, ctx: RunContext) -> None:
         from ..memsw.run import render, run_memory, write_link_plot
@@ -44,7 +44,7 @@ class MemoryKind(Kind):
     def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
         from ..checks import plural
 
-        m = getattr(topo, "memory", None)
+        m = topo.memory
         if m is None:
             return []
         return [f"memory: {plural(len(m.switches), 'memory switch')}, "

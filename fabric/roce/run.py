@@ -71,23 +71,27 @@ class VariantResult:
 
 def parse_variants(topo: Topology, ccs: str | None, pfcs: str | None) -> list[Variant]:
     """The runs `--cc` x `--pfc` ask for, checked before anything is built."""
-    from fabric.cc import CC_NAMES, CongestionControlError, canonical_cc, cc_label
+    from fabric.cc import (
+        CC_NAMES,
+        CongestionControlError,
+        UnknownCongestionControl,
+        canonical_cc,
+        cc_label,
+    )
 
     cc_list: list[str | None] = [None]
     if ccs:
         cc_list = []
         for c in ccs.split(","):
             c = c.strip()
-            if ":" not in c:
-                c = c.lower()
             try:  # a built-in, an installed plug-in, or FILE.py:Class / module:Class
                 cc_list.append(canonical_cc(c))
-            except CongestionControlError as e:
-                if ":" in c:
-                    raise FabricError(f"--cc: {e}") from None
-                raise FabricError(f"--cc: unknown congestion control '{c}' (one of: "
+            except UnknownCongestionControl:
+                raise FabricError(f"--cc: unknown congestion control '{c.lower()}' (one of: "
                                   f"{', '.join(CC_NAMES)}; or your own as FILE.py:Class or "
                                   "module:Class)") from None
+            except CongestionControlError as e:
+                raise FabricError(f"--cc: {e}") from None
         if topo.traffic is None or not any(f.transport == "roce" for f in topo.traffic.flows):
             raise FabricError(f"--cc sets the RoCE transport's congestion control, but "
                               f"{topo.source} has no `transport: roce` flow")

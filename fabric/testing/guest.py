@@ -25,6 +25,7 @@ are slow in every guest, and an emulated CPU is slower still.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fabric.errors import FabricError
@@ -414,18 +415,9 @@ def available_backends() -> list[str]:
     return [b.name for b in BACKENDS if b.missing() is None]
 
 
+@functools.cache
 def host_has_netem() -> bool:
     """Whether the host kernel can create a netem qdisc (probed once, in a scratch netns)."""
-    global _HOST_NETEM
-    if _HOST_NETEM is None:
-        _HOST_NETEM = _probe_host_netem()
-    return _HOST_NETEM
-
-
-_HOST_NETEM: bool | None = None
-
-
-def _probe_host_netem() -> bool:
     tc, unshare = shutil.which("tc"), shutil.which("unshare")
     if tc is None or unshare is None:
         return False
@@ -510,7 +502,7 @@ def _run_in_guest(
             on_try(backend.name)
         result, failure = _boot(backend, argv, env, cwd, timeout, rw_dirs)
         if failure is None:
-            result = GuestResult(**{**asdict(result), "passed_over": tuple(verdicts)})
+            result = replace(result, passed_over=tuple(verdicts))
             _record([*verdicts, Verdict(backend.name, True, "", result.boot_seconds)])
             return result
         _DEAD[backend.name] = failure

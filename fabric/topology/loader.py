@@ -346,22 +346,25 @@ class _Parser(Walker):
     def _cc(self, f: Entries, path: str) -> tuple[str, tuple[tuple[str, float | int], ...]]:
         """A class's RoCE congestion control and its parameter overrides, checked by building
         the policy once (its own validation names the bad parameter)."""
-        from fabric.cc import CC_NAMES, CongestionControlError, canonical_cc, make_cc
+        from fabric.cc import (
+            CC_NAMES,
+            CongestionControlError,
+            UnknownCongestionControl,
+            canonical_cc,
+            make_cc,
+        )
 
         cc = "none"
         if "cc" in f:
             value = self.text(f["cc"][1], f"{path}.cc")
             if value in CC_NAMES:
                 cc = value
-            elif ":" not in value:  # an installed plug-in's entry point, else a typo
-                try:
-                    cc = canonical_cc(value)
-                except CongestionControlError:
-                    cc = self.choice(f["cc"][1], f"{path}.cc", CC_NAMES, "congestion control")
-            else:  # FILE.py:Class (relative to this file) or module:Class
+            else:  # a plug-in: FILE.py:Class (relative to this file), module:Class, entry point
                 base = Path(self.source).parent if self.source != "<string>" else None
                 try:
                     cc = canonical_cc(value, base)
+                except UnknownCongestionControl:  # most likely a typo: list the built-ins
+                    cc = self.choice(f["cc"][1], f"{path}.cc", CC_NAMES, "congestion control")
                 except CongestionControlError as e:
                     raise self.error(f["cc"][1], f"{path}.cc", str(e)) from None
         params: dict[str, float | int] = {}
