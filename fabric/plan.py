@@ -268,10 +268,11 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
         return f"eth{k}"
 
     links: list[LinkPlan] = []
+    roce = set(roce_switches(topology))
     for i, link in enumerate(topology.links):
         base = link_net.network_address + 4 * i
-        a_shape = _link_layer(link.forward.scaled(ts), topology, link.a)
-        b_shape = _link_layer(link.reverse.scaled(ts), topology, link.b)
+        a_shape = _link_layer(link.forward.scaled(ts), roce, link.a)
+        b_shape = _link_layer(link.reverse.scaled(ts), roce, link.b)
         links.append(LinkPlan(
             link=link,
             a=Endpoint(link.a, nodes[link.a].netns, next_dev(link.a), str(base + 1), 30),
@@ -287,23 +288,24 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
     routes = compute_routes(nodes, links)
     plan = FabricPlan(name=topology.name, run_id=run_id, backend=backend, topology=topology,
                       nodes=nodes, links=links, routes=routes)
-    if topology.switches is not None:
-        plan.switches = {n: _switch_plan(n, plan) for n in roce_switches(topology)}
+    plan.switches = {n: _switch_plan(n, plan) for n in roce_switches(topology)}
     plan.steps = _steps(plan)
     return plan
 
 
 def roce_switches(topology: Topology) -> list[str]:
-    """The nodes the emulator's switch process forwards for (file order)."""
+    """The nodes the emulator's RoCE switch process forwards for (file order): with a
+    `switches:` section, every `kind: switch` node that is not a memory switch."""
     if topology.switches is None:
         return []
-    return [n.name for n in topology.nodes.values() if n.kind == "switch"]
+    memory = set(topology.memory.switches) if topology.memory is not None else set()
+    return [n.name for n in topology.nodes.values() if n.kind == "switch" and n.name not in memory]
 
 
-def _link_layer(shape: Shape, topology: Topology, sender: str) -> Shape:
+def _link_layer(shape: Shape, roce: set[str], sender: str) -> Shape:
     """What the link layer realises for a direction: a RoCE switch's egress port serialises
     and queues itself, so the link keeps only delay, jitter and loss there."""
-    if topology.switches is None or topology.nodes[sender].kind != "switch":
+    if sender not in roce:
         return shape
     return Shape(delay_ns=shape.delay_ns, jitter_ns=shape.jitter_ns, loss_ppm=shape.loss_ppm,
                  mtu=shape.mtu)

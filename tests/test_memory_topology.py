@@ -301,10 +301,6 @@ ERRORS = [
      "17: memory.switches[1]: node 'gpu-0' is a host; a memory switch is a `kind: switch` node"),
     (doc("switches: [msw, msw]", *WIN, *RUN),
      "17: memory.switches[1]: node 'msw' is listed twice"),
-    (doc(SW, *WIN, *RUN) + "switches: {pfc: false}\n",
-     "17: memory.switches[0]: node 'msw' cannot be a memory switch: the `switches:` section "
-     "(line 23) makes every `kind: switch` node a RoCE switch, and a node is one kind of "
-     "switch; drop `switches:` or this node from memory.switches"),
     # latency, credits, txn
     (mid("latency: 5"), "21: memory.latency: bad time 5: a time needs a unit, such as 5ms or 5us"),
     (mid("credits: 0"), "21: memory.credits: credits must be at least 1, got 0"),
@@ -559,3 +555,22 @@ def test_error_carries_file_line_key(write: Write) -> None:
         load_topology(path)
     err = info.value
     assert (err.file, err.line, err.key) == (str(path), 26, "memory.runs[0].sizes[1]")
+
+
+def test_memory_switches_beside_roce_switches() -> None:
+    """A `switches:` section beside `memory:` makes the other switch nodes RoCE switches;
+    the memory switch is planned as no RoCE switch, and its links keep their full shape."""
+    from fabric.plan import plan_fabric, roce_switches
+
+    text = (doc(SW, *WIN, *RUN) + "switches: {pfc: false}\n").replace(
+        "  - endpoints: [cpu, sw]\n", "".join(
+            f"  - {{endpoints: [{h}, sw], rate: 10Gbps}}\n" for h in ("cpu", "gpu-0", "gpu-1")))
+    topo = parse_topology(text, source="t.yaml")
+    assert roce_switches(topo) == ["sw"]
+    plan = plan_fabric(topo, backend="userspace", run_id="t")
+    assert list(plan.switches) == ["sw"]
+    by_sender = {(lp.a.node, lp.b.node): lp for lp in plan.links}
+    assert by_sender[("gpu-0", "msw")].b_egress == topo.links[0].reverse  # msw: link shapes
+    cpu_sw = by_sender[("cpu", "sw")]
+    assert cpu_sw.a_egress.rate_bps == 10_000_000_000
+    assert not cpu_sw.b_egress.rate_bps  # the RoCE switch's egress port serialises itself

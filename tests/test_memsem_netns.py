@@ -4,6 +4,7 @@ reduce and KV-pull transactions over built fabrics (root); every result is check
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,42 @@ def test_two_tiers_add_hops_to_far_loads(tmp_path, fabric_name, state_dir) -> No
     far = _by(outcomes, "far", "load/store")["latency"]["read"]["p50"]
     # a -> l0 -> b is 2 links; a -> l0 -> top -> l1 -> c is 4 and two more switch hops
     assert far > 1.5 * near
+
+
+def _netns(fabric: str, node: str) -> str:
+    from fabric.net.lifecycle import resolve
+
+    return resolve(fabric).netns_of(node)
+
+
+ROCE_BESIDE = (Path(__file__).parent.parent / "topologies" / "memsem-roce.yaml").read_text()
+
+
+def test_memory_switch_beside_a_roce_switch(tmp_path, fabric_name, state_dir) -> None:
+    """One fabric with a memory switch and a RoCE switch: the memory runs check out over the
+    memory switch, and while the fabric is up both switch processes run, each as its kind,
+    and IP crosses the RoCE switch."""
+    text = ROCE_BESIDE.replace("name: memsem-roce", f"name: {fabric_name}")
+    data, _ = _run(tmp_path, text)
+    assert data["outcomes"] and all(o["ok"] for o in data["outcomes"])
+    path = tmp_path / "up.yaml"
+    path.write_text(text)
+    runner = CliRunner()
+    try:
+        up = runner.invoke(cli, ["up", str(path)])
+        assert up.exit_code == 0, up.output
+        status = runner.invoke(cli, ["status"])
+        assert status.exit_code == 0, status.output
+        rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()
+                if line.strip().startswith(("msw", "leaf"))}
+        assert rows["msw"][1:3] == ["(memory)", "running"]
+        assert rows["leaf"][1] == "running"
+        # `fabric exec` replaces its process, so not through CliRunner
+        ping = subprocess.run(["ip", "netns", "exec", f"{_netns(fabric_name, 'gpu-0')}",
+                               "ping", "-c", "2", "-W", "5", "store"],
+                              capture_output=True, text=True, timeout=30)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert "2 received" in ping.stdout
+    finally:
+        runner.invoke(cli, ["down", fabric_name])
+    assert [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{fabric_name}.")] == []

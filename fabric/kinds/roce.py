@@ -35,7 +35,9 @@ class RoceKind(Kind):
                     or _roce_flows(topo))
 
     def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
-        if self.applies(topo, options) and topo.traffic is None:
+        # A `switches:` section alone is no reason: a file without traffic is probed (or
+        # runs its memory section, its memory switches beside the RoCE switches).
+        if (options.get("ccs") or options.get("pfcs")) and topo.traffic is None:
             raise FabricError(f"--cc/--pfc need a traffic section in {topo.source}")
 
     def prepare(self, topo: Any, options: Mapping[str, Any]) -> Any:  # noqa: ANN401

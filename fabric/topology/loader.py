@@ -195,8 +195,7 @@ class _Parser(Walker):
         if "memory" in top:
             from fabric.topology.memory import parse_memory
 
-            memory = parse_memory(self, top["memory"][1], nodes, links + generated,
-                                  roce=switches)
+            memory = parse_memory(self, top["memory"][1], nodes, links + generated)
 
         return Topology(
             name=name,

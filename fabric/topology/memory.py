@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import yaml
 
     from fabric.memsw import AddressMap
-    from fabric.topology.model import Link, Node, SwitchSettings
+    from fabric.topology.model import Link, Node
     from fabric.topology.walker import Walker
 
 __all__ = [
@@ -305,12 +305,10 @@ class _Fabric:
 
 
 class _MemoryParser:
-    def __init__(self, w: Walker, nodes: dict[str, Node], links: list[Link],
-                 roce: SwitchSettings | None) -> None:
+    def __init__(self, w: Walker, nodes: dict[str, Node], links: list[Link]) -> None:
         self.w = w
         self.nodes = nodes
         self.links = links
-        self.roce = roce
         self.fabric = _Fabric((), links)
 
     # -- the section --------------------------------------------------------------------------
@@ -370,13 +368,6 @@ class _MemoryParser:
                               "memory switch is a `kind: switch` node")
             if name in out:
                 raise w.error(item, path, f"node '{name}' is listed twice")
-            if self.roce is not None:
-                # plan.roce_switches: a `switches:` section turns every switch node into a
-                # RoCE switch process, which would fight the memory switch for its ports.
-                raise w.error(item, path, f"node '{name}' cannot be a memory switch: the "
-                              f"`switches:` section (line {self.roce.line}) makes every "
-                              "`kind: switch` node a RoCE switch, and a node is one kind of "
-                              "switch; drop `switches:` or this node from memory.switches")
             out.append(name)
         return tuple(out)
 
@@ -754,8 +745,8 @@ def _free(size: int, start: int, placed: list[_Region]) -> int:
     return at
 
 
-def parse_memory(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: list[Link],
-                 roce: SwitchSettings | None = None) -> MemorySpec:
-    """Validate the `memory:` mapping against the topology's nodes and links; `roce` is the
-    file's `switches:` section (a memory switch cannot also be a RoCE switch)."""
-    return _MemoryParser(w, nodes, links, roce).parse(node)
+def parse_memory(w: Walker, node: yaml.Node, nodes: dict[str, Node],
+                 links: list[Link]) -> MemorySpec:
+    """Validate the `memory:` mapping against the topology's nodes and links. With a
+    `switches:` section too, the switch nodes not listed here are RoCE switches."""
+    return _MemoryParser(w, nodes, links).parse(node)
