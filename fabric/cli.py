@@ -145,9 +145,10 @@ def check(file: str | None, links: str) -> None:
 
     backend = guess_backend(links)
     plan = plan_fabric(topo, backend=backend, run_id="check")  # addressing must fit, as `up`
-    from .kinds import check_lines, select
+    from .kinds import check_lines, daemons, select
 
     select(topo, {})  # what `run` would refuse, `check` refuses
+    daemons(plan)  # and what bring-up would refuse (a reduce group spread over switches)
     for line in check_lines(topo, plan):
         click.echo(line)
     warnings = backend_warnings(topo, backend) + cc_warnings(topo)
@@ -206,7 +207,9 @@ def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
         if tty:
             click.echo(f"\rbuilding {topo.name}: {done}/{total} steps", err=True, nl=False)
 
-    state = bring_up(plan, progress=progress)
+    from .kinds import daemons
+
+    state = bring_up(plan, daemons=daemons(plan), progress=progress)
     if tty:
         click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
     click.echo(f"built {topo.name} in {time.monotonic() - t0:.2f} s "

@@ -78,7 +78,8 @@ def test_shipped_topologies_present() -> None:
                                          "lpu-torus-afd.yaml", "prfaas.yaml",
                                          "prfaas-dense.yaml", "roce-incast.yaml",
                                          "roce-alltoall.yaml", "roce-mixed.yaml",
-                                         "memsem-single.yaml", "memsem-two-tier.yaml"}
+                                         "memsem-single.yaml", "memsem-two-tier.yaml",
+                                         "memsem-roce.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

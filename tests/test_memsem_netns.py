@@ -127,7 +127,8 @@ def test_memory_switch_beside_a_roce_switch(tmp_path, fabric_name, state_dir) ->
     and IP crosses the RoCE switch."""
     text = ROCE_BESIDE.replace("name: memsem-roce", f"name: {fabric_name}")
     data, _ = _run(tmp_path, text)
-    assert data["outcomes"] and all(o["ok"] for o in data["outcomes"])
+    assert data["outcomes"]
+    assert all(o["ok"] for o in data["outcomes"])
     path = tmp_path / "up.yaml"
     path.write_text(text)
     runner = CliRunner()

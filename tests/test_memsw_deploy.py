@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_single_switch_config() -> None:
     topo = load_topology(ROOT / "topologies" / "memsem-single.yaml")
     plan = plan_fabric(topo, backend="userspace", run_id="r1")
-    cfg = switch_configs(plan, Path("/x"))["msw"]
+    cfg = switch_configs(plan)["msw"]
     assert [p["name"] for p in cfg["ports"]] == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
     assert all(p["rate_bps"] == 200_000_000_000 and p["latency_ns"] == 100
                and p["credits"] == 64 for p in cfg["ports"])
@@ -31,7 +31,13 @@ def test_single_switch_config() -> None:
                              {"name": "tp3", "members": ["gpu-1", "gpu-2", "gpu-3"],
                               "dtype": "bfloat16"}]
     assert cfg["switch_ports"] == []
-    assert cfg["stats_path"] == "/x/memswitch-msw.json"
+    # bring-up starts one memory-switch daemon per switch, named for its files
+    from fabric.memsw.deploy import daemons
+
+    (spec,) = daemons(plan)
+    assert (spec.node, spec.role, spec.module, spec.name) == (
+        "msw", "memory", "fabric.memsw.node", "memswitch-msw")
+    assert spec.config == cfg
     # each port's address is the neighbour's end of the link: where its datagrams go
     for lp in plan.links:
         port = next(p for p in cfg["ports"] if p["name"] == lp.b.node)
@@ -40,7 +46,7 @@ def test_single_switch_config() -> None:
 
 def test_two_tier_windows_lead_to_the_next_tier() -> None:
     topo = load_topology(ROOT / "topologies" / "memsem-two-tier.yaml")
-    cfgs = switch_configs(plan_fabric(topo, backend="userspace", run_id="r1"), Path("/x"))
+    cfgs = switch_configs(plan_fabric(topo, backend="userspace", run_id="r1"))
     ports = {sw: {w["name"]: w["port"] for w in c["windows"]} for sw, c in cfgs.items()}
     assert ports["leaf-0"] == {"hbm0": "gpu-0", "hbm1": "gpu-1", "hbm2": "spine",
                                "hbm3": "spine"}
@@ -60,7 +66,7 @@ def test_reduce_members_on_different_switches_is_an_error() -> None:
     topo = parse_topology(text, source="t.yaml")
     with pytest.raises(TopologyError, match="reduce group pair: members gpu-1, gpu-3 do not "
                        "all hang off one memory switch"):
-        switch_configs(plan_fabric(topo, backend="userspace", run_id="r1"), Path("/x"))
+        switch_configs(plan_fabric(topo, backend="userspace", run_id="r1"))
 
 
 def test_node_plans_window_from_the_link_queue() -> None:
@@ -77,3 +83,21 @@ def test_node_plans_window_from_the_link_queue() -> None:
     # a third of the link's queue in outstanding transactions (256 B + 102 B each)
     queue = next(lp.b_queue_bytes for lp in plan.links if lp.b.node == "gpu-1")
     assert p["window"] == max(16, min(512, queue // 3 // (256 + 102)))
+
+
+def test_fabric_check_refuses_what_bring_up_would(tmp_path: Path) -> None:
+    """The spread reduce group fails `fabric check` too (it used to pass check and fail only
+    after the kernel objects were built), at the group's line; nothing is built."""
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    path = tmp_path / "two.yaml"
+    path.write_text((ROOT / "topologies" / "memsem-two-tier.yaml").read_text().replace(
+        "members: [gpu-2, gpu-3]", "members: [gpu-1, gpu-3]"))
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1)
+                if "members: [gpu-1, gpu-3]" in text)
+    result = CliRunner().invoke(cli, ["check", str(path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith(
+        f"fabric: {path}:{line}: reduce group pair: members gpu-1, gpu-3 do not all hang off")

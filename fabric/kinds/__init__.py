@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import FabricError, TopologyError
 
-__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "for_dir", "holds_run",
-           "commands", "kinds", "run_help", "run_options", "select", "status_rows"]
+__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands", "daemons", "for_dir",
+           "holds_run", "kinds", "run_help", "run_options", "select", "status_rows"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,12 @@ class Kind:
 
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """Rows for `fabric status`'s table of switch processes."""
+        return []
+
+    def daemons(self, plan: Any) -> list[Any]:  # noqa: ANN401
+        """The processes this kind's sections need beside the links (`net.daemon.DaemonSpec`),
+        started at bring-up; worked out before anything is built, so a file they would
+        refuse fails first."""
         return []
 
     def commands(self) -> list[Any]:
@@ -188,3 +194,8 @@ def check_lines(topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
 
 def status_rows(state: Any) -> list[list[str]]:  # noqa: ANN401
     return [row for k in kinds() for row in k.status_rows(state)]
+
+
+def daemons(plan: Any) -> list[Any]:  # noqa: ANN401
+    """Every kind's daemons for `plan` (pass them to `net.lifecycle.bring_up`)."""
+    return [d for k in kinds() for d in k.daemons(plan)]

@@ -54,15 +54,22 @@ class MemoryKind(Kind):
                 f"{plural(len(m.reduce), 'reduce group')}, {plural(len(m.runs), 'run')} "
                 f"({', '.join(r.kind for r in m.runs)})"]
 
+    def daemons(self, plan: Any) -> list[Any]:  # noqa: ANN401
+        if plan.topology.memory is None:
+            return []
+        from ..memsw.deploy import daemons
+
+        return list(daemons(plan))
+
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """A memory switch's row: transactions in and rejected (it queues no packets)."""
         from ..net.daemon import alive
 
         rows = []
         for node, pid in state.switch_pids.items():
-            path = state.dir / f"memswitch-{node}.json"
-            if not path.exists():
+            if state.switch_roles.get(node) != "memory":
                 continue
+            path = state.dir / f"memswitch-{node}.json"
             try:
                 m = json.loads(path.read_text())
             except (OSError, ValueError):

@@ -102,8 +102,8 @@ class RoceKind(Kind):
 
         rows = []
         for node, pid in state.switch_pids.items():
-            if (state.dir / f"memswitch-{node}.json").exists():
-                continue  # a memory switch: its kind's row
+            if state.switch_roles.get(node, "roce") != "roce":
+                continue  # another kind's switch (memory): its kind's row
             try:
                 data = json.loads((state.dir / f"switch-{node}.json").read_text())
             except (OSError, ValueError):

@@ -1,6 +1,6 @@
 """Where the memory fabric's pieces go: the memory-switch processes' configs and the endpoint
-node plans, worked out from a topology's `memory:` section and its built plan (pure), and
-starting and stopping the switch processes.
+node plans, worked out from a topology's `memory:` section and its plan (pure), and the
+daemons bring-up starts for them.
 
 Each memory switch's ports are its neighbours. A window's port is its owner when the owner is
 a neighbour. Otherwise it is the neighbour on a shortest path to the owner over memory
@@ -14,12 +14,11 @@ core adds its port-to-port latency, credit stalls and its own serialisation mode
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from fabric.errors import TopologyError
+from fabric.net.daemon import DaemonSpec
 from fabric.plan import FabricPlan
 from fabric.topology.model import Topology, adjacency
 
@@ -56,7 +55,7 @@ def _home(topo: Topology, members: tuple[str, ...], what: str, line: int | None,
     return sorted(common)[0]
 
 
-def switch_configs(plan: FabricPlan, state_dir: Path) -> dict[str, dict[str, Any]]:
+def switch_configs(plan: FabricPlan) -> dict[str, dict[str, Any]]:
     """One process config per memory switch (see `fabric.memsw.node`)."""
     topo = plan.topology
     mem = topo.memory
@@ -87,7 +86,6 @@ def switch_configs(plan: FabricPlan, state_dir: Path) -> dict[str, dict[str, Any
             "reduce": [{"name": g.name, "members": list(g.members), "dtype": g.dtype}
                        for g in mem.reduce if reduce_home[g.name] == sw],
             "switch_ports": [p["name"] for p in ports if p["name"] in mem_switches],
-            "stats_path": str(state_dir / f"memswitch-{sw}.json"),
         }
     return out
 
@@ -102,17 +100,9 @@ def gateway_of(plan: FabricPlan, node: str, mem_switches: set[str]) -> str:
                         file=plan.topology.source)
 
 
-def start_memory_switches(plan: FabricPlan, state: Any) -> None:  # noqa: ANN401
-    """Start every memory switch's process (pids kept with the RoCE switches' in the state)."""
-    from fabric.net.daemon import spawn_daemon
-
-    for sw, cfg in switch_configs(plan, state.dir).items():
-        path = state.dir / f"memswitch-{sw}.config.json"
-        path.write_text(json.dumps(cfg))
-
-        def record(pid: int, sw: str = sw) -> None:
-            state.switch_pids[sw] = pid
-            state.save()
-
-        spawn_daemon("fabric.memsw.node", path, state.dir / f"memswitch-{sw}.log",
-                     f"memory switch {sw}", record)
+def daemons(plan: FabricPlan) -> list[DaemonSpec]:
+    """One daemon per memory switch, for bring-up (`fabric.net.lifecycle.bring_up`); a
+    topology the switches would refuse fails here, before anything is built."""
+    return [DaemonSpec(node=sw, role="memory", module="fabric.memsw.node",
+                       name=f"memswitch-{sw}", config=cfg)
+            for sw, cfg in switch_configs(plan).items()]

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,22 @@ def alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """A process a fabric kind needs beside the links, started at bring-up for one node.
+
+    `python -m MODULE CONFIG.json` runs it; the state directory holds `NAME.config.json`,
+    `NAME.log` and the statistics file `NAME.json` (its path is added to the config as
+    `stats_path`). `role` names its kind in the state's process table (`fabric status` rows,
+    which processes a re-run restarts)."""
+
+    node: str
+    role: str
+    module: str
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+
 
 def spawn_daemon(module: str, cfg_path: Path, log_path: Path, what: str,
                  record: Callable[[int], None]) -> int:

@@ -18,13 +18,13 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import FabricStateError
 from ..plan import FabricPlan, parse_netns_name
-from .daemon import alive, spawn_daemon, stop_process
+from .daemon import DaemonSpec, alive, spawn_daemon, stop_process
 from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
 STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", "/run/fabric"))
@@ -43,7 +43,8 @@ class FabricState:
     links: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     orchestrator_pid: int = 0
     engine_pid: int | None = None
-    switch_pids: dict[str, int] = field(default_factory=dict)  # RoCE switch node -> pid
+    switch_pids: dict[str, int] = field(default_factory=dict)  # switch node -> pid
+    switch_roles: dict[str, str] = field(default_factory=dict)  # switch node -> its role
     time_scale: float = 1.0
     created: float = 0.0
     topology_sha256: str = ""  # of the file the fabric was built from
@@ -123,8 +124,11 @@ def resolve(name: str | None, how: str = "--fabric NAME") -> FabricState:
 Progress = Callable[[int, int], None]
 
 
-def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricState:
-    """Build `plan` in the kernel (and start the link engine). On any failure, undo all of it."""
+def bring_up(plan: FabricPlan, *, daemons: Sequence[DaemonSpec] = (),
+             progress: Progress | None = None) -> FabricState:
+    """Build `plan` in the kernel, start the link engine, the RoCE switches and the kinds'
+    `daemons` (`fabric.kinds.daemons(plan)`: the memory switches). On any failure, undo all
+    of it."""
     existing = FabricState.load(plan.name)
     if existing is not None:
         if existing.status == "up" or alive(existing.orchestrator_pid):
@@ -156,10 +160,8 @@ def bring_up(plan: FabricPlan, *, progress: Progress | None = None) -> FabricSta
             state.engine_pid = start_engine(plan, state)
         if plan.switches:
             start_switches(plan, state)
-        if plan.topology.memory is not None:
-            from ..memsw.deploy import start_memory_switches
-
-            start_memory_switches(plan, state)
+        for spec in daemons:
+            start_daemon(spec, state)
         state.status = "up"
         state.save()
     except BaseException:
@@ -247,6 +249,7 @@ def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = N
 
         def record(pid: int, node: str = node) -> None:
             state.switch_pids[node] = pid
+            state.switch_roles[node] = "roce"
             state.save()
 
         spawn_daemon("fabric.switch.node", cfg_path, state.dir / f"switch-{node}.log",
@@ -266,11 +269,30 @@ def _peer_macs(plan: FabricPlan) -> dict[tuple[str, str], str | None]:
     return out
 
 
+def start_daemon(spec: DaemonSpec, state: FabricState) -> int:
+    """Start one kind's daemon (`DaemonSpec`) and record it in the state's process table."""
+    path = state.dir / f"{spec.name}.config.json"
+    path.write_text(json.dumps({**spec.config,
+                                "stats_path": str(state.dir / f"{spec.name}.json")}))
+
+    def record(pid: int) -> None:
+        state.switch_pids[spec.node] = pid
+        state.switch_roles[spec.node] = spec.role
+        state.save()
+
+    return spawn_daemon(spec.module, path, state.dir / f"{spec.name}.log",
+                        f"{spec.role} switch {spec.node}", record)
+
+
 def stop_switches(state: FabricState) -> None:
-    """Stop every switch process (each writes its final statistics as it exits)."""
+    """Stop every RoCE switch process (each writes its final statistics as it exits); the
+    other kinds' daemons (memory switches) keep running."""
     for node, pid in list(state.switch_pids.items()):
+        if state.switch_roles.get(node, "roce") != "roce":
+            continue
         stop_process(pid)
         del state.switch_pids[node]
+        state.switch_roles.pop(node, None)
     state.save()
 
 

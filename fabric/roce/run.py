@@ -291,7 +291,7 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             results.append(vr)
             _write_variant(out_dir, vr)
     finally:
-        if plan.switches and not state.switch_pids:
+        if plan.switches and not set(plan.switches) & set(state.switch_pids):
             start_switches(plan, state)  # leave the fabric forwarding as the file says
     return results
 
