@@ -57,9 +57,9 @@ def default_topology_path() -> str:
 
 
 def _load(file: str | None):  # noqa: ANN202
-    from .topology import load_topology
+    from .kinds import load
 
-    return load_topology(file or default_topology_path())
+    return load(file or default_topology_path())
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

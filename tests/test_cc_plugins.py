@@ -28,8 +28,8 @@ from fabric.cc import (
 from fabric.cc import registry as reg
 from fabric.checks import cc_warnings
 from fabric.errors import TopologyError
+from fabric.kinds import load
 from fabric.roce.run import parse_variants
-from fabric.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cc" / "aimd.py"
@@ -87,7 +87,7 @@ def test_a_relative_file_is_found_from_the_topology_and_stored_absolute(
           flows: [{pattern: one-to-one, from: a, to: b, class: kv, transport: roce,
                    tokens: 16}]
         """)
-    topo = load_topology(str(topo_file))
+    topo = load(str(topo_file))
     kv = topo.classes[0]
     assert kv.cc == f"{plugin}:Aimd"
     assert kv.cc_params == (("beta", 0.25),)
@@ -122,7 +122,7 @@ def test_bad_plugins_in_a_topology_are_errors_at_their_line(
             {params}
         """)
     with pytest.raises(TopologyError) as err:
-        load_topology(str(topo_file))
+        load(str(topo_file))
     expected = message.format(dir=plugin.parent.parent)
     assert err.value.message == expected
     assert err.value.line == (7 if params else 6)
@@ -217,15 +217,15 @@ def test_an_installed_plugin_that_fails_to_load_is_named_not_called_unknown(
           - {name: kv, cc: broken}
         """)
     with pytest.raises(TopologyError) as err:
-        load_topology(str(topo_file))
+        load(str(topo_file))
     assert (err.value.message, err.value.line) == (expected, 5)
-    topo = load_topology(str(ROOT / "topologies" / "roce-incast.yaml"))
+    topo = load(str(ROOT / "topologies" / "roce-incast.yaml"))
     with pytest.raises(Exception, match=rf"^--cc: {re.escape(expected)}$"):
         parse_variants(topo, "dcqcn,broken", None)
 
 
 def test_cc_option_compares_a_plugin_with_the_built_ins(plugin: Path) -> None:
-    topo = load_topology(str(ROOT / "topologies" / "roce-incast.yaml"))
+    topo = load(str(ROOT / "topologies" / "roce-incast.yaml"))
     variants = parse_variants(topo, f"dcqcn,{plugin}:Aimd", None)
     assert [v.label for v in variants] == ["dcqcn", "aimd"]
     assert variants[1].cc == f"{plugin}:Aimd"

@@ -12,6 +12,7 @@ import pytest
 from fabric.errors import TopologyError
 from fabric.kv import get_model, transfer_bytes
 from fabric.memsw import AccessError
+from fabric.memsw.addrmap import address_map
 from fabric.topology import load_topology, parse_topology
 from fabric.topology.memory import McastWindow, MemorySpec, MemRun, MemWindow, ReduceSpec
 
@@ -246,7 +247,7 @@ def test_lookups() -> None:
 def test_address_map_round_trip() -> None:
     spec = parse(ISSUE)
     ports = {"gpu-0": 1, "gpu-1": 2, "gpu-2": 3, "gpu-3": 4}
-    amap = spec.address_map(ports.__getitem__)
+    amap = address_map(spec, ports.__getitem__)
     assert [w.name for w in amap.windows] == ["gpu0-hbm", "gpu1-hbm", "bcast"]
     for addr, length, name, port in [
         (0x0, 64, "gpu0-hbm", 1),
@@ -269,7 +270,7 @@ def test_address_map_members_behind_one_port_join_once() -> None:
     """At a switch whose port 9 leads to the next switch, gpu-1 and gpu-2 are one port."""
     spec = parse(ISSUE)
     ports = {"gpu-0": 1, "gpu-1": 9, "gpu-2": 9, "gpu-3": 9}
-    amap = spec.address_map(ports.__getitem__)
+    amap = address_map(spec, ports.__getitem__)
     assert amap.members("bcast") == (9,)
     assert amap.lookup(0x1000040, 64).port == 9
 

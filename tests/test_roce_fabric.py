@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from fabric.errors import FabricError, TopologyError
+from fabric.kinds import load
 from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.metrics.summary import summarise
 from fabric.plan import (
@@ -56,7 +57,7 @@ from fabric.switch.core import (
     SwitchCore,
     SwitchSpec,
 )
-from fabric.topology import Shape, SwitchSettings, Topology, TrafficClass, load_topology
+from fabric.topology import Shape, SwitchSettings, Topology, TrafficClass
 from fabric.topology import parse_topology as _parse_topology
 from fabric.topology.paths import PathFigures, path_figures
 from fabric.traffic import schedule
@@ -274,7 +275,7 @@ ERRORS = [
 def test_errors(write: Write, text: str, expected: str) -> None:
     path = write(text)
     with pytest.raises(TopologyError, match=f"^{re.escape(f'{path}:{expected}')}$"):
-        load_topology(path)
+        load(path)  # loaded and checked by every kind, as the CLI loads it
 
 
 def test_cc_params_unknown_name_in_block_style_names_the_cc_params_line(write: Write) -> None:
@@ -282,7 +283,7 @@ def test_cc_params_unknown_name_in_block_style_names_the_cc_params_line(write: W
     # line 5 is `cc_params:`; line 6 is the valid `g: 0.5`, line 7 the unknown `foo: 1`
     with pytest.raises(TopologyError, match=f"^{re.escape(str(path))}:5: classes\\[0\\]"
                                             r"\.cc_params: dcqcn: unknown parameter\(s\) foo;"):
-        load_topology(path)
+        load(path)
 
 
 # ---- plan ---------------------------------------------------------------------------------

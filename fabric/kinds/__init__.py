@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import FabricError, TopologyError
 
 __all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands", "daemons", "for_dir",
-           "holds_run", "kinds", "run_help", "run_options", "select", "status_rows"]
+           "holds_run", "kinds", "load", "run_help", "run_options", "select", "status_rows",
+           "validate"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class Kind:
     options: tuple[RunOption, ...] = ()
     compares: bool = False  # `fabric report` can compare several runs of this kind
     runs_traffic: bool = False  # runs the file's `traffic:` section (else it is refused)
+
+    def validate(self, topo: Any) -> Any:  # noqa: ANN401
+        """Check what the file's sections ask of this kind's cores (which the data-only
+        topology layer does not import), naming the file, line and key; return the topology,
+        with names resolved where the check resolves them."""
+        return topo
 
     def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
         """Raise FabricError for options of this kind that `topo` cannot use."""
@@ -129,6 +136,21 @@ def kinds() -> tuple[Kind, ...]:
     if _KINDS is None:
         _KINDS = _all()
     return _KINDS
+
+
+def load(path: str | Path) -> Any:  # noqa: ANN401
+    """A topology file, loaded (`fabric.topology.load_topology`) and checked by every kind's
+    `validate`: what every command that runs or checks a file loads it with."""
+    from ..topology import load_topology
+
+    return validate(load_topology(path))
+
+
+def validate(topo: Any) -> Any:  # noqa: ANN401
+    """`topo` checked by every kind's `validate` (for a topology parsed from text)."""
+    for kind in kinds():
+        topo = kind.validate(topo)
+    return topo
 
 
 def run_options() -> list[RunOption]:

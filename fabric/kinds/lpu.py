@@ -55,10 +55,10 @@ def _schedule_command() -> Any:  # noqa: ANN401 - a click command
         needed)."""
         from ..lpu.run import build_graph, lpu_topology
         from ..schedule import compile_plan, gantt_png, plan_table, verify
-        from ..topology import load_topology
         from ..units import format_time
+        from . import load
 
-        topo = load_topology(file)
+        topo = load(file)
         if topo.lpu is None:
             raise FabricError(f"{topo.source}: no lpu: section to schedule")
         spec = topo.lpu

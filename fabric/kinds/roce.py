@@ -30,6 +30,46 @@ class RoceKind(Kind):
                   "default: the file's switches.pfc."),
     )
 
+    def validate(self, topo: Any) -> Any:  # noqa: ANN401
+        """Each class's congestion control: a built-in, or a plug-in that loads and implements
+        the interface (a file plug-in's path made absolute, relative to the topology file),
+        and its `cc_params` accepted by the policy."""
+        from dataclasses import replace
+        from typing import cast
+
+        from ..cc import (
+            CC_NAMES,
+            CongestionControlError,
+            UnknownCongestionControl,
+            canonical_cc,
+            make_cc,
+        )
+        from ..errors import TopologyError
+
+        base = Path(topo.source).parent if topo.source != "<string>" else None
+        classes = []
+        for i, c in enumerate(topo.classes):
+            cc = c.cc
+            if cc not in CC_NAMES:
+                try:
+                    cc = canonical_cc(c.cc, base)
+                except UnknownCongestionControl:  # most likely a typo: list the built-ins
+                    raise TopologyError(
+                        f"unknown congestion control '{c.cc}' (one of: {', '.join(CC_NAMES)})",
+                        file=topo.source, line=c.cc_line, key=f"classes[{i}].cc") from None
+                except CongestionControlError as e:
+                    raise TopologyError(str(e), file=topo.source, line=c.cc_line,
+                                        key=f"classes[{i}].cc") from None
+            if c.cc_params:
+                try:
+                    make_cc(cc, line_rate_bps=100_000_000_000, base_rtt_ns=10_000,
+                            **cast(dict[str, Any], dict(c.cc_params)))
+                except CongestionControlError as e:
+                    raise TopologyError(str(e), file=topo.source, line=c.cc_params_line,
+                                        key=f"classes[{i}].cc_params") from None
+            classes.append(c if cc == c.cc else replace(c, cc=cc))
+        return replace(topo, classes=tuple(classes))
+
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
         return bool(options.get("ccs") or options.get("pfcs") or topo.switches is not None
                     or _roce_flows(topo))

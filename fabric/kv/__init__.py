@@ -1,4 +1,5 @@
-"""KV cache as data: model shapes, paged block layout, transfer chunks, seeded content, digests.
+"""KV cache as data: model shapes, paged block layout, transfer chunks, seeded content, digests,
+and prefill time per model (`prefill.py`: the PrfaaS runs' profiles).
 
 Pure: no sockets, no clocks. `describe(model, tokens)` is the text of `fabric kv MODEL --tokens N`.
 """

@@ -17,15 +17,19 @@ Every method validates before it changes anything, so an error leaves the map as
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fabric.errors import FabricError
+from fabric.topology.memory import FLIT
 
-__all__ = ["FLIT", "AccessError", "AddressMap", "AddressMapError", "Port", "Window"]
+if TYPE_CHECKING:
+    from fabric.topology.memory import MemorySpec
 
-FLIT = 64
-"""Bytes in one flit: the alignment of windows and the unit of every transaction's size."""
+__all__ = ["FLIT", "AccessError", "AddressMap", "AddressMapError", "Port", "Window",
+           "address_map"]
+
 
 Port = Hashable
 """A switch port id (an int or a str); for a multicast window, its group id."""
@@ -220,3 +224,21 @@ class AddressMap:
 
     def __repr__(self) -> str:
         return f"AddressMap({list(self._windows)!r})"
+
+
+def address_map(spec: MemorySpec, port_of: Callable[[str], Port]) -> AddressMap:
+    """A memory switch's address map from the file's `memory:` section: each unicast window on
+    `port_of(its node)`; each multicast window on the group named after it, whose members are
+    `port_of(member)`.
+
+    Members that one port reaches (hosts behind the same next switch) join once: the next
+    switch replicates to them itself.
+    """
+    windows = [Window(w.name, w.base, w.size, port_of(w.node)) for w in spec.windows]
+    windows += [Window(m.name, m.base, m.size, m.name, multicast=True) for m in spec.multicast]
+    amap = AddressMap(windows)
+    for m in spec.multicast:
+        amap.add_group(m.name)
+        for port in dict.fromkeys(port_of(n) for n in m.members):
+            amap.join(m.name, port)
+    return amap

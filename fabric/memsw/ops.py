@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 
 from fabric.errors import FabricError
 from fabric.memsw.addrmap import FLIT, AccessError, Port
+from fabric.topology.memory import ATOMIC_DTYPES, ELEMENT_BYTES, REDUCE_DTYPES, TXN_SIZES
 
 __all__ = [
     "ATOMIC_DTYPES",
@@ -68,25 +69,14 @@ __all__ = [
     "wire_bytes",
 ]
 
-TXN_SIZES = (64, 128, 192, 256)
-"""Allowed transaction sizes in bytes (UALink 1.0 request sizes)."""
-
-REDUCE_DTYPES = ("float16", "float32", "bfloat16")
-"""Element types the in-network reduce sums."""
-
-ATOMIC_DTYPES = ("int32", "int64", "uint32", "uint64", "float16", "float32", "bfloat16")
-"""Element types `AtomicAdd` accepts."""
-
 Buffer = bytes | bytearray | memoryview
 
 
 def itemsize(dtype: str) -> int:
     """Bytes per element of `dtype` (bfloat16 is 2)."""
-    if dtype == "bfloat16":
-        return 2
-    if dtype not in ATOMIC_DTYPES:
+    if dtype not in ELEMENT_BYTES:
         raise FabricError(f"unknown dtype {dtype!r}; use one of {', '.join(ATOMIC_DTYPES)}")
-    return int(np.dtype(dtype).itemsize)
+    return ELEMENT_BYTES[dtype]
 
 
 def decode(raw: Buffer, dtype: str) -> np.ndarray:

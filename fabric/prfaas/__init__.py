@@ -8,7 +8,7 @@ TTFT, SLO attainment, offload share and egress. No sockets, sleeps or clock: tim
 
 from __future__ import annotations
 
-from fabric.prfaas.profile import (
+from fabric.kv.prefill import (
     DENSE_MINIMAX_FACTOR,
     H20,
     H20_PEAK_FLOPS,

@@ -21,11 +21,11 @@ from pathlib import Path
 from ..errors import FabricError
 from ..kv import get_model
 from ..kv.layout import transfer_bytes
+from ..kv.prefill import H20, H200, get_profile
 from ..net.lifecycle import FabricState
 from ..runner import run_traffic
 from ..topology.model import Topology
 from ..traffic import Transfer
-from .profile import H20, H200, get_profile
 from .router import make_router
 from .sim import PdSimulator, Report, table
 from .workload import generate

@@ -27,7 +27,7 @@ model's mostly fixed-size state). Between arrivals and completions the batch is 
 the model is exact in "tokens served per request" (a fluid version of the steps). TTFT is
 arrival -> KV arrival, slot wait, one step. The defaults (12.5 ms + 0.5 ms x batch, 24 slots:
 40.8 tokens/s at a full batch, 0.96 requests/s per instance) are fitted to the seed's H20
-decode capacity (1.04 instance-seconds per request, derived in `profile.py`) and its 40 tokens/s
+decode capacity (1.04 instance-seconds per request, derived in `kv/prefill.py`) and its 40 tokens/s
 SLO.
 
 **The measured window** defaults to the arrival times from the 20th percentile request to the
@@ -47,8 +47,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fabric.errors import FabricError
+from fabric.kv.prefill import H20, H200, InstanceType, PrefillProfile
 from fabric.metrics.report import format_table
-from fabric.prfaas.profile import H20, H200, InstanceType, PrefillProfile
 from fabric.prfaas.router import LOCAL, REMOTE, ClusterState, Router
 from fabric.prfaas.workload import Request
 

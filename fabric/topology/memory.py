@@ -47,11 +47,15 @@ from fabric.units import format_size, parse_size, parse_time
 if TYPE_CHECKING:
     import yaml
 
-    from fabric.memsw import AddressMap
     from fabric.topology.model import Link, Node
     from fabric.topology.walker import Walker
 
 __all__ = [
+    "ATOMIC_DTYPES",
+    "ELEMENT_BYTES",
+    "FLIT",
+    "REDUCE_DTYPES",
+    "TXN_SIZES",
     "DEFAULT_COUNT",
     "DEFAULT_CREDITS",
     "DEFAULT_DTYPE",
@@ -73,7 +77,23 @@ DEFAULT_TXN = 256
 DEFAULT_COUNT = 100
 DEFAULT_DTYPE = "float32"
 
-_FLIT = 64  # fabric.memsw.FLIT, repeated so the loader need not import numpy via fabric.memsw
+# The memory fabric's vocabulary: the schema checks a file against it, and the memory switch
+# core (fabric.memsw) takes it from here, so the two cannot disagree.
+FLIT = 64
+"""Bytes in one flit: the alignment of windows and the unit of every transaction's size."""
+
+TXN_SIZES = (64, 128, 192, 256)
+"""Allowed transaction sizes in bytes (UALink 1.0 request sizes)."""
+
+REDUCE_DTYPES = ("float16", "float32", "bfloat16")
+"""Element types the in-network reduce sums."""
+
+ELEMENT_BYTES = {"int32": 4, "int64": 8, "uint32": 4, "uint64": 8, "float16": 2,
+                 "float32": 4, "bfloat16": 2}
+"""Bytes per element of each type `AtomicAdd` accepts (the reduce types among them)."""
+
+ATOMIC_DTYPES = tuple(ELEMENT_BYTES)
+"""Element types `AtomicAdd` accepts."""
 _KEYS = ("switches", "latency", "credits", "txn", "windows", "multicast", "reduce", "runs")
 _WINDOW_KEYS = ("name", "node", "base", "size")
 _MCAST_KEYS = ("name", "base", "size", "members")
@@ -190,25 +210,6 @@ class MemorySpec:
                 return g
         raise KeyError(name)
 
-    def address_map(self, port_of: Callable[[str], object]) -> AddressMap:
-        """The switch's address map: each unicast window on `port_of(its node)`; each
-        multicast window on the group named after it, whose members are `port_of(member)`.
-
-        Members that one port reaches (hosts behind the same next switch) join once: the
-        next switch replicates to them itself.
-        """
-        from fabric.memsw import AddressMap, Window
-
-        windows = [Window(w.name, w.base, w.size, port_of(w.node)) for w in self.windows]
-        windows += [Window(m.name, m.base, m.size, m.name, multicast=True)
-                    for m in self.multicast]
-        amap = AddressMap(windows)
-        for m in self.multicast:
-            amap.add_group(m.name)
-            for port in dict.fromkeys(port_of(n) for n in m.members):
-                amap.join(m.name, port)
-        return amap
-
     def endpoints(self) -> list[str]:
         """Every host the section names (window owners, members, run ends), in file order."""
         items: list[tuple[int, int, tuple[str, ...]]] = []
@@ -314,8 +315,6 @@ class _MemoryParser:
     # -- the section --------------------------------------------------------------------------
 
     def parse(self, node: yaml.Node) -> MemorySpec:
-        from fabric.memsw.ops import TXN_SIZES
-
         w = self.w
         f = w.mapping(node, "memory", _KEYS, required=("switches", "windows", "runs"))
         switches = self._switches(f["switches"][1])
@@ -422,19 +421,19 @@ class _MemoryParser:
         w = self.w
         base = w.integer(f["base"][1], f"{path}.base", 0, what="an address such as 0x1000000",
                          label="base")
-        if base % _FLIT:
-            down = base - base % _FLIT
-            raise w.error(f["base"][1], f"{path}.base", f"base {base:#x} is not {_FLIT}-byte "
-                          f"aligned; use {down:#x} or {down + _FLIT:#x}")
+        if base % FLIT:
+            down = base - base % FLIT
+            raise w.error(f["base"][1], f"{path}.base", f"base {base:#x} is not {FLIT}-byte "
+                          f"aligned; use {down:#x} or {down + FLIT:#x}")
         size = w.unit(f["size"][1], f"{path}.size", parse_size, "a size such as 16MiB")
         if size <= 0:
             raise w.error(f["size"][1], f"{path}.size", f"size must be above 0 (a window holds "
-                          f"at least one {_FLIT}-byte flit)")
-        if size % _FLIT:
-            down = size - size % _FLIT
-            fix = f"{down} or {down + _FLIT}" if down else f"{_FLIT}"
+                          f"at least one {FLIT}-byte flit)")
+        if size % FLIT:
+            down = size - size % FLIT
+            fix = f"{down} or {down + FLIT}" if down else f"{FLIT}"
             raise w.error(f["size"][1], f"{path}.size", f"size {size} B is not a multiple of "
-                          f"{_FLIT} bytes; use {fix}")
+                          f"{FLIT} bytes; use {fix}")
         return base, size
 
     def _windows(self, node: yaml.Node) -> tuple[list[MemWindow], list[_Region]]:
@@ -496,8 +495,6 @@ class _MemoryParser:
     # -- reduce groups ------------------------------------------------------------------------
 
     def _reduce(self, node: yaml.Node) -> list[ReduceSpec]:
-        from fabric.memsw.ops import REDUCE_DTYPES
-
         w = self.w
         out: list[ReduceSpec] = []
         for i, item in enumerate(w.sequence(node, "memory.reduce")):
@@ -658,8 +655,6 @@ class _RunParser:
         return {"src": src, "dst": window.members, "window": name, "sizes": size}
 
     def _allreduce(self) -> dict:
-        from fabric.memsw.ops import itemsize
-
         node = self.node("group")
         path = f"{self.path}.group"
         name = self.w.text(node, path, "a reduce group name")
@@ -668,7 +663,7 @@ class _RunParser:
                       else "there are none: add one under memory.reduce")
             raise self.w.error(node, path, f"unknown reduce group '{name}' ({listed})")
         group = self.groups[name]
-        item = itemsize(group.dtype)
+        item = ELEMENT_BYTES[group.dtype]
 
         def check(size: int, at: yaml.Node, where: str) -> None:
             if size % item:
@@ -716,7 +711,7 @@ class _RunParser:
                                 "a token count", "tokens")
         need = transfer_bytes(model, tokens)
         if need > window.size:
-            grow = -(-need // _FLIT) * _FLIT
+            grow = -(-need // FLIT) * FLIT
             fit = max(0, (window.size - model.state_bytes) // model.bytes_per_token())
             fit -= fit % BLOCK_SIZE
             fewer = f"pull at most {fit} tokens" if fit else "use a smaller model"

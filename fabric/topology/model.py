@@ -126,9 +126,13 @@ class TrafficClass:
     red: tuple[int, int, float] | None = None
     # The RoCE-style transport's congestion control for this class's `transport: roce` flows,
     # and overrides of the policy's published defaults (sorted (name, value) pairs).
+    # `cc` is as written until `fabric.kinds.load` checks it (the policy registry, plug-ins
+    # included, is above this layer) and makes a file plug-in's path absolute.
     cc: str = "none"
     cc_params: tuple[tuple[str, float | int], ...] = ()
     line: int | None = None
+    cc_line: int | None = field(default=None, compare=False)  # where `cc:` and `cc_params:`
+    cc_params_line: int | None = field(default=None, compare=False)  # are, for errors
 
 
 DEFAULT_CLASSES = (TrafficClass(name="default", dscp=0, priority=0, lossless=False),)

@@ -80,7 +80,7 @@ class PrfaasSpec:
 def parse_prfaas(w: Walker, node: yaml.Node, nodes: dict[str, Node],
                  links: list[Link]) -> PrfaasSpec:
     from fabric.kv import MODELS
-    from fabric.prfaas.profile import PROFILES
+    from fabric.kv.prefill import PROFILES
 
     f = w.mapping(node, "prfaas", _KEYS, required=("decode", "egress"))
     model = "prfaas-hybrid-1t"
