@@ -11,7 +11,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from .cc import resolve_cc
-from .topology.model import Topology, adjacency, bdp_bytes, queue_bytes
+from .topology.document import Topology
+from .topology.model import adjacency, bdp_bytes, queue_bytes
 from .units import format_rate, format_time
 
 

@@ -33,7 +33,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import TopologyError
-from .topology.model import Link, Shape, Topology, queue_bytes
+from .topology.document import Topology
+from .topology.model import Link, Shape, queue_bytes
 
 BACKENDS = ("netem", "userspace")
 NETNS_PREFIX = "fab"

@@ -19,7 +19,7 @@ from itertools import pairwise
 
 from .errors import FabricError
 from .net.lifecycle import FabricState
-from .topology.model import Topology
+from .topology.document import Topology
 from .topology.paths import shortest_path as _path
 from .units import format_rate, format_time
 

@@ -27,7 +27,7 @@ from .metrics.records import ChunkRecord, TransferRecord
 from .net.lifecycle import FabricState
 from .node.runtime import read_frame
 from .node.spawn import NodeProcess, reap, spawn_node
-from .topology.model import Topology
+from .topology.document import Topology
 from .traffic import Transfer, chunks_of, schedule
 from .units import format_size
 from .wire.frames import FrameDecoder, encode_frame, encode_header

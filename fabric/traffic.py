@@ -19,7 +19,7 @@ import numpy as np
 
 from .kv import get_model
 from .kv.layout import ChunkSpec, plan_chunks, transfer_bytes
-from .topology.model import Topology
+from .topology.document import Topology
 from .topology.traffic import Flow, PromptDist
 
 

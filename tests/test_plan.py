@@ -18,7 +18,8 @@ from fabric.plan import (
     parse_netns_name,
     plan_fabric,
 )
-from fabric.topology.model import Link, Node, Shape, Topology
+from fabric.topology.document import Topology
+from fabric.topology.model import Link, Node, Shape
 from fabric.topology.model import queue_bytes as default_queue_bytes
 
 MBIT = 1_000_000

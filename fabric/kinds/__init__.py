@@ -41,7 +41,7 @@ class RunContext:
     """Everything a kind's run gets: the built fabric, where results go, how to print."""
 
     state: Any  # net.lifecycle.FabricState
-    topo: Any  # topology.model.Topology
+    topo: Any  # topology.document.Topology
     out_dir: Path
     timeout: float
     options: Mapping[str, Any]

@@ -36,8 +36,8 @@ from ..schedule import (
     tp_allreduce,
     verify,
 )
+from ..topology.document import Topology
 from ..topology.lpu import LpuSpec
-from ..topology.model import Topology
 from ..units import format_time
 from ..wire.frames import FrameDecoder, encode_frame, encode_header
 from .executor import serve_lpu

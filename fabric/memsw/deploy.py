@@ -20,7 +20,8 @@ from typing import Any
 from fabric.errors import TopologyError
 from fabric.net.daemon import DaemonSpec
 from fabric.plan import FabricPlan
-from fabric.topology.model import Topology, adjacency
+from fabric.topology.document import Topology
+from fabric.topology.model import adjacency
 
 
 def _next_hops(topo: Topology, switch: str, mem_switches: set[str]) -> dict[str, str]:

@@ -38,7 +38,7 @@ from fabric.memsw.ops import itemsize
 from fabric.metrics.report import RunLabel, format_table
 from fabric.node.runtime import read_frame
 from fabric.node.spawn import NodeProcess, reap, spawn_node
-from fabric.topology.model import Topology
+from fabric.topology.document import Topology
 from fabric.units import format_rate, format_size, format_time
 from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 

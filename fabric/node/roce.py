@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import trio
@@ -36,9 +36,7 @@ from ..roce.transport import QpReceiver, QpSender, RoceProtocolError
 from ..switch.pfc import PFC_PORT, unpack_pfc
 from ..traffic import Transfer, chunks_of
 from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
-
-if TYPE_CHECKING:  # the node runtime imports this transport, not the other way round
-    from .runtime import Node
+from .transport import NodeSide, Transport
 
 ROCE_PORT = 4791
 QP_RX_BIT = 1 << 23
@@ -107,7 +105,7 @@ class _Rx:
 class RoceEndpoint:
     """The node's RoCE sockets and every queue pair through them."""
 
-    def __init__(self, node: Node, sock: socket.socket, pfc: socket.socket) -> None:
+    def __init__(self, node: NodeSide, sock: socket.socket, pfc: socket.socket) -> None:
         self.node = node
         self.sock = sock
         self.pfc = pfc
@@ -376,7 +374,7 @@ class RoceEndpoint:
             qp.timer.close()
 
 
-async def serve_roce(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+async def serve_roce(node: NodeSide, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                      ) -> None:
     """Bind the node's RoCE and PFC sockets and receive until cancelled."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -388,7 +386,7 @@ async def serve_roce(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_
     pfc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     pfc.bind(("0.0.0.0", PFC_PORT))
     pfc.setblocking(False)
-    ep = node.roce = RoceEndpoint(node, sock, pfc)
+    ep = node.endpoints["roce"] = RoceEndpoint(node, sock, pfc)
     task_status.started()
     try:
         async with trio.open_nursery() as nursery:
@@ -400,11 +398,10 @@ async def serve_roce(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_
         pfc.close()
 
 
-async def roce_sender(node: Node, dst: str, cls: str,
+async def roce_sender(node: NodeSide, dst: str, cls: str,
                       queue: trio.MemoryReceiveChannel[tuple[Transfer, int]]) -> None:
     """Send the transfers queued for (dst, cls) over one queue pair, chunk = message."""
-    ep = node.roce
-    assert ep is not None, "serve_roce must run before roce_sender"
+    ep = node.endpoints["roce"]  # serve_roce runs first
     qp = ep.open_qp(dst, cls)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ep.tx_loop, qp)
@@ -428,7 +425,7 @@ async def roce_sender(node: Node, dst: str, cls: str,
         nursery.cancel_scope.cancel()
 
 
-def _unit(node: Node, tr: Transfer, spec: Any, nchunks: int, t_start: int) -> np.ndarray:
+def _unit(node: NodeSide, tr: Transfer, spec: Any, nchunks: int, t_start: int) -> np.ndarray:
     """A chunk's frame (msgpack header + payload) in one buffer: the RDMA WRITE message."""
     buf = np.empty(HEADER_ROOM + spec.nbytes, dtype=np.uint8)
     payload = buf[HEADER_ROOM:]
@@ -440,3 +437,6 @@ def _unit(node: Node, tr: Transfer, spec: Any, nchunks: int, t_start: int) -> np
     start = HEADER_ROOM - len(header)
     buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)
     return buf[start:]
+
+
+TRANSPORT = Transport("roce", serve_roce, roce_sender)

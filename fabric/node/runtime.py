@@ -11,7 +11,8 @@ socket (frames of `fabric.wire.frames`), and to its peers over:
   by `send` of a memoryview and lands with `recv_into` a reused numpy buffer, never through
   Python bytes. The receiver answers a transfer's last chunk with an `ack` frame, which is
   what completes the transfer at the sender (and starts the next one of a closed-loop chain).
-- UDP: see `fabric.node.udp`.
+- UDP and RoCE: the transports registered in `fabric.node.transport` (`fabric.node.udp`,
+  `fabric.node.roce`).
 
 Every chunk's digest is checked on arrival. Times are CLOCK_MONOTONIC, shared by every
 process on the host, so one-way latencies are exact.
@@ -24,7 +25,7 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -42,10 +43,7 @@ from ..wire.frames import (
     encode_frame,
     encode_header,
 )
-
-if TYPE_CHECKING:  # imported at run time only when a node moves that traffic
-    from .roce import RoceEndpoint
-    from .udp import UdpEndpoint
+from .transport import NodeConfig, transport
 
 KV_PORT = 7471
 RECV_SIZE = 16 * 1024
@@ -53,21 +51,6 @@ RCVLOWAT_MAX = 256 * 1024
 PROGRESS_INTERVAL = 0.25
 CONNECT_ATTEMPTS = 50
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-
-
-@dataclass
-class NodeConfig:
-    name: str
-    address: str
-    peers: dict[str, str]  # node name -> loopback address
-    classes: dict[str, dict[str, Any]]  # class name -> {"dscp": int, "tcp_cc": str | None}
-    seed: int
-    t0_ns: int  # CLOCK_MONOTONIC time of the run's start
-    sends: list[Transfer]
-    expects: list[Transfer]
-    udp_mss: int = 1440  # UDP payload per segment: the fabric's smallest MTU - 28 - 32
-    udp_window: dict[str, int] = field(default_factory=dict)  # peer -> segments in flight
-    roce: dict[str, Any] = field(default_factory=dict)  # see fabric.runner.roce_plan
 
 
 @dataclass
@@ -103,8 +86,7 @@ class Node:
         # (dst, class, transport) -> the sender's queue of (transfer, time it became ready)
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self._ctl_lock = trio.Lock()
-        self.udp: UdpEndpoint | None = None  # when the node moves UDP traffic
-        self.roce: RoceEndpoint | None = None  # when it moves RoCE traffic
+        self.endpoints: dict[str, Any] = {}  # transport name -> its endpoint (UDP, RoCE)
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -164,14 +146,9 @@ class Node:
                     self._queues[key] = send
                     if tr.transport == "tcp":
                         nursery.start_soon(self._tcp_sender, tr.dst, tr.cls, recv)
-                    elif tr.transport == "roce":
-                        from .roce import roce_sender
-
-                        nursery.start_soon(roce_sender, self, tr.dst, tr.cls, recv)
                     else:
-                        from .udp import udp_sender
-
-                        nursery.start_soon(udp_sender, self, tr.dst, tr.cls, recv)
+                        nursery.start_soon(transport(tr.transport).send, self, tr.dst,
+                                           tr.cls, recv)
             for tr in self.cfg.sends:
                 if tr.start_ns is not None:
                     nursery.start_soon(self._start_at, tr)
@@ -251,10 +228,8 @@ class Node:
     def transport_stats(self) -> dict[str, int]:
         """Counters of the node's own transports (retransmissions and the like)."""
         out: dict[str, int] = {}
-        if self.udp is not None:
-            out["udp_retransmitted"] = self.udp.retransmitted
-        if self.roce is not None:
-            out.update(self.roce.statistics())
+        for ep in self.endpoints.values():
+            out.update(ep.statistics())
         return out
 
     # ---- receiving ----------------------------------------------------------------------
@@ -415,14 +390,11 @@ async def serve_node(ctl_fd: int, name: str) -> None:
     rss_start = _vm("VmRSS")
     async with trio.open_nursery() as nursery:
         await nursery.start(node.listen_tcp)
-        if any(tr.transport == "udp" for tr in cfg.sends + cfg.expects):
-            from .udp import serve_udp
-
-            await nursery.start(serve_udp, node)
-        if node.cfg.roce:
-            from .roce import serve_roce
-
-            await nursery.start(serve_roce, node)
+        # the transports this node moves traffic over (RoCE also when it only has a QP plan)
+        needed = {tr.transport for tr in cfg.sends + cfg.expects} | ({"roce"} if cfg.roce
+                                                                      else set())
+        for name in sorted(needed - {"tcp"}):
+            await nursery.start(transport(name).serve, node)
         await node.send_ctl({"t": "ready"})
         frame = await read_frame(ctl, dec)  # "go", with the shared start time
         if frame is None or frame[0]["t"] != "go":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
@@ -23,9 +22,7 @@ from ..kv.content import chunk_view, digest
 from ..traffic import Transfer, chunks_of
 from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
 from ..wire.udp import ACK, DATA, FIN, UdpReceiver, UdpSender, pack_segment, unpack_segment
-
-if TYPE_CHECKING:  # the node runtime imports this transport, not the other way round
-    from .runtime import Node
+from .transport import NodeSide, Transport
 
 UDP_PORT = 7472
 
@@ -46,7 +43,7 @@ class _Inbound:
 class UdpEndpoint:
     """The node's UDP socket and the state of every unit in flight through it."""
 
-    def __init__(self, node: Node, sock: trio.socket.SocketType) -> None:
+    def __init__(self, node: NodeSide, sock: trio.socket.SocketType) -> None:
         self.node = node
         self.sock = sock
         self.mss = node.cfg.udp_mss
@@ -56,6 +53,9 @@ class UdpEndpoint:
         self.flow_id = sorted(node.cfg.peers).index(node.cfg.name) + 1
         self.retransmitted = 0
         self.rto_ns: dict[str, int] = {}  # per peer: what the last unit's RTT samples gave
+
+    def statistics(self) -> dict[str, int]:
+        return {"udp_retransmitted": self.retransmitted}
 
     async def receive_loop(self) -> None:
         while True:
@@ -150,13 +150,13 @@ class UdpEndpoint:
             del self.outbound[uid]
 
 
-async def serve_udp(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+async def serve_udp(node: NodeSide, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                     ) -> None:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
     await sock.bind((node.cfg.address, UDP_PORT))
-    ep = node.udp = UdpEndpoint(node, sock)
+    ep = node.endpoints["udp"] = UdpEndpoint(node, sock)
     task_status.started()
     with sock:
         async with trio.open_nursery() as nursery:
@@ -167,15 +167,14 @@ async def serve_udp(node: Node, task_status: trio.TaskStatus[None] = trio.TASK_S
 HEADER_ROOM = 512  # a chunk frame's msgpack header fits in this (checked)
 
 
-async def udp_sender(node: Node, dst: str, cls: str,
+async def udp_sender(node: NodeSide, dst: str, cls: str,
                      queue: trio.MemoryReceiveChannel[tuple[Transfer, int]]) -> None:
     """Send the transfers queued for (dst, cls), one chunk unit at a time.
 
     The payload is copied from the content pool to just after `HEADER_ROOM` bytes and its
     header written right in front of it, so each segment is a slice of one buffer.
     """
-    ep = node.udp
-    assert ep is not None, "serve_udp must run before udp_sender"
+    ep = node.endpoints["udp"]  # serve_udp runs first
     tos = (int(node.cfg.classes.get(cls, {}).get("dscp", 0)) << 2) & 0xFC
     buf = np.empty(0, dtype=np.uint8)
     async for tr, t_start in queue:
@@ -193,3 +192,6 @@ async def udp_sender(node: Node, dst: str, cls: str,
             buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)
             await ep.send_unit(dst, buf[start: HEADER_ROOM + spec.nbytes], tos)
         node.transfer_sent(tr)
+
+
+TRANSPORT = Transport("udp", serve_udp, udp_sender)

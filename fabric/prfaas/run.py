@@ -24,7 +24,7 @@ from ..kv.layout import transfer_bytes
 from ..kv.prefill import H20, H200, get_profile
 from ..net.lifecycle import FabricState
 from ..runner import run_traffic
-from ..topology.model import Topology
+from ..topology.document import Topology
 from ..traffic import Transfer
 from .router import make_router
 from .sim import PdSimulator, Report, table

@@ -32,7 +32,7 @@ from fabric.metrics.records import parse_links
 from fabric.metrics.report import RunLabel, format_table
 from fabric.metrics.summary import jsonable, summarise
 from fabric.switch.core import DROP_LOSSLESS, DROPS
-from fabric.topology.model import Topology
+from fabric.topology.document import Topology
 from fabric.topology.paths import path_figures
 from fabric.units import format_rate, format_size, format_time
 

@@ -4,6 +4,7 @@
 string. Both raise `fabric.errors.TopologyError` with `FILE:LINE: key: message`.
 """
 
+from fabric.topology.document import Topology
 from fabric.topology.loader import NAME_RE, load_topology, parse_topology
 from fabric.topology.model import (
     DEFAULT_CLASSES,
@@ -13,7 +14,6 @@ from fabric.topology.model import (
     Node,
     Shape,
     SwitchSettings,
-    Topology,
     TrafficClass,
 )
 

@@ -29,6 +29,7 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode
 
 from fabric.errors import TopologyError
+from fabric.topology.document import Topology
 from fabric.topology.generators import LeafSpineSpec, expand_leaf_spine, leaf_spine_names
 from fabric.topology.model import (
     DEFAULT_CLASSES,
@@ -38,7 +39,6 @@ from fabric.topology.model import (
     Node,
     Shape,
     SwitchSettings,
-    Topology,
     TrafficClass,
 )
 from fabric.topology.walker import (

@@ -1,4 +1,6 @@
-"""The parsed, validated form of a topology file: frozen dataclasses in our own integer units.
+"""The elements of a parsed, validated topology file (nodes, links and their shapes, traffic
+classes, switch settings): frozen dataclasses in our own integer units. The whole file is a
+`fabric.topology.document.Topology`, which holds these and each section's spec.
 
 Everything here is in fabric time (the figures the file states). `time_scale` is applied only
 when a plan turns a topology into kernel or engine settings (see `Shape.scaled`).
@@ -7,13 +9,6 @@ when a plan turns a topology into kernel or engine settings (see `Shape.scaled`)
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .lpu import LpuSpec
-    from .memory import MemorySpec
-    from .prfaas import PrfaasSpec
-    from .traffic import Traffic
 
 NODE_KINDS = ("host", "switch")
 
@@ -175,39 +170,6 @@ class LeafSpineInfo:
         if not self.uplink_bps or not self.downlink_bps or not self.spines:
             return None
         return (self.hosts_per_leaf * self.downlink_bps) / (len(self.spines) * self.uplink_bps)
-
-
-@dataclass(frozen=True)
-class Topology:
-    """A whole validated topology. Node order is the file's order (generators expand in place)."""
-
-    name: str
-    nodes: dict[str, Node]
-    links: tuple[Link, ...]
-    classes: tuple[TrafficClass, ...] = DEFAULT_CLASSES
-    time_scale: float = 1.0
-    source: str = "<memory>"
-    link_subnet: str = "198.18.0.0/16"
-    loopback_subnet: str = "198.19.0.0/16"
-    leaf_spines: tuple[LeafSpineInfo, ...] = field(default=())
-    traffic: Traffic | None = None
-    lpu: LpuSpec | None = None
-    prfaas: PrfaasSpec | None = None
-    switches: SwitchSettings | None = None
-    memory: MemorySpec | None = None  # memory-semantic switches (`memory:`)
-    sha256: str = ""  # of the file's text: what a running fabric was built from
-
-    def neighbours(self, node: str) -> list[str]:
-        return adjacency(self.links).get(node, [])
-
-    def shape(self, a: str, b: str) -> Shape:
-        """The shape of the link direction from `a` to `b` (KeyError if they are not linked)."""
-        for link in self.links:
-            if (link.a, link.b) == (a, b):
-                return link.forward
-            if (link.a, link.b) == (b, a):
-                return link.reverse
-        raise KeyError((a, b))
 
 
 def adjacency(links: tuple[Link, ...] | list[Link]) -> dict[str, list[str]]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from fabric.topology.model import Topology, adjacency
+from fabric.topology.document import Topology
+from fabric.topology.model import adjacency
 
 __all__ = ["PathFigures", "path_figures", "shortest_path"]
 
