@@ -249,7 +249,7 @@ def status() -> None:
         click.echo(f"{st.name}: {st.status if live else 'leftover'}, run {st.run_id}, "
                    f"{len(st.namespaces)} nodes, {st.backend} links, from {st.source}")
         if live and st.status == "up":
-            from .runner import read_link_stats
+            from .run.traffic import read_link_stats
 
             _print_link_stats(read_link_stats(st))
             _print_switch_stats(st)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fabric.net import lifecycle  # noqa: E402
 from fabric.plan import plan_fabric  # noqa: E402
-from fabric.probe import iperf3  # noqa: E402
-from fabric.runner import run_traffic  # noqa: E402
+from fabric.run.probe import iperf3  # noqa: E402
+from fabric.run.traffic import run_traffic  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 PAIR = """

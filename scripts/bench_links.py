@@ -28,7 +28,7 @@ from fabric.errors import FabricError  # noqa: E402
 from fabric.net import lifecycle  # noqa: E402
 from fabric.net.doctor import choose_backend  # noqa: E402
 from fabric.plan import plan_fabric  # noqa: E402
-from fabric.probe import iperf3, ping  # noqa: E402
+from fabric.run.probe import iperf3, ping  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 from fabric.units import format_rate, format_time  # noqa: E402
 

@@ -29,7 +29,7 @@ from fabric.cc import registry as reg
 from fabric.checks import cc_warnings
 from fabric.errors import TopologyError
 from fabric.kinds import load
-from fabric.roce.run import parse_variants
+from fabric.run.roce import parse_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "cc" / "aimd.py"

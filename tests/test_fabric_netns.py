@@ -268,7 +268,7 @@ BOTH = ["userspace", pytest.param("netem", marks=pytest.mark.netem)]
 @pytest.mark.parametrize("backend", BOTH)
 def test_rate_is_delivered(backend, fabric_name, state_dir):
     """TCP goodput through a 20 Mbit/s link: ~0.95 of the rate (headers), never above it."""
-    from fabric.probe import iperf3
+    from fabric.run.probe import iperf3
 
     state = up(PAIR.format(name=fabric_name, delay="2ms", loss="0%").replace("40Mbps", "20Mbps"),
                backend)
@@ -280,7 +280,7 @@ def test_rate_is_delivered(backend, fabric_name, state_dir):
 @pytest.mark.parametrize("backend", BOTH)
 def test_loss_is_per_direction(backend, fabric_name, state_dir):
     """10% loss each way: a ping round trip survives with 0.9^2, so ~19% of pings are lost."""
-    from fabric.probe import ping
+    from fabric.run.probe import ping
 
     state = up(PAIR.format(name=fabric_name, delay="1ms", loss="10%"), backend)
     r = ping(state.netns_of("a"), state.nodes["b"]["loopback"], 400, interval=0.005)

@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 from fabric import kinds
 from fabric.cli import cli
 from fabric.errors import FabricError
-from fabric.memsw.run import VariantOutcome, read_outcomes, render, write_outcomes
 from fabric.metrics.report import SavedRun
+from fabric.run.memory import VariantOutcome, read_outcomes, render, write_outcomes
 from fabric.topology import load_topology
 
 TOPOLOGIES = Path(__file__).resolve().parents[1] / "topologies"

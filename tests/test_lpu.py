@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fabric.errors import TopologyError
-from fabric.lpu.run import build_graph, execute, lpu_topology, node_plans
 from fabric.net import lifecycle
 from fabric.net.kernel import Kernel
 from fabric.plan import plan_fabric
+from fabric.run.lpu import build_graph, execute, lpu_topology, node_plans
 from fabric.schedule import compile_plan, verify
 from fabric.topology import parse_topology
 from fabric.topology.lpu import LPU_MTU, lpu_links

@@ -8,8 +8,8 @@ import pytest
 
 from fabric.errors import TopologyError
 from fabric.memsw.deploy import switch_configs
-from fabric.memsw.run import node_plans
 from fabric.plan import plan_fabric
+from fabric.run.memory import node_plans
 from fabric.topology import load_topology, parse_topology
 
 ROOT = Path(__file__).resolve().parent.parent

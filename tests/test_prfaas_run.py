@@ -8,7 +8,7 @@ from fabric.errors import TopologyError
 from fabric.net import lifecycle
 from fabric.net.kernel import Kernel
 from fabric.plan import plan_fabric
-from fabric.prfaas.run import render, run_policy
+from fabric.run.prfaas import render, run_policy
 from fabric.topology import load_topology, parse_topology
 
 SMALL = """\

@@ -33,7 +33,7 @@ from fabric.plan import (
     SwitchPort,
     plan_fabric,
 )
-from fabric.roce.run import (
+from fabric.run.roce import (
     Variant,
     VariantResult,
     _with_cc,
@@ -44,7 +44,7 @@ from fabric.roce.run import (
     write_comparison,
     write_plots,
 )
-from fabric.runner import roce_plan
+from fabric.run.traffic import roce_plan
 from fabric.switch.core import (
     DROP_BUFFER,
     DROP_LOSSLESS,
@@ -901,7 +901,7 @@ def test_report_reprints_the_comparison_from_comparison_json(tmp_path: Path) -> 
     from click.testing import CliRunner
 
     from fabric.cli import cli
-    from fabric.roce.run import read_comparison
+    from fabric.run.roce import read_comparison
 
     rs = results()
     write_comparison(rs, pair(), tmp_path)

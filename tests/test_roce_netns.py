@@ -18,8 +18,8 @@ from fabric.metrics import integrity_counts
 from fabric.net import lifecycle
 from fabric.net.kernel import Kernel
 from fabric.plan import plan_fabric
-from fabric.roce.run import Variant, run_variants
-from fabric.runner import run_traffic
+from fabric.run.roce import Variant, run_variants
+from fabric.run.traffic import run_traffic
 from fabric.topology import parse_topology
 
 pytestmark = pytest.mark.netns

@@ -15,7 +15,7 @@ from fabric.metrics import integrity_counts, summarise
 from fabric.net import lifecycle
 from fabric.net.kernel import Kernel
 from fabric.plan import plan_fabric
-from fabric.runner import run_traffic
+from fabric.run.traffic import run_traffic
 from fabric.topology import parse_topology
 
 pytestmark = pytest.mark.netns

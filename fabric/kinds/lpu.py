@@ -22,7 +22,7 @@ class LpuKind(Kind):
         return topo.lpu is not None
 
     def run(self, ctx: RunContext) -> None:
-        from ..lpu.run import render_runs, run_lpu
+        from ..run.lpu import render_runs, run_lpu
 
         runs = run_lpu(ctx.state, ctx.topo, ctx.out_dir, progress=ctx.say)
         ctx.out(render_runs(runs, ctx.topo.time_scale))
@@ -31,7 +31,7 @@ class LpuKind(Kind):
             raise FabricError("some batches never arrived (see 'missing' above)")
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
-        from ..lpu.run import LpuRun, render_runs
+        from ..run.lpu import LpuRun, render_runs
 
         data = json.loads((d / self.result_file).read_text())
         out(render_runs([LpuRun(**r) for r in data["runs"]], data["time_scale"]))
@@ -53,7 +53,7 @@ def _schedule_command() -> Any:  # noqa: ANN401 - a click command
     def schedule(file: str, drift_ppm: float | None, out: str | None, rows: int) -> None:
         """Compile FILE's LPU transfer graph into a plan, verify it, print it (no fabric
         needed)."""
-        from ..lpu.run import build_graph, lpu_topology
+        from ..run.lpu import build_graph, lpu_topology
         from ..schedule import compile_plan, gantt_png, plan_table, verify
         from ..units import format_time
         from . import load

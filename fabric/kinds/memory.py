@@ -23,7 +23,7 @@ class MemoryKind(Kind):
         return topo.memory is not None
 
     def run(self, ctx: RunContext) -> None:
-        from ..memsw.run import render, run_memory, write_link_plot
+        from ..run.memory import render, run_memory, write_link_plot
 
         outcomes = run_memory(ctx.state, ctx.topo, ctx.out_dir, say=ctx.say,
                               timeout=ctx.timeout)
@@ -35,7 +35,7 @@ class MemoryKind(Kind):
             raise FabricError(f"results did not check out: {', '.join(bad)}")
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
-        from ..memsw.run import read_outcomes, render, write_link_plot
+        from ..run.memory import read_outcomes, render, write_link_plot
 
         outcomes, label = read_outcomes(d / self.result_file)
         out(render(outcomes, label))

@@ -42,7 +42,7 @@ class PrfaasKind(Kind):
         return policies.split(",") if policies else list(topo.prfaas.policies)
 
     def run(self, ctx: RunContext) -> None:
-        from ..prfaas.run import render, run_prfaas
+        from ..run.prfaas import render, run_prfaas
 
         runs = run_prfaas(ctx.state, ctx.topo, ctx.prepared, ctx.out_dir, progress=ctx.say)
         ctx.out(render(runs, ctx.topo))

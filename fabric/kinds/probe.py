@@ -28,7 +28,7 @@ class ProbeKind(Kind):
         return topo.traffic is None
 
     def run(self, ctx: RunContext) -> None:
-        from ..probe import probe_fabric
+        from ..run.probe import probe_fabric
 
         ctx.say(f"{ctx.topo.name} has no traffic section: measuring its paths with ping and "
                 "iperf3")
@@ -42,7 +42,7 @@ class ProbeKind(Kind):
         return _probe_summary(d) is not None
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
-        from ..probe import ProbeReport
+        from ..run.probe import ProbeReport
 
         data = _probe_summary(d)
         assert data is not None

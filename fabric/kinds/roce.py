@@ -81,13 +81,13 @@ class RoceKind(Kind):
             raise FabricError(f"--cc/--pfc need a traffic section in {topo.source}")
 
     def prepare(self, topo: Any, options: Mapping[str, Any]) -> Any:  # noqa: ANN401
-        from ..roce.run import parse_variants
+        from ..run.roce import parse_variants
 
         return parse_variants(topo, options.get("ccs"), options.get("pfcs"))
 
     def run(self, ctx: RunContext) -> None:
-        from ..roce.run import render, run_variants, write_comparison, write_plots
-        from ..runner import progress_printer
+        from ..run.roce import render, run_variants, write_comparison, write_plots
+        from ..run.traffic import progress_printer
 
         topo, out_dir = ctx.topo, ctx.out_dir
         results = run_variants(ctx.state, topo, ctx.prepared, out_dir, timeout=ctx.timeout,
@@ -105,7 +105,7 @@ class RoceKind(Kind):
     def report(self, d: Path, out: Callable[[str], None]) -> None:
         """The comparison table from comparison.json (each variant's own directory holds
         its traffic run, which `fabric report` re-prints and redraws)."""
-        from ..roce.run import read_comparison, render
+        from ..run.roce import read_comparison, render
 
         results, label = read_comparison(d / self.result_file)
         out(render(results, label))

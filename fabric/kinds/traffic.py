@@ -24,7 +24,7 @@ class TrafficKind(Kind):
 
     def run(self, ctx: RunContext) -> None:
         from ..metrics import render_links, render_table, summarise, write_run
-        from ..runner import progress_printer, run_traffic
+        from ..run.traffic import progress_printer, run_traffic
 
         topo, state = ctx.topo, ctx.state
         result = run_traffic(state, topo, timeout=ctx.timeout, progress=progress_printer())

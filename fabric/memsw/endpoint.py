@@ -1,5 +1,5 @@
 """A memory endpoint node process: exposes memory windows, issues loads and stores, and takes
-part in the memory runs (`fabric.memsw.run`).
+part in the memory runs (`fabric.run.memory`).
 
 The process is forked by the runner into its node's namespace (`fabric.node.spawn`). It has
 two roles at once:

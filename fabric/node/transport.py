@@ -43,7 +43,7 @@ class NodeConfig:
     expects: list[Transfer]
     udp_mss: int = 1440  # UDP payload per segment: the fabric's smallest MTU - 28 - 32
     udp_window: dict[str, int] = field(default_factory=dict)  # peer -> segments in flight
-    roce: dict[str, Any] = field(default_factory=dict)  # see fabric.runner.roce_plan
+    roce: dict[str, Any] = field(default_factory=dict)  # see fabric.run.traffic.roce_plan
 
 
 class NodeSide(Protocol):

@@ -21,17 +21,17 @@ from dataclasses import dataclass, field
 import msgpack
 import trio
 
-from .errors import FabricError
-from .kv.content import pool_for
-from .metrics.records import ChunkRecord, TransferRecord
-from .net.lifecycle import FabricState
-from .node.runtime import read_frame
-from .node.spawn import NodeProcess, reap, spawn_node
-from .topology.document import Topology
-from .traffic import Transfer, chunks_of, schedule
-from .units import format_size
-from .wire.frames import FrameDecoder, encode_frame, encode_header
-from .wire.udp import mss_for_mtu
+from fabric.errors import FabricError
+from fabric.kv.content import pool_for
+from fabric.metrics.records import ChunkRecord, TransferRecord
+from fabric.net.lifecycle import FabricState
+from fabric.node.runtime import read_frame
+from fabric.node.spawn import NodeProcess, reap, spawn_node
+from fabric.topology.document import Topology
+from fabric.traffic import Transfer, chunks_of, schedule
+from fabric.units import format_size
+from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
+from fabric.wire.udp import mss_for_mtu
 
 READY_TIMEOUT = 30.0
 START_LEAD_NS = 200_000_000
@@ -126,8 +126,8 @@ def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) 
     """
     from itertools import pairwise
 
-    from .probe import shortest_path
-    from .topology.model import queue_bytes
+    from fabric.run.probe import shortest_path
+    from fabric.topology.model import queue_bytes
 
     out = {}
     for dst in sorted({t.dst for t in transfers if t.src == name and t.transport == "udp"}):
@@ -159,7 +159,7 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
     congestion control, and per peer it sends to the path's NIC rate, base RTT and MTU."""
     if not any(t.transport == "roce" and name in (t.src, t.dst) for t in transfers):
         return {}
-    from .topology.paths import path_figures
+    from fabric.topology.paths import path_figures
 
     sw = topo.switches
     peers = {}
@@ -289,7 +289,7 @@ def read_link_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
     """Per-link counters of a running fabric: the userspace engine's stats file, else the
     netem/tbf qdisc counters. `fresh_after_ns`: wait (up to ~1.5 s) for an engine snapshot
     taken after that time."""
-    from .net.kernel import Kernel
+    from fabric.net.kernel import Kernel
 
     with Kernel() as k:
         kernel = k.qdisc_stats(state)

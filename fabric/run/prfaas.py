@@ -18,17 +18,17 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import FabricError
-from ..kv import get_model
-from ..kv.layout import transfer_bytes
-from ..kv.prefill import H20, H200, get_profile
-from ..net.lifecycle import FabricState
-from ..runner import run_traffic
-from ..topology.document import Topology
-from ..traffic import Transfer
-from .router import make_router
-from .sim import PdSimulator, Report, table
-from .workload import generate
+from fabric.errors import FabricError
+from fabric.kv import get_model
+from fabric.kv.layout import transfer_bytes
+from fabric.kv.prefill import H20, H200, get_profile
+from fabric.net.lifecycle import FabricState
+from fabric.prfaas.router import make_router
+from fabric.prfaas.sim import PdSimulator, Report, table
+from fabric.prfaas.workload import generate
+from fabric.run.traffic import run_traffic
+from fabric.topology.document import Topology
+from fabric.traffic import Transfer
 
 ROUTER_NAMES = {"local": "local-only", "remote-all": "remote-all", "threshold": "threshold",
                 "adaptive": "adaptive"}

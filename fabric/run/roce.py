@@ -262,7 +262,7 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
     from fabric.checks import cc_warnings
     from fabric.net.lifecycle import start_switches, stop_switches
     from fabric.plan import plan_fabric
-    from fabric.runner import run_traffic
+    from fabric.run.traffic import run_traffic
 
     plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
     results: list[VariantResult] = []

@@ -153,7 +153,7 @@ class _Driver:
         return results
 
     async def measured(self, tasks: dict[str, dict]) -> tuple[dict[str, dict], dict]:
-        from fabric.runner import read_link_stats
+        from fabric.run.traffic import read_link_stats
 
         before = await trio.to_thread.run_sync(read_link_stats, self.state, time.monotonic_ns())
         results = await self.tasks(tasks)
@@ -335,7 +335,7 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
             with trio.move_on_after(timeout) as scope:
                 await driver.run_all()
             if scope.cancelled_caught:
-                from fabric.runner import read_link_stats
+                from fabric.run.traffic import read_link_stats
 
                 stats = await trio.to_thread.run_sync(read_link_stats, state)
                 drops = sum(int(d.get("drops_queue", 0) or 0) + int(d.get("drops_loss", 0) or 0)

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
-from .errors import FabricError
-from .net.lifecycle import FabricState
-from .topology.document import Topology
-from .topology.paths import shortest_path as _path
-from .units import format_rate, format_time
+from fabric.errors import FabricError
+from fabric.net.lifecycle import FabricState
+from fabric.topology.document import Topology
+from fabric.topology.paths import shortest_path as _path
+from fabric.units import format_rate, format_time
 
 PING_COUNT = 20
 IPERF_SECONDS = 3
@@ -70,7 +70,7 @@ class ProbeReport:
                          "-" if p.ping_loss is None else f"{p.ping_loss:.1f}%",
                          format_rate(p.bottleneck_bps) if p.bottleneck_bps else "unshaped",
                          gp, ratio])
-        from .metrics.report import format_table
+        from fabric.metrics.report import format_table
 
         return f"{self.fabric}: {self.backend} links{unit}\n" + format_table(rows, header,
                                                                              numeric=False)

@@ -21,11 +21,12 @@ import msgpack
 import numpy as np
 import trio
 
-from ..errors import FabricError
-from ..net.lifecycle import FabricState
-from ..node.runtime import read_frame
-from ..node.spawn import NodeProcess, reap, spawn_node
-from ..schedule import (
+from fabric.errors import FabricError
+from fabric.lpu.executor import serve_lpu
+from fabric.net.lifecycle import FabricState
+from fabric.node.runtime import read_frame
+from fabric.node.spawn import NodeProcess, reap, spawn_node
+from fabric.schedule import (
     LpuLink,
     LpuTopology,
     Plan,
@@ -36,11 +37,10 @@ from ..schedule import (
     tp_allreduce,
     verify,
 )
-from ..topology.document import Topology
-from ..topology.lpu import LpuSpec
-from ..units import format_time
-from ..wire.frames import FrameDecoder, encode_frame, encode_header
-from .executor import serve_lpu
+from fabric.topology.document import Topology
+from fabric.topology.lpu import LpuSpec
+from fabric.units import format_time
+from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 
 START_LEAD_NS = 300_000_000
 HEADER_BYTES = 16
@@ -215,7 +215,7 @@ async def _drive(procs: list[NodeProcess], plans: dict[str, dict], records: dict
 def run_lpu(state: FabricState, topo: Topology, out_dir: Path,
             progress=None) -> list[LpuRun]:  # noqa: ANN001
     """The whole sweep: scheduled per (drift, resync), then dynamic; writes plan files."""
-    from ..schedule import gantt_png, plan_table
+    from fabric.schedule import gantt_png, plan_table
 
     spec = topo.lpu
     assert spec is not None
@@ -267,7 +267,7 @@ def render_runs(runs: list[LpuRun], ts: float) -> str:
                      t(r.makespan_ns), t(r.completion_ns), t(r.lateness_ns["p50"]),
                      t(r.lateness_ns["p99"]), t(r.deviation_max_ns), t(r.jitter_std_ns),
                      t(r.jitter_p99_p50_ns), str(r.missing)])
-    from ..metrics.report import format_table
+    from fabric.metrics.report import format_table
 
     lines = [f"fabric time (time_scale {ts:g}); lateness = arrival - planned arrival, per "
              f"batch of vectors; each node's clock drifts by its own amount within ±drift",
