@@ -15,101 +15,16 @@ the kind again; and may add lines to `fabric check` and rows to `fabric status`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError, TopologyError
+from .base import Kind, RunContext, RunOption
 
 __all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands", "daemons", "for_dir",
            "holds_run", "kinds", "load", "run_help", "run_options", "select", "status_rows",
            "validate"]
-
-
-@dataclass(frozen=True)
-class RunOption:
-    """A `fabric run` option a kind owns: its flag, the keyword it arrives as, its help."""
-
-    flag: str
-    dest: str
-    help: str
-
-
-@dataclass
-class RunContext:
-    """Everything a kind's run gets: the built fabric, where results go, how to print."""
-
-    state: Any  # net.lifecycle.FabricState
-    topo: Any  # topology.document.Topology
-    out_dir: Path
-    timeout: float
-    options: Mapping[str, Any]
-    prepared: Any  # what the kind's prepare() returned
-    out: Callable[[str], None]  # results: stdout
-    say: Callable[[str], None]  # progress and notes: stderr
-
-
-class Kind:
-    """One fabric kind. Subclasses set the class attributes and override what they use."""
-
-    name: str = ""
-    title: str = ""  # "a traffic run": for messages
-    result_file: str = ""  # the file in a results directory that marks it as this kind's
-    describes: str = ""  # a sentence for `fabric run --help`: which files run as this kind
-    options: tuple[RunOption, ...] = ()
-    compares: bool = False  # `fabric report` can compare several runs of this kind
-    runs_traffic: bool = False  # runs the file's `traffic:` section (else it is refused)
-
-    def validate(self, topo: Any) -> Any:  # noqa: ANN401
-        """Check what the file's sections ask of this kind's cores (which the data-only
-        topology layer does not import), naming the file, line and key; return the topology,
-        with names resolved where the check resolves them."""
-        return topo
-
-    def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
-        """Raise FabricError for options of this kind that `topo` cannot use."""
-
-    def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
-        """Whether `fabric run` runs `topo` as this kind (the first kind that applies wins)."""
-        return False
-
-    def prepare(self, topo: Any, options: Mapping[str, Any]) -> Any:  # noqa: ANN401
-        """Check and derive what the run needs, before anything is built."""
-        return None
-
-    def run(self, ctx: RunContext) -> None:
-        """Run on the built fabric; raise FabricError if the results do not check out."""
-        raise NotImplementedError
-
-    def owns(self, d: Path) -> bool:
-        """Whether results directory `d` holds a run of this kind."""
-        return (d / self.result_file).exists()
-
-    def report(self, d: Path, out: Callable[[str], None]) -> None:
-        """Re-print the run saved in `d` (and redraw what its saved data allows)."""
-        raise NotImplementedError
-
-    def compare(self, dirs: list[Path], out: Callable[[str], None]) -> None:
-        raise NotImplementedError
-
-    def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
-        """Lines `fabric check` prints for this kind's sections."""
-        return []
-
-    def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
-        """Rows for `fabric status`'s table of switch processes."""
-        return []
-
-    def daemons(self, plan: Any) -> list[Any]:  # noqa: ANN401
-        """The processes this kind's sections need beside the links (`net.daemon.DaemonSpec`),
-        started at bring-up; worked out before anything is built, so a file they would
-        refuse fails first."""
-        return []
-
-    def commands(self) -> list[Any]:
-        """Commands of this kind's own for the `fabric` CLI (click commands)."""
-        return []
 
 
 def _all() -> tuple[Kind, ...]:

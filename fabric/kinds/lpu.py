@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError
-from . import Kind, RunContext
+from .base import Kind, RunContext
 
 
 class LpuKind(Kind):
@@ -55,10 +55,10 @@ def _schedule_command() -> Any:  # noqa: ANN401 - a click command
         needed)."""
         from ..run.lpu import build_graph, lpu_topology
         from ..schedule import compile_plan, gantt_png, plan_table, verify
+        from ..topology import load_topology
         from ..units import format_time
-        from . import load
 
-        topo = load(file)
+        topo = load_topology(file)  # a schedule reads the nodes, links and lpu: section only
         if topo.lpu is None:
             raise FabricError(f"{topo.source}: no lpu: section to schedule")
         spec = topo.lpu

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import FabricError
 from ..units import format_size
-from . import Kind, RunContext
+from .base import Kind, RunContext
 
 
 class MemoryKind(Kind):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError
-from . import Kind, RunContext, RunOption
+from .base import Kind, RunContext, RunOption
 
 
 class PrfaasKind(Kind):

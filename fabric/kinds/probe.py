@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import Kind, RunContext
+from .base import Kind, RunContext
 
 
 def _probe_summary(d: Path) -> dict | None:

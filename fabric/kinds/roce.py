@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import FabricError
 from ..units import format_size
-from . import Kind, RunContext, RunOption
+from .base import Kind, RunContext, RunOption
 
 
 def _roce_flows(topo: Any) -> bool:  # noqa: ANN401

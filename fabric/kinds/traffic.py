@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError
-from . import Kind, RunContext
+from .base import Kind, RunContext
 
 
 class TrafficKind(Kind):
