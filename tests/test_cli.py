@@ -371,6 +371,8 @@ def test_report_reads_lpu_and_prfaas_run_directories(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "scheduled  ±0 ppm" in result.stdout
     assert "host timer floor" in result.stdout
+    assert ("planned = the compiler's schedule (computed); completed, lateness and jitter "
+            "measured on the fabric") in result.stdout
     pf = tmp_path / "pf"
     pf.mkdir()
     row = {"policy": "threshold", "offered_rps": 4.0, "throughput_rps": 2.791,
@@ -382,3 +384,6 @@ def test_report_reads_lpu_and_prfaas_run_directories(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert re.search(r"^threshold\s+4\s+2\.791\s+22\.64\s+35\.16\s+50\.0\s+11\.08",
                      result.stdout, re.MULTILINE)
+    text = " ".join(result.stdout.split())
+    assert "Measured on the fabric: egress" in text
+    assert "computed from them by the model" in text

@@ -143,6 +143,7 @@ def test_report_reprints_a_memory_run(tmp_path: Path) -> None:
     result = invoke("report", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(render(outcomes, label) + "\n")
+    assert "every figure measured on the fabric" in result.stdout.splitlines()[0]
     assert f"redrew {tmp_path / 'links.png'}" in result.stdout
     assert (tmp_path / "links.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -192,3 +193,17 @@ def test_traffic_beside_a_section_that_would_not_run_it_is_refused_at_its_line(
                 "yet): remove the section, or put the traffic in a file of its own")
     for command in ("check", "run"):
         assert one_line_error(invoke(command, str(path))) == expected
+
+
+def test_every_report_says_what_is_measured_and_what_is_modelled() -> None:
+    """The RoCE comparison and the probe table head their figures with where they come from
+    (the traffic, memory, LPU and PrfaaS reports are checked where they are re-printed)."""
+    from fabric.run.probe import ProbeReport
+    from fabric.run.roce import render as render_roce
+
+    roce = render_roce([], SavedRun("r", 1000.0))
+    assert "measured on the fabric, but slowdown = measured FCT / the ideal FCT computed" in (
+        " ".join(roce.split()))
+    probe = ProbeReport("p", "userspace", 1.0, []).table()
+    assert "RTT want and rate want computed from the topology, the rest measured on the " \
+           "fabric" in probe.splitlines()[0]

@@ -154,7 +154,9 @@ def test_fabric_vs_wall_time_scale_1000():
     assert g["goodput"]["fabric_bps"] == pytest.approx(1e12)  # 1 Tbit/s in fabric terms
     assert s["meta"] == {"backend": "userspace", "time_scale": 1000.0}
     table = render_table(s)
-    assert table.splitlines()[0] == "fabric time (time_scale 1000); wall-clock in summary.json"
+    assert table.splitlines()[0] == ("fabric time (time_scale 1000); wall-clock in summary.json; "
+                                     "every figure measured on the fabric (the nodes' clocks, "
+                                     "the links' counters)")
     assert "8 us" in table
     assert "1 Tbit/s" in table
     assert "wall-clock time" in render_table(summarise([c], [tr], meta={}))

@@ -77,9 +77,10 @@ def _scale_text(ts: float) -> str:
 def time_header(summary: Mapping[str, Any]) -> str:
     """Which clock the table's figures are in."""
     ts = _scale(summary)
+    measured = "; every figure measured on the fabric (the nodes' clocks, the links' counters)"
     if ts != 1.0:
-        return f"fabric time (time_scale {_scale_text(ts)}); wall-clock in summary.json"
-    return "wall-clock time (time_scale 1: fabric time = wall-clock)"
+        return f"fabric time (time_scale {_scale_text(ts)}); wall-clock in summary.json{measured}"
+    return f"wall-clock time (time_scale 1: fabric time = wall-clock){measured}"
 
 
 def _pct(group: Mapping[str, Any], metric: str, key: str) -> float | None:

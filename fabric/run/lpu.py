@@ -270,7 +270,9 @@ def render_runs(runs: list[LpuRun], ts: float) -> str:
     from fabric.metrics.report import format_table
 
     lines = [f"fabric time (time_scale {ts:g}); lateness = arrival - planned arrival, per "
-             f"batch of vectors; each node's clock drifts by its own amount within ±drift",
+             f"batch of vectors; each node's clock drifts by its own amount within ±drift;\n"
+             "planned = the compiler's schedule (computed); completed, lateness and jitter "
+             "measured on the fabric",
              format_table(rows, header, numeric=False)]
     floor = [r.send_late_ns for r in runs if r.mode == "scheduled" and r.drift_ppm == 0]
     p50, p99 = (floor[0].get("p50"), floor[0].get("p99")) if floor else (None, None)

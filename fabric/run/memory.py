@@ -402,7 +402,8 @@ def render(outcomes: list[VariantOutcome], topo: RunLabel) -> str:
                      format_size(busiest), format_size(total)])
     head = (f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); latency is "
             "p50 / p99 per op for load/store, completion otherwise; bandwidth = size / time "
-            "(algorithm bandwidth for all-reduce); bytes from the link counters")
+            "(algorithm bandwidth for all-reduce); bytes from the link counters; every "
+            "figure measured on the fabric")
     return head + "\n" + format_table(rows, ["run", "variant", "check", "latency / completion",
                                              "bandwidth", "busiest link", "all links"],
                                       numeric=range(3, 7))

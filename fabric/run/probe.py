@@ -72,8 +72,9 @@ class ProbeReport:
                          gp, ratio])
         from fabric.metrics.report import format_table
 
-        return f"{self.fabric}: {self.backend} links{unit}\n" + format_table(rows, header,
-                                                                             numeric=False)
+        return (f"{self.fabric}: {self.backend} links{unit}; RTT want and rate want computed "
+                "from the topology, the rest measured on the fabric (ping, iperf3)\n"
+                + format_table(rows, header, numeric=False))
 
     @classmethod
     def from_json(cls, data: dict) -> ProbeReport:

@@ -336,7 +336,8 @@ def render(results: Sequence[VariantResult], topo: RunLabel) -> str:
            "egress, worst port; paused = longest PFC-paused egress (switch port or host NIC);\n"
            "drops = at switches; link drops = in the link layer (host NIC queues, loss);\n"
            "host drops = the emulation fell behind (a node's socket or a switch's device "
-           "queue overflowed)",
+           "queue overflowed);\nmeasured on the fabric, but slowdown = measured FCT / the ideal "
+           "FCT computed from the path's rate and delay (modelled)",
            format_table(rows, header, numeric=range(1, len(header)))]
     if len({c for r in results for c in r.metrics.get("by_class", {})}) > 1:
         crows = []
