@@ -28,13 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import trio
 
 from ..net.tun import TimerFd
-from ..node.runtime import read_frame
-from ..wire.frames import FrameDecoder, encode_frame, encode_header
+from ..node.session import Channel, Go, Plan, Ready, Records, Stop, Sync
 
 LPU_PORT = 7480
 HEADER = struct.Struct("!IIHHI")
@@ -81,7 +79,7 @@ class LpuNodePlan:
 class LpuNode:
     plan: LpuNodePlan
     sock: trio.socket.SocketType
-    ctl: trio.SocketStream
+    ctl: Channel
     clock: DriftClock
     arrivals: list[tuple[int, int, int, int]] = field(default_factory=list)  # x, batch, hop, t
     have: dict[tuple[int, int], trio.Event] = field(default_factory=dict)
@@ -203,12 +201,11 @@ class LpuNode:
 
 async def serve_lpu(ctl_fd: int, name: str) -> None:
     """The node's life: plan, ready, go, run, report; `stop` ends it."""
-    ctl = trio.SocketStream(trio.socket.fromfd(ctl_fd, socket.AF_UNIX, socket.SOCK_STREAM))
-    dec = FrameDecoder()
-    frame = await read_frame(ctl, dec)
-    if frame is None:
+    ctl = Channel.from_fd(ctl_fd)
+    msg = await ctl.receive()
+    if not isinstance(msg, Plan):
         return
-    raw = msgpack.unpackb(frame[1], strict_map_key=False)
+    raw = msg.body
     plan = LpuNodePlan(**raw)
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
@@ -222,25 +219,22 @@ async def serve_lpu(ctl_fd: int, name: str) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.receive_loop,
                                node.forward_batch if plan.mode == "dynamic" else None)
-            await ctl.send_all(encode_header({"t": "ready", "n": 0}))
-            frame = await read_frame(ctl, dec)
-            if frame is None or frame[0]["t"] != "go":
+            await ctl.send(Ready())
+            go = await ctl.receive()
+            if not isinstance(go, Go):
                 nursery.cancel_scope.cancel()
                 return
-            plan.t0_ns = frame[0]["t0"]
-            node.clock.sync(frame[0]["now"])
+            plan.t0_ns = go.t0
+            node.clock.sync(go.now)
             nursery.start_soon(node.run_scheduled if plan.mode == "scheduled"
                                else node.run_dynamic)
             while True:  # syncs until the runner says stop
-                frame = await read_frame(ctl, dec)
-                if frame is None:
+                msg = await ctl.receive()
+                if msg is None or isinstance(msg, Stop):
                     break
-                if frame[0]["t"] == "sync":
-                    node.clock.sync(frame[0]["now"])
-                elif frame[0]["t"] == "stop":
-                    break
-            payload = msgpack.packb({"arrivals": node.arrivals, "sent": node.sent})
-            await ctl.send_all(encode_frame({"t": "records"}, payload))
+                if isinstance(msg, Sync):
+                    node.clock.sync(msg.now)
+            await ctl.send(Records({"arrivals": node.arrivals, "sent": node.sent}))
             nursery.cancel_scope.cancel()
 
 

@@ -24,7 +24,6 @@ import socket
 import time
 from typing import Any, cast
 
-import msgpack
 import numpy as np
 import trio
 import xxhash
@@ -48,8 +47,7 @@ from fabric.memsw.ops import (
 from fabric.memsw.ops import decode as decode_values
 from fabric.memsw.ops import encode as encode_values
 from fabric.memsw.wire import MEM_PORT, Create, Join, Leave, decode, encode
-from fabric.node.runtime import read_frame
-from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
+from fabric.node.session import Channel, Go, Plan, Ready, Result, Task
 
 RING_PORT = 7480
 # Transactions a node keeps outstanding, over all its operations (the plan sizes it from the
@@ -428,12 +426,11 @@ class MemoryNode:
 
 async def serve_memory(ctl_fd: int, name: str) -> None:
     """The node's life: plan, ready, go, tasks until stop."""
-    ctl = trio.SocketStream(trio.socket.fromfd(ctl_fd, socket.AF_UNIX, socket.SOCK_STREAM))
-    dec = FrameDecoder()
-    frame = await read_frame(ctl, dec)
-    if frame is None:
+    ctl = Channel.from_fd(ctl_fd)
+    msg = await ctl.receive()
+    if not isinstance(msg, Plan):
         return
-    plan = msgpack.unpackb(frame[1], strict_map_key=False)
+    plan = msg.body
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
@@ -443,21 +440,20 @@ async def serve_memory(ctl_fd: int, name: str) -> None:
     with sock:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.receive_loop)
-            await ctl.send_all(encode_header({"t": "ready", "n": 0}))
-            frame = await read_frame(ctl, dec)
-            if frame is None or frame[0]["t"] != "go":
+            await ctl.send(Ready())
+            go = await ctl.receive()
+            if not isinstance(go, Go):
                 nursery.cancel_scope.cancel()
                 return
-            node.t0 = frame[0]["t0"]
+            node.t0 = go.t0
             while True:
-                frame = await read_frame(ctl, dec)
-                if frame is None or frame[0]["t"] == "stop":
+                msg = await ctl.receive()
+                if not isinstance(msg, Task):  # Stop, or the runner is gone
                     break
-                task = msgpack.unpackb(frame[1], strict_map_key=False)
                 try:
-                    result = await node.task(task)
+                    result = await node.task(msg.body)
                 except Exception as e:  # noqa: BLE001 - reported to the runner, which fails
                     result = {"error": f"{type(e).__name__}: {e}"}
                 result["served"] = node.served
-                await ctl.send_all(encode_frame({"t": "result"}, msgpack.packb(result)))
+                await ctl.send(Result(result))
             nursery.cancel_scope.cancel()

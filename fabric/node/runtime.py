@@ -2,7 +2,7 @@
 
 One trio process per endpoint node, inside the node's network namespace (the runner forks it
 from a preloaded parent, see `fabric.node.spawn`). It talks to the runner over a control
-socket (frames of `fabric.wire.frames`), and to its peers over:
+socket (typed messages, `fabric.node.session`), and to its peers over:
 
 - TCP: one persistent connection per (peer, traffic class), opened at start. Transfers to the
   same peer and class queue on it in order, as KV connectors keep one connection per peer:
@@ -27,7 +27,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import trio
 
@@ -40,9 +39,9 @@ from ..wire.frames import (
     FrameDecoder,
     Header,
     Payload,
-    encode_frame,
     encode_header,
 )
+from .session import Channel, Done, Go, Plan, Progress, Ready, Records
 from .transport import NodeConfig, transport
 
 KV_PORT = 7471
@@ -68,7 +67,7 @@ class _Incoming:
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, ctl: trio.SocketStream) -> None:
+    def __init__(self, cfg: NodeConfig, ctl: Channel) -> None:
         self.cfg = cfg
         self.ctl = ctl
         self.chunk_records: list[ChunkRecord] = []
@@ -91,16 +90,11 @@ class Node:
 
     # ---- control channel ----------------------------------------------------------------
 
-    async def send_ctl(self, header: dict, payload: bytes = b"") -> None:
-        async with self._ctl_lock:
-            await self.ctl.send_all(encode_frame(header, payload) if payload
-                                    else encode_header({**header, "n": 0}))
-
     async def progress_loop(self) -> None:
         """Progress, and the chunk records so far: streamed, so a node's memory does not grow
         with the number of chunks it receives."""
         while True:
-            await self.send_ctl({"t": "progress", "rx": self.rx_bytes, "tx": self.tx_bytes})
+            await self.ctl.send(Progress(rx=self.rx_bytes, tx=self.tx_bytes))
             await self.send_records(final=False)
             await trio.sleep(PROGRESS_INTERVAL)
 
@@ -328,8 +322,7 @@ class Node:
         chunks = [list(_astuple(r)) for r in self.chunk_records]
         self.chunk_records = []
         transfers = [list(_astuple(r)) for r in self.transfer_records()] if final else []
-        payload = msgpack.packb({"chunks": chunks, "transfers": transfers})
-        await self.send_ctl({"t": "records", "n": len(payload)}, payload)
+        await self.ctl.send(Records({"chunks": chunks, "transfers": transfers}))
 
 
 def _astuple(r: ChunkRecord | TransferRecord) -> tuple:
@@ -345,40 +338,13 @@ async def _send_all(sock: trio.socket.SocketType, data: bytes | memoryview) -> N
         view = view[k:]
 
 
-async def read_frame(stream: trio.SocketStream, dec: FrameDecoder) -> tuple[dict, bytes] | None:
-    """Next (header, payload) from a control stream; None when it closed."""
-    header = None
-    while True:
-        ev = dec.next_event()
-        if ev is NEED_DATA:
-            try:
-                data = await stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None  # the other end died: same as closed
-            dec.receive_data(data)
-            continue
-        if ev is CLOSED:
-            return None
-        if isinstance(ev, Header):
-            if ev["n"] == 0:
-                return dict(ev), b""
-            header = dict(ev)
-            continue
-        if isinstance(ev, Payload):
-            assert header is not None
-            return header, bytes(ev.data)
-
-
 async def serve_node(ctl_fd: int, name: str) -> None:
     """The node's whole life: wait for its plan, run it, report, exit."""
-    ctl_sock = trio.socket.fromfd(ctl_fd, socket.AF_UNIX, socket.SOCK_STREAM)
-    ctl = trio.SocketStream(ctl_sock)
-    dec = FrameDecoder()
-    frame = await read_frame(ctl, dec)
-    if frame is None:
+    ctl = Channel.from_fd(ctl_fd)
+    msg = await ctl.receive()
+    if not isinstance(msg, Plan):
         return
-    header, payload = frame
-    plan = msgpack.unpackb(payload)
+    plan = msg.body
     cfg = NodeConfig(
         name=name, address=plan["address"], peers=plan["peers"], classes=plan["classes"],
         seed=plan["seed"], t0_ns=0,
@@ -395,19 +361,19 @@ async def serve_node(ctl_fd: int, name: str) -> None:
                                                                       else set())
         for name in sorted(needed - {"tcp"}):
             await nursery.start(transport(name).serve, node)
-        await node.send_ctl({"t": "ready"})
-        frame = await read_frame(ctl, dec)  # "go", with the shared start time
-        if frame is None or frame[0]["t"] != "go":
+        await ctl.send(Ready())
+        go = await ctl.receive()  # the shared start time
+        if not isinstance(go, Go):
             nursery.cancel_scope.cancel()
             return
-        cfg.t0_ns = frame[0]["t0"]
+        cfg.t0_ns = go.t0
         nursery.start_soon(node.progress_loop)
-        nursery.start_soon(_stop_on_ctl, ctl, dec, node)
+        nursery.start_soon(_stop_on_ctl, ctl, node)
         nursery.start_soon(node.run_sends)
         await node.all_done.wait()
         await node.send_records()
-        await node.send_ctl({"t": "done", "rss_start_kb": rss_start, "hwm_kb": _vm("VmHWM"),
-                             "transport": node.transport_stats()})
+        await ctl.send(Done(rss_start_kb=rss_start, hwm_kb=_vm("VmHWM"),
+                            transport=node.transport_stats()))
         nursery.cancel_scope.cancel()
 
 
@@ -420,7 +386,7 @@ def _vm(field: str) -> int:
     return 0
 
 
-async def _stop_on_ctl(ctl: trio.SocketStream, dec: FrameDecoder, node: Node) -> None:
+async def _stop_on_ctl(ctl: Channel, node: Node) -> None:
     """A `stop` from the runner (or its end) ends the node with what it has."""
-    await read_frame(ctl, dec)
+    await ctl.receive()
     node.all_done.set()

@@ -17,14 +17,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import trio
 
 from fabric.errors import FabricError
 from fabric.lpu.executor import serve_lpu
 from fabric.net.lifecycle import FabricState
-from fabric.node.runtime import read_frame
+from fabric.node.session import Go, Nodes, Records, Stop, Sync
 from fabric.node.spawn import NodeProcess, reap, spawn_node
 from fabric.schedule import (
     LpuLink,
@@ -40,7 +39,6 @@ from fabric.schedule import (
 from fabric.topology.document import Topology
 from fabric.topology.lpu import LpuSpec
 from fabric.units import format_time
-from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 
 START_LEAD_NS = 300_000_000
 HEADER_BYTES = 16
@@ -181,35 +179,22 @@ def execute(state: FabricState, topo: Topology, plan: Plan, graph: TransferGraph
 
 async def _drive(procs: list[NodeProcess], plans: dict[str, dict], records: dict[str, dict],
                  t0_box: list[int], duration_s: float, resync_host_ns: float) -> None:
-    streams = {p.name: trio.SocketStream(trio.socket.from_stdlib_socket(p.ctl)) for p in procs}
-    decs = {p.name: FrameDecoder() for p in procs}
-    for p in procs:
-        await streams[p.name].send_all(encode_frame({"t": "plan"},
-                                                    msgpack.packb(plans[p.name])))
-    with trio.fail_after(30):
-        for p in procs:
-            frame = await read_frame(streams[p.name], decs[p.name])
-            if frame is None or frame[0]["t"] != "ready":
-                raise FabricError(f"LPU node {p.name} failed to start")
+    nodes = Nodes({p.name: p.ctl for p in procs}, what="LPU node")
+    await nodes.start(plans, within=30)
     t0 = time.monotonic_ns() + START_LEAD_NS
     t0_box.append(t0)
-    for p in procs:
-        await streams[p.name].send_all(encode_header({"t": "go", "n": 0, "t0": t0,
-                                                      "now": time.monotonic_ns()}))
+    await nodes.broadcast(Go(t0=t0, now=time.monotonic_ns()))
     end = time.monotonic() + START_LEAD_NS / 1e9 + duration_s
     period = max(resync_host_ns / 1e9, 0.001)
     while time.monotonic() < end:  # the sync messages: each resets the nodes' clocks
         await trio.sleep(min(period, max(0.0, end - time.monotonic())))
-        for p in procs:
-            await streams[p.name].send_all(encode_header({"t": "sync", "n": 0,
-                                                          "now": time.monotonic_ns()}))
-    for p in procs:
-        await streams[p.name].send_all(encode_header({"t": "stop", "n": 0}))
+        await nodes.broadcast(Sync(now=time.monotonic_ns()))
+    await nodes.broadcast(Stop())
     with trio.fail_after(30):
         for p in procs:
-            frame = await read_frame(streams[p.name], decs[p.name])
-            if frame is not None and frame[0]["t"] == "records":
-                records[p.name] = msgpack.unpackb(frame[1])
+            msg = await nodes[p.name].receive()
+            if isinstance(msg, Records):
+                records[p.name] = msg.body
 
 
 def run_lpu(state: FabricState, topo: Topology, out_dir: Path,

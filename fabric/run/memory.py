@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 import trio
 
@@ -36,11 +35,10 @@ from fabric.memsw.endpoint import digest, serve_memory, values_for
 from fabric.memsw.ops import encode as encode_values
 from fabric.memsw.ops import itemsize
 from fabric.metrics.report import RunLabel, format_table
-from fabric.node.runtime import read_frame
+from fabric.node.session import Go, Nodes, Result, Stop, Task
 from fabric.node.spawn import NodeProcess, reap, spawn_node
 from fabric.topology.document import Topology
 from fabric.units import format_rate, format_size, format_time
-from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 
 START_LEAD_NS = 200_000_000
 DATAGRAM_OVERHEAD = 28 + 42 + 32  # IPv4 + UDP, our header, room for a group name
@@ -113,37 +111,27 @@ class _Driver:
         self.topo = topo
         assert topo.memory is not None
         self.mem = topo.memory
-        self.streams = {p.name: trio.SocketStream(trio.socket.from_stdlib_socket(p.ctl))
-                        for p in procs}
-        self.decs = {p.name: FrameDecoder() for p in procs}
+        self.nodes = Nodes({p.name: p.ctl for p in procs}, what="memory node")
         self.plans = plans
         self.say = say
         self.seq = 0
         self.outcomes: list[VariantOutcome] = []
 
     async def start(self) -> None:
-        for name, s in self.streams.items():
-            await s.send_all(encode_frame({"t": "plan"}, msgpack.packb(self.plans[name])))
-        with trio.fail_after(30):
-            for name, s in self.streams.items():
-                frame = await read_frame(s, self.decs[name])
-                if frame is None or frame[0]["t"] != "ready":
-                    raise FabricError(f"memory node {name} failed to start (see above)")
-        t0 = time.monotonic_ns()
-        for s in self.streams.values():
-            await s.send_all(encode_header({"t": "go", "n": 0, "t0": t0}))
+        await self.nodes.start(self.plans, within=30)
+        await self.nodes.broadcast(Go(t0=time.monotonic_ns()))
 
     async def tasks(self, tasks: dict[str, dict]) -> dict[str, dict]:
         """Send one task to each named node (all at once) and collect every result."""
         results: dict[str, dict] = {}
         for name, t in tasks.items():
-            await self.streams[name].send_all(encode_frame({"t": "task"}, msgpack.packb(t)))
+            await self.nodes[name].send(Task(t))
 
         async def collect(name: str) -> None:
-            frame = await read_frame(self.streams[name], self.decs[name])
-            if frame is None:
+            msg = await self.nodes[name].receive()
+            if not isinstance(msg, Result):
                 raise FabricError(f"memory node {name} died mid-run")
-            results[name] = msgpack.unpackb(frame[1], strict_map_key=False)
+            results[name] = msg.body
             if "error" in results[name]:
                 raise FabricError(f"memory node {name}: {results[name]['error']}")
 
@@ -168,8 +156,7 @@ class _Driver:
         return self.seq
 
     async def stop(self) -> None:
-        for s in self.streams.values():
-            await s.send_all(encode_header({"t": "stop", "n": 0}))
+        await self.nodes.broadcast(Stop())
 
     # -- the runs -----------------------------------------------------------------------------
 

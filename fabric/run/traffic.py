@@ -17,20 +17,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import msgpack
 import trio
 
 from fabric.errors import FabricError
 from fabric.kv.content import pool_for
 from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.net.lifecycle import FabricState
-from fabric.node.runtime import read_frame
+from fabric.node.session import Done, Go, Nodes, Progress, Records, Stop
 from fabric.node.spawn import NodeProcess, reap, spawn_node
 from fabric.topology.document import Topology
 from fabric.traffic import Transfer, chunks_of, schedule
 from fabric.units import format_size
-from fabric.wire.frames import FrameDecoder, encode_frame, encode_header
 from fabric.wire.udp import mss_for_mtu
 
 READY_TIMEOUT = 30.0
@@ -139,9 +138,9 @@ def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) 
 
 
 def _plan_for(name: str, state: FabricState, topo: Topology,
-              transfers: list[Transfer]) -> bytes:
+              transfers: list[Transfer]) -> dict[str, Any]:
     mss = mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500))
-    return msgpack.packb({
+    return {
         "address": state.nodes[name]["loopback"],
         "peers": {n: v["loopback"] for n, v in state.nodes.items()},
         "classes": {c.name: {"dscp": c.dscp, "tcp_cc": c.tcp_cc} for c in topo.classes},
@@ -151,7 +150,7 @@ def _plan_for(name: str, state: FabricState, topo: Topology,
         "udp_mss": mss,
         "udp_window": udp_windows(name, topo, transfers, mss),
         "roce": roce_plan(name, topo, transfers),
-    })
+    }
 
 
 def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
@@ -189,52 +188,39 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
 async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Transfer],
                        procs: list[NodeProcess], result: RunResult, run_timeout: float,
                        progress: Callable[[str, bool], None] | None) -> None:
-    streams = {p.name: trio.SocketStream(trio.socket.from_stdlib_socket(p.ctl)) for p in procs}
-    decoders = {p.name: FrameDecoder() for p in procs}
+    nodes = Nodes({p.name: p.ctl for p in procs})
     total = sum(t.nbytes for t in transfers)
-    rx: dict[str, int] = dict.fromkeys(streams, 0)
+    rx: dict[str, int] = {p.name: 0 for p in procs}
     done: set[str] = set()
     dead: dict[str, str] = {}
     all_done = trio.Event()
     node_gone = trio.Event()
 
-    for p in procs:
-        await streams[p.name].send_all(encode_frame({"t": "plan"},
-                                                    _plan_for(p.name, state, topo, transfers)))
-    with trio.move_on_after(READY_TIMEOUT) as ready_scope:
-        for p in procs:
-            frame = await read_frame(streams[p.name], decoders[p.name])
-            if frame is None or frame[0]["t"] != "ready":
-                raise FabricError(f"node {p.name} failed to start (its error is above)")
-    if ready_scope.cancelled_caught:
-        raise FabricError(f"nodes did not get ready within {READY_TIMEOUT:.0f} s")
+    await nodes.start({p.name: _plan_for(p.name, state, topo, transfers) for p in procs},
+                      READY_TIMEOUT)
     result.ready_seconds = time.monotonic() - result.ready_seconds
 
     t0 = time.monotonic_ns() + START_LEAD_NS
     result.started_ns = t0
-    for p in procs:
-        await streams[p.name].send_all(encode_header({"t": "go", "n": 0, "t0": t0}))
+    await nodes.broadcast(Go(t0=t0))
 
     async def listen(p: NodeProcess) -> None:
         while True:
-            frame = await read_frame(streams[p.name], decoders[p.name])
-            if frame is None:
+            msg = await nodes[p.name].receive()
+            if msg is None:
                 if p.name not in done:
                     dead[p.name] = "died"
                     result.died.append(p.name)  # its exit status is read after the run
                     node_gone.set()
                 return
-            header, payload = frame
-            if header["t"] == "progress":
-                rx[p.name] = header["rx"]
-            elif header["t"] == "records":
-                data = msgpack.unpackb(payload)
-                result.chunk_records += [ChunkRecord(*r) for r in data["chunks"]]
-                result.transfer_records += [TransferRecord(*r) for r in data["transfers"]]
-            elif header["t"] == "done":
-                result.node_memory[p.name] = (header.get("rss_start_kb", 0),
-                                              header.get("hwm_kb", 0))
-                result.transport[p.name] = header.get("transport", {})
+            if isinstance(msg, Progress):
+                rx[p.name] = msg.rx
+            elif isinstance(msg, Records):
+                result.chunk_records += [ChunkRecord(*r) for r in msg.body["chunks"]]
+                result.transfer_records += [TransferRecord(*r) for r in msg.body["transfers"]]
+            elif isinstance(msg, Done):
+                result.node_memory[p.name] = (msg.rss_start_kb, msg.hwm_kb)
+                result.transport[p.name] = msg.transport
                 done.add(p.name)
                 if len(done) + len(dead) == len(procs):
                     all_done.set()
@@ -268,12 +254,8 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
                                  "what arrived by then is reported")
         if not all_done.is_set():
             # stop the live ones: each sends what it measured, then done
-            for p in procs:
-                if p.name not in done and p.name not in dead:
-                    try:
-                        await streams[p.name].send_all(encode_header({"t": "stop", "n": 0}))
-                    except trio.BrokenResourceError:
-                        pass
+            await nodes.broadcast(Stop(), [p.name for p in procs
+                                            if p.name not in done and p.name not in dead])
             with trio.move_on_after(STOP_GRACE):
                 await all_done.wait()
         nursery.cancel_scope.cancel()

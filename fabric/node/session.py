@@ -1,0 +1,226 @@
+"""The control channel between a runner and its node processes: typed messages, and both ends.
+
+Every runner (`fabric.run.traffic`, `.lpu`, `.memory`) and every node program it forks
+(`fabric.node.runtime`, `fabric.lpu.executor`, `fabric.memsw.endpoint`) speaks this one
+protocol over the socket pair `fabric.node.spawn` makes, as frames of `fabric.wire.frames`:
+
+    runner -> node   Plan(body)                 what the node is to do
+    node -> runner   Ready()                    sockets bound, waiting
+    runner -> node   Go(t0, now)                the shared start time (CLOCK_MONOTONIC ns)
+    then, per kind:  Progress(rx, tx), Records(body)     node -> runner (traffic, LPU)
+                     Task(body) -> Result(body)          runner -> node -> runner (memory)
+                     Sync(now)                           runner -> node (LPU clock resync)
+    runner -> node   Stop()                     end now, report what you have
+    node -> runner   Done(...)                  the last word (traffic)
+
+A message is a frozen dataclass (named, validated event classes, as h11 has); `body` fields
+travel as the frame's msgpack payload, the others in its header. `Channel` is one end of the
+socket; `Nodes` is the runner's side of all of them (start every node and wait for its Ready,
+naming the one that fails; send Go; stop the rest).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import msgpack
+import trio
+
+from ..errors import FabricError
+from ..wire.frames import (
+    CLOSED,
+    NEED_DATA,
+    FrameDecoder,
+    Header,
+    Payload,
+    ProtocolError,
+    encode_frame,
+    encode_header,
+)
+
+__all__ = ["Channel", "Done", "Go", "Message", "Nodes", "Plan", "Progress", "Ready", "Records",
+           "Result", "Stop", "Sync", "Task", "decode", "encode"]
+
+
+@dataclass(frozen=True)
+class _Message:
+    kind: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Plan(_Message):
+    kind = "plan"
+    body: Any
+
+
+@dataclass(frozen=True)
+class Ready(_Message):
+    kind = "ready"
+
+
+@dataclass(frozen=True)
+class Go(_Message):
+    kind = "go"
+    t0: int  # the shared start time
+    now: int = 0  # the runner's clock as it sent this (LPU nodes set their clocks by it)
+
+
+@dataclass(frozen=True)
+class Sync(_Message):
+    kind = "sync"
+    now: int
+
+
+@dataclass(frozen=True)
+class Stop(_Message):
+    kind = "stop"
+
+
+@dataclass(frozen=True)
+class Task(_Message):
+    kind = "task"
+    body: Any
+
+
+@dataclass(frozen=True)
+class Result(_Message):
+    kind = "result"
+    body: Any
+
+
+@dataclass(frozen=True)
+class Progress(_Message):
+    kind = "progress"
+    rx: int
+    tx: int
+
+
+@dataclass(frozen=True)
+class Records(_Message):
+    kind = "records"
+    body: Any
+
+
+@dataclass(frozen=True)
+class Done(_Message):
+    kind = "done"
+    rss_start_kb: int = 0
+    hwm_kb: int = 0
+    transport: dict[str, int] = field(default_factory=dict)
+
+
+Message = Plan | Ready | Go | Sync | Stop | Task | Result | Progress | Records | Done
+_KINDS: dict[str, type[_Message]] = {c.kind: c for c in (Plan, Ready, Go, Sync, Stop, Task,
+                                                          Result, Progress, Records, Done)}
+
+
+def encode(msg: _Message) -> bytes:
+    """One frame: the header holds the kind and the fields, a `body` is the msgpack payload."""
+    header: dict[str, Any] = {"t": msg.kind}
+    for f in fields(msg):
+        if f.name != "body":
+            header[f.name] = getattr(msg, f.name)
+    if hasattr(msg, "body"):
+        return encode_frame(header, msgpack.packb(msg.body))
+    return encode_header({**header, "n": 0})
+
+
+def decode(header: Mapping[str, Any], payload: bytes = b"") -> Message:
+    """The message one frame holds; ProtocolError for a kind or field this protocol lacks."""
+    cls = _KINDS.get(header.get("t", ""))
+    if cls is None:
+        raise ProtocolError(f"unknown control message {header.get('t')!r}")
+    kw = {k: v for k, v in header.items() if k not in ("t", "n")}
+    if any(f.name == "body" for f in fields(cls)):
+        kw["body"] = msgpack.unpackb(payload, strict_map_key=False) if payload else None
+    try:
+        msg = cls(**kw)
+    except TypeError as e:
+        raise ProtocolError(f"control message {cls.kind!r}: {e}") from None
+    return msg  # type: ignore[return-value]  # every class in _KINDS is one of Message's
+
+
+class Channel:
+    """One end of a control socket: typed messages out and in."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._decoder = FrameDecoder()
+        self._lock = trio.Lock()  # several tasks of a node may report at once
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Channel:
+        """The node's end, from the descriptor `fabric.node.spawn` hands it."""
+        return cls(trio.SocketStream(trio.socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)))
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> Channel:
+        """The runner's end of a node's socket pair."""
+        return cls(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+
+    async def send(self, msg: _Message) -> None:
+        async with self._lock:
+            await self.stream.send_all(encode(msg))
+
+    async def receive(self) -> Message | None:
+        """The next message, or None once the other end has closed (or died)."""
+        header: dict[str, Any] | None = None
+        dec = self._decoder
+        while True:
+            ev = dec.next_event()
+            if ev is NEED_DATA:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None  # the other end died: same as closed
+                dec.receive_data(data)
+                continue
+            if ev is CLOSED:
+                return None
+            if isinstance(ev, Header):
+                if ev["n"] == 0:
+                    return decode(ev)
+                header = dict(ev)
+                continue
+            if isinstance(ev, Payload):
+                assert header is not None
+                return decode(header, bytes(ev.data))
+
+
+class Nodes:
+    """The runner's side of every node's channel, by node name."""
+
+    def __init__(self, procs: Mapping[str, socket.socket], what: str = "node") -> None:
+        self.channels = {name: Channel.from_socket(sock) for name, sock in procs.items()}
+        self.what = what  # "node", "LPU node", "memory node": how errors name one
+
+    def __getitem__(self, name: str) -> Channel:
+        return self.channels[name]
+
+    async def start(self, plans: Mapping[str, Any], within: float) -> None:
+        """Send each node its plan and wait for every Ready; FabricError names the first
+        node that closes instead (its own error is on stderr) or `within` seconds passing."""
+        for name, body in plans.items():
+            try:
+                await self.channels[name].send(Plan(body))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise FabricError(f"{self.what} {name} failed to start (its error is "
+                                  "above)") from None
+        with trio.move_on_after(within) as scope:
+            for name in plans:
+                msg = await self.channels[name].receive()
+                if not isinstance(msg, Ready):
+                    raise FabricError(f"{self.what} {name} failed to start (its error is above)")
+        if scope.cancelled_caught:
+            raise FabricError(f"{self.what}s did not get ready within {within:.0f} s")
+
+    async def broadcast(self, msg: _Message, names: list[str] | None = None) -> None:
+        """`msg` to every node (or those named); a node already gone is passed over."""
+        for name in names if names is not None else list(self.channels):
+            try:
+                await self.channels[name].send(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
