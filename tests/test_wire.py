@@ -590,3 +590,30 @@ def test_truncated_nack_list_limits_the_horizon() -> None:
         rx.on_data(seq, seq * 1000, 1000, 0)
     assert rx.make_ack() == (0, [0, 2])
     assert rx.horizon == 4  # seq 4 is missing but not listed: the horizon stops there
+
+
+def test_the_chunk_frame_round_trips_and_is_told_from_others() -> None:
+    """Every transport sends and reads a chunk through these; an ack and other frames are
+    not chunks, a chunk missing a field is a ProtocolError."""
+    from fabric.wire.frames import (
+        ChunkHeader,
+        acked,
+        chunk_header,
+        encode_ack,
+        encode_chunk_header,
+    )
+
+    def first(data: bytes) -> object:
+        dec = FrameDecoder()
+        dec.receive_data(data)
+        return dec.next_event()
+
+    ev = first(encode_chunk_header(7, 2, 5, 1024, b"\x01" * 8, 100, 200) + bytes(1024))
+    assert chunk_header(ev) == ChunkHeader(7, 2, 5, 1024, b"\x01" * 8, 100, 200)
+    assert acked(ev) is None
+    ack = first(encode_ack(7))
+    assert acked(ack) == 7
+    assert chunk_header(ack) is None
+    assert chunk_header(NEED_DATA) is None
+    with pytest.raises(ProtocolError, match="chunk frame without 'd'"):
+        chunk_header(first(encode_header({"t": "chunk", "n": 0, "x": 1, "i": 0, "c": 1})))

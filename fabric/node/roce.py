@@ -35,7 +35,7 @@ from ..roce import wire
 from ..roce.transport import QpReceiver, QpSender, RoceProtocolError
 from ..switch.pfc import PFC_PORT, unpack_pfc
 from ..traffic import Transfer, chunks_of
-from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
+from ..wire.frames import MAX_HEADER, FrameDecoder, chunk_header, encode_chunk_header
 from .transport import NodeSide, Transport
 
 ROCE_PORT = 4791
@@ -324,12 +324,13 @@ class RoceEndpoint:
         dec = FrameDecoder()
         dec.receive_data(memoryview(buf)[: 4 + MAX_HEADER])  # type: ignore[arg-type]
         ev = dec.next_event()
-        if not isinstance(ev, Header) or ev["t"] != "chunk":
+        chunk = chunk_header(ev)
+        if chunk is None:
             return
-        n = ev["n"]
+        n = chunk.nbytes
         view = buf[buf.nbytes - n:]
-        ok = digest(view) == ev["d"]
-        self.node.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], rx.t_first,
+        ok = digest(view) == chunk.digest
+        self.node.on_chunk(chunk.xfer, chunk.index, n, chunk.t_start, chunk.t_send, rx.t_first,
                            time.monotonic_ns(), ok)
 
     # PFC
@@ -430,9 +431,8 @@ def _unit(node: NodeSide, tr: Transfer, spec: Any, nchunks: int, t_start: int) -
     buf = np.empty(HEADER_ROOM + spec.nbytes, dtype=np.uint8)
     payload = buf[HEADER_ROOM:]
     payload[:] = chunk_view(spec, node.cfg.seed)
-    header = encode_header({"t": "chunk", "n": spec.nbytes, "x": tr.id, "i": spec.index,
-                            "c": nchunks, "d": digest(payload), "s": t_start,
-                            "ts": time.monotonic_ns()})
+    header = encode_chunk_header(tr.id, spec.index, nchunks, spec.nbytes, digest(payload),
+                                 t_start, time.monotonic_ns())
     assert len(header) <= HEADER_ROOM
     start = HEADER_ROOM - len(header)
     buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)

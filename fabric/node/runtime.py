@@ -37,10 +37,12 @@ from ..wire.frames import (
     CLOSED,
     NEED_DATA,
     FrameDecoder,
-    Header,
     Payload,
-    encode_header,
+    chunk_header,
+    encode_ack,
+    encode_chunk_header,
 )
+from ..wire.frames import acked as acked_transfer
 from .session import Channel, Done, Go, Plan, Progress, Ready, Records
 from .transport import NodeConfig, transport
 
@@ -195,10 +197,10 @@ class Node:
                     chunks = chunks_of(tr)
                     for spec in chunks:
                         payload = chunk_view(spec, self.cfg.seed)  # sent from the pool itself
-                        header = {"t": "chunk", "n": spec.nbytes, "x": tr.id, "i": spec.index,
-                                  "c": len(chunks), "d": digest(payload), "s": t_start,
-                                  "ts": time.monotonic_ns()}
-                        await _send_all(sock, encode_header(header))
+                        header = encode_chunk_header(tr.id, spec.index, len(chunks),
+                                                     spec.nbytes, digest(payload), t_start,
+                                                     time.monotonic_ns())
+                        await _send_all(sock, header)
                         await _send_all(sock, memoryview(payload))  # type: ignore[arg-type]
                         self.tx_bytes += spec.nbytes
                     await acked[tr.id].wait()
@@ -216,8 +218,9 @@ class Node:
                 continue
             if ev is CLOSED:
                 return
-            if isinstance(ev, Header) and ev["t"] == "ack" and ev["x"] in acked:
-                acked[ev["x"]].set()
+            xfer = acked_transfer(ev)
+            if xfer in acked:
+                acked[xfer].set()
 
     def transport_stats(self) -> dict[str, int]:
         """Counters of the node's own transports (retransmissions and the like)."""
@@ -242,11 +245,11 @@ class Node:
                     return
                 if isinstance(ev, Payload):
                     continue
-                assert isinstance(ev, Header)
-                if ev["t"] != "chunk":
+                chunk = chunk_header(ev)
+                if chunk is None:
                     continue
                 t_first = time.monotonic_ns()
-                n = ev["n"]
+                n = chunk.nbytes
                 if buf.nbytes < n:
                     buf = np.empty(n, dtype=np.uint8)
                 view = memoryview(buf)[:n]  # type: ignore[arg-type]
@@ -269,9 +272,10 @@ class Node:
                 if lowat != 1:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
                 t_last = time.monotonic_ns()
-                ok = digest(buf[:n]) == ev["d"]
-                if self.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], t_first, t_last, ok):
-                    await _send_all(sock, encode_header({"t": "ack", "n": 0, "x": ev["x"]}))
+                ok = digest(buf[:n]) == chunk.digest
+                if self.on_chunk(chunk.xfer, chunk.index, n, chunk.t_start, chunk.t_send,
+                                 t_first, t_last, ok):
+                    await _send_all(sock, encode_ack(chunk.xfer))
 
     def on_chunk(self, tid: int, index: int, nbytes: int, t_start: int, t_send: int,
                  t_first: int, t_last: int, ok: bool) -> bool:

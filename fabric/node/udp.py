@@ -20,7 +20,7 @@ import trio
 
 from ..kv.content import chunk_view, digest
 from ..traffic import Transfer, chunks_of
-from ..wire.frames import MAX_HEADER, FrameDecoder, Header, encode_header
+from ..wire.frames import MAX_HEADER, FrameDecoder, chunk_header, encode_chunk_header
 from ..wire.udp import ACK, DATA, FIN, UdpReceiver, UdpSender, pack_segment, unpack_segment
 from .transport import NodeSide, Transport
 
@@ -107,12 +107,14 @@ class UdpEndpoint:
         # the header, not the payload
         dec.receive_data(memoryview(inb.buf)[: 4 + MAX_HEADER])  # type: ignore[arg-type]
         ev = dec.next_event()
-        if not isinstance(ev, Header) or ev["t"] != "chunk":
+        chunk = chunk_header(ev)
+        if chunk is None:
             return
-        n = ev["n"]
+        n = chunk.nbytes
         view = inb.buf[inb.buf.nbytes - n:]
-        ok = digest(view) == ev["d"]
-        self.node.on_chunk(ev["x"], ev["i"], n, ev["s"], ev["ts"], inb.t_first, now, ok)
+        ok = digest(view) == chunk.digest
+        self.node.on_chunk(chunk.xfer, chunk.index, n, chunk.t_start, chunk.t_send,
+                           inb.t_first, now, ok)
 
     async def send_unit(self, dst: str, unit: np.ndarray, tos: int) -> None:
         """Move one chunk's frame reliably; returns when the receiver has all of it."""
@@ -184,9 +186,8 @@ async def udp_sender(node: NodeSide, dst: str, cls: str,
                 buf = np.empty(HEADER_ROOM + spec.nbytes, dtype=np.uint8)
             payload = buf[HEADER_ROOM: HEADER_ROOM + spec.nbytes]
             payload[:] = chunk_view(spec, node.cfg.seed)
-            header = encode_header({"t": "chunk", "n": spec.nbytes, "x": tr.id,
-                                    "i": spec.index, "c": len(chunks), "d": digest(payload),
-                                    "s": t_start, "ts": time.monotonic_ns()})
+            header = encode_chunk_header(tr.id, spec.index, len(chunks), spec.nbytes,
+                                         digest(payload), t_start, time.monotonic_ns())
             assert len(header) <= HEADER_ROOM
             start = HEADER_ROOM - len(header)
             buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)

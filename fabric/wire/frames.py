@@ -46,12 +46,17 @@ from fabric.errors import FabricError
 
 __all__ = [
     "CLOSED",
+    "ChunkHeader",
     "MAX_HEADER",
     "NEED_DATA",
     "FrameDecoder",
     "Header",
     "Payload",
     "ProtocolError",
+    "acked",
+    "chunk_header",
+    "encode_ack",
+    "encode_chunk_header",
     "encode_frame",
     "encode_header",
 ]
@@ -118,6 +123,51 @@ def encode_header(header: dict[str, Any]) -> bytes:
 def encode_frame(header: dict[str, Any], payload: bytes | memoryview = b"") -> bytes:
     """A whole small frame as one bytes object; sets `n` from the payload. Not for KV data."""
     return encode_header({**header, "n": len(payload)}) + bytes(payload)
+
+
+# ---- the KV chunk frame: what every transport (TCP, UDP, RoCE) carries --------------------
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """A KV chunk frame's header, as a receiver reads it."""
+
+    xfer: int  # the transfer's id
+    index: int  # the chunk's index in its transfer
+    count: int  # chunks in the transfer
+    nbytes: int  # payload bytes
+    digest: bytes  # of the payload, checked on arrival
+    t_start: int  # when the transfer became ready at the sender (CLOCK_MONOTONIC ns)
+    t_send: int  # when this chunk left
+
+
+def encode_chunk_header(xfer: int, index: int, count: int, nbytes: int, digest: bytes,
+                        t_start: int, t_send: int) -> bytes:
+    """A chunk frame's prefix and header; the `nbytes` payload follows it."""
+    return encode_header({"t": "chunk", "n": nbytes, "x": xfer, "i": index, "c": count,
+                          "d": digest, "s": t_start, "ts": t_send})
+
+
+def chunk_header(ev: object) -> ChunkHeader | None:
+    """The chunk a decoded `Header` announces, or None when it is another frame."""
+    if not isinstance(ev, Header) or ev["t"] != "chunk":
+        return None
+    try:
+        return ChunkHeader(ev["x"], ev["i"], ev["c"], ev["n"], ev["d"], ev["s"], ev["ts"])
+    except KeyError as e:
+        raise ProtocolError(f"chunk frame without {e.args[0]!r}") from None
+
+
+def encode_ack(xfer: int) -> bytes:
+    """The receiver's frame confirming transfer `xfer` whole (TCP)."""
+    return encode_header({"t": "ack", "n": 0, "x": xfer})
+
+
+def acked(ev: object) -> int | None:
+    """The transfer an ack frame confirms, or None when it is another frame."""
+    if isinstance(ev, Header) and ev["t"] == "ack":
+        return int(ev["x"])
+    return None
 
 
 class FrameDecoder:
