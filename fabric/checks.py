@@ -7,12 +7,13 @@ machine (README, "Performance"): rerun it on your host and adjust if yours is fa
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 
 from .cc import resolve_cc
 from .topology.document import Topology
-from .topology.model import adjacency, bdp_bytes, queue_bytes
+from .topology.graph import adjacency, search
+from .topology.model import bdp_bytes, queue_bytes
 from .units import format_rate, format_time
 
 
@@ -51,19 +52,8 @@ def plural(n: int, noun: str) -> str:
 def equal_cost_paths(topo: Topology, src: str) -> dict[str, tuple[int, int]]:
     """dst -> (hops, number of equal-cost shortest paths) from `src`."""
     adj = adjacency(topo.links)
-    dist = {src: 0}
-    count = {src: 1}
-    queue = deque([src])
-    while queue:
-        n = queue.popleft()
-        for nb in adj.get(n, ()):
-            if nb not in dist:
-                dist[nb] = dist[n] + 1
-                count[nb] = count[n]
-                queue.append(nb)
-            elif dist[nb] == dist[n] + 1:
-                count[nb] += count[n]
-    return {d: (dist[d], count[d]) for d in dist if d != src}
+    found = search(src, lambda n: adj.get(n, ()))
+    return {d: (found.hops[d], found.paths[d]) for d in found.hops if d != src}
 
 
 def path_summary(topo: Topology) -> list[str]:

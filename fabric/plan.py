@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import TopologyError
 from .topology.document import Topology
+from .topology.graph import search
 from .topology.model import Link, Shape, queue_bytes
 
 BACKENDS = ("netem", "userspace")
@@ -417,7 +417,7 @@ def compute_routes(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> list[Ad
         routes.append(AddRoute(nodes[n].netns, "default", hops, src))
 
     for dst in nodes:
-        dist = _bfs(adj, dst)
+        dist = search(dst, lambda n: (nb for nb, _, _ in adj[n])).hops
         for n, d in dist.items():
             if n == dst or n in single:
                 continue
@@ -426,18 +426,6 @@ def compute_routes(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> list[Ad
                                    nodes[n].loopback))
     routes.sort(key=lambda r: (r.netns, r.dst))
     return routes
-
-
-def _bfs(adj: dict[str, list[tuple[str, str, str]]], start: str) -> dict[str, int]:
-    dist = {start: 0}
-    queue = deque([start])
-    while queue:
-        n = queue.popleft()
-        for nb, _, _ in adj[n]:
-            if nb not in dist:
-                dist[nb] = dist[n] + 1
-                queue.append(nb)
-    return dist
 
 
 # Every node forwards (a gateway or switch must; a host only does when routes make it transit),

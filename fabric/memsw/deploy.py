@@ -14,34 +14,21 @@ core adds its port-to-port latency, credit stalls and its own serialisation mode
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from fabric.errors import TopologyError
 from fabric.net.daemon import DaemonSpec
 from fabric.plan import FabricPlan
 from fabric.topology.document import Topology
-from fabric.topology.model import adjacency
+from fabric.topology.graph import adjacency, search
 
 
 def _next_hops(topo: Topology, switch: str, mem_switches: set[str]) -> dict[str, str]:
     """Owner node -> the neighbour of `switch` to reach it through memory switches."""
     adj = adjacency(topo.links)
-    out: dict[str, str] = {}
-    for first in adj.get(switch, []):
-        out.setdefault(first, first)
-    queue = deque((nb, nb) for nb in adj.get(switch, []) if nb in mem_switches)
-    seen = {switch} | {nb for nb, _ in queue}
-    while queue:
-        node, first = queue.popleft()
-        for nb in adj.get(node, []):
-            if nb in seen:
-                continue
-            seen.add(nb)
-            out.setdefault(nb, first)
-            if nb in mem_switches:
-                queue.append((nb, first))
-    return out
+    found = search(switch, lambda n: adj.get(n, []) if n == switch or n in mem_switches
+                   else ())
+    return {n: found.path(n)[1] for n in found.hops if n != switch}
 
 
 def _home(topo: Topology, members: tuple[str, ...], what: str, line: int | None,

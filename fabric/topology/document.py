@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .graph import adjacency
 from .model import (
     DEFAULT_CLASSES,
     LeafSpineInfo,
@@ -17,7 +18,6 @@ from .model import (
     Shape,
     SwitchSettings,
     TrafficClass,
-    adjacency,
 )
 
 if TYPE_CHECKING:

@@ -170,12 +170,3 @@ class LeafSpineInfo:
         if not self.uplink_bps or not self.downlink_bps or not self.spines:
             return None
         return (self.hosts_per_leaf * self.downlink_bps) / (len(self.spines) * self.uplink_bps)
-
-
-def adjacency(links: tuple[Link, ...] | list[Link]) -> dict[str, list[str]]:
-    """Node -> its neighbours over `links`, in link order (a node without links is absent)."""
-    adj: dict[str, list[str]] = {}
-    for link in links:
-        adj.setdefault(link.a, []).append(link.b)
-        adj.setdefault(link.b, []).append(link.a)
-    return adj

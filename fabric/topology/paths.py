@@ -13,11 +13,10 @@ count, and a leaf-spine's equal-cost paths have equal figures.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from fabric.topology.document import Topology
-from fabric.topology.model import adjacency
+from fabric.topology.graph import adjacency, search
 
 __all__ = ["PathFigures", "path_figures", "shortest_path"]
 
@@ -48,22 +47,7 @@ def shortest_path(topo: Topology, src: str, dst: str) -> list[str]:
     """One shortest path (hop count), lowest-named neighbour first: deterministic.
     KeyError when `src` and `dst` are not connected."""
     adj = adjacency(topo.links)
-    prev: dict[str, str | None] = {src: None}
-    queue = deque([src])
-    while queue:
-        n = queue.popleft()
-        if n == dst:
-            break
-        for nb in sorted(adj.get(n, ())):
-            if nb not in prev:
-                prev[nb] = n
-                queue.append(nb)
-    if dst not in prev:
-        raise KeyError(f"no path from {src} to {dst}")
-    path = [dst]
-    while (p := prev[path[-1]]) is not None:
-        path.append(p)
-    return path[::-1]
+    return search(src, lambda n: sorted(adj.get(n, ()))).path(dst)
 
 
 def path_figures(topo: Topology, src: str, dst: str) -> PathFigures:

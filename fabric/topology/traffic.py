@@ -270,22 +270,13 @@ def _rate(w: Walker, node: yaml.Node, path: str) -> float:
 
 def check_reachable(traffic: Traffic, links: list, source: str) -> None:
     """Every flow's senders must reach its receivers over the links (else it would hang)."""
-    from collections import deque
-
     from fabric.errors import TopologyError
-    from fabric.topology.model import adjacency
+    from fabric.topology.graph import adjacency, search
 
     adj = adjacency(links)
 
     def reach(start: str) -> set[str]:
-        seen = {start}
-        queue = deque([start])
-        while queue:
-            for nb in adj.get(queue.popleft(), ()):
-                if nb not in seen:
-                    seen.add(nb)
-                    queue.append(nb)
-        return seen
+        return set(search(start, lambda n: adj.get(n, ())).hops)
 
     for i, flow in enumerate(traffic.flows):
         dsts = flow.dst or flow.src
