@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .cc import resolve_cc
 from .topology.document import Topology
 from .topology.graph import adjacency, search
+from .topology.linkprops import LINK_PROPERTIES
 from .topology.model import bdp_bytes, queue_bytes
 from .units import format_rate, format_time
 
@@ -111,8 +112,9 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                 add("rate", where)
             if 0 < host.delay_ns < lim.min_delay_ns:
                 add("delay", where)
-            if shape.ecn_bytes is not None and backend == "netem":
-                add("ecn", where)
+            for prop in LINK_PROPERTIES:
+                if backend in prop.not_realised_by and prop.is_set(shape):
+                    add(f"unrealised:{prop.key}", where)
             explicit_queue = host.queue_bytes is not None or host.queue_packets is not None
             if host.rate_bps and explicit_queue and queue_bytes(host) < bdp_bytes(host):
                 add("queue", where)
@@ -127,8 +129,10 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
         "delay": f"delays on the host below {format_time(lim.min_delay_ns)}: the {backend} "
                  "backend adds ~0.17 ms per direction of its own, a large share of these; "
                  "a larger time_scale stretches delays",
-        "ecn": "ecn threshold is not realised by the netem backend (needs sch_red); "
-               "use --links userspace",
+        **{f"unrealised:{p.key}": f"{p.label} is not realised by the {backend} backend "
+           f"({p.not_realised_by[backend]}); use --links "
+           + " or ".join(b for b in LIMITS if b not in p.not_realised_by)
+           for p in LINK_PROPERTIES if backend in p.not_realised_by},
         "queue": "queue below one bandwidth-delay product (rate x round trip): a single TCP "
                  "flow cannot fill the link",
         "ecn-unshaped": "ecn threshold on a link without a rate: no queue builds there, so it "

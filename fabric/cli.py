@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .errors import FabricError
-from .units import format_loss, format_rate, format_size, format_time
+from .units import format_size
 
 LINK_CHOICES = click.Choice(["auto", "netem", "userspace"])
 
@@ -68,20 +68,13 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return format_table(rows, header, numeric=False)
 
 
-def _shape_cells(shape, queue_bytes: int | None = None) -> list[str]:  # noqa: ANN001
-    from .topology.model import queue_bytes as resolved_queue
+def _shape_cells(shape) -> list[str]:  # noqa: ANN001
+    """One `fabric check` cell per link property (`topology.linkprops`)."""
+    from .topology.linkprops import LINK_PROPERTIES
+    from .topology.model import queue_bytes
 
-    q = resolved_queue(shape) if queue_bytes is None else queue_bytes
-    queue = format_size(q) if shape.rate_bps else "-"  # no rate: nothing ever queues
-    return [
-        format_rate(shape.rate_bps) if shape.rate_bps else "unshaped",
-        format_time(shape.delay_ns),
-        format_time(shape.jitter_ns) if shape.jitter_ns else "-",
-        format_loss(shape.loss_ppm) if shape.loss_ppm else "-",
-        queue,
-        format_size(shape.ecn_bytes) if shape.ecn_bytes else "-",
-        str(shape.mtu),
-    ]
+    q = queue_bytes(shape)
+    return [p.cell(shape, q) for p in LINK_PROPERTIES]
 
 
 # ---- doctor ----------------------------------------------------------------------------
@@ -127,8 +120,9 @@ def check(file: str | None, links: str) -> None:
         rows.append([link.name, "->", *_shape_cells(link.forward)])
         if not link.symmetric:
             rows.append(["", "<-", *_shape_cells(link.reverse)])
-    click.echo(_table(rows, ["link", "", "rate", "delay", "jitter", "loss", "queue", "ecn",
-                             "mtu"]))
+    from .topology.linkprops import property_keys
+
+    click.echo(_table(rows, ["link", "", *property_keys()]))
     for info in topo.leaf_spines:
         o = info.oversubscription
         click.echo(f"leaf-spine {info.prefix or '(no prefix)'}: {len(info.spines)} spines, "

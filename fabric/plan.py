@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from .errors import TopologyError
 from .topology.document import Topology
 from .topology.graph import search
+from .topology.linkprops import at_switch_egress
 from .topology.model import Link, Shape, queue_bytes
 
 BACKENDS = ("netem", "userspace")
@@ -304,12 +305,9 @@ def roce_switches(topology: Topology) -> list[str]:
 
 
 def _link_layer(shape: Shape, roce: set[str], sender: str) -> Shape:
-    """What the link layer realises for a direction: a RoCE switch's egress port serialises
-    and queues itself, so the link keeps only delay, jitter and loss there."""
-    if sender not in roce:
-        return shape
-    return Shape(delay_ns=shape.delay_ns, jitter_ns=shape.jitter_ns, loss_ppm=shape.loss_ppm,
-                 mtu=shape.mtu)
+    """What the link layer realises for a direction: a RoCE switch's egress port serialises,
+    queues and marks itself (`topology.linkprops`)."""
+    return at_switch_egress(shape) if sender in roce else shape
 
 
 def _switch_plan(name: str, plan: FabricPlan) -> SwitchNodePlan:

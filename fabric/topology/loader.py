@@ -31,6 +31,7 @@ from yaml.nodes import MappingNode, ScalarNode
 from fabric.errors import TopologyError
 from fabric.topology.document import Topology
 from fabric.topology.generators import LeafSpineSpec, expand_leaf_spine, leaf_spine_names
+from fabric.topology.linkprops import LINK_PROPERTIES, property_keys, reverse_keys
 from fabric.topology.model import (
     DEFAULT_CLASSES,
     NODE_KINDS,
@@ -52,29 +53,26 @@ from fabric.topology.walker import (
 from fabric.units import (
     format_size,
     format_time,
-    parse_loss,
-    parse_queue,
-    parse_rate,
     parse_size,
-    parse_time,
 )
 
 __all__ = ["NAME_RE", "load_topology", "parse_topology"]
 
-MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
+_PROPERTY = {p.key: p for p in LINK_PROPERTIES}
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
              "links", "traffic", "lpu", "prfaas", "switches", "memory")
 _CLASS_KEYS = ("name", "dscp", "priority", "lossless", "tcp_cc", "weight", "strict", "ecn", "cc",
                "cc_params")
 _SWITCH_KEYS = ("buffer", "buffer_mode", "pfc", "xoff", "xon", "int")
-_LINK_PROPS = ("rate", "delay", "jitter", "loss", "queue", "mtu", "ecn")
-_REVERSE_PROPS = ("rate", "delay", "jitter", "loss", "queue", "ecn")
+_LINK_PROPS = property_keys()
+_REVERSE_PROPS = reverse_keys()
 _LINK_KEYS = ("endpoints", *_LINK_PROPS, "reverse")
 _GEN_LINK_KEYS = (*_LINK_PROPS, "reverse")
 _LEAF_SPINE_KEYS = ("prefix", "spines", "leaves", "hosts_per_leaf", "uplink", "downlink")
 _GENERATORS = ("leaf_spine",)
-_REVERSE_HINTS = {"mtu": "the mtu is per link, the same in both directions",
+_REVERSE_HINTS = {**{p.key: f"the {p.key} is per link, the same in both directions"
+                     for p in LINK_PROPERTIES if not p.per_direction},
                   "endpoints": "a reverse block only overrides properties"}
 
 
@@ -505,33 +503,17 @@ class _Parser(Walker):
         """Parse link property keys into `Shape` field values (only the keys present)."""
         out: dict[str, Any] = {}
         for key, (_, node) in f.items():
+            prop = _PROPERTY[key]  # mapping() already rejected unknown keys
             p = join_path(path, key)
-            if key == "rate":
-                out["rate_bps"] = self.unit(node, p, parse_rate, "a rate such as 40Mbps")
-            elif key == "delay":
-                out["delay_ns"] = self.unit(node, p, parse_time, "a time such as 15ms")
-            elif key == "jitter":
-                out["jitter_ns"] = self.unit(node, p, parse_time, "a time such as 1ms")
-            elif key == "loss":
-                out["loss_ppm"] = self.unit(node, p, parse_loss, "a loss such as 0.1%")
-            elif key == "queue":
-                # Setting either form replaces both, so a link can override a default byte
-                # limit with a packet limit.
-                out["queue_bytes"], out["queue_packets"] = self.unit(
-                    node, p, parse_queue, "a queue such as 256KiB or 100 packets")
-            elif key == "mtu":
-                mtu = self.unit(node, p, parse_size, "an MTU in bytes such as 1500")
-                if not MTU_MIN <= mtu <= MTU_MAX:
-                    raise self.error(node, p, f"mtu {mtu} is outside {MTU_MIN}..{MTU_MAX}")
-                out["mtu"] = mtu
-            elif key == "ecn":
-                # null/false switch marking off, e.g. to override a default threshold.
-                if self.is_null(node) or self.scalar(node, p, "a size") is False:
-                    out["ecn_bytes"] = None
-                else:
-                    out["ecn_bytes"] = self.unit(node, p, parse_size, "a size such as 64KiB")
-            else:  # pragma: no cover - mapping() already rejected unknown keys
-                raise self.error(node, p, f"unknown key '{key}'")
+            # null/false switch a nullable property off, e.g. to override a default
+            if prop.nullable and (self.is_null(node) or self.scalar(node, p, "a value") is False):
+                out.update(dict.fromkeys(prop.fields))
+                continue
+            value = self.unit(node, p, prop.parse, prop.expects)
+            if prop.bounds and not prop.bounds[0] <= value <= prop.bounds[1]:
+                raise self.error(node, p, f"{key} {value} is outside "
+                                 f"{prop.bounds[0]}..{prop.bounds[1]}")
+            out.update(prop.values(value))
         return out
 
     def _check_shapes(self, forward: Shape, reverse: Shape, node: yaml.Node, path: str,
