@@ -8,40 +8,14 @@ machine (README, "Performance"): rerun it on your host and adjust if yours is fa
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 from .cc import resolve_cc
+from .plan import LINK_BACKENDS, link_backend
 from .topology.document import Topology
 from .topology.graph import adjacency, search
 from .topology.linkprops import LINK_PROPERTIES
 from .topology.model import bdp_bytes, queue_bytes
 from .units import format_rate, format_time
-
-
-@dataclass(frozen=True)
-class BackendLimits:
-    max_rate_bps: int  # highest link rate delivered within 5% (TCP goodput vs its ceiling)
-    max_pps: int | None  # packets/s one link direction can carry (None: the kernel's, no cap)
-    min_delay_ns: int  # below this, the backend's own latency is a large part of the delay
-
-    def rate_limit(self, mtu: int) -> int:
-        """The accurate range at this MTU: the packet rate caps small-MTU links."""
-        if self.max_pps is None:
-            return self.max_rate_bps
-        return min(self.max_rate_bps, self.max_pps * mtu * 8)
-
-
-LIMITS = {
-    # netem + tbf in the kernel: Mininet documents netem links accurate to ~1 Gbit/s; tbf on
-    # veth measured TCP goodput 0.96 / 0.956 / 0.953 of 100M / 1G / 5G here.
-    "netem": BackendLimits(max_rate_bps=5_000_000_000, max_pps=None, min_delay_ns=100_000),
-    # userspace, measured by scripts/bench_links.py on the 2-core machine: TCP goodput within
-    # 1% of its header ceiling to 1 Gbit/s at MTU 1500 and 5 Gbit/s at MTU 9000 (the engine
-    # moves ~85k packets/s); each traversal adds ~0.17 ms, so delays under 1 ms are mostly
-    # the engine's own.
-    "userspace": BackendLimits(max_rate_bps=5_000_000_000, max_pps=85_000,
-                               min_delay_ns=1_000_000),
-}
 
 
 def plural(n: int, noun: str) -> str:
@@ -88,7 +62,7 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
 
     One warning per kind of problem, naming the links (and their lines) it concerns.
     """
-    lim = LIMITS[backend]
+    lim = link_backend(backend).limits
     found: dict[str, list[str]] = {}
     ts = topo.time_scale
     need_scale = 1.0
@@ -131,7 +105,7 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                  "a larger time_scale stretches delays",
         **{f"unrealised:{p.key}": f"{p.label} is not realised by the {backend} backend "
            f"({p.not_realised_by[backend]}); use --links "
-           + " or ".join(b for b in LIMITS if b not in p.not_realised_by)
+           + " or ".join(b for b in LINK_BACKENDS if b not in p.not_realised_by)
            for p in LINK_PROPERTIES if backend in p.not_realised_by},
         "queue": "queue below one bandwidth-delay product (rate x round trip): a single TCP "
                  "flow cannot fill the link",
@@ -185,4 +159,4 @@ def cc_warnings(topo: Topology) -> list[str]:
     return out
 
 
-__all__ = ["LIMITS", "backend_warnings", "cc_warnings", "equal_cost_paths", "path_summary"]
+__all__ = ["backend_warnings", "cc_warnings", "equal_cost_paths", "path_summary"]

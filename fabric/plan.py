@@ -37,7 +37,6 @@ from .topology.graph import search
 from .topology.linkprops import at_switch_egress
 from .topology.model import Link, Shape, queue_bytes
 
-BACKENDS = ("netem", "userspace")
 NETNS_PREFIX = "fab"
 
 
@@ -238,11 +237,16 @@ class FabricPlan:
     def namespaces(self) -> list[str]:
         return [n.netns for n in self.nodes.values()]
 
+    @property
+    def link_backend(self) -> LinkBackend:
+        return link_backend(self.backend)
+
 
 def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) -> FabricPlan:
     """Compute names, addresses, routes and the ordered kernel steps for `topology`."""
-    if backend not in BACKENDS:
-        raise TopologyError(f"unknown link backend {backend!r} (choose {' or '.join(BACKENDS)})")
+    if backend not in LINK_BACKENDS:
+        raise TopologyError(f"unknown link backend {backend!r} (choose "
+                            f"{' or '.join(LINK_BACKENDS)})")
     run_id = run_id or new_run_id()
     ts = topology.time_scale
     link_net = ipaddress.ip_network(topology.link_subnet)
@@ -389,7 +393,7 @@ def _check_kernel_limits(lp: LinkPlan, backend: str, source: str) -> None:
         if shape.delay_ns + shape.jitter_ns > MAX_DELAY_NS:
             fail(f"delay {format_time(shape.delay_ns + shape.jitter_ns)} on the host is beyond "
                  f"{format_time(MAX_DELAY_NS)}: lower it or time_scale")
-        in_kernel = shape.rate_bps is not None and (backend == "netem" or not lp.engine_rate)
+        in_kernel = shape.rate_bps is not None and link_backend(backend).kernel_rate(lp)
         if in_kernel and shape.rate_bps > TBF_MAX_BPS:  # type: ignore[operator]
             fail(f"rate {format_rate(shape.rate_bps)} on the host is above what the kernel's "
                  f"tbf can shape ({format_rate(TBF_MAX_BPS)}): raise time_scale")
@@ -453,26 +457,9 @@ def _steps(plan: FabricPlan) -> list[Step]:
             steps.append(SetSysctl(n.netns, "net/ipv4/ip_forward", "0"))
         steps.append(SetUp(n.netns, "lo"))
         steps.append(AddAddress(n.netns, "lo", n.loopback, 32))
+    backend = link_backend(plan.backend)
     for lp in plan.links:
-        mtu = lp.link.forward.mtu
-        if plan.backend == "netem":
-            steps.append(AddVeth(lp.a.netns, lp.a.dev, lp.b.netns, lp.b.dev, mtu))
-            if plan.switches:
-                steps.extend(SetOffloadsOff(end.netns, end.dev) for end in (lp.a, lp.b))
-        else:
-            for end in (lp.a, lp.b):
-                steps.append(AddTun(end.netns, end.dev, mtu, txqueuelen=1000))
-        for end, shape, queue in ((lp.a, lp.a_egress, lp.a_queue_bytes),
-                                  (lp.b, lp.b_egress, lp.b_queue_bytes)):
-            steps.append(AddAddress(end.netns, end.dev, end.address, end.prefixlen))
-            steps.append(SetUp(end.netns, end.dev))
-            if plan.backend == "netem":
-                if _needs_netem(shape):
-                    steps.append(SetNetem(end.netns, end.dev, shape, queue))
-                elif shape.rate_bps:
-                    steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
-            elif shape.rate_bps and not lp.engine_rate:
-                steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
+        steps.extend(backend.link_steps(lp, switches=bool(plan.switches)))
     steps.extend(plan.routes)
     hosts = tuple((n.loopback, n.name) for n in plan.nodes.values())
     for n in plan.nodes.values():
@@ -504,3 +491,103 @@ def engine_serialises(a: Shape, b: Shape, *, lpu: bool) -> bool:
     slow = any(s.mtu * 8 * 1_000_000_000 // s.rate_bps >= SERIALISATION_VISIBLE_NS
                for s in shaped if s.rate_bps is not None)
     return bool(shaped) and (lpu or slow or any(s.ecn_bytes is not None for s in shaped))
+
+
+# ---- link backends ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendLimits:
+    """What a link backend delivers within 5% on the 2-core class of host (`fabric check`)."""
+
+    max_rate_bps: int  # highest link rate delivered within 5% (TCP goodput vs its ceiling)
+    max_pps: int | None  # packets/s one link direction can carry (None: the kernel's, no cap)
+    min_delay_ns: int  # below this, the backend's own latency is a large part of the delay
+
+    def rate_limit(self, mtu: int) -> int:
+        """The accurate range at this MTU: the packet rate caps small-MTU links."""
+        if self.max_pps is None:
+            return self.max_rate_bps
+        return min(self.max_rate_bps, self.max_pps * mtu * 8)
+
+
+class LinkBackend:
+    """How one kind of link is built and shaped: the kernel steps of each link, whether a
+    link-engine process relays the links (and counts their packets), whether links carry
+    Ethernet frames (a RoCE switch then writes its peers' MAC addresses), and where its
+    figures stay accurate. `--links NAME` picks one (`net.doctor.choose_backend`)."""
+
+    name: str = ""
+    engine: bool = False
+    ethernet: bool = False
+    limits: BackendLimits
+
+    def link_steps(self, lp: LinkPlan, *, switches: bool) -> list[Step]:
+        raise NotImplementedError
+
+    def kernel_rate(self, lp: LinkPlan) -> bool:
+        """Whether the kernel's tbf shapes `lp`'s rate (else the engine serialises it)."""
+        return True
+
+    def _ends(self, lp: LinkPlan) -> list[tuple[Endpoint, Shape, int]]:
+        return [(lp.a, lp.a_egress, lp.a_queue_bytes), (lp.b, lp.b_egress, lp.b_queue_bytes)]
+
+
+class NetemBackend(LinkBackend):
+    """veth pairs; netem (delay, jitter, loss) with tbf inside it for the rate, tbf alone
+    for a rate without delay. Needs `sch_netem` (native, or in a guest kernel)."""
+
+    name = "netem"
+    ethernet = True
+    # Mininet documents netem links accurate to ~1 Gbit/s; tbf on veth measured TCP goodput
+    # 0.96 / 0.956 / 0.953 of 100M / 1G / 5G on the development machine.
+    limits = BackendLimits(max_rate_bps=5_000_000_000, max_pps=None, min_delay_ns=100_000)
+
+    def link_steps(self, lp: LinkPlan, *, switches: bool) -> list[Step]:
+        steps: list[Step] = [AddVeth(lp.a.netns, lp.a.dev, lp.b.netns, lp.b.dev,
+                                     lp.link.forward.mtu)]
+        if switches:  # a switch process reads whole frames: no offloads merging them
+            steps.extend(SetOffloadsOff(end.netns, end.dev) for end in (lp.a, lp.b))
+        for end, shape, queue in self._ends(lp):
+            steps += [AddAddress(end.netns, end.dev, end.address, end.prefixlen),
+                      SetUp(end.netns, end.dev)]
+            if _needs_netem(shape):
+                steps.append(SetNetem(end.netns, end.dev, shape, queue))
+            elif shape.rate_bps:
+                steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
+        return steps
+
+
+class UserspaceBackend(LinkBackend):
+    """A TUN device at each end, relayed by the link engine (`net/engine.py`), which delays,
+    jitters, drops and (where `engine_serialises`) serialises; kernel tbf shapes the rate of
+    the other links."""
+
+    name = "userspace"
+    engine = True
+    # measured by scripts/bench_links.py on the 2-core machine: TCP goodput within 1% of its
+    # header ceiling to 1 Gbit/s at MTU 1500 and 5 Gbit/s at MTU 9000 (the engine moves ~85k
+    # packets/s); each traversal adds ~0.17 ms, so delays under 1 ms are mostly the engine's.
+    limits = BackendLimits(max_rate_bps=5_000_000_000, max_pps=85_000, min_delay_ns=1_000_000)
+
+    def link_steps(self, lp: LinkPlan, *, switches: bool) -> list[Step]:
+        steps: list[Step] = [AddTun(end.netns, end.dev, lp.link.forward.mtu, txqueuelen=1000)
+                             for end in (lp.a, lp.b)]
+        for end, shape, queue in self._ends(lp):
+            steps += [AddAddress(end.netns, end.dev, end.address, end.prefixlen),
+                      SetUp(end.netns, end.dev)]
+            if shape.rate_bps and not lp.engine_rate:
+                steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
+        return steps
+
+    def kernel_rate(self, lp: LinkPlan) -> bool:
+        return not lp.engine_rate
+
+
+LINK_BACKENDS: dict[str, LinkBackend] = {b.name: b for b in (NetemBackend(), UserspaceBackend())}
+BACKENDS = tuple(LINK_BACKENDS)
+
+
+def link_backend(name: str) -> LinkBackend:
+    """The link backend `name` (KeyError if there is none)."""
+    return LINK_BACKENDS[name]

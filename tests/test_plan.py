@@ -234,3 +234,27 @@ def test_what_the_kernel_cannot_shape_is_an_error_before_anything_is_built():
     t = topo({"a": "host", "b": "host"}, [("a", "b", big_queue)])
     with pytest.raises(TopologyError, match=r"queue .* is above the kernel's tbf limit"):
         plan_fabric(t, backend="userspace")
+
+
+def test_link_backends_say_how_links_are_built() -> None:
+    """The two link backends behind one interface: veth with netem/tbf and Ethernet frames,
+    or TUN relayed by the engine (which counts the packets); unknown names are refused."""
+    from fabric.errors import TopologyError
+    from fabric.plan import LINK_BACKENDS, AddTun, AddVeth, SetNetem, link_backend, plan_fabric
+    from fabric.topology import parse_topology
+
+    assert set(LINK_BACKENDS) == {"netem", "userspace"}
+    netem, user = link_backend("netem"), link_backend("userspace")
+    assert (netem.engine, netem.ethernet) == (False, True)
+    assert (user.engine, user.ethernet) == (True, False)
+    topo = parse_topology("name: t\nnodes: {a: {}, b: {}}\n"
+                          "links: [{endpoints: [a, b], rate: 100Mbps, delay: 5ms}]\n")
+    lp = plan_fabric(topo, backend="netem", run_id="r").links[0]
+    kinds = [type(s) for s in netem.link_steps(lp, switches=False)]
+    assert kinds[0] is AddVeth
+    assert kinds.count(SetNetem) == 2
+    lp = plan_fabric(topo, backend="userspace", run_id="r").links[0]
+    assert [type(s) for s in user.link_steps(lp, switches=False)][:2] == [AddTun, AddTun]
+    with pytest.raises(TopologyError, match="unknown link backend 'tc' "
+                                            r"\(choose netem or userspace\)"):
+        plan_fabric(topo, backend="tc")

@@ -156,7 +156,7 @@ def bring_up(plan: FabricPlan, *, daemons: Sequence[DaemonSpec] = (),
                 k.apply(step)
                 if progress is not None and (i % 50 == 0 or i == total - 1):
                     progress(i + 1, total)
-        if plan.backend == "userspace":
+        if plan.link_backend.engine:
             state.engine_pid = start_engine(plan, state)
         if plan.switches:
             start_switches(plan, state)
@@ -237,7 +237,7 @@ def switch_config(plan: FabricPlan, node: str, state_dir: Path, *,
 def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = None) -> None:
     """Start (or restart, with fresh counters) the switch process of every RoCE switch."""
     stop_switches(state)
-    macs = _peer_macs(plan) if plan.backend == "netem" else {}
+    macs = _peer_macs(plan) if plan.link_backend.ethernet else {}
     for node in plan.switches:
         cfg = switch_config(plan, node, state.dir, pfc=pfc)
         for port in cfg["ports"]:

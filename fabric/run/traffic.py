@@ -272,10 +272,11 @@ def read_link_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
     netem/tbf qdisc counters. `fresh_after_ns`: wait (up to ~1.5 s) for an engine snapshot
     taken after that time."""
     from fabric.net.kernel import Kernel
+    from fabric.plan import link_backend
 
     with Kernel() as k:
         kernel = k.qdisc_stats(state)
-    if state.backend != "userspace":
+    if not link_backend(state.backend).engine:
         return kernel
     path = state.dir / "links.json"
     deadline = time.monotonic() + 1.5
