@@ -489,6 +489,7 @@ def _doctor(monkeypatch: pytest.MonkeyPatch, *, native: bool = False, probe: boo
     from fabric.net import doctor
 
     monkeypatch.setattr(guest, "host_has_netem", lambda: native)
+    monkeypatch.setattr(doctor, "probe_qdiscs", lambda: {"netem": None if native else "no"})
     return doctor.guest_checks(probe=probe)
 
 
