@@ -174,7 +174,7 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
             click.echo(repr(step))
         click.echo(f"{len(plan.steps)} steps ({backend} backend)")
         return
-    state = _bring_up(topo, links)
+    state = _bring_up(topo, links).state
     from .checks import equal_cost_paths
     from .net.lifecycle import list_states
 
@@ -188,27 +188,21 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
 
 
 def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
-    from .net.doctor import choose_backend
-    from .net.lifecycle import bring_up
-    from .plan import plan_fabric
+    """Build `topo` (a `kinds.handle.Fabric`), saying how long it took and on which links."""
+    from .kinds.handle import build_fabric
 
-    backend, why = choose_backend(links)
-    plan = plan_fabric(topo, backend=backend)
-    t0 = time.monotonic()
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
         if tty:
             click.echo(f"\rbuilding {topo.name}: {done}/{total} steps", err=True, nl=False)
 
-    from .kinds import daemons
-
-    state = bring_up(plan, daemons=daemons(plan), progress=progress)
+    fabric = build_fabric(topo, links, progress=progress)
     if tty:
         click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
-    click.echo(f"built {topo.name} in {time.monotonic() - t0:.2f} s "
-               f"({len(plan.steps)} steps; {backend} backend: {why})", err=True)
-    return state
+    click.echo(f"built {topo.name} in {fabric.build_seconds:.2f} s ({len(fabric.plan.steps)} "
+               f"steps; {fabric.plan.backend} backend: {fabric.why})", err=True)
+    return fabric
 
 
 @cli.command()
@@ -325,7 +319,7 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     tears the fabric down unless --keep or it was already running.
     """
     from .kinds import RunContext, holds_run, select
-    from .net.lifecycle import remove_fabric, running
+    from .kinds.handle import attach_fabric
 
     topo = _load(file)
     kind, prepared = select(topo, options)  # before anything is built
@@ -335,22 +329,18 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     if held is not None:
         raise FabricError(f"{out_dir} already holds {held.title}: choose another --out or "
                           "remove it")
-    state = running(topo.name)
-    ours = state is None
-    if state is None:
-        state = _bring_up(topo, links)
+    fabric = attach_fabric(topo)
+    if fabric is None:
+        fabric = _bring_up(topo, links)
     else:
-        if state.topology_sha256 and state.topology_sha256 != topo.sha256:
-            raise FabricError(f"fabric {state.name} is running, built from a different version "
-                              f"of this topology ({state.source}); `fabric down {state.name}` "
-                              "first, so the run measures what the file describes")
-        click.echo(f"using running fabric {state.name} (run {state.run_id})", err=True)
+        click.echo(f"using running fabric {fabric.state.name} (run {fabric.state.run_id})",
+                   err=True)
     try:
-        kind.run(RunContext(state, topo, out_dir, timeout, options, prepared, out=click.echo,
+        kind.run(RunContext(fabric, out_dir, timeout, options, prepared, out=click.echo,
                             say=lambda msg: click.echo(msg, err=True)))
     finally:
-        if ours and not keep:
-            remove_fabric(state)
+        if fabric.owned and not keep:
+            fabric.close()
             click.echo(f"{topo.name} is down", err=True)
 
 

@@ -315,3 +315,38 @@ def test_big_packets_on_a_slow_link_take_their_serialisation_time(fabric_name, s
     assert big
     assert 20 <= min(small) <= 22
     assert 42 <= min(big) <= 46
+
+
+def test_the_fabric_handle_builds_attaches_and_takes_down(fabric_name, state_dir):
+    """open_fabric builds the plan with every kind's daemons and takes it all down when the
+    block ends, also on an error; attach_fabric finds it while it runs, with the same plan,
+    and refuses a fabric built from another version of the file."""
+    from fabric.errors import FabricError
+    from fabric.kinds.handle import attach_fabric, open_fabric
+
+    text = PAIR.format(name=fabric_name, delay="5ms", loss="0%")
+    topo = parse_topology(text)
+    assert attach_fabric(topo) is None
+    seen = {}
+
+    def use_then_fail() -> None:
+        with open_fabric(topo, "userspace") as fabric:
+            seen["fabric"] = fabric
+            assert fabric.owned
+            assert sorted(ours(fabric_name)) == sorted(fabric.plan.namespaces)
+            assert daemon.alive(fabric.state.engine_pid)
+            other = attach_fabric(topo)
+            assert other is not None
+            assert not other.owned
+            assert other.plan.steps == fabric.plan.steps
+            other.close()  # not its fabric: nothing happens
+            assert ours(fabric_name)
+            with pytest.raises(FabricError, match="built from a different version"):
+                attach_fabric(parse_topology(text + "# edited\n"))
+            raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        use_then_fail()
+    assert ours(fabric_name) == []
+    assert not daemon.alive(seen["fabric"].state.engine_pid)
+    assert attach_fabric(topo) is None

@@ -24,14 +24,25 @@ class RunOption:
 class RunContext:
     """Everything a kind's run gets: the built fabric, where results go, how to print."""
 
-    state: Any  # net.lifecycle.FabricState
-    topo: Any  # topology.document.Topology
+    fabric: Any  # kinds.handle.Fabric: the plan and the state of the built fabric
     out_dir: Path
     timeout: float
     options: Mapping[str, Any]
     prepared: Any  # what the kind's prepare() returned
     out: Callable[[str], None]  # results: stdout
     say: Callable[[str], None]  # progress and notes: stderr
+
+    @property
+    def state(self) -> Any:  # noqa: ANN401 - net.lifecycle.FabricState
+        return self.fabric.state
+
+    @property
+    def topo(self) -> Any:  # noqa: ANN401 - topology.document.Topology
+        return self.fabric.topology
+
+    @property
+    def plan(self) -> Any:  # noqa: ANN401 - plan.FabricPlan
+        return self.fabric.plan
 
 
 class Kind:

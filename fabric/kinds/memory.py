@@ -26,7 +26,7 @@ class MemoryKind(Kind):
         from ..run.memory import render, run_memory, write_link_plot
 
         outcomes = run_memory(ctx.state, ctx.topo, ctx.out_dir, say=ctx.say,
-                              timeout=ctx.timeout)
+                              timeout=ctx.timeout, plan=ctx.plan)
         ctx.out(render(outcomes, ctx.topo))
         plot = write_link_plot(outcomes, ctx.topo, ctx.out_dir)
         ctx.out(f"wrote {ctx.out_dir}/ (memory.json, {plot.name})")

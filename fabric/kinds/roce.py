@@ -91,7 +91,7 @@ class RoceKind(Kind):
 
         topo, out_dir = ctx.topo, ctx.out_dir
         results = run_variants(ctx.state, topo, ctx.prepared, out_dir, timeout=ctx.timeout,
-                               progress=progress_printer(), say=ctx.say)
+                               progress=progress_printer(), say=ctx.say, plan=ctx.plan)
         ctx.out(render(results, topo))
         files = [write_comparison(results, topo, out_dir), *write_plots(results, topo, out_dir)]
         for r in results:

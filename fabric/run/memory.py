@@ -306,11 +306,13 @@ class _Driver:
 
 def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
                say: Callable[[str], None] = print, timeout: float = 300.0,
-               ) -> list[VariantOutcome]:
-    """Run every `memory.runs` entry on the running fabric `state`."""
+               plan: Any = None) -> list[VariantOutcome]:  # noqa: ANN401
+    """Run every `memory.runs` entry on the running fabric `state` (built from `plan`, the
+    fabric handle's; planned again from the state's run id when not given)."""
     from fabric.plan import plan_fabric
 
-    plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
+    if plan is None:
+        plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
     plans = node_plans(plan, topo)
     procs: list[NodeProcess] = []
     try:

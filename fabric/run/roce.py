@@ -257,14 +257,17 @@ def _read_switch_stats(state: Any, nodes: Sequence[str]) -> dict[str, Any]:
 
 def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_dir: Path, *,
                  timeout: float, progress: Callable[[str, bool], None] | None = None,
-                 say: Callable[[str], None] = print) -> list[VariantResult]:
-    """Run the traffic once per variant on the running fabric `state`."""
+                 say: Callable[[str], None] = print,
+                 plan: Any = None) -> list[VariantResult]:  # noqa: ANN401
+    """Run the traffic once per variant on the running fabric `state` (built from `plan`,
+    the fabric handle's; planned again from the state's run id when not given)."""
     from fabric.checks import cc_warnings
     from fabric.net.lifecycle import start_switches, stop_switches
     from fabric.plan import plan_fabric
     from fabric.run.traffic import run_traffic
 
-    plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
+    if plan is None:
+        plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
     results: list[VariantResult] = []
     try:
         for i, v in enumerate(variants):

@@ -1,0 +1,93 @@
+"""One handle on a built fabric: its plan and its state, whoever built it.
+
+`open_fabric(topo)` plans the topology, works out every kind's daemons, builds it all
+(`net.lifecycle.bring_up`) and hands back a `Fabric`; used as a context manager it takes the
+fabric down on the way out (also after an error or Ctrl-C) unless told to keep it.
+`attach_fabric(topo)` is the handle on a fabric of this topology that is already running
+(`fabric up`), planned once from its recorded run id, so the runners never plan again.
+Either way, what the fabric started is in its state's process table (the link engine, each
+switch process and its role), which `fabric down` and the crash paths replay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import FabricError
+
+if TYPE_CHECKING:
+    from ..net.lifecycle import FabricState
+    from ..plan import FabricPlan
+    from ..topology.document import Topology
+
+__all__ = ["Fabric", "attach_fabric", "build_fabric", "open_fabric"]
+
+
+@dataclass
+class Fabric:
+    plan: FabricPlan
+    state: FabricState
+    owned: bool  # built through this handle (so closing it takes the fabric down)
+    build_seconds: float = 0.0
+    why: str = ""  # why its link backend was chosen
+
+    @property
+    def topology(self) -> Topology:
+        return self.plan.topology
+
+    def close(self) -> None:
+        """Take the fabric down if this handle built it."""
+        if self.owned:
+            from ..net.lifecycle import remove_fabric
+
+            remove_fabric(self.state)
+
+
+def build_fabric(topo: Topology, links: str = "auto", *,
+                 progress: Callable[[int, int], None] | None = None) -> Fabric:
+    """Plan `topo` on the `links` backend, work out every kind's daemons (a file they would
+    refuse fails here, before anything is built) and build it all; it stays up."""
+    from ..net.doctor import choose_backend
+    from ..net.lifecycle import bring_up
+    from ..plan import plan_fabric
+    from . import daemons
+
+    backend, why = choose_backend(links)
+    plan = plan_fabric(topo, backend=backend)
+    specs = daemons(plan)
+    t0 = time.monotonic()
+    state = bring_up(plan, daemons=specs, progress=progress)
+    return Fabric(plan, state, owned=True, build_seconds=time.monotonic() - t0, why=why)
+
+
+@contextmanager
+def open_fabric(topo: Topology, links: str = "auto", *, keep: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> Iterator[Fabric]:
+    """`build_fabric`, taken down again when the block ends unless `keep`."""
+    fabric = build_fabric(topo, links, progress=progress)
+    try:
+        yield fabric
+    finally:
+        if not keep:
+            fabric.close()
+
+
+def attach_fabric(topo: Topology) -> Fabric | None:
+    """The running fabric of `topo`'s name, or None; FabricError when it was built from
+    another version of the file (a run on it would not measure what the file says)."""
+    from ..net.lifecycle import running
+    from ..plan import plan_fabric
+
+    state = running(topo.name)
+    if state is None:
+        return None
+    if state.topology_sha256 and state.topology_sha256 != topo.sha256:
+        raise FabricError(f"fabric {state.name} is running, built from a different version of "
+                          f"this topology ({state.source}); `fabric down {state.name}` first, "
+                          "so the run measures what the file describes")
+    return Fabric(plan_fabric(topo, backend=state.backend, run_id=state.run_id), state,
+                  owned=False)
