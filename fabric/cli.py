@@ -335,10 +335,21 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     else:
         click.echo(f"using running fabric {fabric.state.name} (run {fabric.state.run_id})",
                    err=True)
+    background = None
     try:
+        if topo.traffic is not None and kind.background_traffic:
+            from .kinds import background as bg
+
+            click.echo(f"starting the traffic section as background load "
+                       f"({out_dir / 'traffic'})", err=True)
+            background = bg.start(fabric, topo.source, out_dir / "traffic", timeout)
         kind.run(RunContext(fabric, out_dir, timeout, options, prepared, out=click.echo,
                             say=lambda msg: click.echo(msg, err=True)))
+        if background is not None:
+            background.finish(click.echo, lambda msg: click.echo(msg, err=True))
     finally:
+        if background is not None:
+            background.stop()
         if fabric.owned and not keep:
             fabric.close()
             click.echo(f"{topo.name} is down", err=True)

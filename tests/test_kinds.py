@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -176,23 +177,41 @@ def test_cli_names_no_fabric_kind() -> None:
                            "traffic"}, imported
 
 
-@pytest.mark.parametrize("section", ["memsem-single.yaml", "lpu-ring.yaml", "prfaas.yaml"])
-def test_traffic_beside_a_section_that_would_not_run_it_is_refused_at_its_line(
-    tmp_path: Path, section: str
-) -> None:
+def _with_traffic(tmp_path: Path, section: str) -> tuple[Path, int]:
     text = (TOPOLOGIES / section).read_text().rstrip() + "\n"
     topo = load_topology(str(TOPOLOGIES / section))
     hosts = sorted(n.name for n in topo.nodes.values() if n.kind == "host")
     path = tmp_path / section
     path.write_text(text + f"traffic:\n  flows:\n    - {{pattern: one-to-one, from: {hosts[0]}, "
                     f"to: {hosts[1]}, tokens: 32, requests: 1}}\n")
-    line = len(text.splitlines()) + 1
-    kind = kinds.select(topo, {})[0]
-    expected = (f"fabric: {path}:{line}: traffic: this file runs as {kind.title}, which does "
-                "not run a traffic section beside it (background traffic is not supported "
-                "yet): remove the section, or put the traffic in a file of its own")
+    return path, len(text.splitlines()) + 1
+
+
+def test_traffic_beside_a_prfaas_section_is_refused_at_its_line(tmp_path: Path) -> None:
+    """A PrfaaS run moves its own KV over the fabric: a traffic section beside it would not
+    run, so it is refused, by `check` and `run` alike, before anything is built."""
+    path, line = _with_traffic(tmp_path, "prfaas.yaml")
+    expected = (f"fabric: {path}:{line}: traffic: this file runs as a PrfaaS run, which moves "
+                "its own traffic and runs no traffic section beside it: remove the section, or "
+                "put the traffic in a file of its own")
     for command in ("check", "run"):
         assert one_line_error(invoke(command, str(path))) == expected
+
+
+@pytest.mark.parametrize("section", ["memsem-single.yaml", "lpu-ring.yaml"])
+def test_traffic_beside_a_memory_or_lpu_section_runs_as_background_load(
+    tmp_path: Path, section: str
+) -> None:
+    path, _ = _with_traffic(tmp_path, section)
+    topo = kinds.load(path)
+    kind, _ = kinds.select(topo, {})
+    assert kind.name in ("memory", "lpu")
+    assert kind.background_traffic
+    assert not kind.runs_traffic
+    result = invoke("check", str(path))
+    assert result.exit_code == 0, result.output
+    assert "traffic: 1 flow, 1 transfer" in result.stdout
+    assert "runs as background load" in invoke("run", "--help").output
 
 
 def test_every_report_says_what_is_measured_and_what_is_modelled() -> None:
@@ -207,3 +226,32 @@ def test_every_report_says_what_is_measured_and_what_is_modelled() -> None:
     probe = ProbeReport("p", "userspace", 1.0, []).table()
     assert "RTT want and rate want computed from the topology, the rest measured on the " \
            "fabric" in probe.splitlines()[0]
+
+
+def test_background_traffic_is_stopped_with_what_it_forked(tmp_path: Path) -> None:
+    """An error or Ctrl-C in the run stops the background traffic: its whole process group
+    (the node processes it forks) ends, and finish() says where its log is."""
+    import subprocess
+    import sys
+    import time
+
+    from fabric.kinds.background import Background
+
+    log = tmp_path / "run.log"
+    log.write_text("")
+    script = "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    bg = Background(proc, tmp_path, log, timeout=0.1)
+    time.sleep(0.5)  # the grandchild has started
+    group = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
+    assert len(group.stdout.split()) == 2
+    bg.stop()
+    assert proc.poll() is not None
+    time.sleep(0.2)
+    from fabric.net.daemon import alive
+
+    assert [pid for pid in group.stdout.split() if alive(int(pid))] == []  # zombies are gone
+    lines: list[str] = []
+    with pytest.raises(FabricError, match=rf"background traffic failed \(exit -15; its log: "
+                                          rf"{re.escape(str(log))}\)"):
+        bg.finish(lines.append, lines.append)

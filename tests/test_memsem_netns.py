@@ -123,12 +123,24 @@ ROCE_BESIDE = (Path(__file__).parent.parent / "topologies" / "memsem-roce.yaml")
 
 def test_memory_switch_beside_a_roce_switch(tmp_path, fabric_name, state_dir) -> None:
     """One fabric with a memory switch and a RoCE switch: the memory runs check out over the
-    memory switch, and while the fabric is up both switch processes run, each as its kind,
-    and IP crosses the RoCE switch."""
+    memory switch while the file's traffic runs over the RoCE leaf as background load, and
+    while the fabric is up both switch processes run, each as its kind, and IP crosses the
+    RoCE switch."""
     text = ROCE_BESIDE.replace("name: memsem-roce", f"name: {fabric_name}")
-    data, _ = _run(tmp_path, text)
+    data, table = _run(tmp_path, text)
     assert data["outcomes"]
     assert all(o["ok"] for o in data["outcomes"])
+    # the traffic section ran as background load over the RoCE leaf, with its own results,
+    # and the memory runs counted only the links at the memory switch
+    assert "background traffic (the file's traffic: section, beside the run above):" in table
+    summary = json.loads((tmp_path / "out" / "traffic" / "summary.json").read_text())
+    assert summary["integrity"]["ok"]
+    assert summary["integrity"]["transfers_ok"] == 4
+    assert {lid for o in data["outcomes"] for lid in o["link_bytes"]} <= {
+        f"msw--gpu-{i}" for i in (0, 1)}
+    report = CliRunner().invoke(cli, ["report", str(tmp_path / "out" / "traffic")])
+    assert report.exit_code == 0, report.output
+    assert "integrity: OK" in report.stdout
     path = tmp_path / "up.yaml"
     path.write_text(text)
     runner = CliRunner()

@@ -88,12 +88,11 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
             if options.get(opt.dest) and opt not in kind.options:
                 raise FabricError(f"{opt.flag} does not apply to {topo.source}: it runs as "
                                   f"{kind.title}")
-    if topo.traffic is not None and not kind.runs_traffic:
+    if topo.traffic is not None and not (kind.runs_traffic or kind.background_traffic):
         raise TopologyError(
-            f"this file runs as {kind.title}, which does not run a traffic section beside "
-            "it (background traffic is not supported yet): remove the section, or put the "
-            "traffic in a file of its own", file=topo.source, line=topo.traffic.line,
-            key="traffic")
+            f"this file runs as {kind.title}, which moves its own traffic and runs no traffic "
+            "section beside it: remove the section, or put the traffic in a file of its own",
+            file=topo.source, line=topo.traffic.line, key="traffic")
     return kind, kind.prepare(topo, options)
 
 

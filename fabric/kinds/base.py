@@ -54,7 +54,8 @@ class Kind:
     describes: str = ""  # a sentence for `fabric run --help`: which files run as this kind
     options: tuple[RunOption, ...] = ()
     compares: bool = False  # `fabric report` can compare several runs of this kind
-    runs_traffic: bool = False  # runs the file's `traffic:` section (else it is refused)
+    runs_traffic: bool = False  # runs the file's `traffic:` section itself
+    background_traffic: bool = False  # else: runs it as background load beside (else refused)
 
     def validate(self, topo: Any) -> Any:  # noqa: ANN401
         """Check what the file's sections ask of this kind's cores (which the data-only

@@ -15,8 +15,10 @@ class LpuKind(Kind):
     name = "lpu"
     title = "an LPU run"
     result_file = "lpu.json"
+    background_traffic = True
     describes = ("A file with an `lpu:` section compiles its transfer graph into a schedule and "
-                 "runs it, scheduled and dynamic, reporting lateness against the plan.")
+                 "runs it, scheduled and dynamic, reporting lateness against the plan."
+                 " A `traffic:` section beside it runs as background load.")
 
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
         return topo.lpu is not None

@@ -16,8 +16,10 @@ class MemoryKind(Kind):
     name = "memory"
     title = "a memory run"
     result_file = "memory.json"
+    background_traffic = True
     describes = ("A file with a `memory:` section runs its memory runs (load/store, Hypercast, "
-                 "in-network reduce, KV pull) against message passing on the same links.")
+                 "in-network reduce, KV pull) against message passing on the same links."
+                 " A `traffic:` section beside it runs as background load.")
 
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
         return topo.memory is not None

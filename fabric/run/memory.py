@@ -92,9 +92,13 @@ def node_plans(plan: Any, topo: Topology) -> dict[str, dict[str, Any]]:  # noqa:
     return out
 
 
-def _link_delta(before: dict, after: dict) -> dict[str, dict[str, int]]:
+def _link_delta(before: dict, after: dict, links: set[str] | None = None,
+                ) -> dict[str, dict[str, int]]:
+    """Bytes each link (of `links`, if given) carried between two counter snapshots."""
     out = {}
     for lid, dirs in after.get("links", {}).items():
+        if links is not None and lid not in links:
+            continue
         row = {}
         for d in ("forward", "reverse"):
             b = before.get("links", {}).get(lid, {}).get(d, {}).get("bytes_out", 0) or 0
@@ -114,6 +118,11 @@ class _Driver:
         self.nodes = Nodes({p.name: p.ctl for p in procs}, what="memory node")
         self.plans = plans
         self.say = say
+        # the links of the memory fabric (an end at a memory switch): what its runs cross;
+        # traffic elsewhere (a RoCE side, background load) is not theirs to count
+        mem_switches = set(self.mem.switches)
+        self.memory_links = {link.name for link in topo.links
+                             if link.a in mem_switches or link.b in mem_switches}
         self.seq = 0
         self.outcomes: list[VariantOutcome] = []
 
@@ -146,7 +155,7 @@ class _Driver:
         before = await trio.to_thread.run_sync(read_link_stats, self.state, time.monotonic_ns())
         results = await self.tasks(tasks)
         after = await trio.to_thread.run_sync(read_link_stats, self.state, time.monotonic_ns())
-        return results, _link_delta(before, after)
+        return results, _link_delta(before, after, self.memory_links)
 
     def at(self) -> int:
         return time.monotonic_ns() + START_LEAD_NS
@@ -391,8 +400,8 @@ def render(outcomes: list[VariantOutcome], topo: RunLabel) -> str:
                      format_size(busiest), format_size(total)])
     head = (f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); latency is "
             "p50 / p99 per op for load/store, completion otherwise; bandwidth = size / time "
-            "(algorithm bandwidth for all-reduce); bytes from the link counters; every "
-            "figure measured on the fabric")
+            "(algorithm bandwidth for all-reduce); bytes from the counters of the links at "
+            "memory switches; every figure measured on the fabric")
     return head + "\n" + format_table(rows, ["run", "variant", "check", "latency / completion",
                                              "bandwidth", "busiest link", "all links"],
                                       numeric=range(3, 7))
