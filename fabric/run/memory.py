@@ -192,32 +192,31 @@ class _Driver:
             r.name, r.kind, "atomic", 8, bool(out["ok"]), None,
             {"atomic": _pcts(out["atomic"]["atomic"])}, links))
 
+    async def _cast(self, src: str, m: Any, size: int) -> tuple[dict, dict, dict]:  # noqa: ANN401
+        """One Hypercast write of fresh data from `src` to window `m`: the source's result,
+        the link bytes, and what each member then holds (digests)."""
+        res, links = await self.measured({src: {"k": "hypercast", "addrs": [m.base],
+                                                "size": size, "seed": self.next_seq()}})
+        got = await self.tasks({n: {"k": "digest", "addr": m.base, "size": size}
+                                for n in m.members})
+        return res[src], links, got
+
     async def _hypercast(self, r: Any) -> None:  # noqa: ANN401
         m = next(m for m in self.mem.multicast if m.name == r.window)
         size = r.sizes[0]
-        seed = self.next_seq()
-        res, links = await self.measured({r.src: {"k": "hypercast", "addrs": [m.base],
-                                                  "size": size, "seed": seed}})
-        want = res[r.src]["digest"]
-        got = await self.tasks({n: {"k": "digest", "addr": m.base, "size": size}
-                                for n in m.members})
-        ok = res[r.src]["ok"] and all(g["digest"] == want for g in got.values())
+        sent, links, got = await self._cast(r.src, m, size)
+        ok = sent["ok"] and all(g["digest"] == sent["digest"] for g in got.values())
         self.outcomes.append(VariantOutcome(r.name, r.kind, "hypercast", size, ok,
-                                            res[r.src]["ns"], link_bytes=links))
+                                            sent["ns"], link_bytes=links))
         if len(m.members) > 1:  # dynamic membership: the last member leaves, then rejoins
             leaver = m.members[-1]
             await self.tasks({leaver: {"k": "group", "op": "leave", "group": m.name}})
             old = got[leaver]["digest"]
-            seed = self.next_seq()
-            res, links = await self.measured({r.src: {"k": "hypercast", "addrs": [m.base],
-                                                      "size": size, "seed": seed}})
-            want = res[r.src]["digest"]
-            got = await self.tasks({n: {"k": "digest", "addr": m.base, "size": size}
-                                    for n in m.members})
-            ok = res[r.src]["ok"] and got[leaver]["digest"] == old and all(
-                got[n]["digest"] == want for n in m.members if n != leaver)
+            sent, links, got = await self._cast(r.src, m, size)
+            ok = sent["ok"] and got[leaver]["digest"] == old and all(
+                got[n]["digest"] == sent["digest"] for n in m.members if n != leaver)
             self.outcomes.append(VariantOutcome(r.name, r.kind, f"after {leaver} left", size,
-                                                ok, res[r.src]["ns"], link_bytes=links))
+                                                ok, sent["ns"], link_bytes=links))
             await self.tasks({leaver: {"k": "group", "op": "join", "group": m.name}})
         await self._created_group(r, m.members, size)
         targets = {}
