@@ -318,9 +318,10 @@ def test_big_packets_on_a_slow_link_take_their_serialisation_time(fabric_name, s
 
 
 def test_the_fabric_handle_builds_attaches_and_takes_down(fabric_name, state_dir):
-    """open_fabric builds the plan with every kind's daemons and takes it all down when the
+    """open_fabric builds the plan (and its link engine) and takes it all down when the
     block ends, also on an error; attach_fabric finds it while it runs, with the same plan,
-    and refuses a fabric built from another version of the file."""
+    and refuses a fabric built from another version of the file. (The kinds' daemons through
+    the same path: the memory switches of tests/test_memsem_netns.py.)"""
     from fabric.errors import FabricError
     from fabric.kinds.handle import attach_fabric, open_fabric
 

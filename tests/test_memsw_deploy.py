@@ -101,3 +101,17 @@ def test_fabric_check_refuses_what_bring_up_would(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith(
         f"fabric: {path}:{line}: reduce group pair: members gpu-1, gpu-3 do not all hang off")
+
+
+def test_memory_runs_count_the_links_they_cross() -> None:
+    """Links at memory switches, and a direct link between two memory hosts (their message
+    passing takes it); not the RoCE side."""
+    from fabric.run.memory import memory_links
+
+    topo = load_topology(ROOT / "topologies" / "memsem-roce.yaml")
+    assert memory_links(topo) == {"msw--gpu-0", "msw--gpu-1"}
+    text = (ROOT / "topologies" / "memsem-roce.yaml").read_text().replace(
+        "  - {endpoints: [leaf, store]}", "  - {endpoints: [leaf, store]}\n"
+        "  - {endpoints: [gpu-0, gpu-1]}")
+    topo = parse_topology(text, source="t.yaml")
+    assert memory_links(topo) == {"msw--gpu-0", "msw--gpu-1", "gpu-0--gpu-1"}

@@ -55,17 +55,20 @@ class Background:
                               f"its log: {self.log})")
 
     def stop(self) -> None:
-        """End it now (its own process group: the node processes it forked go too)."""
+        """End it now, as Ctrl-C ends a run: SIGINT to its process group, which its runner
+        takes as an interrupt (it stops and reaps the node processes, which ignore SIGINT);
+        whatever is left after 10 s is killed."""
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                os.killpg(self.proc.pid, signal.SIGINT)
                 self.proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of its group still there
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def start(fabric: Any, source: str, out_dir: Path, timeout: float) -> Background:  # noqa: ANN401
@@ -74,8 +77,12 @@ def start(fabric: Any, source: str, out_dir: Path, timeout: float) -> Background
 
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "run.log"
-    # the child finds the fabric where this process keeps its state
-    env = {**os.environ, "FABRIC_STATE_DIR": str(lifecycle.STATE_ROOT)}
+    # the child finds the fabric where this process keeps its state, and imports the same
+    # fabric package as this process (not whichever one its working directory holds)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "FABRIC_STATE_DIR": str(lifecycle.STATE_ROOT),
+           "PYTHONPATH": os.pathsep.join(
+               [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fabric.kinds.background", fabric.state.name, source,
@@ -92,15 +99,12 @@ def main(argv: list[str]) -> int:
     from .traffic import TrafficKind
 
     name, source, out_dir, timeout = argv
-    # SIGTERM from the parent: end like Ctrl-C, so the node processes are reaped
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    topo = load(source)
-    fabric = attach_fabric(topo)
-    if fabric is None or fabric.state.name != name:
-        print(f"fabric: fabric {name} is not running", flush=True)
-        return 1
     t0 = time.monotonic()
     try:
+        fabric = attach_fabric(load(source))
+        if fabric is None or fabric.state.name != name:
+            print(f"fabric: fabric {name} is not running", flush=True)
+            return 1
         TrafficKind().run(RunContext(fabric, Path(out_dir), float(timeout), {}, None,
                                      out=lambda line: print(line, flush=True),
                                      say=lambda line: print(line, flush=True)))

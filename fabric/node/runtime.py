@@ -86,7 +86,6 @@ class Node:
                 self._followers[tr.after].append(tr)
         # (dst, class, transport) -> the sender's queue of (transfer, time it became ready)
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
-        self._ctl_lock = trio.Lock()
         self.endpoints: dict[str, Any] = {}  # transport name -> its endpoint (UDP, RoCE)
         self._check_done()
 
@@ -363,8 +362,8 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         # the transports this node moves traffic over (RoCE also when it only has a QP plan)
         needed = {tr.transport for tr in cfg.sends + cfg.expects} | ({"roce"} if cfg.roce
                                                                       else set())
-        for name in sorted(needed - {"tcp"}):
-            await nursery.start(transport(name).serve, node)
+        for kind in sorted(needed - {"tcp"}):
+            await nursery.start(transport(kind).serve, node)
         await ctl.send(Ready())
         go = await ctl.receive()  # the shared start time
         if not isinstance(go, Go):

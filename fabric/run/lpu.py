@@ -183,12 +183,16 @@ async def _drive(procs: list[NodeProcess], plans: dict[str, dict], records: dict
     await nodes.start(plans, within=30)
     t0 = time.monotonic_ns() + START_LEAD_NS
     t0_box.append(t0)
-    await nodes.broadcast(Go(t0=t0, now=time.monotonic_ns()))
+    # `now` is read as each node's message leaves, so no node's clock starts behind by the
+    # time it took to send to the nodes before it
+    for p in procs:
+        await nodes[p.name].send(Go(t0=t0, now=time.monotonic_ns()))
     end = time.monotonic() + START_LEAD_NS / 1e9 + duration_s
     period = max(resync_host_ns / 1e9, 0.001)
     while time.monotonic() < end:  # the sync messages: each resets the nodes' clocks
         await trio.sleep(min(period, max(0.0, end - time.monotonic())))
-        await nodes.broadcast(Sync(now=time.monotonic_ns()))
+        for p in procs:
+            await nodes[p.name].send(Sync(now=time.monotonic_ns()))
     await nodes.broadcast(Stop())
     with trio.fail_after(30):
         for p in procs:

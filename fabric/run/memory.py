@@ -108,6 +108,17 @@ def _link_delta(before: dict, after: dict, links: set[str] | None = None,
     return out
 
 
+def memory_links(topo: Topology) -> set[str]:
+    """The links the memory runs and their message-passing baselines cross: an end at a
+    memory switch, or both ends at hosts the memory section names. Traffic elsewhere (a
+    RoCE side, background load there) is not theirs to count."""
+    assert topo.memory is not None
+    switches = set(topo.memory.switches)
+    hosts = set(topo.memory.endpoints())
+    return {link.name for link in topo.links
+            if link.a in switches or link.b in switches or {link.a, link.b} <= hosts}
+
+
 class _Driver:
     def __init__(self, state: Any, topo: Topology, procs: list[NodeProcess],  # noqa: ANN401
                  plans: dict[str, dict], say: Callable[[str], None]) -> None:
@@ -118,11 +129,7 @@ class _Driver:
         self.nodes = Nodes({p.name: p.ctl for p in procs}, what="memory node")
         self.plans = plans
         self.say = say
-        # the links of the memory fabric (an end at a memory switch): what its runs cross;
-        # traffic elsewhere (a RoCE side, background load) is not theirs to count
-        mem_switches = set(self.mem.switches)
-        self.memory_links = {link.name for link in topo.links
-                             if link.a in mem_switches or link.b in mem_switches}
+        self.memory_links = memory_links(topo)
         self.seq = 0
         self.outcomes: list[VariantOutcome] = []
 
@@ -335,8 +342,10 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
                 from fabric.run.traffic import read_link_stats
 
                 stats = await trio.to_thread.run_sync(read_link_stats, state)
+                ours = memory_links(topo)
                 drops = sum(int(d.get("drops_queue", 0) or 0) + int(d.get("drops_loss", 0) or 0)
-                            for dirs in stats.get("links", {}).values() for d in dirs.values())
+                            for lid, dirs in stats.get("links", {}).items() if lid in ours
+                            for d in dirs.values())
                 why = (f"; the links dropped {drops} packets, and a lost memory transaction "
                        "is never resent (give the links larger queues, or lower "
                        "memory.credits)" if drops else "")

@@ -1,7 +1,9 @@
 """Topology files: the schema's data model, the strict loader and the generators.
 
 `load_topology(path)` reads and validates a file; `parse_topology(text)` does the same for a
-string. Both raise `fabric.errors.TopologyError` with `FILE:LINE: key: message`.
+string. Both raise `fabric.errors.TopologyError` with `FILE:LINE: key: message`. What needs a
+runtime core (a class's congestion control and its `cc_params`) is checked by the fabric
+kinds: `fabric.kinds.load(path)` loads a file and runs every kind's `validate`.
 """
 
 from fabric.topology.document import Topology

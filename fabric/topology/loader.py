@@ -506,7 +506,8 @@ class _Parser(Walker):
             prop = _PROPERTY[key]  # mapping() already rejected unknown keys
             p = join_path(path, key)
             # null/false switch a nullable property off, e.g. to override a default
-            if prop.nullable and (self.is_null(node) or self.scalar(node, p, "a value") is False):
+            what = prop.expects.split(" such as")[0]  # "a size"
+            if prop.nullable and (self.is_null(node) or self.scalar(node, p, what) is False):
                 out.update(dict.fromkeys(prop.fields))
                 continue
             value = self.unit(node, p, prop.parse, prop.expects)
