@@ -18,7 +18,7 @@ from itertools import permutations
 import numpy as np
 
 from .kv import get_model
-from .kv.layout import ChunkSpec, plan_chunks, transfer_bytes
+from .kv.layout import transfer_bytes
 from .topology.document import Topology
 from .topology.traffic import Flow, PromptDist
 
@@ -128,19 +128,3 @@ def _expand(flow: Flow, rng: np.random.Generator, ts: float, first_id: int) -> l
         for _ in range(flow.requests):
             prev = add(src, dst, start if prev is None else None, prev)
     return out
-
-
-def chunks_of(tr: Transfer) -> list[ChunkSpec]:
-    """The chunks a transfer is cut into (KV: block x layer tiles; bulk: fixed pieces)."""
-    if tr.model is None:
-        n = max(1, math.ceil(tr.nbytes / tr.chunk_bytes))
-        out = []
-        for i in range(n):
-            size = min(tr.chunk_bytes, tr.nbytes - i * tr.chunk_bytes)
-            out.append(ChunkSpec(request_id=tr.id, index=i, layer_start=0, layer_end=0,
-                                 block_start=0, block_end=0, tokens=0, nbytes=size, dtype="u8",
-                                 shape=(size,), kind="bulk", offset=i * tr.chunk_bytes))
-        return out
-    assert tr.tokens is not None
-    return plan_chunks(get_model(tr.model), tr.tokens, request_id=tr.id,
-                       target_bytes=tr.chunk_bytes)

@@ -9,10 +9,10 @@ import pytest
 
 from fabric.errors import TopologyError
 from fabric.kv import get_model
-from fabric.kv.layout import transfer_bytes
+from fabric.kv.layout import chunks_of, transfer_bytes
 from fabric.topology import parse_topology
 from fabric.topology.traffic import PromptDist
-from fabric.traffic import arrivals, chunks_of, sample_prompt, schedule
+from fabric.traffic import arrivals, sample_prompt, schedule
 
 HEAD = """\
 name: t

@@ -39,13 +39,17 @@ back to back), so a receiver can land every chunk in one preallocated buffer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Protocol
 
-from fabric.kv.models import DTYPE_BYTES, ModelSpec
+from fabric.kv.models import DTYPE_BYTES, ModelSpec, get_model
 
 __all__ = [
     "BLOCK_SIZE",
     "ChunkSpec",
+    "Chunked",
+    "chunks_of",
     "num_blocks",
     "padded_tokens",
     "plan_chunks",
@@ -173,3 +177,35 @@ def plan_chunks(
                                     model.state_dtype, (nbytes // elem,), "state", offset))
             offset += nbytes
     return chunks
+
+
+class Chunked(Protocol):
+    """What a transfer must say to be cut into chunks (`fabric.traffic.Transfer` does)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def chunk_bytes(self) -> int: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def tokens(self) -> int | None: ...
+
+
+def chunks_of(tr: Chunked) -> list[ChunkSpec]:
+    """The chunks a transfer is cut into (KV: block x layer tiles; bulk: fixed pieces): what
+    every transport sends."""
+    if tr.model is None:
+        n = max(1, math.ceil(tr.nbytes / tr.chunk_bytes))
+        out = []
+        for i in range(n):
+            size = min(tr.chunk_bytes, tr.nbytes - i * tr.chunk_bytes)
+            out.append(ChunkSpec(request_id=tr.id, index=i, layer_start=0, layer_end=0,
+                                 block_start=0, block_end=0, tokens=0, nbytes=size, dtype="u8",
+                                 shape=(size,), kind="bulk", offset=i * tr.chunk_bytes))
+        return out
+    assert tr.tokens is not None
+    return plan_chunks(get_model(tr.model), tr.tokens, request_id=tr.id,
+                       target_bytes=tr.chunk_bytes)

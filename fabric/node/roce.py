@@ -30,11 +30,12 @@ import trio
 
 from ..cc import make_cc, resolve_cc
 from ..kv.content import chunk_view, digest
+from ..kv.layout import chunks_of
 from ..net.tun import TimerFd
 from ..roce import wire
 from ..roce.transport import QpReceiver, QpSender, RoceProtocolError
 from ..switch.pfc import PFC_PORT, unpack_pfc
-from ..traffic import Transfer, chunks_of
+from ..traffic import Transfer
 from ..wire.frames import MAX_HEADER, FrameDecoder, chunk_header, encode_chunk_header
 from .transport import NodeSide, Transport
 

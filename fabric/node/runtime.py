@@ -31,8 +31,9 @@ import numpy as np
 import trio
 
 from ..kv.content import chunk_view, digest
+from ..kv.layout import chunks_of
 from ..metrics.records import ChunkRecord, TransferRecord
-from ..traffic import Transfer, chunks_of
+from ..traffic import Transfer
 from ..wire.frames import (
     CLOSED,
     NEED_DATA,

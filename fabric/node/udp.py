@@ -19,7 +19,8 @@ import numpy as np
 import trio
 
 from ..kv.content import chunk_view, digest
-from ..traffic import Transfer, chunks_of
+from ..kv.layout import chunks_of
+from ..traffic import Transfer
 from ..wire.frames import MAX_HEADER, FrameDecoder, chunk_header, encode_chunk_header
 from ..wire.udp import ACK, DATA, FIN, UdpReceiver, UdpSender, pack_segment, unpack_segment
 from .transport import NodeSide, Transport

@@ -23,12 +23,13 @@ import trio
 
 from fabric.errors import FabricError
 from fabric.kv.content import pool_for
+from fabric.kv.layout import chunks_of
 from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.net.lifecycle import FabricState
 from fabric.node.session import Done, Go, Nodes, Progress, Records, Stop
 from fabric.node.spawn import NodeProcess, reap, spawn_node
 from fabric.topology.document import Topology
-from fabric.traffic import Transfer, chunks_of, schedule
+from fabric.traffic import Transfer, schedule
 from fabric.units import format_size
 from fabric.wire.udp import mss_for_mtu
 
