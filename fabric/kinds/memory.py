@@ -65,13 +65,14 @@ class MemoryKind(Kind):
 
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """A memory switch's row: transactions in and rejected (it queues no packets)."""
+        from ..memsw.deploy import daemon_name
         from ..net.daemon import alive
 
         rows = []
         for node, pid in state.switch_pids.items():
             if state.switch_roles.get(node) != "memory":
                 continue
-            path = state.dir / f"memswitch-{node}.json"
+            path = state.dir / f"{daemon_name(node)}.json"
             try:
                 m = json.loads(path.read_text())
             except (OSError, ValueError):

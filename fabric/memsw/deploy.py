@@ -88,9 +88,15 @@ def gateway_of(plan: FabricPlan, node: str, mem_switches: set[str]) -> str:
                         file=plan.topology.source)
 
 
+def daemon_name(sw: str) -> str:
+    """Memory switch `sw`'s daemon name: its files in the state directory are NAME.json
+    (statistics), NAME.log and NAME.config.json."""
+    return f"memswitch-{sw}"
+
+
 def daemons(plan: FabricPlan) -> list[DaemonSpec]:
     """One daemon per memory switch, for bring-up (`fabric.net.lifecycle.bring_up`); a
     topology the switches would refuse fails here, before anything is built."""
     return [DaemonSpec(node=sw, role="memory", module="fabric.memsw.node",
-                       name=f"memswitch-{sw}", config=cfg)
+                       name=daemon_name(sw), config=cfg)
             for sw, cfg in switch_configs(plan).items()]

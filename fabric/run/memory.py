@@ -342,9 +342,9 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
                 from fabric.run.traffic import read_link_stats
 
                 stats = await trio.to_thread.run_sync(read_link_stats, state)
-                ours = memory_links(topo)
                 drops = sum(int(d.get("drops_queue", 0) or 0) + int(d.get("drops_loss", 0) or 0)
-                            for lid, dirs in stats.get("links", {}).items() if lid in ours
+                            for lid, dirs in stats.get("links", {}).items()
+                            if lid in driver.memory_links
                             for d in dirs.values())
                 why = (f"; the links dropped {drops} packets, and a lost memory transaction "
                        "is never resent (give the links larger queues, or lower "
