@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -139,15 +138,13 @@ class RoceKind(Kind):
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """One row per RoCE switch process, from the statistics it writes every 2 s."""
         from ..net.daemon import alive
+        from ..net.lifecycle import read_switch_stats
 
         rows = []
-        for node, pid in state.switch_pids.items():
-            if state.switch_roles.get(node, "roce") != "roce":
-                continue  # another kind's switch (memory): its kind's row
-            try:
-                data = json.loads((state.dir / f"switch-{node}.json").read_text())
-            except (OSError, ValueError):
-                data = {}
+        ours = {n: pid for n, pid in state.switch_pids.items()
+                if state.switch_roles.get(n, "roce") == "roce"}  # memory switches: their kind's
+        for node, data in read_switch_stats(state, ours).items():
+            pid = ours[node]
             ports = data.get("ports", [])
             classes = [c for p in ports for c in (p.get("classes") or {}).values()]
             rows.append([f"  {node}", "running" if alive(pid) else "DEAD",

@@ -18,9 +18,10 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import FabricStateError
 from ..plan import FabricPlan, parse_netns_name
@@ -230,8 +231,24 @@ def switch_config(plan: FabricPlan, node: str, state_dir: Path, *,
                      "red": None if c.red is None else list(c.red)} for c in topo.classes],
         "settings": settings,
         "seed": sorted(plan.nodes).index(node),
-        "stats_path": str(state_dir / f"switch-{node}.json"),
+        "stats_path": str(switch_stats_path(state_dir, node)),
     }
+
+
+def switch_stats_path(state_dir: Path, node: str) -> Path:
+    """Where RoCE switch `node` writes its statistics (every 2 s, and as it exits)."""
+    return state_dir / f"switch-{node}.json"
+
+
+def read_switch_stats(state: FabricState, nodes: Iterable[str]) -> dict[str, Any]:
+    """Each RoCE switch's latest statistics ({} where there are none yet)."""
+    out: dict[str, Any] = {}
+    for node in nodes:
+        try:
+            out[node] = json.loads(switch_stats_path(state.dir, node).read_text())
+        except (OSError, ValueError):
+            out[node] = {}
+    return out
 
 
 def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = None) -> None:
@@ -245,7 +262,7 @@ def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = N
         cfg_path = state.dir / f"switch-{node}.config.json"
         cfg_path.write_text(json.dumps(cfg))
         with contextlib.suppress(FileNotFoundError):
-            (state.dir / f"switch-{node}.json").unlink()
+            switch_stats_path(state.dir, node).unlink()
 
         def record(pid: int, node: str = node) -> None:
             state.switch_pids[node] = pid

@@ -244,17 +244,6 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
 # ---- running ---------------------------------------------------------------------------------
 
 
-def _read_switch_stats(state: Any, nodes: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for node in nodes:
-        path = state.dir / f"switch-{node}.json"
-        try:
-            out[node] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            out[node] = {}
-    return out
-
-
 def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_dir: Path, *,
                  timeout: float, progress: Callable[[str, bool], None] | None = None,
                  say: Callable[[str], None] = print,
@@ -262,7 +251,7 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
     """Run the traffic once per variant on the running fabric `state` (built from `plan`,
     the fabric handle's; planned again from the state's run id when not given)."""
     from fabric.checks import cc_warnings
-    from fabric.net.lifecycle import start_switches, stop_switches
+    from fabric.net.lifecycle import read_switch_stats, start_switches, stop_switches
     from fabric.plan import plan_fabric
     from fabric.run.traffic import run_traffic
 
@@ -281,7 +270,7 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             time.sleep(0.3)  # switches write statistics every 0.25 s
             if plan.switches:
                 stop_switches(state)  # each writes its final statistics on the way out
-            switches = _read_switch_stats(state, list(plan.switches))
+            switches = read_switch_stats(state, plan.switches)
             meta = {"fabric": topo.name, "variant": v.label, "cc": v.cc, "pfc": v.pfc,
                     "time_scale": topo.time_scale, "topology": topo.source,
                     "errors": result.errors, "timed_out": result.timed_out}
