@@ -6,14 +6,23 @@ clock, sleeps or touches a socket, so the behaviour is tested exhaustively with 
 
 Semantics follow netem (+ tbf when the rate is shaped here):
 
-* random loss first (a lost packet never occupies the queue);
+* random duplication and loss first, in netem's order: a packet drawn for duplication and
+  for loss goes on as one copy; one drawn only for loss is dropped (and never occupies the
+  queue); one drawn only for duplication is accepted and its `Verdict.duplicate` asks the
+  caller to offer a copy too (`copy=True`), which takes its own loss, corruption, queue and
+  delay draws but is never duplicated again;
+* random corruption: `Verdict.corrupt_bit` names one bit of the packet past its first
+  `header` bytes, which the caller flips (netem flips one bit of the packet's data); the
+  copy of a duplicated packet is made before that, so it stays intact;
 * with `rate_in_engine`, a FIFO serialiser: a packet departs when the previous one has left and
   its own bits are on the wire (`ceil(bits * 1e9 / rate)` ns); the queue is the bytes accepted but
   not yet fully serialised, limited drop-tail by bytes or packets;
 * ECN: an ECT packet that arrives while the queue holds more than `ecn_bytes` is CE-marked
   (non-ECT packets are never marked, and only dropped when the queue overflows);
 * release = departure + delay + uniform(-jitter, +jitter), clipped at >= departure; with jitter
-  packets may reorder (netem's default behaviour).
+  packets may reorder (netem's default behaviour);
+* reorder: with its probability a packet skips the delay (and jitter) and is released at its
+  departure, overtaking the packets still held (netem's `reorder P%` with gap 1).
 
 Without `rate_in_engine` the kernel's tbf enforces rate and queue; the model then only keeps a
 delay line, bounded (see `delay_line_limit_bytes`) so a flood cannot exhaust memory.
@@ -79,11 +88,17 @@ class Action(enum.IntEnum):
 
 
 class Verdict(NamedTuple):
-    """The model's decision for one packet. `release_ns` is 0 for drops."""
+    """The model's decision for one packet. `release_ns` is 0 for drops.
+
+    corrupt_bit: the bit the caller flips (bit `b` is `1 << (b & 7)` of byte `b >> 3`), or -1.
+    duplicate: the caller offers a copy of the packet too, made before any corruption.
+    """
 
     action: Action
     release_ns: int
     ce: bool
+    corrupt_bit: int = -1
+    duplicate: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -113,6 +128,10 @@ class LinkStats:
     queue_bytes_max: int
     held_bytes_max: int
     samples: tuple[tuple[int, int, int], ...]  # (t_ns, queue bytes, cumulative bytes out)
+    # netem's faults: packets given a flipped bit, copies asked for, packets sent at once
+    packets_corrupted: int = 0
+    packets_duplicated: int = 0
+    packets_reordered: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -142,6 +161,11 @@ class LinkDirection:
         self._rate = shape.rate_bps if self.rate_in_engine else None
         self._rng = rng if rng is not None else random.Random(0)
         self._loss = shape.loss_ppm / 1_000_000 if shape.loss_ppm > 0 else 0.0
+        self._corrupt = max(0, shape.corrupt_ppm) / 1_000_000
+        self._duplicate = max(0, shape.duplicate_ppm) / 1_000_000
+        # reordering needs something to overtake: without a delay it is a no-op (and the
+        # loading a file refuses it)
+        self._reorder = max(0, shape.reorder_ppm) / 1_000_000 if shape.delay_ns > 0 else 0.0
         self._delay = max(0, shape.delay_ns)
         self._jitter = max(0, shape.jitter_ns)
         qbytes, qpackets = queue_limit(shape)
@@ -156,7 +180,10 @@ class LinkDirection:
         self._queue_bytes = 0
         # delay line
         self._line: deque[tuple[int, int, Any]] = deque()  # (release, length, item), no jitter
-        self._heap: list[tuple[int, int, int, Any]] = []  # (release, seq, length, item), jitter
+        # (release, seq, length, item): with jitter or reordering, where releases are not in
+        # arrival order
+        self._heap: list[tuple[int, int, int, Any]] = []
+        self._reorders = bool(self._jitter or self._reorder)
         self._seq = 0
         self._held_bytes = 0
         # counters
@@ -167,6 +194,9 @@ class LinkDirection:
         self._drops_loss = 0
         self._drops_queue = 0
         self._ecn_marks = 0
+        self._corrupted = 0
+        self._duplicated = 0
+        self._reordered = 0
         self._queue_max = 0
         self._held_max = 0
         self._sample_interval = sample_interval_ns
@@ -176,22 +206,42 @@ class LinkDirection:
 
     # -- the per-packet path -------------------------------------------------------------------
 
-    def offer(self, length: int, ect: bool, now_ns: int, item: Any = None) -> Verdict:
+    @property
+    def faults(self) -> bool:
+        """Whether a verdict may ask the caller to flip a bit or offer a copy."""
+        return bool(self._corrupt or self._duplicate)
+
+    def offer(self, length: int, ect: bool, now_ns: int, item: Any = None, *,  # noqa: ANN401
+              header: int = 0, copy: bool = False) -> Verdict:
         """Decide the fate of a packet of `length` bytes that arrives at `now_ns`.
 
         `ect`: the packet is ECN-capable (ECT(0), ECT(1), or already CE). On `Action.HOLD` the
         model keeps `item` until `release`; on `Action.FORWARD` the caller delivers it now.
+        `header`: leading bytes a corruption leaves alone (the IP header, so that the
+        receiver's TCP/UDP checksum is what catches it). `copy`: this is the copy a
+        `Verdict.duplicate` asked for (never duplicated again).
         """
         self._packets_in += 1
         self._bytes_in += length
         if now_ns >= self._next_sample:
             self._take_sample(now_ns)
-        if self._loss and self._rng.random() < self._loss:
-            self._drops_loss += 1
-            return DROPPED_LOSS
+        rng = self._rng
+        dup = bool(self._duplicate) and not copy and rng.random() < self._duplicate
+        if self._loss and rng.random() < self._loss:
+            if not dup:
+                self._drops_loss += 1
+                return DROPPED_LOSS
+            dup = False  # netem: duplicated and lost leaves one copy
+        bit = -1
+        if self._corrupt and rng.random() < self._corrupt and length > 0:
+            span = length - header if 0 <= header < length else length
+            bit = (length - span) * 8 + rng.randrange(span * 8)
         if self.immediate:
             self._packets_out += 1
             self._bytes_out += length
+            if bit >= 0 or dup:
+                self._count_faults(bit, dup)
+                return Verdict(Action.FORWARD, now_ns, False, bit, dup)
             return Verdict(Action.FORWARD, now_ns, False)
         ce = False
         rate = self._rate
@@ -225,21 +275,36 @@ class LinkDirection:
                 self._drops_queue += 1
                 return DROPPED_QUEUE
             departure = now_ns
-        release = departure + self._delay
-        if self._jitter:
-            j = self._jitter
-            release += int((2.0 * self._rng.random() - 1.0) * j)
-            if release < departure:
-                release = departure
+        if self._reorders:
+            if self._reorder and rng.random() < self._reorder:
+                release = departure  # sent at once: it overtakes what waits out the delay
+                self._reordered += 1
+            else:
+                release = departure + self._delay
+                if self._jitter:
+                    release += int((2.0 * rng.random() - 1.0) * self._jitter)
+                    if release < departure:
+                        release = departure
             self._seq += 1
             heapq.heappush(self._heap, (release, self._seq, length, item))
         else:
+            release = departure + self._delay
             self._line.append((release, length, item))
         held = self._held_bytes + length
         self._held_bytes = held
         if held > self._held_max:
             self._held_max = held
+        if bit >= 0 or dup:
+            self._count_faults(bit, dup)
+            return Verdict(Action.HOLD, release, ce, bit, dup)
         return Verdict(Action.HOLD, release, ce)
+
+    def _count_faults(self, bit: int, dup: bool) -> None:
+        """Count what an accepted packet's verdict asks for (a dropped one asks nothing)."""
+        if bit >= 0:
+            self._corrupted += 1
+        if dup:
+            self._duplicated += 1
 
     def next_deadline(self) -> int | None:
         """When the earliest held packet is due, or None when nothing is held."""
@@ -316,4 +381,7 @@ class LinkDirection:
             queue_bytes_max=self._queue_max,
             held_bytes_max=self._held_max,
             samples=tuple(self._samples),
+            packets_corrupted=self._corrupted,
+            packets_duplicated=self._duplicated,
+            packets_reordered=self._reordered,
         )

@@ -119,7 +119,8 @@ class SetUp:
 
 @dataclass(frozen=True)
 class SetNetem:
-    """netem (delay, jitter, loss) as root qdisc, with a tbf child for the rate if any."""
+    """netem (delay, jitter, loss, corrupt, duplicate, reorder) as root qdisc, with a tbf
+    child for the rate if any."""
 
     netns: str
     dev: str
@@ -468,7 +469,8 @@ def _steps(plan: FabricPlan) -> list[Step]:
 
 
 def _needs_netem(shape: Shape) -> bool:
-    return bool(shape.delay_ns or shape.jitter_ns or shape.loss_ppm)
+    return bool(shape.delay_ns or shape.jitter_ns or shape.loss_ppm or shape.corrupt_ppm
+                or shape.duplicate_ppm or shape.reorder_ppm)
 
 
 SERIALISATION_VISIBLE_NS = 50_000
@@ -534,8 +536,9 @@ class LinkBackend:
 
 
 class NetemBackend(LinkBackend):
-    """veth pairs; netem (delay, jitter, loss) with tbf inside it for the rate, tbf alone
-    for a rate without delay. Needs `sch_netem` (native, or in a guest kernel)."""
+    """veth pairs; netem (delay, jitter, loss, corrupt, duplicate, reorder) with tbf inside
+    it for the rate, tbf alone for a rate without them. Needs `sch_netem` (native, or in a
+    guest kernel)."""
 
     name = "netem"
     ethernet = True

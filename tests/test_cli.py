@@ -89,8 +89,8 @@ def test_check_shipped_file(path: Path) -> None:
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"[a-z0-9-]+: \d+ nodes \(\d+ hosts, \d+ switch(es)?\), \d+ links?"
                         r"(, time_scale [\d.]+)?", lines[0])
-    assert lines[1].split() == ["link", "rate", "delay", "jitter", "loss", "queue", "mtu",
-                                "ecn"]
+    assert lines[1].split() == ["link", "rate", "delay", "jitter", "loss", "corrupt",
+                                "duplicate", "reorder", "queue", "mtu", "ecn"]
     assert any(line.startswith("paths: ") for line in lines)
     assert re.fullmatch(r"ok \(userspace backend(, \d+ warnings?)?\)", lines[-1])
     assert result.stderr == ""
@@ -101,8 +101,10 @@ def test_check_pair_exact() -> None:
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
         "pair: 2 nodes (2 hosts, 0 switches), 1 link",
-        "link      rate       delay  jitter  loss  queue        mtu   ecn",
-        "a--b  ->  40 Mbit/s  15 ms  -       -     146.484 KiB  1500  -",
+        "link      rate       delay  jitter  loss  corrupt  duplicate  reorder  queue        mtu"
+        "   ecn",
+        "a--b  ->  40 Mbit/s  15 ms  -       -     -        -          -        146.484 KiB  1500"
+        "  -",
         "paths: 1 host pair at 1 hop over 1 equal-cost path (e.g. a -> b)",
         "classes: default (dscp 0, prio 0)",
         "traffic: 1 flow, 4 transfers, 16 MiB (seed 1)",
@@ -152,7 +154,7 @@ BAD_FILES = {
     "unknown-key": (
         PAIR_HEAD + "    rate: 40Mbps\n    dealy: 15ms\n",
         "8: links[0].dealy: unknown key 'dealy'; did you mean 'delay'? (allowed: endpoints, "
-        "rate, delay, jitter, loss, queue, mtu, ecn, reverse)",
+        "rate, delay, jitter, loss, corrupt, duplicate, reorder, queue, mtu, ecn, reverse)",
     ),
     "missing-node": (
         PAIR_HEAD + "  - endpoints: [a, spine-9]\n",
@@ -189,7 +191,8 @@ BAD_FILES = {
     "reverse-mtu": (
         PAIR_HEAD + "    reverse: {mtu: 9000}\n",
         "7: links[0].reverse.mtu: unknown key 'mtu' (the mtu is per link, the same in both "
-        "directions) (allowed: rate, delay, jitter, loss, queue, ecn)",
+        "directions) (allowed: rate, delay, jitter, loss, corrupt, duplicate, reorder, queue, "
+        "ecn)",
     ),
 }
 

@@ -271,6 +271,42 @@ def test_loss_ratio(pair: NetPair, tmp_path: Path) -> None:
     assert fwd["packets_out"] == len(rx.got)
 
 
+def test_corrupted_datagrams_fail_the_receivers_checksum(pair: NetPair, tmp_path: Path) -> None:
+    """`corrupt: 100%`: the engine flips one bit past the IP header of every packet and the
+    receiving kernel's UDP checksum drops each one: none reaches the socket."""
+    config = pair.config(tmp_path, Shape(corrupt_ppm=1_000_000), seed=3)
+    with pair.engine(config, tmp_path) as proc:
+        tx, rx = _open_pair(pair)
+        sent = 200
+        for i in range(sent):
+            tx.send(struct.pack("!I", i) + b"c" * 60)
+        rx.wait_quiet(sent, idle_s=0.5)
+        tx.close()
+        assert _stop(proc) == 0
+    assert rx.got == []
+    fwd = _stats(config.stats_path)["links"]["a--b"]["forward"]
+    assert fwd["packets_corrupted"] == fwd["packets_out"] == fwd["packets_in"] == sent
+
+
+def test_duplicated_datagrams_arrive_twice(pair: NetPair, tmp_path: Path) -> None:
+    config = pair.config(tmp_path, Shape(duplicate_ppm=1_000_000, delay_ns=2_000_000), seed=5)
+    with pair.engine(config, tmp_path) as proc:
+        tx, rx = _open_pair(pair)
+        sent = 100
+        for i in range(sent):
+            tx.send(struct.pack("!I", i) + b"d" * 60)
+            time.sleep(0.0005)
+        rx.wait_quiet(2 * sent)
+        tx.close()
+        assert _stop(proc) == 0
+    seqs = sorted(struct.unpack_from("!I", data)[0] for _, data, _ in rx.got)
+    assert seqs == sorted(list(range(sent)) * 2)
+    assert all(data[4:] == b"d" * 60 for _, data, _ in rx.got)  # both copies intact
+    fwd = _stats(config.stats_path)["links"]["a--b"]["forward"]
+    assert fwd["packets_duplicated"] == sent
+    assert fwd["packets_in"] == fwd["packets_out"] == 2 * sent
+
+
 def test_ecn_marking_with_engine_rate(pair: NetPair, tmp_path: Path) -> None:
     rate = 10_000_000
     shape = Shape(rate_bps=rate, queue_bytes=200_000, ecn_bytes=4000)

@@ -17,7 +17,7 @@ from fabric.linkmodel import (
 )
 from fabric.topology.model import Shape
 from fabric.topology.model import queue_bytes as default_queue_bytes
-from fabric.wire.ip import ECN_CE, ECN_ECT0, checksum, ecn_of, set_ce
+from fabric.wire.ip import ECN_CE, ECN_ECT0, checksum, ecn_of, flip_bit, header_length, set_ce
 
 MS = 1_000_000
 GBIT = 1_000_000_000
@@ -314,6 +314,216 @@ def test_statistics_is_a_frozen_record_with_samples() -> None:
     assert d["ecn_marks"] == s.ecn_marks == 9
 
 
+# -- corrupt, duplicate, reorder (netem's) ------------------------------------------------------
+
+
+def five_sigma(p: float, n: int) -> float:
+    return 5 * (p * (1 - p) / n) ** 0.5
+
+
+def drain(m: LinkDirection, until_ns: int | None = None) -> list[tuple[int, object]]:
+    """Step time from deadline to deadline (as the engine's timer does), collecting
+    (release time, item) until nothing is held (or `until_ns`)."""
+    out: list[tuple[int, object]] = []
+    while (t := m.next_deadline()) is not None and (until_ns is None or t <= until_ns):
+        out += [(t, item) for item in m.release(t)]
+    return out
+
+
+@pytest.mark.parametrize("ppm", [10_000, 300_000])
+def test_corrupt_ratio_and_the_bit_lies_past_the_header(ppm: int) -> None:
+    m = model(Shape(corrupt_ppm=ppm), rate_in_engine=False, seed=ppm)
+    n = 20_000
+    bits = [m.offer(100, False, i, header=20).corrupt_bit for i in range(n)]
+    hit = [b for b in bits if b >= 0]
+    p = ppm / 1e6
+    assert abs(len(hit) / n - p) < five_sigma(p, n)
+    assert all(160 <= b < 800 for b in hit)  # bytes 20..99, never the IP header
+    s = m.statistics()
+    assert s.packets_corrupted == len(hit)
+    # corruption drops nothing: every packet goes on (the receiver's checksum rejects it)
+    assert s.packets_out == s.packets_in == n
+    assert s.drops_loss == 0
+
+
+def test_corrupt_bits_cover_the_whole_payload_uniformly() -> None:
+    m = model(Shape(corrupt_ppm=1_000_000), rate_in_engine=False, seed=9)
+    n = 32_000
+    bits = [m.offer(60, False, i, header=40).corrupt_bit for i in range(n)]
+    span = range(40 * 8, 60 * 8)  # 160 possible bits
+    assert set(bits) == set(span)
+    per_bit = n / len(span)
+    counts = [bits.count(b) for b in span]
+    assert max(abs(c - per_bit) for c in counts) < 5 * per_bit ** 0.5
+
+
+def test_a_packet_without_payload_is_corrupted_anywhere() -> None:
+    m = model(Shape(corrupt_ppm=1_000_000), rate_in_engine=False, seed=2)
+    bits = {m.offer(20, False, i, header=20).corrupt_bit for i in range(5000)}
+    assert bits == set(range(160))
+
+
+def test_corrupt_flips_the_bit_the_verdict_names() -> None:
+    m = model(Shape(corrupt_ppm=1_000_000), rate_in_engine=False, seed=4)
+    for i in range(50):
+        pkt = bytearray(random.Random(i).randbytes(64))
+        before = bytes(pkt)
+        bit = m.offer(len(pkt), False, i, pkt, header=20).corrupt_bit
+        flip_bit(pkt, bit)
+        diff = [(j, a ^ b) for j, (a, b) in enumerate(zip(before, pkt, strict=True)) if a != b]
+        assert diff == [(bit >> 3, 1 << (bit & 7))]
+
+
+@pytest.mark.parametrize("ppm", [10_000, 250_000])
+def test_duplicate_ratio_and_every_copy_is_delivered(ppm: int) -> None:
+    """The caller offers a copy for each `duplicate` verdict; everything then comes out of
+    the delay line once per offer: originals once, the duplicated ones twice."""
+    m = model(Shape(duplicate_ppm=ppm, delay_ns=MS), rate_in_engine=False, seed=ppm)
+    n = 20_000
+    dups = 0
+    for i in range(n):
+        v = m.offer(100, False, i * 1000, ("orig", i))
+        assert v.action is Action.HOLD
+        if v.duplicate:
+            dups += 1
+            copy = m.offer(100, False, i * 1000, ("copy", i), copy=True)
+            assert copy.action is Action.HOLD
+            assert not copy.duplicate
+    p = ppm / 1e6
+    assert abs(dups / n - p) < five_sigma(p, n)
+    out = [item for _, item in drain(m)]
+    origs = [i for kind, i in out if kind == "orig"]
+    copies = [i for kind, i in out if kind == "copy"]
+    assert origs == list(range(n))
+    assert len(copies) == dups
+    s = m.statistics()
+    assert s.packets_duplicated == dups
+    # a copy is a packet the link carries: in and out both count it
+    assert s.packets_in == s.packets_out == n + dups
+
+
+def test_duplicate_and_loss_together_leave_one_copy_as_in_netem() -> None:
+    both = model(Shape(duplicate_ppm=1_000_000, loss_ppm=1_000_000), rate_in_engine=False)
+    verdicts = [both.offer(100, False, i) for i in range(100)]
+    assert all(v.action is Action.FORWARD and not v.duplicate for v in verdicts)
+    s = both.statistics()
+    assert (s.drops_loss, s.packets_duplicated, s.packets_out) == (0, 0, 100)
+    # a copy takes its own loss draw
+    lossy = model(Shape(duplicate_ppm=1_000_000, loss_ppm=1_000_000), rate_in_engine=False)
+    assert lossy.offer(100, False, 0, copy=True).action is Action.DROP_LOSS
+
+
+def test_duplicate_and_loss_counts_follow_netem() -> None:
+    """netem's copies per packet: 1 + duplicated - lost, so with duplicate d and loss l a
+    packet is dropped with (1-d)l, and doubled with d(1-l) (its copy then draws loss again)."""
+    d, loss, n = 0.3, 0.2, 40_000
+    m = model(Shape(duplicate_ppm=int(d * 1e6), loss_ppm=int(loss * 1e6)), rate_in_engine=False,
+              seed=11)
+    dropped = doubled = 0
+    for i in range(n):
+        v = m.offer(100, False, i)
+        dropped += v.action is Action.DROP_LOSS
+        doubled += v.duplicate
+    assert abs(dropped / n - (1 - d) * loss) < five_sigma((1 - d) * loss, n)
+    assert abs(doubled / n - d * (1 - loss)) < five_sigma(d * (1 - loss), n)
+
+
+def test_a_packet_the_queue_drops_asks_for_no_copy() -> None:
+    m = model(Shape(rate_bps=8_000_000, queue_packets=2, duplicate_ppm=1_000_000))
+    first = m.offer(1000, False, 0)
+    assert first.action is Action.HOLD
+    assert first.duplicate
+    assert m.offer(1000, False, 0, copy=True).action is Action.HOLD  # queued behind it
+    dropped = m.offer(1000, False, 0)  # the queue is full
+    assert dropped.action is Action.DROP_QUEUE
+    assert not dropped.duplicate
+    assert m.statistics().packets_duplicated == 1
+
+
+def test_corrupt_and_duplicate_on_an_immediate_link_forward_at_once() -> None:
+    m = model(Shape(corrupt_ppm=1_000_000, duplicate_ppm=1_000_000), rate_in_engine=False)
+    assert m.immediate
+    v = m.offer(100, False, 7, header=20)
+    assert (v.action, v.release_ns, v.duplicate) == (Action.FORWARD, 7, True)
+    assert 160 <= v.corrupt_bit < 800
+
+
+@pytest.mark.parametrize("ppm", [50_000, 250_000])
+def test_reorder_sends_some_packets_at_once_past_the_delayed_ones(ppm: int) -> None:
+    delay = 10 * MS
+    m = model(Shape(delay_ns=delay, reorder_ppm=ppm), rate_in_engine=False, seed=ppm)
+    n = 20_000
+    gap = 1000  # 1 us between arrivals: 10,000 packets in flight during one delay
+    at_once = set()
+    for i in range(n):
+        v = m.offer(100, False, i * gap, i)
+        assert v.action is Action.HOLD
+        if v.release_ns == i * gap:
+            at_once.add(i)
+        else:
+            assert v.release_ns == i * gap + delay
+    p = ppm / 1e6
+    assert abs(len(at_once) / n - p) < five_sigma(p, n)
+    assert m.statistics().packets_reordered == len(at_once)
+    out = drain(m)
+    order = [i for _, i in out]
+    assert sorted(order) == list(range(n))
+    assert [t for t, _ in out] == sorted(t for t, _ in out)  # released in time order
+    # each reordered packet leaves at its arrival, ahead of everything still in the delay line
+    pos = {i: k for k, i in enumerate(order)}
+    for i in list(at_once)[:200]:
+        overtaken = [j for j in range(max(0, i - 100), i) if j not in at_once]
+        assert all(pos[j] > pos[i] for j in overtaken)
+
+
+def test_reorder_keeps_serialisation_and_skips_only_the_delay() -> None:
+    m = model(Shape(rate_bps=GBIT, delay_ns=MS, reorder_ppm=1_000_000, queue_packets=100))
+    # 1500 B at 1 Gbit/s = 12 us each, back to back: every packet reordered leaves at its
+    # departure from the serialiser, not at its arrival
+    assert [m.offer(1500, False, 0).release_ns for _ in range(3)] == [12_000, 24_000, 36_000]
+
+
+def test_reorder_with_jitter_draws_no_jitter_for_a_reordered_packet() -> None:
+    m = model(Shape(delay_ns=10 * MS, jitter_ns=5 * MS, reorder_ppm=500_000),
+              rate_in_engine=False, seed=3)
+    releases = [m.offer(100, False, 0).release_ns for _ in range(2000)]
+    assert all(r == 0 or 5 * MS <= r <= 15 * MS for r in releases)
+    assert 0 in releases
+    assert any(r != 10 * MS for r in releases if r)
+
+
+def test_reorder_without_delay_does_nothing_and_draws_nothing() -> None:
+    rng = random.Random(5)
+    m = LinkDirection(Shape(reorder_ppm=1_000_000), rng=rng)
+    assert m.immediate
+    assert {m.offer(100, False, i).action for i in range(100)} == {Action.FORWARD}
+    assert m.statistics().packets_reordered == 0
+    assert rng.random() == random.Random(5).random()
+
+
+def test_faults_are_reproducible_with_a_seed() -> None:
+    shape = Shape(delay_ns=MS, corrupt_ppm=200_000, duplicate_ppm=200_000, reorder_ppm=200_000,
+                  loss_ppm=100_000)
+
+    def run(seed: int) -> list[Verdict]:
+        m = model(shape, rate_in_engine=False, seed=seed)
+        return [m.offer(100, False, i * 1000, header=20) for i in range(500)]
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+def test_fault_counters_are_in_the_statistics() -> None:
+    m = model(Shape(delay_ns=MS, corrupt_ppm=1_000_000, duplicate_ppm=1_000_000,
+                    reorder_ppm=1_000_000), rate_in_engine=False)
+    v = m.offer(100, False, 0, header=20)
+    m.offer(100, False, 0, header=20, copy=True)
+    assert v.duplicate
+    assert v.corrupt_bit >= 0
+    d = m.statistics().to_dict()
+    assert (d["packets_corrupted"], d["packets_duplicated"], d["packets_reordered"]) == (2, 1, 2)
+
+
 # -- IP ECN helpers (fabric.net.tun, pure) -----------------------------------------------------
 
 
@@ -356,3 +566,10 @@ def test_ecn_of_ipv6() -> None:
     assert ecn_of(pkt) == ECN_CE
     assert pkt[0] == 0x6B
     assert pkt[1] == 0xB0
+
+
+def test_header_length() -> None:
+    assert header_length(bytes([0x45]) + bytes(19)) == 20
+    assert header_length(bytes([0x46]) + bytes(23)) == 24  # with options
+    assert header_length(bytes([0x60]) + bytes(39)) == 40
+    assert header_length(b"") == header_length(b"\x00") == 0

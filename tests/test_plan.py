@@ -258,3 +258,70 @@ def test_link_backends_say_how_links_are_built() -> None:
     with pytest.raises(TopologyError, match="unknown link backend 'tc' "
                                             r"\(choose netem or userspace\)"):
         plan_fabric(topo, backend="tc")
+
+
+# -- netem's corrupt, duplicate and reorder ----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [Shape(corrupt_ppm=1), Shape(duplicate_ppm=1),
+                                   Shape(delay_ns=MS, reorder_ppm=1)])
+def test_a_fault_alone_makes_a_netem_qdisc(shape: Shape) -> None:
+    t = topo({"a": "host", "b": "host"}, [("a", "b", shape)])
+    netem = [s for s in plan_fabric(t, backend="netem", run_id="r").steps
+             if isinstance(s, SetNetem)]
+    assert [s.shape for s in netem] == [shape, shape]
+    # the userspace backend's engine realises them: no qdisc
+    user = plan_fabric(t, backend="userspace", run_id="r").steps
+    assert not any(isinstance(s, SetNetem | SetTbf) for s in user)
+
+
+def test_time_scale_keeps_the_fault_probabilities() -> None:
+    shape = Shape(rate_bps=100_000 * MBIT, delay_ns=2_000, corrupt_ppm=10, duplicate_ppm=20,
+                  reorder_ppm=30)
+    t = topo({"a": "host", "b": "host"}, [("a", "b", shape)], time_scale=1000)
+    (lp,) = plan_fabric(t, backend="netem", run_id="r").links
+    assert (lp.a_egress.corrupt_ppm, lp.a_egress.duplicate_ppm, lp.a_egress.reorder_ppm) == \
+        (10, 20, 30)
+
+
+def test_netem_options_carry_corrupt_duplicate_and_reorder() -> None:
+    from fabric.net.kernel import netem_options
+
+    shape = Shape(rate_bps=100 * MBIT, delay_ns=5 * MS, jitter_ns=MS, loss_ppm=10_000,
+                  corrupt_ppm=5_000, duplicate_ppm=20_000, reorder_ppm=250_000)
+    opts = netem_options(shape, queue_bytes=150_000)
+    # 100 Mbit/s x 6 ms = 75,000 B in flight + 150,000 B of queue, in 64-byte packets
+    assert opts == {"delay": 5000, "jitter": 1000, "loss": 1.0, "limit": 3516,
+                    "prob_corrupt": 0.5, "duplicate": 2.0, "prob_reorder": 25.0}
+    # none set: the options tc would give without them
+    assert netem_options(Shape(delay_ns=MS), 0) == {"delay": 1000, "jitter": 0, "loss": 0.0,
+                                                    "limit": 1000}
+
+
+def test_pyroute2_encodes_the_netem_options_as_tc_would() -> None:
+    """What goes to the kernel: pyroute2's netem encoder turns the options into the netlink
+    attributes `tc qdisc add ... netem corrupt 0.5% duplicate 2% reorder 25%` sends."""
+    from pyroute2.netlink.rtnl.tcmsg import sched_netem
+    from pyroute2.netlink.rtnl.tcmsg.common import percent2u32
+
+    from fabric.net.kernel import netem_options
+
+    shape = Shape(delay_ns=5 * MS, corrupt_ppm=5_000, duplicate_ppm=20_000,
+                  reorder_ppm=250_000)
+    p = sched_netem.get_parameters(netem_options(shape, 0))
+    attrs = dict(p["attrs"])
+    assert p["duplicate"] == percent2u32(2.0)
+    assert attrs["TCA_NETEM_CORRUPT"] == {"prob_corrupt": percent2u32(0.5), "corr_corrupt": 0}
+    assert attrs["TCA_NETEM_REORDER"] == {"prob_reorder": percent2u32(25.0), "corr_reorder": 0}
+    assert p["gap"] == 1  # reorder P% with gap 1: each packet is sent at once with P
+    plain = sched_netem.get_parameters(netem_options(Shape(delay_ns=5 * MS), 0))
+    assert (plain["duplicate"], plain["gap"], plain["attrs"]) == (0, 0, [])
+
+
+def test_the_engine_config_carries_the_faults() -> None:
+    from fabric.net.engine import Endpoint, EngineConfig, EngineLink
+
+    shape = Shape(delay_ns=MS, corrupt_ppm=1, duplicate_ppm=2, reorder_ppm=3)
+    link = EngineLink("a--b", Endpoint("x", "t0"), Endpoint("y", "t1"), shape, Shape(), seed=4)
+    cfg = EngineConfig(fabric="f", run_id="r", stats_path="", links=(link,))
+    assert EngineConfig.from_json(cfg.to_json()).links[0].forward == shape

@@ -395,7 +395,8 @@ NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', starting
              "or digit")
 TOP_KEYS = ("name, time_scale, addressing, defaults, classes, nodes, generate, links, traffic, "
             "lpu, prfaas, switches, memory")
-LINK_KEYS = "endpoints, rate, delay, jitter, loss, queue, mtu, ecn, reverse"
+LINK_KEYS = ("endpoints, rate, delay, jitter, loss, corrupt, duplicate, reorder, queue, mtu, ecn, "
+             "reverse")
 
 
 def link(*lines: str) -> str:
@@ -431,7 +432,7 @@ ERRORS = [
      "3: defaults.links: unknown key 'links'; did you mean 'link'? (allowed: link)"),
     ("name: t\ndefaults:\n  link: {endpoints: [a, b]}\nnodes: {a: {}}\n",
      "3: defaults.link.endpoints: unknown key 'endpoints' (allowed: rate, delay, jitter, loss, "
-     "queue, mtu, ecn)"),
+     "corrupt, duplicate, reorder, queue, mtu, ecn)"),
     ("name: t\nclasses:\n  - {name: kv, pcp: 3}\nnodes: {a: {}}\n",
      "3: classes[0].pcp: unknown key 'pcp' (allowed: name, dscp, priority, lossless, tcp_cc, "
      "weight, strict, ecn, cc, cc_params)"),
@@ -440,10 +441,12 @@ ERRORS = [
      "loopbacks)"),
     (link("reverse: {mtu: 9000}"),
      "7: links[0].reverse.mtu: unknown key 'mtu' (the mtu is per link, the same in both "
-     "directions) (allowed: rate, delay, jitter, loss, queue, ecn)"),
+     "directions) (allowed: rate, delay, jitter, loss, corrupt, duplicate, reorder, queue, "
+     "ecn)"),
     (link("reverse:", "  endpoints: [b, a]"),
      "8: links[0].reverse.endpoints: unknown key 'endpoints' (a reverse block only overrides "
-     "properties) (allowed: rate, delay, jitter, loss, queue, ecn)"),
+     "properties) (allowed: rate, delay, jitter, loss, corrupt, duplicate, reorder, queue, "
+     "ecn)"),
     ("name: t\ngenerate:\n  - leaf_spine: {spines: 1, leaves: 1, hosts_per_leaf: 1, hosts: 2}\n",
      "3: generate[0].leaf_spine.hosts: unknown key 'hosts' (allowed: prefix, spines, leaves, "
      "hosts_per_leaf, uplink, downlink)"),

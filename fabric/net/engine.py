@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from fabric.linkmodel import Action, LinkDirection
+from fabric.linkmodel import Action, LinkDirection, Verdict
 from fabric.net.daemon import serve_until_signal, write_json_atomic
 from fabric.net.tun import (
     TimerFd,
@@ -44,7 +44,7 @@ from fabric.net.tun import (
     set_timer_slack,
 )
 from fabric.topology.model import Shape
-from fabric.wire.ip import set_ce
+from fabric.wire.ip import flip_bit, header_length, set_ce
 
 READ_SIZE = 65536  # any IP packet; os.read's buffer is shrunk to the packet, no cost to size it
 BATCH = 64  # packets per reader wake-up before yielding (bounds timer lateness under flood)
@@ -185,8 +185,8 @@ class EngineError(Exception):
 class _Direction:
     """One direction of a link at run time: read from `src_fd`, model, write to `dst_fd`."""
 
-    __slots__ = ("link_id", "name", "src_fd", "dst_fd", "model", "may_mark", "drops_write",
-                 "index", "scheduled", "dead")
+    __slots__ = ("link_id", "name", "src_fd", "dst_fd", "model", "may_mark", "faults",
+                 "drops_write", "index", "scheduled", "dead")
 
     def __init__(self, link_id: str, name: str, src_fd: int, dst_fd: int,
                  model: LinkDirection, index: int) -> None:
@@ -196,6 +196,7 @@ class _Direction:
         self.dst_fd = dst_fd
         self.model = model
         self.may_mark = model.rate_in_engine and model.shape.ecn_bytes is not None
+        self.faults = model.faults  # corrupts or duplicates: packets take `_offer_faulty`
         self.drops_write = 0
         self.index = index
         self.scheduled = _INF  # deadline of this direction's live entry in the engine heap
@@ -327,6 +328,7 @@ class Engine:
         dst = d.dst_fd
         offer = d.model.offer
         may_mark = d.may_mark
+        faults = d.faults
         heap = self._heap
         read = os.read
         write = os.write
@@ -344,6 +346,9 @@ class Engine:
                 self._kill(d, f"reading {d.name}: {exc.strerror}")
                 return
             now = now_fn()
+            if faults:
+                self._offer_faulty(d, pkt, now)
+                continue
             if may_mark:
                 pkt = bytearray(pkt)
                 b0 = pkt[0] >> 4
@@ -369,6 +374,42 @@ class Engine:
                 self._flush()
             elif top < self._armed:
                 self._arm(top)
+
+    def _offer_faulty(self, d: _Direction, data: bytes, now: int) -> None:
+        """The per-packet path of a direction that corrupts or duplicates (netem's `corrupt`
+        and `duplicate`): a copy the verdict asks for is made before this packet's CE mark or
+        bit flip and offered in turn; each is then held or written like any packet.
+
+        Flips stay past the IP header, so the receiver's TCP or UDP checksum is what rejects
+        a corrupted packet (an IPv6 header has no checksum of its own)."""
+        header = header_length(data)
+        pkt = bytearray(data)
+        ect = False
+        if d.may_mark:
+            b0 = pkt[0] >> 4
+            ect = bool((b0 == 4 and pkt[1] & 3) or (b0 == 6 and pkt[1] & 0x30))
+        v = d.model.offer(len(pkt), ect, now, pkt, header=header)
+        copy = bytearray(data) if v.duplicate else None
+        self._place(d, v, pkt)
+        if copy is not None:
+            self._place(d, d.model.offer(len(copy), ect, now, copy, header=header, copy=True),
+                        copy)
+
+    def _place(self, d: _Direction, v: Verdict, pkt: bytearray) -> None:
+        """Apply a verdict's CE mark and bit flip to `pkt`, then hold it or write it now."""
+        if v.ce:
+            set_ce(pkt)
+        if v.corrupt_bit >= 0:
+            flip_bit(pkt, v.corrupt_bit)
+        if v.action == Action.HOLD:
+            if v.release_ns < d.scheduled:
+                d.scheduled = v.release_ns
+                heapq.heappush(self._heap, (v.release_ns, d.index))
+        elif v.action == Action.FORWARD:
+            try:
+                os.write(d.dst_fd, pkt)
+            except OSError:
+                d.drops_write += 1
 
     def _arm(self, deadline: int) -> None:
         self._armed = deadline

@@ -40,6 +40,7 @@ from ..plan import (
     Step,
     WriteHosts,
 )
+from ..topology.model import Shape
 from . import tun
 from .tun import create_persistent_tun, setns
 
@@ -290,22 +291,39 @@ class Kernel:
             kw["handle"] = 0x00010000
         self.handle(ns).tc("add", "tbf", self.ifindex(ns, dev), **kw)
 
-    def _set_netem(self, ns: str, dev: str, shape, queue_bytes: int) -> None:  # noqa: ANN001
-        # netem (root, handle 1:) delays, jitters and drops; a tbf child (10:) then applies
-        # the rate with a byte-limited drop-tail queue. netem's own packet limit only bounds
-        # its delay line: it must hold a bandwidth-delay product of packets plus the queue.
-        in_flight = 0
-        if shape.rate_bps:
-            in_flight = shape.rate_bps * (shape.delay_ns + shape.jitter_ns) // 8 // 10**9
-        limit = max(1000, (in_flight + queue_bytes) // 64 + 1)
+    def _set_netem(self, ns: str, dev: str, shape: Shape, queue_bytes: int) -> None:
+        # netem (root, handle 1:) delays, jitters, drops, corrupts, duplicates and reorders;
+        # a tbf child (10:) then applies the rate with a byte-limited drop-tail queue.
         idx = self.ifindex(ns, dev)
-        self.handle(ns).tc(
-            "add", "netem", idx, handle=0x00010000,
-            delay=shape.delay_ns // 1000, jitter=shape.jitter_ns // 1000,
-            loss=shape.loss_ppm / 10_000, limit=limit,
-        )
+        self.handle(ns).tc("add", "netem", idx, handle=0x00010000,
+                           **netem_options(shape, queue_bytes))
         if shape.rate_bps:
             self._set_tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=0x00010001)
+
+
+def netem_options(shape: Shape, queue_bytes: int) -> dict[str, int | float]:
+    """pyroute2's netem keywords for one link direction (`tc("add", "netem", ...)`): times
+    in microseconds, probabilities in percent, as `tc qdisc add ... netem` takes them.
+
+    netem's own packet limit only bounds its delay line: it must hold a bandwidth-delay
+    product of packets plus the queue. A reorder sets `prob_reorder`, and pyroute2 then sets
+    netem's gap to 1, as `tc ... reorder P%` does: with that probability a packet is sent at
+    once, the others after the delay. A probability left at 0 is left out, so the qdisc is the
+    one `tc` would build without that option.
+    """
+    in_flight = 0
+    if shape.rate_bps:
+        in_flight = shape.rate_bps * (shape.delay_ns + shape.jitter_ns) // 8 // 10**9
+    opts: dict[str, int | float] = {
+        "delay": shape.delay_ns // 1000, "jitter": shape.jitter_ns // 1000,
+        "loss": shape.loss_ppm / 10_000,
+        "limit": max(1000, (in_flight + queue_bytes) // 64 + 1),
+    }
+    for key, ppm in (("prob_corrupt", shape.corrupt_ppm), ("duplicate", shape.duplicate_ppm),
+                     ("prob_reorder", shape.reorder_ppm)):
+        if ppm:
+            opts[key] = ppm / 10_000
+    return opts
 
 
 # what `ethtool -K DEV tx off sg off tso off gso off gro off` turns off

@@ -31,7 +31,7 @@ from fabric.units import (
 from .model import Shape
 
 __all__ = ["LINK_PROPERTIES", "MTU_MAX", "MTU_MIN", "LinkProperty", "at_switch_egress",
-           "property_keys", "reverse_keys"]
+           "property_keys", "reverse_keys", "shape_conflict"]
 
 MTU_MIN, MTU_MAX = 576, 65535  # 576: the smallest datagram every IPv4 host must accept
 
@@ -70,6 +70,24 @@ def _queue_cell(shape: Shape, queue: int) -> str:
     return format_size(queue) if shape.rate_bps else "-"  # no rate: nothing ever queues
 
 
+def _chance(key: str) -> Callable[[Any], int]:
+    """`parse_loss` for another probability (a percentage -> ppm), its errors naming `key`."""
+
+    def parse(value: Any) -> int:  # noqa: ANN401 - a YAML scalar
+        try:
+            return parse_loss(value)
+        except ValueError as e:
+            msg = str(e).replace("bad loss ", f"bad {key} ", 1)
+            raise ValueError(msg.replace(": loss cannot", f": {key} cannot", 1)) from None
+
+    parse.__name__ = f"parse_{key}"
+    return parse
+
+
+def _ppm_cell(field_name: str) -> Callable[[Shape, int], str]:
+    return lambda s, q: format_loss(v) if (v := getattr(s, field_name)) else "-"
+
+
 LINK_PROPERTIES: tuple[LinkProperty, ...] = (
     LinkProperty("rate", ("rate_bps",), parse_rate, "a rate such as 40Mbps",
                  lambda s, q: format_rate(s.rate_bps) if s.rate_bps else "unshaped",
@@ -79,7 +97,15 @@ LINK_PROPERTIES: tuple[LinkProperty, ...] = (
     LinkProperty("jitter", ("jitter_ns",), parse_time, "a time such as 1ms",
                  lambda s, q: format_time(s.jitter_ns) if s.jitter_ns else "-"),
     LinkProperty("loss", ("loss_ppm",), parse_loss, "a loss such as 0.1%",
-                 lambda s, q: format_loss(s.loss_ppm) if s.loss_ppm else "-"),
+                 _ppm_cell("loss_ppm")),
+    # netem's corrupt, duplicate and reorder (`man tc-netem`); the userspace engine does the
+    # same in `linkmodel.py`. Each direction draws its own, like loss.
+    LinkProperty("corrupt", ("corrupt_ppm",), _chance("corrupt"), "a percentage such as 0.1%",
+                 _ppm_cell("corrupt_ppm")),
+    LinkProperty("duplicate", ("duplicate_ppm",), _chance("duplicate"),
+                 "a percentage such as 0.1%", _ppm_cell("duplicate_ppm")),
+    LinkProperty("reorder", ("reorder_ppm",), _chance("reorder"), "a percentage such as 25%",
+                 _ppm_cell("reorder_ppm")),
     # setting either form replaces both, so a link can override a default byte limit with a
     # packet limit
     LinkProperty("queue", ("queue_bytes", "queue_packets"), parse_queue,
@@ -91,6 +117,18 @@ LINK_PROPERTIES: tuple[LinkProperty, ...] = (
                  nullable=True, switch_realises=True,
                  not_realised_by={"netem": "needs sch_red"}, what="ecn threshold"),
 )
+
+
+def shape_conflict(shape: Shape, direction: str) -> str | None:
+    """What makes one resolved link direction (`direction` like "a->b") unrealisable as a
+    whole: properties each valid alone that do not go together. None when there is none; the
+    caller raises it at the link's line."""
+    if shape.reorder_ppm and not shape.delay_ns:
+        return (f"reorder {format_loss(shape.reorder_ppm)} on {direction} needs a delay: a "
+                "reordered packet is one sent at once while the others wait out the delay (as "
+                "in netem), so without one nothing overtakes; set a delay such as 1ms, or "
+                "remove reorder")
+    return None
 
 
 def property_keys() -> tuple[str, ...]:

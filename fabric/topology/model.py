@@ -21,6 +21,10 @@ class Shape:
     delay_ns / jitter_ns: one-way propagation delay and its spread (netem semantics: each packet
         gets delay + uniform(-jitter, +jitter), clipped at 0).
     loss_ppm: random loss, parts per million (10_000 = 1%).
+    corrupt_ppm / duplicate_ppm / reorder_ppm: netem's `corrupt`, `duplicate` and `reorder`
+        probabilities in ppm: flip one random bit of a packet, deliver a packet twice, send a
+        packet at once instead of after the delay (so it overtakes the delayed ones; needs a
+        delay).
     queue_bytes / queue_packets: the queue limit; at most one is set; both None = the plan's
         default (at least one bandwidth-delay product).
     ecn_bytes: CE-mark ECT packets when the queue holds more than this many bytes; None = never.
@@ -31,6 +35,9 @@ class Shape:
     delay_ns: int = 0
     jitter_ns: int = 0
     loss_ppm: int = 0
+    corrupt_ppm: int = 0
+    duplicate_ppm: int = 0
+    reorder_ppm: int = 0
     queue_bytes: int | None = None
     queue_packets: int | None = None
     ecn_bytes: int | None = None

@@ -1,5 +1,6 @@
 """IP header helpers on raw packets, shared by the link engine, the RoCE switch and the pcap
-writer: the ECN field, the Internet checksum, and CE marking with the checksum patched.
+writer: the ECN field, the Internet checksum, CE marking with the checksum patched, and the
+header's length and a bit flip (the link engine's `corrupt`).
 
 They sit on per-packet paths, so they work on plain bytes (a `bytearray` or a writable
 `memoryview` starting at the IP header, no L2 header), make no objects, and patch the IPv4
@@ -17,6 +18,8 @@ __all__ = [
     "ECN_NOT_ECT",
     "checksum",
     "ecn_of",
+    "flip_bit",
+    "header_length",
     "patch_checksum",
     "set_ce",
 ]
@@ -94,3 +97,21 @@ def set_ce(pkt: Packet) -> bool:
         pkt[1] |= 0x30
         return True
     return False
+
+
+def header_length(pkt: bytes | bytearray | memoryview) -> int:
+    """Bytes of the IP header (IPv4: IHL x 4; IPv6: the fixed 40); 0 for anything else."""
+    if not pkt:
+        return 0
+    version = pkt[0] >> 4
+    if version == 4:
+        return (pkt[0] & 0x0F) * 4
+    if version == 6:
+        return 40
+    return 0
+
+
+def flip_bit(pkt: Packet, bit: int) -> None:
+    """Invert bit `bit` of `pkt` in place: `1 << (bit & 7)` of byte `bit >> 3`. No checksum is
+    patched: a corrupted packet is meant to fail the receiver's check."""
+    pkt[bit >> 3] ^= 1 << (bit & 7)
