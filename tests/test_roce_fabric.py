@@ -739,14 +739,25 @@ def test_stats_have_the_class_drop_and_sample_layout_variant_metrics_reads() -> 
 # ---- reporting ------------------------------------------------------------------------------
 
 
+def chunks_of_records(recs: list[TransferRecord]) -> list[ChunkRecord]:
+    """One chunk per transfer as its receiver records it: a corrupt transfer's chunk with a
+    digest that did not match."""
+    return [ChunkRecord(flow=r.flow, cls=r.cls, kind=r.kind, request=r.request, chunk=0,
+                        nbytes=r.nbytes, t_send_ns=r.t_start_ns, t_first_ns=r.t_first_byte_ns,
+                        t_last_ns=r.t_done_ns, ok=r.status != "corrupt") for r in recs]
+
+
 def results() -> list[VariantResult]:
+    """Two variants; the second also had a transfer whose chunk arrived corrupt."""
     topo = pair()
     stats, _ = run_switch()
     out = []
     for i, v in enumerate([Variant("dcqcn", True), Variant("hpcc", False)]):
         recs = [record(100_000, 2.0 + i, request=0), record(2 << 20, 1.5 + i, request=1)]
-        m = variant_metrics(topo, fake_result(recs, {"h0": {"cnps": i}}), SUMMARY,
-                            {"sw": stats})
+        recs += [record(4096, 1.0, request=2, status="corrupt")] if i else []
+        counted = summarise(chunks_of_records(recs), recs, time_scale=100)
+        m = variant_metrics(topo, fake_result(recs, {"h0": {"cnps": i}}),
+                            {**SUMMARY, "integrity": counted["integrity"]}, {"sw": stats})
         out.append(VariantResult(v, m, {"total": {}}, {"sw": stats},
                                  ["timed out"] if i else []))
     return out
@@ -755,13 +766,27 @@ def results() -> list[VariantResult]:
 def test_render_table() -> None:
     text = render(results(), pair())
     assert text.startswith("t: fabric time (host ran 100x slower)")
-    for label in ("dcqcn/pfc", "hpcc/no-pfc"):
-        assert sum(line.lstrip().startswith(label) for line in text.splitlines()) == 2
+    for label in ("dcqcn/pfc", "hpcc/no-pfc"):  # its row, its integrity line, its slowdowns
+        assert sum(line.lstrip().startswith(label) for line in text.splitlines()) == 3
     assert "FCT slowdown by flow size" in text
     assert "<=256 KiB" in text
     assert "1 MiB-4 MiB" in text
     assert "2.00 / 2.00 (1)" in text
     assert "3.00 / 3.00 (1)" in text
+
+
+def test_render_prints_each_variants_integrity_from_its_counted_chunks() -> None:
+    lines = render(results(), pair()).splitlines()
+    assert "dcqcn/pfc: integrity: OK (2 chunks, 2 transfers)" in lines
+    assert "hpcc/no-pfc: integrity: FAILED: 1 corrupt, 1 transfer failed" in lines
+    # right under the table, before the per-class and per-size tables
+    first = lines.index("dcqcn/pfc: integrity: OK (2 chunks, 2 transfers)")
+    assert lines[first + 1].startswith("hpcc/no-pfc: integrity: FAILED")
+    assert lines[first - 1].lstrip().startswith("hpcc/no-pfc ")
+    # a comparison.json from before integrity was kept says so rather than claim OK
+    old = results()[0]
+    del old.metrics["integrity"]
+    assert "dcqcn/pfc: integrity: not recorded" in render([old], pair()).splitlines()
 
 
 def test_render_without_flows() -> None:

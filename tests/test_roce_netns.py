@@ -63,7 +63,10 @@ def _ours(name: str) -> list[str]:
 def test_cli_compares_policies_and_moves_every_chunk(tmp_path, fabric_name, state_dir) -> None:
     from click.testing import CliRunner
 
-    path, _ = _topo(tmp_path, fabric_name)
+    from fabric.kv.layout import chunks_of
+    from fabric.traffic import schedule
+
+    path, topo = _topo(tmp_path, fabric_name)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(path), "--cc", "none,dcqcn,hpcc",
                                       "--out", str(out)])
@@ -71,11 +74,18 @@ def test_cli_compares_policies_and_moves_every_chunk(tmp_path, fabric_name, stat
     table = result.stdout
     for label in ("none", "dcqcn", "hpcc"):
         assert f"\n{label} " in table
+    # every policy's integrity line, counted from the chunks its receivers checked: all of
+    # the planned chunks, each once and intact
+    planned = sum(len(chunks_of(t)) for t in schedule(topo))
+    for label in ("none", "dcqcn", "hpcc"):
+        assert f"\n{label}: integrity: OK ({planned} chunks, 4 transfers)\n" in table
     comp = json.loads((out / "comparison.json").read_text())
     rows = {r["variant"]: r for r in comp["variants"]}
     assert set(rows) == {"none", "dcqcn", "hpcc"}
     for row in rows.values():
         assert row["transfers_ok"] == row["transfers"] == 4
+        assert row["integrity"]["ok"]
+        assert row["integrity"]["chunks_ok"] == planned
         assert row["errors"] == []
         assert row["drops_lossless"] == 0
         assert row["slowdown_p50"] >= 0.9  # nothing beats the ideal by more than noise

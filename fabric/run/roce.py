@@ -9,7 +9,9 @@ variant's policy, and collects:
 - chunk latency p99 and goodput (`fabric.metrics.summary`);
 - from the switches: max and time-weighted mean egress queue, drops (lossless ones apart),
   ECN marks, PFC pauses sent and paused time, and queue samples over time;
-- from the hosts' transports: retransmitted packets, NAKs, timeouts, CNPs.
+- from the hosts' transports: retransmitted packets, NAKs, timeouts, CNPs;
+- the integrity of what arrived: every chunk's digest checked at its receiver, counted as
+  intact, corrupt, missing or duplicate (`fabric.metrics.records.IntegrityCounts`).
 
 The figures are fabric time (wall / time_scale). `render` prints the comparison table;
 `write_plots` draws FCT slowdown by size and queue depth over time, one line per variant.
@@ -29,7 +31,7 @@ import numpy as np
 
 from fabric.errors import FabricError
 from fabric.metrics.records import parse_links
-from fabric.metrics.report import RunLabel, format_table
+from fabric.metrics.report import RunLabel, format_table, render_integrity
 from fabric.metrics.summary import jsonable, summarise
 from fabric.switch.core import DROP_LOSSLESS, DROPS
 from fabric.topology.document import Topology
@@ -236,6 +238,8 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         "cnps": host("cnps"),
         "naks": host("naks"),
         "timeouts": host("timeouts"),
+        # counted from the receivers' chunk records by `summarise`; None when not given
+        "integrity": summary.get("integrity"),
         "fcts": fcts,
         "queue_samples": samples,
     }
@@ -279,7 +283,7 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             metrics = variant_metrics(topo, result, summary, switches)
             vr = VariantResult(v, metrics, summary, switches, list(result.errors))
             if not summary["integrity"]["ok"]:
-                vr.errors.append("integrity check failed (corrupt, missing or duplicate data)")
+                vr.errors.append(render_integrity(summary["integrity"]))
             results.append(vr)
             _write_variant(out_dir, vr)
     finally:
@@ -304,8 +308,18 @@ def _t(ns: float | None) -> str:
     return "-" if ns is None else format_time(round(ns))
 
 
+def integrity_line(r: VariantResult) -> str:
+    """`LABEL: integrity: OK (N chunks, M transfers)` or `LABEL: integrity: FAILED: ...`, from
+    the chunks the variant's receivers counted."""
+    counts = r.metrics.get("integrity")
+    if counts is None:  # a comparison.json written before integrity was kept
+        return f"{r.variant.label}: integrity: not recorded"
+    return f"{r.variant.label}: {render_integrity(counts)}"
+
+
 def render(results: Sequence[VariantResult], topo: RunLabel) -> str:
-    """The comparison table (fabric time), then slowdown by flow size per variant."""
+    """The comparison table (fabric time), then each variant's integrity line, then
+    slowdown by flow size per variant."""
     header = ["variant", "FCT mean", "FCT p99", "slowdown p50", "p99", "chunk p99", "goodput",
               "queue max", "queue mean", "drops", "lossless drops", "link drops",
               "host drops", "ECN marks", "pauses", "paused", "retx", "CNPs"]
@@ -331,6 +345,7 @@ def render(results: Sequence[VariantResult], topo: RunLabel) -> str:
            "queue overflowed);\nmeasured on the fabric, but slowdown = measured FCT / the ideal "
            "FCT computed from the path's rate and delay (modelled)",
            format_table(rows, header, numeric=range(1, len(header)))]
+    out += [integrity_line(r) for r in results]
     if len({c for r in results for c in r.metrics.get("by_class", {})}) > 1:
         crows = []
         for r in results:
