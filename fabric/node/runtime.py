@@ -14,8 +14,9 @@ socket (typed messages, `fabric.node.session`), and to its peers over:
 - UDP and RoCE: the transports registered in `fabric.node.transport` (`fabric.node.udp`,
   `fabric.node.roce`).
 
-Every chunk's digest is checked on arrival. Times are CLOCK_MONOTONIC, shared by every
-process on the host, so one-way latencies are exact.
+Every chunk's digest is checked on arrival (`fabric.node.faults`, a test-only sender fault,
+shows the check catching a corrupt, missing or duplicate chunk). Times are CLOCK_MONOTONIC,
+shared by every process on the host, so one-way latencies are exact.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from ..wire.frames import (
     encode_chunk_header,
 )
 from ..wire.frames import acked as acked_transfer
+from . import faults
+from .faults import Fault
 from .session import Channel, Done, Go, Plan, Progress, Ready, Records
 from .transport import NodeConfig, transport
 
@@ -88,6 +91,7 @@ class Node:
         # (dst, class, transport) -> the sender's queue of (transfer, time it became ready)
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self.endpoints: dict[str, Any] = {}  # transport name -> its endpoint (UDP, RoCE)
+        self.fault: Fault | None = None  # test-only (node/faults.py); None in a real run
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -195,11 +199,18 @@ class Node:
                 async for tr, t_start in queue:
                     acked[tr.id] = trio.Event()
                     chunks = chunks_of(tr)
+                    fault = self.fault
                     for spec in chunks:
                         payload = chunk_view(spec, self.cfg.seed)  # sent from the pool itself
                         header = encode_chunk_header(tr.id, spec.index, len(chunks),
                                                      spec.nbytes, digest(payload), t_start,
                                                      time.monotonic_ns())
+                        if fault is not None:  # test-only: what leaves instead
+                            for frame in fault.frames(tr.id, spec.index, len(chunks), payload):
+                                await _send_all(sock, header)
+                                await _send_all(sock, memoryview(frame))
+                            self.tx_bytes += spec.nbytes
+                            continue
                         await _send_all(sock, header)
                         await _send_all(sock, memoryview(payload))  # type: ignore[arg-type]
                         self.tx_bytes += spec.nbytes
@@ -365,6 +376,9 @@ async def serve_node(ctl_fd: int, name: str) -> None:
                                                                       else set())
         for kind in sorted(needed - {"tcp"}):
             await nursery.start(transport(kind).serve, node)
+        node.fault = faults.from_env(cfg.sends)  # FABRIC_TEST_FAULT: tests only
+        if node.fault is not None:
+            faults.wrap_endpoints(node.endpoints, node.fault)
         await ctl.send(Ready())
         go = await ctl.receive()  # the shared start time
         if not isinstance(go, Go):
