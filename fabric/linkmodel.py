@@ -166,6 +166,7 @@ class LinkDirection:
         # reordering needs something to overtake: without a delay it is a no-op (and the
         # loading a file refuses it)
         self._reorder = max(0, shape.reorder_ppm) / 1_000_000 if shape.delay_ns > 0 else 0.0
+        self._dup_or_corrupt = bool(self._corrupt or self._duplicate)
         self._delay = max(0, shape.delay_ns)
         self._jitter = max(0, shape.jitter_ns)
         qbytes, qpackets = queue_limit(shape)
@@ -209,7 +210,7 @@ class LinkDirection:
     @property
     def faults(self) -> bool:
         """Whether a verdict may ask the caller to flip a bit or offer a copy."""
-        return bool(self._corrupt or self._duplicate)
+        return self._dup_or_corrupt
 
     def offer(self, length: int, ect: bool, now_ns: int, item: Any = None, *,  # noqa: ANN401
               header: int = 0, copy: bool = False) -> Verdict:
@@ -226,16 +227,19 @@ class LinkDirection:
         if now_ns >= self._next_sample:
             self._take_sample(now_ns)
         rng = self._rng
-        dup = bool(self._duplicate) and not copy and rng.random() < self._duplicate
+        dup = False
+        if self._dup_or_corrupt and self._duplicate and not copy:
+            dup = rng.random() < self._duplicate
         if self._loss and rng.random() < self._loss:
             if not dup:
                 self._drops_loss += 1
                 return DROPPED_LOSS
             dup = False  # netem: duplicated and lost leaves one copy
         bit = -1
-        if self._corrupt and rng.random() < self._corrupt and length > 0:
-            span = length - header if 0 <= header < length else length
-            bit = (length - span) * 8 + rng.randrange(span * 8)
+        if self._dup_or_corrupt:
+            if self._corrupt and rng.random() < self._corrupt and length > 0:
+                span = length - header if 0 <= header < length else length
+                bit = (length - span) * 8 + rng.randrange(span * 8)
         if self.immediate:
             self._packets_out += 1
             self._bytes_out += length
