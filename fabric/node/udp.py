@@ -4,15 +4,23 @@ unit of `fabric.wire.udp`, cut to the path MTU, with selective NACKs and a retra
 One UDP socket per node (port `UDP_PORT`) carries data, ACKs and NACKs for every peer. A sender
 keeps one chunk in flight per (peer, class) with a fixed window sized to the path's
 bandwidth-delay product plus its first queue, and a retransmission timeout from measured RTTs
-(RFC 6298, Karn's rule). There is no congestion control here (the RoCE-style transport with
-pluggable congestion control replaces this): flows sharing a bottleneck overrun its queue,
-which shows up as drops and retransmissions, which the run counts.
+(RFC 6298, Karn's rule). What it learns of a peer's path (RTT, RTO, and whether the path
+reorders, which sets RACK's reordering window) carries from one chunk to the next. There is no
+congestion control here (the RoCE-style transport with pluggable congestion control replaces
+this): flows sharing a bottleneck overrun its queue, which shows up as drops and
+retransmissions, which the run counts.
+
+The endpoint's statistics say what the reliability cost: `udp_sent_bytes` (every DATA
+payload byte put on the wire, repeats included) against `udp_unit_bytes` (each chunk's frame
+once), retransmissions, the spurious ones (a DSACK showed the original had arrived) and
+timeouts; `sent_line` turns them into one line for a report.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +29,18 @@ import trio
 from ..kv.content import chunk_view, digest
 from ..kv.layout import chunks_of
 from ..traffic import Transfer
+from ..units import format_size
 from ..wire.frames import MAX_HEADER, FrameDecoder, chunk_header, encode_chunk_header
-from ..wire.udp import ACK, DATA, FIN, UdpReceiver, UdpSender, pack_segment, unpack_segment
+from ..wire.udp import (
+    ACK,
+    DATA,
+    FIN,
+    PathEstimate,
+    UdpReceiver,
+    UdpSender,
+    pack_segment,
+    unpack_segment,
+)
 from .transport import NodeSide, Transport
 
 UDP_PORT = 7472
@@ -53,10 +71,16 @@ class UdpEndpoint:
         self.next_unit = 1
         self.flow_id = sorted(node.cfg.peers).index(node.cfg.name) + 1
         self.retransmitted = 0
-        self.rto_ns: dict[str, int] = {}  # per peer: what the last unit's RTT samples gave
+        self.spurious = 0
+        self.timeouts = 0
+        self.sent_bytes = 0
+        self.unit_bytes = 0
+        self.paths: dict[str, PathEstimate] = {}  # per peer: what earlier units learnt
 
     def statistics(self) -> dict[str, int]:
-        return {"udp_retransmitted": self.retransmitted}
+        return {"udp_retransmitted": self.retransmitted, "udp_spurious": self.spurious,
+                "udp_timeouts": self.timeouts, "udp_sent_bytes": self.sent_bytes,
+                "udp_unit_bytes": self.unit_bytes}
 
     async def receive_loop(self) -> None:
         while True:
@@ -123,8 +147,9 @@ class UdpEndpoint:
         self.next_unit += 1
         dst_addr = self.node.cfg.peers[dst]
         window = self.node.cfg.udp_window.get(dst, WINDOW_SEGMENTS)
-        sender = UdpSender(self.flow_id, uid, unit.nbytes, self.mss, window,
-                           self.rto_ns.get(dst, RTO_NS))
+        path = self.paths.setdefault(dst, PathEstimate.initial(RTO_NS))
+        sender = UdpSender(self.flow_id, uid, unit.nbytes, self.mss, window, path.rto_ns,
+                           path=path)
         wake = trio.Event()
         self.outbound[uid] = (sender, wake)
         view = memoryview(unit)  # type: ignore[arg-type]
@@ -149,7 +174,10 @@ class UdpEndpoint:
                 self.outbound[uid] = (sender, wake)
         finally:
             self.retransmitted += sender.retransmitted
-            self.rto_ns[dst] = sender.rto_ns
+            self.spurious += sender.spurious
+            self.timeouts += sender.timeouts
+            self.sent_bytes += sender.sent_bytes
+            self.unit_bytes += unit.nbytes
             del self.outbound[uid]
 
 
@@ -194,6 +222,18 @@ async def udp_sender(node: NodeSide, dst: str, cls: str,
             buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)
             await ep.send_unit(dst, buf[start: HEADER_ROOM + spec.nbytes], tos)
         node.transfer_sent(tr)
+
+
+def sent_line(stats: Mapping[str, int]) -> str | None:
+    """`udp: sent N for M of payload (x1.04): R retransmitted, S spurious, T timeouts` from a
+    node's (or several nodes' summed) UDP statistics; None when it sent nothing over UDP."""
+    unit = int(stats.get("udp_unit_bytes", 0))
+    if unit <= 0:
+        return None
+    sent = int(stats.get("udp_sent_bytes", 0))
+    return (f"udp: sent {format_size(sent)} for {format_size(unit)} of payload "
+            f"(x{sent / unit:.2f}): {stats.get('udp_retransmitted', 0)} retransmitted, "
+            f"{stats.get('udp_spurious', 0)} spurious, {stats.get('udp_timeouts', 0)} timeouts")
 
 
 TRANSPORT = Transport("udp", serve_udp, udp_sender)

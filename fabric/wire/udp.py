@@ -6,23 +6,35 @@ header (network byte order)::
 
     magic u16 | flags u8 | reserved u8 | flow u32 | transfer u32 | seq u32 | offset u64 | total u64
 
-`flags` is DATA, or ACK (with NACK when a list follows), plus FIN on the last DATA segment. An
-ACK's `seq` is the cumulative ack (every seq below it arrived); its `offset` is the *horizon*:
-the NACK payload (big-endian u32 seqs) lists every missing seq in `[seq, horizon)`, so every
-other seq in that range has arrived (a selective ack). The horizon is the highest seq seen + 1,
-or the last NACKed seq + 1 when the list was cut at `max_nacks`. `mss = mtu - 28 - 32`
-(IPv4 + UDP headers, then ours).
+`flags` is DATA, or ACK (with NACK when a list follows, DSACK when a duplicate is reported),
+plus FIN on the last DATA segment. An ACK's `seq` is the cumulative ack (every seq below it
+arrived); its `offset` is the *horizon*: the NACK payload (big-endian u32 seqs) lists every
+missing seq in `[seq, horizon)`, so every other seq in that range has arrived (a selective ack).
+The horizon is the highest seq seen + 1, or the last NACKed seq + 1 when the list was cut at
+`max_nacks`. With DSACK the payload starts, before the NACK list, with a u32 count and that many
+seqs that arrived again since the last ACK (RFC 2883's duplicate SACK, at most `MAX_DSACKS`).
+`mss = mtu - 28 - 32` (IPv4 + UDP headers, then ours).
 
 Why selective NACKs rather than RoCE's go-back-N: a cross-cluster link with 1-30 % loss and a
 window of hundreds of segments would resend most of the window for every drop. The receiver
 keeps a bitmap and names the holes; the sender resends only those, and a retransmission timer
 (with exponential backoff, reset by progress) covers lost ACKs and lost retransmissions.
 
-A NACKed seq is resent at once when a segment sent more than `reorder_ns` after it is known to
-have arrived (RACK's time-based rule: it was not merely overtaken by reordering), or when it was
-last sent at least `nack_holdoff_ns` ago; otherwise the NACK is ignored (it most likely reports
-reordering, or predates the latest retransmission). Timeouts
-resend only seqs not known to have arrived, so a lost ACK does not resend the whole window.
+Why a reordering window: on a path that reorders, a hole in the receiver's bitmap is most often
+a segment that is merely late. Losses are judged as RACK does (RFC 8985), by time, not by the
+NACK: a segment is lost once a segment *sent after it* is known to have arrived and a
+reordering window has passed since then; until then a reorder timer waits for it. On a path
+that has shown no reordering the window is 0 once DupThresh = 3 later segments have arrived
+(fast retransmit); otherwise it is a quarter of the minimum RTT times a multiplier, at most the
+smoothed RTT. The multiplier grows by one each time the receiver's DSACK shows that a resend
+was spurious (at most once a round trip) and falls back to 1 after 16 loss recoveries without
+one. A resent segment counts as sent at its resend, so a NACK that predates the resend is never
+acted on again: it takes a segment sent after the resend to arrive, roughly an RTT. A NACK alone
+marks a segment lost only once it has been outstanding for an RTO (`nack_holdoff_ns`). On a
+path that reorders the RTO is at least 2 srtt, so the timer never calls a segment lost before
+RACK would. Timeouts resend only seqs not known to have arrived, so a lost ACK does not resend
+the whole window. What the sender learns of the path (RTT, RTO, minimum RTT, reordering) lives
+in a `PathEstimate` that outlives one transfer.
 
 Both ends are fed events and the time (`now_ns`) and say when they next need attention
 (`next_deadline()`); the I/O layer owns the socket and the clock. Drive the sender by calling
@@ -41,16 +53,20 @@ from fabric.wire.frames import ProtocolError
 __all__ = [
     "ACK",
     "DATA",
+    "DSACK",
     "FIN",
     "HEADER_SIZE",
     "MAGIC",
+    "MAX_DSACKS",
     "NACK",
+    "PathEstimate",
     "Segment",
     "UdpReceiver",
     "UdpSender",
     "mss_for_mtu",
     "pack_ack",
     "pack_segment",
+    "unpack_ack_payload",
     "unpack_nacks",
     "unpack_segment",
 ]
@@ -60,7 +76,9 @@ DATA: Final = 0x01
 ACK: Final = 0x02
 NACK: Final = 0x04
 FIN: Final = 0x08
-_KNOWN_FLAGS = DATA | ACK | NACK | FIN
+DSACK: Final = 0x10
+MAX_DSACKS: Final = 16  # duplicates one ACK reports; more in between go unreported
+_KNOWN_FLAGS = DATA | ACK | NACK | FIN | DSACK
 IP_UDP_OVERHEAD: Final = 28  # IPv4 20 + UDP 8
 
 _HEADER = struct.Struct("!HBBIIIQQ")
@@ -107,7 +125,8 @@ def unpack_segment(data: bytes | bytearray | memoryview) -> tuple[Segment, memor
     magic, flags, reserved, flow, transfer, seq, offset, total = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise ProtocolError(f"segment magic {magic:#06x} is not {MAGIC:#06x}")
-    if flags & ~_KNOWN_FLAGS or not flags & (DATA | ACK) or (flags & DATA and flags & ACK):
+    if (flags & ~_KNOWN_FLAGS or not flags & (DATA | ACK) or (flags & DATA and flags & ACK)
+            or (flags & DSACK and not flags & ACK)):
         raise ProtocolError(f"segment flags {flags:#04x} are not a valid combination")
     if reserved:
         raise ProtocolError(f"segment reserved byte is {reserved}, must be 0")
@@ -115,11 +134,35 @@ def unpack_segment(data: bytes | bytearray | memoryview) -> tuple[Segment, memor
 
 
 def pack_ack(flow: int, transfer: int, total: int, cum_seq: int, horizon: int,
-             nacks: list[int] | tuple[int, ...] = ()) -> bytes:
-    """An ACK datagram: cumulative ack, horizon, and the missing seqs in [cum_seq, horizon)."""
-    payload = b"".join(_U32.pack(s) for s in nacks)
-    flags = ACK | (NACK if nacks else 0)
+             nacks: list[int] | tuple[int, ...] = (),
+             dsacks: list[int] | tuple[int, ...] = ()) -> bytes:
+    """An ACK datagram: cumulative ack, horizon, the missing seqs in [cum_seq, horizon), and
+    the seqs that arrived twice since the last ACK (`dsacks`)."""
+    if len(dsacks) > MAX_DSACKS:
+        raise ValueError(f"{len(dsacks)} DSACK seqs; at most {MAX_DSACKS} fit an ACK")
+    seqs = [len(dsacks), *dsacks, *nacks] if dsacks else list(nacks)
+    try:
+        payload = b"".join(_U32.pack(s) for s in seqs)
+    except struct.error as exc:
+        raise ValueError(f"ACK seq out of range: {exc}") from None
+    flags = ACK | (NACK if nacks else 0) | (DSACK if dsacks else 0)
     return pack_segment(flags, flow, transfer, cum_seq, horizon, total, payload)
+
+
+def unpack_ack_payload(flags: int, payload: bytes | memoryview) -> tuple[list[int], list[int]]:
+    """`(dsacks, nacks)` of an ACK's payload: the seqs that arrived twice and the missing
+    ones."""
+    seqs = unpack_nacks(payload) if flags & (NACK | DSACK) else []
+    dsacks: list[int] = []
+    if flags & DSACK:
+        n = seqs[0] if seqs else 0
+        if not 0 < n <= min(MAX_DSACKS, len(seqs) - 1):
+            raise ProtocolError(f"DSACK count {n} does not fit the ACK's {len(seqs)} u32s "
+                                f"(1..{MAX_DSACKS} seqs after the count)")
+        dsacks, seqs = seqs[1:n + 1], seqs[n + 1:]
+    if flags & NACK and not seqs:
+        raise ProtocolError("NACK flag on an ACK without a missing seq")
+    return dsacks, seqs
 
 
 def unpack_nacks(payload: bytes | memoryview) -> list[int]:
@@ -137,42 +180,158 @@ def _segment_count(total: int, mss: int) -> int:
     return -(-total // mss)
 
 
+MIN_RTO_NS: Final = 5_000_000
+DUPTHRESH: Final = 3
+REO_WND_PERSIST: Final = 16
+
+
+@dataclass
+class PathEstimate:
+    """What a sender learns of one path and keeps from one transfer to the next (a node moves
+    many units to the same peer): RFC 6298's smoothed RTT, its variation and the RTO they give,
+    the minimum RTT, and RFC 8985's reordering state (seen or not, and the window multiplier
+    that DSACKs of spurious retransmissions grow)."""
+
+    rto_ns: int
+    min_rto_ns: int = MIN_RTO_NS
+    srtt_ns: int | None = None
+    rttvar_ns: int = 0
+    min_rtt_ns: int | None = None
+    reordering: bool = False
+    reo_wnd_mult: int = 1
+    reo_wnd_persist: int = 0  # loss recoveries left before the multiplier falls back to 1
+
+    @classmethod
+    def initial(cls, rto_ns: int) -> PathEstimate:
+        """A path nothing is known of yet: `rto_ns` until RTT samples refine it."""
+        if rto_ns <= 0:
+            raise ValueError(f"rto_ns must be positive, not {rto_ns}")
+        return cls(rto_ns=rto_ns, min_rto_ns=min(rto_ns, MIN_RTO_NS))
+
+    def rtt_sample(self, rtt_ns: int) -> None:
+        """RFC 6298: srtt, rttvar, and the RTO they give (never below `min_rto_ns`)."""
+        if self.srtt_ns is None:
+            self.srtt_ns, self.rttvar_ns = rtt_ns, rtt_ns // 2
+        else:
+            self.rttvar_ns += (abs(self.srtt_ns - rtt_ns) - self.rttvar_ns) // 4
+            self.srtt_ns += (rtt_ns - self.srtt_ns) // 8
+        self._update_rto()
+
+    def _update_rto(self) -> None:
+        """srtt + 4 rttvar, never below `min_rto_ns`; on a path that reorders, never below
+        2 srtt either: RACK may wait up to an srtt past an RTT before it calls a segment
+        lost, and the timer must not call it lost first (RFC 8985's probe timeout is 2 srtt
+        for the same reason). The late segments give no RTT samples once resent (Karn), so
+        rttvar alone would not see how late they are."""
+        if self.srtt_ns is None:
+            return
+        rto = max(self.min_rto_ns, self.srtt_ns + 4 * self.rttvar_ns)
+        self.rto_ns = max(rto, 2 * self.srtt_ns) if self.reordering else rto
+
+    def saw_reordering(self) -> None:
+        """A segment arrived after one sent later (or a resend proved spurious)."""
+        if not self.reordering:
+            self.reordering = True
+            self._update_rto()
+
+    def min_rtt_sample(self, rtt_ns: int) -> None:
+        self.min_rtt_ns = rtt_ns if self.min_rtt_ns is None else min(self.min_rtt_ns, rtt_ns)
+
+    def reo_wnd_ns(self, *, confident: bool) -> int:
+        """RFC 8985's reordering window. 0 while no reordering has been seen on the path and
+        the loss is `confident` (DupThresh later segments arrived, or already recovering);
+        else a quarter of the minimum RTT times the multiplier, at most the smoothed RTT."""
+        if not self.reordering and confident:
+            return 0
+        if self.min_rtt_ns is None:
+            return self.rto_ns // 8
+        wnd = self.reo_wnd_mult * self.min_rtt_ns // 4
+        return wnd if self.srtt_ns is None else min(wnd, self.srtt_ns)
+
+    def spurious(self) -> None:
+        """A DSACK showed a retransmission was spurious: widen the window (once a round)."""
+        self.reo_wnd_mult += 1
+        self.reo_wnd_persist = REO_WND_PERSIST
+
+    def recovered(self) -> None:
+        """A loss recovery ended: after 16 without a DSACK the window narrows back."""
+        if self.reo_wnd_persist > 0:
+            self.reo_wnd_persist -= 1
+            if self.reo_wnd_persist == 0:
+                self.reo_wnd_mult = 1
+
+
 class UdpSender:
     """The sending end of one transfer: which segments to (re)send, and when.
 
-    `sent` counts every DATA transmission, `retransmitted` the ones that were repeats,
-    `timeouts` the retransmission-timer expiries.
+    `sent` counts every DATA transmission and `sent_bytes` their payload bytes (repeats
+    included); `retransmitted` the transmissions that were repeats, `timeouts` the
+    retransmission-timer expiries and `spurious` the retransmissions a DSACK showed were not
+    needed (the original had arrived).
+
+    `path` carries what is known of the path between transfers (give the same `PathEstimate`
+    to every sender to one peer; with it, its RTO replaces `rto_ns`). `reorder_ns` fixes the
+    reordering window instead of RACK's adaptive one; `nack_holdoff_ns` (default: the RTO) is
+    how long a NACKed segment must have been outstanding before the NACK alone marks it lost.
     """
 
     def __init__(self, flow: int, transfer: int, total: int, mss: int, window_segments: int,
                  rto_ns: int, *, nack_holdoff_ns: int | None = None,
-                 reorder_ns: int | None = None, max_backoff: int = 8) -> None:
+                 reorder_ns: int | None = None, max_backoff: int = 8,
+                 path: PathEstimate | None = None) -> None:
         if window_segments <= 0 or rto_ns <= 0:
             raise ValueError("window_segments and rto_ns must be positive")
         self.flow, self.transfer, self.total, self.mss = flow, transfer, total, mss
         self.segments = _segment_count(total, mss)
         self.window_segments = window_segments
-        self.rto_ns = rto_ns
-        # A NACK that arrives sooner than this after the segment's last send most likely
-        # predates that send; acting on it would only duplicate the retransmission.
-        self.nack_holdoff_ns = rto_ns // 2 if nack_holdoff_ns is None else nack_holdoff_ns
-        self.reorder_ns = rto_ns // 8 if reorder_ns is None else reorder_ns
-        # defaults follow the RTO as RTT samples refine it
-        self._follow_rto = (nack_holdoff_ns is None, reorder_ns is None)
+        self.path = path if path is not None else PathEstimate.initial(rto_ns)
+        self._holdoff = nack_holdoff_ns
+        self._fixed_reo = reorder_ns
         self.max_backoff = max_backoff
         self._next = 0  # next never-sent seq
         self._cum = 0  # every seq below this is acknowledged
-        self._sent_at: dict[int, int] = {}  # unacked seq -> last send time, oldest first
-        self._delivered_sent_at = -1  # send time of the newest transmission known to arrive
-        self._nacked: set[int] = set()
-        self._resent: set[int] = set()  # seqs sent more than once: no RTT samples (Karn)
+        # outstanding seq -> (last send time, send serial); in send order, so oldest first
+        self._out: dict[int, tuple[int, int]] = {}
+        self._serial = 0
+        self._rack_serial = -1  # the newest transmission known to have arrived ...
+        self._rack_rtt = 0  # ... and its RTT
+        self._fack = -1  # highest seq known to have arrived
+        self._lost: set[int] = set()  # marked lost, to resend
+        self._resent: set[int] = set()  # sent more than once: ambiguous RTT (Karn)
+        self._fast: set[int] = set()  # last sent because RACK or a NACK marked it lost
+        self._reo_deadline: int | None = None
+        self._recover: int | None = None  # in a loss recovery until this seq is acknowledged
+        self._dsack_round: int | None = None  # the window grows once until this is acked
+        self._sample: int | None = None  # this ACK's RTT sample so far
         self._backoff = 1
-        self.srtt_ns: int | None = None  # RFC 6298 smoothed RTT and its variation
-        self._rttvar_ns = 0
-        self.min_rto_ns = min(rto_ns, 5_000_000)
         self.sent = 0
+        self.sent_bytes = 0
         self.retransmitted = 0
         self.timeouts = 0
+        self.spurious = 0
+
+    @property
+    def rto_ns(self) -> int:
+        """The current retransmission timeout (before backoff)."""
+        return self.path.rto_ns
+
+    @property
+    def srtt_ns(self) -> int | None:
+        return self.path.srtt_ns
+
+    @property
+    def nack_holdoff_ns(self) -> int:
+        return self.path.rto_ns if self._holdoff is None else self._holdoff
+
+    @property
+    def reorder_ns(self) -> int:
+        """The reordering window now: how long after a later-sent segment arrived a missing
+        one is still given before it counts as lost."""
+        if self._fixed_reo is not None:
+            return self._fixed_reo
+        sacked = (self._next - self._cum) - len(self._out)
+        recovering = self._recover is not None
+        return self.path.reo_wnd_ns(confident=recovering or sacked >= DUPTHRESH)
 
     @property
     def done(self) -> bool:
@@ -196,30 +355,77 @@ class UdpSender:
         return pack_segment(flags, self.flow, self.transfer, seq, offset, self.total)
 
     def _send(self, seq: int, now_ns: int, out: list[tuple[int, int, int]]) -> None:
-        if self._sent_at.pop(seq, None) is not None:
+        if self._out.pop(seq, None) is not None:
             self._resent.add(seq)
-        self._sent_at[seq] = now_ns  # re-insert: dict order stays oldest send first
+            self.retransmitted += 1
+        self._serial += 1
+        self._out[seq] = (now_ns, self._serial)  # re-insert: dict order stays send order
         self.sent += 1
-        out.append(self.segment(seq))
+        segment = self.segment(seq)
+        self.sent_bytes += segment[2]
+        out.append(segment)
 
-    def _delivered(self, seq: int) -> None:
-        at = self._sent_at.pop(seq, None)
-        if at is not None:
-            self._delivered_sent_at = max(self._delivered_sent_at, at)
-        self._nacked.discard(seq)
+    def _delivered(self, seq: int, now_ns: int) -> None:
+        """`seq` is known to have arrived (cumulatively or selectively acknowledged)."""
+        entry = self._out.pop(seq, None)
+        self._lost.discard(seq)
+        if entry is None:
+            return
+        at, serial = entry
+        rtt = now_ns - at
+        path = self.path
+        if seq in self._resent:
+            # acknowledged sooner than the resend could have travelled: the original arrived
+            # (RFC 8985 step 2), which says nothing of when the resend left
+            if path.min_rtt_ns is not None and rtt < path.min_rtt_ns:
+                return
+        else:
+            path.min_rtt_sample(rtt)
+            if self._sample is None or rtt > self._sample:
+                self._sample = rtt
+            if seq < self._fack:  # sent once, and a later seq was reported before it
+                path.saw_reordering()
+        self._fack = max(self._fack, seq)
+        if serial > self._rack_serial:
+            self._rack_serial, self._rack_rtt = serial, rtt
+
+    def _detect_losses(self, now_ns: int) -> None:
+        """RACK (RFC 8985): a segment sent before the newest one known to have arrived is lost
+        once the reordering window has passed since that newer one would have told us; else
+        the reorder timer waits for it."""
+        self._reo_deadline = None
+        if self._rack_serial < 0:
+            return
+        reo = self.reorder_ns
+        rack_serial, rack_rtt = self._rack_serial, self._rack_rtt
+        for seq, (at, serial) in self._out.items():
+            if serial > rack_serial:
+                break  # sent after the newest delivery: no evidence yet
+            if seq in self._lost:
+                continue
+            when = at + rack_rtt + reo
+            if when > now_ns:
+                self._reo_deadline = when  # send order: every later one is due later still
+                break
+            self._lost.add(seq)
 
     def segments_to_send(self, now_ns: int) -> list[tuple[int, int, int]]:
-        """Segments to transmit now: NACKed ones, timed-out ones, then new ones in the window."""
+        """Segments to transmit now: ones marked lost, timed-out ones, then new ones in the
+        window."""
         out: list[tuple[int, int, int]] = []
-        for seq in sorted(self._nacked):
-            if seq in self._sent_at:
-                self.retransmitted += 1
-                self._send(seq, now_ns, out)
-        self._nacked.clear()
+        self._detect_losses(now_ns)
+        if self._lost:
+            if self._recover is None:
+                self._recover = self._next
+            for seq in sorted(self._lost):
+                if seq in self._out:
+                    self._send(seq, now_ns, out)
+                    self._fast.add(seq)
+            self._lost.clear()
 
-        rto = self.rto_ns * self._backoff
+        rto = self.path.rto_ns * self._backoff
         expired = []
-        for seq, at in self._sent_at.items():
+        for seq, (at, _) in self._out.items():
             if at + rto > now_ns:
                 break
             expired.append(seq)
@@ -227,8 +433,8 @@ class UdpSender:
             self.timeouts += 1
             self._backoff = min(self._backoff * 2, self.max_backoff)
             for seq in expired:
-                self.retransmitted += 1
                 self._send(seq, now_ns, out)
+                self._fast.discard(seq)
 
         limit = min(self.segments, self._cum + self.window_segments)
         while self._next < limit:
@@ -236,73 +442,98 @@ class UdpSender:
             self._next += 1
         return out
 
+    def _rtt_sample(self) -> None:
+        """One RTT sample per ACK (RFC 6298): the longest RTT of the segments it newly reports
+        that were sent only once (Karn). Not the newest one's: on a reordering path that is
+        biased to the segments that overtook others, which leaves the RTO below the RTT of
+        the late ones, and then the timer resends what is merely late."""
+        if self._sample is not None:
+            self.path.rtt_sample(self._sample)
+            self._sample = None
+
     def on_ack(self, cum_seq: int, now_ns: int) -> None:
         """The receiver has every seq below `cum_seq`."""
+        self._cumulative(cum_seq, now_ns)
+        self._rtt_sample()
+
+    def _cumulative(self, cum_seq: int, now_ns: int) -> None:
         if cum_seq > self._next:
             raise ProtocolError(f"ACK of seq {cum_seq} but only {self._next} segments were sent")
-        if cum_seq > self._cum:
-            newest = cum_seq - 1
-            at = self._sent_at.get(newest)
-            if at is not None and newest not in self._resent:
-                self._rtt_sample(now_ns - at)
-            for seq in range(self._cum, cum_seq):
-                self._delivered(seq)
-                self._resent.discard(seq)
-            self._cum = cum_seq
-            self._backoff = 1
-
-    def _rtt_sample(self, rtt: int) -> None:
-        """RFC 6298: srtt, rttvar, and the RTO they give (never below `min_rto_ns`)."""
-        if self.srtt_ns is None:
-            self.srtt_ns, self._rttvar_ns = rtt, rtt // 2
-        else:
-            self._rttvar_ns += (abs(self.srtt_ns - rtt) - self._rttvar_ns) // 4
-            self.srtt_ns += (rtt - self.srtt_ns) // 8
-        self.rto_ns = max(self.min_rto_ns, self.srtt_ns + 4 * self._rttvar_ns)
-        if self._follow_rto[0]:
-            self.nack_holdoff_ns = self.rto_ns // 2
-        if self._follow_rto[1]:
-            self.reorder_ns = self.rto_ns // 8
+        if cum_seq <= self._cum:
+            return
+        for seq in range(self._cum, cum_seq):
+            self._delivered(seq, now_ns)
+            self._resent.discard(seq)
+        self._cum = cum_seq
+        self._backoff = 1
+        if self._recover is not None and cum_seq >= self._recover:
+            self._recover = None  # every seq outstanding when the recovery began has arrived
+            self.path.recovered()
+        if self._dsack_round is not None and cum_seq >= self._dsack_round:
+            self._dsack_round = None
 
     def on_nack(self, seqs: list[int] | tuple[int, ...], now_ns: int, *,
                 horizon: int | None = None) -> None:
         """The receiver reports these seqs missing. With `horizon` (from the ACK), every other
-        seq in [acked, horizon) has arrived. Resend the missing ones that are really lost."""
+        seq in [acked, horizon) has arrived: what RACK judges losses by. A NACKed seq
+        outstanding for `nack_holdoff_ns` is lost whatever else arrived."""
+        self._selective(seqs, now_ns, horizon)
+        self._rtt_sample()
+
+    def _selective(self, seqs: list[int] | tuple[int, ...], now_ns: int,
+                   horizon: int | None) -> None:
         if horizon is not None:
             missing = set(seqs)
             for seq in range(self._cum, min(horizon, self._next)):
                 if seq not in missing:
-                    self._delivered(seq)
+                    self._delivered(seq, now_ns)
+        holdoff = self.nack_holdoff_ns
         for seq in seqs:
-            at = self._sent_at.get(seq)
-            if at is None:
-                continue  # already acknowledged (a stale NACK)
-            if (at + self.reorder_ns < self._delivered_sent_at
-                    or now_ns - at >= self.nack_holdoff_ns):
-                self._nacked.add(seq)
+            entry = self._out.get(seq)
+            if entry is not None and now_ns - entry[0] >= holdoff:
+                self._lost.add(seq)
+
+    def on_dsack(self, seq: int) -> None:
+        """The receiver got `seq` twice. If its last send was a loss-marked resend, that resend
+        was spurious: reordering fooled the window, so widen it (RFC 8985, once a round)."""
+        if seq not in self._fast:
+            return  # a duplicate the link made, or a resend after a timeout (a lost ACK)
+        self._fast.discard(seq)
+        self.spurious += 1
+        self.path.saw_reordering()
+        if self._fixed_reo is None and self._dsack_round is None:
+            self.path.spurious()
+            self._dsack_round = self._next
 
     def on_ack_segment(self, segment: Segment, payload: memoryview | bytes, now_ns: int) -> None:
-        """Feed a whole decoded ACK datagram (cumulative ack, horizon, NACK list)."""
+        """Feed a whole decoded ACK datagram (cumulative ack, horizon, DSACK, NACK list)."""
         if not segment.flags & ACK:
             raise ProtocolError(f"expected an ACK segment, got flags {segment.flags:#04x}")
-        self.on_ack(segment.seq, now_ns)
-        nacks = unpack_nacks(payload) if segment.flags & NACK else []
-        self.on_nack(nacks, now_ns, horizon=segment.offset)
+        dsacks, nacks = unpack_ack_payload(segment.flags, payload)
+        for seq in dsacks:
+            self.on_dsack(seq)
+        self._cumulative(segment.seq, now_ns)
+        self._selective(nacks, now_ns, segment.offset)
+        self._rtt_sample()
 
     def next_deadline(self) -> int | None:
-        """When the oldest unacked segment times out (None when nothing is outstanding)."""
-        if self.done or not self._sent_at:
+        """The earlier of the reorder timer and the oldest unacked segment's timeout (None
+        when nothing is outstanding)."""
+        if self.done or not self._out:
             return None
-        oldest = next(iter(self._sent_at.values()))
-        return oldest + self.rto_ns * self._backoff
+        oldest = next(iter(self._out.values()))[0]
+        rto_at = oldest + self.path.rto_ns * self._backoff
+        reo = self._reo_deadline
+        return rto_at if reo is None else min(reo, rto_at)
 
 
 class UdpReceiver:
     """The receiving end of one transfer: a bitmap of seqs, and when to ACK/NACK.
 
     ACKs go out every `ack_every` new segments, `ack_delay_ns` after the first unacked one, and
-    at once on a new hole, a duplicate (the sender is retransmitting: our ACK was lost) or
-    completion. `duplicates` counts segments that arrived more than once.
+    at once on a new hole, a duplicate (the sender is retransmitting: our ACK was lost, or
+    reordering fooled it; the ACK reports the seq as a DSACK) or completion. `duplicates`
+    counts segments that arrived more than once.
     """
 
     def __init__(self, flow: int, transfer: int, total: int, mss: int, *, ack_every: int = 8,
@@ -319,8 +550,12 @@ class UdpReceiver:
         self._pending = 0  # new segments since the last ACK
         self._due_at: int | None = None
         self.duplicates = 0
+        self._dups: list[int] = []  # duplicates since the last ACK
         self.horizon = 0
         """The horizon of the last `make_ack()`: every missing seq below it was in the list."""
+        self.dsacks: list[int] = []
+        """The duplicates the last `make_ack()` reports (those since the one before, at most
+        `MAX_DSACKS`)."""
 
     @property
     def complete(self) -> bool:
@@ -347,6 +582,8 @@ class UdpReceiver:
             )
         if self._have[seq]:
             self.duplicates += 1
+            if len(self._dups) < MAX_DSACKS:
+                self._dups.append(seq)
             self._due(now_ns)
             return False
         self._have[seq] = 1
@@ -379,7 +616,7 @@ class UdpReceiver:
 
     def make_ack(self) -> tuple[int, list[int]]:
         """`(cum_seq, nacks)`: the cumulative ack and up to `max_nacks` holes below the highest
-        seq seen, lowest first; sets `horizon`. Resets the ACK timer."""
+        seq seen, lowest first; sets `horizon` and `dsacks`. Resets the ACK timer."""
         nacks: list[int] = []
         pos = self._cum
         horizon = self._high
@@ -393,11 +630,13 @@ class UdpReceiver:
             nacks.append(pos)
             pos += 1
         self.horizon = max(horizon, self._cum)
+        self.dsacks, self._dups = self._dups, []
         self._pending = 0
         self._due_at = None
         return self._cum, nacks
 
     def ack_segment(self) -> bytes:
-        """`make_ack()` packed as an ACK datagram, horizon included."""
+        """`make_ack()` packed as an ACK datagram, horizon and DSACK included."""
         cum, nacks = self.make_ack()
-        return pack_ack(self.flow, self.transfer, self.total, cum, self.horizon, nacks)
+        return pack_ack(self.flow, self.transfer, self.total, cum, self.horizon, nacks,
+                        self.dsacks)
