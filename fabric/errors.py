@@ -1,6 +1,48 @@
-"""The project's error tree. The CLI catches `FabricError` once, prints one line, exits 1."""
+"""The project's error tree. The CLI catches `FabricError` once, prints one line, exits 1.
+
+A message may quote what a user wrote (a name, a value), so `one_line` makes any message one
+printable line of at most `MESSAGE_MAX` characters: control characters are escaped and long
+runs cut, with their length said. A value quoted in an error is there to be recognised, not
+copied back.
+"""
 
 from __future__ import annotations
+
+import re
+
+MESSAGE_MAX = 290  # with the CLI's "fabric: " in front, under 300
+_LONG_RUN = re.compile(r"\S{81,}")  # one unbroken run (a value) longer than 80 characters
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(value: object, width: int = 40) -> str:
+    """A value a user wrote, quoted as Python would, cut to `width` characters for a message
+    (`'aaaa...(5000 chars)'`)."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[:width - 12]}...({len(text)} chars)"
+
+
+def escaped(text: str) -> str:
+    """`text` with control characters (newlines too) written as escapes."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def one_line(message: str, limit: int = MESSAGE_MAX) -> str:
+    """`message` as one printable line of at most `limit` characters."""
+    text = _LONG_RUN.sub(lambda m: f"{m.group()[:60]}...({len(m.group())} chars)",
+                         escaped(message))
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return text
+
+
+def _located(where: str, message: str) -> str:
+    """`FILE:LINE: message` in at most MESSAGE_MAX characters: the location kept whole (its
+    tail, for a path over 200 characters), the message cut to fit."""
+    where = escaped(where)
+    if len(where) > 200:
+        where = "..." + where[-197:]
+    return where + one_line(message, MESSAGE_MAX - len(where))
 
 
 class FabricError(Exception):
@@ -20,7 +62,7 @@ class TopologyError(FabricError):
         if file is not None:
             where = f"{file}:{line}: " if line is not None else f"{file}: "
         what = f"{key}: " if key else ""
-        super().__init__(f"{where}{what}{message}")
+        super().__init__(_located(where, f"{what}{message}"))
 
 
 class KernelError(FabricError):

@@ -19,6 +19,8 @@ import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TypeGuard
 
+from .errors import shown
+
 __all__ = [
     "format_loss",
     "format_rate",
@@ -71,9 +73,20 @@ def _decimal(text: str) -> Decimal:
     try:
         d = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the regexes only pass valid numbers
-        raise ValueError(f"bad number {text!r}") from None
+        raise ValueError(f"bad number {shown(text)}") from None
     if not d.is_finite():  # pragma: no cover - likewise
-        raise ValueError(f"bad number {text!r}")
+        raise ValueError(f"bad number {shown(text)}")
+    return _in_range(d, text)
+
+
+def _in_range(d: Decimal, written: object) -> Decimal:
+    """`d`, if its magnitude is 0 or within 1e-30..1e30: every quantity here (a rate in bit/s,
+    a time in ns, a size in bytes) lies far inside, and Decimal arithmetic stays exact and
+    cannot overflow (`1e999999s` in ns would)."""
+    if d and d.adjusted() > _EXP_LIMIT:
+        raise ValueError(f"bad number {shown(written)}: it is too large (at most 1e30)")
+    if d and d.adjusted() < -_EXP_LIMIT:
+        raise ValueError(f"bad number {shown(written)}: it is too small (at least 1e-30, or 0)")
     return d
 
 
@@ -81,7 +94,15 @@ def _from_number(value: int | float, what: str, forms: str) -> Decimal:
     """A YAML int/float as an exact Decimal (floats via repr, so 0.001 stays 0.001)."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         raise ValueError(f"bad {what} {value!r}: expected {forms}")
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if isinstance(value, int) and abs(value) > 10**_EXP_LIMIT:
+        raise ValueError(f"bad {what} {shown(value)}: it is too large (at most 1e30)")
+    return _in_range(Decimal(repr(value)) if isinstance(value, float) else Decimal(value), value)
+
+
+def _at_most(value: int, limit: int, what: str, written: object, unit: str) -> int:
+    if value > limit:
+        raise ValueError(f"bad {what} {shown(written)}: at most {unit}")
+    return value
 
 
 def _round(d: Decimal) -> int:
@@ -92,12 +113,24 @@ def _round(d: Decimal) -> int:
 
 
 _LIMIT = Decimal(10) ** 30
+_EXP_LIMIT = 30
+
+#: the ranges each parser accepts (docs/topology.md, "Ranges")
+RATE_MAX_BPS = 10**14  # 100 Tbit/s: four times the fastest port sold
+TIME_MAX_NS = 86_400 * 10**9  # one day
+SIZE_MAX_BYTES = 2**40  # 1 TiB
+PACKETS_MAX = 10**9
 
 
 def _text(value: object, what: str, forms: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"bad {what} {value!r}: expected {forms}")
+        raise ValueError(f"bad {what} {shown(value)}: expected {forms}")
+    if len(value) > _TEXT_MAX:
+        raise ValueError(f"bad {what} {shown(value)}: too long for {forms}")
     return value
+
+
+_TEXT_MAX = 64  # the longest quantity anyone writes is ~20 characters
 
 
 def parse_rate(s: str | int | float) -> int:
@@ -106,20 +139,20 @@ def parse_rate(s: str | int | float) -> int:
     The unit is mandatory (a bare `40` could be bits, bytes, or megabits); the rate must be > 0.
     """
     if _is_number(s):
-        raise ValueError(f"bad rate {s!r}: a rate needs a unit, such as {s}Mbps or {s}Gbps")
+        raise ValueError(f"bad rate {shown(s)}: a rate needs a unit, such as {s}Mbps or {s}Gbps")
     text = _text(s, "rate", _RATE_FORMS)
     m = _RATE_RE.match(text)
     if m is None:
         raise ValueError(
-            f"bad rate {text!r}: expected a number and a unit such as 40Mbps, 25Gbit, 400Gbps"
+            f"bad rate {shown(text)}: expected a number and a unit such as 40Mbps, 25Gbit, 400Gbps"
         )
     value = _decimal(m["num"]) * _DECIMAL_PREFIX[m["prefix"]]
     if m["unit"] in ("Bps", "B/s"):
         value *= 8
     bps = _round(value)
     if value <= 0 or bps <= 0:
-        raise ValueError(f"bad rate {text!r}: a rate must be positive (at least 1bps)")
-    return bps
+        raise ValueError(f"bad rate {shown(text)}: a rate must be positive (at least 1bps)")
+    return _at_most(bps, RATE_MAX_BPS, "rate", text, "100Tbps")
 
 
 def parse_time(s: str | int | float) -> int:
@@ -132,19 +165,21 @@ def parse_time(s: str | int | float) -> int:
         d = _from_number(s, "time", _TIME_FORMS)
         if d == 0:
             return 0
-        raise ValueError(f"bad time {s!r}: a time needs a unit, such as {s}ms or {s}us")
+        raise ValueError(f"bad time {shown(s)}: a time needs a unit, such as {s}ms or {s}us")
     text = _text(s, "time", _TIME_FORMS)
     m = _TIME_RE.match(text)
     if m is None:
-        raise ValueError(f"bad time {text!r}: expected a number and a unit such as {_TIME_FORMS}")
+        raise ValueError(f"bad time {shown(text)}: expected a number and a unit such as "
+                         f"{_TIME_FORMS}")
     value = _decimal(m["num"])
     if m["unit"] is None:
         if value == 0:
             return 0
-        raise ValueError(f"bad time {text!r}: a time needs a unit, such as {text.strip()}ms")
+        raise ValueError(f"bad time {shown(text)}: a time needs a unit, such as {text.strip()}ms")
     if value < 0:
-        raise ValueError(f"bad time {text!r}: a time cannot be negative")
-    return _round(value * _TIME_UNITS[m["unit"]])
+        raise ValueError(f"bad time {shown(text)}: a time cannot be negative")
+    return _at_most(_round(value * _TIME_UNITS[m["unit"]]), TIME_MAX_NS, "time", text,
+                    "one day (86400s)")
 
 
 def parse_loss(s: str | int | float) -> int:
@@ -161,11 +196,11 @@ def parse_loss(s: str | int | float) -> int:
         text = _text(s, "loss", _LOSS_FORMS)
         m = _LOSS_RE.match(text)
         if m is None:
-            raise ValueError(f"bad loss {text!r}: expected a percentage such as {_LOSS_FORMS}")
+            raise ValueError(f"bad loss {shown(text)}: expected a percentage such as {_LOSS_FORMS}")
         frac = _decimal(m["num"])
         unit = m["unit"]
     if frac < 0:
-        raise ValueError(f"bad loss {s!r}: loss cannot be negative")
+        raise ValueError(f"bad loss {shown(s)}: loss cannot be negative")
     if unit == "%":
         ppm = frac * 10_000
     elif unit == "ppm":
@@ -173,12 +208,12 @@ def parse_loss(s: str | int | float) -> int:
     else:
         if frac >= 1:
             raise ValueError(
-                f"bad loss {s!r}: a bare number is a fraction below 1 (0.001 = 0.1%); "
+                f"bad loss {shown(s)}: a bare number is a fraction below 1 (0.001 = 0.1%); "
                 f"write a percentage such as {text.strip()}%"
             )
         ppm = frac * 1_000_000
     if ppm > 1_000_000:
-        raise ValueError(f"bad loss {s!r}: loss cannot exceed 100%")
+        raise ValueError(f"bad loss {shown(s)}: loss cannot exceed 100%")
     return _round(ppm)
 
 
@@ -195,17 +230,17 @@ def parse_size(s: str | int | float) -> int:
         text = _text(s, "size", _SIZE_FORMS)
         m = _SIZE_RE.match(text)
         if m is None:
-            raise ValueError(f"bad size {text!r}: expected bytes such as {_SIZE_FORMS}")
+            raise ValueError(f"bad size {shown(text)}: expected bytes such as {_SIZE_FORMS}")
         if m["prefix"] and not m["unit"]:
             # "64K" could be KB or KiB; refuse to guess.
-            raise ValueError(f"bad size {text!r}: say {text.strip()}B or {text.strip()}iB")
+            raise ValueError(f"bad size {shown(text)}: say {text.strip()}B or {text.strip()}iB")
         d = _decimal(m["num"])
         prefix = m["prefix"]
     if d < 0:
-        raise ValueError(f"bad size {s!r}: a size cannot be negative")
+        raise ValueError(f"bad size {shown(s)}: a size cannot be negative")
     if prefix:
         d *= _BINARY_PREFIX.get(prefix) or _DECIMAL_PREFIX[prefix]
-    return _round(d)
+    return _at_most(_round(d), SIZE_MAX_BYTES, "size", s, "1TiB")
 
 
 def parse_queue(s: str | int | float) -> tuple[int | None, int | None]:
@@ -215,26 +250,28 @@ def parse_queue(s: str | int | float) -> tuple[int | None, int | None]:
     A limit must be at least 1.
     """
     if isinstance(s, str):
+        _text(s, "queue", _QUEUE_FORMS)  # bounded first: the both-limits regex below backtracks
         m = _PACKETS_RE.match(s)
         if m is not None:
             n = _decimal(m["num"])
             if n != n.to_integral_value() or n < 1:
-                raise ValueError(f"bad queue {s!r}: a packet count is a whole number >= 1")
-            return None, int(n)
+                raise ValueError(f"bad queue {shown(s)}: a packet count is a whole number >= 1")
+            return None, _at_most(int(n), PACKETS_MAX, "queue", s, "1e9 packets")
         both = re.match(r"^(.+?)\s*(?:,|/|\band\b|\s)\s*(.+)$", s.strip())
         if both is not None and (
             (_is_size(both[1]) and _PACKETS_RE.match(both[2]))
             or (_PACKETS_RE.match(both[1]) and _is_size(both[2]))
         ):
             raise ValueError(
-                f"bad queue {s!r}: a queue is limited in bytes or in packets, not both; pick one"
+                f"bad queue {shown(s)}: a queue is limited in bytes or in packets, not both; "
+                "pick one"
             )
     try:
         size = parse_size(s)
     except ValueError:
-        raise ValueError(f"bad queue {s!r}: expected {_QUEUE_FORMS}") from None
+        raise ValueError(f"bad queue {shown(s)}: expected {_QUEUE_FORMS}") from None
     if size < 1:
-        raise ValueError(f"bad queue {s!r}: a queue limit must be at least 1 byte")
+        raise ValueError(f"bad queue {shown(s)}: a queue limit must be at least 1 byte")
     return size, None
 
 

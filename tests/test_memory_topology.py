@@ -471,9 +471,8 @@ ERRORS = [
      "26: memory.runs[0].tokens: tokens 0 is outside 1..10000000"),
     (runs("{kind: kv-pull, from: gpu-0, to: gpu-1, window: a, model: llama-3.1-8b, "
           "tokens: 16}"),
-     f"26: memory.runs[0].tokens: the KV of 16 tokens of llama-3.1-8b needs 2 MiB ({KV16} B) "
-     "(whole 16-token blocks) but window 'a' holds 4 KiB (4096 B); grow the window to at "
-     f"least {KV16} bytes or use a smaller model"),
+     "26: memory.runs[0].tokens: the KV of 16 tokens of llama-3.1-8b needs 2 MiB (whole "
+     f"16-token blocks); window 'a' holds 4 KiB: grow it to {KV16} B or use a smaller model"),
 ]
 
 
@@ -491,9 +490,8 @@ def test_kv_too_big_suggests_fewer_tokens(write: Write) -> None:
                      "runs:", "  - {kind: kv-pull, from: gpu-0, to: gpu-1, window: a, "
                      "model: llama-3.1-8b, tokens: 100}"))
     expected = (f"{path}:21: memory.runs[0].tokens: the KV of 100 tokens of llama-3.1-8b needs "
-                f"14 MiB ({need} B) (whole 16-token blocks) but window 'a' holds 8 MiB "
-                f"(8388608 B); grow the window to at least {need} bytes or pull at most 64 "
-                "tokens")
+                f"14 MiB (whole 16-token blocks); window 'a' holds 8 MiB: grow it to {need} B "
+                "or pull at most 64 tokens")
     with pytest.raises(TopologyError, match=f"^{re.escape(expected)}$"):
         load_topology(path)
 

@@ -577,7 +577,7 @@ ERRORS = [
      "got 'fast'"),
     ("name: t\ntime_scale: .inf\nnodes: {a: {}}\n",
      "2: time_scale: expected a number > 0 (links run N times slower and longer on the host), "
-     "got .inf"),
+     "got '.inf' (not finite)"),
     # classes
     ("name: t\nclasses:\n  - {name: kv, dscp: 64}\nnodes: {a: {}}\n",
      "3: classes[0].dscp: DSCP 64 is outside 0..63"),
@@ -662,14 +662,15 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match=f"^{re.escape(str(tmp_path))}: cannot read "
-                                            "topology file: Is a directory$"):
+                                            "topology file: it is a directory, not a "
+                                            "regular file$"):
         load_topology(tmp_path)
 
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "bin.yaml"
     path.write_bytes(b"name: \xff\xfe\n")
-    with pytest.raises(TopologyError, match=f"^{re.escape(str(path))}: not a UTF-8 text file "
+    with pytest.raises(TopologyError, match=f"^{re.escape(str(path))}:1: not a UTF-8 text file "
                                             r"\(invalid start byte\)$"):
         load_topology(path)
 

@@ -30,6 +30,7 @@ from yaml.nodes import MappingNode, ScalarNode
 
 from fabric.errors import TopologyError
 from fabric.topology.document import Topology
+from fabric.topology.gate import compose, read_input
 from fabric.topology.generators import LeafSpineSpec, expand_leaf_spine, leaf_spine_names
 from fabric.topology.linkprops import LINK_PROPERTIES, property_keys, reverse_keys
 from fabric.topology.model import (
@@ -56,7 +57,12 @@ from fabric.units import (
     parse_size,
 )
 
-__all__ = ["NAME_RE", "load_topology", "parse_topology"]
+__all__ = ["MAX_LINKS", "MAX_NODES", "NAME_RE", "TIME_SCALE_MAX", "TIME_SCALE_MIN",
+           "load_topology", "parse_topology"]
+
+#: a topology's size: ten times the 1,000-namespace fabric one host can build
+MAX_NODES, MAX_LINKS = 10_000, 50_000
+TIME_SCALE_MIN, TIME_SCALE_MAX = 0.001, 10_000.0
 
 _PROPERTY = {p.key: p for p in LINK_PROPERTIES}
 
@@ -79,29 +85,12 @@ _REVERSE_HINTS = {**{p.key: f"the {p.key} is per link, the same in both directio
 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate the topology file at `path`; errors name the file as given."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise TopologyError(f"cannot read topology file: {e.strerror or e}", file=source) from None
-    except UnicodeDecodeError as e:
-        raise TopologyError(f"not a UTF-8 text file ({e.reason})", file=source) from None
-    return parse_topology(text, source=source)
+    return parse_topology(read_input(path), source=str(path))
 
 
 def parse_topology(text: str, source: str = "<string>") -> Topology:
     """Validate topology YAML `text`; `source` is the file name used in error messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        detail = ", ".join(part for part in (e.context, e.problem) if part) or "invalid YAML"
-        raise TopologyError(f"YAML syntax error: {detail}", file=source,
-                            line=mark.line + 1 if mark else None) from None
-    except yaml.reader.ReaderError as e:  # a control character: it has a position, not a mark
-        char = f" (#x{e.character:04x})" if isinstance(e.character, int) else ""
-        raise TopologyError(f"YAML syntax error: {e.reason}{char}", file=source,
-                            line=text.count("\n", 0, e.position) + 1) from None
+    root = compose(text, source)
     topo = _Parser(source).topology(root)
     return replace(topo, sha256=hashlib.sha256(text.encode()).hexdigest())
 
@@ -160,6 +149,9 @@ class _Parser(Walker):
         if not nodes:
             raise self.error(root, "nodes", "the topology has no nodes: add `nodes:` or a "
                              "`generate:` entry")
+        if len(nodes) > MAX_NODES:
+            raise self.error(top["nodes"][0] if "nodes" in top else root, "nodes",
+                             f"{len(nodes):,} nodes: a topology has at most {MAX_NODES:,}")
 
         seen: dict[frozenset[str], int | None] = {
             frozenset((link.a, link.b)): link.line for link in generated}
@@ -174,6 +166,9 @@ class _Parser(Walker):
                                      "parallel links are not supported")
                 seen[pair] = link.line
                 links.append(link)
+                if len(links) + len(generated) > MAX_LINKS:
+                    raise self.error(item, f"{path}[{i}]", f"more than {MAX_LINKS:,} links: "
+                                     "a topology has at most that many")
 
         traffic = None
         if "traffic" in top:
@@ -215,18 +210,14 @@ class _Parser(Walker):
     # ---- sections -----------------------------------------------------------------------
 
     def _time_scale(self, node: yaml.Node) -> float:
-        value = self.scalar(node, "time_scale", "a number")
-        if isinstance(value, str):  # YAML 1.1 reads 1e3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok = (isinstance(value, int | float) and not isinstance(value, bool)
-              and math.isfinite(value) and value > 0)
-        if not ok:
-            raise self.error(node, "time_scale", f"expected a number > 0 (links run N times "
-                             f"slower and longer on the host), got {self.describe(node)}")
-        return float(value)
+        what = "a number > 0 (links run N times slower and longer on the host)"
+        value = self.number(node, "time_scale", -math.inf, math.inf, what)
+        if value <= 0:
+            raise self.error(node, "time_scale", f"expected {what}, got {self.describe(node)}")
+        if not TIME_SCALE_MIN <= value <= TIME_SCALE_MAX:
+            raise self.error(node, "time_scale", f"time_scale {value:g} is outside "
+                             f"{TIME_SCALE_MIN:g}..{TIME_SCALE_MAX:g}")
+        return value
 
     def _addressing(self, entry: tuple[yaml.Node, yaml.Node] | None) -> tuple[str, str]:
         nets = {"links": Topology.link_subnet, "loopbacks": Topology.loopback_subnet}
@@ -355,9 +346,10 @@ class _Parser(Walker):
             entries = self.mapping(f["cc_params"][1], f"{path}.cc_params", (), what="parameter")
             for key, (_, value_node) in entries.items():
                 value = self.scalar(value_node, f"{path}.cc_params.{key}", "a number")
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise self.error(value_node, f"{path}.cc_params.{key}", "expected a number, "
-                                     f"got {self.describe(value_node)}")
+                if isinstance(value, bool) or not isinstance(value, int | float) \
+                        or not -1e18 <= value <= 1e18:  # also refuses nan and inf
+                    raise self.error(value_node, f"{path}.cc_params.{key}", "expected a finite "
+                                     f"number, got {self.describe(value_node)}")
                 params[key] = value
         return cc, tuple(sorted(params.items()))
 
@@ -447,6 +439,12 @@ class _Parser(Walker):
         counts = {key: self.integer(f[key][1], f"{path}.{key}", 1, what="a count >= 1",
                                     label=key)
                   for key in ("spines", "leaves", "hosts_per_leaf")}
+        made = counts["spines"] + counts["leaves"] * (1 + counts["hosts_per_leaf"])
+        wired = counts["leaves"] * (counts["spines"] + counts["hosts_per_leaf"])
+        if made > MAX_NODES or wired > MAX_LINKS:
+            raise self.error(node, path, f"this leaf-spine makes {made:,} nodes and {wired:,} "
+                             f"links; a topology has at most {MAX_NODES:,} nodes and "
+                             f"{MAX_LINKS:,} links")
         shapes = {}
         for key, label in (("uplink", "leaf->spine"), ("downlink", "leaf->host")):
             if key in f:

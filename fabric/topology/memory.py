@@ -716,9 +716,9 @@ class _RunParser:
             fit -= fit % BLOCK_SIZE
             fewer = f"pull at most {fit} tokens" if fit else "use a smaller model"
             raise self.w.error(tokens_node, f"{self.path}.tokens", f"the KV of {tokens} tokens "
-                               f"of {model.name} needs {_bytes(need)} (whole {BLOCK_SIZE}-token "
-                               f"blocks) but window '{name}' holds {_bytes(window.size)}; grow "
-                               f"the window to at least {grow} bytes or {fewer}")
+                               f"of {model.name} needs {format_size(need)} (whole "
+                               f"{BLOCK_SIZE}-token blocks); window '{name}' holds "
+                               f"{format_size(window.size)}: grow it to {grow} B or {fewer}")
         return {"src": src, "dst": dst, "window": name, "sizes": (need,), "model": model.name,
                 "tokens": tokens}
 

@@ -22,6 +22,7 @@ traffic:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ _FLOW_KEYS = ("name", "pattern", "from", "to", "class", "transport", "model", "t
               "prompt", "requests", "rate", "arrival", "size", "start", "chunk")
 _PROMPT_KEYS = ("mean", "sigma", "min", "max")
 DEFAULT_CHUNK = 1 << 20
+MAX_TOKENS = 10_000_000  # ten times the longest context any model here takes
+RATE_MIN, RATE_MAX = 1 / 86_400, 1e6  # request arrivals per fabric second
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def parse_traffic(w: Walker, node: yaml.Node, nodes: dict[str, Node],
                 raise w.error(item, path, "a KV flow needs exactly one of `tokens:` (fixed) or "
                               "`prompt:` (a distribution)")
             if "tokens" in g:
-                tokens = w.integer(g["tokens"][1], f"{path}.tokens", 1, 10_000_000,
+                tokens = w.integer(g["tokens"][1], f"{path}.tokens", 1, MAX_TOKENS,
                                    "a token count", "tokens")
             else:
                 prompt = _prompt(w, g["prompt"][1], f"{path}.prompt")
@@ -233,18 +236,17 @@ def _check_ends(w: Walker, item: yaml.Node, path: str, pattern: str, src: tuple[
 
 def _prompt(w: Walker, node: yaml.Node, path: str) -> PromptDist:
     f = w.mapping(node, path, _PROMPT_KEYS, required=("mean",))
-    mean = w.scalar(f["mean"][1], f"{path}.mean", "a number of tokens")
-    if not isinstance(mean, int | float) or isinstance(mean, bool) or mean < 1:
-        raise w.error(f["mean"][1], f"{path}.mean", "expected a mean prompt length in tokens")
+    mean = w.number(f["mean"][1], f"{path}.mean", 1, MAX_TOKENS,
+                    "a mean prompt length in tokens", "mean")
     sigma = 0.5
     if "sigma" in f:
-        sigma = w.scalar(f["sigma"][1], f"{path}.sigma", "a number")
-        if not isinstance(sigma, int | float) or isinstance(sigma, bool) or not 0 <= sigma <= 4:
-            raise w.error(f["sigma"][1], f"{path}.sigma", "sigma (of the log) must be 0..4")
-    lo = w.integer(f["min"][1], f"{path}.min", 1) if "min" in f else 1
-    hi = w.integer(f["max"][1], f"{path}.max", 1) if "max" in f else max(int(mean * 8), lo)
+        sigma = w.number(f["sigma"][1], f"{path}.sigma", 0, 4, "a number",
+                         "sigma (of the log)")
+    lo = w.integer(f["min"][1], f"{path}.min", 1, MAX_TOKENS, label="min") if "min" in f else 1
+    hi = w.integer(f["max"][1], f"{path}.max", 1, MAX_TOKENS, label="max") if "max" in f \
+        else min(max(int(mean * 8), lo), MAX_TOKENS)
     if not lo <= mean <= hi:
-        raise w.error(node, path, f"mean {mean} is outside min..max ({lo}..{hi})")
+        raise w.error(node, path, f"mean {mean:g} is outside min..max ({lo}..{hi})")
     return PromptDist(mean=float(mean), sigma=float(sigma), min=lo, max=hi)
 
 
@@ -263,8 +265,11 @@ def _rate(w: Walker, node: yaml.Node, path: str) -> float:
     except ValueError:
         raise w.error(node, path, f"bad rate '{value}': write requests per time, e.g. 10/s") \
             from None
-    if n <= 0:
-        raise w.error(node, path, "rate must be above 0")
+    if not math.isfinite(n) or n <= 0:
+        raise w.error(node, path, f"bad rate '{value}': the rate must be a number above 0")
+    if not RATE_MIN <= n / per <= RATE_MAX:
+        raise w.error(node, path, f"rate {n / per:g}/s is outside {RATE_MIN:g}/s.."
+                      f"{RATE_MAX:g}/s (one request a day to a million a second)")
     return n / per
 
 

@@ -10,6 +10,7 @@ parsed by a function that takes a `Walker`, the section's node and what it refer
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,9 +19,12 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from fabric.errors import TopologyError
+from fabric.errors import TopologyError, shown
 
-__all__ = ["NAME_RE", "NAME_RULE", "Entries", "Walker", "join_path", "line_of"]
+__all__ = ["INT_MAX", "NAME_RE", "NAME_RULE", "Entries", "Walker", "join_path", "line_of"]
+
+#: the largest integer any key takes (seeds, counts, addresses): a signed 64-bit value
+INT_MAX = 2**63 - 1
 
 #: Node, topology, class names: they become namespace, interface and host names, so lower-case,
 #: short (a netns name plus a suffix must fit IFNAMSIZ-ish limits) and shell-safe.
@@ -68,7 +72,7 @@ class Walker:
         if node.tag == _NULL_TAG:
             return "nothing (null)"
         if node.tag == "tag:yaml.org,2002:str":
-            return repr(node.value)
+            return shown(node.value)
         return node.value  # a number or boolean, as written
 
     def is_null(self, node: yaml.Node) -> bool:
@@ -151,6 +155,12 @@ class Walker:
             return self._constructor.construct_object(node, deep=True)
         except ConstructorError as e:
             raise self.error(node, path, f"unsupported YAML value: {e.problem}") from None
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
+            # a tag PyYAML cannot convert (`!!int x`, `!!bool maybe`, `!!timestamp 2001-13-45`)
+            # or an integer past Python's 4300-digit conversion limit
+            what = node.tag.rpartition(":")[2] or "value"
+            raise self.error(node, path, f"{shown(node.value)} is not a valid {what} "
+                             f"({type(e).__name__}: {e})") from None
 
     def text(self, node: yaml.Node, path: str, expected: str = "a string") -> str:
         """The raw text of a scalar, whatever YAML would resolve it to (`no`, `1` stay text)."""
@@ -170,19 +180,39 @@ class Walker:
     def name(self, node: yaml.Node, path: str, what: str) -> str:
         value = self.text(node, path, f"a {what}")
         if not NAME_RE.match(value):
-            raise self.error(node, path, f"bad {what} '{value}': {NAME_RULE}")
+            raise self.error(node, path, f"bad {what} {shown(value)}: {NAME_RULE}")
         return value
 
-    def integer(self, node: yaml.Node, path: str, lo: int, hi: int | None = None,
+    def integer(self, node: yaml.Node, path: str, lo: int, hi: int = INT_MAX,
                 what: str = "an integer", label: str = "the value") -> int:
+        """An integer in lo..hi (by default at most INT_MAX: what a C long and numpy take)."""
         value = self.scalar(node, path, what)
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.error(node, path, f"expected {what}, got {self.describe(node)}")
-        if hi is not None and not lo <= value <= hi:
+        if hi != INT_MAX and not lo <= value <= hi:
             raise self.error(node, path, f"{label} {value} is outside {lo}..{hi}")
         if value < lo:
             raise self.error(node, path, f"{label} must be at least {lo}, got {value}")
+        if value > hi:
+            raise self.error(node, path, f"{label} {value} is above {hi}")
         return value
+
+    def number(self, node: yaml.Node, path: str, lo: float, hi: float, what: str = "a number",
+               label: str = "the value") -> float:
+        """A finite number in lo..hi; YAML 1.1's `1e3` (a string to PyYAML) counts as one."""
+        value = self.scalar(node, path, what)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise self.error(node, path, f"expected {what}, got {self.describe(node)}")
+        if not math.isfinite(value):
+            raise self.error(node, path, f"expected {what}, got {shown(node.value)} (not finite)")
+        if not lo <= value <= hi:
+            raise self.error(node, path, f"{label} {value:g} is outside {lo:g}..{hi:g}")
+        return float(value)
 
     def boolean(self, node: yaml.Node, path: str) -> bool:
         value = self.scalar(node, path, "true or false")
