@@ -1,6 +1,9 @@
 """The `fabric` command line. Thin: every command calls the library and formats for people.
 
-User errors (`FabricError`) print one line and exit 1; `--debug` shows the traceback instead.
+Exit statuses: 0 success; 1 a user error (`FabricError`: one line; `--debug` shows the
+traceback instead) or a failed run; 2 bad command-line usage (click); 70 an internal error (a
+bug: the traceback, then one line saying how to report it); 130, 143, 129 interrupted by
+SIGINT (Ctrl-C), SIGTERM or SIGHUP, after undoing what the command had built.
 """
 
 from __future__ import annotations
@@ -8,15 +11,18 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 
 import click
 
-from .errors import FabricError
+from .errors import FabricError, one_line
 from .units import format_size
 
 LINK_CHOICES = click.Choice(["auto", "netem", "userspace"])
@@ -31,14 +37,46 @@ class FabricGroup(click.Group):
         except FabricError as e:
             if ctx.params.get("debug") or os.environ.get("FABRIC_DEBUG"):
                 raise
-            click.echo(f"fabric: {e}", err=True)
+            click.echo(f"fabric: {one_line(str(e))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("fabric: interrupted", err=True)
+            sig = _TERMINATED[0] if _TERMINATED else signal.SIGINT
+            click.echo("fabric: interrupted" if sig == signal.SIGINT else
+                       f"fabric: terminated ({signal.Signals(sig).name})", err=True)
             # an event loop pyroute2 was building when the interrupt came is collected at
             # exit and would print a meaningless "Exception ignored" block after this line
             sys.unraisablehook = lambda _unraisable: None
-            ctx.exit(130)
+            ctx.exit(128 + sig)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except Exception as e:
+            if ctx.params.get("debug") or os.environ.get("FABRIC_DEBUG"):
+                raise
+            traceback.print_exc()
+            click.echo(f"fabric: internal error: {one_line(f'{type(e).__name__}: {e}', 160)}. "
+                       "This is a bug in fabric, not in your input: please report it with the "
+                       "traceback above, the command and `fabric --version`.", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): distinct from a user error's 1
+_TERMINATED: list[int] = []  # the terminating signal received, if any
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and SIGHUP do what Ctrl-C does: they are handed to whatever handles SIGINT now
+    (Python's, which raises KeyboardInterrupt, or trio's inside a run, which delivers it where
+    it is safe), so the interrupt unwinds through every undo path. Called directly, not by
+    raising SIGINT, which a shell ignores in its background jobs. A second terminating signal
+    while undoing is ignored, so cleanup is not itself cut short."""
+    if _TERMINATED:
+        return
+    _TERMINATED.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # main() made sure it is; something set it since
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 @click.group(cls=FabricGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,6 +87,13 @@ def cli(debug: bool) -> None:
 
 
 def main() -> None:
+    # Python's own SIGINT handler, also where a shell started us with SIGINT ignored (its
+    # background jobs) or `fabric.entry` with its early one: trio installs its handler only
+    # over Python's, and a terminating signal is delivered through it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup fabric run` keeps its word
+            signal.signal(sig, _terminate)
     cli(prog_name="fabric")
 
 
@@ -174,7 +219,7 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
             click.echo(repr(step))
         click.echo(f"{len(plan.steps)} steps ({backend} backend)")
         return
-    state = _bring_up(topo, links).state
+    state = _bring_up(topo, links, kept=True).state
     from .checks import equal_cost_paths
     from .net.lifecycle import list_states
 
@@ -187,8 +232,9 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
                f"{state.backend} links.{hint}")
 
 
-def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
-    """Build `topo` (a `kinds.handle.Fabric`), saying how long it took and on which links."""
+def _bring_up(topo, links: str, *, kept: bool = False):  # noqa: ANN001, ANN202
+    """Build `topo` (a `kinds.handle.Fabric`), saying how long it took and on which links
+    (and what stale fabric of the name it removed first)."""
     from .kinds.handle import build_fabric
 
     tty = sys.stderr.isatty()
@@ -197,7 +243,8 @@ def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
         if tty:
             click.echo(f"\rbuilding {topo.name}: {done}/{total} steps", err=True, nl=False)
 
-    fabric = build_fabric(topo, links, progress=progress)
+    fabric = build_fabric(topo, links, progress=progress, kept=kept,
+                          say=lambda line: click.echo(line, err=True))
     if tty:
         click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
     click.echo(f"built {topo.name} in {fabric.build_seconds:.2f} s ({len(fabric.plan.steps)} "
@@ -208,16 +255,18 @@ def _bring_up(topo, links: str):  # noqa: ANN001, ANN202
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--all", "all_", is_flag=True, help="Remove every fabric and every leftover.")
-def down(name: str | None, all_: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Also a fabric another live fabric command is running on (ends its run).")
+def down(name: str | None, all_: bool, force: bool) -> None:
     """Remove a running fabric (the only one, NAME, or --all)."""
     from .net.lifecycle import tear_down, tear_down_all
 
     t0 = time.monotonic()
     if all_:
-        removed = tear_down_all()
+        removed = tear_down_all(force=force)
         click.echo(f"removed {len(removed)} namespaces in {time.monotonic() - t0:.2f} s")
         return
-    st, removed = tear_down(name)
+    st, removed = tear_down(name, force=force)
     click.echo(f"{st.name} is down: removed {len(removed)} namespaces "
                f"in {time.monotonic() - t0:.2f} s")
 
@@ -225,7 +274,6 @@ def down(name: str | None, all_: bool) -> None:
 @cli.command()
 def status() -> None:
     """List running fabrics and, for userspace links, their counters."""
-    from .net.daemon import alive
     from .net.lifecycle import list_states
 
     states = list_states()
@@ -233,10 +281,16 @@ def status() -> None:
         click.echo("no fabric is running")
         return
     for st in states:
-        live = st.status == "up" or alive(st.orchestrator_pid)
-        click.echo(f"{st.name}: {st.status if live else 'leftover'}, run {st.run_id}, "
+        if st.stale:
+            what = (f"stale (its run, pid {st.orchestrator_pid}, is gone; `fabric up` or "
+                    f"`fabric run` of its file rebuilds it, `fabric down {st.name}` removes it)")
+        else:
+            pid = st.in_use_by()
+            what = st.status + (f", in use by pid {pid}" if pid is not None else
+                                ", kept" if st.kept else "")
+        click.echo(f"{st.name}: {what}, run {st.run_id}, "
                    f"{len(st.namespaces)} nodes, {st.backend} links, from {st.source}")
-        if live and st.status == "up":
+        if not st.stale and st.status == "up":
             from .run.traffic import read_link_stats
 
             _print_link_stats(read_link_stats(st))
@@ -353,6 +407,12 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
         if fabric.owned and not keep:
             fabric.close()
             click.echo(f"{topo.name} is down", err=True)
+        elif fabric.owned:
+            from .net.lifecycle import keep as keep_fabric
+
+            keep_fabric(fabric.state)
+        else:
+            fabric.close()  # ends this run's lease of the kept fabric
 
 
 def _add_kinds() -> None:

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                  "lpu.executor"]),
     ("run", [r"run(\..*)?"]),
     ("kinds", [r"kinds(\..*)?"]),
-    ("cli", ["cli", "__main__"]),
+    ("cli", ["cli", "__main__", "entry"]),
 ]
 
 

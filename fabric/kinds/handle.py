@@ -40,17 +40,21 @@ class Fabric:
         return self.plan.topology
 
     def close(self) -> None:
-        """Take the fabric down if this handle built it."""
-        if self.owned:
-            from ..net.lifecycle import remove_fabric
+        """Take the fabric down if this handle built it, else end this process's lease."""
+        from ..net.lifecycle import release, remove_fabric
 
+        if self.owned:
             remove_fabric(self.state)
+        else:
+            release(self.state)
 
 
 def build_fabric(topo: Topology, links: str = "auto", *,
-                 progress: Callable[[int, int], None] | None = None) -> Fabric:
+                 progress: Callable[[int, int], None] | None = None, kept: bool = False,
+                 say: Callable[[str], None] | None = None) -> Fabric:
     """Plan `topo` on the `links` backend, work out every kind's daemons (a file they would
-    refuse fails here, before anything is built) and build it all; it stays up."""
+    refuse fails here, before anything is built) and build it all; it stays up (`kept`: also
+    after this process ends). A stale fabric of the name is removed first (`say` is told)."""
     from ..net.doctor import choose_backend
     from ..net.lifecycle import bring_up
     from ..plan import plan_fabric
@@ -60,7 +64,7 @@ def build_fabric(topo: Topology, links: str = "auto", *,
     plan = plan_fabric(topo, backend=backend)
     specs = daemons(plan)
     t0 = time.monotonic()
-    state = bring_up(plan, daemons=specs, progress=progress)
+    state = bring_up(plan, daemons=specs, progress=progress, kept=kept, say=say)
     return Fabric(plan, state, owned=True, build_seconds=time.monotonic() - t0, why=why)
 
 
@@ -76,16 +80,19 @@ def open_fabric(topo: Topology, links: str = "auto", *, keep: bool = False,
             fabric.close()
 
 
-def attach_fabric(topo: Topology) -> Fabric | None:
-    """The running fabric of `topo`'s name, or None; FabricError when it was built from
+def attach_fabric(topo: Topology, *, within: int | None = None) -> Fabric | None:
+    """The live fabric of `topo`'s name, leased for this process's run, or None (a stale one
+    is left for `build_fabric` to remove). FabricError when another live process is running
+    on it (unless that is `within`, the run this process helps), or when it was built from
     another version of the file (a run on it would not measure what the file says)."""
-    from ..net.lifecycle import running
+    from ..net.lifecycle import lease, release
     from ..plan import plan_fabric
 
-    state = running(topo.name)
+    state = lease(topo.name, within=within)
     if state is None:
         return None
     if state.topology_sha256 and state.topology_sha256 != topo.sha256:
+        release(state)
         raise FabricError(f"fabric {state.name} is running, built from a different version of "
                           f"this topology ({state.source}); `fabric down {state.name}` first, "
                           "so the run measures what the file describes")

@@ -6,7 +6,6 @@ loopback, opening /dev/net/tun) and falls back to reading the kernel config only
 
 from __future__ import annotations
 
-import errno
 import gzip
 import os
 import shutil
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError
-from ..plan import netns_name, new_run_id
 
 
 @dataclass(frozen=True)
@@ -58,32 +56,20 @@ def is_root() -> bool:
 
 @cache
 def probe_qdiscs() -> dict[str, str | None]:
-    """Try netem, tbf and htb on the loopback of a throwaway namespace. kind -> error or None."""
-    from .kernel import Kernel
+    """Try netem, tbf and htb on the loopback of a throwaway namespace with no name (it dies
+    with the probe's process, so no kill point leaves it). kind -> error or None."""
+    from ..errors import KernelError
+    from .kernel import probe_qdisc_kinds
 
-    results: dict[str, str | None] = {}
     attempts: dict[str, dict[str, Any]] = {
         "netem": {"delay": 1000},
         "tbf": {"rate": "1000000bit", "burst": 3000, "limit": 10000},
         "htb": {"default": 0x10},
     }
-    with Kernel() as k:
-        for kind, kw in attempts.items():
-            # one throwaway namespace per kind: removing it removes the qdisc too
-            ns = netns_name("doctor", new_run_id(), kind)
-            try:
-                k.add_netns(ns)
-                k.handle(ns).tc("add", kind, k.ifindex(ns, "lo"), handle=0x00010000, **kw)
-                results[kind] = None
-            except Exception as e:  # noqa: BLE001 - any failure means "not usable"
-                code = getattr(e, "code", None)
-                if code == errno.ENOENT:
-                    results[kind] = "qdisc kind not in this kernel"
-                else:
-                    results[kind] = os.strerror(code) if isinstance(code, int) else str(e)
-            finally:
-                k.remove_netns(ns)
-    return results
+    try:
+        return probe_qdisc_kinds(attempts)
+    except KernelError as e:
+        return dict.fromkeys(attempts, str(e))
 
 
 def tun_available() -> str | None:

@@ -12,6 +12,7 @@ tbf bit rates and bytes) happens here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -55,6 +56,54 @@ def _setns(fd: int) -> None:
         setns(fd)
     except OSError as e:
         raise KernelError(str(e)) from None
+
+
+def probe_qdisc_kinds(attempts: dict[str, dict]) -> dict[str, str | None]:
+    """Add each qdisc kind (with its pyroute2 arguments) on the loopback of a namespace that
+    has no name: a forked child unshares one, tries them, reports, and exits, and the
+    namespace dies with it. Nothing is bind-mounted, so no kill point leaves anything behind.
+    kind -> None if the kernel took it, else why not."""
+    import json
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(r)
+            if _libc.unshare(tun.CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+            results: dict[str, str | None] = {}
+            with IPRoute() as ipr:
+                lo = ipr.link_lookup(ifname="lo")[0]
+                for kind, kw in attempts.items():
+                    try:
+                        ipr.tc("add", kind, lo, handle=0x00010000, **dict(kw))  # it pops keys
+                    except Exception as e:  # noqa: BLE001 - any failure means "not usable"
+                        c = getattr(e, "code", None)
+                        results[kind] = ("qdisc kind not in this kernel" if c == errno.ENOENT
+                                         else os.strerror(c) if isinstance(c, int) else str(e))
+                        continue
+                    results[kind] = None
+                    with contextlib.suppress(Exception):  # free the root for the next kind
+                        ipr.tc("del", kind, lo, handle=0x00010000, **dict(kw))
+            os.write(w, json.dumps(results).encode())
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - reported by the parent
+            os.write(w, json.dumps({"": f"{e}"}).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb") as fh:
+            data = json.loads(fh.read() or b"{}")
+    finally:
+        os.waitpid(pid, 0)
+    if "" in data or not data:
+        why = data.get("", "the probe process died")
+        raise KernelError(f"probing qdiscs in a new network namespace: {why} "
+                          "(needs root: CAP_SYS_ADMIN)")
+    return data
 
 
 class Kernel:

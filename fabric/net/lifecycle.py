@@ -7,6 +7,14 @@ killed `fabric up` leaves a trail the next `fabric up`/`fabric down` follows. Re
 recorded names and by the run id, never by a broad pattern: `down --all` removes only
 namespaces whose names parse as ours.
 
+Liveness: the state names its owner, the process that built it, by pid and start time (so a
+recycled pid is not mistaken for it). A fabric is *kept* when `fabric up` (or `run --keep`)
+built it to outlive its owner; a kept fabric may be *used* by one `fabric run` at a time,
+which leases it (pid and start time again). A fabric that is neither kept nor owned by a live
+process is *stale* (its run was killed): `status` says so, and `up`/`run` of its file remove it,
+saying so, and build afresh. A live fabric in use by another process is never attached to:
+the second run is refused with that process's pid, and `down` asks for `--force`.
+
 `/run` is a tmpfs, like the namespaces it describes: both vanish at reboot together.
 """
 
@@ -17,8 +25,9 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +58,10 @@ class FabricState:
     time_scale: float = 1.0
     created: float = 0.0
     topology_sha256: str = ""  # of the file the fabric was built from
+    owner_start: int = 0  # the orchestrator's start time (clock ticks after boot)
+    kept: bool = False  # built to outlive its owner (`fabric up`, `run --keep`)
+    user_pid: int = 0  # the `fabric run` using a kept fabric now, if any
+    user_start: int = 0
 
     @property
     def dir(self) -> Path:
@@ -64,11 +77,36 @@ class FabricState:
     def load(cls, name: str) -> FabricState | None:
         try:
             data = json.loads((STATE_ROOT / name / "state.json").read_text())
+            return cls(**data)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except (json.JSONDecodeError, TypeError):
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
             return None
-        return cls(**data)
+
+    # ---- liveness --------------------------------------------------------------------
+
+    @property
+    def owner_alive(self) -> bool:
+        return same_process(self.orchestrator_pid, self.owner_start)
+
+    @property
+    def stale(self) -> bool:
+        """Neither kept nor owned by a live process: what a killed run left behind."""
+        return not self.owner_alive and not (self.kept and self.status == "up")
+
+    def in_use_by(self) -> int | None:
+        """The pid of the live process (not this one) whose run this fabric is now: its
+        owner while it is not kept, else the run that leased it."""
+        me = os.getpid()
+        if not self.kept or self.status != "up":
+            pid, start = self.orchestrator_pid, self.owner_start
+        else:
+            pid, start = self.user_pid, self.user_start
+        return pid if pid and pid != me and same_process(pid, start) else None
+
+    def describe_use(self, pid: int) -> str:
+        return (f"fabric {self.name} is in use by another fabric command (pid {pid}, "
+                f"run {self.run_id})")
 
     def netns_of(self, node: str) -> str:
         try:
@@ -93,14 +131,73 @@ def list_states() -> list[FabricState]:
 
 
 
-def running(name: str) -> FabricState | None:
-    """The fabric's state if it is up (or being built by a live orchestrator)."""
-    st = FabricState.load(name)
-    if st is None:
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks after boot (/proc/PID/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
         return None
-    if st.status == "up" or alive(st.orchestrator_pid):
+
+
+def same_process(pid: int, start: int) -> bool:
+    """Whether `pid` is alive and is the process that had start time `start` (0: unknown,
+    as in states written before start times were recorded)."""
+    return alive(pid) and (not start or process_start(pid) == start)
+
+
+def running(name: str) -> FabricState | None:
+    """The fabric's state if it is live: kept and up, or owned by a live process."""
+    st = FabricState.load(name)
+    if st is None or st.stale:
+        return None
+    return st
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """Serialise the check-then-claim of one fabric's state between fabric processes."""
+    import fcntl
+
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(STATE_ROOT / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def lease(name: str, *, within: int | None = None) -> FabricState | None:
+    """Claim the live fabric `name` for this process's run; None if it is not live.
+
+    A kept fabric is leased (one run at a time); a fabric another live process is running is
+    refused with its pid, unless that process is `within` (a run's own helper process, such
+    as its background traffic)."""
+    with _locked(name):
+        st = running(name)
+        if st is None:
+            return None
+        pid = st.in_use_by()
+        if pid is not None and pid != within:
+            raise FabricStateError(f"{st.describe_use(pid)}: wait for it to end; two runs on "
+                                   "one fabric would share its addresses and ports")
+        if st.kept and st.status == "up" and within is None:
+            st.user_pid, st.user_start = os.getpid(), process_start(os.getpid()) or 0
+            st.save()
         return st
-    return None
+
+
+def release(st: FabricState) -> None:
+    """End this process's lease of a kept fabric (after its run)."""
+    with _locked(st.name):
+        now = FabricState.load(st.name)
+        if now is not None and now.user_pid == os.getpid():
+            now.user_pid = now.user_start = 0
+            now.save()
+
+
+def keep(st: FabricState) -> None:
+    """Mark `st` as kept: it outlives this process (`run --keep`)."""
+    st.kept = True
+    st.save()
 
 
 def resolve(name: str | None, how: str = "--fabric NAME") -> FabricState:
@@ -110,7 +207,7 @@ def resolve(name: str | None, how: str = "--fabric NAME") -> FabricState:
         if st is None:
             raise FabricStateError(f"fabric {name!r} is not running (see `fabric status`)")
         return st
-    states = [s for s in list_states() if s.status == "up"]
+    states = [s for s in list_states() if s.status == "up" and not s.stale]
     if not states:
         raise FabricStateError("no fabric is running (start one with `fabric up FILE`)")
     if len(states) > 1:
@@ -126,17 +223,31 @@ Progress = Callable[[int, int], None]
 
 
 def bring_up(plan: FabricPlan, *, daemons: Sequence[DaemonSpec] = (),
-             progress: Progress | None = None) -> FabricState:
+             progress: Progress | None = None, kept: bool = False,
+             say: Callable[[str], None] | None = None) -> FabricState:
     """Build `plan` in the kernel, start the link engine, the RoCE switches and the kinds'
     `daemons` (`fabric.kinds.daemons(plan)`: the memory switches). On any failure, undo all
-    of it."""
+    of it. A stale fabric of the same name (its run was killed) is removed first, and `say`
+    is told so; a live one is an error naming who has it."""
+    with _locked(plan.name):
+        state = _claim(plan, kept, say)
+    return _build(plan, state, daemons, progress)
+
+
+def _claim(plan: FabricPlan, kept: bool, say: Callable[[str], None] | None) -> FabricState:
     existing = FabricState.load(plan.name)
     if existing is not None:
-        if existing.status == "up" or alive(existing.orchestrator_pid):
+        if not existing.stale:
+            pid = existing.in_use_by()
+            if pid is not None:
+                raise FabricStateError(f"{existing.describe_use(pid)}; wait for it to end")
             raise FabricStateError(
-                f"fabric {plan.name!r} is already running (run {existing.run_id}); "
-                f"`fabric down {plan.name}` first")
-        remove_fabric(existing)  # leftovers of a crashed run
+                f"fabric {plan.name!r} is already running (run {existing.run_id}); `fabric run` "
+                f"uses it as it is, or `fabric down {plan.name}` first")
+        remove_fabric(existing)
+        if say is not None:
+            say(f"removed fabric {plan.name} left by a run that is gone (pid "
+                f"{existing.orchestrator_pid}, run {existing.run_id}); building afresh")
     remove_orphans(plan.name)
 
     state = FabricState(
@@ -147,9 +258,15 @@ def bring_up(plan: FabricPlan, *, daemons: Sequence[DaemonSpec] = (),
         links={lp.name: {"a": [lp.a.netns, lp.a.dev], "b": [lp.b.netns, lp.b.dev]}
                for lp in plan.links},
         orchestrator_pid=os.getpid(), time_scale=plan.topology.time_scale, created=time.time(),
-        topology_sha256=plan.topology.sha256,
+        topology_sha256=plan.topology.sha256, owner_start=process_start(os.getpid()) or 0,
+        kept=kept,
     )
     state.save()
+    return state
+
+
+def _build(plan: FabricPlan, state: FabricState, daemons: Sequence[DaemonSpec],
+           progress: Progress | None) -> FabricState:
     try:
         with Kernel() as k:
             total = len(plan.steps)
@@ -350,8 +467,34 @@ def _kill_netns_processes(namespaces: set[str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends: a removal that has begun
+    finishes, and the interrupt then unwinds as usual (only SIGKILL cuts it short, and the
+    state's "removing" status then marks the remains as stale)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def remove_fabric(state: FabricState) -> list[str]:
-    """Remove everything `state` owns; returns the namespaces removed."""
+    """Remove everything `state` owns, uninterrupted; returns the namespaces removed."""
+    with uninterrupted():
+        return _remove(state)
+
+
+def _remove(state: FabricState) -> list[str]:
+    if state.dir.is_dir() and state.status != "orphan":
+        state.status = "removing"  # a kill from here on leaves remains that are stale
+        state.save()
     for pid in state.switch_pids.values():
         stop_process(pid)
     stop_process(state.engine_pid)
@@ -373,8 +516,7 @@ def remove_fabric(state: FabricState) -> list[str]:
 
 def remove_orphans(name: str | None = None) -> list[str]:
     """Remove namespaces of ours that no live state owns (`name`: only that fabric's)."""
-    live = {(s.name, s.run_id) for s in list_states()
-            if s.status == "up" or alive(s.orchestrator_pid)}
+    live = {(s.name, s.run_id) for s in list_states() if not s.stale}
     orphans = []
     for ns in Kernel.list_netns():
         parsed = parse_netns_name(ns)
@@ -397,8 +539,8 @@ def remove_orphans(name: str | None = None) -> list[str]:
     return orphans
 
 
-def tear_down(name: str | None) -> tuple[FabricState, list[str]]:
-    """`fabric down [NAME]`."""
+def tear_down(name: str | None, *, force: bool = False) -> tuple[FabricState, list[str]]:
+    """`fabric down [NAME]`; a fabric another live process is running needs `force`."""
     if name is None:
         st = resolve(None, how="`fabric down NAME` (or --all)")
     else:
@@ -410,13 +552,26 @@ def tear_down(name: str | None) -> tuple[FabricState, list[str]]:
                                    status="orphan", namespaces=orphans), orphans
             raise FabricStateError(f"fabric {name!r} is not running (see `fabric status`)")
         st = found
+    _check_force(st, force)
     return st, remove_fabric(st)
 
 
-def tear_down_all() -> list[str]:
-    """`fabric down --all`: every fabric this program started, and every orphan of ours."""
+def _check_force(st: FabricState, force: bool) -> None:
+    pid = st.in_use_by()
+    if pid is not None and not force:
+        raise FabricStateError(f"{st.describe_use(pid)}; taking it down would end that run: "
+                               f"`fabric down --force {st.name}` if you mean it")
+
+
+def tear_down_all(*, force: bool = False) -> list[str]:
+    """`fabric down --all`: every fabric this program started, and every orphan of ours;
+    a fabric another live process is running needs `force`."""
+    states = list_states()
+    if not force:
+        for st in states:
+            _check_force(st, force)
     removed: list[str] = []
-    for st in list_states():
+    for st in states:
         removed += remove_fabric(st)
     removed += remove_orphans(None)
     return removed

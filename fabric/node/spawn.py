@@ -53,7 +53,8 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess],
             parent.close()
             for other in others:
                 other.ctl.close()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)  # the runner ends us (it reaps, reports)
             fd = os.open(netns_path(netns), os.O_RDONLY)
             try:
                 setns(fd)
