@@ -116,9 +116,8 @@ def test_reorder_without_a_delay_is_refused_at_the_link(text: str, line: int,
                                                         where: str) -> None:
     from fabric.kinds import validate
 
-    topo = parse_topology(text, source="t.yaml")
-    with pytest.raises(TopologyError) as err:
-        validate(topo)
+    with pytest.raises(TopologyError) as err:  # loading a file: parse, then validate
+        validate(parse_topology(text, source="t.yaml"))
     assert str(err.value) == f"t.yaml:{line}: {where} {REORDER_NEEDS_DELAY}"
 
 
