@@ -23,3 +23,7 @@ def main() -> None:
     from fabric.cli import main as cli_main
 
     cli_main()
+
+
+if __name__ == "__main__":
+    main()

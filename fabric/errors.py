@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 MESSAGE_MAX = 290  # with the CLI's "fabric: " in front, under 300
+MESSAGE_KEEP = 270  # what a message keeps behind a long location (a path of 20+ characters)
 _LONG_RUN = re.compile(r"\S{81,}")  # one unbroken run (a value) longer than 80 characters
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -37,12 +38,13 @@ def one_line(message: str, limit: int = MESSAGE_MAX) -> str:
 
 
 def _located(where: str, message: str) -> str:
-    """`FILE:LINE: message` in at most MESSAGE_MAX characters: the location kept whole (its
-    tail, for a path over 200 characters), the message cut to fit."""
+    """`FILE:LINE: message` in at most MESSAGE_MAX characters, the location kept whole (its
+    tail, for a path over 200 characters) and the message cut to fit; a message always keeps
+    at least MESSAGE_KEEP characters, so behind a very long path the line may run longer."""
     where = escaped(where)
     if len(where) > 200:
         where = "..." + where[-197:]
-    return where + one_line(message, MESSAGE_MAX - len(where))
+    return where + one_line(message, max(MESSAGE_MAX - len(where), MESSAGE_KEEP))
 
 
 class FabricError(Exception):

@@ -50,7 +50,7 @@ SPAN_S = {"up": 0.8, "run": 6.0, "down": 0.5}
 
 
 def fabric(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fabric.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fabric.entry", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -89,7 +89,7 @@ def trial(rng: random.Random, name: str, path: str, out: Path) -> dict:
     args = {"up": ["up", path], "run": ["run", path, "--out", str(out / f"r{rng.random()}")],
             "down": ["down", name]}[command]
     delay = rng.uniform(0, SPAN_S[command])
-    proc = subprocess.Popen([sys.executable, "-m", "fabric.cli", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "fabric.entry", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     finished_first = proc.poll() is not None

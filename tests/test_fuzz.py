@@ -137,7 +137,8 @@ def mutate(rng: random.Random, text: str) -> tuple[str, str]:
 _NO_LINE = re.compile(r"the file is empty|larger than \d+ MiB|YAML syntax error")
 
 
-def test_fuzzed_topologies_fail_in_one_line(tmp_path: Path) -> None:
+def test_fuzzed_topologies_fail_in_one_line(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)  # file names as a user types them: case12.yaml
     seed = int(os.environ.get("FABRIC_FUZZ_SEED") or secrets.randbits(32))
     rng = random.Random(seed)
     runner = CliRunner()
@@ -151,7 +152,7 @@ def test_fuzzed_topologies_fail_in_one_line(tmp_path: Path) -> None:
         for _ in range(rng.choice((1, 1, 1, 2, 3))):
             what, text = mutate(rng, text)
             done.append(what)
-        path = tmp_path / f"case{n}.yaml"
+        path = Path(f"case{n}.yaml")
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         case = f"seed {seed} case {n}: {base.name}: {'; '.join(done)} (FABRIC_FUZZ_SEED={seed})"
         t0 = time.monotonic()

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import FabricError, TopologyError
 from .base import Kind, RunContext, RunOption
 
-__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "check_links", "commands",
+__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands",
            "daemons", "for_dir", "holds_run", "kinds", "load", "run_help", "run_options",
            "select", "status_rows", "validate"]
 
@@ -62,29 +62,10 @@ def load(path: str | Path) -> Any:  # noqa: ANN401
 
 
 def validate(topo: Any) -> Any:  # noqa: ANN401
-    """`topo` checked by every kind's `validate` (for a topology parsed from text), after
-    the link checks that need a direction's resolved values (`check_links`)."""
-    check_links(topo)
+    """`topo` checked by every kind's `validate` (for a topology parsed from text)."""
     for kind in kinds():
         topo = kind.validate(topo)
     return topo
-
-
-def check_links(topo: Any) -> None:  # noqa: ANN401
-    """Every link direction's properties go together (`linkprops.shape_conflict`: reorder
-    needs a delay), else a TopologyError at the link's line.
-
-    The loader's own per-direction checks (jitter against delay) would be the natural home;
-    until it calls `shape_conflict` too, every command that loads a file checks here."""
-    from ..topology.linkprops import shape_conflict
-
-    for link in topo.links:
-        for shape, direction in ((link.forward, f"{link.a}->{link.b}"),
-                                 (link.reverse, f"{link.b}->{link.a}")):
-            problem = shape_conflict(shape, direction)
-            if problem is not None:
-                raise TopologyError(problem, file=topo.source, line=link.line,
-                                    key=f"link {link.name}")
 
 
 def run_options() -> list[RunOption]:

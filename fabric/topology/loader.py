@@ -32,7 +32,12 @@ from fabric.errors import TopologyError
 from fabric.topology.document import Topology
 from fabric.topology.gate import compose, read_input
 from fabric.topology.generators import LeafSpineSpec, expand_leaf_spine, leaf_spine_names
-from fabric.topology.linkprops import LINK_PROPERTIES, property_keys, reverse_keys
+from fabric.topology.linkprops import (
+    LINK_PROPERTIES,
+    property_keys,
+    reverse_keys,
+    shape_conflict,
+)
 from fabric.topology.model import (
     DEFAULT_CLASSES,
     NODE_KINDS,
@@ -348,8 +353,8 @@ class _Parser(Walker):
                 value = self.scalar(value_node, f"{path}.cc_params.{key}", "a number")
                 if isinstance(value, bool) or not isinstance(value, int | float) \
                         or not -1e18 <= value <= 1e18:  # also refuses nan and inf
-                    raise self.error(value_node, f"{path}.cc_params.{key}", "expected a finite "
-                                     f"number, got {self.describe(value_node)}")
+                    raise self.error(value_node, f"{path}.cc_params.{key}", "expected a number, "
+                                     f"got {self.describe(value_node)}")
                 params[key] = value
         return cc, tuple(sorted(params.items()))
 
@@ -520,6 +525,9 @@ class _Parser(Walker):
         """Checks that need the resolved values (a default jitter against a link's delay)."""
         there, back = label.split("->")
         for shape, direction in ((forward, label), (reverse, f"{back}->{there}")):
+            problem = shape_conflict(shape, direction)
+            if problem is not None:
+                raise self.error(node, path, problem)
             if shape.jitter_ns > shape.delay_ns:
                 raise self.error(node, path, f"jitter {format_time(shape.jitter_ns)} exceeds "
                                  f"delay {format_time(shape.delay_ns)} on {direction}: delays "
