@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import trio
 
 from fabric.wire.frames import ProtocolError
 from fabric.wire.udp import (
@@ -316,6 +317,66 @@ def test_window_is_zero_without_reordering_then_a_quarter_min_rtt_times_the_mult
     assert path.reo_wnd_mult == 13
     path.recovered()  # the 16th recovery without a DSACK
     assert path.reo_wnd_mult == 1
+
+
+# -- the node's receiving end: its last word goes out more than once ---------------------------
+
+
+class RecordingSocket:
+    """A UDP socket that keeps what is sent; each send is a checkpoint, as a real one is."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    async def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        await trio.lowlevel.checkpoint()
+        self.sent.append((bytes(data), addr))
+
+
+async def test_the_ack_completing_a_unit_goes_out_three_times_even_as_the_node_ends() -> None:
+    """The completing ACK may be the receiver's last datagram: its node finishes once the
+    chunk is in, and a sender that lost that ACK would resend into a closed port."""
+    from types import SimpleNamespace
+
+    from fabric.kv.content import digest
+    from fabric.node.udp import COMPLETION_ACKS, UdpEndpoint
+    from fabric.wire.frames import encode_chunk_header
+    from fabric.wire.udp import DATA, FIN, pack_segment
+
+    body = bytes(range(256)) * 10
+    frame = encode_chunk_header(7, 0, 1, len(body), digest(body), 0, 0) + body
+    mss = 1000
+    nseg = -(-len(frame) // mss)
+    scope = trio.CancelScope()
+    chunks: list[tuple] = []
+
+    def on_chunk(*args: object) -> bool:
+        chunks.append(args)
+        scope.cancel()  # the node's last chunk: it ends now, as serve_node does
+        return True
+
+    node = SimpleNamespace(cfg=SimpleNamespace(udp_mss=mss, name="b",
+                                               peers={"a": "10.0.0.1", "b": "10.0.0.2"}),
+                           rx_bytes=0, on_chunk=on_chunk)
+    sock = RecordingSocket()
+    ep = UdpEndpoint(node, sock)  # type: ignore[arg-type]
+    addr = ("10.0.0.1", 7472)
+    with scope:
+        for seq in range(nseg):
+            off = seq * mss
+            flags = DATA | (FIN if seq == nseg - 1 else 0)
+            seg, payload = unpack_segment(pack_segment(flags, 1, 5, seq, off, len(frame),
+                                                       frame[off:off + mss]))
+            await ep._on_data(seg, payload, addr, seq * MS)
+    assert scope.cancel_called  # the node ended right after its last chunk
+    assert len(chunks) == 1
+    assert chunks[0][-1] is True  # the digest matched
+    last = [d for d, a in sock.sent if unpack_segment(d)[0].seq == nseg]
+    assert len(last) == COMPLETION_ACKS == 3  # all of them, though the scope was cancelled
+    assert len(set(last)) == 1
+    assert all(a == addr for _, a in sock.sent)
+    assert len(sock.sent) - len(last) == sum(1 for d, _ in sock.sent
+                                             if unpack_segment(d)[0].seq < nseg)
 
 
 # -- a realistic link: serialised at 100 Mbit/s, 2 ms +- 1 ms, 3% loss ---------------------------

@@ -48,6 +48,7 @@ UDP_PORT = 7472
 WINDOW_SEGMENTS = 128
 RTO_NS = 100_000_000
 ACK_TICK = 0.001
+COMPLETION_ACKS = 3
 
 
 @dataclass
@@ -105,14 +106,24 @@ class UdpEndpoint:
         if inb.rx.on_data(seg.seq, seg.offset, len(payload), now):
             inb.buf[seg.offset: seg.offset + len(payload)] = np.frombuffer(payload, np.uint8)
             self.node.rx_bytes += len(payload)
-        if inb.rx.complete and not inb.done:
+        completed = inb.rx.complete and not inb.done
+        if completed:
             inb.done = True
             self._deliver(inb, now)
         if inb.rx.ack_due(now):
-            await self._ack(inb)
+            await self._ack(inb, copies=COMPLETION_ACKS if completed else 1)
 
-    async def _ack(self, inb: _Inbound) -> None:
-        await self.sock.sendto(inb.rx.ack_segment(), inb.addr)
+    async def _ack(self, inb: _Inbound, copies: int = 1) -> None:
+        """Send the receiver's ACK. The one that completes a unit goes out `COMPLETION_ACKS`
+        times, shielded from cancellation: it may be this node's last word (a node finishes as
+        soon as its last chunk is in, and its socket closes), and a sender that lost it would
+        resend into a closed port until the run's timeout. Three copies make that the cube of
+        the reverse path's loss rate; a node that lingered until its senders were done would
+        close it entirely."""
+        ack = inb.rx.ack_segment()
+        with trio.CancelScope(shield=copies > 1):
+            for _ in range(copies):
+                await self.sock.sendto(ack, inb.addr)
 
     async def ack_timer(self) -> None:
         """Delayed ACKs fall due between datagrams; a coarse tick is enough for them."""
