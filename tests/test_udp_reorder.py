@@ -301,6 +301,18 @@ def test_dsack_widens_the_window_once_a_round_and_only_for_loss_resends() -> Non
     assert path.reo_wnd_mult == 3
 
 
+def test_a_dsack_of_a_timed_out_resend_counts_but_says_nothing_of_reordering() -> None:
+    path = PathEstimate.initial(10 * MS)
+    tx = UdpSender(1, 1, 3000, 1000, 8, 10 * MS, path=path)
+    tx.segments_to_send(0)
+    assert [s for s, _, _ in tx.segments_to_send(10 * MS)] == [0, 1, 2]  # the timer fired
+    tx.on_dsack(1)  # 1 had arrived after all (its ACK was lost, or the timer was early)
+    tx.on_dsack(1)  # once per resend
+    assert tx.spurious == 1
+    assert not path.reordering
+    assert path.reo_wnd_mult == 1
+
+
 def test_window_is_zero_without_reordering_then_a_quarter_min_rtt_times_the_multiplier() -> None:
     path = PathEstimate.initial(100 * MS)
     path.rtt_sample(8 * MS)

@@ -299,6 +299,7 @@ class UdpSender:
         self._lost: set[int] = set()  # marked lost, to resend
         self._resent: set[int] = set()  # sent more than once: ambiguous RTT (Karn)
         self._fast: set[int] = set()  # last sent because RACK or a NACK marked it lost
+        self._timed_out: set[int] = set()  # last sent because the retransmission timer fired
         self._reo_deadline: int | None = None
         self._recover: int | None = None  # in a loss recovery until this seq is acknowledged
         self._dsack_round: int | None = None  # the window grows once until this is acked
@@ -421,6 +422,7 @@ class UdpSender:
                 if seq in self._out:
                     self._send(seq, now_ns, out)
                     self._fast.add(seq)
+                    self._timed_out.discard(seq)
             self._lost.clear()
 
         rto = self.path.rto_ns * self._backoff
@@ -435,6 +437,7 @@ class UdpSender:
             for seq in expired:
                 self._send(seq, now_ns, out)
                 self._fast.discard(seq)
+                self._timed_out.add(seq)
 
         limit = min(self.segments, self._cum + self.window_segments)
         while self._next < limit:
@@ -494,10 +497,16 @@ class UdpSender:
                 self._lost.add(seq)
 
     def on_dsack(self, seq: int) -> None:
-        """The receiver got `seq` twice. If its last send was a loss-marked resend, that resend
-        was spurious: reordering fooled the window, so widen it (RFC 8985, once a round)."""
+        """The receiver got `seq` twice, so its last resend was not needed. If RACK or a NACK
+        had marked it lost, reordering fooled the window: widen it (RFC 8985, once a round).
+        A resend after a timeout counts as spurious too (the timer fired early, or an ACK was
+        lost) but says nothing of reordering; a duplicate of a seq never resent is the link's."""
+        if seq in self._timed_out:
+            self._timed_out.discard(seq)
+            self.spurious += 1
+            return
         if seq not in self._fast:
-            return  # a duplicate the link made, or a resend after a timeout (a lost ACK)
+            return
         self._fast.discard(seq)
         self.spurious += 1
         self.path.saw_reordering()
