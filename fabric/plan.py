@@ -292,6 +292,13 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
 
     for lp in links:
         _check_kernel_limits(lp, backend, topology.source)
+    need, multi = route_count(nodes, links)
+    if need > MAX_ROUTES:
+        raise TopologyError(
+            f"this fabric needs {need:,} kernel routes ({multi:,} nodes with more than one "
+            f"neighbour each route to every node they reach); at most {MAX_ROUTES:,} (a "
+            "1,000-host leaf-spine needs 42,000): build a smaller fabric",
+            file=topology.source, key="links")
     routes = compute_routes(nodes, links)
     plan = FabricPlan(name=topology.name, run_id=run_id, backend=backend, topology=topology,
                       nodes=nodes, links=links, routes=routes)
@@ -404,29 +411,89 @@ def _check_kernel_limits(lp: LinkPlan, backend: str, source: str) -> None:
                  "bandwidth x round-trip product)")
 
 
+#: routes one fabric may install: a 1,000-host leaf-spine needs ~42,000; a 2,000-node chain
+#: would need 4 million (every node multi-homed), more than bring-up could install
+MAX_ROUTES = 250_000
+
+
+def route_count(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> tuple[int, int]:
+    """How many routes `compute_routes` would make, and for how many multi-homed nodes, in
+    time linear in nodes and links: a single-homed node has one default route, any other
+    one route per node it reaches."""
+    adj: dict[str, set[str]] = {n: set() for n in nodes}
+    for lp in links:
+        adj[lp.a.node].add(lp.b.node)
+        adj[lp.b.node].add(lp.a.node)
+    total, multi_homed = 0, 0
+    seen: set[str] = set()
+    for start in nodes:
+        if start in seen:
+            continue
+        part = search(start, lambda n: adj[n]).hops  # one connected component
+        seen.update(part)
+        multi = sum(1 for n in part if len(adj[n]) > 1)
+        multi_homed += multi
+        if len(part) > 1:  # an isolated node has no route at all
+            total += (len(part) - multi) + multi * (len(part) - 1)
+    return total, multi_homed
+
+
 def compute_routes(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> list[AddRoute]:
-    """Shortest-path (hop count) routes to every node's loopback, ECMP where paths tie."""
+    """Shortest-path (hop count) routes to every node's loopback, ECMP where paths tie.
+
+    A single-homed node gets one default route. Every other node gets a route to each node it
+    reaches, over each neighbour that lies on a shortest path there: one breadth-first search
+    from that node, carrying each reached node's set of such first hops (a bit per neighbour),
+    so the cost is the multi-homed nodes times the links, not every node times the links."""
     # adjacency: node -> list of (neighbour, gateway address, our device)
     adj: dict[str, list[tuple[str, str, str]]] = {n: [] for n in nodes}
     for lp in links:
         adj[lp.a.node].append((lp.b.node, lp.b.address, lp.a.dev))
         adj[lp.b.node].append((lp.a.node, lp.a.address, lp.b.dev))
+    neighbours = {n: [nb for nb, _, _ in nbrs] for n, nbrs in adj.items()}
 
     routes: list[AddRoute] = []
-    single = {n for n, nbrs in adj.items() if len({nb for nb, _, _ in nbrs}) == 1}
-    for n in single:
+    for n, nbrs in adj.items():
         src = nodes[n].loopback
-        hops = tuple(sorted((gw, dev) for _, gw, dev in adj[n]))
-        routes.append(AddRoute(nodes[n].netns, "default", hops, src))
-
-    for dst in nodes:
-        dist = search(dst, lambda n: (nb for nb, _, _ in adj[n])).hops
-        for n, d in dist.items():
-            if n == dst or n in single:
-                continue
-            hops = tuple(sorted((gw, dev) for nb, gw, dev in adj[n] if dist.get(nb) == d - 1))
-            routes.append(AddRoute(nodes[n].netns, f"{nodes[dst].loopback}/32", hops,
-                                   nodes[n].loopback))
+        if len(set(neighbours[n])) == 1:
+            hops = tuple(sorted((gw, dev) for _, gw, dev in nbrs))
+            routes.append(AddRoute(nodes[n].netns, "default", hops, src))
+            continue
+        if not nbrs:
+            continue
+        dist = {n: 0}
+        first: dict[str, int] = {}  # reached node -> bit set of first hops on shortest paths
+        frontier = []
+        for i, nb in enumerate(neighbours[n]):
+            dist[nb] = 1
+            first[nb] = first.get(nb, 0) | 1 << i
+            frontier.append(nb)
+        d = 1
+        while frontier:
+            d += 1
+            reached = []
+            for u in frontier:
+                for v in neighbours[u]:
+                    seen = dist.get(v)
+                    if seen is None:
+                        dist[v] = d
+                        first[v] = first[u]
+                        reached.append(v)
+                    elif seen == d:
+                        first[v] |= first[u]
+            frontier = reached
+        by_mask: dict[int, tuple[tuple[str, str], ...]] = {}
+        for dst, mask in first.items():
+            if mask not in by_mask:  # each set bit once: a switch has many neighbours
+                chosen, rest = [], mask
+                while rest:
+                    low = rest & -rest
+                    _, gw, dev = nbrs[low.bit_length() - 1]
+                    chosen.append((gw, dev))
+                    rest ^= low
+                by_mask[mask] = tuple(sorted(chosen))
+            hops = by_mask[mask]
+            routes.append(AddRoute(nodes[n].netns, f"{nodes[dst].loopback}/32", hops, src))
     routes.sort(key=lambda r: (r.netns, r.dst))
     return routes
 

@@ -18,6 +18,7 @@ from fabric.plan import (
     parse_netns_name,
     plan_fabric,
 )
+from fabric.topology import parse_topology
 from fabric.topology.document import Topology
 from fabric.topology.model import Link, Node, Shape
 from fabric.topology.model import queue_bytes as default_queue_bytes
@@ -325,3 +326,83 @@ def test_the_engine_config_carries_the_faults() -> None:
     link = EngineLink("a--b", Endpoint("x", "t0"), Endpoint("y", "t1"), shape, Shape(), seed=4)
     cfg = EngineConfig(fabric="f", run_id="r", stats_path="", links=(link,))
     assert EngineConfig.from_json(cfg.to_json()).links[0].forward == shape
+
+
+def test_route_count_matches_the_routes_and_bounds_the_plan() -> None:
+    from fabric.plan import MAX_ROUTES, route_count
+
+    for text in (LEAF_SPINE_TEXT_FOR_ROUTES, "name: t\nnodes: {a: {}, b: {}, c: {}, d: {}}\n"
+                 "links:\n  - {endpoints: [a, b]}\n  - {endpoints: [b, c]}\n"):
+        plan = plan_fabric(parse_topology(text), backend="userspace")
+        assert route_count(plan.nodes, plan.links)[0] == len(plan.routes)
+    n = 800  # a chain: 798 inner nodes route to 799 others, 2 ends have a default: refused
+    chain = "name: c\nnodes: {" + ", ".join(f"n{i}: {{}}" for i in range(n)) + "}\nlinks:\n" + \
+        "".join(f"  - {{endpoints: [n{i}, n{i + 1}]}}\n" for i in range(n - 1))
+    with pytest.raises(TopologyError, match=rf"needs 637,604 kernel routes \(798 nodes with "
+                                            rf"more than one neighbour .*at most {MAX_ROUTES:,}"):
+        plan_fabric(parse_topology(chain, source="c.yaml"), backend="userspace")
+
+
+LEAF_SPINE_TEXT_FOR_ROUTES = """
+name: t
+generate:
+  - leaf_spine: {spines: 2, leaves: 3, hosts_per_leaf: 4}
+"""
+
+
+def test_path_summary_samples_sources_over_the_limit() -> None:
+    from fabric import checks
+
+    text = ("name: t\ngenerate:\n  - leaf_spine: {spines: 2, leaves: 10, hosts_per_leaf: 20}\n")
+    lines = checks.path_summary(parse_topology(text))
+    # 200 hosts: 128 sources would be every second one, so 100 sources with 199 pairs each
+    assert lines[0].startswith("paths (pairs from 100 of 200 hosts): ")
+    total = sum(int(line.split(": ")[1].split(" host pair")[0]) for line in lines)
+    assert total == 100 * 199
+
+
+def _routes_by_destination(nodes, links):  # noqa: ANN001, ANN202 - the definition, slowly
+    """Reference: a search from every destination; a multi-homed node's next hops towards it
+    are its neighbours one hop closer."""
+    from fabric.plan import AddRoute
+    from fabric.topology.graph import search
+
+    adj = {n: [] for n in nodes}
+    for lp in links:
+        adj[lp.a.node].append((lp.b.node, lp.b.address, lp.a.dev))
+        adj[lp.b.node].append((lp.a.node, lp.a.address, lp.b.dev))
+    single = {n for n, nbrs in adj.items() if len({nb for nb, _, _ in nbrs}) == 1}
+    routes = [AddRoute(nodes[n].netns, "default", tuple(sorted((gw, dev) for _, gw, dev in
+                       adj[n])), nodes[n].loopback) for n in single]
+    for dst in nodes:
+        dist = search(dst, lambda n: (nb for nb, _, _ in adj[n])).hops
+        for n, d in dist.items():
+            if n != dst and n not in single:
+                hops = tuple(sorted((gw, dev) for nb, gw, dev in adj[n] if dist.get(nb) == d - 1))
+                routes.append(AddRoute(nodes[n].netns, f"{nodes[dst].loopback}/32", hops,
+                                       nodes[n].loopback))
+    return sorted(routes, key=lambda r: (r.netns, r.dst))
+
+
+def test_routes_match_the_definition_on_random_graphs() -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(150):
+        n = rng.randrange(2, 30)
+        edges: set[tuple[int, int]] = set()
+        for _ in range(rng.randrange(1, 3 * n)):
+            a, b = rng.sample(range(n), 2)
+            if (b, a) not in edges:
+                edges.add((a, b))
+        text = ("name: r\nnodes: {" + ", ".join(f"n{i}: {{}}" for i in range(n)) + "}\nlinks:\n"
+                + "".join(f"  - {{endpoints: [n{a}, n{b}]}}\n" for a, b in edges))
+        plan = plan_fabric(parse_topology(text), backend="userspace")
+        assert plan.routes == _routes_by_destination(plan.nodes, plan.links), text
+        assert len(plan.routes) == route_count_of(plan)
+
+
+def route_count_of(plan) -> int:  # noqa: ANN001
+    from fabric.plan import route_count
+
+    return route_count(plan.nodes, plan.links)[0]
