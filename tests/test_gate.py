@@ -100,8 +100,14 @@ def test_merge_key_bomb_is_refused_at_its_line() -> None:
         merges = ", ".join(f"{{<<: *l{i - 1}, k{j}: {j}}}" for j in range(10))
         lines.append(f"    l{i}: &l{i} [{merges}]")
     msg = error_of("\n".join(lines) + "\n")
-    assert re.match(r"^t.yaml:(9|10|11|12): the document expands to more than 1,000,000 YAML "
-                    r"nodes", msg), msg
+    assert re.match(r"^t.yaml:(8|9|10|11|12): the document expands to more than 250,000 "
+                    r"YAML nodes", msg), msg
+
+
+def test_a_file_of_too_many_nodes_is_refused_while_streaming() -> None:
+    text = "name: t\nnodes:\n" + "".join(f"  n{i}: {{kind: switch}}\n" for i in range(70_000))
+    assert re.match(r"^t.yaml:\d+: the document expands to more than 250,000 YAML nodes .*"
+                    r"`generate:`$", error_of(text))
 
 
 def test_alias_chain_deeper_than_the_limit_is_refused() -> None:
