@@ -40,13 +40,11 @@ class FabricGroup(click.Group):
             click.echo(f"fabric: {one_line(str(e))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
-            sig = _TERMINATED[0] if _TERMINATED else signal.SIGINT
-            click.echo("fabric: interrupted" if sig == signal.SIGINT else
-                       f"fabric: terminated ({signal.Signals(sig).name})", err=True)
+            status = _say_interrupted()
             # an event loop pyroute2 was building when the interrupt came is collected at
             # exit and would print a meaningless "Exception ignored" block after this line
             sys.unraisablehook = lambda _unraisable: None
-            ctx.exit(128 + sig)
+            ctx.exit(status)
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
@@ -58,6 +56,14 @@ class FabricGroup(click.Group):
                        "This is a bug in fabric, not in your input: please report it with the "
                        "traceback above, the command and `fabric --version`.", err=True)
             ctx.exit(EXIT_INTERNAL)
+
+
+def _say_interrupted() -> int:
+    """One line for the interrupt that ended the command; its exit status (128 + signal)."""
+    signum = _TERMINATED[0] if _TERMINATED else int(signal.SIGINT)
+    click.echo("fabric: interrupted" if signum == signal.SIGINT else
+               f"fabric: terminated ({signal.Signals(signum).name})", err=True)
+    return 128 + signum
 
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): distinct from a user error's 1
@@ -94,7 +100,16 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup fabric run` keeps its word
             signal.signal(sig, _terminate)
-    cli(prog_name="fabric")
+    # not click's standalone mode: an interrupt while click parses the command line (before
+    # FabricGroup.invoke) would be its "Aborted!" and exit 1
+    try:
+        status = cli.main(prog_name="fabric", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(_say_interrupted())
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 def default_topology_path() -> str:

@@ -183,3 +183,21 @@ def test_ctrl_c_during_run_removes_everything_quietly(fabric_name, state_dir, tm
     assert err.rstrip().endswith("fabric: interrupted")
     assert "Traceback" not in err
     assert ours(fabric_name) == []
+
+
+def test_a_node_that_has_everything_still_answers_late_resends(fabric_name, state_dir,
+                                                               monkeypatch):
+    """With no completion ACK at all, every UDP sender must resend its last segment and be
+    answered by a receiver that already has everything: it lingers until the run ends
+    instead of leaving its senders to the timeout."""
+    import fabric.node.udp as udp
+
+    monkeypatch.setattr(udp, "COMPLETION_ACKS", 0)  # the forked nodes inherit it
+    text = LOSSY.format(name=fabric_name).replace("loss: 1%", "loss: 0%")
+    topo, res = run(text, timeout=60)
+    assert not res.timed_out, res.errors
+    assert res.errors == []
+    counts = integrity_counts(res.chunk_records, res.transfer_records)
+    assert counts.ok
+    assert counts.transfers_ok == len(res.transfers)
+    assert ours(fabric_name) == []

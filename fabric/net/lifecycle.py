@@ -37,7 +37,8 @@ from ..plan import FabricPlan, parse_netns_name
 from .daemon import DaemonSpec, alive, spawn_daemon, stop_process
 from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
-STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", "/run/fabric"))
+DEFAULT_STATE_ROOT = Path("/run/fabric")
+STATE_ROOT = Path(os.environ.get("FABRIC_STATE_DIR", DEFAULT_STATE_ROOT))
 
 
 @dataclass
@@ -74,9 +75,9 @@ class FabricState:
         tmp.replace(self.dir / "state.json")
 
     @classmethod
-    def load(cls, name: str) -> FabricState | None:
+    def load(cls, name: str, root: Path | None = None) -> FabricState | None:
         try:
-            data = json.loads((STATE_ROOT / name / "state.json").read_text())
+            data = json.loads(((root or STATE_ROOT) / name / "state.json").read_text())
             return cls(**data)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -117,12 +118,13 @@ class FabricState:
                                    f"(nodes: {known})") from None
 
 
-def list_states() -> list[FabricState]:
-    if not STATE_ROOT.is_dir():
+def list_states(root: Path | None = None) -> list[FabricState]:
+    root = root or STATE_ROOT
+    if not root.is_dir():
         return []
     out = []
-    for d in sorted(STATE_ROOT.iterdir()):
-        st = FabricState.load(d.name)
+    for d in sorted(root.iterdir()):
+        st = FabricState.load(d.name, root)
         if st is not None:
             out.append(st)
     return out
@@ -517,6 +519,8 @@ def _remove(state: FabricState) -> list[str]:
 def remove_orphans(name: str | None = None) -> list[str]:
     """Remove namespaces of ours that no live state owns (`name`: only that fabric's)."""
     live = {(s.name, s.run_id) for s in list_states() if not s.stale}
+    if STATE_ROOT != DEFAULT_STATE_ROOT:  # a private state root (tests) spares the machine's
+        live |= {(s.name, s.run_id) for s in list_states(DEFAULT_STATE_ROOT) if not s.stale}
     orphans = []
     for ns in Kernel.list_netns():
         parsed = parse_netns_name(ns)

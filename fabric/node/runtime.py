@@ -25,6 +25,7 @@ import math
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,7 @@ class Node:
         self.expected_left = len(self.incoming)
         self.sends_left = len(cfg.sends)
         self.all_done = trio.Event()
+        self.stopped = trio.Event()  # the runner said Stop, or closed the channel: the run ended
         self._followers: dict[int, list[Transfer]] = defaultdict(list)
         for tr in cfg.sends:
             if tr.after is not None:
@@ -385,14 +387,25 @@ async def serve_node(ctl_fd: int, name: str) -> None:
             nursery.cancel_scope.cancel()
             return
         cfg.t0_ns = go.t0
-        nursery.start_soon(node.progress_loop)
+        progress = trio.CancelScope()
+        nursery.start_soon(_within, progress, node.progress_loop)
         nursery.start_soon(_stop_on_ctl, ctl, node)
         nursery.start_soon(node.run_sends)
         await node.all_done.wait()
+        progress.cancel()
         await node.send_records()
         await ctl.send(Done(rss_start_kb=rss_start, hwm_kb=_vm("VmHWM"),
                             transport=node.transport_stats()))
+        # Linger until the run ends (the runner's Stop, or its end of the channel): a peer
+        # whose last acknowledgement from us was lost resends, and only a node still serving
+        # answers it; a node that left at once would leave that sender waiting for the timeout.
+        await node.stopped.wait()
         nursery.cancel_scope.cancel()
+
+
+async def _within(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await run()
 
 
 def _vm(field: str) -> int:
@@ -407,4 +420,5 @@ def _vm(field: str) -> int:
 async def _stop_on_ctl(ctl: Channel, node: Node) -> None:
     """A `stop` from the runner (or its end) ends the node with what it has."""
     await ctl.receive()
+    node.stopped.set()
     node.all_done.set()

@@ -115,11 +115,10 @@ class UdpEndpoint:
 
     async def _ack(self, inb: _Inbound, copies: int = 1) -> None:
         """Send the receiver's ACK. The one that completes a unit goes out `COMPLETION_ACKS`
-        times, shielded from cancellation: it may be this node's last word (a node finishes as
-        soon as its last chunk is in, and its socket closes), and a sender that lost it would
-        resend into a closed port until the run's timeout. Three copies make that the cube of
-        the reverse path's loss rate; a node that lingered until its senders were done would
-        close it entirely."""
+        times, shielded from cancellation, so a sender rarely has to resend for it: its loss
+        rate is the cube of the reverse path's. (A node that has received everything still
+        lingers, serving, until the run ends, so the resend of a sender that lost all three is
+        answered too: `runtime.serve_node`.)"""
         ack = inb.rx.ack_segment()
         with trio.CancelScope(shield=copies > 1):
             for _ in range(copies):
