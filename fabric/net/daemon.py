@@ -13,13 +13,33 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import KernelError
+
+INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[set[Any]]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then let a held one land (it
+    unwinds as usual): for a removal that must finish once begun, and around a fork, where
+    an interrupt raised inside an at-fork handler would be swallowed. Yields the mask to
+    restore (a forked child restores it itself once it has set its own handlers). Off the
+    main thread, where signals are not handled, it holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        yield old
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 READY_TIMEOUT = 20.0  # seconds a daemon has to print READY
 

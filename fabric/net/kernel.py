@@ -43,6 +43,7 @@ from ..plan import (
 )
 from ..topology.model import Shape
 from . import tun
+from .daemon import interrupts_held
 from .tun import create_persistent_tun, setns
 
 NETNS_RUN_DIR = Path(tun.NETNS_RUN_DIR)
@@ -66,7 +67,8 @@ def probe_qdisc_kinds(attempts: dict[str, dict]) -> dict[str, str | None]:
     import json
 
     r, w = os.pipe()
-    pid = os.fork()
+    with interrupts_held():  # an interrupt lands after the fork, here, not in a fork handler
+        pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
         try:

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 
 from ..errors import FabricStateError
 from ..plan import FabricPlan, parse_netns_name
-from .daemon import DaemonSpec, alive, spawn_daemon, stop_process
+from .daemon import DaemonSpec, alive, interrupts_held, spawn_daemon, stop_process
 from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
 DEFAULT_STATE_ROOT = Path("/run/fabric")
@@ -469,27 +468,11 @@ def _kill_netns_processes(namespaces: set[str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-@contextlib.contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP until the block ends: a removal that has begun
-    finishes, and the interrupt then unwinds as usual (only SIGKILL cuts it short, and the
-    state's "removing" status then marks the remains as stale)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def remove_fabric(state: FabricState) -> list[str]:
-    """Remove everything `state` owns, uninterrupted; returns the namespaces removed."""
-    with uninterrupted():
+    """Remove everything `state` owns, with interrupts held until it is done (only SIGKILL
+    cuts it short, and the state's "removing" status then marks the remains as stale);
+    returns the namespaces removed."""
+    with interrupts_held():
         return _remove(state)
 
 

@@ -18,10 +18,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import trio
 
 from ..errors import FabricError
+from ..net.daemon import INTERRUPTS, interrupts_held
 from ..net.tun import netns_path, setns
 from .runtime import serve_node
 
@@ -46,34 +48,43 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess],
                target: Callable[[int, str], Awaitable[None]] = serve_node) -> NodeProcess:
     """Fork a node process running `target(control_fd, name)` in namespace `netns`."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # the node
-        code = 1
-        try:
-            parent.close()
-            for other in others:
-                other.ctl.close()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_IGN)  # the runner ends us (it reaps, reports)
-            fd = os.open(netns_path(netns), os.O_RDONLY)
-            try:
-                setns(fd)
-            finally:
-                os.close(fd)
-            trio.run(target, child.detach(), name)
-            code = 0
-        except BaseException as e:  # noqa: BLE001 - reported on stderr, exit status says it
-            if _runner_gone(e):
-                code = 3  # the runner was interrupted or died: nothing to report to
-            elif (known := _fabric_error(e)) is not None:
-                # ours (a plug-in that raised, a socket that could not open): one line
-                _say(f"node {name}: {known}\n")
-            else:
-                _say(f"node {name}: {traceback.format_exc()}")
-        finally:
-            os._exit(code)
+    with interrupts_held() as held:  # an interrupt lands after the fork, in the runner
+        pid = os.fork()
+        if pid == 0:
+            _node_main(held, name, netns, others, parent, child, target)
     child.close()
     return NodeProcess(name=name, pid=pid, ctl=parent)
+
+
+def _node_main(held: set[Any], name: str, netns: str, others: list[NodeProcess],
+               parent: socket.socket, child: socket.socket,
+               target: Callable[[int, str], Awaitable[None]]) -> NoReturn:
+    """The forked node: never returns."""
+    code = 1
+    try:
+        for sig in INTERRUPTS:
+            signal.signal(sig, signal.SIG_IGN)  # the runner ends us (it reaps, reports)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        parent.close()
+        for other in others:
+            other.ctl.close()
+        fd = os.open(netns_path(netns), os.O_RDONLY)
+        try:
+            setns(fd)
+        finally:
+            os.close(fd)
+        trio.run(target, child.detach(), name)
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - reported on stderr, exit status says it
+        if _runner_gone(e):
+            code = 3  # the runner was interrupted or died: nothing to report to
+        elif (known := _fabric_error(e)) is not None:
+            # ours (a plug-in that raised, a socket that could not open): one line
+            _say(f"node {name}: {known}\n")
+        else:
+            _say(f"node {name}: {traceback.format_exc()}")
+    finally:
+        os._exit(code)
 
 
 def _say(text: str) -> None:
