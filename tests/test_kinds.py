@@ -255,3 +255,19 @@ def test_background_traffic_is_stopped_with_what_it_forked(tmp_path: Path) -> No
     with pytest.raises(FabricError, match=rf"background traffic failed \(exit -?\d+; its log: "
                                           rf"{re.escape(str(log))}\)"):
         bg.finish(lines.append, lines.append)
+
+
+def test_the_traffic_report_sums_udp_sent_bytes_over_the_nodes() -> None:
+    from fabric.kinds.traffic import _transport_lines
+
+    lines: list[str] = []
+    _transport_lines({"a": {"udp_sent_bytes": 1500, "udp_unit_bytes": 1000,
+                            "udp_retransmitted": 2, "udp_spurious": 1, "udp_timeouts": 0},
+                      "b": {"udp_sent_bytes": 600, "udp_unit_bytes": 1000,
+                            "udp_retransmitted": 1, "udp_spurious": 0, "udp_timeouts": 1},
+                      "c": {"roce_retransmitted": 5}}, lines.append)
+    assert lines == ["udp: sent 2.051 KiB for 1.953 KiB of payload (x1.05): 3 retransmitted, "
+                     "1 spurious, 1 timeouts"]
+    silent: list[str] = []
+    _transport_lines({"a": {"roce_retransmitted": 5}}, silent.append)  # no UDP: no line
+    assert silent == []

@@ -12,6 +12,22 @@ from ..errors import FabricError
 from .base import Kind, RunContext
 
 
+def _transport_lines(per_node: Mapping[str, Mapping[str, int]],
+                     out: Callable[[str], None]) -> None:
+    """What the transports put on the wire for their payload, summed over the nodes (UDP's
+    `sent N for M of payload (xR)`, measured by the senders)."""
+    from ..node.udp import sent_line
+
+    total: dict[str, int] = {}
+    for counters in per_node.values():
+        for key, value in counters.items():
+            if isinstance(value, int | float):
+                total[key] = total.get(key, 0) + int(value)
+    line = sent_line(total)
+    if line is not None:
+        out(line)
+
+
 class TrafficKind(Kind):
     name = "traffic"
     title = "a traffic run"
@@ -35,10 +51,12 @@ class TrafficKind(Kind):
             "transfers_planned": len(result.transfers), "errors": result.errors,
             "timed_out": result.timed_out, "host": os.uname().nodename,
             "wall_seconds": (result.ended_ns - result.started_ns) / 1e9,
+            "transport": result.transport,  # node -> its transports' counters
         }
         summary = summarise(result.chunk_records, result.transfer_records,
                             time_scale=topo.time_scale, meta=meta, links=result.links)
         ctx.out(render_table(summary))
+        _transport_lines(meta["transport"], ctx.out)
         links_text = render_links(summary)
         if links_text:
             ctx.out(links_text)
@@ -56,6 +74,7 @@ class TrafficKind(Kind):
 
         summary, _ = load_run(str(d))
         out(render_table(summary))
+        _transport_lines(summary.get("meta", {}).get("transport", {}), out)
         links_text = render_links(summary)
         if links_text:
             out(links_text)
