@@ -33,7 +33,13 @@ class FabricGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            done = super().invoke(ctx)
+            if _TERMINATED:
+                # SIGTERM/SIGHUP came, but its KeyboardInterrupt was raised inside a callback
+                # Python swallows ("Exception ignored in ..."): the command went on to its
+                # end; it still exits as terminated
+                ctx.exit(_say_interrupted())
+            return done
         except FabricError as e:
             if ctx.params.get("debug") or os.environ.get("FABRIC_DEBUG"):
                 raise

@@ -66,6 +66,10 @@ def sub(old: str, new: str) -> str:
     ("time_scale: 1e308\n" + PAIR, r"^t.yaml:1: time_scale: time_scale 1e\+308 is outside "
      r"0.001..10000$"),
     ("time_scale: 5e-324\n" + PAIR, r"time_scale 4.94066e-324 is outside"),
+    ("time_scale: " + "9" * 400 + "\n" + PAIR, r"^t.yaml:1: time_scale: the value '9+\.\.\."
+     r"\(402 chars\) is too large$"),
+    (sub("requests: 4}", "requests: !!timestamp x}"), r"^t.yaml:11: traffic.flows\[0\]."
+     r"requests: 'x' is not a valid timestamp \(AttributeError"),
     ("time_scale: .nan\n" + PAIR, r"time_scale: expected a number > 0 .* \(not finite\)"),
     (sub("requests: 4}", "requests: 4, rate: nan/s}"), r"^t.yaml:11: traffic.flows\[0\].rate: "
      r"bad rate 'nan/s': the rate must be a number above 0$"),

@@ -26,20 +26,42 @@ INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 @contextlib.contextmanager
-def interrupts_held() -> Iterator[set[Any]]:
-    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then let a held one land (it
-    unwinds as usual): for a removal that must finish once begun, and around a fork, where
-    an interrupt raised inside an at-fork handler would be swallowed. Yields the mask to
-    restore (a forked child restores it itself once it has set its own handlers). Off the
-    main thread, where signals are not handled, it holds nothing."""
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then let a held one land as if
+    it came then (it unwinds as usual): for a removal that must finish once begun, and
+    around a fork and a daemon's start, where an interrupt would be swallowed by an at-fork
+    handler or would leave a process unrecorded.
+
+    The handlers themselves are swapped for one that only notes the signal: a signal mask
+    would hold it for this thread alone, and the kernel hands a process signal to any thread
+    that does not block it (trio leaves a worker thread alive for a while after a run). A
+    forked child inherits the noting handler and sets its own. Off the main thread, where
+    Python runs no handlers, it holds nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    noted: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        if not noted:
+            noted.append(signum)
+
+    before = {sig: signal.getsignal(sig) for sig in INTERRUPTS}
+    for sig, handler in before.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, note)
     try:
-        yield old
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if noted:
+            handler = before[signal.Signals(noted[0])]
+            if callable(handler):
+                handler(noted[0], sys._getframe())
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), noted[0])
+
 
 READY_TIMEOUT = 20.0  # seconds a daemon has to print READY
 
@@ -116,17 +138,19 @@ def spawn_daemon(module: str, cfg_path: Path, log_path: Path, what: str,
     read_fd, write_fd = os.pipe()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        pid = os.posix_spawn(
-            sys.executable, [sys.executable, "-m", module, str(cfg_path)],
-            os.environ,
-            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_DUP2, write_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
-            setsid=True,
-        )
+        with interrupts_held():  # started and recorded, or neither
+            pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-m", module, str(cfg_path)],
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, write_fd, 1),
+                              (os.POSIX_SPAWN_DUP2, log_fd, 2)],
+                setsid=True,
+            )
+            record(pid)
     finally:
         os.close(write_fd)
         os.close(log_fd)
-    record(pid)
     try:
         if _wait_ready(read_fd, pid):
             return pid

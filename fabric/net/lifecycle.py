@@ -245,7 +245,7 @@ def _claim(plan: FabricPlan, kept: bool, say: Callable[[str], None] | None) -> F
             raise FabricStateError(
                 f"fabric {plan.name!r} is already running (run {existing.run_id}); `fabric run` "
                 f"uses it as it is, or `fabric down {plan.name}` first")
-        remove_fabric(existing)
+        _remove(existing)  # under the lock already
         if say is not None:
             say(f"removed fabric {plan.name} left by a run that is gone (pid "
                 f"{existing.orchestrator_pid}, run {existing.run_id}); building afresh")
@@ -472,7 +472,7 @@ def remove_fabric(state: FabricState) -> list[str]:
     """Remove everything `state` owns, with interrupts held until it is done (only SIGKILL
     cuts it short, and the state's "removing" status then marks the remains as stale);
     returns the namespaces removed."""
-    with interrupts_held():
+    with interrupts_held(), _locked(state.name):
         return _remove(state)
 
 
@@ -527,10 +527,11 @@ def remove_orphans(name: str | None = None) -> list[str]:
 
 
 def tear_down(name: str | None, *, force: bool = False) -> tuple[FabricState, list[str]]:
-    """`fabric down [NAME]`; a fabric another live process is running needs `force`."""
+    """`fabric down [NAME]`; a fabric another live process is running needs `force`. The
+    check and the removal hold the fabric's lock, so no run claims or leases it meanwhile."""
     if name is None:
-        st = resolve(None, how="`fabric down NAME` (or --all)")
-    else:
+        name = resolve(None, how="`fabric down NAME` (or --all)").name
+    with interrupts_held(), _locked(name):
         found = FabricState.load(name)
         if found is None:
             orphans = remove_orphans(name)
@@ -538,9 +539,8 @@ def tear_down(name: str | None, *, force: bool = False) -> tuple[FabricState, li
                 return FabricState(name=name, run_id="?", backend="?", source="?",
                                    status="orphan", namespaces=orphans), orphans
             raise FabricStateError(f"fabric {name!r} is not running (see `fabric status`)")
-        st = found
-    _check_force(st, force)
-    return st, remove_fabric(st)
+        _check_force(found, force)
+        return found, _remove(found)
 
 
 def _check_force(st: FabricState, force: bool) -> None:

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import trio
 
@@ -48,15 +48,15 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess],
                target: Callable[[int, str], Awaitable[None]] = serve_node) -> NodeProcess:
     """Fork a node process running `target(control_fd, name)` in namespace `netns`."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with interrupts_held() as held:  # an interrupt lands after the fork, in the runner
+    with interrupts_held():  # an interrupt lands after the fork, in the runner
         pid = os.fork()
         if pid == 0:
-            _node_main(held, name, netns, others, parent, child, target)
+            _node_main(name, netns, others, parent, child, target)
     child.close()
     return NodeProcess(name=name, pid=pid, ctl=parent)
 
 
-def _node_main(held: set[Any], name: str, netns: str, others: list[NodeProcess],
+def _node_main(name: str, netns: str, others: list[NodeProcess],
                parent: socket.socket, child: socket.socket,
                target: Callable[[int, str], Awaitable[None]]) -> NoReturn:
     """The forked node: never returns."""
@@ -64,7 +64,6 @@ def _node_main(held: set[Any], name: str, netns: str, others: list[NodeProcess],
     try:
         for sig in INTERRUPTS:
             signal.signal(sig, signal.SIG_IGN)  # the runner ends us (it reaps, reports)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         parent.close()
         for other in others:
             other.ctl.close()

@@ -155,9 +155,10 @@ class Walker:
             return self._constructor.construct_object(node, deep=True)
         except ConstructorError as e:
             raise self.error(node, path, f"unsupported YAML value: {e.problem}") from None
-        except (ValueError, TypeError, KeyError, OverflowError) as e:
-            # a tag PyYAML cannot convert (`!!int x`, `!!bool maybe`, `!!timestamp 2001-13-45`)
-            # or an integer past Python's 4300-digit conversion limit
+        except Exception as e:  # noqa: BLE001 - whatever a constructor raises, the value is bad
+            # a tag PyYAML cannot convert (`!!int x`, `!!bool maybe`, `!!timestamp 2001-13-45`
+            # or `!!timestamp x`, which fails with AttributeError inside PyYAML) or an integer
+            # past Python's 4300-digit conversion limit
             what = node.tag.rpartition(":")[2] or "value"
             raise self.error(node, path, f"{shown(node.value)} is not a valid {what} "
                              f"({type(e).__name__}: {e})") from None
@@ -208,6 +209,8 @@ class Walker:
                 pass
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise self.error(node, path, f"expected {what}, got {self.describe(node)}")
+        if isinstance(value, int) and abs(value) > 10**300:  # past a float: no range takes it
+            raise self.error(node, path, f"{label} {shown(node.value)} is too large")
         if not math.isfinite(value):
             raise self.error(node, path, f"expected {what}, got {shown(node.value)} (not finite)")
         if not lo <= value <= hi:
