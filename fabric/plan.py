@@ -416,14 +416,21 @@ def _check_kernel_limits(lp: LinkPlan, backend: str, source: str) -> None:
 MAX_ROUTES = 250_000
 
 
+def _ports(nodes: dict[str, NodePlan],
+           links: list[LinkPlan]) -> dict[str, list[tuple[str, str, str]]]:
+    """Node -> its links as (neighbour, the neighbour's address as gateway, our device)."""
+    adj: dict[str, list[tuple[str, str, str]]] = {n: [] for n in nodes}
+    for lp in links:
+        adj[lp.a.node].append((lp.b.node, lp.b.address, lp.a.dev))
+        adj[lp.b.node].append((lp.a.node, lp.a.address, lp.b.dev))
+    return adj
+
+
 def route_count(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> tuple[int, int]:
     """How many routes `compute_routes` would make, and for how many multi-homed nodes, in
     time linear in nodes and links: a single-homed node has one default route, any other
     one route per node it reaches."""
-    adj: dict[str, set[str]] = {n: set() for n in nodes}
-    for lp in links:
-        adj[lp.a.node].add(lp.b.node)
-        adj[lp.b.node].add(lp.a.node)
+    adj = {n: {nb for nb, _, _ in nbrs} for n, nbrs in _ports(nodes, links).items()}
     total, multi_homed = 0, 0
     seen: set[str] = set()
     for start in nodes:
@@ -445,11 +452,7 @@ def compute_routes(nodes: dict[str, NodePlan], links: list[LinkPlan]) -> list[Ad
     reaches, over each neighbour that lies on a shortest path there: one breadth-first search
     from that node, carrying each reached node's set of such first hops (a bit per neighbour),
     so the cost is the multi-homed nodes times the links, not every node times the links."""
-    # adjacency: node -> list of (neighbour, gateway address, our device)
-    adj: dict[str, list[tuple[str, str, str]]] = {n: [] for n in nodes}
-    for lp in links:
-        adj[lp.a.node].append((lp.b.node, lp.b.address, lp.a.dev))
-        adj[lp.b.node].append((lp.a.node, lp.a.address, lp.b.dev))
+    adj = _ports(nodes, links)
     neighbours = {n: [nb for nb, _, _ in nbrs] for n, nbrs in adj.items()}
 
     routes: list[AddRoute] = []

@@ -22,9 +22,9 @@ from typing import Any
 from ..errors import FabricError, TopologyError
 from .base import Kind, RunContext, RunOption
 
-__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands",
-           "daemons", "for_dir", "holds_run", "kinds", "load", "run_help", "run_options",
-           "select", "status_rows", "validate"]
+__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands", "daemons", "for_dir",
+           "holds_run", "kinds", "load", "run_help", "run_options", "select", "status_rows",
+           "validate"]
 
 
 def _all() -> tuple[Kind, ...]:

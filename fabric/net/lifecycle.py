@@ -477,7 +477,7 @@ def remove_fabric(state: FabricState) -> list[str]:
 
 
 def _remove(state: FabricState) -> list[str]:
-    if state.dir.is_dir() and state.status != "orphan":
+    if state.dir.is_dir():
         state.status = "removing"  # a kill from here on leaves remains that are stale
         state.save()
     for pid in state.switch_pids.values():
@@ -554,9 +554,8 @@ def tear_down_all(*, force: bool = False) -> list[str]:
     """`fabric down --all`: every fabric this program started, and every orphan of ours;
     a fabric another live process is running needs `force`."""
     states = list_states()
-    if not force:
-        for st in states:
-            _check_force(st, force)
+    for st in states:
+        _check_force(st, force)
     removed: list[str] = []
     for st in states:
         removed += remove_fabric(st)
