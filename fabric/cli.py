@@ -481,5 +481,44 @@ def kv(model: str | None, tokens: int) -> None:
     click.echo(describe(get_model(model), tokens))
 
 
+
+def _export_help() -> str:
+    from .export import TARGETS
+
+    return "\n\n".join(f"{name}: {what}." for name, (_, what) in TARGETS.items())
+
+
+@cli.command(name="export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--to", "target", required=True, metavar="TARGET",
+              help="containerlab or hpcc-ns3 (listed below).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory to write (made if missing; must be empty).")
+@click.option("--hosts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="containerlab: spread the nodes over this many hosts (VXLAN between).")
+@click.option("--placement", type=click.Path(dir_okay=False),
+              help="containerlab: a YAML file naming each node's host (instead of --hosts).")
+def export_(file: str, target: str, out: str, hosts: int, placement: str | None) -> None:
+    """Write FILE's fabric and traffic for another engine; name what it cannot express.
+
+    Nothing is built and no root is needed. Every setting the target has no knob for is
+    printed as a warning (and kept in the exported README), never dropped silently.
+    """
+    from .export import ExportOptions, export_topology, write_export
+
+    if placement is not None and hosts != 1:
+        raise click.UsageError("give --hosts or --placement, not both")
+    topo = _load(file)
+    result = export_topology(topo, target, ExportOptions(
+        hosts=hosts, placement=Path(placement) if placement else None, command_file=file))
+    for path in write_export(result, Path(out)):
+        click.echo(f"wrote {path}")
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+export_.help = inspect.cleandoc(export_.help or "") + "\n\n" + _export_help()
+
+
 if __name__ == "__main__":
     main()
