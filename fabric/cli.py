@@ -384,9 +384,12 @@ def _kind_options(command: Callable[..., None]) -> Callable[..., None]:
               help="Results directory (default results/<name>-<time>/).")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="Give up after this many seconds (host time); report what arrived.")
+@click.option("--agents", "agents_file", type=click.Path(dir_okay=False),
+              help="agents.json: run the nodes it lists through their node agents (`fabric "
+                   "agent`), e.g. in containers from `fabric export`.")
 @_kind_options
 def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float,
-        **options: str | None) -> None:
+        agents_file: str | None, **options: str | None) -> None:
     """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
 
     Brings the fabric up (or uses it if it is already running), starts one node process
@@ -404,12 +407,29 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     if held is not None:
         raise FabricError(f"{out_dir} already holds {held.title}: choose another --out or "
                           "remove it")
+    agents = None
+    if agents_file is not None:
+        from .kinds import check_agents
+        from .node.agent import load_agents
+
+        agents = load_agents(agents_file, topo.name, topo.nodes)
+        local = attach_fabric(topo)
+        check_agents(kind, topo, remote=local is None)
+        if local is not None:
+            local.close()  # ends the lease: the run below takes its own
     fabric = attach_fabric(topo)
-    if fabric is None:
+    if fabric is None and agents is not None:
+        from .kinds.handle import remote_fabric
+
+        fabric = remote_fabric(topo, agents)
+        click.echo(f"{topo.name} is not running here: its nodes run through the agents in "
+                   f"{agents_file}", err=True)
+    elif fabric is None:
         fabric = _bring_up(topo, links)
     else:
         click.echo(f"using running fabric {fabric.state.name} (run {fabric.state.run_id})",
                    err=True)
+    fabric.agents = agents
     background = None
     try:
         if topo.traffic is not None and kind.background_traffic:
@@ -481,6 +501,25 @@ def kv(model: str | None, tokens: int) -> None:
     click.echo(describe(get_model(model), tokens))
 
 
+
+
+@cli.command()
+@click.option("--listen", default="0.0.0.0:7400", show_default=True, metavar="ADDR:PORT",
+              help="Where runners connect (the management network).")
+@click.option("--secret-file", required=True, type=click.Path(dir_okay=False),
+              help="The shared key (agents.json's secret_file); never sent on the wire.")
+@click.option("--node", default="", help="The node this agent serves (refuse others).")
+@click.option("--host", default="", help="This machine's name in reports (default: hostname).")
+def agent(listen: str, secret_file: str, node: str, host: str) -> None:
+    """Serve the node side of `fabric run` over TCP: in a container or on another machine.
+
+    Runs where the node's network is (inside its container or namespace). Each runner that
+    proves it holds the secret gets a node process, the same program `fabric run` forks
+    locally; the agent measures nothing itself. Ends on SIGTERM or Ctrl-C.
+    """
+    from .node.agent import main_agent
+
+    main_agent(listen, secret_file, node, host)
 
 def _export_help() -> str:
     from .export import TARGETS

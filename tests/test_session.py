@@ -63,7 +63,7 @@ def test_fields_travel_in_the_header_and_a_body_as_payload() -> None:
 
 
 @pytest.mark.parametrize(("header", "message"), [
-    ({"t": "hello", "n": 0}, "unknown control message 'hello'"),
+    ({"t": "howdy", "n": 0}, "unknown control message 'howdy'"),
     ({"t": "go", "n": 0}, "control message 'go': "),
     ({"t": "progress", "n": 0, "rx": 1, "tx": 2, "extra": 3}, "control message 'progress': "),
 ])
@@ -125,8 +125,8 @@ async def test_a_node_that_never_gets_ready_times_out() -> None:
 async def test_an_unknown_message_from_a_node_is_a_protocol_error() -> None:
     ours, theirs = socket.socketpair()
     ctl = Channel.from_socket(ours)
-    theirs.sendall(encode_header({"t": "hello", "n": 0}))
-    with pytest.raises(ProtocolError, match="unknown control message 'hello'"):
+    theirs.sendall(encode_header({"t": "howdy", "n": 0}))
+    with pytest.raises(ProtocolError, match="unknown control message 'howdy'"):
         await ctl.receive()
     theirs.close()
     ours.close()

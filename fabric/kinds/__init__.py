@@ -22,7 +22,8 @@ from typing import Any
 from ..errors import FabricError, TopologyError
 from .base import Kind, RunContext, RunOption
 
-__all__ = ["Kind", "RunContext", "RunOption", "check_lines", "commands", "daemons", "for_dir",
+__all__ = ["Kind", "RunContext", "RunOption", "check_agents", "check_lines", "commands", "daemons",
+           "for_dir",
            "holds_run", "kinds", "load", "run_help", "run_options", "select", "status_rows",
            "validate"]
 
@@ -135,3 +136,27 @@ def status_rows(state: Any) -> list[list[str]]:  # noqa: ANN401
 def daemons(plan: Any) -> list[Any]:  # noqa: ANN401
     """Every kind's daemons for `plan` (pass them to `net.lifecycle.bring_up`)."""
     return [d for k in kinds() for d in k.daemons(plan)]
+
+
+def check_agents(kind: Kind, topo: Any, remote: bool) -> None:  # noqa: ANN401
+    """Refuse `fabric run --agents` where `kind` cannot run through agents, or where the
+    fabric is built elsewhere (`remote`) but the file needs switch processes that only a
+    fabric built on this host runs."""
+    if not kind.through_agents:
+        raise FabricError(f"--agents does not apply to {topo.source}: it runs as {kind.title}, "
+                          "whose nodes run only here")
+    if remote and topo.traffic is not None and kind.background_traffic:
+        raise FabricError(f"{topo.source}: its traffic section would run as background load, "
+                          "which runs only on a fabric built here; through agents alone, run "
+                          "it from a file of its own")
+    if remote:
+        from ..plan import plan_fabric
+
+        plan = plan_fabric(topo, backend="netem", run_id="check")
+        roles = sorted({f"{d.role} switch" for d in daemons(plan)}
+                       | ({"RoCE switch"} if plan.switches else set()))
+        if roles:
+            raise FabricError(f"{topo.source} needs {' and '.join(roles)} processes, which run "
+                              "only on a fabric this host builds (`fabric up` here, agents in "
+                              "its namespaces); a fabric built elsewhere forwards in the "
+                              "kernel: run a file without switches through its agents")

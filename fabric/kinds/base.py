@@ -56,6 +56,7 @@ class Kind:
     compares: bool = False  # `fabric report` can compare several runs of this kind
     runs_traffic: bool = False  # runs the file's `traffic:` section itself
     background_traffic: bool = False  # else: runs it as background load beside (else refused)
+    through_agents: bool = False  # its nodes can run through node agents (`run --agents`)
 
     def validate(self, topo: Any) -> Any:  # noqa: ANN401
         """Check what the file's sections ask of this kind's cores (which the data-only

@@ -21,10 +21,11 @@ from ..errors import FabricError
 
 if TYPE_CHECKING:
     from ..net.lifecycle import FabricState
+    from ..node.agent import AgentBook
     from ..plan import FabricPlan
     from ..topology.document import Topology
 
-__all__ = ["Fabric", "attach_fabric", "build_fabric", "open_fabric"]
+__all__ = ["Fabric", "attach_fabric", "build_fabric", "open_fabric", "remote_fabric"]
 
 
 @dataclass
@@ -34,6 +35,13 @@ class Fabric:
     owned: bool  # built through this handle (so closing it takes the fabric down)
     build_seconds: float = 0.0
     why: str = ""  # why its link backend was chosen
+    agents: AgentBook | None = None  # nodes run by agents (`fabric run --agents`)
+    remote: bool = False  # built elsewhere (containerlab): nothing here to take down
+
+    @property
+    def here(self) -> bool:
+        """Whether this host built it (its namespaces, links and switch processes)."""
+        return not self.remote
 
     @property
     def topology(self) -> Topology:
@@ -43,6 +51,8 @@ class Fabric:
         """Take the fabric down if this handle built it, else end this process's lease."""
         from ..net.lifecycle import release, remove_fabric
 
+        if self.remote:
+            return
         if self.owned:
             remove_fabric(self.state)
         else:
@@ -98,3 +108,21 @@ def attach_fabric(topo: Topology, *, within: int | None = None) -> Fabric | None
                           "so the run measures what the file describes")
     return Fabric(plan_fabric(topo, backend=state.backend, run_id=state.run_id), state,
                   owned=False)
+
+
+def remote_fabric(topo: Topology, agents: AgentBook) -> Fabric:
+    """The handle on a fabric built elsewhere (by containerlab from `fabric export`), whose
+    nodes are reached only through their agents: its plan gives every node's addresses (the
+    export wrote the same ones); nothing of it exists on this host, so there are no link
+    counters or switch processes to read, and closing it removes nothing."""
+    from ..net.lifecycle import FabricState
+    from ..plan import new_run_id, plan_fabric
+
+    plan = plan_fabric(topo, backend="netem", run_id=new_run_id())
+    state = FabricState(
+        name=topo.name, run_id=plan.run_id, backend="netem", source=topo.source,
+        status="up", namespaces=[],
+        nodes={n: {"netns": "", "loopback": p.loopback} for n, p in plan.nodes.items()},
+        time_scale=topo.time_scale, topology_sha256=topo.sha256)
+    return Fabric(plan, state, owned=False, agents=agents, remote=True,
+                  why="built elsewhere; nodes reached through agents")

@@ -15,6 +15,7 @@ class LpuKind(Kind):
     name = "lpu"
     title = "an LPU run"
     result_file = "lpu.json"
+    through_agents = True
     background_traffic = True
     describes = ("A file with an `lpu:` section compiles its transfer graph into a schedule and "
                  "runs it, scheduled and dynamic, reporting lateness against the plan."
@@ -26,7 +27,8 @@ class LpuKind(Kind):
     def run(self, ctx: RunContext) -> None:
         from ..run.lpu import render_runs, run_lpu
 
-        runs = run_lpu(ctx.state, ctx.topo, ctx.out_dir, progress=ctx.say)
+        runs = run_lpu(ctx.state, ctx.topo, ctx.out_dir, progress=ctx.say,
+                       agents=ctx.fabric.agents)
         ctx.out(render_runs(runs, ctx.topo.time_scale))
         ctx.out(f"wrote {ctx.out_dir}/ (gantt.png, lateness.png, lpu.json, plan.txt)")
         if any(r.missing for r in runs):

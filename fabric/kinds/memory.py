@@ -16,6 +16,7 @@ class MemoryKind(Kind):
     name = "memory"
     title = "a memory run"
     result_file = "memory.json"
+    through_agents = True
     background_traffic = True
     describes = ("A file with a `memory:` section runs its memory runs (load/store, Hypercast, "
                  "in-network reduce, KV pull) against message passing on the same links."
@@ -28,7 +29,7 @@ class MemoryKind(Kind):
         from ..run.memory import render, run_memory, write_link_plot
 
         outcomes = run_memory(ctx.state, ctx.topo, ctx.out_dir, say=ctx.say,
-                              timeout=ctx.timeout, plan=ctx.plan)
+                              timeout=ctx.timeout, plan=ctx.plan, agents=ctx.fabric.agents)
         ctx.out(render(outcomes, ctx.topo))
         plot = write_link_plot(outcomes, ctx.topo, ctx.out_dir)
         ctx.out(f"wrote {ctx.out_dir}/ (memory.json, {plot.name})")

@@ -19,6 +19,7 @@ class RoceKind(Kind):
     name = "roce"
     title = "a RoCE comparison"
     result_file = "comparison.json"
+    through_agents = True
     runs_traffic = True
     describes = ("A file with RoCE switches or RoCE flows runs once per --cc policy and --pfc "
                  "setting and prints one comparison.")
@@ -90,7 +91,8 @@ class RoceKind(Kind):
 
         topo, out_dir = ctx.topo, ctx.out_dir
         results = run_variants(ctx.state, topo, ctx.prepared, out_dir, timeout=ctx.timeout,
-                               progress=progress_printer(), say=ctx.say, plan=ctx.plan)
+                               progress=progress_printer(), say=ctx.say, plan=ctx.plan,
+                               agents=ctx.fabric.agents)
         ctx.out(render(results, topo))
         files = [write_comparison(results, topo, out_dir), *write_plots(results, topo, out_dir)]
         for r in results:

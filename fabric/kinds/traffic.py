@@ -32,6 +32,7 @@ class TrafficKind(Kind):
     name = "traffic"
     title = "a traffic run"
     result_file = "summary.json"
+    through_agents = True
     runs_traffic = True
     compares = True
 
@@ -40,10 +41,11 @@ class TrafficKind(Kind):
 
     def run(self, ctx: RunContext) -> None:
         from ..metrics import render_links, render_table, summarise, write_run
-        from ..run.traffic import progress_printer, run_traffic
+        from ..run.traffic import machines, progress_printer, run_traffic
 
         topo, state = ctx.topo, ctx.state
-        result = run_traffic(state, topo, timeout=ctx.timeout, progress=progress_printer())
+        result = run_traffic(state, topo, timeout=ctx.timeout, progress=progress_printer(),
+                             agents=ctx.fabric.agents)
         meta = {
             "fabric": topo.name, "run_id": state.run_id, "backend": state.backend,
             "time_scale": topo.time_scale, "topology": topo.source,
@@ -52,11 +54,13 @@ class TrafficKind(Kind):
             "timed_out": result.timed_out, "host": os.uname().nodename,
             "wall_seconds": (result.ended_ns - result.started_ns) / 1e9,
             "transport": result.transport,  # node -> its transports' counters
+            "machines": machines(result),  # nodes run by agents, flows crossing machines
         }
         summary = summarise(result.chunk_records, result.transfer_records,
                             time_scale=topo.time_scale, meta=meta, links=result.links)
         ctx.out(render_table(summary))
         _transport_lines(meta["transport"], ctx.out)
+        machine_lines(meta["machines"], ctx.out)
         links_text = render_links(summary)
         if links_text:
             ctx.out(links_text)
@@ -75,6 +79,7 @@ class TrafficKind(Kind):
         summary, _ = load_run(str(d))
         out(render_table(summary))
         _transport_lines(summary.get("meta", {}).get("transport", {}), out)
+        machine_lines(summary.get("meta", {}).get("machines", {}), out)
         links_text = render_links(summary)
         if links_text:
             out(links_text)
@@ -106,3 +111,23 @@ class TrafficKind(Kind):
         from ..metrics import compare, load_run
 
         out(compare([(str(d), load_run(str(d))[0]) for d in dirs]))
+
+
+def machine_lines(info: Mapping[str, Any], out: Callable[[str], None]) -> None:
+    """What ran through agents, and which latencies cross machines (with their error)."""
+    if not info:
+        return
+    nodes = info.get("nodes", {})
+    hosts = sorted({c.get("host") or c.get("agent", "?") for c in nodes.values()})
+    worst = max((c.get("error_ns", 0) for c in nodes.values()), default=0)
+    out(f"agents: {len(nodes)} node{'s' if len(nodes) != 1 else ''} on "
+        f"{len(hosts)} machine{'s' if len(hosts) != 1 else ''} ({', '.join(hosts[:4])}"
+        f"{', ...' if len(hosts) > 4 else ''}); clock offsets estimated from control-channel "
+        f"round trips, within +-{worst / 1000:.0f} us")
+    flows = info.get("flows", {})
+    if flows:
+        shown = ", ".join(f"{f} (+-{v['error_ns'] / 1000:.0f} us)"
+                          for f, v in sorted(flows.items())[:6])
+        more = f" and {len(flows) - 6} more" if len(flows) > 6 else ""
+        out(f"one-way latencies cross machines for {shown}{more}: the clocks' error is in "
+            "them")

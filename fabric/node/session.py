@@ -41,8 +41,9 @@ from ..wire.frames import (
     encode_header,
 )
 
-__all__ = ["Channel", "Done", "Go", "Message", "Nodes", "Plan", "Progress", "Ready", "Records",
-           "Result", "Stop", "Sync", "Task", "decode", "encode"]
+__all__ = ["Auth", "Channel", "Clock", "ClockEstimate", "Done", "Go", "Hello", "Message",
+           "Nodes", "Plan", "Progress", "Ready", "Records", "Result", "Stop", "Sync", "Task",
+           "Welcome", "decode", "encode", "measure_clock"]
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,54 @@ class Done(_Message):
     transport: dict[str, int] = field(default_factory=dict)
 
 
-Message = Plan | Ready | Go | Sync | Stop | Task | Result | Progress | Records | Done
+# ---- a node agent's handshake (fabric.node.agent), before the node's own session -------
+
+
+@dataclass(frozen=True)
+class Hello(_Message):
+    """agent -> runner, first: who serves here, and a fresh challenge."""
+
+    kind = "hello"
+    version: str  # the agent's fabric version
+    node: str  # the node it serves ("" when it serves whichever node the runner names)
+    host: str  # the machine it runs on, as it calls itself
+    nonce: str  # hex
+
+
+@dataclass(frozen=True)
+class Auth(_Message):
+    """runner -> agent: proof of the shared secret over both challenges, and what to run."""
+
+    kind = "auth"
+    proof: str  # hex HMAC-SHA256
+    nonce: str  # the runner's challenge, hex
+    version: str
+    node: str
+    target: str  # the node program (`fabric.node.agent.TARGETS`), or "clock"
+
+
+@dataclass(frozen=True)
+class Welcome(_Message):
+    """agent -> runner: the agent's proof of the same secret (so results go to no impostor)."""
+
+    kind = "welcome"
+    proof: str
+
+
+@dataclass(frozen=True)
+class Clock(_Message):
+    """runner -> agent with `sent`; agent -> runner with `sent` echoed and its `now`."""
+
+    kind = "clock"
+    sent: int
+    now: int = 0
+
+
+Message = (Plan | Ready | Go | Sync | Stop | Task | Result | Progress | Records | Done | Hello
+           | Auth | Welcome | Clock)
 _KINDS: dict[str, type[_Message]] = {c.kind: c for c in (Plan, Ready, Go, Sync, Stop, Task,
-                                                          Result, Progress, Records, Done)}
+                                                          Result, Progress, Records, Done, Hello,
+                                                          Auth, Welcome, Clock)}
 
 
 def encode(msg: _Message) -> bytes:
@@ -143,6 +189,31 @@ def decode(header: Mapping[str, Any], payload: bytes = b"") -> Message:
     return msg  # type: ignore[return-value]  # every class in _KINDS is one of Message's
 
 
+@dataclass(frozen=True)
+class ClockEstimate:
+    """The node's clock minus the runner's, and how far off that can be (half the round
+    trip of the sample it came from), both in ns."""
+
+    offset_ns: int
+    error_ns: int
+
+    @staticmethod
+    def combine(a: ClockEstimate | None, b: ClockEstimate | None) -> ClockEstimate | None:
+        """Start and end estimates as one: their mean, its error widened by their drift."""
+        if a is None or b is None:
+            return a or b
+        mid = (a.offset_ns + b.offset_ns) // 2
+        return ClockEstimate(mid, max(a.error_ns, b.error_ns) + abs(a.offset_ns - mid))
+
+
+def measure_clock(samples: list[tuple[int, int, int]]) -> ClockEstimate:
+    """From (sent, their now, received back) samples: the one with the shortest round trip
+    bounds the offset best (NTP's clock filter, in its simplest form)."""
+    t1, t2, t4 = min(samples, key=lambda s: s[2] - s[0])
+    return ClockEstimate(offset_ns=t2 - (t1 + t4) // 2, error_ns=max(1, (t4 - t1 + 1) // 2))
+
+
+
 class Channel:
     """One end of a control socket: typed messages out and in."""
 
@@ -153,8 +224,9 @@ class Channel:
 
     @classmethod
     def from_fd(cls, fd: int) -> Channel:
-        """The node's end, from the descriptor `fabric.node.spawn` hands it."""
-        return cls(trio.SocketStream(trio.socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)))
+        """The node's end, from the descriptor `fabric.node.spawn` hands it: a socket pair's
+        end, or an agent's TCP connection to the runner (the socket says which)."""
+        return cls(trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=fd))))
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> Channel:
@@ -193,9 +265,24 @@ class Channel:
 class Nodes:
     """The runner's side of every node's channel, by node name."""
 
-    def __init__(self, procs: Mapping[str, socket.socket], what: str = "node") -> None:
+    def __init__(self, procs: Mapping[str, socket.socket], what: str = "node",
+                 offsets: Mapping[str, int] | None = None) -> None:
         self.channels = {name: Channel.from_socket(sock) for name, sock in procs.items()}
         self.what = what  # "node", "LPU node", "memory node": how errors name one
+        # node clock minus the runner's, per node on another machine (its agent measured it):
+        # the runner's times in Go and Sync reach such a node on its own clock
+        self.offsets = {n: off for n, off in (offsets or {}).items() if off}
+
+    def on_clock_of(self, name: str, msg: _Message) -> _Message:
+        """`msg` with the runner's times in it moved onto node `name`'s clock."""
+        off = self.offsets.get(name, 0)
+        if not off:
+            return msg
+        if isinstance(msg, Go):
+            return Go(t0=msg.t0 + off, now=msg.now + off if msg.now else 0)
+        if isinstance(msg, Sync):
+            return Sync(now=msg.now + off)
+        return msg
 
     def __getitem__(self, name: str) -> Channel:
         return self.channels[name]
@@ -217,10 +304,14 @@ class Nodes:
         if scope.cancelled_caught:
             raise FabricError(f"{self.what}s did not get ready within {within:.0f} s")
 
+    async def send(self, name: str, msg: _Message) -> None:
+        """`msg` to node `name`, on its clock."""
+        await self.channels[name].send(self.on_clock_of(name, msg))
+
     async def broadcast(self, msg: _Message, names: list[str] | None = None) -> None:
         """`msg` to every node (or those named); a node already gone is passed over."""
         for name in names if names is not None else list(self.channels):
             try:
-                await self.channels[name].send(msg)
+                await self.channels[name].send(self.on_clock_of(name, msg))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass

@@ -26,16 +26,30 @@ from ..errors import FabricError
 from ..net.daemon import INTERRUPTS, interrupts_held
 from ..net.tun import netns_path, setns
 from .runtime import serve_node
+from .session import ClockEstimate
 
 
 @dataclass
 class NodeProcess:
+    """A node the runner drives: forked here (`pid`), or run by its agent elsewhere (`pid`
+    None; `agent` is where, `host` the machine, `clock` its clock's offset from ours)."""
+
     name: str
-    pid: int
+    pid: int | None
     ctl: socket.socket  # the runner's end of the control channel
     exit_status: int | None = None
+    agent: str = ""
+    host: str = ""
+    clock: ClockEstimate | None = None
+
+    @property
+    def offset_ns(self) -> int:
+        """The node's clock minus the runner's (0 for a node forked here)."""
+        return self.clock.offset_ns if self.clock else 0
 
     def describe_exit(self) -> str:
+        if self.pid is None:
+            return f"its agent's session at {self.agent} closed"
         st = self.exit_status
         if st is None:
             return "still running"
@@ -51,28 +65,31 @@ def spawn_node(name: str, netns: str, others: list[NodeProcess],
     with interrupts_held():  # an interrupt lands after the fork, in the runner
         pid = os.fork()
         if pid == 0:
-            _node_main(name, netns, others, parent, child, target)
+            try:
+                parent.close()
+                for other in others:
+                    other.ctl.close()
+            finally:  # never returns: the child never runs the runner's code
+                node_main(name, netns, child.detach(), target)
     child.close()
     return NodeProcess(name=name, pid=pid, ctl=parent)
 
 
-def _node_main(name: str, netns: str, others: list[NodeProcess],
-               parent: socket.socket, child: socket.socket,
-               target: Callable[[int, str], Awaitable[None]]) -> NoReturn:
-    """The forked node: never returns."""
+def node_main(name: str, netns: str | None, ctl_fd: int,
+              target: Callable[[int, str], Awaitable[None]]) -> NoReturn:
+    """A node process, forked by the runner (into namespace `netns`) or by its agent (where
+    it already is): run `target` on control channel `ctl_fd`; never returns."""
     code = 1
     try:
         for sig in INTERRUPTS:
             signal.signal(sig, signal.SIG_IGN)  # the runner ends us (it reaps, reports)
-        parent.close()
-        for other in others:
-            other.ctl.close()
-        fd = os.open(netns_path(netns), os.O_RDONLY)
-        try:
-            setns(fd)
-        finally:
-            os.close(fd)
-        trio.run(target, child.detach(), name)
+        if netns is not None:
+            fd = os.open(netns_path(netns), os.O_RDONLY)
+            try:
+                setns(fd)
+            finally:
+                os.close(fd)
+        trio.run(target, ctl_fd, name)
         code = 0
     except BaseException as e:  # noqa: BLE001 - reported on stderr, exit status says it
         if _runner_gone(e):
@@ -118,6 +135,9 @@ def reap(nodes: list[NodeProcess], *, grace: float = 0.0) -> list[str]:
     deadline = time.monotonic() + grace
     killed = []
     for n in nodes:
+        if n.pid is None:  # its agent's: it ends when its session closes
+            n.exit_status = 0 if n.exit_status is None else n.exit_status
+            continue
         while n.exit_status is None:
             try:
                 pid, status = os.waitpid(n.pid, os.WNOHANG)

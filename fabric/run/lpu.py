@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import trio
@@ -23,8 +24,9 @@ import trio
 from fabric.errors import FabricError
 from fabric.lpu.executor import serve_lpu
 from fabric.net.lifecycle import FabricState
+from fabric.node.agent import start_node
 from fabric.node.session import Go, Nodes, Records, Stop, Sync
-from fabric.node.spawn import NodeProcess, reap, spawn_node
+from fabric.node.spawn import NodeProcess, reap
 from fabric.schedule import (
     LpuLink,
     LpuTopology,
@@ -130,7 +132,8 @@ def node_plans(mode: str, plan: Plan, graph: TransferGraph, ltopo: LpuTopology,
 
 
 def execute(state: FabricState, topo: Topology, plan: Plan, graph: TransferGraph,
-            ltopo: LpuTopology, mode: str, drift: float, resync_ns: int) -> LpuRun:
+            ltopo: LpuTopology, mode: str, drift: float, resync_ns: int,
+            agents: Any = None) -> LpuRun:  # noqa: ANN401 - a node.agent.AgentBook
     """One run of `graph`: scheduled by `plan`, or dynamic (then `plan` is the reference)."""
     spec = topo.lpu
     assert spec is not None
@@ -141,7 +144,9 @@ def execute(state: FabricState, topo: Topology, plan: Plan, graph: TransferGraph
     t0_box: list[int] = []
     try:
         for n in spec.names:
-            procs.append(spawn_node(n, state.netns_of(n), procs, target=serve_lpu))
+            local = agents is None or n not in agents.agents
+            procs.append(start_node(n, state.netns_of(n) if local else None, procs,
+                                    serve_lpu, agents))
         duration_s = plan.makespan_ns * ts / 1e9 * 3 + 1.0
         trio.run(_drive, procs, plans, records, t0_box, duration_s, resync_ns * ts)
     finally:
@@ -179,30 +184,34 @@ def execute(state: FabricState, topo: Topology, plan: Plan, graph: TransferGraph
 
 async def _drive(procs: list[NodeProcess], plans: dict[str, dict], records: dict[str, dict],
                  t0_box: list[int], duration_s: float, resync_host_ns: float) -> None:
-    nodes = Nodes({p.name: p.ctl for p in procs}, what="LPU node")
+    nodes = Nodes({p.name: p.ctl for p in procs}, what="LPU node",
+                  offsets={p.name: p.offset_ns for p in procs})
     await nodes.start(plans, within=30)
     t0 = time.monotonic_ns() + START_LEAD_NS
     t0_box.append(t0)
     # `now` is read as each node's message leaves, so no node's clock starts behind by the
     # time it took to send to the nodes before it
     for p in procs:
-        await nodes[p.name].send(Go(t0=t0, now=time.monotonic_ns()))
+        await nodes.send(p.name, Go(t0=t0, now=time.monotonic_ns()))
     end = time.monotonic() + START_LEAD_NS / 1e9 + duration_s
     period = max(resync_host_ns / 1e9, 0.001)
     while time.monotonic() < end:  # the sync messages: each resets the nodes' clocks
         await trio.sleep(min(period, max(0.0, end - time.monotonic())))
         for p in procs:
-            await nodes[p.name].send(Sync(now=time.monotonic_ns()))
+            await nodes.send(p.name, Sync(now=time.monotonic_ns()))
     await nodes.broadcast(Stop())
     with trio.fail_after(30):
         for p in procs:
             msg = await nodes[p.name].receive()
-            if isinstance(msg, Records):
-                records[p.name] = msg.body
+            if isinstance(msg, Records):  # its times onto the runner's clock
+                off = p.offset_ns
+                records[p.name] = {
+                    "arrivals": [(x, b, h, t - off) for x, b, h, t in msg.body["arrivals"]],
+                    "sent": [(x, b, h, d, t - off) for x, b, h, d, t in msg.body["sent"]]}
 
 
 def run_lpu(state: FabricState, topo: Topology, out_dir: Path,
-            progress=None) -> list[LpuRun]:  # noqa: ANN001
+            progress=None, agents: Any = None) -> list[LpuRun]:  # noqa: ANN001, ANN401
     """The whole sweep: scheduled per (drift, resync), then dynamic; writes plan files."""
     from fabric.schedule import gantt_png, plan_table
 
@@ -227,12 +236,13 @@ def run_lpu(state: FabricState, topo: Topology, out_dir: Path,
             if progress:
                 progress(f"scheduled: drift {drift:g} ppm, resync {format_time(resync)}, "
                          f"guard {format_time(plan.guard_ns)}")
-            runs.append(execute(state, topo, plan, graph, ltopo, "scheduled", drift, resync))
+            runs.append(execute(state, topo, plan, graph, ltopo, "scheduled", drift, resync,
+                                agents))
     assert reference is not None
     if progress:
         progress("dynamic: same graph, no plan, links arbitrated by FIFO queues")
     runs.append(execute(state, topo, reference, graph, ltopo, "dynamic", 0.0,
-                        spec.resync_ns[0]))
+                        spec.resync_ns[0], agents))
     (out_dir / "lpu.json").write_text(json.dumps(
         {"time_scale": topo.time_scale, "graph": spec.graph, "graph_args": spec.graph_args,
          "shape": spec.shape, "nodes": len(spec.names), "transfers": len(graph.transfers),

@@ -35,8 +35,9 @@ from fabric.memsw.endpoint import digest, serve_memory, values_for
 from fabric.memsw.ops import encode as encode_values
 from fabric.memsw.ops import itemsize
 from fabric.metrics.report import RunLabel, format_table
+from fabric.node.agent import start_node
 from fabric.node.session import Go, Nodes, Result, Stop, Task
-from fabric.node.spawn import NodeProcess, reap, spawn_node
+from fabric.node.spawn import NodeProcess, reap
 from fabric.topology.document import Topology
 from fabric.units import format_rate, format_size, format_time
 
@@ -126,7 +127,8 @@ class _Driver:
         self.topo = topo
         assert topo.memory is not None
         self.mem = topo.memory
-        self.nodes = Nodes({p.name: p.ctl for p in procs}, what="memory node")
+        self.nodes = Nodes({p.name: p.ctl for p in procs}, what="memory node",
+                           offsets={p.name: p.offset_ns for p in procs})
         self.plans = plans
         self.say = say
         self.memory_links = memory_links(topo)
@@ -321,9 +323,10 @@ class _Driver:
 
 def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
                say: Callable[[str], None] = print, timeout: float = 300.0,
-               plan: Any = None) -> list[VariantOutcome]:  # noqa: ANN401
+               plan: Any = None, agents: Any = None) -> list[VariantOutcome]:  # noqa: ANN401
     """Run every `memory.runs` entry on the running fabric `state` (built from `plan`, the
-    fabric handle's; planned again from the state's run id when not given)."""
+    fabric handle's; planned again from the state's run id when not given); the nodes
+    `agents` (a `node.agent.AgentBook`) lists run through their agents."""
     from fabric.plan import plan_fabric
 
     if plan is None:
@@ -332,7 +335,9 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
     procs: list[NodeProcess] = []
     try:
         for n in plans:
-            procs.append(spawn_node(n, state.netns_of(n), procs, target=serve_memory))
+            local = agents is None or n not in agents.agents
+            procs.append(start_node(n, state.netns_of(n) if local else None, procs,
+                                    serve_memory, agents))
         driver = _Driver(state, topo, procs, plans, say)
 
         async def bounded() -> None:

@@ -251,13 +251,14 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
 def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_dir: Path, *,
                  timeout: float, progress: Callable[[str, bool], None] | None = None,
                  say: Callable[[str], None] = print,
-                 plan: Any = None) -> list[VariantResult]:  # noqa: ANN401
+                 plan: Any = None, agents: Any = None) -> list[VariantResult]:  # noqa: ANN401
     """Run the traffic once per variant on the running fabric `state` (built from `plan`,
-    the fabric handle's; planned again from the state's run id when not given)."""
+    the fabric handle's; planned again from the state's run id when not given); the nodes
+    `agents` (a `node.agent.AgentBook`) lists run through their agents."""
     from fabric.checks import cc_warnings
     from fabric.net.lifecycle import read_switch_stats, start_switches, stop_switches
     from fabric.plan import plan_fabric
-    from fabric.run.traffic import run_traffic
+    from fabric.run.traffic import machines, run_traffic
 
     if plan is None:
         plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
@@ -270,14 +271,15 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             vt = _with_cc(topo, v.cc)
             for w in cc_warnings(vt):
                 say(f"warning: {w}")
-            result = run_traffic(state, vt, timeout=timeout, progress=progress)
+            result = run_traffic(state, vt, timeout=timeout, progress=progress, agents=agents)
             time.sleep(0.3)  # switches write statistics every 0.25 s
             if plan.switches:
                 stop_switches(state)  # each writes its final statistics on the way out
             switches = read_switch_stats(state, plan.switches)
             meta = {"fabric": topo.name, "variant": v.label, "cc": v.cc, "pfc": v.pfc,
                     "time_scale": topo.time_scale, "topology": topo.source,
-                    "errors": result.errors, "timed_out": result.timed_out}
+                    "errors": result.errors, "timed_out": result.timed_out,
+                    "machines": machines(result)}
             summary = summarise(result.chunk_records, result.transfer_records,
                                 time_scale=topo.time_scale, meta=meta, links=result.links)
             metrics = variant_metrics(topo, result, summary, switches)

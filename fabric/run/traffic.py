@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +27,10 @@ from fabric.kv.content import pool_for
 from fabric.kv.layout import chunks_of
 from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.net.lifecycle import FabricState
+from fabric.node.agent import AgentBook, end_clocks, start_node
+from fabric.node.runtime import serve_node
 from fabric.node.session import Done, Go, Nodes, Progress, Records, Stop
-from fabric.node.spawn import NodeProcess, reap, spawn_node
+from fabric.node.spawn import NodeProcess, reap
 from fabric.topology.document import Topology
 from fabric.traffic import Transfer, schedule
 from fabric.units import format_size
@@ -52,12 +55,18 @@ class RunResult:
     ended_ns: int = 0
     timed_out: bool = False
     transport: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> its counters
+    # nodes run by agents: node -> {host, agent, offset_ns, error_ns} (times in the records
+    # are already moved onto the runner's clock)
+    clocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chunk_receivers: list[str] = field(default_factory=list)  # per chunk record: who sent it
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
                 progress: Callable[[str, bool], None] | None = None,
-                transfers: list[Transfer] | None = None) -> RunResult:
-    """Run `topo`'s traffic (or the given `transfers`) on the running fabric `state`."""
+                transfers: list[Transfer] | None = None,
+                agents: AgentBook | None = None) -> RunResult:
+    """Run `topo`'s traffic (or the given `transfers`) on the running fabric `state`; the
+    nodes `agents` lists run through their agents, the others are forked here."""
     if transfers is None:
         transfers = schedule(topo)
     if not transfers:
@@ -72,8 +81,11 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     result.ready_seconds = time.monotonic()  # completed in _orchestrate
     try:
         for name in names:
-            procs.append(spawn_node(name, state.netns_of(name), procs))
+            local = agents is None or name not in agents.agents
+            procs.append(start_node(name, state.netns_of(name) if local else None, procs,
+                                    serve_node, agents))
         trio.run(_orchestrate, state, topo, transfers, procs, result, timeout, progress)
+        end_clocks(procs, agents)
     finally:
         for p in procs:
             p.ctl.close()
@@ -87,10 +99,63 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
         elif p.exit_status:
             result.errors.append(f"node {p.name} ended badly ({p.describe_exit()})")
     result.links = link_delta(before, read_link_stats(state, fresh_after_ns=result.ended_ns))
+    onto_runner_clock(result, procs)
     _account_unreported(result)
     if result.timed_out:
         result.errors.append(_stuck(result))
     return result
+
+
+def onto_runner_clock(result: RunResult, procs: list[NodeProcess]) -> None:
+    """Move the times nodes on other machines measured onto the runner's clock: a sender's
+    times (send, start) by the sender's offset, a receiver's (first and last byte) by its
+    own, so one-way latencies across machines are right to within both estimates' errors.
+    Nodes forked here share the runner's clock and are left as they are."""
+    off = {p.name: p.offset_ns for p in procs}
+    result.clocks = {p.name: {"host": p.host, "agent": p.agent,
+                              "offset_ns": p.clock.offset_ns, "error_ns": p.clock.error_ns}
+                     for p in procs if p.clock is not None}
+    if not any(off.values()):
+        return
+    src_of = {(t.flow, t.request, t.dst): t.src for t in result.transfers}
+    from dataclasses import replace
+
+    def moved(t: int, by: int) -> int:
+        return t - by if t else 0
+
+    chunks = []
+    for c, dst in zip(result.chunk_records, result.chunk_receivers, strict=True):
+        src = src_of.get((c.flow, c.request, dst), "")
+        chunks.append(replace(c, t_send_ns=moved(c.t_send_ns, off.get(src, 0)),
+                              t_first_ns=moved(c.t_first_ns, off.get(dst, 0)),
+                              t_last_ns=moved(c.t_last_ns, off.get(dst, 0))))
+    result.chunk_records = chunks
+    result.transfer_records = [
+        replace(r, t_start_ns=moved(r.t_start_ns, off.get(r.src, 0)),
+                t_first_byte_ns=moved(r.t_first_byte_ns, off.get(r.dst, 0)),
+                t_done_ns=moved(r.t_done_ns, off.get(r.dst, 0)))
+        for r in result.transfer_records]
+
+
+def machines(result: RunResult) -> dict[str, Any]:
+    """Which figures cross machines, for the report: the nodes run by agents (host, clock
+    offset and its error) and, per flow whose ends are on different machines, the error its
+    one-way latencies carry (the two ends' clock errors added). Empty when every node ran
+    here."""
+    if not result.clocks:
+        return {}
+    here = os.uname().nodename
+    host = {n: c["host"] or c["agent"] for n, c in result.clocks.items()}
+    err = {n: c["error_ns"] for n, c in result.clocks.items()}
+    flows: dict[str, dict[str, Any]] = {}
+    for t in result.transfers:
+        a, b = host.get(t.src, here), host.get(t.dst, here)
+        if a != b:
+            e = err.get(t.src, 0) + err.get(t.dst, 0)
+            f = flows.setdefault(t.flow, {"hosts": sorted({a, b}), "error_ns": 0})
+            f["error_ns"] = max(f["error_ns"], e)
+            f["hosts"] = sorted(set(f["hosts"]) | {a, b})
+    return {"runner": here, "nodes": result.clocks, "flows": flows}
 
 
 def _stuck(result: RunResult) -> str:
@@ -189,7 +254,7 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
 async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Transfer],
                        procs: list[NodeProcess], result: RunResult, run_timeout: float,
                        progress: Callable[[str, bool], None] | None) -> None:
-    nodes = Nodes({p.name: p.ctl for p in procs})
+    nodes = Nodes({p.name: p.ctl for p in procs}, offsets={p.name: p.offset_ns for p in procs})
     total = sum(t.nbytes for t in transfers)
     rx: dict[str, int] = {p.name: 0 for p in procs}
     done: set[str] = set()
@@ -218,6 +283,7 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
                 rx[p.name] = msg.rx
             elif isinstance(msg, Records):
                 result.chunk_records += [ChunkRecord(*r) for r in msg.body["chunks"]]
+                result.chunk_receivers += [p.name] * len(msg.body["chunks"])
                 result.transfer_records += [TransferRecord(*r) for r in msg.body["transfers"]]
             elif isinstance(msg, Done):
                 result.node_memory[p.name] = (msg.rss_start_kb, msg.hwm_kb)
@@ -331,4 +397,5 @@ def progress_printer() -> Callable[[str, bool], None]:
     return show
 
 
-__all__ = ["RunResult", "link_delta", "progress_printer", "read_link_stats", "run_traffic"]
+__all__ = ["RunResult", "link_delta", "machines", "onto_runner_clock", "progress_printer",
+           "read_link_stats", "run_traffic"]
