@@ -397,20 +397,21 @@ def _warn_sections(topo: Topology, plan: FabricPlan, warn: _Warnings) -> None:
         for name in roce:
             warn.add("RoCE switch nodes exported as plain forwarding containers", name)
     if topo.memory is not None:
-        warn.add("memory switches (`memory:`) are not exported: fabric's memory-switch "
-                 "process (python -m fabric.memsw.node) is not run, so load/store, Hypercast "
-                 "and reduce do not happen; the switch nodes forward IP in the kernel",
-                 ", ".join(topo.memory.switches))
+        for name in topo.memory.switches:
+            warn.add("memory switches (`memory:`) are not exported: fabric's memory-switch "
+                     "process (python -m fabric.memsw.node) is not run, so load/store, "
+                     "Hypercast and reduce do not happen; the switch nodes forward IP in the "
+                     "kernel", name)
     if topo.lpu is not None:
         warn.add("the `lpu:` section's schedule assumes each link serialises exactly one "
                  "slot per batch (fabric's link engine does); netem's rate under containerlab "
                  "is not slot-exact, so arrivals against the plan are not comparable")
     marked = [c.name for c in topo.classes
               if c.red is not None or c.lossless or c.strict or c.weight != 1]
-    if marked:
+    for name in marked:
         warn.add("traffic classes' switch settings (ECN kmin/kmax, lossless/PFC, strict "
                  "priority, weights) are not emulated: they act only in fabric's RoCE switch "
-                 "process; DSCP is still set by the senders", ", ".join(marked))
+                 "process; DSCP is still set by the senders", name)
 
 
 # ---- the other files -----------------------------------------------------------------------
@@ -448,7 +449,7 @@ def _readme(topo: Topology, options: ExportOptions, placement: Placement,
     multi = len(placement.hosts) > 1
     if multi:
         per_host = "\n".join(
-            f"   - on `{h}` ({a}): `containerlab deploy -t {topo.name}-{h}.clab.yml` then "
+            f"   - on `{h}` ({a}): `sudo containerlab deploy -t {topo.name}-{h}.clab.yml` then "
             f"`sudo ./netem.sh {h}`" for h, a in placement.hosts.items())
         deploy = f"""\
 ## Deploy on several hosts
