@@ -29,6 +29,7 @@ from fabric.export.containerlab import (
     NOT_EXPORTED,
     VXLAN_OVERHEAD,
 )
+from fabric.export.placement import groups
 from fabric.kinds import load
 from fabric.plan import NODE_SYSCTLS, plan_fabric
 from fabric.topology.document import Topology
@@ -451,3 +452,23 @@ def test_cli_multi_host_with_placement(tmp_path: Path) -> None:
                                    "--out", str(tmp_path / "lab2")])
     assert bad.exit_code == 1
     assert "cannot read placement file" in bad.output
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_topology_splits_over_two_hosts(path: Path) -> None:
+    """Valid labs on both hosts, every link once per side, or a refusal that says why."""
+    topo = load(path)
+    if len(groups(topo)) < 2:  # one switch with everything on it
+        with pytest.raises(FabricError, match=r"group\(s\) of nodes that stay on one machine"):
+            _export(topo, hosts=2)
+        return
+    result = _export(topo, hosts=2)
+    docs = [_valid(result.files[f"{topo.name}-host-{i}.clab.yml"]) for i in (1, 2)]
+    nodes = [n for d in docs for n in d["topology"]["nodes"]]
+    assert sorted(nodes) == sorted(topo.nodes)
+    veth = sum(1 for d in docs for link in d["topology"].get("links", [])
+               if "type" not in link)
+    vxlan = sum(1 for d in docs for link in d["topology"].get("links", [])
+                if link.get("type") == "vxlan")
+    assert veth + vxlan // 2 == len(topo.links)
+    assert vxlan % 2 == 0
