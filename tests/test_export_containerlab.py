@@ -472,3 +472,25 @@ def test_every_shipped_topology_splits_over_two_hosts(path: Path) -> None:
                 if link.get("type") == "vxlan")
     assert veth + vxlan // 2 == len(topo.links)
     assert vxlan % 2 == 0
+
+
+def test_the_runner_reads_the_exported_agents(tmp_path: Path) -> None:
+    """agents.json and the secret as `fabric run --agents` reads them (fabric.node.agent)."""
+    from fabric.export import write_export
+    from fabric.node.agent import load_agents
+
+    topo = load(ROOT / "topologies" / "leaf-spine.yaml")
+    for hosts, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        result = _export(topo, hosts=hosts)
+        write_export(result, out)
+        book = load_agents(out / "agents.json", topo.name, topo.nodes)
+        assert sorted(book.agents) == sorted(topo.nodes)
+        assert book.key == result.files["secret"].strip().encode()
+        entry = book.agents["host-0"]
+        address, port = entry.address
+        if hosts == 1:
+            assert (address, port, entry.host) == ("172.100.100.8", 7400, "localhost")
+        else:
+            assert address in ("192.0.2.1", "192.0.2.2")
+            assert port > 7400
+            assert entry.host in ("host-1", "host-2")
