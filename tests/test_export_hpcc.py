@@ -414,3 +414,16 @@ def test_cli_export_end_to_end(tmp_path: Path) -> None:
                                      str(out_dir)], prog_name="fabric")
     assert again.exit_code == 1
     assert "is not empty" in again.output
+
+
+def test_eight_priorities_fold_into_six_pgs_with_a_warning(tmp_path: Path) -> None:
+    classes = "".join(f"  - {{name: c{p}, dscp: {p * 8}, priority: {p}}}\n" for p in range(8))
+    path = tmp_path / "prios.yaml"
+    path.write_text("name: prios\nnodes: {a: {}, b: {}}\nlinks:\n"
+                    "  - {endpoints: [a, b], rate: 25Gbps, delay: 500ns}\n"
+                    f"classes:\n{classes}")
+    out = exported(path)
+    assert "priorities 0, 1, 7 share pg 7: the simulator has six data pgs (2..7)" in \
+        out.warnings
+    assert "| c0 | 0 | 7 | no | none |" in out.files["README.md"]
+    assert "| c3 | 3 | 3 | no | none |" in out.files["README.md"]

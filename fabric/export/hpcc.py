@@ -251,9 +251,13 @@ def _priority_groups(classes: tuple[TrafficClass, ...], warn: list[str]) -> dict
         if any(c.priority == low for c in classes):
             by_prio[low] = free.pop(0) if free else 7
     out = {c.name: by_prio[c.priority] for c in classes}
-    if not free and any(c.priority in (0, 1) for c in classes) and len(set(out.values())) < \
-            len({c.priority for c in classes}):
-        warn.append("more than six traffic priorities: some classes share pg 7")
+    shared: dict[int, set[int]] = defaultdict(set)
+    for c in classes:
+        shared[out[c.name]].add(c.priority)
+    for pg, prios in sorted(shared.items()):
+        if len(prios) > 1:
+            warn.append(f"priorities {', '.join(map(str, sorted(prios)))} share pg {pg}: the "
+                        "simulator has six data pgs (2..7)")
     weights = {c.weight for c in classes}
     strict = [c.name for c in classes if c.strict]
     if len(weights) > 1 or strict:
@@ -500,8 +504,8 @@ def _ecn_maps(topo: Topology, transfers: list[Transfer], cc_class: TrafficClass,
         if unmarked:
             # third.cc asserts a threshold for every port's rate; these never mark in fabric
             warn.append(f"links at {', '.join(map(format_rate, unmarked))} have no ecn "
-                        "threshold but share the simulator's one switch: they mark above their "
-                        "rate's entry in KMIN_MAP/KMAX_MAP, written as the largest buffer")
+                        "threshold: the simulator needs one for every port rate, so theirs is "
+                        "the whole switch buffer (they never mark)")
             big = max(1, topo.switches.buffer_bytes // 1000 if topo.switches else 32_000)
             for r in unmarked:
                 out[r] = (big, big, 1.0)
