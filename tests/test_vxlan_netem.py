@@ -27,9 +27,11 @@ own rate (the flag's kbit x 1000 / 8 bytes/s), delay, jitter (no distribution ta
 no tbf, no child qdisc. The project's kernel.netem_options builds the netem+tbf pair fabric
 itself uses, so the qdisc is written here, attribute for attribute as netem.go sends it.
 
-Measured in the QEMU (TCG) guest, 2 vCPUs: RTT min 20.5 ms for 2 x 10 ms (path's own 0.2-0.3
-ms), TCP goodput 93 Mbit/s of 100 (ideal 95.5), ping loss 9.8-10.1 % for 5 % each way. The
-tolerances are argued where they are asserted. Each test prints its figures (`pytest -s`).
+Measured in the QEMU (TCG) guest, 2 vCPUs, over three boots: RTT min 20.5-20.6 ms, mean
+20.6-21.3 ms for 2 x 10 ms (the path's own 0.2-0.4 ms); TCP goodput 91.8-93.3 Mbit/s of 100
+(ideal 95.5); ping loss 8.8-10.6 % for 5 % each way (9.75 % expected), each end's netem
+dropping 4.5-6.3 %. The tolerances are argued where they are asserted; each test prints its
+figures (`pytest -s` inside the guest).
 """
 
 from __future__ import annotations
@@ -314,12 +316,14 @@ def test_vxlan_link_keeps_its_delay_and_rate(link: CrossHostLink) -> None:
     # netem holds each packet at least its delay (an hrtimer never fires early), so no round
     # trip is shorter than both delays; the shortest adds only the path's own RTT (measured
     # just before, same VXLAN path) plus 2 x 7 us serialisation of a 98-byte frame at 100
-    # Mbit/s. The mean also carries timer slack and scheduling in a guest: 2 ms (10 % of the
-    # RTT) or three times the path's own mean, whichever is more.
+    # Mbit/s, plus the timer's and the scheduler's lateness, which an emulated CPU on a shared
+    # host stretches: allowed 2 ms (10 % of the RTT) for the shortest and 3 ms for the mean,
+    # or two / three times the path's own RTT if that is more. A delay on one end only (10 ms)
+    # or on both directions of each end (40 ms) stays far outside.
     assert rtt.received == rtt.sent == 20, rtt
-    assert want_rtt_ms <= rtt.min_ms <= want_rtt_ms + base.min_ms + max(1.0, 2 * base.min_ms), (
+    assert want_rtt_ms <= rtt.min_ms <= want_rtt_ms + base.min_ms + max(2.0, 2 * base.min_ms), (
         base, rtt)
-    assert rtt.avg_ms <= want_rtt_ms + base.avg_ms + max(2.0, 3 * base.avg_ms), (base, rtt)
+    assert rtt.avg_ms <= want_rtt_ms + base.avg_ms + max(3.0, 3 * base.avg_ms), (base, rtt)
 
     assert "error" not in data, data.get("error")
     goodput = data["end"]["sum_received"]["bits_per_second"]
@@ -351,20 +355,22 @@ def test_vxlan_link_keeps_its_loss(link: CrossHostLink) -> None:
     shape_both_ends(link, shape)
     vx_ns, vx_dev = link.vxlan_a
     before_vx = link_stats(vx_ns, vx_dev)
-    n = 2000
+    n = 1000
     r = _ping(link.node_a, NODE_B, n, 0.002)
     after_vx = link_stats(vx_ns, vx_dev)
     assert r.sent == n, r
     # A round trip survives only if neither direction drops it: 1 - 0.95^2 = 9.75 % lost.
-    # Binomial over 2000 pings: sigma = sqrt(q (1 - q) / n) = 0.66 points, so 9.75 +- 4.5
-    # sigma (6.8 .. 12.7 %) fails a correct link with probability < 1e-5, and a link lossy in
-    # one direction only (5 %, sigma 0.49) passes with probability ~ 1e-4.
+    # Binomial over 1000 pings: sigma = sqrt(q (1 - q) / n) = 0.94 points, so 9.75 +- 4.5
+    # sigma (5.5 .. 14.0 %) fails a correct link with probability < 1e-5 (two-sided normal
+    # tail at 4.5 sigma: 7e-6) and excludes a lossless link by 5.9 sigma. It does not tell
+    # 5 % one way from 5 % each way (that one passes with ~20 %); the per-end check does.
     q = 1 - (1 - p) ** 2
     band = 4.5 * math.sqrt(q * (1 - q) / n)
     lost = 1 - r.received / r.sent
     assert q - band <= lost <= q + band, (lost, q, band, r)
     # Each end's netem dropped about 5 % of what it was offered (drops / (sent + drops)),
-    # each within 4.5 sigma of its own count: both directions carry the loss.
+    # each within 4.5 sigma of its own count (about 1000 packets: 5 +- 3.1 %): both
+    # directions carry the loss; an end without it would show 0.
     shares = []
     for ns in (link.node_a, link.node_b):
         (qd,) = qdiscs(ns, "eth1")
