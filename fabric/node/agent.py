@@ -211,15 +211,9 @@ def serve_agent(listen: tuple[str, int], key: bytes, *, node: str = "",
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         srv.close()
-        for pid in children:  # the node programs end with their agent
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 3
-        while children and time.monotonic() < deadline:
-            _reap(children)
-            time.sleep(0.02)
+        # the node programs end with their agent, as a container's processes end with it
+        # (they ignore SIGTERM: only their runner ends them); their runners see the session
+        # close and name the node
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)
