@@ -423,7 +423,7 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
 
         fabric = remote_fabric(topo, agents)
         click.echo(f"{topo.name} is not running here: its nodes run through the agents in "
-                   f"{agents_file}", err=True)
+                   f"{agents_file} ({fabric.why})", err=True)
     elif fabric is None:
         fabric = _bring_up(topo, links)
     else:

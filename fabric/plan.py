@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import TopologyError
 from .topology.document import Topology
@@ -305,6 +305,17 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
     plan.switches = {n: _switch_plan(n, plan) for n in roce_switches(topology)}
     plan.steps = _steps(plan)
     return plan
+
+
+def address_plan(topology: Topology) -> FabricPlan:
+    """The plan's names, devices, addresses and routes for a fabric built elsewhere
+    (containerlab from `fabric export`): they do not depend on the links' shapes or the
+    RoCE switches, so it is planned without them, and this host's limits (tbf's top rate,
+    the switch ports' rates) do not refuse a file the other engine can take."""
+    bare = replace(topology, switches=None, links=tuple(
+        replace(link, forward=Shape(mtu=link.forward.mtu), reverse=Shape(mtu=link.reverse.mtu))
+        for link in topology.links))
+    return plan_fabric(bare, backend="netem", run_id="x")
 
 
 def roce_switches(topology: Topology) -> list[str]:

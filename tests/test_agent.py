@@ -264,4 +264,4 @@ def test_agents_json_gives_each_node_its_address_host_and_the_key(tmp_path):
     assert book.key == b"s" * 32
     assert book.agents["a"] == AgentEntry("a", "h1", ("172.20.20.2", 7400))
     assert book.agents["b"].address == ("fd00::2", 7401)
-    assert book.agents["b"].host == "[fd00::2]:7401"  # no host given: the address names it
+    assert book.agents["b"].host == ""  # no host given: the agent's own word is taken

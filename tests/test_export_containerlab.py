@@ -147,8 +147,9 @@ def test_nodes_run_the_agent_with_the_plan_addresses_routes_and_sysctls() -> Non
     for name, node in nodes.items():
         assert node["kind"] == "linux"
         assert node["image"] == "fabric-node:0.1.0"
+        # --host: the machine reports name (a container's hostname is its own)
         assert node["cmd"] == ("fabric agent --listen 0.0.0.0:7400 --secret-file "
-                               f"/etc/fabric/secret --node {name}")
+                               f"/etc/fabric/secret --node {name} --host localhost")
         assert "secret:/etc/fabric/secret:ro" in node["binds"]
         ex = node["exec"]
         assert f"ip addr replace {plan.nodes[name].loopback}/32 dev lo" in ex
@@ -415,6 +416,8 @@ def test_cli_writes_the_export(tmp_path: Path) -> None:
     assert f"wrote {out / 'leaf-spine.clab.yml'}" in res.output
     assert "warning: time_scale 2000 is not applied" in res.output
     assert os.access(out / "netem.sh", os.X_OK)
+    assert (out / "secret").stat().st_mode & 0o777 == 0o600  # the key: its owner's only
+    assert (out / "agents.json").stat().st_mode & 0o777 == 0o644
     _valid((out / "leaf-spine.clab.yml").read_text())
     readme = (out / "README.md").read_text()
     assert "docker build -t fabric-node:0.1.0 -f DIR/Dockerfile" in readme

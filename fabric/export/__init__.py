@@ -46,6 +46,7 @@ class Export:
     target: str
     files: dict[str, str] = field(default_factory=dict)  # path in the directory -> text
     executable: set[str] = field(default_factory=set)  # which of them are scripts
+    private: set[str] = field(default_factory=set)  # readable by their owner only (keys)
     warnings: list[str] = field(default_factory=list)  # settings the target cannot express
 
 
@@ -70,10 +71,14 @@ def write_export(result: Export, out: Path) -> list[Path]:
         for rel, text in sorted(result.files.items()):
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            if rel in result.executable:
-                os.chmod(path, 0o755)
+            mode = 0o600 if rel in result.private else 0o755 if rel in result.executable \
+                else 0o644
+            # made with its mode: a key is never readable by others, not even for a moment
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             written.append(path)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(path, mode)  # whatever the umask took away from a script
     except OSError as e:
         for path in written:
             path.unlink(missing_ok=True)

@@ -26,13 +26,12 @@ import json
 import secrets
 import shlex
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 import yaml
 
 from ..errors import FabricError
-from ..plan import NODE_SYSCTLS, AddRoute, FabricPlan, plan_fabric, roce_switches
+from ..plan import NODE_SYSCTLS, AddRoute, FabricPlan, address_plan, roce_switches
 from ..topology.document import Topology
 from ..topology.linkprops import LINK_PROPERTIES
 from ..topology.model import Link, Shape
@@ -168,18 +167,14 @@ def export(topo: Topology, options: ExportOptions) -> Export:
     warnings = warn.render()
     files["README.md"] = _readme(topo, options, placement, files, warnings)
     return Export(target="containerlab", files=files, executable={"netem.sh"},
+                  private={SECRET_FILE},
                   warnings=warnings)
 
 
 def _plan(topo: Topology) -> FabricPlan:
-    """The plan's names, devices, addresses and routes, which do not depend on the links'
-    shapes or the RoCE switches: planned without them, so the host limits a local run checks
-    (tbf's top rate, the switch ports' rates) do not refuse a file containerlab can take; the
-    shapes are read from `topo` and checked against containerlab's own limits."""
-    bare = replace(topo, switches=None, links=tuple(
-        replace(link, forward=Shape(mtu=link.forward.mtu), reverse=Shape(mtu=link.reverse.mtu))
-        for link in topo.links))
-    return plan_fabric(bare, backend="netem", run_id="x")
+    """The plan's names, devices, addresses and routes (`plan.address_plan`): the shapes
+    are read from `topo` and checked against containerlab's own limits, not this host's."""
+    return address_plan(topo)
 
 
 # ---- the lab file -----------------------------------------------------------------------
@@ -263,7 +258,7 @@ def _lab(topo: Topology, plan: FabricPlan, placement: Placement, host: str,
         node: dict[str, Any] = {
             "kind": "linux", "image": IMAGE, "mgmt-ipv4": mgmt[name],
             "cmd": (f"fabric agent --listen 0.0.0.0:{AGENT_PORT} --secret-file "
-                    f"/etc/fabric/{SECRET_FILE} --node {name}"),
+                    f"/etc/fabric/{SECRET_FILE} --node {name} --host {host}"),
             "binds": [f"{SECRET_FILE}:/etc/fabric/{SECRET_FILE}:ro",
                       f"{HOSTS_FILE}:/etc/fabric/{HOSTS_FILE}:ro"],
             "sysctls": dict(sysctls),

@@ -112,17 +112,26 @@ def attach_fabric(topo: Topology, *, within: int | None = None) -> Fabric | None
 
 def remote_fabric(topo: Topology, agents: AgentBook) -> Fabric:
     """The handle on a fabric built elsewhere (by containerlab from `fabric export`), whose
-    nodes are reached only through their agents: its plan gives every node's addresses (the
+    nodes are reached only through their agents: the plan gives every node's addresses (the
     export wrote the same ones); nothing of it exists on this host, so there are no link
-    counters or switch processes to read, and closing it removes nothing."""
-    from ..net.lifecycle import FabricState
-    from ..plan import new_run_id, plan_fabric
+    counters or switch processes to read, and closing it removes nothing.
 
-    plan = plan_fabric(topo, backend="netem", run_id=new_run_id())
+    The export writes the links in fabric time (containerlab runs in real time), so the run
+    is measured with a time scale of 1: the figures are the wall clock's."""
+    from dataclasses import replace
+
+    from ..net.lifecycle import FabricState
+    from ..plan import address_plan, new_run_id
+
+    run_topo = replace(topo, time_scale=1.0)
+    plan = replace(address_plan(run_topo), topology=run_topo, run_id=new_run_id())
     state = FabricState(
         name=topo.name, run_id=plan.run_id, backend="netem", source=topo.source,
         status="up", namespaces=[],
         nodes={n: {"netns": "", "loopback": p.loopback} for n, p in plan.nodes.items()},
-        time_scale=topo.time_scale, topology_sha256=topo.sha256)
-    return Fabric(plan, state, owned=False, agents=agents, remote=True,
-                  why="built elsewhere; nodes reached through agents")
+        time_scale=1.0, topology_sha256=topo.sha256)
+    why = "built elsewhere; nodes reached through agents"
+    if topo.time_scale != 1:
+        why += (f"; time_scale {topo.time_scale:g} not applied (the export writes the links "
+                "in fabric time): figures are wall-clock")
+    return Fabric(plan, state, owned=False, agents=agents, remote=True, why=why)

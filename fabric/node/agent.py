@@ -291,7 +291,7 @@ def _session_child(conn: socket.socket, peer: tuple[str, int], key: bytes, node:
 @dataclass(frozen=True)
 class AgentEntry:
     node: str
-    host: str  # the machine's name, as agents.json gives it
+    host: str  # the machine it runs on, as agents.json names it ("": as the agent says)
     address: tuple[str, int]
 
     @property
@@ -355,7 +355,7 @@ def load_agents(path: str | Path, topo_name: str | None = None,
             sock_addr = parse_listen(addr)
         except FabricError:
             raise FabricError(f"{path}: {where}address: {addr!r} is not ADDR:PORT") from None
-        entries[name] = AgentEntry(node=name, host=str(entry.get("host", "") or addr),
+        entries[name] = AgentEntry(node=name, host=str(entry.get("host", "") or ""),
                                    address=sock_addr)
     return AgentBook(source=str(path), fabric=fabric, key=key, agents=entries)
 
@@ -432,9 +432,12 @@ def start_node(name: str, netns: str | None, others: list[NodeProcess],
     """Node `name`, running `target`: through its agent when `agents` lists it, else forked
     here into namespace `netns`. Either way the runner gets a control socket to drive it."""
     if agents is not None and name in agents.agents:
+        entry = agents.agents[name]
         sock, host, clock = _open_session(agents, name, _target_name(target))
-        return NodeProcess(name=name, pid=None, ctl=sock, agent=agents.agents[name].where,
-                           host=host, clock=clock)
+        # the deployment's word on which machine it is (agents.json) over the agent's own: a
+        # container's hostname is its own, though it shares its host's clock
+        return NodeProcess(name=name, pid=None, ctl=sock, agent=entry.where,
+                           host=entry.host or host or entry.where, clock=clock)
     if not netns:
         raise FabricError(f"node {name} has no agent in {agents.source if agents else '?'} "
                           "and no local fabric runs it")
