@@ -265,3 +265,56 @@ def test_agents_json_gives_each_node_its_address_host_and_the_key(tmp_path):
     assert book.agents["a"] == AgentEntry("a", "h1", ("172.20.20.2", 7400))
     assert book.agents["b"].address == ("fd00::2", 7401)
     assert book.agents["b"].host == ""  # no host given: the agent's own word is taken
+
+
+# ---- clocks across machines: the sign conventions, end to end -----------------------------
+
+
+def test_the_runners_times_reach_a_remote_node_on_its_clock():
+    import socket as s
+
+    from fabric.node.session import Go, Nodes, Stop, Sync
+
+    a, b = s.socketpair()
+    with a, b:
+        nodes = Nodes({"far": a, "near": b}, offsets={"far": 5_000, "near": 0})
+        assert nodes.on_clock_of("far", Go(t0=100, now=40)) == Go(t0=5_100, now=5_040)
+        assert nodes.on_clock_of("far", Go(t0=100)) == Go(t0=5_100, now=0)  # no `now` sent
+        assert nodes.on_clock_of("far", Sync(now=7)) == Sync(now=5_007)
+        assert nodes.on_clock_of("near", Go(t0=100, now=40)) == Go(t0=100, now=40)
+        assert nodes.on_clock_of("far", Stop()) == Stop()
+
+
+def test_what_remote_nodes_measured_is_moved_onto_the_runners_clock():
+    """A chunk sent by `a` (clock +1000 ns) and received by `b` (clock -500 ns) that truly
+    took 300 ns reads 300 ns after the move, and the report names the flow as crossing."""
+    from fabric.metrics.records import ChunkRecord, TransferRecord
+    from fabric.node.session import ClockEstimate
+    from fabric.node.spawn import NodeProcess
+    from fabric.run.traffic import RunResult, machines, onto_runner_clock
+    from fabric.traffic import Transfer
+
+    tr = Transfer(id=0, flow="kv", kind="one-to-one", cls="kv", src="a", dst="b",
+                  transport="tcp", request=0, model=None, tokens=None, nbytes=10,
+                  chunk_bytes=10, start_ns=0)
+    true_send, true_first, true_last = 10_000, 10_200, 10_300
+    res = RunResult(transfers=[tr])
+    res.chunk_records = [ChunkRecord("kv", "kv", "one-to-one", 0, 0, 10, true_send + 1000,
+                                     true_first - 500, true_last - 500, True)]
+    res.chunk_receivers = ["b"]
+    res.transfer_records = [TransferRecord("kv", "kv", "one-to-one", "a", "b", 0, 10, 1,
+                                           true_send + 1000, true_first - 500,
+                                           true_last - 500, "ok")]
+    procs = [NodeProcess("a", None, None, agent="10.0.0.1:7400", host="m1",  # type: ignore[arg-type]
+                         clock=ClockEstimate(1000, 40)),
+             NodeProcess("b", None, None, agent="10.0.0.2:7400", host="m2",  # type: ignore[arg-type]
+                         clock=ClockEstimate(-500, 60))]
+    onto_runner_clock(res, procs)
+    c, t = res.chunk_records[0], res.transfer_records[0]
+    assert (c.t_send_ns, c.t_first_ns, c.t_last_ns) == (true_send, true_first, true_last)
+    assert c.latency_ns == 300
+    assert (t.t_start_ns, t.t_first_byte_ns, t.t_done_ns) == (true_send, true_first, true_last)
+    info = machines(res)
+    assert info["flows"] == {"kv": {"hosts": ["m1", "m2"], "error_ns": 100}}
+    assert info["nodes"]["a"] == {"host": "m1", "agent": "10.0.0.1:7400", "offset_ns": 1000,
+                                  "error_ns": 40}

@@ -217,6 +217,56 @@ def test_a_roce_run_through_agents_matches_the_forked_run(lab, fabric_name):
         assert a["drops_lossless"] == f["drops_lossless"] == 0  # PFC held through agents
 
 
+def test_lpu_nodes_run_through_agents_on_their_own_clocks(lab, fabric_name):
+    """The LPU runner syncs each node's clock by Go/Sync times, which reach an agent's node
+    on its own clock, and reads its arrival times back onto the runner's."""
+    path = lab.copy("topologies/lpu-ring.yaml", fabric_name)
+    st = lab.up(path)
+    lab.start_agents(st, sorted(st.nodes))
+    lab.fabric("run", str(path), "--agents", str(lab.agents_file(fabric_name)), "--out", "lpu")
+    runs = json.loads((lab.tmp / "lpu" / "lpu.json").read_text())["runs"]
+    assert runs
+    for r in runs:
+        assert r["missing"] == 0, r
+        # arrivals against the plan, across the agents' nodes: microseconds, not the
+        # offset a clock moved the wrong way would add
+        assert abs(r["lateness_ns"]["p50"]) < r["makespan_ns"], r
+    for n in st.nodes:
+        assert f"running lpu node {n}" in lab.log(n)
+
+
+MEMORY = """
+name: {name}
+nodes: {{msw: {{kind: switch}}, gpu-0: {{}}, gpu-1: {{}}, gpu-2: {{}}}}
+links:
+  - {{endpoints: [msw, gpu-0]}}
+  - {{endpoints: [msw, gpu-1]}}
+  - {{endpoints: [msw, gpu-2]}}
+memory:
+  switches: [msw]
+  windows:
+    - {{name: hbm1, node: gpu-1, base: 0x01000000, size: 1MiB}}
+  reduce:
+    - {{name: tp, members: [gpu-0, gpu-1, gpu-2], dtype: float32}}
+  runs:
+    - {{name: loads, kind: loadstore, from: gpu-0, window: hbm1, sizes: [256], count: 20}}
+    - {{name: allreduce, kind: allreduce, group: tp, sizes: [16KiB]}}
+"""
+
+
+def test_memory_nodes_run_through_agents_beside_the_local_memory_switch(lab, fabric_name):
+    path = lab.tmp / f"{fabric_name}.yaml"
+    path.write_text(MEMORY.format(name=fabric_name))
+    st = lab.up(path)
+    lab.start_agents(st, ["gpu-0", "gpu-1", "gpu-2"])
+    lab.fabric("run", str(path), "--agents", str(lab.agents_file(fabric_name)), "--out", "mem")
+    outcomes = json.loads((lab.tmp / "mem" / "memory.json").read_text())["outcomes"]
+    assert {o["variant"] for o in outcomes if o["run"] == "allreduce"} >= {"switch", "ring"}
+    assert all(o["ok"] for o in outcomes), outcomes
+    for n in ("gpu-0", "gpu-1", "gpu-2"):
+        assert f"running memory node {n}" in lab.log(n)
+
+
 def test_a_fabric_built_elsewhere_runs_through_its_agents_alone(lab, fabric_name):
     built = lab.copy("topologies/pair.yaml", f"{fabric_name}x")  # "containerlab's" fabric
     st = lab.up(built)
