@@ -413,14 +413,13 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
         from .node.agent import load_agents
 
         agents = load_agents(agents_file, topo.name, topo.nodes)
-        local = attach_fabric(topo)
-        check_agents(kind, topo, remote=local is None)
-        if local is not None:
-            local.close()  # ends the lease: the run below takes its own
+        check_agents(kind, topo, remote=False)
     fabric = attach_fabric(topo)
     if fabric is None and agents is not None:
+        from .kinds import check_agents
         from .kinds.handle import remote_fabric
 
+        check_agents(kind, topo, remote=True)  # what only a fabric built here can run
         fabric = remote_fabric(topo, agents)
         click.echo(f"{topo.name} is not running here: its nodes run through the agents in "
                    f"{agents_file} ({fabric.why})", err=True)

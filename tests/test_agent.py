@@ -318,3 +318,44 @@ def test_what_remote_nodes_measured_is_moved_onto_the_runners_clock():
     assert info["flows"] == {"kv": {"hosts": ["m1", "m2"], "error_ns": 100}}
     assert info["nodes"]["a"] == {"host": "m1", "agent": "10.0.0.1:7400", "offset_ns": 1000,
                                   "error_ns": 40}
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def test_fabric_agent_refuses_a_bad_listen_address_a_busy_port_and_a_missing_secret(key_file):
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["agent", "--listen", "nowhere", "--secret-file", str(key_file)])
+    assert res.exit_code == 1
+    assert "--listen 'nowhere': give ADDR:PORT, e.g. 0.0.0.0:7400" in res.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        res = runner.invoke(cli, ["agent", "--listen", f"127.0.0.1:{port}", "--secret-file",
+                                  str(key_file)])
+    assert res.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in res.output
+    res = runner.invoke(cli, ["agent", "--secret-file", str(key_file.parent / "none")])
+    assert res.exit_code == 1
+    assert "none: cannot read the secret file: No such file or directory" in res.output
+
+
+def test_fabric_run_refuses_agents_for_a_kind_whose_nodes_run_only_here(tmp_path):
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    (tmp_path / "secret").write_text("s" * 32)
+    agents = tmp_path / "agents.json"
+    agents.write_text(json.dumps({"secret_file": "secret", "agents": {}}))
+    probe = tmp_path / "probe.yaml"  # no traffic section: a probe run, which pings here
+    probe.write_text("name: tprobe9\nnodes: {a: {}, b: {}}\nlinks:\n  - {endpoints: [a, b]}\n")
+    res = CliRunner().invoke(cli, ["run", str(probe), "--agents", str(agents)])
+    assert res.exit_code == 1
+    assert "--agents does not apply to" in res.output
+    assert "whose nodes run only here" in res.output

@@ -94,6 +94,10 @@ class RoceKind(Kind):
                                progress=progress_printer(), say=ctx.say, plan=ctx.plan,
                                agents=ctx.fabric.agents)
         ctx.out(render(results, topo))
+        if results:
+            from .traffic import machine_lines
+
+            machine_lines(results[0].summary.get("meta", {}).get("machines", {}), ctx.out)
         files = [write_comparison(results, topo, out_dir), *write_plots(results, topo, out_dir)]
         for r in results:
             for err in r.errors:
