@@ -44,15 +44,15 @@ from typing import Any
 from .. import __version__
 from ..errors import FabricError
 from ..net.daemon import INTERRUPTS, interrupts_held
-from ..wire.frames import CLOSED, NEED_DATA, FrameDecoder, Header, Payload, ProtocolError
+from ..wire.frames import NEED_DATA, ProtocolError
 from .session import (
     Auth,
     Clock,
     ClockEstimate,
     Hello,
     Message,
+    MessageReader,
     Welcome,
-    decode,
     encode,
     measure_clock,
 )
@@ -114,7 +114,7 @@ class _Conn:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.dec = FrameDecoder()
+        self.reader = MessageReader()
 
     def send(self, msg: Any, deadline: float) -> None:  # noqa: ANN401 - a session message
         self.sock.settimeout(max(0.001, deadline - time.monotonic()))
@@ -123,30 +123,17 @@ class _Conn:
     def receive(self, deadline: float) -> Message | None:
         """The next message, or None when the other end closed; TimeoutError at the
         deadline, ProtocolError for what is not this protocol."""
-        header: dict[str, Any] | None = None
-        while True:
-            ev = self.dec.next_event()
-            if ev is NEED_DATA:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self.sock.settimeout(left)
-                try:
-                    data = self.sock.recv(65536)
-                except (ConnectionResetError, BrokenPipeError):
-                    return None
-                self.dec.receive_data(data)
-                continue
-            if ev is CLOSED:
+        while (msg := self.reader.next_message()) is NEED_DATA:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
                 return None
-            if isinstance(ev, Header):
-                if ev["n"] == 0:
-                    return decode(ev)
-                header = dict(ev)
-                continue
-            if isinstance(ev, Payload):
-                assert header is not None
-                return decode(header, bytes(ev.data))
+            self.reader.receive_data(data)
+        return msg  # type: ignore[return-value]  # NEED_DATA is ruled out above
 
 
 # ---- the agent ----------------------------------------------------------------------------

@@ -37,13 +37,14 @@ from ..wire.frames import (
     Header,
     Payload,
     ProtocolError,
+    Sentinel,
     encode_frame,
     encode_header,
 )
 
 __all__ = ["Auth", "Channel", "Clock", "ClockEstimate", "Done", "Go", "Hello", "Message",
-           "Nodes", "Plan", "Progress", "Ready", "Records", "Result", "Stop", "Sync", "Task",
-           "Welcome", "decode", "encode", "measure_clock"]
+           "MessageReader", "Nodes", "Plan", "Progress", "Ready", "Records", "Result", "Stop",
+           "Sync", "Task", "Welcome", "decode", "encode", "measure_clock"]
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,42 @@ def measure_clock(samples: list[tuple[int, int, int]]) -> ClockEstimate:
 
 
 
+class MessageReader:
+    """Bytes in, messages out (sans-IO): what either kind of socket end reads with."""
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder()
+        self._header: dict[str, Any] | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        """More bytes from the socket (b"" once it has closed)."""
+        self._decoder.receive_data(data)
+
+    def next_message(self) -> Message | Sentinel | None:
+        """The next whole message; NEED_DATA until its bytes are in; None once closed.
+        ProtocolError for bytes that are not this protocol."""
+        while True:
+            ev = self._decoder.next_event()
+            if ev is NEED_DATA:
+                return NEED_DATA
+            if ev is CLOSED:
+                return None
+            if isinstance(ev, Header):
+                if ev["n"] == 0:
+                    return decode(ev)
+                self._header = dict(ev)
+                continue
+            if isinstance(ev, Payload):
+                assert self._header is not None
+                return decode(self._header, bytes(ev.data))
+
+
 class Channel:
     """One end of a control socket: typed messages out and in."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self._decoder = FrameDecoder()
+        self._reader = MessageReader()
         self._lock = trio.Lock()  # several tasks of a node may report at once
 
     @classmethod
@@ -239,27 +270,13 @@ class Channel:
 
     async def receive(self) -> Message | None:
         """The next message, or None once the other end has closed (or died)."""
-        header: dict[str, Any] | None = None
-        dec = self._decoder
-        while True:
-            ev = dec.next_event()
-            if ev is NEED_DATA:
-                try:
-                    data = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None  # the other end died: same as closed
-                dec.receive_data(data)
-                continue
-            if ev is CLOSED:
-                return None
-            if isinstance(ev, Header):
-                if ev["n"] == 0:
-                    return decode(ev)
-                header = dict(ev)
-                continue
-            if isinstance(ev, Payload):
-                assert header is not None
-                return decode(header, bytes(ev.data))
+        while (msg := self._reader.next_message()) is NEED_DATA:
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # the other end died: same as closed
+            self._reader.receive_data(data)
+        return msg  # type: ignore[return-value]  # NEED_DATA is ruled out above
 
 
 class Nodes:

@@ -48,6 +48,7 @@ __all__ = [
     "CLOSED",
     "ChunkHeader",
     "MAX_HEADER",
+    "Sentinel",
     "NEED_DATA",
     "FrameDecoder",
     "Header",
@@ -76,6 +77,8 @@ class _Sentinel:
     def __repr__(self) -> str:
         return self._name
 
+
+Sentinel = _Sentinel  # the type of NEED_DATA and CLOSED, for annotations
 
 NEED_DATA: Final = _Sentinel("NEED_DATA")
 """`next_event()` needs more bytes before it can say anything."""
