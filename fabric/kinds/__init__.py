@@ -63,9 +63,14 @@ def load(path: str | Path) -> Any:  # noqa: ANN401
 
 
 def validate(topo: Any) -> Any:  # noqa: ANN401
-    """`topo` checked by every kind's `validate` (for a topology parsed from text)."""
+    """`topo` checked by every kind's `validate` (for a topology parsed from text), and its
+    expectations' figures (`metrics.expect`)."""
     for kind in kinds():
         topo = kind.validate(topo)
+    if topo.expect:
+        from ..metrics.expect import validate_expectations
+
+        validate_expectations(topo)
     return topo
 
 
@@ -94,6 +99,11 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
             f"this file runs as {kind.title}, which moves its own traffic and runs no traffic "
             "section beside it: remove the section, or put the traffic in a file of its own",
             file=topo.source, line=topo.traffic.line, key="traffic")
+    if topo.expect and not kind.expects:
+        raise TopologyError(
+            f"this file runs as {kind.title}, which has no figures to judge expectations by "
+            "(traffic runs and RoCE comparisons have): remove the section",
+            file=topo.source, line=topo.expect[0].line, key="expect")
     return kind, kind.prepare(topo, options)
 
 
@@ -125,8 +135,16 @@ def commands() -> list[Any]:
 
 
 def check_lines(topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
-    """`fabric check`'s lines for the file's sections, in registry order."""
-    return [line for k in kinds() for line in k.check_lines(topo, plan)]
+    """`fabric check`'s lines for the file's sections, in registry order, then one per
+    expectation."""
+    lines = [line for k in kinds() for line in k.check_lines(topo, plan)]
+    if topo.expect:
+        from ..metrics.expect import figure_of
+
+        for e in topo.expect:
+            fig, group = figure_of(e.figure)
+            lines.append(f"expect: {e.text} ({fig.means}{f'; {group} only' if group else ''})")
+    return lines
 
 
 def status_rows(state: Any) -> list[list[str]]:  # noqa: ANN401

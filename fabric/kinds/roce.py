@@ -20,6 +20,7 @@ class RoceKind(Kind):
     title = "a RoCE comparison"
     result_file = "comparison.json"
     through_agents = True
+    expects = True
     runs_traffic = True
     describes = ("A file with RoCE switches or RoCE flows runs once per --cc policy and --pfc "
                  "setting and prints one comparison.")

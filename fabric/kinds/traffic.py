@@ -33,6 +33,7 @@ class TrafficKind(Kind):
     title = "a traffic run"
     result_file = "summary.json"
     through_agents = True
+    expects = True
     runs_traffic = True
     compares = True
 

@@ -21,6 +21,7 @@ from .model import (
 )
 
 if TYPE_CHECKING:
+    from .expect import Expectation
     from .lpu import LpuSpec
     from .memory import MemorySpec
     from .prfaas import PrfaasSpec
@@ -47,6 +48,7 @@ class Topology:
     prfaas: PrfaasSpec | None = None
     switches: SwitchSettings | None = None
     memory: MemorySpec | None = None  # memory-semantic switches (`memory:`)
+    expect: tuple[Expectation, ...] = ()  # what must hold after a run (`expect:`)
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:
