@@ -1,7 +1,8 @@
 """The `fabric` command line. Thin: every command calls the library and formats for people.
 
 Exit statuses: 0 success; 1 a user error (`FabricError`: one line; `--debug` shows the
-traceback instead) or a failed run; 2 bad command-line usage (click); 70 an internal error (a
+traceback instead) or a failed run; 2 bad command-line usage (click); 3 a run whose figures
+broke an expectation of the file (`ExpectationFailed`, docs/expect.md); 70 an internal error (a
 bug: the traceback, then one line saying how to report it); 130, 143, 129 interrupted by
 SIGINT (Ctrl-C), SIGTERM or SIGHUP, after undoing what the command had built.
 """
@@ -29,7 +30,8 @@ LINK_CHOICES = click.Choice(["auto", "netem", "userspace"])
 
 
 class FabricGroup(click.Group):
-    """Catches the project's errors once: one line on stderr, exit status 1."""
+    """Catches the project's errors once: one line on stderr, exit status 1 (or the error's
+    own `exit_code`)."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -44,7 +46,7 @@ class FabricGroup(click.Group):
             if ctx.params.get("debug") or os.environ.get("FABRIC_DEBUG"):
                 raise
             click.echo(f"fabric: {one_line(str(e))}", err=True)
-            ctx.exit(1)
+            ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             status = _say_interrupted()
             # an event loop pyroute2 was building when the interrupt came is collected at
@@ -556,6 +558,148 @@ def export_(file: str, target: str, out: str, hosts: int, placement: str | None)
 
 
 export_.help = inspect.cleandoc(export_.help or "") + "\n\n" + _export_help()
+
+
+# ---- link and node: change a running fabric (fabric.net.live) ----------------------------
+
+
+@cli.group()
+def link() -> None:
+    """Change, take down and bring back a running fabric's links."""
+
+
+@link.command(name="set")
+@click.argument("a")
+@click.argument("b")
+@click.option("--rate", help="Link rate, such as 20Mbps.")
+@click.option("--delay", help="One-way delay, such as 20ms.")
+@click.option("--jitter", help="Delay spread, such as 1ms.")
+@click.option("--loss", help="Random loss, such as 0.1%.")
+@click.option("--queue", help="Queue limit in bytes, such as 256KiB.")
+@click.option("--ecn", help="ECN marking threshold, such as 64KiB.")
+@click.option("--direction", type=click.Choice(["a-b", "b-a", "both"]), default="both",
+              show_default=True, help="a-b: A's egress towards B.")
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+def link_set_(a: str, b: str, rate: str | None, delay: str | None, jitter: str | None,
+              loss: str | None, queue: str | None, ecn: str | None, direction: str,
+              fabric_name: str | None) -> None:
+    """Change link A-B's properties while the fabric runs (fabric units, as in the file)."""
+    from .net.lifecycle import resolve
+    from .net.live import link_set
+    from .units import parse_loss, parse_rate, parse_size, parse_time
+
+    def parsed(flag: str, text: str | None, parse: Callable[[str], int]) -> int | None:
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except (ValueError, FabricError) as exc:
+            raise FabricError(f"--{flag} {text!r}: {exc}") from None
+
+    values = {"rate_bps": parsed("rate", rate, parse_rate),
+              "delay_ns": parsed("delay", delay, parse_time),
+              "jitter_ns": parsed("jitter", jitter, parse_time),
+              "loss_ppm": parsed("loss", loss, parse_loss),
+              "queue_bytes": parsed("queue", queue, parse_size),
+              "ecn_bytes": parsed("ecn", ecn, parse_size)}
+    if all(v is None for v in values.values()):
+        raise FabricError("link set: give at least one of --rate --delay --jitter --loss "
+                          "--queue --ecn")
+    row = link_set(resolve(fabric_name), a, b, direction=direction, **values)
+    click.echo(_link_rows([row]))
+
+
+@link.command(name="down")
+@click.argument("a")
+@click.argument("b")
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+def link_down_(a: str, b: str, fabric_name: str | None) -> None:
+    """Take link A-B down: it carries nothing either way until `fabric link up`."""
+    from .net.lifecycle import resolve
+    from .net.live import link_down
+
+    link_down(resolve(fabric_name), a, b)
+    click.echo(f"link {a}-{b} down")
+
+
+@link.command(name="up")
+@click.argument("a")
+@click.argument("b")
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+def link_up_(a: str, b: str, fabric_name: str | None) -> None:
+    """Bring link A-B back up."""
+    from .net.lifecycle import resolve
+    from .net.live import link_up
+
+    link_up(resolve(fabric_name), a, b)
+    click.echo(f"link {a}-{b} up")
+
+
+@link.command(name="show")
+@click.argument("ends", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+def link_show_(ends: tuple[str, ...], fmt: str, fabric_name: str | None) -> None:
+    """What is in force on every link (or link A B) now, read back, and its counters."""
+    import json as _json
+
+    from .net.lifecycle import resolve
+    from .net.live import link_show
+
+    if len(ends) not in (0, 2):
+        raise FabricError("link show: name both ends of a link (A B), or neither")
+    rows = link_show(resolve(fabric_name), *ends)
+    click.echo(_json.dumps(rows, indent=1) if fmt == "json" else _link_rows(rows))
+
+
+def _link_rows(rows: list[dict]) -> str:
+    from .units import format_loss, format_rate, format_time
+
+    table = []
+    for row in rows:
+        for key, (src, dst) in (("a-b", (row["a"], row["b"])), ("b-a", (row["b"], row["a"]))):
+            d = row[key]
+            c = d["counters"]
+            table.append([
+                f"{src} -> {dst}", "up" if d["up"] else "DOWN",
+                format_rate(d["rate_bps"]) if d["rate_bps"] else "-",
+                format_time(d["delay_ns"]), format_time(d["jitter_ns"]),
+                format_loss(d["loss_ppm"]), format_size(d["queue_bytes"]),
+                format_size(d["ecn_bytes"]) if d["ecn_bytes"] else "-", d["realised_by"],
+                str(c.get("packets_out", "-")),
+                str(c.get("drops_down", c.get("drops", "-")))])
+    return _table(table, ["link", "state", "rate", "delay", "jitter", "loss", "queue", "ecn",
+                          "by", "packets", "dropped"])
+
+
+@cli.group()
+def node() -> None:
+    """Take a running fabric's nodes down and back up (all of their links)."""
+
+
+@node.command(name="down")
+@click.argument("name")
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+def node_down_(name: str, fabric_name: str | None) -> None:
+    """Take every link of node NAME down."""
+    from .net.lifecycle import resolve
+    from .net.live import node_down
+
+    node_down(resolve(fabric_name), name)
+    click.echo(f"node {name} down")
+
+
+@node.command(name="up")
+@click.argument("name")
+@click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
+def node_up_(name: str, fabric_name: str | None) -> None:
+    """Bring back the links `fabric node down NAME` took down."""
+    from .net.lifecycle import resolve
+    from .net.live import node_up
+
+    node_up(resolve(fabric_name), name)
+    click.echo(f"node {name} up")
 
 
 if __name__ == "__main__":

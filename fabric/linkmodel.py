@@ -85,6 +85,7 @@ class Action(enum.IntEnum):
     HOLD = 1  # held; `release` returns it at `release_ns`
     DROP_LOSS = 2  # dropped by random loss
     DROP_QUEUE = 3  # dropped: queue (or delay line) full
+    DROP_DOWN = 4  # dropped: the link is down (`LinkDirection.set_up`)
 
 
 class Verdict(NamedTuple):
@@ -107,6 +108,7 @@ class Verdict(NamedTuple):
 
 DROPPED_LOSS = Verdict(Action.DROP_LOSS, 0, False)
 DROPPED_QUEUE = Verdict(Action.DROP_QUEUE, 0, False)
+DROPPED_DOWN = Verdict(Action.DROP_DOWN, 0, False)
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class LinkStats:
     packets_corrupted: int = 0
     packets_duplicated: int = 0
     packets_reordered: int = 0
+    # live changes (`set_shape`, `set_up`): packets dropped while the link was down (those
+    # that arrived, and those it held when it went down), and whether it is up now
+    drops_down: int = 0
+    up: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -156,25 +162,9 @@ class LinkDirection:
         sample_interval_ns: int = 1_000_000,
         max_samples: int = 1024,
     ) -> None:
-        self.shape = shape
-        self.rate_in_engine = bool(rate_in_engine and shape.rate_bps)
-        self._rate = shape.rate_bps if self.rate_in_engine else None
+        self._engine_may_rate = bool(rate_in_engine)
         self._rng = rng if rng is not None else random.Random(0)
-        self._loss = shape.loss_ppm / 1_000_000 if shape.loss_ppm > 0 else 0.0
-        self._corrupt = max(0, shape.corrupt_ppm) / 1_000_000
-        self._duplicate = max(0, shape.duplicate_ppm) / 1_000_000
-        # reordering needs something to overtake: without a delay it is a no-op (and the
-        # loading a file refuses it)
-        self._reorder = max(0, shape.reorder_ppm) / 1_000_000 if shape.delay_ns > 0 else 0.0
-        self._dup_or_corrupt = bool(self._corrupt or self._duplicate)
-        self._delay = max(0, shape.delay_ns)
-        self._jitter = max(0, shape.jitter_ns)
-        qbytes, qpackets = queue_limit(shape)
-        self.queue_limit_bytes = qbytes
-        self.queue_limit_packets = qpackets
-        self._ecn = shape.ecn_bytes if self.rate_in_engine else None
-        self.delay_line_limit = delay_line_limit_bytes(shape)
-        self.immediate = self._rate is None and self._delay == 0 and self._jitter == 0
+        self._apply_shape(shape)
         # serialiser: departures of packets not yet fully serialised, FIFO
         self._busy_until = 0
         self._queue: deque[tuple[int, int]] = deque()
@@ -184,9 +174,10 @@ class LinkDirection:
         # (release, seq, length, item): with jitter or reordering, where releases are not in
         # arrival order
         self._heap: list[tuple[int, int, int, Any]] = []
-        self._reorders = bool(self._jitter or self._reorder)
         self._seq = 0
         self._held_bytes = 0
+        self._down = False
+        self._drops_down = 0
         # counters
         self._packets_in = 0
         self._bytes_in = 0
@@ -204,6 +195,112 @@ class LinkDirection:
         self._next_sample = 0
         self._max_samples = max(2, max_samples)
         self._samples: list[tuple[int, int, int]] = []
+
+    def _apply_shape(self, shape: Shape) -> None:
+        """Derive the per-packet parameters from `shape` (at construction and on a change)."""
+        self.shape = shape
+        self.rate_in_engine = bool(self._engine_may_rate and shape.rate_bps)
+        self._rate = shape.rate_bps if self.rate_in_engine else None
+        self._loss = shape.loss_ppm / 1_000_000 if shape.loss_ppm > 0 else 0.0
+        self._corrupt = max(0, shape.corrupt_ppm) / 1_000_000
+        self._duplicate = max(0, shape.duplicate_ppm) / 1_000_000
+        # reordering needs something to overtake: without a delay it is a no-op (and the
+        # loading a file refuses it)
+        self._reorder = max(0, shape.reorder_ppm) / 1_000_000 if shape.delay_ns > 0 else 0.0
+        self._dup_or_corrupt = bool(self._corrupt or self._duplicate)
+        self._delay = max(0, shape.delay_ns)
+        self._jitter = max(0, shape.jitter_ns)
+        qbytes, qpackets = queue_limit(shape)
+        self.queue_limit_bytes = qbytes
+        self.queue_limit_packets = qpackets
+        self._ecn = shape.ecn_bytes if self.rate_in_engine else None
+        self.delay_line_limit = delay_line_limit_bytes(shape)
+        self.immediate = self._rate is None and self._delay == 0 and self._jitter == 0
+        self._reorders = bool(self._jitter or self._reorder)
+
+    # -- live changes --------------------------------------------------------------------------
+
+    def set_shape(self, shape: Shape, now_ns: int) -> None:
+        """Put `shape` in force from `now_ns` on, keeping what the link holds.
+
+        A rate change applies to the packets not yet serialised: the packet on the wire at
+        `now_ns` keeps its departure, the ones queued behind it are serialised again at the
+        new rate, one after the other, and their releases move by as much (so the queue's byte
+        accounting carries over and nothing queued is lost). Delay, jitter, loss, ECN and the
+        queue limit apply to packets offered from `now_ns` on; a held packet keeps the delay it
+        was given. A link without jitter keeps one FIFO delay line, so after a delay decrease
+        new packets leave right behind the ones still held, never before them (no reordering
+        that the link does not model). A smaller queue limit drops nothing already queued;
+        arrivals find it full until it drains below the new limit.
+        """
+        old_rate = self._rate
+        self._apply_shape(shape)
+        new_rate = self._rate
+        q = self._queue
+        while q and q[0][0] <= now_ns:
+            self._queue_bytes -= q.popleft()[1]
+        if old_rate is None or new_rate is None or old_rate == new_rate or len(q) < 2:
+            if new_rate is None and q:
+                q.clear()  # no serialiser any more: what it queued is now only delayed
+                self._queue_bytes = 0
+            return
+        # the head is on the wire (its serialisation began at or before now_ns); re-time the rest
+        t = q[0][0]
+        retimed: list[tuple[int, int]] = [q[0]]
+        shifts: list[int] = []
+        for departure, length in list(q)[1:]:
+            t += -(-length * 8 * NS_PER_S // new_rate)
+            retimed.append((t, length))
+            shifts.append(t - departure)
+        self._queue = deque(retimed)
+        self._busy_until = t
+        self._shift_releases(shifts)
+
+    def _shift_releases(self, shifts: list[int]) -> None:
+        """Move the releases of the last `len(shifts)` packets offered by `shifts` (oldest
+        first): the queued packets are always the most recently accepted ones."""
+        n = len(shifts)
+        if self._heap:
+            # the heap's entries carry their offer order (seq); the queued ones are the last n
+            # seqs given out (every accepted packet with the serialiser takes one)
+            first = self._seq - n + 1
+            self._heap = [(r + shifts[seq - first], seq, length, item) if seq >= first
+                          else (r, seq, length, item)
+                          for r, seq, length, item in self._heap]
+            heapq.heapify(self._heap)
+        line = self._line
+        if line and not self._heap:
+            k = min(n, len(line))
+            tail = [line.pop() for _ in range(k)][::-1]
+            for (release, length, item), shift in zip(tail, shifts[n - k:], strict=True):
+                line.append((release + shift, length, item))
+
+    def set_up(self, up: bool, now_ns: int) -> int:
+        """Take the link down (`up=False`) or bring it back; returns the packets dropped.
+
+        Down, it carries nothing: each packet offered is dropped and counted in `drops_down`,
+        and what it held at that moment (queued or on its way) is dropped with it, as a cut
+        fibre loses what was in flight and as the kernel resets a device's qdiscs when it goes
+        down. Up again, it starts empty with the shape it had.
+        """
+        if not up and not self._down:
+            self._down = True
+            dropped = self.held_packets
+            self._drops_down += dropped
+            self._line.clear()
+            self._heap.clear()
+            self._queue.clear()
+            self._queue_bytes = 0
+            self._held_bytes = 0
+            self._busy_until = now_ns
+            return dropped
+        if up:
+            self._down = False
+        return 0
+
+    @property
+    def up(self) -> bool:
+        return not self._down
 
     # -- the per-packet path -------------------------------------------------------------------
 
@@ -226,6 +323,9 @@ class LinkDirection:
         self._bytes_in += length
         if now_ns >= self._next_sample:
             self._take_sample(now_ns)
+        if self._down:
+            self._drops_down += 1
+            return DROPPED_DOWN
         rng = self._rng
         dup = False
         if self._dup_or_corrupt and self._duplicate and not copy:
@@ -312,10 +412,13 @@ class LinkDirection:
 
     def next_deadline(self) -> int | None:
         """When the earliest held packet is due, or None when nothing is held."""
-        if self._line:
-            return self._line[0][0]
-        if self._heap:
-            return self._heap[0][0]
+        line = self._line
+        heap = self._heap
+        if line:
+            # both hold packets only after a live change turned jitter or reordering on or off
+            return min(line[0][0], heap[0][0]) if heap else line[0][0]
+        if heap:
+            return heap[0][0]
         return None
 
     def release(self, now_ns: int) -> list[Any]:
@@ -388,4 +491,6 @@ class LinkDirection:
             packets_corrupted=self._corrupted,
             packets_duplicated=self._duplicated,
             packets_reordered=self._reordered,
+            drops_down=self._drops_down,
+            up=not self._down,
         )

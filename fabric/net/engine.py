@@ -11,6 +11,12 @@ amortises trio's per-wakeup cost), and ONE timerfd armed to the earliest release
 links wakes a task that writes every due packet. The timerfd matters: epoll and trio sleeps
 round to ~1 ms on the target hosts, a timerfd wakes within ~0.1 ms.
 
+Live changes: the engine listens on a Unix socket (`EngineConfig.control`, by default
+`engine.sock` beside the stats file) for one JSON line per connection, `show` or `set` (new
+shapes, link down and up), and answers with one JSON line (`control_request`). Both loops serve
+it between packets: the trio loop (the default, and what `fabric up` starts) in a task of its
+own, the epoll loop inline when the socket is readable.
+
 Protocol with the orchestrator: after attaching every fd the engine prints `READY <pid>` on
 stdout; it writes stats JSON atomically to `stats_path` every second and at exit; SIGTERM or
 SIGINT ends it with exit status 0; a missing device or namespace prints
@@ -27,6 +33,7 @@ import os
 import random
 import select
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,6 +62,8 @@ STATS_INTERVAL_S = 1.0
 COALESCE_NS = int(os.environ.get("FABRIC_ENGINE_COALESCE_NS", "20000"))
 _INF = 1 << 62
 _SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(Shape))
+CONTROL_NAME = "engine.sock"
+CONTROL_TIMEOUT_S = 5.0
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -135,12 +144,24 @@ class EngineConfig:
     run_id: str
     stats_path: str
     links: tuple[EngineLink, ...] = field(default=())
+    # the control socket (`control_request`); "" = `engine.sock` beside the stats file
+    control_path: str = ""
+
+    @property
+    def control(self) -> str | None:
+        """Where the engine listens for live changes, None when it has no state directory."""
+        if self.control_path:
+            return self.control_path
+        if self.stats_path:
+            return os.path.join(os.path.dirname(self.stats_path), CONTROL_NAME)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fabric": self.fabric,
             "run_id": self.run_id,
             "stats_path": self.stats_path,
+            "control_path": self.control_path,
             "links": [link.to_dict() for link in self.links],
         }
 
@@ -158,6 +179,7 @@ class EngineConfig:
             run_id=str(data["run_id"]),
             stats_path=str(data["stats_path"]),
             links=links,
+            control_path=str(data.get("control_path") or ""),
         )
 
     @classmethod
@@ -215,6 +237,8 @@ class Engine:
         self._timer: TimerFd | None = None
         self._armed = _INF
         self._started_ns = time.monotonic_ns()
+        self._control: socket.socket | None = None
+        self._by_link: dict[str, dict[str, _Direction]] = {}
 
     # lifecycle
 
@@ -241,6 +265,12 @@ class Engine:
             self.directions.append(_Direction(link.id, "forward", fd_a, fd_b, fwd, n))
             self.directions.append(_Direction(link.id, "reverse", fd_b, fd_a, rev, n + 1))
         self._timer = TimerFd()
+        path = self.config.control
+        if path:
+            try:
+                self._control = listen_control(path)
+            except OSError as exc:
+                raise EngineError("control", f"{path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         for fd in self._fds:
@@ -251,6 +281,11 @@ class Engine:
         self._fds.clear()
         if self._timer is not None:
             self._timer.close()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.control or "")
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                     ) -> None:
@@ -260,6 +295,8 @@ class Engine:
                 nursery.start_soon(self._read_loop, d)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._stats_loop)
+            if self._control is not None:
+                nursery.start_soon(self._control_loop)
             task_status.started()
 
     def run_epoll(self, ready_line: bool = True) -> None:
@@ -281,6 +318,10 @@ class Engine:
             tfd = timer.fileno()
             ep.register(tfd, select.EPOLLIN)
             ep.register(rfd, select.EPOLLIN)
+            cfd = -1
+            if self._control is not None:
+                cfd = self._control.fileno()
+                ep.register(cfd, select.EPOLLIN)
             if ready_line:
                 sys.stdout.write(f"READY {os.getpid()}\n")
                 sys.stdout.flush()
@@ -299,6 +340,8 @@ class Engine:
                     elif fd == rfd:
                         with contextlib.suppress(BlockingIOError):
                             os.read(rfd, 64)
+                    elif fd == cfd:
+                        self._serve_control_blocking()
                     else:
                         d = by_fd[fd]
                         drain(d)
@@ -466,6 +509,124 @@ class Engine:
             sys.stderr.write(f"engine: {d.link_id}: {what}\n")
             sys.stderr.flush()
 
+    # control: live changes (`fabric.net.live`)
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request (see `control_request`), between packets.
+
+        `{"op": "show"}`: every link's shapes in force, up or down, and counters.
+        `{"op": "set", "changes": [{"link", "direction", "shape"?, "up"?}, ...]}`: every
+        change is checked first and then all are applied, so a bad one changes nothing.
+        """
+        op = request.get("op")
+        if op == "show":
+            return {"ok": True, "links": self._show(None)}
+        if op != "set":
+            return {"ok": False, "error": f"unknown control op {op!r} (show or set)"}
+        if not self._by_link:
+            for d in self.directions:
+                self._by_link.setdefault(d.link_id, {})[d.name] = d
+        plan: list[tuple[_Direction, Shape | None, bool | None]] = []
+        for change in request.get("changes") or []:
+            link = self._by_link.get(str(change.get("link")))
+            if link is None:
+                return {"ok": False, "error": f"no link {change.get('link')!r} in this engine "
+                                             f"(links: {', '.join(self._by_link)})"}
+            found = link.get(str(change.get("direction")))
+            if found is None:
+                return {"ok": False, "error": f"direction {change.get('direction')!r}: "
+                                             "forward or reverse"}
+            d = found
+            try:
+                shape = (shape_from_dict(change["shape"]) if change.get("shape") is not None
+                         else None)
+            except (TypeError, ValueError) as exc:
+                return {"ok": False, "error": f"{d.link_id} {d.name}: {exc}"}
+            up = change.get("up")
+            plan.append((d, shape, None if up is None else bool(up)))
+        now = time.monotonic_ns()
+        for d, shape, up in plan:
+            if shape is not None:
+                d.model.set_shape(shape, now)
+                d.may_mark = d.model.rate_in_engine and d.model.shape.ecn_bytes is not None
+                d.faults = d.model.faults
+            if up is not None:
+                d.model.set_up(up, now)
+            nxt = d.model.next_deadline()
+            if nxt is not None and nxt < d.scheduled:
+                d.scheduled = nxt
+                heapq.heappush(self._heap, (nxt, d.index))
+                if nxt < self._armed:
+                    self._arm(nxt)
+        return {"ok": True, "links": self._show({d.link_id for d, _, _ in plan})}
+
+    def _show(self, ids: set[str] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for d in self.directions:
+            if ids is not None and d.link_id not in ids:
+                continue
+            s = d.model.statistics().to_dict()
+            del s["samples"]
+            s["drops_write"] = d.drops_write
+            s["held_packets"] = d.model.held_packets
+            entry = out.setdefault(d.link_id, {"rate_in_engine": d.model._engine_may_rate})
+            entry[d.name] = {"shape": shape_to_dict(d.model.shape), "up": d.model.up,
+                             "stats": s}
+        return out
+
+    def _reply(self, line: bytes) -> bytes:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            reply = self.control(request)
+        except ValueError as exc:
+            reply = {"ok": False, "error": f"bad control request: {exc}"}
+        return json.dumps(reply).encode() + b"\n"
+
+    async def _control_loop(self) -> None:
+        assert self._control is not None
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self._control))
+        async with trio.open_nursery() as nursery:
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(self._control_conn, stream)
+
+    async def _control_conn(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            buf = b""
+            with trio.move_on_after(CONTROL_TIMEOUT_S):
+                while b"\n" not in buf:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                # applied here, with no await between reading the request and changing the
+                # models: between two packets of the relay
+                await stream.send_all(self._reply(buf.split(b"\n", 1)[0]))
+
+    def _serve_control_blocking(self) -> None:
+        """The epoll loop's control: one connection, read and answered at once (a local
+        client that has already written its line; the relay waits at most
+        CONTROL_TIMEOUT_S for a stuck one)."""
+        assert self._control is not None
+        try:
+            conn, _ = self._control.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            conn.settimeout(CONTROL_TIMEOUT_S)
+            buf = b""
+            try:
+                while b"\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                conn.sendall(self._reply(buf.split(b"\n", 1)[0]))
+            except OSError:
+                return
+
     # statistics
 
     def statistics(self, *, final: bool = False) -> dict[str, Any]:
@@ -499,6 +660,64 @@ class Engine:
         while True:
             self.write_stats()
             await trio.sleep(STATS_INTERVAL_S)
+
+
+# -- the control socket ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _unix_address(path: str) -> Any:  # noqa: ANN401 - a context manager of str
+    """`path` as bind(2) and connect(2) take it: a Unix socket path holds at most 107 bytes,
+    so a longer one goes through `/proc/self/fd/N/` of its directory, held open meanwhile."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
+
+
+def listen_control(path: str) -> socket.socket:
+    """The engine's control socket at `path` (a stale one is replaced), mode 0600: whoever
+    may connect may change every link."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        with _unix_address(path) as addr:
+            sock.bind(addr)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def control_request(path: str, request: dict[str, Any], *,
+                    timeout: float = CONTROL_TIMEOUT_S) -> dict[str, Any]:
+    """Send one JSON request to the engine listening at `path` and return its JSON reply
+    (`{"ok": true, ...}` or `{"ok": false, "error": ...}`). One request per connection.
+    Raises OSError when no engine answers."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        with _unix_address(path) as addr:
+            sock.connect(addr)
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise OSError(f"the link engine at {path} gave no answer") from None
+    return reply if isinstance(reply, dict) else {"ok": False, "error": "bad reply"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -317,7 +317,7 @@ class Kernel:
             eth.close()
 
     def _add_route(self, ns: str, dst: str, nexthops: tuple[tuple[str, str], ...],
-                   src: str) -> None:
+                   src: str, op: str = "add") -> None:
         h = self.handle(ns)
         kw: dict[str, object] = {"dst": "0.0.0.0/0" if dst == "default" else dst,
                                  "prefsrc": src}
@@ -327,7 +327,7 @@ class Kernel:
         else:
             kw["multipath"] = [{"gateway": gw, "oif": self.ifindex(ns, dev)}
                                for gw, dev in nexthops]
-        h.route("add", **kw)
+        h.route(op, **kw)
 
     def _set_tbf(self, ns: str, dev: str, rate_bps: int, queue_bytes: int, mtu: int,
                  parent: int | None) -> None:
@@ -350,6 +350,167 @@ class Kernel:
                            **netem_options(shape, queue_bytes))
         if shape.rate_bps:
             self._set_tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=0x00010001)
+
+
+# ---- live changes (fabric.net.live) ----------------------------------------------------------
+#
+# A running fabric's links change in place: the qdiscs the plan built are changed with
+# `tc change` where their kinds stay (queued packets stay queued), and replaced where a
+# direction needs another kind (a delay on a link that had only tbf: its root goes, and the
+# new tree is added; for that moment the direction is unshaped). A link goes down by taking
+# both of its devices down; the kernel then withdraws the routes through them, so the caller
+# keeps them (`routes_via`) and puts them back (`restore_route`) when the link comes up.
+
+NETEM_HANDLE = 0x00010000
+TBF_CHILD_HANDLE = 0x00100000
+TBF_CHILD_PARENT = 0x00010001
+
+
+class LiveKernel(Kernel):
+    """The kernel adapter's live changes: read back and change a device's egress qdiscs,
+    take devices down and up, keep and restore routes."""
+
+    def __enter__(self) -> LiveKernel:
+        return self
+
+    def read_egress(self, ns: str, dev: str) -> dict:
+        """What `dev`'s egress realises now, read from the kernel: whether it is up, its MTU,
+        the root qdisc's kind, netem's and tbf's settings in our units (None where absent),
+        and the root qdisc's counters."""
+        from pyroute2.netlink.rtnl.tcmsg import common
+
+        h = self.handle(ns)
+        idx = self.ifindex(ns, dev)
+        (link,) = h.get_links(idx)
+        out: dict = {"up": bool(link["flags"] & 1), "mtu": link.get_attr("IFLA_MTU"),
+                     "root": None, "netem": None, "tbf": None, "stats": {}}
+        u32 = 2**32 - 1
+        for m in h.get_qdiscs(index=idx):
+            if m["index"] != idx:
+                continue
+            kind = m.get_attr("TCA_KIND")
+            opts = m.get_attr("TCA_OPTIONS")
+            if m["parent"] == 0xFFFFFFFF:
+                out["root"] = kind
+                st = m.get_attr("TCA_STATS2")
+                basic = st.get_attr("TCA_STATS_BASIC") if st else None
+                queue = st.get_attr("TCA_STATS_QUEUE") if st else None
+                if basic is not None and queue is not None:
+                    out["stats"] = {"packets_out": basic["packets"], "bytes_out": basic["bytes"],
+                                    "drops": queue["drops"], "backlog_bytes": queue["backlog"]}
+            if kind == "netem" and opts is not None:
+                tick = common.tick_in_usec or 1
+
+                def prob(attr: str, key: str, opts=opts) -> int:  # noqa: ANN001
+                    a = opts.get_attr(attr)
+                    return round(a[key] * 1_000_000 / u32) if a is not None else 0
+
+                out["netem"] = {
+                    "delay_ns": round(opts["delay"] / tick * 1000),
+                    "jitter_ns": round(opts["jitter"] / tick * 1000),
+                    "loss_ppm": round(opts["loss"] * 1_000_000 / u32),
+                    "duplicate_ppm": round(opts["duplicate"] * 1_000_000 / u32),
+                    "corrupt_ppm": prob("TCA_NETEM_CORRUPT", "prob_corrupt"),
+                    "reorder_ppm": prob("TCA_NETEM_REORDER", "prob_reorder"),
+                    "limit_packets": opts["limit"],
+                }
+            elif kind == "tbf" and opts is not None:
+                parms = opts.get_attr("TCA_TBF_PARMS")
+                if parms is not None:
+                    out["tbf"] = {"rate_bps": parms["rate"] * 8, "queue_bytes": parms["limit"]}
+        return out
+
+    def set_egress(self, ns: str, dev: str, shape: Shape, queue_bytes: int, *,
+                   netem: bool) -> None:
+        """Make `dev`'s egress realise `shape` (host units): netem (if `netem` and the shape
+        needs it) with a tbf child for the rate, tbf alone, or nothing, as the plan builds
+        them; changed in place where the kinds already match."""
+        from ..plan import _needs_netem
+
+        h = self.handle(ns)
+        idx = self.ifindex(ns, dev)
+        cur = self.read_egress(ns, dev)
+        root = cur["root"]
+        want = "netem" if netem and _needs_netem(shape) else "tbf" if shape.rate_bps else None
+        try:
+            if root in ("netem", "tbf") and root != want:
+                h.tc("del", root, idx, handle=NETEM_HANDLE)
+                root, cur["tbf"] = None, None
+            if want == "netem":
+                h.tc("change" if root == "netem" else "add", "netem", idx, handle=NETEM_HANDLE,
+                     **netem_options(shape, queue_bytes))
+                if shape.rate_bps:
+                    self._tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu,
+                              parent=TBF_CHILD_PARENT,
+                              op="change" if root == "netem" and cur["tbf"] else "add")
+                elif root == "netem" and cur["tbf"]:
+                    h.tc("del", "tbf", idx, parent=TBF_CHILD_PARENT, handle=TBF_CHILD_HANDLE)
+            elif want == "tbf":
+                assert shape.rate_bps is not None
+                self._tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=None,
+                          op="change" if root == "tbf" else "add")
+        except NetlinkError as e:
+            raise KernelError(f"changing the qdiscs on {ns}/{dev}: {os.strerror(e.code)}"
+                              ) from None
+
+    def _tbf(self, ns: str, dev: str, rate_bps: int, queue_bytes: int, mtu: int,
+             parent: int | None, op: str) -> None:
+        burst = max(2 * (mtu + 14), rate_bps // 8 // 1000)  # as `_set_tbf`
+        kw: dict[str, object] = {"rate": f"{rate_bps}bit", "burst": burst,
+                                 "limit": max(queue_bytes, burst), "mtu": mtu + 14}
+        if parent is not None:
+            kw.update(parent=parent, handle=TBF_CHILD_HANDLE)
+        else:
+            kw["handle"] = NETEM_HANDLE
+        self.handle(ns).tc(op, "tbf", self.ifindex(ns, dev), **kw)
+
+    def set_link_state(self, ns: str, dev: str, up: bool) -> None:
+        """Set IFF_UP on `dev` in `ns`."""
+        try:
+            self.handle(ns).link("set", index=self.ifindex(ns, dev),
+                                 state="up" if up else "down")
+        except NetlinkError as e:
+            raise KernelError(f"setting {ns}/{dev} {'up' if up else 'down'}: "
+                              f"{os.strerror(e.code)}") from None
+
+    def routes_via(self, ns: str, devs: set[str]) -> list[AddRoute]:
+        """The gatewayed IPv4 routes of `ns`'s main table with a next hop through one of
+        `devs` (what the kernel withdraws when they go down), as `AddRoute` steps."""
+        import socket as _socket
+
+        h = self.handle(ns)
+        names = {self.ifindex(ns, d): d for d in self.device_names(ns)}
+        out: list[AddRoute] = []
+        for r in h.get_routes(family=_socket.AF_INET, table=254):
+            hops: list[tuple[str, str]] = []
+            gw = r.get_attr("RTA_GATEWAY")
+            if gw is not None:
+                hops.append((gw, names.get(r.get_attr("RTA_OIF"), "")))
+            for nh in r.get_attr("RTA_MULTIPATH") or ():
+                ngw = nh.get_attr("RTA_GATEWAY")
+                if ngw is not None:
+                    hops.append((ngw, names.get(nh["oif"], "")))
+            if not hops or not any(dev in devs for _, dev in hops):
+                continue
+            dst = (f"{r.get_attr('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default")
+            out.append(AddRoute(ns, dst, tuple(sorted(hops)), r.get_attr("RTA_PREFSRC") or ""))
+        return out
+
+    def device_names(self, ns: str) -> list[str]:
+        names = []
+        for link in self.handle(ns).get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            self._ifindex[(ns, name)] = link["index"]
+            names.append(name)
+        return names
+
+    def restore_route(self, route: AddRoute) -> None:
+        """Put a route kept by `routes_via` back (replacing what is there now)."""
+        try:
+            self._add_route(route.netns, route.dst, route.nexthops, route.src, op="replace")
+        except NetlinkError as e:
+            raise KernelError(f"restoring the route to {route.dst} in {route.netns}: "
+                              f"{os.strerror(e.code)}") from None
 
 
 def netem_options(shape: Shape, queue_bytes: int) -> dict[str, int | float]:
