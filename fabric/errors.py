@@ -1,4 +1,5 @@
-"""The project's error tree. The CLI catches `FabricError` once, prints one line, exits 1.
+"""The project's error tree. The CLI catches `FabricError` once, prints one line, exits 1
+(or the error's own `exit_code`: 3 for a failed expectation).
 
 A message may quote what a user wrote (a name, a value), so `one_line` makes any message one
 printable line of at most `MESSAGE_MAX` characters: control characters are escaped and long
@@ -48,7 +49,9 @@ def _located(where: str, message: str) -> str:
 
 
 class FabricError(Exception):
-    """Base of every error the user can cause or fix."""
+    """Base of every error the user can cause or fix. `exit_code` is the CLI's exit status."""
+
+    exit_code = 1
 
 
 class TopologyError(FabricError):
@@ -73,3 +76,10 @@ class KernelError(FabricError):
 
 class FabricStateError(FabricError):
     """The fabric is not in the state the command needs (not running, already running)."""
+
+
+class ExpectationFailed(FabricError):
+    """A run's figures broke an expectation of the file's `expect:` section (exit status 3,
+    so CI can tell a design that misses its figures from a run that broke)."""
+
+    exit_code = 3

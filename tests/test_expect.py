@@ -346,3 +346,59 @@ def test_fabric_check_prints_each_expectation(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["check", str(f)])
     assert result.exit_code == 1
     assert "ex.yaml:13: expect[0]: kv.chunk_p99: '1Gbps' is a rate" in result.output
+
+
+# ---- after a run: the table, expectations.json, exit status 3 ---------------------------------
+
+def test_judge_writes_and_names_the_failure(tmp_path: Path) -> None:
+    import json
+
+    from fabric.errors import ExpectationFailed
+    from fabric.kinds.base import judge_expectations
+
+    topo = topo_with("integrity == ok", "kv.chunk_p99 < 500us", "pauses == 0")
+    printed: list[str] = []
+    runs = [("dcqcn", RunFigures(run_summary())), ("none", RunFigures(run_summary()))]
+    failed = judge_expectations(topo, runs, tmp_path, printed.append)
+    assert isinstance(failed, ExpectationFailed)
+    assert failed.exit_code == 3
+    assert str(failed) == ("expectation failed: kv.chunk_p99 < 500us (ex.yaml:14) in dcqcn: "
+                           "measured 991 us, expected < 500us (and 3 more)")
+    assert [p.splitlines()[0] for p in printed] == ["expectations (dcqcn): 2 of 3 failed",
+                                                   "expectations (none): 2 of 3 failed"]
+    saved = json.loads((tmp_path / "expectations.json").read_text())
+    assert saved["ok"] is False
+    assert [r["variant"] for r in saved["runs"]] == ["dcqcn", "none"]
+    assert [o["passed"] for o in saved["runs"][0]["outcomes"]] == [True, False, False]
+    ok = topo_with("integrity == ok")
+    assert judge_expectations(ok, [(None, RunFigures(run_summary()))], tmp_path,
+                              printed.append) is None
+    assert json.loads((tmp_path / "expectations.json").read_text())["ok"] is True
+    assert judge_expectations(parse_topology(HEAD), [], tmp_path, printed.append) is None
+
+
+def test_the_cli_exits_3_for_a_failed_expectation() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from fabric.cli import FabricGroup
+    from fabric.errors import ExpectationFailed, FabricError
+
+    @click.group(cls=FabricGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def failing() -> None:
+        raise ExpectationFailed("expectation failed: goodput >= 1Gbps (ex.yaml:3): measured "
+                                "10 Mbit/s, expected >= 1Gbps")
+
+    @group.command()
+    def broken() -> None:
+        raise FabricError("the run had errors (see above)")
+
+    result = CliRunner().invoke(group, ["failing"])
+    assert result.exit_code == 3
+    assert result.output == ("fabric: expectation failed: goodput >= 1Gbps (ex.yaml:3): "
+                             "measured 10 Mbit/s, expected >= 1Gbps\n")
+    assert CliRunner().invoke(group, ["broken"]).exit_code == 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Kind", "RunContext", "RunOption"]
+__all__ = ["Kind", "RunContext", "RunOption", "judge_expectations"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +108,35 @@ class Kind:
     def commands(self) -> list[Any]:
         """Commands of this kind's own for the `fabric` CLI (click commands)."""
         return []
+
+
+def judge_expectations(topo: Any, runs: list[tuple[str | None, Any]], out_dir: Path,  # noqa: ANN401
+                       out: Callable[[str], None]) -> Exception | None:
+    """Judge `topo.expect` over each run's figures (`(variant label or None,
+    metrics.expect.RunFigures)`): print a table per run, write `expectations.json` into
+    `out_dir`; the `ExpectationFailed` to raise when any failed (the kind raises it after
+    its own run errors), else None."""
+    if not topo.expect:
+        return None
+    import json
+
+    from ..errors import ExpectationFailed
+    from ..metrics.expect import evaluate, expectations_json, render_expectations
+    from ..metrics.summary import jsonable
+
+    rows, failed = [], []
+    for label, figures in runs:
+        outcomes = evaluate(topo.expect, figures)
+        out(render_expectations(outcomes, label))
+        rows.append({"variant": label, "outcomes": expectations_json(outcomes)})
+        failed += [(label, o) for o in outcomes if not o.passed]
+    (out_dir / "expectations.json").write_text(json.dumps(jsonable(
+        {"schema": "fabric.expect/1", "topology": topo.source, "ok": not failed,
+         "runs": rows}), indent=1))
+    if not failed:
+        return None
+    label, first = failed[0]
+    e = first.expectation
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return ExpectationFailed(f"expectation failed: {e.text} ({topo.source}:{e.line})"
+                             f"{f' in {label}' if label else ''}: {first.why}{more}")

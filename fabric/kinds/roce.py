@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import FabricError
 from ..units import format_size
-from .base import Kind, RunContext, RunOption
+from .base import Kind, RunContext, RunOption, judge_expectations
 
 
 def _roce_flows(topo: Any) -> bool:  # noqa: ANN401
@@ -105,8 +105,15 @@ class RoceKind(Kind):
                 ctx.out(f"error: {r.variant.label}: {err}")
         ctx.out(f"wrote {out_dir}/ ({', '.join(p.name for p in files)}, one directory per "
                 "variant)")
+        from ..metrics.expect import RunFigures
+
+        failed = judge_expectations(
+            topo, [(r.variant.label if len(results) > 1 else None,
+                    RunFigures(r.summary, r.metrics)) for r in results], out_dir, ctx.out)
         if any(r.errors for r in results):
             raise FabricError("the run had errors (see above)")
+        if failed is not None:
+            raise failed
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
         """The comparison table from comparison.json (each variant's own directory holds

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError
-from .base import Kind, RunContext
+from .base import Kind, RunContext, judge_expectations
 
 
 def _transport_lines(per_node: Mapping[str, Mapping[str, int]],
@@ -70,7 +70,14 @@ class TrafficKind(Kind):
         files = write_run(ctx.out_dir, summary, result.chunk_records, result.transfer_records,
                           result.links)
         ctx.out(f"wrote {ctx.out_dir}/ ({', '.join(sorted(p.name for p in files.values()))})")
-        if result.errors or not summary["integrity"]["ok"]:
+        from ..metrics.expect import RunFigures
+
+        failed = judge_expectations(topo, [(None, RunFigures(summary))], ctx.out_dir, ctx.out)
+        if result.errors:
+            raise FabricError("the run had errors (see above)")
+        if failed is not None:
+            raise failed
+        if not summary["integrity"]["ok"]:
             raise FabricError("the run had errors (see above)")
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
