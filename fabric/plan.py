@@ -335,9 +335,7 @@ def _link_layer(shape: Shape, roce: set[str], sender: str) -> Shape:
 
 def _switch_plan(name: str, plan: FabricPlan) -> SwitchNodePlan:
     ports: list[SwitchPort] = []
-    by_dev: dict[str, int] = {}
     local = [plan.nodes[name].loopback]
-    connected: list[tuple[str, int]] = []
     for lp in plan.links:
         for me, other, fabric_shape in ((lp.a, lp.b, lp.link.forward),
                                         (lp.b, lp.a, lp.link.reverse)):
@@ -348,25 +346,36 @@ def _switch_plan(name: str, plan: FabricPlan) -> SwitchNodePlan:
                     f"{lp.name}: a RoCE switch port needs a rate (its egress serialises at the "
                     f"port rate): give the link `rate:`", file=plan.topology.source,
                     line=lp.link.line)
-            by_dev[me.dev] = len(ports)
             ports.append(SwitchPort(dev=me.dev, peer=other.node, peer_address=other.address,
                                     rate_bps=fabric_shape.rate_bps,
                                     delay_ns=fabric_shape.delay_ns, mtu=fabric_shape.mtu))
             local.append(me.address)
-            connected.append((other.address, by_dev[me.dev]))
-    table: dict[str, tuple[int, ...]] = {addr: (port,) for addr, port in connected}
     netns = plan.nodes[name].netns
-    for r in plan.routes:
+    switch_spec(name, ports, plan.topology)  # what the process would refuse fails here
+    return SwitchNodePlan(node=name, netns=netns, ports=tuple(ports),
+                          routes=switch_table(name, plan, plan.routes), local=tuple(local))
+
+
+def switch_table(name: str, plan: FabricPlan, routes: list[AddRoute]
+                 ) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """RoCE switch `name`'s forwarding table from `routes` (the plan's, or routes computed
+    again without failed links): each directly connected neighbour on its port, and per
+    routed destination the ECMP set of its egress ports. Ports are numbered over every link
+    of the switch, up or down, as the switch process numbers them."""
+    by_dev: dict[str, int] = {}
+    table: dict[str, tuple[int, ...]] = {}
+    for lp in plan.links:
+        for me, other in ((lp.a, lp.b), (lp.b, lp.a)):
+            if me.node == name:
+                by_dev[me.dev] = len(by_dev)
+                table[other.address] = (by_dev[me.dev],)
+    netns = plan.nodes[name].netns
+    for r in routes:
         if r.netns != netns:
             continue
         idx = tuple(sorted({by_dev[dev] for _, dev in r.nexthops}))
-        if r.dst == "default":
-            table["default"] = idx
-        else:
-            table[r.dst.split("/")[0]] = idx
-    switch_spec(name, ports, plan.topology)  # what the process would refuse fails here
-    return SwitchNodePlan(node=name, netns=netns, ports=tuple(ports),
-                          routes=tuple(sorted(table.items())), local=tuple(local))
+        table["default" if r.dst == "default" else r.dst.split("/")[0]] = idx
+    return tuple(sorted(table.items()))
 
 
 def switch_spec(name: str, ports: list[SwitchPort] | tuple[SwitchPort, ...],

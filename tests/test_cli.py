@@ -20,8 +20,8 @@ from fabric.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
-COMMANDS = ("agent", "check", "doctor", "down", "exec", "export", "kv", "report", "run",
-            "schedule", "status", "up")
+COMMANDS = ("agent", "check", "doctor", "down", "exec", "export", "kv", "link", "node",
+            "report", "run", "schedule", "status", "up")
 
 # `fabric: FILE:LINE: key: message` (the key is absent only for YAML syntax errors)
 ERROR_LINE = re.compile(r"^fabric: (?P<file>[^:]+):(?P<line>\d+): (?P<rest>.+)$")
@@ -79,7 +79,7 @@ def test_shipped_topologies_present() -> None:
                                          "prfaas-dense.yaml", "roce-incast.yaml",
                                          "roce-alltoall.yaml", "roce-mixed.yaml",
                                          "memsem-single.yaml", "memsem-two-tier.yaml",
-                                         "memsem-roce.yaml"}
+                                         "memsem-roce.yaml", "failover.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

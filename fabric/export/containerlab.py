@@ -383,6 +383,13 @@ def _warn_sections(topo: Topology, plan: FabricPlan, warn: _Warnings) -> None:
                  "time, so links get the file's own (fabric-time) rates and delays and a run's "
                  "figures are wall-clock; to emulate the scaled host instead, edit netem.sh "
                  f"(rate / {topo.time_scale:g}, delays x {topo.time_scale:g})")
+    if topo.events is not None:
+        warn.add(f"events: ({len(topo.events.steps)} steps) not exported: containerlab has no "
+                 "timeline; apply them with `containerlab tools netem set` and `ip link set "
+                 "... down` inside the nodes, and routing does not reconverge by itself")
+    if topo.expect:
+        warn.add(f"expect: ({len(topo.expect)} lines) is judged by `fabric run --agents`: "
+                 "figures that need this host's link or switch counters fail there")
     roce = roce_switches(topo)
     if roce:
         warn.add("RoCE switches (`switches:`) forward in their container's kernel: fabric's "

@@ -116,6 +116,13 @@ def _warn_sections(topo: Topology, warn: list[str]) -> None:
             warn.append(f"{what} not exported: the simulator has no model for it; its links "
                         "export as plain links and switches, and only `traffic:` flows become "
                         "simulator flows")
+    if topo.events is not None:
+        warn.append(f"events: ({len(topo.events.steps)} steps) not exported: the simulator "
+                    "takes at most one link failure (LINK_DOWN time src dst, left at 0 0 0) "
+                    "and no restore, rate or loss change, or routing detection time")
+    if topo.expect:
+        warn.append(f"expect: ({len(topo.expect)} lines) not exported: judge the simulator's "
+                    "fct.txt yourself")
     if topo.time_scale != 1:
         warn.append(f"time_scale {topo.time_scale:g} not applied: the export is in fabric time "
                     "(the rates and delays the file states); the simulator needs no slow-down")

@@ -104,6 +104,11 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
             f"this file runs as {kind.title}, which has no figures to judge expectations by "
             "(traffic runs and RoCE comparisons have): remove the section",
             file=topo.source, line=topo.expect[0].line, key="expect")
+    if topo.events is not None and not kind.runs_events:
+        raise TopologyError(
+            f"this file runs as {kind.title}, which applies no event timeline (traffic runs "
+            "and RoCE comparisons do): remove the section",
+            file=topo.source, line=topo.events.line, key="events")
     return kind, kind.prepare(topo, options)
 
 
@@ -138,6 +143,12 @@ def check_lines(topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
     """`fabric check`'s lines for the file's sections, in registry order, then one per
     expectation."""
     lines = [line for k in kinds() for line in k.check_lines(topo, plan)]
+    if topo.events is not None:
+        from ..units import format_time
+
+        ev = topo.events
+        lines.append(f"events: {len(ev.steps)} steps up to {format_time(ev.last_ns)}, routing "
+                     f"reacts {format_time(ev.detect_ns)} after a link changes")
     if topo.expect:
         from ..metrics.expect import figure_of
 
@@ -163,6 +174,10 @@ def check_agents(kind: Kind, topo: Any, remote: bool) -> None:  # noqa: ANN401
     if not kind.through_agents:
         raise FabricError(f"--agents does not apply to {topo.source}: it runs as {kind.title}, "
                           "whose nodes run only here")
+    if remote and topo.events is not None:
+        raise FabricError(f"{topo.source}: its events change links of a fabric this host "
+                          "built; a fabric built elsewhere is changed by its own tools "
+                          "(containerlab tools netem)")
     if remote and topo.traffic is not None and kind.background_traffic:
         raise FabricError(f"{topo.source}: its traffic section would run as background load, "
                           "which runs only on a fabric built here; through agents alone, run "

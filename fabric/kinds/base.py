@@ -58,6 +58,7 @@ class Kind:
     background_traffic: bool = False  # else: runs it as background load beside (else refused)
     through_agents: bool = False  # its nodes can run through node agents (`run --agents`)
     expects: bool = False  # its run judges the file's `expect:` lines (metrics.expect figures)
+    runs_events: bool = False  # its run applies the file's `events:` timeline (run.events)
 
     def validate(self, topo: Any) -> Any:  # noqa: ANN401
         """Check what the file's sections ask of this kind's cores (which the data-only

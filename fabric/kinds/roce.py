@@ -20,6 +20,7 @@ class RoceKind(Kind):
     title = "a RoCE comparison"
     result_file = "comparison.json"
     through_agents = True
+    runs_events = True
     expects = True
     runs_traffic = True
     describes = ("A file with RoCE switches or RoCE flows runs once per --cc policy and --pfc "
@@ -96,9 +97,13 @@ class RoceKind(Kind):
                                agents=ctx.fabric.agents)
         ctx.out(render(results, topo))
         if results:
-            from .traffic import machine_lines
+            from .traffic import event_lines, machine_lines
 
             machine_lines(results[0].summary.get("meta", {}).get("machines", {}), ctx.out)
+            for r in results:
+                if r.summary.get("meta", {}).get("events"):
+                    ctx.out(f"{r.variant.label}:")
+                    event_lines(r.summary, ctx.out)
         files = [write_comparison(results, topo, out_dir), *write_plots(results, topo, out_dir)]
         for r in results:
             for err in r.errors:

@@ -33,6 +33,7 @@ class TrafficKind(Kind):
     title = "a traffic run"
     result_file = "summary.json"
     through_agents = True
+    runs_events = True
     expects = True
     runs_traffic = True
     compares = True
@@ -46,7 +47,7 @@ class TrafficKind(Kind):
 
         topo, state = ctx.topo, ctx.state
         result = run_traffic(state, topo, timeout=ctx.timeout, progress=progress_printer(),
-                             agents=ctx.fabric.agents)
+                             agents=ctx.fabric.agents, plan=ctx.plan)
         meta = {
             "fabric": topo.name, "run_id": state.run_id, "backend": state.backend,
             "time_scale": topo.time_scale, "topology": topo.source,
@@ -56,10 +57,15 @@ class TrafficKind(Kind):
             "wall_seconds": (result.ended_ns - result.started_ns) / 1e9,
             "transport": result.transport,  # node -> its transports' counters
             "machines": machines(result),  # nodes run by agents, flows crossing machines
+            "events": result.events,  # the timeline as applied (runner's clock)
+            "started_ns": result.started_ns,  # the shared start (runner's clock)
         }
         summary = summarise(result.chunk_records, result.transfer_records,
                             time_scale=topo.time_scale, meta=meta, links=result.links)
+        if result.recovery:
+            summary["recovery"] = result.recovery
         ctx.out(render_table(summary))
+        event_lines(summary, ctx.out)
         _transport_lines(meta["transport"], ctx.out)
         machine_lines(meta["machines"], ctx.out)
         links_text = render_links(summary)
@@ -88,6 +94,7 @@ class TrafficKind(Kind):
         out(render_table(summary))
         _transport_lines(summary.get("meta", {}).get("transport", {}), out)
         machine_lines(summary.get("meta", {}).get("machines", {}), out)
+        event_lines(summary, out)
         links_text = render_links(summary)
         if links_text:
             out(links_text)
@@ -139,3 +146,16 @@ def machine_lines(info: Mapping[str, Any], out: Callable[[str], None]) -> None:
         more = f" and {len(flows) - 6} more" if len(flows) > 6 else ""
         out(f"one-way latencies cross machines for {shown}{more}: the clocks' error is in "
             "them")
+
+
+def event_lines(summary: Mapping[str, Any], out: Callable[[str], None]) -> None:
+    """The event timeline as applied, and what each failure did (from summary.json)."""
+    log = summary.get("meta", {}).get("events") or []
+    if not log:
+        return
+    from ..run.events import render_events
+
+    out("events (fabric time from the start; measured on the fabric):")
+    for line in render_events(log, summary.get("recovery", {}), summary.get("time_scale", 1.0),
+                              summary.get("meta", {}).get("started_ns", 0)):
+        out(line)

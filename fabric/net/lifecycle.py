@@ -350,7 +350,14 @@ def switch_config(plan: FabricPlan, node: str, state_dir: Path, *,
         "settings": settings,
         "seed": sorted(plan.nodes).index(node),
         "stats_path": str(switch_stats_path(state_dir, node)),
+        # routing reconverged (`net.routing`): the table to forward by instead, on SIGUSR1
+        "routes_path": str(switch_routes_path(state_dir, node)),
     }
+
+
+def switch_routes_path(state_dir: Path, node: str) -> Path:
+    """Where routing writes RoCE switch `node`'s reconverged table (`fabric.net.routing`)."""
+    return state_dir / f"switch-{node}.routes.json"
 
 
 def switch_stats_path(state_dir: Path, node: str) -> Path:
@@ -372,6 +379,8 @@ def read_switch_stats(state: FabricState, nodes: Iterable[str]) -> dict[str, Any
 def start_switches(plan: FabricPlan, state: FabricState, *, pfc: bool | None = None) -> None:
     """Start (or restart, with fresh counters) the switch process of every RoCE switch."""
     stop_switches(state)
+    for node in plan.switches:  # a fresh switch forwards by the plan's table
+        switch_routes_path(state.dir, node).unlink(missing_ok=True)
     macs = _peer_macs(plan) if plan.link_backend.ethernet else {}
     for node in plan.switches:
         cfg = switch_config(plan, node, state.dir, pfc=pfc)

@@ -271,7 +271,8 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             vt = _with_cc(topo, v.cc)
             for w in cc_warnings(vt):
                 say(f"warning: {w}")
-            result = run_traffic(state, vt, timeout=timeout, progress=progress, agents=agents)
+            result = run_traffic(state, vt, timeout=timeout, progress=progress, agents=agents,
+                                 plan=plan)
             time.sleep(0.3)  # switches write statistics every 0.25 s
             if plan.switches:
                 stop_switches(state)  # each writes its final statistics on the way out
@@ -279,9 +280,12 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             meta = {"fabric": topo.name, "variant": v.label, "cc": v.cc, "pfc": v.pfc,
                     "time_scale": topo.time_scale, "topology": topo.source,
                     "errors": result.errors, "timed_out": result.timed_out,
-                    "machines": machines(result)}
+                    "machines": machines(result), "events": result.events,
+                    "started_ns": result.started_ns}
             summary = summarise(result.chunk_records, result.transfer_records,
                                 time_scale=topo.time_scale, meta=meta, links=result.links)
+            if result.recovery:
+                summary["recovery"] = result.recovery
             metrics = variant_metrics(topo, result, summary, switches)
             vr = VariantResult(v, metrics, summary, switches, list(result.errors))
             if not summary["integrity"]["ok"]:

@@ -33,7 +33,7 @@ from fabric.node.session import Done, Go, Nodes, Progress, Records, Stop
 from fabric.node.spawn import NodeProcess, reap
 from fabric.topology.document import Topology
 from fabric.traffic import Transfer, schedule
-from fabric.units import format_size
+from fabric.units import format_size, format_time
 from fabric.wire.udp import mss_for_mtu
 
 READY_TIMEOUT = 30.0
@@ -59,12 +59,14 @@ class RunResult:
     # are already moved onto the runner's clock)
     clocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     chunk_receivers: list[str] = field(default_factory=list)  # per chunk record: who sent it
+    events: list[dict[str, Any]] = field(default_factory=list)  # the timeline as applied
+    recovery: dict[str, Any] = field(default_factory=dict)  # what each failure did
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
                 progress: Callable[[str, bool], None] | None = None,
                 transfers: list[Transfer] | None = None,
-                agents: AgentBook | None = None) -> RunResult:
+                agents: AgentBook | None = None, plan: Any = None) -> RunResult:  # noqa: ANN401
     """Run `topo`'s traffic (or the given `transfers`) on the running fabric `state`; the
     nodes `agents` lists run through their agents, the others are forked here."""
     if transfers is None:
@@ -79,17 +81,22 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     pool_for(seed, max((spec.nbytes for t in transfers for spec in chunks_of(t)), default=0))
     procs: list[NodeProcess] = []
     result.ready_seconds = time.monotonic()  # completed in _orchestrate
+    timeline = _timeline(state, topo, plan, timeout)
     try:
         for name in names:
             local = agents is None or name not in agents.agents
             procs.append(start_node(name, state.netns_of(name) if local else None, procs,
                                     serve_node, agents))
-        trio.run(_orchestrate, state, topo, transfers, procs, result, timeout, progress)
+        trio.run(_orchestrate, state, topo, transfers, procs, result, timeout, progress,
+                 timeline)
         end_clocks(procs, agents)
     finally:
         for p in procs:
             p.ctl.close()
         killed = reap(procs, grace=5.0)
+        if timeline is not None:
+            result.events = timeline.log
+            result.errors += [f"after the events: {p}" for p in timeline.restore()]
     for p in procs:
         if p.name in result.died:
             result.errors.append(f"node {p.name} died mid-run ({p.describe_exit()}); the "
@@ -100,6 +107,17 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
             result.errors.append(f"node {p.name} ended badly ({p.describe_exit()})")
     result.links = link_delta(before, read_link_stats(state, fresh_after_ns=result.ended_ns))
     onto_runner_clock(result, procs)
+    if timeline is not None:
+        from fabric.run.events import recovery
+
+        result.recovery = recovery(result.events, topo, result.transfer_records,
+                                   result.chunk_records, result.chunk_receivers)
+        left = [s.label for s in timeline.events.steps[len(
+            [e for e in result.events if e["action"] != "converge"]):]]
+        if left:
+            result.errors.append(f"the run ended before {len(left)} event step"
+                                 f"{'s' if len(left) > 1 else ''} (first: {left[0]}): make "
+                                 "the traffic last longer or the events earlier")
     _account_unreported(result)
     if result.timed_out:
         result.errors.append(_stuck(result))
@@ -156,6 +174,28 @@ def machines(result: RunResult) -> dict[str, Any]:
             f["error_ns"] = max(f["error_ns"], e)
             f["hosts"] = sorted(set(f["hosts"]) | {a, b})
     return {"runner": here, "nodes": result.clocks, "flows": flows}
+
+
+def _timeline(state: FabricState, topo: Topology, plan: Any, timeout: float
+              ) -> Any:  # noqa: ANN401 - a run.events.Timeline or None
+    """The file's event timeline for this run, or None; FabricError when a step is timed
+    after the run's timeout (it could never apply)."""
+    events = topo.events
+    if events is None or not events.steps:
+        return None
+    from fabric.run.events import Timeline
+
+    last = events.steps[-1]
+    if last.at_ns * topo.time_scale / 1e9 >= timeout:
+        raise FabricError(f"{topo.source}:{last.line}: events.timeline: {last.label} at "
+                          f"{format_time(last.at_ns)} (fabric time; "
+                          f"{last.at_ns * topo.time_scale / 1e9:.3g} s on this host) comes "
+                          f"after the run's timeout ({timeout:g} s): raise --timeout")
+    if plan is None:
+        from fabric.plan import plan_fabric
+
+        plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
+    return Timeline(state, plan, topo, events)
 
 
 def _stuck(result: RunResult) -> str:
@@ -253,7 +293,8 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
 
 async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Transfer],
                        procs: list[NodeProcess], result: RunResult, run_timeout: float,
-                       progress: Callable[[str, bool], None] | None) -> None:
+                       progress: Callable[[str, bool], None] | None,
+                       timeline: Any = None) -> None:  # noqa: ANN401 - a run.events.Timeline
     nodes = Nodes({p.name: p.ctl for p in procs}, offsets={p.name: p.offset_ns for p in procs})
     total = sum(t.nbytes for t in transfers)
     rx: dict[str, int] = {p.name: 0 for p in procs}
@@ -308,6 +349,8 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
         for p in procs:
             nursery.start_soon(listen, p)
         nursery.start_soon(show_progress)
+        if timeline is not None:
+            nursery.start_soon(timeline.run, t0)
         with trio.move_on_after(run_timeout) as scope:
             async with trio.open_nursery() as waiters:
                 async def wait(ev: trio.Event) -> None:

@@ -735,6 +735,12 @@ class SwitchCore:
         cache[key] = out
         return out
 
+    def set_routes(self, routes: Mapping[int, tuple[int, ...]]) -> None:
+        """Replace the forwarding table (routing reconverged after a link changed): flows
+        hash again over the new ECMP sets; packets already queued leave where they are."""
+        self._routes = {dst: tuple(sorted(set(m))) for dst, m in routes.items()}
+        self._flow_cache.clear()
+
     def ecmp_port(self, src: int, dst: int, proto: int, sport: int, dport: int) -> int | None:
         """The egress port a flow to `dst` takes (None without a route)."""
         members = self._routes.get(dst)

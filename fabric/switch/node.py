@@ -24,6 +24,7 @@ import contextlib
 import heapq
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -82,6 +83,21 @@ def device_tx_drops() -> dict[str, int]:
     return out
 
 
+def routes_of(table: list[Any], all_addresses: Any = ()) -> dict[int, tuple[int, ...]]:  # noqa: ANN401
+    """The core's routes from a table of (destination or "default", egress ports)."""
+    routes: dict[int, tuple[int, ...]] = {}
+    default = None
+    for dst, idx in table:
+        if dst == "default":
+            default = tuple(idx)
+        else:
+            routes[ip_int(dst)] = tuple(idx)
+    if default is not None:  # a switch with one neighbour: every known address goes there
+        for addr in all_addresses:
+            routes.setdefault(ip_int(addr), default)
+    return routes
+
+
 def build_spec(cfg: dict[str, Any]) -> SwitchSpec:
     """The core's spec from the process config (`fabric.net.lifecycle.switch_config`)."""
     ports = tuple(PortSpec(name=p["dev"], rate_bps=p["rate_bps"], delay_ns=p["delay_ns"],
@@ -91,16 +107,7 @@ def build_spec(cfg: dict[str, Any]) -> SwitchSpec:
                   lossless=c["lossless"], weight=c["weight"], strict=c["strict"],
                   red=None if c["red"] is None else RedParams(*c["red"]))
         for c in cfg["classes"])
-    routes: dict[int, tuple[int, ...]] = {}
-    default = None
-    for dst, idx in cfg["routes"]:
-        if dst == "default":
-            default = tuple(idx)
-        else:
-            routes[ip_int(dst)] = tuple(idx)
-    if default is not None:  # a switch with one neighbour: every known address goes there
-        for addr in cfg.get("all_addresses", ()):
-            routes.setdefault(ip_int(addr), default)
+    routes = routes_of(cfg["routes"], cfg.get("all_addresses", ()))
     s = cfg["settings"]
     return SwitchSpec(
         name=cfg["node"], ports=ports, classes=classes, routes=routes,
@@ -134,6 +141,7 @@ class SwitchNode:
         self.tx_errors = 0
         self.pfc_errors = 0
         self.ring_base: dict[str, int] = {}
+        self.route_reloads = 0
 
     # time
 
@@ -303,7 +311,30 @@ class SwitchNode:
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._pfc_loop)
             nursery.start_soon(self._stats_loop)
+            nursery.start_soon(self._routes_loop)
             task_status.started()
+
+    async def _routes_loop(self) -> None:
+        """SIGUSR1: routing reconverged (`fabric.net.routing`): load the table it wrote."""
+        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+            self.reload_routes()  # one that came before the receiver was installed
+            async for _ in signals:
+                self.reload_routes()
+
+    def reload_routes(self) -> None:
+        path = self.cfg.get("routes_path")
+        if not path:
+            return
+        try:
+            with open(path) as fh:
+                table = json.load(fh)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"switch {self.cfg['node']}: routes {path}: {exc}\n")
+            return
+        self.core.set_routes(routes_of(table, self.cfg.get("all_addresses", ())))
+        self.route_reloads += 1
 
     # statistics
 
@@ -316,7 +347,7 @@ class SwitchNode:
         out.update(node=self.cfg["node"], pid=os.getpid(), final=final,
                    time_scale=self.scale, t0_monotonic_ns=self.t0,
                    monotonic_ns=time.monotonic_ns(), tx_errors=self.tx_errors,
-                   pfc_errors=self.pfc_errors)
+                   pfc_errors=self.pfc_errors, route_reloads=self.route_reloads)
         return out
 
     def write_stats(self, *, final: bool = False) -> None:
@@ -346,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     set_timer_slack(1)
     keep_freed_memory()
     set_thread_name(f"fabsw-{cfg['node']}"[:15])
+    # a reload signal before its receiver is up must not end the switch (the receiver reads
+    # the routes file once it starts)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         trio.run(serve_until_signal, node.serve)
     finally:

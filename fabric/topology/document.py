@@ -21,6 +21,7 @@ from .model import (
 )
 
 if TYPE_CHECKING:
+    from .events import Events
     from .expect import Expectation
     from .lpu import LpuSpec
     from .memory import MemorySpec
@@ -49,6 +50,7 @@ class Topology:
     switches: SwitchSettings | None = None
     memory: MemorySpec | None = None  # memory-semantic switches (`memory:`)
     expect: tuple[Expectation, ...] = ()  # what must hold after a run (`expect:`)
+    events: Events | None = None  # link and node changes during a run (`events:`)
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:

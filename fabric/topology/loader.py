@@ -72,7 +72,7 @@ TIME_SCALE_MIN, TIME_SCALE_MAX = 0.001, 10_000.0
 _PROPERTY = {p.key: p for p in LINK_PROPERTIES}
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links", "traffic", "lpu", "prfaas", "switches", "memory", "expect")
+             "links", "traffic", "lpu", "prfaas", "switches", "memory", "expect", "events")
 _CLASS_KEYS = ("name", "dscp", "priority", "lossless", "tcp_cc", "weight", "strict", "ecn", "cc",
                "cc_params")
 _SWITCH_KEYS = ("buffer", "buffer_mode", "pfc", "xoff", "xon", "int")
@@ -195,6 +195,12 @@ class _Parser(Walker):
 
             memory = parse_memory(self, top["memory"][1], nodes, links + generated)
 
+        events = None
+        if "events" in top:
+            from fabric.topology.events import parse_events
+
+            events = parse_events(self, top["events"][1], nodes, tuple(links + generated))
+
         expect: tuple[Any, ...] = ()
         if "expect" in top:  # figure names are checked by `fabric.kinds.load`
             from fabric.topology.expect import parse_expect
@@ -210,6 +216,7 @@ class _Parser(Walker):
             switches=switches,
             memory=memory,
             expect=expect,
+            events=events,
             links=tuple(links + generated),
             classes=classes,
             time_scale=time_scale,

@@ -1,0 +1,119 @@
+"""Routing that reacts like a fabric's would: after links fail or come back, every node's
+routes are computed again over the links that are up (the same shortest paths and ECMP sets as
+at bring-up, `plan.compute_routes`) and the difference is installed: the kernel routes of every
+namespace (routes replaced, a destination no path reaches withdrawn, one reachable again
+restored) and each RoCE switch process's forwarding table (written to its routes file, then
+SIGUSR1: the switch loads it and hashes flows over the new ECMP sets).
+
+The caller decides when: `fabric run`'s event timeline calls `converge` a detection time
+(`events.detect`, modelling BFD or the routing protocol's timers) after the links change.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import FabricError
+from ..plan import AddRoute, FabricPlan, compute_routes, switch_table
+from .kernel import Kernel, KernelError
+from .lifecycle import FabricState, switch_routes_path
+
+__all__ = ["RouteChange", "converge", "routes_without"]
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    replaced: int  # routes whose next hops changed
+    withdrawn: int  # destinations no longer reachable from a node
+    restored: int  # destinations reachable again
+    switches: int  # RoCE switch tables reloaded
+
+    @property
+    def total(self) -> int:
+        return self.replaced + self.withdrawn + self.restored
+
+
+def routes_without(plan: FabricPlan, down: Iterable[frozenset[str]]) -> list[AddRoute]:
+    """The fabric's routes with the links in `down` (each as its two node names) failed."""
+    gone = set(down)
+    return compute_routes(plan.nodes, [lp for lp in plan.links
+                                       if frozenset((lp.a.node, lp.b.node)) not in gone])
+
+
+def converge(state: FabricState, plan: FabricPlan, old: list[AddRoute],
+             new: list[AddRoute]) -> RouteChange:
+    """Install `new` where it differs from `old` (what is installed now). FabricError if a
+    namespace refuses a route (the fabric is then between the two: the caller reports it)."""
+    before = {(r.netns, r.dst): r for r in old}
+    after = {(r.netns, r.dst): r for r in new}
+    replaced = withdrawn = restored = 0
+    try:
+        with Kernel() as k:
+            for key, r in after.items():
+                was = before.get(key)
+                if was is None:
+                    _route(k, "replace", r)
+                    restored += 1
+                elif was.nexthops != r.nexthops:
+                    _route(k, "replace", r)
+                    replaced += 1
+            for key, r in before.items():
+                if key not in after:
+                    _route(k, "del", r)
+                    withdrawn += 1
+    except (KernelError, NetlinkError, OSError) as e:
+        raise FabricError(f"routing could not reconverge: {e}") from None
+    switches = 0
+    for sw in plan.switches:
+        if plan.nodes[sw].netns not in {r.netns for r in (*old, *new)}:
+            continue
+        if _table(plan, sw, old) == (table := _table(plan, sw, new)):
+            continue
+        _reload_switch(state, sw, table)
+        switches += 1
+    return RouteChange(replaced, withdrawn, restored, switches)
+
+
+def _table(plan: FabricPlan, sw: str, routes: list[AddRoute]) -> list[list[object]]:
+    return [[dst, list(idx)] for dst, idx in switch_table(sw, plan, routes)]
+
+
+def _reload_switch(state: FabricState, sw: str, table: list[list[object]]) -> None:
+    """Hand RoCE switch `sw` its new table: the file first (atomically), then the signal."""
+    path = switch_routes_path(state.dir, sw)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table))
+    tmp.replace(path)
+    pid = state.switch_pids.get(sw)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+
+
+def _route(k: Kernel, op: str, r: AddRoute) -> None:
+    h = k.handle(r.netns)
+    dst = "0.0.0.0/0" if r.dst == "default" else r.dst
+    if op == "del":
+        try:
+            h.route("del", dst=dst)
+        except NetlinkError as e:
+            if e.code != errno.ESRCH:  # gone already: the kernel drops routes of a downed device
+                raise
+        return
+    kw: dict[str, object] = {"dst": dst, "prefsrc": r.src}
+    if len(r.nexthops) == 1:
+        gw, dev = r.nexthops[0]
+        kw.update(gateway=gw, oif=k.ifindex(r.netns, dev))
+    else:
+        kw["multipath"] = [{"gateway": gw, "oif": k.ifindex(r.netns, dev)}
+                           for gw, dev in r.nexthops]
+    h.route("replace", **kw)

@@ -1,0 +1,247 @@
+"""Apply a file's `events:` timeline during a run, and say what each event did to the traffic.
+
+`Timeline.run(t0)` runs beside the run's nodes from the shared start time: each step at its
+fabric time (times `time_scale` on the host clock) through `fabric.net.live` (link down/up,
+property changes, node down/up), and, `events.detect` after any change of a link's state,
+routing reconverges over the links up then (`fabric.net.routing`). `restore()` puts the
+fabric back as the file describes it (links up, file values, the plan's routes), also after
+an error, so a kept fabric or the next variant starts clean.
+
+`recovery(...)` reads the run's records against the applied log: per failure, the transfers
+in flight whose shortest paths can cross the failed link, how long until each got a chunk
+through again (first chunk completed after the failure), and their completion times against
+those of the transfers the failure did not touch. All of it is measured on the fabric.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trio
+
+from fabric.errors import FabricError
+from fabric.metrics.records import ChunkRecord, TransferRecord
+from fabric.net.lifecycle import FabricState
+from fabric.plan import AddRoute, FabricPlan
+from fabric.topology.document import Topology
+from fabric.topology.events import Events, EventStep, links_down
+from fabric.units import format_time
+
+__all__ = ["Timeline", "recovery", "render_events"]
+
+
+@dataclass
+class Timeline:
+    state: FabricState
+    plan: FabricPlan
+    topo: Topology
+    events: Events
+    log: list[dict[str, Any]] = field(default_factory=list)
+    _applied: list[EventStep] = field(default_factory=list)
+    _routes: list[AddRoute] = field(default_factory=list)
+    _set_links: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._routes = list(self.plan.routes)
+
+    async def run(self, t0_ns: int) -> None:
+        """Every step at its time; converges `detect` after each change of link state."""
+        ts = self.topo.time_scale
+        async with trio.open_nursery() as nursery:
+            for step in self.events.steps:
+                due = t0_ns + round(step.at_ns * ts)
+                await trio.sleep(max(0.0, (due - time.monotonic_ns()) / 1e9))
+                applied = time.monotonic_ns()
+                await trio.to_thread.run_sync(self._apply, step)
+                self._applied.append(step)
+                self.log.append({**step.to_dict(), "applied_ns": applied,
+                                 "done_ns": time.monotonic_ns(), "late_ns": applied - due})
+                if step.action != "set":
+                    nursery.start_soon(self._converge_after, applied, step)
+
+    async def _converge_after(self, changed_ns: int, step: EventStep) -> None:
+        await trio.sleep(self.events.detect_ns * self.topo.time_scale / 1e9)
+        t = time.monotonic_ns()
+        down = links_down(self._applied, self.topo.links)
+        change = await trio.to_thread.run_sync(self._converge, down)
+        self.log.append({"action": "converge", "after": step.label, "line": step.line,
+                         "at_ns": step.at_ns + self.events.detect_ns, "applied_ns": t,
+                         "done_ns": time.monotonic_ns(), "links_down": sorted(
+                             "--".join(sorted(k)) for k in down),
+                         "routes_changed": change.total, "switch_tables": change.switches})
+
+    def _apply(self, step: EventStep) -> None:
+        import fabric.net.live as live
+
+        if step.action == "down" and step.link:
+            live.link_down(self.state, *step.link)
+        elif step.action == "up" and step.link:
+            live.link_up(self.state, *step.link)
+        elif step.action == "node_down" and step.node:
+            live.node_down(self.state, step.node)
+        elif step.action == "node_up" and step.node:
+            live.node_up(self.state, step.node)
+        elif step.action == "set" and step.link:
+            props: dict[str, Any] = dict(step.props)
+            live.link_set(self.state, *step.link, direction=step.direction, **props)
+            self._set_links.add(step.link)
+
+    def _converge(self, down: set[frozenset[str]]) -> Any:  # noqa: ANN401 - a RouteChange
+        from fabric.net.routing import converge, routes_without
+
+        new = routes_without(self.plan, down)
+        change = converge(self.state, self.plan, self._routes, new)
+        self._routes = new
+        return change
+
+    def restore(self) -> list[str]:
+        """The fabric as the file describes it again; returns what could not be restored."""
+        import fabric.net.live as live
+
+        problems = []
+        for node in {s.node for s in self._applied if s.action == "node_down" and s.node}:
+            if node in _nodes_down(self._applied):
+                try:
+                    live.node_up(self.state, node)
+                except FabricError as e:
+                    problems.append(str(e))
+        for key in links_down([s for s in self._applied if s.action in ("down", "up")],
+                              self.topo.links):
+            a, b = sorted(key)
+            try:
+                live.link_up(self.state, a, b)
+            except FabricError as e:
+                problems.append(str(e))
+        for a, b in self._set_links:
+            link = next(lk for lk in self.topo.links if {lk.a, lk.b} == {a, b})
+            fields = ("rate_bps", "delay_ns", "jitter_ns", "loss_ppm", "queue_bytes",
+                      "ecn_bytes")
+            for shape, (x, y) in ((link.forward, (link.a, link.b)),
+                                  (link.reverse, (link.b, link.a))):
+                try:
+                    live.link_set(self.state, x, y, direction="a-b",
+                                  **{f: getattr(shape, f) for f in fields
+                                     if getattr(shape, f) is not None})
+                except FabricError as e:
+                    problems.append(str(e))
+        if self._routes != list(self.plan.routes):
+            try:
+                self._converge(set())
+            except FabricError as e:
+                problems.append(str(e))
+        return problems
+
+
+def _nodes_down(steps: list[EventStep]) -> set[str]:
+    down: set[str] = set()
+    for s in steps:
+        if s.action == "node_down" and s.node:
+            down.add(s.node)
+        elif s.action == "node_up" and s.node:
+            down.discard(s.node)
+    return down
+
+
+# ---- what the events did -------------------------------------------------------------------
+
+
+def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[TransferRecord],
+             chunks: list[ChunkRecord], chunk_receivers: list[str]) -> dict[str, Any]:
+    """Per failure (a link or node going down): the transfers in flight then whose shortest
+    paths can cross it, the time until each got a chunk through again, and the completion
+    times of the transfers it touched against those it did not. Times in fabric ns."""
+    from fabric.topology.graph import adjacency, search
+
+    ts = topo.time_scale
+    adj = adjacency(topo.links)
+    dist: dict[str, dict[str, int]] = {}
+
+    def hops(a: str) -> dict[str, int]:
+        if a not in dist:
+            dist[a] = search(a, lambda n: adj.get(n, ())).hops
+        return dist[a]
+
+    def crosses(src: str, dst: str, x: str, y: str) -> bool:
+        d = hops(src).get(dst)
+        if d is None:
+            return False
+        for p, q in ((x, y), (y, x)):
+            hp, hq = hops(src).get(p), hops(q).get(dst)
+            if hp is not None and hq is not None and hp + 1 + hq == d:
+                return True
+        return False
+
+    done_at: dict[tuple[str, int, str], list[int]] = {}
+    for c, dst in zip(chunks, chunk_receivers, strict=True):
+        if c.ok:
+            done_at.setdefault((c.flow, c.request, dst), []).append(c.t_last_ns)
+    for v in done_at.values():
+        v.sort()
+    events = []
+    for entry in log:
+        if entry["action"] not in ("down", "node_down"):
+            continue
+        t = entry["applied_ns"]
+        failed = [tuple(entry["link"])] if entry["action"] == "down" else [
+            (lk.a, lk.b) for lk in topo.links if entry["node"] in (lk.a, lk.b)]
+        in_flight = [r for r in transfers if r.t_start_ns and r.t_start_ns <= t
+                     and (not r.t_done_ns or r.t_done_ns > t)]
+        touched = [r for r in in_flight
+                   if any(crosses(r.src, r.dst, x, y) for x, y in failed)]
+        waits = []
+        stuck = []
+        for r in touched:
+            after = [x for x in done_at.get((r.flow, r.request, r.dst), []) if x > t]
+            if after:
+                waits.append((after[0] - t) / ts)
+            else:
+                stuck.append(f"{r.flow}#{r.request}")
+        others = [r for r in transfers if r.status == "ok" and r not in touched]
+        events.append({
+            "event": entry["label"], "line": entry["line"], "at_ns": entry["at_ns"],
+            "transfers_in_flight": len(in_flight), "transfers_touched": len(touched),
+            "recovery_ns": max(waits) if waits else None,
+            "recovery_p50_ns": float(np.percentile(waits, 50)) if waits else None,
+            "never_recovered": stuck,
+            "fct_touched_p50_ns": _pct([r for r in touched if r.status == "ok"], 50, ts),
+            "fct_touched_p99_ns": _pct([r for r in touched if r.status == "ok"], 99, ts),
+            "fct_others_p50_ns": _pct(others, 50, ts),
+            "fct_others_p99_ns": _pct(others, 99, ts),
+        })
+    rec = [e["recovery_ns"] for e in events if e["recovery_ns"] is not None]
+    return {"events": events, "max_ns": max(rec) if rec else None,
+            "mean_ns": float(np.mean(rec)) if rec else None,
+            "note": "recovery: from the failure to the first chunk completed again, per "
+                    "transfer in flight whose shortest paths can cross it (the worst is "
+                    "the event's); measured on the fabric, in fabric time"}
+
+
+def _pct(records: list[TransferRecord], q: float, ts: float) -> float | None:
+    fcts = [(r.t_done_ns - r.t_start_ns) / ts for r in records if r.t_done_ns and r.t_start_ns]
+    return float(np.percentile(fcts, q)) if fcts else None
+
+
+def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
+                  t0_ns: int) -> list[str]:
+    """The event lines of a run's printout."""
+    out = []
+    for e in log:
+        when = format_time(round((e["applied_ns"] - t0_ns) / ts))
+        if e["action"] == "converge":
+            out.append(f"  {when:>10}  routing converged after {e['after']}: "
+                       f"{e['routes_changed']} routes, {e['switch_tables']} switch tables "
+                       f"(links down: {', '.join(e['links_down']) or 'none'})")
+        else:
+            out.append(f"  {when:>10}  {e['label']} (line {e['line']})")
+    for ev in rec.get("events", []):
+        r = ev["recovery_ns"]
+        got = (f"recovered in {format_time(round(r))}" if r is not None
+               else "no transfer it touched was in flight")
+        if ev["never_recovered"]:
+            got += f"; never recovered: {', '.join(ev['never_recovered'][:4])}"
+        out.append(f"  {ev['event']}: {ev['transfers_touched']} of "
+                   f"{ev['transfers_in_flight']} transfers in flight could cross it; {got}")
+    return out

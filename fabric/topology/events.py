@@ -1,0 +1,279 @@
+"""The `events:` section: a timeline of link and node changes applied during `fabric run`.
+
+Times are fabric time from the run's start (the shared start time every node begins at), so
+`time_scale` applies as it does to the traffic. Each entry has `at` and one action:
+
+```yaml
+events:
+  detect: 50ms                 # routes and ECMP groups react this long after a link changes
+  timeline:
+    - {at: 2ms, down: [leaf-0, spine-0]}                  # a link fails ...
+    - {at: 6ms, up: [leaf-0, spine-0]}                    # ... and comes back
+    - {at: 1ms, flap: [leaf-1, spine-1], period: 2ms, count: 3}   # down half of each period
+    - {at: 3ms, set: [dc-a, dc-b], loss: 2%, rate: 10Gbps, direction: a-b}   # a step
+    - {at: 3ms, ramp: [dc-a, dc-b], rate: 1Gbps, over: 2ms, steps: 4}       # a ramp
+    - {at: 4ms, node_down: spine-0}                       # every link of a node
+    - {at: 8ms, node_up: spine-0}
+```
+
+The timeline is expanded into primitive steps in time order (a flap into its downs and ups,
+a ramp into its steps), and contradictions are refused at their line (a link taken down while
+it is down, brought up while up, a node brought up that is not down): what the file asks
+must be what the run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fabric.errors import TopologyError
+from fabric.units import format_time, parse_loss, parse_queue, parse_rate, parse_size, parse_time
+
+if TYPE_CHECKING:
+    import yaml
+
+    from fabric.topology.model import Link, Node, Shape
+    from fabric.topology.walker import Walker
+
+__all__ = ["ACTIONS", "EventStep", "Events", "contradiction", "links_down", "parse_events"]
+
+ACTIONS = ("down", "up", "flap", "set", "ramp", "node_down", "node_up")
+DIRECTIONS = ("a-b", "b-a", "both")
+_EVENTS_KEYS = ("detect", "timeline")
+# the properties a running link can change (both link backends change them in place)
+_PROPS: dict[str, tuple[str, Any, str]] = {
+    "rate": ("rate_bps", parse_rate, "a rate such as 10Gbps"),
+    "delay": ("delay_ns", parse_time, "a time such as 5ms"),
+    "jitter": ("jitter_ns", parse_time, "a time such as 1ms"),
+    "loss": ("loss_ppm", parse_loss, "a loss such as 1%"),
+    "queue": ("queue_bytes", parse_queue, "a size such as 256KiB"),
+    "ecn": ("ecn_bytes", parse_size, "a size such as 64KiB"),
+}
+_RAMPABLE = ("rate", "delay", "jitter", "loss")
+MAX_STEPS = 100_000  # primitive steps one timeline may expand to
+MAX_TIME_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class EventStep:
+    """One primitive change at fabric time `at_ns`: `down`/`up` of a link (`link` = (a, b)),
+    `set` of its properties (`props`: Shape field -> value, on `direction`), `node_down`/
+    `node_up` (`node`). `line` and `label` say which timeline entry it came from."""
+
+    at_ns: int
+    action: str
+    link: tuple[str, str] | None = None
+    node: str | None = None
+    direction: str = "both"
+    props: tuple[tuple[str, int], ...] = ()
+    line: int = 0
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at_ns": self.at_ns, "action": self.action, "link": self.link,
+                "node": self.node, "direction": self.direction, "props": dict(self.props),
+                "line": self.line, "label": self.label}
+
+
+@dataclass(frozen=True)
+class Events:
+    detect_ns: int
+    steps: tuple[EventStep, ...] = field(default_factory=tuple)
+    line: int = 0
+
+    @property
+    def last_ns(self) -> int:
+        return max((s.at_ns for s in self.steps), default=0)
+
+
+def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
+                 links: tuple[Link, ...]) -> Events:
+    """The section at `node`, checked against the fabric's nodes and links."""
+    from fabric.topology.walker import line_of
+
+    f = w.mapping(node, "events", _EVENTS_KEYS, required=("timeline",))
+    detect = 0
+    if "detect" in f:
+        detect = w.unit(f["detect"][1], "events.detect", parse_time, "a time such as 50ms")
+        if detect > MAX_TIME_NS:
+            raise w.error(f["detect"][1], "events.detect", "detect is longer than a day")
+    linked = {frozenset((lk.a, lk.b)): lk for lk in links}
+    shapes = {(lk.a, lk.b): lk.forward for lk in links} | {(lk.b, lk.a): lk.reverse
+                                                            for lk in links}
+    raw: list[EventStep] = []
+    for i, item in enumerate(w.sequence(f["timeline"][1], "events.timeline")):
+        path = f"events.timeline[{i}]"
+        e = w.mapping(item, path, ("at", "period", "count", "over", "steps", "direction",
+                                   *ACTIONS, *_PROPS))
+        if "at" not in e:
+            raise w.error(item, path, "missing required key 'at' (fabric time from the run's "
+                          "start, e.g. 2ms)")
+        at = w.unit(e["at"][1], f"{path}.at", parse_time, "a time such as 2ms")
+        if at > MAX_TIME_NS:
+            raise w.error(e["at"][1], f"{path}.at", "at is later than a day into the run")
+        acts = [a for a in ACTIONS if a in e]
+        if len(acts) != 1:
+            raise w.error(item, path, f"give exactly one action of {', '.join(ACTIONS)}" +
+                          (f" (got {' and '.join(acts)})" if acts else ""))
+        act = acts[0]
+        line = line_of(item)
+        label = f"{act} {_target_text(w, e[act][1])}"
+        allowed = {"down": (), "up": (), "flap": ("period", "count"),
+                   "set": ("direction", *_PROPS), "ramp": ("direction", "over", "steps",
+                                                            *_RAMPABLE),
+                   "node_down": (), "node_up": ()}[act]
+        for key, (key_node, _) in e.items():
+            if key not in ("at", act) and key not in allowed:
+                raise w.error(key_node, f"{path}.{key}", f"'{key}' does not apply to {act}"
+                              + (f" (it takes {', '.join(allowed)})" if allowed else ""))
+        if act in ("node_down", "node_up"):
+            name = w.text(e[act][1], f"{path}.{act}", "a node name")
+            if name not in nodes:
+                raise w.error(e[act][1], f"{path}.{act}", f"unknown node {name!r} (nodes: "
+                              f"{_some(nodes)})")
+            raw.append(EventStep(at, act, node=name, line=line, label=label))
+            continue
+        pair = _link(w, e[act][1], f"{path}.{act}", nodes, linked)
+        if act in ("down", "up"):
+            raw.append(EventStep(at, act, link=pair, line=line, label=label))
+        elif act == "flap":
+            period = w.unit(e["period"][1], f"{path}.period", parse_time, "a time such as 2ms") \
+                if "period" in e else None
+            if not period:
+                raise w.error(item, path, "flap needs a period (down for the first half of "
+                              "each, e.g. period: 2ms)")
+            count = w.integer(e["count"][1], f"{path}.count", 1, 10_000) if "count" in e else 1
+            for k in range(count):
+                start = at + k * period
+                raw.append(EventStep(start, "down", link=pair, line=line, label=label))
+                raw.append(EventStep(start + period // 2, "up", link=pair, line=line,
+                                     label=label))
+        else:
+            direction = w.choice(e["direction"][1], f"{path}.direction", DIRECTIONS,
+                                 "direction") if "direction" in e else "both"
+            props = {}
+            for key in _PROPS:
+                if key in e:
+                    fld, parse, expects = _PROPS[key]
+                    props[fld] = w.unit(e[key][1], f"{path}.{key}", parse, expects)
+            if not props:
+                raise w.error(item, path, f"{act} changes nothing: give one or more of "
+                              f"{', '.join(_PROPS if act == 'set' else _RAMPABLE)}")
+            if "queue_bytes" in props and isinstance(props["queue_bytes"], tuple):
+                raise w.error(e["queue"][1], f"{path}.queue", "give the queue in bytes (a "
+                              "size such as 256KiB) for a change at run time")
+            if act == "set":
+                raw.append(EventStep(at, "set", link=pair, direction=direction,
+                                     props=tuple(sorted(props.items())), line=line,
+                                     label=label))
+            else:
+                over = w.unit(e["over"][1], f"{path}.over", parse_time, "a time such as 2ms") \
+                    if "over" in e else None
+                if not over:
+                    raise w.error(item, path, "ramp needs `over` (how long it takes)")
+                steps = w.integer(e["steps"][1], f"{path}.steps", 1, 1000) \
+                    if "steps" in e else 10
+                start = _start_values(shapes, pair, direction, props)
+                for k in range(1, steps + 1):
+                    vals = tuple(sorted(
+                        (fld, round(start[fld] + (target - start[fld]) * k / steps))
+                        for fld, target in props.items()))
+                    raw.append(EventStep(at + over * k // steps, "set", link=pair,
+                                         direction=direction, props=vals, line=line,
+                                         label=label))
+        if len(raw) > MAX_STEPS:
+            raise w.error(item, path, f"the timeline expands to more than {MAX_STEPS:,} "
+                          "steps")
+    events = Events(detect_ns=detect, steps=tuple(sorted(raw, key=lambda s: s.at_ns)),
+                    line=line_of(node))
+    problem = contradiction(events)
+    if problem is not None:
+        step, why = problem
+        raise TopologyError(why, file=w.source, line=step.line, key="events.timeline")
+    return events
+
+
+def contradiction(events: Events) -> tuple[EventStep, str] | None:
+    """The first step that contradicts the state the steps before it leave (a link taken
+    down while down, up while up, a node up that is not down), or None."""
+    down: set[frozenset[str]] = set()  # links down by a link event
+    node_down: set[str] = set()
+    for s in events.steps:
+        when = format_time(s.at_ns)
+        if s.action in ("down", "up") and s.link is not None:
+            key = frozenset(s.link)
+            a, b = s.link
+            if node_down & set(s.link):
+                return s, (f"{s.label} at {when}: {' and '.join(sorted(node_down & set(s.link)))}"
+                           " is down then (node_down): bring the node up first")
+            if s.action == "down" and key in down:
+                return s, f"{s.label} at {when}: the link {a}--{b} is already down then"
+            if s.action == "up" and key not in down:
+                return s, f"{s.label} at {when}: the link {a}--{b} is not down then"
+            (down.add if s.action == "down" else down.discard)(key)
+        elif s.action == "node_down" and s.node is not None:
+            if s.node in node_down:
+                return s, f"{s.label} at {when}: node {s.node} is already down then"
+            node_down.add(s.node)
+        elif s.action == "node_up" and s.node is not None:
+            if s.node not in node_down:
+                return s, f"{s.label} at {when}: node {s.node} is not down then"
+            node_down.discard(s.node)
+    return None
+
+
+def links_down(steps: tuple[EventStep, ...] | list[EventStep], links: tuple[Link, ...],
+               ) -> set[frozenset[str]]:
+    """The links down after `steps` (a node's links count while it is down)."""
+    down: set[frozenset[str]] = set()
+    nodes: set[str] = set()
+    for s in steps:
+        if s.action == "down" and s.link:
+            down.add(frozenset(s.link))
+        elif s.action == "up" and s.link:
+            down.discard(frozenset(s.link))
+        elif s.action == "node_down" and s.node:
+            nodes.add(s.node)
+        elif s.action == "node_up" and s.node:
+            nodes.discard(s.node)
+    return down | {frozenset((lk.a, lk.b)) for lk in links if {lk.a, lk.b} & nodes}
+
+
+def _start_values(shapes: dict[tuple[str, str], Shape], pair: tuple[str, str], direction: str,
+                  props: dict[str, int]) -> dict[str, int]:
+    """Where a ramp starts: the file's value on the (first) direction it changes (a ramp
+    after a `set` on the same link starts from the file's value too: say so in docs)."""
+    a, b = pair
+    shape = shapes[(b, a) if direction == "b-a" else (a, b)]
+    return {fld: int(getattr(shape, fld) or 0) for fld in props}
+
+
+def _link(w: Walker, node: yaml.Node, path: str, nodes: dict[str, Node],
+          linked: dict[frozenset[str], Link]) -> tuple[str, str]:
+    items = w.sequence(node, path)
+    if len(items) != 2:
+        raise w.error(node, path, f"a link is its two ends, e.g. [leaf-0, spine-0]; got "
+                      f"{len(items)} item{'s' if len(items) != 1 else ''}")
+    a, b = (w.text(x, f"{path}[{i}]", "a node name") for i, x in enumerate(items))
+    for x, n in ((a, items[0]), (b, items[1])):
+        if x not in nodes:
+            raise w.error(n, path, f"unknown node {x!r} (nodes: {_some(nodes)})")
+    if frozenset((a, b)) not in linked:
+        near = sorted(f"{lk.a}--{lk.b}" for lk in linked.values() if a in (lk.a, lk.b))
+        raise w.error(node, path, f"no link joins {a} and {b}" +
+                      (f" (links of {a}: {', '.join(near[:6])})" if near else ""))
+    return a, b
+
+
+def _target_text(w: Walker, node: yaml.Node) -> str:
+    from yaml.nodes import ScalarNode, SequenceNode
+
+    if isinstance(node, SequenceNode):
+        return "--".join(str(x.value) for x in node.value if isinstance(x, ScalarNode))
+    return str(node.value) if isinstance(node, ScalarNode) else "?"
+
+
+def _some(names: dict[str, Any]) -> str:
+    shown = sorted(names)
+    return ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")

@@ -1,0 +1,234 @@
+"""The `events:` timeline without a fabric: parsing and its errors at FILE:LINE, flaps and
+ramps expanded, contradictions refused, routes recomputed without failed links (kernel and
+RoCE switch tables), and the recovery figures read from records."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fabric.errors import TopologyError
+from fabric.metrics.records import ChunkRecord, TransferRecord
+from fabric.plan import plan_fabric, switch_table
+from fabric.topology import parse_topology
+from fabric.topology.events import links_down
+
+BASE = """
+name: ev
+generate:
+  - leaf_spine:
+      spines: 2
+      leaves: 2
+      hosts_per_leaf: 1
+      uplink: {rate: 1Gbps, delay: 10us}
+      downlink: {rate: 1Gbps, delay: 10us}
+"""
+
+
+def topo(events: str, base: str = BASE):
+    return parse_topology(textwrap.dedent(base) + textwrap.dedent(events))
+
+
+def test_a_timeline_parses_into_steps_in_time_order():
+    t = topo("""
+    events:
+      detect: 50us
+      timeline:
+        - {at: 3ms, up: [leaf-0, spine-0]}
+        - {at: 1ms, down: [leaf-0, spine-0]}
+        - {at: 2ms, set: [leaf-1, spine-1], rate: 100Mbps, loss: 1%, direction: a-b}
+        - {at: 4ms, node_down: spine-1}
+        - {at: 5ms, node_up: spine-1}
+    """)
+    ev = t.events
+    assert ev.detect_ns == 50_000
+    assert [(s.at_ns, s.action) for s in ev.steps] == [
+        (1_000_000, "down"), (2_000_000, "set"), (3_000_000, "up"), (4_000_000, "node_down"),
+        (5_000_000, "node_up")]
+    s = ev.steps[1]
+    assert s.link == ("leaf-1", "spine-1")
+    assert s.direction == "a-b"
+    assert dict(s.props) == {"rate_bps": 100_000_000, "loss_ppm": 10_000}
+    assert ev.steps[0].line == 15  # the file's line of the entry
+
+
+def test_a_flap_is_down_for_the_first_half_of_each_period():
+    ev = topo("""
+    events:
+      timeline:
+        - {at: 1ms, flap: [leaf-0, spine-1], period: 2ms, count: 3}
+    """).events
+    assert [(s.at_ns // 1000, s.action) for s in ev.steps] == [
+        (1000, "down"), (2000, "up"), (3000, "down"), (4000, "up"), (5000, "down"),
+        (6000, "up")]
+
+
+def test_a_ramp_steps_from_the_files_value_to_the_target():
+    ev = topo("""
+    events:
+      timeline:
+        - {at: 1ms, ramp: [leaf-0, spine-0], rate: 200Mbps, over: 4ms, steps: 4}
+    """).events
+    assert [(s.at_ns // 1000, dict(s.props)["rate_bps"]) for s in ev.steps] == [
+        (2000, 800_000_000), (3000, 600_000_000), (4000, 400_000_000), (5000, 200_000_000)]
+
+
+@pytest.mark.parametrize(("events", "line", "message"), [
+    ("- {at: 1ms, down: [leaf-0, spine-9]}", 13, r"unknown node 'spine-9'"),
+    ("- {at: 1ms, down: [leaf-0, leaf-1]}", 13,
+     r"no link joins leaf-0 and leaf-1 \(links of leaf-0: leaf-0--host-0, leaf-0--spine-0"),
+    ("- {at: 1ms, node_down: spine-7}", 13, r"unknown node 'spine-7'"),
+    ("- {at: 1ms, down: [leaf-0, spine-0], up: [leaf-0, spine-0]}", 13,
+     r"give exactly one action of .* \(got down and up\)"),
+    ("- {down: [leaf-0, spine-0]}", 13, r"missing required key 'at'"),
+    ("- {at: 1ms, down: [leaf-0, spine-0], rate: 1Gbps}", 13, r"'rate' does not apply to down"),
+    ("- {at: 1ms, flap: [leaf-0, spine-0]}", 13, r"flap needs a period"),
+    ("- {at: 1ms, set: [leaf-0, spine-0]}", 13, r"set changes nothing"),
+    ("- {at: 1ms, ramp: [leaf-0, spine-0], rate: 1Mbps}", 13, r"ramp needs `over`"),
+    ("- {at: 1ms, set: [leaf-0, spine-0], rate: fast}", 13, r"rate: bad rate 'fast'"),
+    ("- {at: 1ms, down: [leaf-0, spine-0]}\n        - {at: 2ms, down: [spine-0, leaf-0]}", 14,
+     r"down leaf-0--spine-0 at 2ms: the link spine-0--leaf-0 is already down then|"
+     r"already down then"),
+    ("- {at: 1ms, up: [leaf-0, spine-0]}", 13, r"is not down then"),
+    ("- {at: 1ms, node_up: spine-0}", 13, r"node spine-0 is not down then"),
+    ("- {at: 1ms, node_down: spine-0}\n        - {at: 2ms, down: [leaf-0, spine-0]}", 14,
+     r"spine-0 is down then \(node_down\): bring the node up first"),
+    ("- {at: 1ms, flap: [leaf-0, spine-0], period: 2ms, count: 2}\n"
+     "        - {at: 2500us, down: [leaf-0, spine-0]}", 13,
+     r"flap leaf-0--spine-0 at 3 ms: the link leaf-0--spine-0 is already down then"),
+])
+def test_bad_events_name_the_file_line_and_key(events, line, message):
+    text = f"""
+    events:
+      timeline:
+        {events}
+    """
+    with pytest.raises(TopologyError, match=message) as info:
+        topo(text)
+    assert info.value.line == line, str(info.value)
+    assert "events" in (info.value.key or "")
+
+
+def test_an_event_after_the_timeout_is_refused_before_the_run(tmp_path: Path):
+    from fabric.errors import FabricError
+    from fabric.run.traffic import _timeline
+
+    t = topo("""
+    time_scale: 1000
+    events:
+      timeline:
+        - {at: 400ms, down: [leaf-0, spine-0]}
+    """)
+    with pytest.raises(FabricError, match=r":14: events.timeline: down leaf-0--spine-0 at "
+                                          r"400 ms \(fabric time; 400 s on this host\) comes "
+                                          r"after the run's timeout \(300 s\)"):
+        _timeline(None, t, plan_fabric(t, backend="userspace"), 300.0)  # type: ignore[arg-type]
+
+
+def test_links_down_counts_a_downed_nodes_links():
+    t = topo("""
+    events:
+      timeline:
+        - {at: 1ms, down: [leaf-0, spine-0]}
+        - {at: 2ms, node_down: spine-1}
+        - {at: 3ms, up: [leaf-0, spine-0]}
+    """)
+    steps = t.events.steps
+    assert links_down(steps[:1], t.links) == {frozenset(("leaf-0", "spine-0"))}
+    assert links_down(steps[:2], t.links) == {frozenset(("leaf-0", "spine-0")),
+                                              frozenset(("leaf-0", "spine-1")),
+                                              frozenset(("leaf-1", "spine-1"))}
+    assert links_down(steps, t.links) == {frozenset(("leaf-0", "spine-1")),
+                                          frozenset(("leaf-1", "spine-1"))}
+
+
+def test_routes_without_a_failed_uplink_avoid_it_and_a_switch_table_drops_its_port():
+    from fabric.net.routing import routes_without
+
+    t = topo("""
+    switches: {buffer: 1MiB}
+    """)
+    plan = plan_fabric(t, backend="userspace")
+    leaf0 = plan.nodes["leaf-0"].netns
+    host1 = plan.nodes["host-1"].loopback
+    full = {r.dst: r for r in plan.routes if r.netns == leaf0}
+    assert len(full[f"{host1}/32"].nexthops) == 2  # ECMP over both spines
+    new = routes_without(plan, [frozenset(("leaf-0", "spine-0"))])
+    cut = {r.dst: r for r in new if r.netns == leaf0}
+    assert len(cut[f"{host1}/32"].nexthops) == 1
+    spine1_side = [lp for lp in plan.links if {lp.a.node, lp.b.node} == {"leaf-0", "spine-1"}][0]
+    gw = spine1_side.b.address if spine1_side.a.node == "leaf-0" else spine1_side.a.address
+    assert cut[f"{host1}/32"].nexthops[0][0] == gw
+    # the RoCE switch leaf-0 hashes host-1 over both uplink ports, then over one
+    before = dict(switch_table("leaf-0", plan, plan.routes))[host1]
+    after = dict(switch_table("leaf-0", plan, new))[host1]
+    assert len(before) == 2
+    assert len(after) == 1
+    assert set(after) < set(before)  # ports keep their numbers
+    # a spine cut off entirely: nothing routes through it
+    iso = routes_without(plan, [frozenset(("leaf-0", "spine-0")),
+                                frozenset(("leaf-1", "spine-0"))])
+    assert not [r for r in iso if r.netns == plan.nodes["spine-0"].netns]
+
+
+def test_recovery_is_the_wait_for_the_first_chunk_after_the_failure():
+    from fabric.run.events import recovery
+
+    t = topo("""
+    events:
+      timeline:
+        - {at: 1ms, down: [leaf-0, spine-0]}
+    """)
+    t0, fail = 1_000_000_000, 1_001_000_000
+    # host-0 -> host-1 crosses a spine: one of its shortest paths takes leaf-0--spine-0
+    tr = [TransferRecord("kv", "default", "one-to-one", "host-0", "host-1", 0, 30, 3,
+                         t0, t0 + 100, fail + 4_000_000, "ok")]
+    chunks = [ChunkRecord("kv", "default", "one-to-one", 0, i, 10, t0, t0 + 100, t, True)
+              for i, t in enumerate((fail - 500_000, fail + 3_000_000, fail + 4_000_000))]
+    log = [{"action": "down", "label": "down leaf-0--spine-0", "line": 12, "at_ns": 1_000_000,
+            "applied_ns": fail, "link": ["leaf-0", "spine-0"], "node": None}]
+    rec = recovery(log, t, tr, chunks, ["host-1"] * 3)
+    (ev,) = rec["events"]
+    assert ev["transfers_in_flight"] == 1
+    assert ev["transfers_touched"] == 1
+    assert ev["recovery_ns"] == 3_000_000
+    assert rec["max_ns"] == 3_000_000
+    assert ev["fct_touched_p50_ns"] == pytest.approx(5_000_000)
+
+
+def test_exports_name_the_events_and_expectations_they_cannot_carry():
+    from fabric.export import ExportOptions, export_topology
+    from fabric.kinds import load
+
+    t = load(Path(__file__).resolve().parent.parent / "topologies" / "failover.yaml")
+    for target in ("containerlab", "hpcc-ns3"):
+        warnings = export_topology(t, target, ExportOptions()).warnings
+        assert any(w.startswith("events: (2 steps) not exported") for w in warnings), target
+        assert any(w.startswith("expect: (2 lines)") for w in warnings), target
+
+
+def test_kinds_without_a_timeline_refuse_the_section(tmp_path: Path):
+    from fabric.kinds import load, select
+
+    path = tmp_path / "mem.yaml"
+    path.write_text(textwrap.dedent("""
+    name: mem
+    nodes: {msw: {kind: switch}, gpu-0: {}, gpu-1: {}}
+    links:
+      - {endpoints: [msw, gpu-0]}
+      - {endpoints: [msw, gpu-1]}
+    memory:
+      switches: [msw]
+      windows:
+        - {name: hbm1, node: gpu-1, base: 0x01000000, size: 1MiB}
+      runs:
+        - {name: loads, kind: loadstore, from: gpu-0, window: hbm1, sizes: [256], count: 2}
+    events:
+      timeline:
+        - {at: 1ms, down: [msw, gpu-0]}
+    """))
+    with pytest.raises(TopologyError, match=r"mem.yaml:14: events: this file runs as a memory "
+                                            r".*applies no event timeline"):
+        select(load(path), {})
