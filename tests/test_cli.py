@@ -79,7 +79,8 @@ def test_shipped_topologies_present() -> None:
                                          "prfaas-dense.yaml", "roce-incast.yaml",
                                          "roce-alltoall.yaml", "roce-mixed.yaml",
                                          "memsem-single.yaml", "memsem-two-tier.yaml",
-                                         "memsem-roce.yaml", "failover.yaml"}
+                                         "memsem-roce.yaml", "failover.yaml",
+                                         "two-cluster-degraded.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

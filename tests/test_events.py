@@ -232,3 +232,67 @@ def test_kinds_without_a_timeline_refuse_the_section(tmp_path: Path):
     with pytest.raises(TopologyError, match=r"mem.yaml:14: events: this file runs as a memory "
                                             r".*applies no event timeline"):
         select(load(path), {})
+
+
+def _with_trace(tmp_path: Path, csv_text: str, extra: str = "") -> Path:
+    (tmp_path / "dci.csv").write_text(csv_text)
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(BASE) + textwrap.dedent(f"""
+    events:
+      timeline:
+        - {{at: 1ms, trace: [leaf-0, spine-0], file: dci.csv, direction: a-b{extra}}}
+    """))
+    return path
+
+
+def test_a_capacity_trace_becomes_rate_steps_from_the_event_time(tmp_path):
+    from fabric.topology import load_topology
+
+    t = load_topology(_with_trace(tmp_path, "time,rate\n0ms,1Gbps\n# dip\n2ms,100Mbps\n"
+                                            "2.5ms,800Mbps\n"))
+    steps = t.events.steps
+    assert [(s.at_ns, dict(s.props)["rate_bps"], s.direction) for s in steps] == [
+        (1_000_000, 1_000_000_000, "a-b"), (3_000_000, 100_000_000, "a-b"),
+        (3_500_000, 800_000_000, "a-b")]
+    assert steps[0].label == "trace leaf-0--spine-0 (dci.csv)"
+
+
+@pytest.mark.parametrize(("csv_text", "message"), [
+    ("0ms,1Gbps\n1ms,fast\n", r"dci.csv:2: rate: bad rate 'fast'"),
+    ("0ms,1Gbps\n1ms\n", r"dci.csv:2: expected two fields, time,rate"),
+    ("0ms,1Gbps\n2ms,1Gbps\n1ms,2Gbps\n", r"dci.csv:3: time 1 ms does not come after"),
+    ("0ms,1Gbps\nlater,1Gbps\n", r"dci.csv:2: time: "),
+    ("time,rate\n", r"has no time,rate rows"),
+])
+def test_a_bad_trace_names_its_own_file_and_line(tmp_path, csv_text, message):
+    from fabric.topology import load_topology
+
+    with pytest.raises(TopologyError, match=message) as info:
+        load_topology(_with_trace(tmp_path, csv_text))
+    assert "events.timeline[0].file" in str(info.value)
+
+
+def test_a_missing_trace_is_named(tmp_path):
+    from fabric.topology import load_topology
+
+    path = _with_trace(tmp_path, "0ms,1Gbps\n")
+    (tmp_path / "dci.csv").unlink()
+    with pytest.raises(TopologyError, match=r"t.yaml:13: events.timeline\[0\].file: cannot "
+                                            r"read the trace .*dci.csv: No such file"):
+        load_topology(path)
+
+
+def test_event_marks_come_from_the_applied_log_and_the_plots_take_them(tmp_path):
+    from fabric.metrics.plots import event_marks, goodput_over_time
+
+    summary = {"meta": {"events": [
+        {"action": "down", "label": "down a--r1", "applied_ns": 5_000_000},
+        {"action": "converge", "after": "down a--r1", "applied_ns": 6_000_000}]}}
+    marks = event_marks(summary)
+    assert marks == [(5_000_000, "down a--r1"), (6_000_000, "converge")]
+    assert event_marks({}) == []
+    chunks = [ChunkRecord("f", "kv", "bulk", 0, i, 1000, i * 1_000_000, i * 1_000_000 + 10,
+                          i * 1_000_000 + 500_000, True) for i in range(20)]
+    made = goodput_over_time(tmp_path / "g.png", chunks, 1.0, marks=marks)
+    assert made is not None
+    assert made.stat().st_size > 0

@@ -147,8 +147,10 @@ def check_lines(topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
         from ..units import format_time
 
         ev = topo.events
-        lines.append(f"events: {len(ev.steps)} steps up to {format_time(ev.last_ns)}, routing "
-                     f"reacts {format_time(ev.detect_ns)} after a link changes")
+        moves = any(s.action != "set" for s in ev.steps)
+        lines.append(f"events: {len(ev.steps)} steps up to {format_time(ev.last_ns)}" +
+                     (f", routing reacts {format_time(ev.detect_ns)} after a link goes down "
+                      "or up" if moves else " (link changes only: routes stay)"))
     if topo.expect:
         from ..metrics.expect import figure_of
 

@@ -88,7 +88,7 @@ class TrafficKind(Kind):
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
         from ..metrics import load_chunks, load_run, render_links, render_table
-        from ..metrics.plots import goodput_over_time, latency_cdf, links_over_time
+        from ..metrics.plots import event_marks, goodput_over_time, latency_cdf, links_over_time
 
         summary, _ = load_run(str(d))
         out(render_table(summary))
@@ -104,9 +104,11 @@ class TrafficKind(Kind):
         ts = summary.get("time_scale", 1.0)
         links_file = d / "links.json"
         links = json.loads(links_file.read_text()) if links_file.exists() else None
+        marks = event_marks(summary)
         for made in (latency_cdf(d / "latency_cdf.png", chunks, ts),
-                     goodput_over_time(d / "goodput.png", chunks, ts),
-                     links_over_time(d / "links.png", links, ts) if links else None):
+                     goodput_over_time(d / "goodput.png", chunks, ts, marks=marks),
+                     links_over_time(d / "links.png", links, ts, marks=marks) if links
+                     else None):
             if made is not None:
                 out(f"redrew {made}")
 

@@ -100,12 +100,13 @@ def write_run(out_dir: str | Path, summary: Mapping[str, Any], chunks: Iterable[
         _write_text(out / LINKS, json.dumps(data, indent=1) + "\n")
         written["links"] = out / LINKS
 
-    for name, fn, arg in (("latency_cdf", plots.latency_cdf, cs),
-                          ("goodput", plots.goodput_over_time, cs)):
-        p = fn(out / f"{name}.png", arg, ts)
+    marks = plots.event_marks(summary)
+    for name, p in (("latency_cdf", plots.latency_cdf(out / "latency_cdf.png", cs, ts)),
+                    ("goodput", plots.goodput_over_time(out / "goodput.png", cs, ts,
+                                                        marks=marks))):
         if p is not None:
             written[name] = p
-    p = plots.links_over_time(out / "links.png", link_records, ts)
+    p = plots.links_over_time(out / "links.png", link_records, ts, marks=marks)
     if p is not None:
         written["links_plot"] = p
 

@@ -101,8 +101,33 @@ def latency_cdf(path: str | Path, chunks: Iterable[ChunkRecord],
         plt.close(fig)
 
 
+Marks = Sequence[tuple[int, str]]  # (CLOCK_MONOTONIC ns, label): events during a run
+
+
+def event_marks(summary: Any) -> list[tuple[int, str]]:
+    """The events a run applied (summary.json's `meta.events`), as plot marks."""
+    marks = []
+    for e in (summary or {}).get("meta", {}).get("events") or []:
+        label = "converge" if e.get("action") == "converge" else e.get("label", "")
+        marks.append((int(e["applied_ns"]), label))
+    return marks
+
+
+def _mark(ax: Any, marks: Marks, t0_ns: float, time_scale: float, tf: float) -> None:
+    """A dashed line per event at its time on this plot's axis (converges dotted), labelled
+    at the top."""
+    for t, label in marks:
+        x = (t - t0_ns) / time_scale / tf
+        style = ":" if label == "converge" else "--"
+        ax.axvline(x, color="0.35", linestyle=style, linewidth=0.9)
+        if label != "converge":
+            ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                        va="top", ha="right", fontsize="x-small", color="0.3")
+
+
 def goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
-                      time_scale: float = 1.0, *, bins: int | None = None) -> Path | None:
+                      time_scale: float = 1.0, *, bins: int | None = None,
+                      marks: Marks = ()) -> Path | None:
     """Goodput per class over time (intact bytes by arrival, `bins` bins over the run; by
     default about five chunks a bin, between 10 and 100 bins, so sparse runs are not spikes).
 
@@ -128,6 +153,7 @@ def goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
             x = np.append(t, t[-1] + bin_ns) / time_scale / tf
             y = np.append(r, r[-1]) * time_scale / rf
             ax.step(x, y, where="post", label=cls)
+        _mark(ax, marks, t0, time_scale, tf)
         ax.set_xlabel(f"time since first send [{tu}] ({_clock(time_scale)})")
         ax.set_ylabel(f"goodput [{ru}] ({'fabric' if time_scale != 1 else 'wall-clock'})")
         ax.set_title(f"Goodput over time, bins of {bin_ns / time_scale / tf:.3g} {tu} "
@@ -145,7 +171,8 @@ MAX_CURVES = 6  # queue-depth curves in the links plot: the deepest queues
 MAX_BARS = 12  # bars in the bytes-per-link chart: the busiest link directions
 
 
-def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Path | None:
+def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0, *,
+                    marks: Marks = ()) -> Path | None:
     """Per link direction: utilisation and queue depth.
 
     Top: throughput over time when samples carry cumulative bytes (a third sample element),
@@ -188,6 +215,7 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
             rf, ru = _unit(np.concatenate([c[2] for c in curves]), _RATE_UNITS)
             for label, x, y in curves:
                 top.step(x / tf, y / rf, where="post", label=label)
+            _mark(top, marks, t0, time_scale, tf)
             top.set_xlabel(f"time [{tu}] ({_clock(time_scale)})")
             top.set_ylabel(f"throughput [{ru}]")
             more = f"; {hidden_rated} quieter not shown" if hidden_rated else ""
@@ -217,6 +245,7 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0) -> Pa
                     bottom.plot(x, y, "o", label=label)
                 else:
                     bottom.step(x, y, where="post", label=label)
+            _mark(bottom, marks, t0, time_scale, tf)
             bottom.set_xlabel(f"time [{tu}] ({_clock(time_scale)})")
             bottom.set_ylabel(f"queue depth [{qu}]")
             bottom.set_ylim(bottom=0)

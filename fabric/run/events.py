@@ -235,7 +235,10 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
                        f"{e['routes_changed']} routes, {e['switch_tables']} switch tables "
                        f"(links down: {', '.join(e['links_down']) or 'none'})")
         else:
-            out.append(f"  {when:>10}  {e['label']} (line {e['line']})")
+            what = _values(e.get("props") or {})
+            way = e.get("direction")
+            out.append(f"  {when:>10}  {e['label']}{f': {what}' if what else ''}"
+                       f"{f' ({way})' if way not in (None, 'both') else ''} (line {e['line']})")
     for ev in rec.get("events", []):
         r = ev["recovery_ns"]
         got = (f"recovered in {format_time(round(r))}" if r is not None
@@ -245,3 +248,16 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
         out.append(f"  {ev['event']}: {ev['transfers_touched']} of "
                    f"{ev['transfers_in_flight']} transfers in flight could cross it; {got}")
     return out
+
+
+def _values(props: dict[str, int]) -> str:
+    """A `set` step's new values, in the file's words."""
+    from fabric.units import format_rate, format_size
+
+    shown = {"rate_bps": lambda v: f"rate {format_rate(v)}",
+             "delay_ns": lambda v: f"delay {format_time(v)}",
+             "jitter_ns": lambda v: f"jitter {format_time(v)}",
+             "loss_ppm": lambda v: f"loss {v / 10_000:g}%",
+             "queue_bytes": lambda v: f"queue {format_size(v)}",
+             "ecn_bytes": lambda v: f"ecn {format_size(v)}"}
+    return ", ".join(shown[k](v) for k, v in props.items() if k in shown and v is not None)

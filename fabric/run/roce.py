@@ -395,6 +395,8 @@ def write_plots(results: Sequence[VariantResult], topo: Topology, out_dir: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from fabric.metrics.plots import event_marks
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -422,6 +424,17 @@ def write_plots(results: Sequence[VariantResult], topo: Topology, out_dir: Path)
         t, q = _worst_queue_series(r.metrics["queue_samples"])
         if len(t):
             ax.plot(t / 1e3, q / 1024, label=r.variant.label, lw=1)
+        # the events this variant's run applied, on its switches' clock (fabric time since
+        # they started)
+        starts = [sw["t0_monotonic_ns"] for sw in (r.switches or {}).values()
+                  if sw and sw.get("t0_monotonic_ns")]
+        for at, label in event_marks(r.summary) if starts else ():
+            x = (at - min(starts)) / topo.time_scale / 1e3
+            ax.axvline(x, color="0.35", linestyle=":" if label == "converge" else "--", lw=0.9)
+            if label != "converge":
+                ax.annotate(f"{label} ({r.variant.label})", (x, 1.0),
+                            xycoords=("data", "axes fraction"), rotation=90, va="top",
+                            ha="right", fontsize="x-small", color="0.3")
     ax.set_xlabel("fabric time (us)")
     ax.set_ylabel("egress queue (KiB), worst port")
     ax.set_title(f"{topo.name}: switch queue depth over time")

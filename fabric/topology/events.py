@@ -12,6 +12,7 @@ events:
     - {at: 1ms, flap: [leaf-1, spine-1], period: 2ms, count: 3}   # down half of each period
     - {at: 3ms, set: [dc-a, dc-b], loss: 2%, rate: 10Gbps, direction: a-b}   # a step
     - {at: 3ms, ramp: [dc-a, dc-b], rate: 1Gbps, over: 2ms, steps: 4}       # a ramp
+    - {at: 0ms, trace: [dc-a, dc-b], file: dci.csv}       # rates over time (time,rate rows)
     - {at: 4ms, node_down: spine-0}                       # every link of a node
     - {at: 8ms, node_up: spine-0}
 ```
@@ -36,9 +37,10 @@ if TYPE_CHECKING:
     from fabric.topology.model import Link, Node, Shape
     from fabric.topology.walker import Walker
 
-__all__ = ["ACTIONS", "EventStep", "Events", "contradiction", "links_down", "parse_events"]
+__all__ = ["ACTIONS", "EventStep", "Events", "contradiction", "links_down", "parse_events",
+           "read_trace"]
 
-ACTIONS = ("down", "up", "flap", "set", "ramp", "node_down", "node_up")
+ACTIONS = ("down", "up", "flap", "set", "ramp", "trace", "node_down", "node_up")
 DIRECTIONS = ("a-b", "b-a", "both")
 _EVENTS_KEYS = ("detect", "timeline")
 # the properties a running link can change (both link backends change them in place)
@@ -105,7 +107,7 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
     for i, item in enumerate(w.sequence(f["timeline"][1], "events.timeline")):
         path = f"events.timeline[{i}]"
         e = w.mapping(item, path, ("at", "period", "count", "over", "steps", "direction",
-                                   *ACTIONS, *_PROPS))
+                                   "file", *ACTIONS, *_PROPS))
         if "at" not in e:
             raise w.error(item, path, "missing required key 'at' (fabric time from the run's "
                           "start, e.g. 2ms)")
@@ -122,6 +124,7 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
         allowed = {"down": (), "up": (), "flap": ("period", "count"),
                    "set": ("direction", *_PROPS), "ramp": ("direction", "over", "steps",
                                                             *_RAMPABLE),
+                   "trace": ("direction", "file"),
                    "node_down": (), "node_up": ()}[act]
         for key, (key_node, _) in e.items():
             if key not in ("at", act) and key not in allowed:
@@ -137,6 +140,19 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
         pair = _link(w, e[act][1], f"{path}.{act}", nodes, linked)
         if act in ("down", "up"):
             raw.append(EventStep(at, act, link=pair, line=line, label=label))
+        elif act == "trace":
+            direction = w.choice(e["direction"][1], f"{path}.direction", DIRECTIONS,
+                                 "direction") if "direction" in e else "both"
+            if "file" not in e:
+                raise w.error(item, path, "trace needs `file`: a CSV of time,rate rows "
+                              "(e.g. 0ms,10Gbps), relative to this file")
+            name = w.text(e["file"][1], f"{path}.file", "a file name")
+            for t, rate in read_trace(w, e["file"][1], f"{path}.file", name):
+                raw.append(EventStep(at + t, "set", link=pair, direction=direction,
+                                     props=(("rate_bps", rate),), line=line,
+                                     label=f"trace {label.split(' ', 1)[1]} ({name})"))
+                if len(raw) > MAX_STEPS:
+                    break
         elif act == "flap":
             period = w.unit(e["period"][1], f"{path}.period", parse_time, "a time such as 2ms") \
                 if "period" in e else None
@@ -192,6 +208,61 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
         step, why = problem
         raise TopologyError(why, file=w.source, line=step.line, key="events.timeline")
     return events
+
+
+MAX_TRACE_BYTES = 4 << 20
+
+
+def read_trace(w: Walker, node: yaml.Node, path: str, name: str) -> list[tuple[int, int]]:
+    """A capacity trace, as Mahimahi replays one for a time-varying link: CSV rows of
+    `time,rate` (a time and a rate with their units, e.g. `1.5ms,40Gbps`; a first row that
+    is not one is a header), times from the event's `at`, rising. The file is found beside
+    the topology file; an error names the trace's file and line."""
+    import csv
+    import os
+
+    from fabric.units import parse_rate as rate_of
+    from fabric.units import parse_time as time_of
+
+    base = os.path.dirname(w.source) if not w.source.startswith("<") else "."
+    full = os.path.join(base, name)
+    try:
+        with open(full, encoding="utf-8", newline="") as f:
+            text = f.read(MAX_TRACE_BYTES + 1)
+    except OSError as e:
+        raise w.error(node, path, f"cannot read the trace {full}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise w.error(node, path, f"the trace {full} is not UTF-8 text") from None
+    if len(text) > MAX_TRACE_BYTES:
+        raise w.error(node, path, f"the trace {full} is larger than 4 MiB")
+    rows: list[tuple[int, int]] = []
+    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or row[0].strip().startswith("#"):
+            continue
+        where = f"{full}:{n}"
+        if len(row) != 2:
+            raise TopologyError(f"{where}: expected two fields, time,rate (e.g. 0ms,10Gbps); "
+                                f"got {len(row)}", file=w.source, key=path)
+        try:
+            t = time_of(row[0].strip())
+        except ValueError as e:
+            if not rows and n == 1:
+                continue  # a header
+            raise TopologyError(f"{where}: time: {e}", file=w.source, key=path) from None
+        try:
+            r = rate_of(row[1].strip())
+        except ValueError as e:
+            raise TopologyError(f"{where}: rate: {e}", file=w.source, key=path) from None
+        if rows and t <= rows[-1][0]:
+            raise TopologyError(f"{where}: time {format_time(t)} does not come after the row "
+                                "before it", file=w.source, key=path)
+        rows.append((t, r))
+        if len(rows) > MAX_STEPS:
+            raise TopologyError(f"{full}: more than {MAX_STEPS:,} rows", file=w.source,
+                                key=path)
+    if not rows:
+        raise w.error(node, path, f"the trace {full} has no time,rate rows")
+    return rows
 
 
 def contradiction(events: Events) -> tuple[EventStep, str] | None:
