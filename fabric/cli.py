@@ -609,30 +609,75 @@ def link_set_(a: str, b: str, rate: str | None, delay: str | None, jitter: str |
     click.echo(_link_rows([row]))
 
 
+def _routing_options(command: Callable[..., None]) -> Callable[..., None]:
+    command = click.option("--keep-routes", is_flag=True,
+                           help="Leave the routes as they are (traffic hashed onto a down "
+                                "link is lost until it comes back).")(command)
+    return click.option("--detect", default="0s", show_default=True, metavar="TIME",
+                        help="Routing reacts this long after the change (fabric time, as "
+                             "events.detect): routes move off down links, and back.")(command)
+
+
+def _reroute(state, detect: str, keep: bool) -> None:  # noqa: ANN001 - a FabricState
+    """Routes over the links that are up now, `detect` (fabric time) after a change."""
+    if keep:
+        click.echo("routes left as they were (--keep-routes)")
+        return
+    from .kinds import load
+    from .net.routing import links_down_now, reroute
+    from .plan import plan_fabric
+    from .units import parse_time
+
+    try:
+        wait_ns = parse_time(detect)
+    except ValueError as e:
+        raise FabricError(f"--detect {detect!r}: {e}") from None
+    try:
+        topo = load(state.source)
+    except FabricError as e:
+        raise FabricError(f"routes not moved: cannot read {state.source}, which {state.name} "
+                          f"was built from ({e}); --keep-routes leaves them") from None
+    if state.topology_sha256 and topo.sha256 != state.topology_sha256:
+        raise FabricError(f"routes not moved: {state.source} changed since {state.name} was "
+                          "built; --keep-routes leaves them")
+    time.sleep(wait_ns * state.time_scale / 1e9)
+    plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
+    change = reroute(state, plan, links_down_now(state))
+    click.echo(f"routing converged: {change.total} routes, {change.switches} switch tables")
+
+
 @link.command(name="down")
 @click.argument("a")
 @click.argument("b")
 @click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
-def link_down_(a: str, b: str, fabric_name: str | None) -> None:
-    """Take link A-B down: it carries nothing either way until `fabric link up`."""
+@_routing_options
+def link_down_(a: str, b: str, fabric_name: str | None, detect: str, keep_routes: bool
+               ) -> None:
+    """Take link A-B down: it carries nothing either way until `fabric link up`; routes move
+    off it after --detect."""
     from .net.lifecycle import resolve
     from .net.live import link_down
 
-    link_down(resolve(fabric_name), a, b)
+    state = resolve(fabric_name)
+    link_down(state, a, b)
     click.echo(f"link {a}-{b} down")
+    _reroute(state, detect, keep_routes)
 
 
 @link.command(name="up")
 @click.argument("a")
 @click.argument("b")
 @click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
-def link_up_(a: str, b: str, fabric_name: str | None) -> None:
-    """Bring link A-B back up."""
+@_routing_options
+def link_up_(a: str, b: str, fabric_name: str | None, detect: str, keep_routes: bool) -> None:
+    """Bring link A-B back up; routes use it again after --detect."""
     from .net.lifecycle import resolve
     from .net.live import link_up
 
-    link_up(resolve(fabric_name), a, b)
+    state = resolve(fabric_name)
+    link_up(state, a, b)
     click.echo(f"link {a}-{b} up")
+    _reroute(state, detect, keep_routes)
 
 
 @link.command(name="show")
@@ -681,25 +726,32 @@ def node() -> None:
 @node.command(name="down")
 @click.argument("name")
 @click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
-def node_down_(name: str, fabric_name: str | None) -> None:
-    """Take every link of node NAME down."""
+@_routing_options
+def node_down_(name: str, fabric_name: str | None, detect: str, keep_routes: bool) -> None:
+    """Take every link of node NAME down; routes move around it after --detect."""
     from .net.lifecycle import resolve
     from .net.live import node_down
 
-    node_down(resolve(fabric_name), name)
+    state = resolve(fabric_name)
+    node_down(state, name)
     click.echo(f"node {name} down")
+    _reroute(state, detect, keep_routes)
 
 
 @node.command(name="up")
 @click.argument("name")
 @click.option("--fabric", "fabric_name", help="Which running fabric (default: the only one).")
-def node_up_(name: str, fabric_name: str | None) -> None:
-    """Bring back the links `fabric node down NAME` took down."""
+@_routing_options
+def node_up_(name: str, fabric_name: str | None, detect: str, keep_routes: bool) -> None:
+    """Bring back the links `fabric node down NAME` took down; routes use them again after
+    --detect."""
     from .net.lifecycle import resolve
     from .net.live import node_up
 
-    node_up(resolve(fabric_name), name)
+    state = resolve(fabric_name)
+    node_up(state, name)
     click.echo(f"node {name} up")
+    _reroute(state, detect, keep_routes)
 
 
 if __name__ == "__main__":

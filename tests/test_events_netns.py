@@ -7,6 +7,7 @@ as the file says after the run."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,5 +125,49 @@ def test_a_kept_fabric_is_put_back_as_the_file_says_after_the_run(tmp_path, fabr
         assert "via" in route
         # the plan's route to b leaves towards r1 again (the link a--r1 is a's first: eth0)
         assert "dev eth0" in route, (route, hops)
+    finally:
+        fabric("down", fabric_name)
+
+
+def test_fabric_link_down_moves_routes_and_link_up_brings_them_back(tmp_path, fabric_name,
+                                                                     monkeypatch):
+    """By hand: `fabric link down a r1` and a reaches b the long way round (its RTT grows by
+    the extra hop); `--keep-routes` leaves the route on the dead link; `fabric link up`."""
+    monkeypatch.setenv("FABRIC_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / f"{fabric_name}.yaml"
+    text = RING.format(name=fabric_name, switches="", transport="tcp", detect="0s")
+    text = text.replace("time_scale: 100", "time_scale: 1").replace("delay: 20us",
+                                                                    "delay: 2ms")
+    path.write_text(text)
+
+    def fabric(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "fabric.entry", *argv],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
+        return proc
+
+    def rtt() -> float | None:
+        proc = fabric("exec", "--fabric", fabric_name, "a", "--", "ping", "-n", "-c", "3",
+                      "-i", "0.1", "-W", "1", "b", check=False)
+        times = [float(t) for t in re.findall(r"time=([\d.]+) ms", proc.stdout)]
+        return min(times) if times else None
+
+    fabric("up", str(path), "--links", "userspace")
+    try:
+        direct = rtt()
+        assert direct is not None
+        assert 8.0 <= direct < 10.0  # 2 hops x 2 ms, both ways
+        out = fabric("link", "down", "a", "r1", "--fabric", fabric_name, "--keep-routes")
+        assert "routes left as they were" in out.stdout
+        assert rtt() is None  # the route still points at the dead link
+        out = fabric("link", "down", "a", "r1", "--fabric", fabric_name, "--detect", "1ms")
+        assert "routing converged:" in out.stdout
+        around = rtt()
+        assert around is not None
+        assert 12.0 <= around < 14.0  # 3 hops x 2 ms, both ways
+        fabric("link", "up", "a", "r1", "--fabric", fabric_name)
+        back = rtt()
+        assert back is not None
+        assert back < 10.0
     finally:
         fabric("down", fabric_name)

@@ -25,7 +25,10 @@ from ..plan import AddRoute, FabricPlan, compute_routes, switch_table
 from .kernel import Kernel, KernelError
 from .lifecycle import FabricState, switch_routes_path
 
-__all__ = ["RouteChange", "converge", "routes_without"]
+__all__ = ["ROUTING_FILE", "RouteChange", "converge", "links_down_now", "reroute",
+           "routes_without"]
+
+ROUTING_FILE = "routing.json"  # in the state directory: the links routes were last computed without
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,31 @@ def _route(k: Kernel, op: str, r: AddRoute) -> None:
         kw["multipath"] = [{"gateway": gw, "oif": k.ifindex(r.netns, dev)}
                            for gw, dev in r.nexthops]
     h.route("replace", **kw)
+
+
+def reroute(state: FabricState, plan: FabricPlan, down: Iterable[frozenset[str]]
+            ) -> RouteChange:
+    """Routes over every link but those in `down`, installed where they differ from what the
+    last reroute installed (kept in the state directory, so `fabric link down` in one process
+    and `fabric link up` in the next agree on what is installed)."""
+    path = state.dir / ROUTING_FILE
+    try:
+        before = [frozenset(pair) for pair in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        before = []
+    now = sorted(set(down), key=sorted)
+    change = converge(state, plan, routes_without(plan, before), routes_without(plan, now))
+    if now:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([sorted(pair) for pair in now]))
+        tmp.replace(path)
+    else:
+        path.unlink(missing_ok=True)
+    return change
+
+
+def links_down_now(state: FabricState) -> set[frozenset[str]]:
+    """The links of the running fabric that are down now (read back, `net.live.link_show`)."""
+    from .live import link_show
+
+    return {frozenset((row["a"], row["b"])) for row in link_show(state) if not row["up"]}

@@ -25,7 +25,7 @@ import trio
 from fabric.errors import FabricError
 from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.net.lifecycle import FabricState
-from fabric.plan import AddRoute, FabricPlan
+from fabric.plan import FabricPlan
 from fabric.topology.document import Topology
 from fabric.topology.events import Events, EventStep, links_down
 from fabric.units import format_time
@@ -41,11 +41,14 @@ class Timeline:
     events: Events
     log: list[dict[str, Any]] = field(default_factory=list)
     _applied: list[EventStep] = field(default_factory=list)
-    _routes: list[AddRoute] = field(default_factory=list)
     _set_links: set[tuple[str, str]] = field(default_factory=set)
+    _down_before: set[frozenset[str]] = field(default_factory=set)  # by `fabric link down`
+    _rerouted: bool = False
 
     def __post_init__(self) -> None:
-        self._routes = list(self.plan.routes)
+        from fabric.net.routing import links_down_now
+
+        self._down_before = links_down_now(self.state)
 
     async def run(self, t0_ns: int) -> None:
         """Every step at its time; converges `detect` after each change of link state."""
@@ -90,12 +93,10 @@ class Timeline:
             self._set_links.add(step.link)
 
     def _converge(self, down: set[frozenset[str]]) -> Any:  # noqa: ANN401 - a RouteChange
-        from fabric.net.routing import converge, routes_without
+        from fabric.net.routing import reroute
 
-        new = routes_without(self.plan, down)
-        change = converge(self.state, self.plan, self._routes, new)
-        self._routes = new
-        return change
+        self._rerouted = True
+        return reroute(self.state, self.plan, down | self._down_before)
 
     def restore(self) -> list[str]:
         """The fabric as the file describes it again; returns what could not be restored."""
@@ -127,7 +128,7 @@ class Timeline:
                                      if getattr(shape, f) is not None})
                 except FabricError as e:
                     problems.append(str(e))
-        if self._routes != list(self.plan.routes):
+        if self._rerouted:
             try:
                 self._converge(set())
             except FabricError as e:
