@@ -296,3 +296,28 @@ def test_event_marks_come_from_the_applied_log_and_the_plots_take_them(tmp_path)
     made = goodput_over_time(tmp_path / "g.png", chunks, 1.0, marks=marks)
     assert made is not None
     assert made.stat().st_size > 0
+
+
+def test_recovery_skips_chunks_already_past_the_failure():
+    """A queue beyond the failed link still delivers a chunk just after the failure; the
+    stall that counts is the one before routing's reaction, not that chunk."""
+    from fabric.run.events import recovery
+
+    t = topo("""
+    events:
+      detect: 8ms
+      timeline:
+        - {at: 1ms, down: [leaf-0, spine-0]}
+    """)
+    t0, fail, ms = 1_000_000_000, 1_001_000_000, 1_000_000
+    tr = [TransferRecord("kv", "default", "one-to-one", "host-0", "host-1", 0, 40, 4,
+                         t0, t0 + 100, fail + 12 * ms, "ok")]
+    done = (fail - ms, fail + ms // 2, fail + 9 * ms, fail + 12 * ms)
+    chunks = [ChunkRecord("kv", "default", "one-to-one", 0, i, 10, t0, t0 + 100, x, True)
+              for i, x in enumerate(done)]
+    log = [{"action": "down", "label": "down leaf-0--spine-0", "line": 13, "at_ns": ms,
+            "applied_ns": fail, "link": ["leaf-0", "spine-0"], "node": None},
+           {"action": "converge", "after": "down leaf-0--spine-0", "line": 13,
+            "at_ns": 9 * ms, "applied_ns": fail + 8 * ms}]
+    rec = recovery(log, t, tr, chunks, ["host-1"] * 4)
+    assert rec["events"][0]["recovery_ns"] == 9 * ms

@@ -41,14 +41,15 @@ events:
 """
 
 
-def _run(tmp: Path, name: str, transport: str, detect: str) -> tuple[dict, str]:
+def _run(tmp: Path, name: str, transport: str, detect: str, backend: str = "userspace"
+         ) -> tuple[dict, str]:
     switches = "switches: {buffer: 2MiB}" if transport == "roce" else ""
     path = tmp / f"{name}.yaml"
     path.write_text(RING.format(name=name, switches=switches, transport=transport,
                                 detect=detect))
     out = tmp / f"out-{detect}"
     proc = subprocess.run([sys.executable, "-m", "fabric.entry", "run", str(path), "--out",
-                           str(out), "--links", "userspace"], capture_output=True, text=True,
+                           str(out), "--links", backend], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = out / "summary.json"
@@ -57,12 +58,15 @@ def _run(tmp: Path, name: str, transport: str, detect: str) -> tuple[dict, str]:
     return json.loads(summary.read_text()), proc.stdout
 
 
-@pytest.mark.parametrize("transport", ["tcp", "roce"])
+@pytest.mark.parametrize(("transport", "backend"), [
+    ("tcp", "userspace"), ("roce", "userspace"),
+    pytest.param("tcp", "netem", marks=pytest.mark.netem)])
 def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fabric_name,
-                                                                   transport, monkeypatch):
+                                                                   transport, backend,
+                                                                   monkeypatch):
     monkeypatch.setenv("FABRIC_STATE_DIR", str(tmp_path / "state"))
-    short, out_short = _run(tmp_path, f"{fabric_name}s", transport, "1ms")
-    long, out_long = _run(tmp_path, f"{fabric_name}l", transport, "8ms")
+    short, out_short = _run(tmp_path, f"{fabric_name}s", transport, "1ms", backend)
+    long, out_long = _run(tmp_path, f"{fabric_name}l", transport, "8ms", backend)
     for s, out in ((short, out_short), (long, out_long)):
         assert s["integrity"]["ok"], out
         assert s["integrity"]["transfers_ok"] == 1
@@ -96,7 +100,7 @@ def test_a_kept_fabric_is_put_back_as_the_file_says_after_the_run(tmp_path, fabr
     text = RING.format(name=fabric_name, switches="", transport="tcp", detect="500us")
     text = text.replace("    - {at: 2ms, down: [a, r1]}",
                         "    - {at: 2ms, down: [a, r1]}\n"
-                        "    - {at: 1ms, set: [a, r2], rate: 1Gbps, delay: 1ms}")
+                        "    - {at: 1ms, set: [a, r2], rate: 5Gbps, delay: 1ms}")
     path.write_text(text)
 
     def fabric(*argv: str) -> subprocess.CompletedProcess:
