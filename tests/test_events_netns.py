@@ -33,7 +33,7 @@ links:
 traffic:
   chunk: 1MiB
   flows:
-    - {{name: move, pattern: bulk, from: a, to: b, transport: {transport}, size: 12MiB}}
+    - {{name: move, pattern: bulk, from: a, to: b, transport: {transport}, size: {size}}}
 events:
   detect: {detect}
   timeline:
@@ -41,12 +41,12 @@ events:
 """
 
 
-def _run(tmp: Path, name: str, transport: str, detect: str, backend: str = "userspace"
-         ) -> tuple[dict, str]:
+def _run(tmp: Path, name: str, transport: str, detect: str, backend: str = "userspace",
+         size: str = "8MiB") -> tuple[dict, str]:
     switches = "switches: {buffer: 2MiB}" if transport == "roce" else ""
     path = tmp / f"{name}.yaml"
     path.write_text(RING.format(name=name, switches=switches, transport=transport,
-                                detect=detect))
+                                detect=detect, size=size))
     out = tmp / f"out-{detect}"
     proc = subprocess.run([sys.executable, "-m", "fabric.entry", "run", str(path), "--out",
                            str(out), "--links", backend], capture_output=True, text=True,
@@ -65,9 +65,12 @@ def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fab
                                                                    transport, backend,
                                                                    monkeypatch):
     monkeypatch.setenv("FABRIC_STATE_DIR", str(tmp_path / "state"))
-    short, out_short = _run(tmp_path, f"{fabric_name}s", transport, "1ms", backend)
-    long, out_long = _run(tmp_path, f"{fabric_name}l", transport, "8ms", backend)
-    for s, out in ((short, out_short), (long, out_long)):
+    # in the emulated guest (netem) each run costs a minute: there, one run with the long
+    # detect shows the mechanism; the comparison of two detects runs on userspace links
+    detects = ("8ms",) if backend == "netem" else ("1ms", "8ms")
+    runs = {d: _run(tmp_path, f"{fabric_name}{i}", transport, d, backend)
+            for i, d in enumerate(detects)}
+    for s, out in runs.values():
         assert s["integrity"]["ok"], out
         assert s["integrity"]["transfers_ok"] == 1
         (ev,) = s["recovery"]["events"]
@@ -82,13 +85,14 @@ def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fab
             assert conv["switch_tables"] >= 1  # r2, r3 (and r1) forward by new tables
         assert "events (fabric time from the start; measured on the fabric):" in out
         assert "routing converged after down a--r1" in out
-    r_short = short["recovery"]["max_ns"]
-    r_long = long["recovery"]["max_ns"]
     # nothing gets through before routing moves (the failed link was the only shortest
     # path), so recovery is at least `detect`; 7 ms more detect, measurably more recovery
-    assert r_short >= 1_000_000 * 0.9
+    r_long = runs["8ms"][0]["recovery"]["max_ns"]
     assert r_long >= 8_000_000 * 0.9
-    assert r_long - r_short > 4_000_000, (r_short, r_long)
+    if "1ms" in runs:
+        r_short = runs["1ms"][0]["recovery"]["max_ns"]
+        assert r_short >= 1_000_000 * 0.9
+        assert r_long - r_short > 4_000_000, (r_short, r_long)
 
 
 def test_a_kept_fabric_is_put_back_as_the_file_says_after_the_run(tmp_path, fabric_name,
@@ -97,10 +101,11 @@ def test_a_kept_fabric_is_put_back_as_the_file_says_after_the_run(tmp_path, fabr
     the file's values and the routes are the plan's again (a reaches b over r1)."""
     monkeypatch.setenv("FABRIC_STATE_DIR", str(tmp_path / "state"))
     path = tmp_path / f"{fabric_name}.yaml"
-    text = RING.format(name=fabric_name, switches="", transport="tcp", detect="500us")
+    text = RING.format(name=fabric_name, switches="", transport="tcp", detect="500us",
+                       size="12MiB")
     text = text.replace("    - {at: 2ms, down: [a, r1]}",
                         "    - {at: 2ms, down: [a, r1]}\n"
-                        "    - {at: 1ms, set: [a, r2], rate: 5Gbps, delay: 1ms}")
+                        "    - {at: 1ms, set: [a, r2], rate: 5Gbps, delay: 100us}")
     path.write_text(text)
 
     def fabric(*argv: str) -> subprocess.CompletedProcess:
@@ -139,7 +144,8 @@ def test_fabric_link_down_moves_routes_and_link_up_brings_them_back(tmp_path, fa
     the extra hop); `--keep-routes` leaves the route on the dead link; `fabric link up`."""
     monkeypatch.setenv("FABRIC_STATE_DIR", str(tmp_path / "state"))
     path = tmp_path / f"{fabric_name}.yaml"
-    text = RING.format(name=fabric_name, switches="", transport="tcp", detect="0s")
+    text = RING.format(name=fabric_name, switches="", transport="tcp", detect="0s",
+                       size="12MiB")
     text = text.replace("time_scale: 100", "time_scale: 1").replace("delay: 20us",
                                                                     "delay: 2ms")
     path.write_text(text)
