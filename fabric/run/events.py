@@ -150,7 +150,8 @@ def _nodes_down(steps: list[EventStep]) -> set[str]:
 
 
 def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[TransferRecord],
-             chunks: list[ChunkRecord], chunk_receivers: list[str]) -> dict[str, Any]:
+             chunks: list[ChunkRecord], chunk_receivers: list[str],
+             links: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per failure (a link or node going down): the transfers in flight then whose shortest
     paths can cross it, the time until each got a chunk through again, and the completion
     times of the transfers it touched against those it did not. Times in fabric ns."""
@@ -210,12 +211,19 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
                     if moved is None or a <= moved]
             waits.append((max(gaps)[1] - t) / ts)
         others = [r for r in transfers if r.status == "ok" and r not in touched]
+        # what the failed links dropped while down (the engine counts it; over the whole run,
+        # so events on the same link share it; None where the backend does not count it)
+        down_drops = [d.get("drops_down") for x, y in failed
+                      for lid in (f"{x}--{y}", f"{y}--{x}")
+                      for d in ((links or {}).get("links", {}).get(lid) or {}).values()]
+        counted = [v for v in down_drops if isinstance(v, int)]
         events.append({
             "event": entry["label"], "line": entry["line"], "at_ns": entry["at_ns"],
             "transfers_in_flight": len(in_flight), "transfers_touched": len(touched),
             "recovery_ns": max(waits) if waits else None,
             "recovery_p50_ns": float(np.percentile(waits, 50)) if waits else None,
             "never_recovered": stuck,
+            "packets_dropped_down": sum(counted) if counted else None,
             "fct_touched_p50_ns": _pct([r for r in touched if r.status == "ok"], 50, ts),
             "fct_touched_p99_ns": _pct([r for r in touched if r.status == "ok"], 99, ts),
             "fct_others_p50_ns": _pct(others, 50, ts),
@@ -257,6 +265,8 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
                else "no transfer it touched was in flight")
         if ev["never_recovered"]:
             got += f"; never recovered: {', '.join(ev['never_recovered'][:4])}"
+        if ev.get("packets_dropped_down"):
+            got += f"; the link dropped {ev['packets_dropped_down']} packets while down"
         out.append(f"  {ev['event']}: {ev['transfers_touched']} of "
                    f"{ev['transfers_in_flight']} transfers in flight could cross it; {got}")
     return out

@@ -111,7 +111,7 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
         from fabric.run.events import recovery
 
         result.recovery = recovery(result.events, topo, result.transfer_records,
-                                   result.chunk_records, result.chunk_receivers)
+                                   result.chunk_records, result.chunk_receivers, result.links)
         left = [s.label for s in timeline.events.steps[len(
             [e for e in result.events if e["action"] != "converge"]):]]
         if left:
