@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fabric.errors import TopologyError
@@ -321,3 +322,37 @@ def test_recovery_skips_chunks_already_past_the_failure():
             "at_ns": 9 * ms, "applied_ns": fail + 8 * ms}]
     rec = recovery(log, t, tr, chunks, ["host-1"] * 4)
     assert rec["events"][0]["recovery_ns"] == 9 * ms
+
+
+def test_recovery_reports_chunk_latency_and_the_queue_the_failure_piled_up():
+    from fabric.run.events import recovery
+
+    t = topo("""
+    events:
+      timeline:
+        - {at: 1ms, down: [leaf-0, spine-0]}
+    """)
+    ms = 1_000_000
+    fail = 1_001 * ms
+    tr = [TransferRecord("kv", "default", "one-to-one", "host-0", "host-1", 0, 20, 2,
+                         fail - ms, fail - ms + 100, fail + 5 * ms, "ok")]
+    chunks = [ChunkRecord("kv", "default", "one-to-one", 0, 0, 10, fail - ms, fail - ms + 10,
+                          fail - ms // 2, True),
+              ChunkRecord("kv", "default", "one-to-one", 0, 1, 10, fail - ms // 2,
+                          fail + 4 * ms, fail + 5 * ms, True)]
+    links = {"links": {"leaf-0--spine-1": {
+        "forward": {"samples": [[fail - ms, 1000], [fail + ms, 90_000], [fail + 9 * ms, 5]],
+                    "drops_down": 0},
+        "reverse": {"samples": []}},
+        "leaf-0--spine-0": {"forward": {"drops_down": 7}, "reverse": {"drops_down": 3}}}}
+    log = [{"action": "down", "label": "down leaf-0--spine-0", "line": 13, "at_ns": ms,
+            "applied_ns": fail, "link": ["leaf-0", "spine-0"], "node": None},
+           {"action": "converge", "after": "down leaf-0--spine-0", "line": 13,
+            "at_ns": 2 * ms, "applied_ns": fail + 2 * ms}]
+    (ev,) = recovery(log, t, tr, chunks, ["host-1", "host-1"], links)["events"]
+    assert ev["chunk_touched_p99_ns"] == pytest.approx(
+        np.percentile([ms // 2, 5 * ms + ms // 2], 99))
+    assert ev["queue_max_bytes"] == 90_000
+    assert ev["queue_max_link"] == "leaf-0--spine-1 ->"
+    assert ev["queue_before_max_bytes"] == 1000
+    assert ev["packets_dropped_down"] == 10

@@ -176,6 +176,14 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
                 return True
         return False
 
+    from fabric.metrics.records import parse_links
+
+    queues = [(f"{lk.id} {'->' if name == 'forward' else '<-'}", c.samples)
+              for lk in parse_links(links) for name, c in lk.directions() if c.samples]
+    lat: dict[tuple[str, int, str], list[int]] = {}
+    for c, dst in zip(chunks, chunk_receivers, strict=True):
+        if c.ok:
+            lat.setdefault((c.flow, c.request, dst), []).append(c.latency_ns)
     done_at: dict[tuple[str, int, str], list[int]] = {}
     for c, dst in zip(chunks, chunk_receivers, strict=True):
         if c.ok:
@@ -228,6 +236,9 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
             "fct_touched_p99_ns": _pct([r for r in touched if r.status == "ok"], 99, ts),
             "fct_others_p50_ns": _pct(others, 50, ts),
             "fct_others_p99_ns": _pct(others, 99, ts),
+            "chunk_touched_p99_ns": _lat(touched, lat, 99, ts),
+            "chunk_others_p99_ns": _lat(others, lat, 99, ts),
+            **_queue_spike(queues, t, moved),
         })
     rec = [e["recovery_ns"] for e in events if e["recovery_ns"] is not None]
     return {"events": events, "max_ns": max(rec) if rec else None,
@@ -237,6 +248,26 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
                     "completions that began by routing's reaction (chunks already past the "
                     "link still arrive first); the worst is the event's; measured on the "
                     "fabric, in fabric time"}
+
+
+def _lat(records: list[TransferRecord], lat: dict[tuple[str, int, str], list[int]], q: float,
+         ts: float) -> float | None:
+    """A percentile of the chunk latencies of `records`' transfers, in fabric ns."""
+    vals = [v / ts for r in records for v in lat.get((r.flow, r.request, r.dst), [])]
+    return float(np.percentile(vals, q)) if vals else None
+
+
+def _queue_spike(queues: list[tuple[str, Any]], t: int, moved: int | None) -> dict[str, Any]:
+    """The deepest link queue (engine samples, bytes) from the failure until routing moved,
+    against the deepest before the failure: where the failure piled traffic up."""
+    end = moved if moved is not None else t
+    before = max((x.queue_bytes for _, s in queues for x in s if x.t_ns < t), default=None)
+    during = [(x.queue_bytes, label) for label, s in queues for x in s if t <= x.t_ns <= end]
+    if not during:
+        return {"queue_max_bytes": None, "queue_max_link": None,
+                "queue_before_max_bytes": before}
+    q, label = max(during)
+    return {"queue_max_bytes": q, "queue_max_link": label, "queue_before_max_bytes": before}
 
 
 def _pct(records: list[TransferRecord], q: float, ts: float) -> float | None:
@@ -267,6 +298,13 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
             got += f"; never recovered: {', '.join(ev['never_recovered'][:4])}"
         if ev.get("packets_dropped_down"):
             got += f"; the link dropped {ev['packets_dropped_down']} packets while down"
+        if ev.get("queue_max_bytes"):
+            from fabric.units import format_size
+
+            before = ev.get("queue_before_max_bytes")
+            got += (f"; deepest queue until routing moved {format_size(ev['queue_max_bytes'])}"
+                    f" on {ev['queue_max_link']}" +
+                    (f" ({format_size(before)} before)" if before is not None else ""))
         out.append(f"  {ev['event']}: {ev['transfers_touched']} of "
                    f"{ev['transfers_in_flight']} transfers in flight could cross it; {got}")
     return out
