@@ -356,3 +356,23 @@ def test_recovery_reports_chunk_latency_and_the_queue_the_failure_piled_up():
     assert ev["queue_max_link"] == "leaf-0--spine-1 ->"
     assert ev["queue_before_max_bytes"] == 1000
     assert ev["packets_dropped_down"] == 10
+
+
+def test_a_step_on_a_roce_switch_ports_own_settings_is_refused_at_its_line(tmp_path):
+    from fabric.kinds import load, select
+
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(BASE) + textwrap.dedent("""
+    switches: {buffer: 1MiB}
+    traffic:
+      flows:
+        - {pattern: bulk, from: host-0, to: host-1, size: 1MiB}
+    events:
+      timeline:
+        - {at: 1ms, set: [host-0, leaf-0], rate: 100Mbps, direction: a-b}
+        - {at: 2ms, set: [leaf-0, spine-0], rate: 100Mbps}
+    """))
+    # host-0's own egress is fine; leaf-0's and spine-0's ports are the switches'
+    with pytest.raises(TopologyError, match=r"t.yaml:18: events.timeline: set leaf-0--spine-0: "
+                                            r"the rate of RoCE switch leaf-0's egress"):
+        select(load(path), {})

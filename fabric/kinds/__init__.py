@@ -109,7 +109,33 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
             f"this file runs as {kind.title}, which applies no event timeline (traffic runs "
             "and RoCE comparisons do): remove the section",
             file=topo.source, line=topo.events.line, key="events")
+    if topo.events is not None:
+        _check_switch_egress(topo)
     return kind, kind.prepare(topo, options)
+
+
+def _check_switch_egress(topo: Any) -> None:  # noqa: ANN401
+    """A RoCE switch's egress realises a link's rate, queue and ECN itself (its port), fixed
+    while it runs: a step that changes them there is refused at its line."""
+    from ..plan import roce_switches
+    from ..topology.linkprops import LINK_PROPERTIES
+
+    switches = set(roce_switches(topo))
+    if not switches:
+        return
+    fixed = {f: p.key for p in LINK_PROPERTIES if p.switch_realises for f in p.fields}
+    for step in topo.events.steps:
+        if step.action != "set" or step.link is None:
+            continue
+        a, b = step.link
+        senders = {"a-b": [a], "b-a": [b]}.get(step.direction, [a, b])
+        keys = sorted({fixed[f] for f, _ in step.props if f in fixed})
+        for sender in senders:
+            if sender in switches and keys:
+                raise TopologyError(
+                    f"{step.label}: the {' and '.join(keys)} of RoCE switch {sender}'s egress "
+                    "is its port's, fixed while it runs: change the delay or loss, or the "
+                    "other direction", file=topo.source, line=step.line, key="events.timeline")
 
 
 def holds_run(d: Path) -> Kind | None:

@@ -41,7 +41,8 @@ class Timeline:
     events: Events
     log: list[dict[str, Any]] = field(default_factory=list)
     _applied: list[EventStep] = field(default_factory=list)
-    _set_links: set[tuple[str, str]] = field(default_factory=set)
+    # per direction (sender, receiver): the properties the timeline changed
+    _set_fields: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     _down_before: set[frozenset[str]] = field(default_factory=set)  # by `fabric link down`
     _rerouted: bool = False
 
@@ -90,7 +91,10 @@ class Timeline:
         elif step.action == "set" and step.link:
             props: dict[str, Any] = dict(step.props)
             live.link_set(self.state, *step.link, direction=step.direction, **props)
-            self._set_links.add(step.link)
+            a, b = step.link
+            for pair in ([(a, b)] if step.direction == "a-b" else [(b, a)]
+                         if step.direction == "b-a" else [(a, b), (b, a)]):
+                self._set_fields.setdefault(pair, set()).update(props)
 
     def _converge(self, down: set[frozenset[str]]) -> Any:  # noqa: ANN401 - a RouteChange
         from fabric.net.routing import reroute
@@ -116,16 +120,20 @@ class Timeline:
                 live.link_up(self.state, a, b)
             except FabricError as e:
                 problems.append(str(e))
-        for a, b in self._set_links:
-            link = next(lk for lk in self.topo.links if {lk.a, lk.b} == {a, b})
-            fields = ("rate_bps", "delay_ns", "jitter_ns", "loss_ppm", "queue_bytes",
-                      "ecn_bytes")
-            for shape, (x, y) in ((link.forward, (link.a, link.b)),
-                                  (link.reverse, (link.b, link.a))):
+        for lp in self.plan.links:
+            for shape, queue, (x, y) in (
+                    (lp.link.forward, lp.a_queue_bytes, (lp.a.node, lp.b.node)),
+                    (lp.link.reverse, lp.b_queue_bytes, (lp.b.node, lp.a.node))):
+                changed = self._set_fields.get((x, y))
+                if not changed:
+                    continue
+                # the file's values of what the timeline changed; the queue as built (its
+                # default is a bandwidth-delay product, which time scaling keeps in bytes)
+                values = {f: queue if f == "queue_bytes" else getattr(shape, f)
+                          for f in changed}
+                values = {f: v for f, v in values.items() if v is not None}
                 try:
-                    live.link_set(self.state, x, y, direction="a-b",
-                                  **{f: getattr(shape, f) for f in fields
-                                     if getattr(shape, f) is not None})
+                    live.link_set(self.state, x, y, direction="a-b", **values)
                 except FabricError as e:
                     problems.append(str(e))
         if self._rerouted:
