@@ -359,3 +359,31 @@ def test_fabric_run_refuses_agents_for_a_kind_whose_nodes_run_only_here(tmp_path
     assert res.exit_code == 1
     assert "--agents does not apply to" in res.output
     assert "whose nodes run only here" in res.output
+
+
+def test_a_malformed_handshake_is_refused_and_leaves_other_sessions_alone(start_agent):
+    """An Auth whose proof is not text (no secret needed to send one) is refused and logged;
+    the child that refused it exits, and a session waiting beside it is untouched."""
+    from fabric.node.session import Auth
+
+    ag = start_agent()
+    waiting = socket.create_connection(("127.0.0.1", ag.port))
+    poke = socket.create_connection(("127.0.0.1", ag.port))
+    try:
+        waiting.recv(4096)  # its Hello: that session's child waits for an Auth
+        poke.recv(4096)
+        poke.sendall(encode(Auth(proof=1, nonce="00", version=__version__, node="a",  # type: ignore[arg-type]
+                                 target="clock")))
+        assert poke.recv(4096) == b""  # refused: closed
+        deadline = time.monotonic() + 5
+        while "refused 127.0.0.1:" not in ag.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "refused 127.0.0.1:" in ag.text()
+        assert "Traceback" not in ag.text()
+        waiting.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # still waiting for its Auth, not closed
+            waiting.recv(4096)
+        assert ag.proc.poll() is None
+    finally:
+        waiting.close()
+        poke.close()

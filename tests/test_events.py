@@ -376,3 +376,20 @@ def test_a_step_on_a_roce_switch_ports_own_settings_is_refused_at_its_line(tmp_p
     with pytest.raises(TopologyError, match=r"t.yaml:18: events.timeline: set leaf-0--spine-0: "
                                             r"the rate of RoCE switch leaf-0's egress"):
         select(load(path), {})
+
+
+def test_a_rate_the_file_leaves_unset_cannot_be_changed_as_it_could_not_be_put_back():
+    base = BASE.replace("downlink: {rate: 1Gbps, delay: 10us}", "downlink: {delay: 10us}")
+    with pytest.raises(TopologyError, match=r":13: events.timeline: set leaf-0--host-0: "
+                                            r"leaf-0->host-0 has no rate in the file"):
+        topo("""
+        events:
+          timeline:
+            - {at: 1ms, set: [leaf-0, host-0], rate: 10Mbps}
+        """, base)
+    with pytest.raises(TopologyError, match=r"has no ecn threshold in the file"):
+        topo("""
+        events:
+          timeline:
+            - {at: 1ms, set: [leaf-0, spine-0], ecn: 10KB}
+        """)

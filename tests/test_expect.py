@@ -261,14 +261,26 @@ def test_nothing_delivered() -> None:
     assert outcomes[4].why == "nothing was delivered, so no goodput"
 
 
+def _event(name: str, recovery_ns: float | None, touched: int = 1,
+           stuck: tuple[str, ...] = ()) -> dict:
+    return {"event": name, "recovery_ns": recovery_ns, "transfers_touched": touched,
+            "never_recovered": list(stuck)}
+
+
 def test_recovery_from_the_events_section() -> None:
     s = run_summary()
-    s["recovery"] = {"events": [{"recovery_ns": 50 * MS}, {"recovery_ns": 150 * MS}]}
+    s["recovery"] = {"events": [_event("down a--b", 50 * MS), _event("down c--d", 150 * MS)]}
     outcomes = measure("recovery.max < 200ms", "recovery.mean == 100ms", summary=s)
     assert [o.passed for o in outcomes] == [True, True]
-    s["recovery"]["events"].append({"recovery_ns": None})
+    # a failure no transfer in flight could cross has nothing to recover: not a failure
+    s["recovery"]["events"].append(_event("down e--f", None, touched=0))
     [o] = measure("recovery.max < 200ms", summary=s)
-    assert (o.passed, o.why) == (False, "the traffic did not recover after 1 of 3 link events")
+    assert o.passed
+    # a transfer that never recovered fails it, however fast the others came back
+    s["recovery"]["events"].append(_event("down g--h", 10 * MS, touched=2, stuck=("kv#2",)))
+    [o] = measure("recovery.max < 200ms", summary=s)
+    assert (o.passed, o.why) == (False, "the traffic did not recover after 1 of 3 link "
+                                        "events (down g--h)")
 
 
 def test_roce_variant_metrics() -> None:

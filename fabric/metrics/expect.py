@@ -186,16 +186,21 @@ def _queue_max(run: RunFigures, g: Group) -> float:
 
 def _recovery(how: str) -> Reader:
     def read(run: RunFigures, g: Group) -> float:
-        events = (run.summary.get("recovery") or {}).get("events") or []
+        events = [e for e in (run.summary.get("recovery") or {}).get("events") or []
+                  if isinstance(e, Mapping)]
         if not events:
             raise Missing("no link events in this run")
-        times = [float(t) for e in events if isinstance(e, Mapping)
+        # a failure no transfer in flight could cross has nothing to recover
+        touched = [e for e in events if e.get("transfers_touched")]
+        stuck = [e for e in touched if e.get("never_recovered")]
+        if stuck:
+            raise Missing(f"the traffic did not recover after {len(stuck)} of {len(touched)} "
+                          f"link events ({', '.join(str(e.get('event')) for e in stuck[:3])})")
+        times = [float(t) for e in touched
                  if isinstance(t := e.get("recovery_ns"), int | float)
                  and not isinstance(t, bool)]
-        lost = len(events) - len(times)
-        if lost or not times:
-            raise Missing(f"the traffic did not recover after {lost} of {len(events)} link "
-                          "events")
+        if not times:
+            raise Missing("no link event touched a transfer in flight: nothing to recover")
         return float(max(times) if how == "max" else sum(times) / len(times))
     return read
 

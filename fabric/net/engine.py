@@ -582,6 +582,8 @@ class Engine:
             reply = self.control(request)
         except ValueError as exc:
             reply = {"ok": False, "error": f"bad control request: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - a malformed request never ends the relay
+            reply = {"ok": False, "error": f"bad control request: {type(exc).__name__}: {exc}"}
         return json.dumps(reply).encode() + b"\n"
 
     async def _control_loop(self) -> None:
@@ -593,17 +595,20 @@ class Engine:
                 nursery.start_soon(self._control_conn, stream)
 
     async def _control_conn(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            buf = b""
-            with trio.move_on_after(CONTROL_TIMEOUT_S):
-                while b"\n" not in buf:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                # applied here, with no await between reading the request and changing the
-                # models: between two packets of the relay
-                await stream.send_all(self._reply(buf.split(b"\n", 1)[0]))
+        try:
+            async with stream:
+                buf = b""
+                with trio.move_on_after(CONTROL_TIMEOUT_S):
+                    while b"\n" not in buf:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    # applied here, with no await between reading the request and changing
+                    # the models: between two packets of the relay
+                    await stream.send_all(self._reply(buf.split(b"\n", 1)[0]))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return  # the client left (Ctrl-C on `fabric link show`): the relay goes on
 
     def _serve_control_blocking(self) -> None:
         """The epoll loop's control: one connection, read and answered at once (a local

@@ -190,8 +190,11 @@ def serve_agent(listen: tuple[str, int], key: bytes, *, node: str = "",
             with interrupts_held():
                 pid = os.fork()
                 if pid == 0:
-                    srv.close()
-                    _session_child(conn, peer, key, node, host, say)
+                    try:
+                        srv.close()
+                        _session_child(conn, peer, key, node, host, say)
+                    finally:  # never back into the agent's loop (its children are siblings)
+                        os._exit(2)
             conn.close()
             children[pid] = f"{peer[0]}:{peer[1]}"
     finally:
@@ -234,7 +237,9 @@ def _session_child(conn: socket.socket, peer: tuple[str, int], key: bytes, node:
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         c.send(Hello(version=__version__, node=node, host=host, nonce=nonce), deadline)
         msg = c.receive(deadline)
-        if not isinstance(msg, Auth):
+        if not isinstance(msg, Auth) or not all(
+                isinstance(v, str) for v in (msg.proof, msg.nonce, msg.version, msg.node,
+                                             msg.target)):
             say(f"fabric agent: refused {who}: no authentication")
             os._exit(2)
         if not hmac.compare_digest(msg.proof, _proof(key, "runner", nonce, msg.nonce,
@@ -264,6 +269,9 @@ def _session_child(conn: socket.socket, peer: tuple[str, int], key: bytes, node:
                 break
     except (TimeoutError, OSError, ProtocolError) as e:
         say(f"fabric agent: session with {who} ended in the handshake: {e or 'timed out'}")
+        os._exit(2)
+    except Exception as e:  # noqa: BLE001 - a peer's malformed message: refused, logged
+        say(f"fabric agent: refused {who}: malformed handshake ({type(e).__name__}: {e})")
         os._exit(2)
     if msg.target == "clock":
         os._exit(0)
@@ -367,7 +375,9 @@ def _open_session(book: AgentBook, name: str, target: str) -> tuple[socket.socke
             hello = c.receive(deadline)
         except ProtocolError:
             hello = None
-        if not isinstance(hello, Hello):
+        if not isinstance(hello, Hello) or not all(
+                isinstance(v, str) for v in (hello.version, hello.node, hello.host,
+                                             hello.nonce)):
             raise FabricError(f"{where} (the agent of node {name} in {book.source}) is not a "
                               "fabric agent: it did not greet as one")
         if hello.version != __version__:
@@ -381,7 +391,7 @@ def _open_session(book: AgentBook, name: str, target: str) -> tuple[socket.socke
         c.send(Auth(proof=_proof(book.key, "runner", hello.nonce, mine, name, target),
                     nonce=mine, version=__version__, node=name, target=target), deadline)
         welcome = c.receive(deadline)
-        if not isinstance(welcome, Welcome):
+        if not isinstance(welcome, Welcome) or not isinstance(welcome.proof, str):
             raise FabricError(f"the agent of node {name} at {where} refused the session "
                               "(a wrong secret? its log says why)")
         if not hmac.compare_digest(welcome.proof, _proof(book.key, "agent", mine,
@@ -394,7 +404,8 @@ def _open_session(book: AgentBook, name: str, target: str) -> tuple[socket.socke
             c.send(Clock(sent=t1 if i < CLOCK_ROUNDS - 1 else -t1), deadline)
             back = c.receive(deadline)
             t4 = time.monotonic_ns()
-            if not isinstance(back, Clock) or abs(back.sent) != t1:
+            if (not isinstance(back, Clock) or not isinstance(back.sent, int)
+                    or not isinstance(back.now, int) or abs(back.sent) != t1):
                 raise FabricError(f"the agent of node {name} at {where} broke off the "
                                   "clock exchange")
             samples.append((t1, back.now, t4))

@@ -50,6 +50,7 @@ class Timeline:
         from fabric.net.routing import links_down_now
 
         self._down_before = links_down_now(self.state)
+        self._converging = trio.Lock()
 
     async def run(self, t0_ns: int) -> None:
         """Every step at its time; converges `detect` after each change of link state."""
@@ -68,9 +69,12 @@ class Timeline:
 
     async def _converge_after(self, changed_ns: int, step: EventStep) -> None:
         await trio.sleep(self.events.detect_ns * self.topo.time_scale / 1e9)
-        t = time.monotonic_ns()
-        down = links_down(self._applied, self.topo.links)
-        change = await trio.to_thread.run_sync(self._converge, down)
+        # one reconvergence at a time, each to the links as they are when it starts (two at
+        # once could finish out of order and leave routes around a link that is up again)
+        async with self._converging:
+            t = time.monotonic_ns()
+            down = links_down(self._applied, self.topo.links)
+            change = await trio.to_thread.run_sync(self._converge, down)
         self.log.append({"action": "converge", "after": step.label, "line": step.line,
                          "at_ns": step.at_ns + self.events.detect_ns, "applied_ns": t,
                          "done_ns": time.monotonic_ns(), "links_down": sorted(
@@ -301,6 +305,7 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
     for ev in rec.get("events", []):
         r = ev["recovery_ns"]
         got = (f"recovered in {format_time(round(r))}" if r is not None
+               else "nothing recovered" if ev["never_recovered"]
                else "no transfer it touched was in flight")
         if ev["never_recovered"]:
             got += f"; never recovered: {', '.join(ev['never_recovered'][:4])}"

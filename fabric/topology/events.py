@@ -201,6 +201,18 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
         if len(raw) > MAX_STEPS:
             raise w.error(item, path, f"the timeline expands to more than {MAX_STEPS:,} "
                           "steps")
+    for step in raw:  # what a run could not put back afterwards
+        if step.action != "set" or step.link is None:
+            continue
+        a, b = step.link
+        for x, y in ([(a, b)] if step.direction == "a-b" else [(b, a)]
+                     if step.direction == "b-a" else [(a, b), (b, a)]):
+            for fld, what in (("rate_bps", "rate"), ("ecn_bytes", "ecn threshold")):
+                if fld in dict(step.props) and getattr(shapes[(x, y)], fld) is None:
+                    raise TopologyError(
+                        f"{step.label}: {x}->{y} has no {what} in the file, so the run could "
+                        f"not put it back afterwards: give the link a {what}",
+                        file=w.source, line=step.line, key="events.timeline")
     events = Events(detect_ns=detect, steps=tuple(sorted(raw, key=lambda s: s.at_ns)),
                     line=line_of(node))
     problem = contradiction(events)
