@@ -76,11 +76,11 @@ def write_export(result: Export, out: Path) -> list[Path]:
             # made with its mode: a key is never readable by others, not even for a moment
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             written.append(path)
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.chmod(path, mode)  # whatever the umask took away from a script
-    except OSError as e:
+    except (OSError, UnicodeError) as e:
         for path in written:
             path.unlink(missing_ok=True)
-        raise FabricError(f"cannot write {out}: {e.strerror or e}") from None
+        raise FabricError(f"cannot write {out}: {getattr(e, 'strerror', None) or e}") from None
     return written

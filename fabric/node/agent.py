@@ -277,6 +277,12 @@ def _session_child(conn: socket.socket, peer: tuple[str, int], key: bytes, node:
         os._exit(0)
     say(f"fabric agent: running {msg.target} node {msg.node} for {who}")
     conn.settimeout(None)
+    # a runner that vanishes without closing (its machine died, the network split) is
+    # noticed within about half a minute, and the node program ends with its session
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):
+            conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
     node_main(msg.node, None, conn.detach(), targets[msg.target])
 
 

@@ -230,7 +230,8 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
             gaps = [(b - a, b) for a, b in zip(points, points[1:], strict=False)
                     if moved is None or a <= moved]
             waits.append((max(gaps)[1] - t) / ts)
-        others = [r for r in transfers if r.status == "ok" and r not in touched]
+        touched_ids = {id(r) for r in touched}
+        others = [r for r in transfers if r.status == "ok" and id(r) not in touched_ids]
         # what the failed links dropped while down (the engine counts it; over the whole run,
         # so events on the same link share it; None where the backend does not count it)
         down_drops = [d.get("drops_down") for x, y in failed
