@@ -15,8 +15,12 @@ connection as its control channel. The handshake, in session frames:
     then the node's own session: Plan, Ready, Go, ...
 
 Both sides prove they hold the key the agents were started with (`agents.json`'s
-`secret_file`) over fresh challenges, so nothing else on the management network can drive a
-node or read its results, and a recorded session cannot be replayed. The key is never sent.
+`secret_file`) over fresh challenges, so no other host on the management network can open a
+session, drive a node or take its results, and a recorded session cannot be replayed. The key
+is never sent. The session after the handshake is plain TCP, neither encrypted nor
+authenticated frame by frame: a host on the path between runner and agent could read or
+alter it, so the management network must be one the operator trusts (containerlab's
+management bridge, or a tunnel between machines).
 
 Clocks: the runner estimates each agent's clock offset NTP-style from the round trips of the
 `Clock` exchange (the sample with the shortest round trip; its error is at most half that
