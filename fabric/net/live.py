@@ -116,7 +116,9 @@ def _link(state: FabricState, a: str, b: str) -> _Link:
 
 @contextlib.contextmanager
 def _locked(state: FabricState) -> Iterator[dict[str, Any]]:
-    """Serialise live changes to one fabric; yields `live.json`'s content, saved after."""
+    """Serialise live changes to one fabric; yields `live.json`'s content, saved after, also
+    when the change failed part-way (what it did by then, e.g. the links a failed `node_down`
+    took, stays recorded for `node_up`)."""
     state.dir.mkdir(parents=True, exist_ok=True)
     with open(state.dir / "live.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -127,10 +129,12 @@ def _locked(state: FabricState) -> Iterator[dict[str, Any]]:
             data = {}
         data.setdefault("routes", {})
         data.setdefault("node_down", {})
-        yield data
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        try:
+            yield data
+        finally:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(path)
 
 
 # ---- reading what is in force ----------------------------------------------------------------

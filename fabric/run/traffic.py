@@ -96,7 +96,14 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
         killed = reap(procs, grace=5.0)
         if timeline is not None:
             result.events = timeline.log
-            result.errors += [f"after the events: {p}" for p in timeline.restore()]
+            try:
+                problems = timeline.restore()
+            except Exception as e:  # noqa: BLE001 - never hides the run's own error
+                problems = [f"{type(e).__name__}: {e}"]
+            for problem in problems:
+                result.errors.append(f"after the events: {problem}")
+                # also when the run itself failed and these errors are never reported
+                print(f"fabric: after the events, not put back: {problem}", file=sys.stderr)
     for p in procs:
         if p.name in result.died:
             result.errors.append(f"node {p.name} died mid-run ({p.describe_exit()}); the "
