@@ -505,12 +505,24 @@ class LiveKernel(Kernel):
         return names
 
     def restore_route(self, route: AddRoute) -> None:
-        """Put a route kept by `routes_via` back (replacing what is there now)."""
+        """Put `route` in place (a route kept by `routes_via`, or one routing computed
+        again), replacing what is there now."""
         try:
             self._add_route(route.netns, route.dst, route.nexthops, route.src, op="replace")
         except NetlinkError as e:
             raise KernelError(f"restoring the route to {route.dst} in {route.netns}: "
                               f"{os.strerror(e.code)}") from None
+
+    def withdraw_route(self, route: AddRoute) -> None:
+        """Remove the route to `route.dst` from its namespace; one already gone (the kernel
+        drops the routes of a device taken down) is no error."""
+        dst = "0.0.0.0/0" if route.dst == "default" else route.dst
+        try:
+            self.handle(route.netns).route("del", dst=dst)
+        except NetlinkError as e:
+            if e.code != errno.ESRCH:
+                raise KernelError(f"withdrawing the route to {route.dst} in {route.netns}: "
+                                  f"{os.strerror(e.code)}") from None
 
 
 def netem_options(shape: Shape, queue_bytes: int) -> dict[str, int | float]:

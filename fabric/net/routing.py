@@ -11,7 +11,6 @@ The caller decides when: `fabric run`'s event timeline calls `converge` a detect
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import FabricError
 from ..plan import AddRoute, FabricPlan, compute_routes, switch_table
-from .kernel import Kernel, KernelError
+from .kernel import KernelError, LiveKernel
 from .lifecycle import FabricState, switch_routes_path
 
 __all__ = ["ROUTING_FILE", "RouteChange", "converge", "links_down_now", "reroute",
@@ -58,18 +57,18 @@ def converge(state: FabricState, plan: FabricPlan, old: list[AddRoute],
     after = {(r.netns, r.dst): r for r in new}
     replaced = withdrawn = restored = 0
     try:
-        with Kernel() as k:
+        with LiveKernel() as k:
             for key, r in after.items():
                 was = before.get(key)
                 if was is None:
-                    _route(k, "replace", r)
+                    k.restore_route(r)
                     restored += 1
                 elif was.nexthops != r.nexthops:
-                    _route(k, "replace", r)
+                    k.restore_route(r)
                     replaced += 1
             for key, r in before.items():
                 if key not in after:
-                    _route(k, "del", r)
+                    k.withdraw_route(r)
                     withdrawn += 1
     except (KernelError, NetlinkError, OSError) as e:
         raise FabricError(f"routing could not reconverge: {e}") from None
@@ -100,26 +99,6 @@ def _reload_switch(state: FabricState, sw: str, table: list[list[object]]) -> No
             os.kill(pid, signal.SIGUSR1)
         except ProcessLookupError:
             pass
-
-
-def _route(k: Kernel, op: str, r: AddRoute) -> None:
-    h = k.handle(r.netns)
-    dst = "0.0.0.0/0" if r.dst == "default" else r.dst
-    if op == "del":
-        try:
-            h.route("del", dst=dst)
-        except NetlinkError as e:
-            if e.code != errno.ESRCH:  # gone already: the kernel drops routes of a downed device
-                raise
-        return
-    kw: dict[str, object] = {"dst": dst, "prefsrc": r.src}
-    if len(r.nexthops) == 1:
-        gw, dev = r.nexthops[0]
-        kw.update(gateway=gw, oif=k.ifindex(r.netns, dev))
-    else:
-        kw["multipath"] = [{"gateway": gw, "oif": k.ifindex(r.netns, dev)}
-                           for gw, dev in r.nexthops]
-    h.route("replace", **kw)
 
 
 def reroute(state: FabricState, plan: FabricPlan, down: Iterable[frozenset[str]]

@@ -27,7 +27,7 @@ from fabric.metrics.records import ChunkRecord, TransferRecord
 from fabric.net.lifecycle import FabricState
 from fabric.plan import FabricPlan
 from fabric.topology.document import Topology
-from fabric.topology.events import Events, EventStep, links_down
+from fabric.topology.events import Events, EventStep, down_after, links_down
 from fabric.units import format_time
 
 __all__ = ["Timeline", "recovery", "render_events"]
@@ -111,14 +111,13 @@ class Timeline:
         import fabric.net.live as live
 
         problems = []
-        for node in {s.node for s in self._applied if s.action == "node_down" and s.node}:
-            if node in _nodes_down(self._applied):
-                try:
-                    live.node_up(self.state, node)
-                except FabricError as e:
-                    problems.append(str(e))
-        for key in links_down([s for s in self._applied if s.action in ("down", "up")],
-                              self.topo.links):
+        links, nodes = down_after(self._applied)
+        for node in sorted(nodes):
+            try:
+                live.node_up(self.state, node)
+            except FabricError as e:
+                problems.append(str(e))
+        for key in links:
             a, b = sorted(key)
             try:
                 live.link_up(self.state, a, b)
@@ -146,16 +145,6 @@ class Timeline:
             except FabricError as e:
                 problems.append(str(e))
         return problems
-
-
-def _nodes_down(steps: list[EventStep]) -> set[str]:
-    down: set[str] = set()
-    for s in steps:
-        if s.action == "node_down" and s.node:
-            down.add(s.node)
-        elif s.action == "node_up" and s.node:
-            down.discard(s.node)
-    return down
 
 
 # ---- what the events did -------------------------------------------------------------------

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from fabric.topology.model import Link, Node, Shape
     from fabric.topology.walker import Walker
 
-__all__ = ["ACTIONS", "EventStep", "Events", "contradiction", "links_down", "parse_events",
-           "read_trace"]
+__all__ = ["ACTIONS", "EventStep", "Events", "contradiction", "down_after", "links_down",
+           "parse_events", "read_trace"]
 
 ACTIONS = ("down", "up", "flap", "set", "ramp", "trace", "node_down", "node_up")
 DIRECTIONS = ("a-b", "b-a", "both")
@@ -306,9 +306,9 @@ def contradiction(events: Events) -> tuple[EventStep, str] | None:
     return None
 
 
-def links_down(steps: tuple[EventStep, ...] | list[EventStep], links: tuple[Link, ...],
-               ) -> set[frozenset[str]]:
-    """The links down after `steps` (a node's links count while it is down)."""
+def down_after(steps: tuple[EventStep, ...] | list[EventStep]
+               ) -> tuple[set[frozenset[str]], set[str]]:
+    """What `steps` leave down: the links taken down by a link step, and the nodes."""
     down: set[frozenset[str]] = set()
     nodes: set[str] = set()
     for s in steps:
@@ -320,6 +320,13 @@ def links_down(steps: tuple[EventStep, ...] | list[EventStep], links: tuple[Link
             nodes.add(s.node)
         elif s.action == "node_up" and s.node:
             nodes.discard(s.node)
+    return down, nodes
+
+
+def links_down(steps: tuple[EventStep, ...] | list[EventStep], links: tuple[Link, ...],
+               ) -> set[frozenset[str]]:
+    """The links down after `steps` (a node's links count while it is down)."""
+    down, nodes = down_after(steps)
     return down | {frozenset((lk.a, lk.b)) for lk in links if {lk.a, lk.b} & nodes}
 
 
