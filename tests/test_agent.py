@@ -387,3 +387,17 @@ def test_a_malformed_handshake_is_refused_and_leaves_other_sessions_alone(start_
     finally:
         waiting.close()
         poke.close()
+
+
+def test_a_fast_file_runs_through_agents_on_a_fabric_built_elsewhere(tmp_path):
+    """A fabric built elsewhere is not held to this host's link limits (tbf's top rate):
+    the check plans only names and addresses, as the run does."""
+    from fabric.kinds import check_agents, load, select
+
+    path = tmp_path / "fast.yaml"
+    path.write_text("name: fast\nnodes: {a: {}, b: {}}\nlinks:\n"
+                    "  - {endpoints: [a, b], rate: 800Gbps}\n"
+                    "traffic:\n  flows:\n    - {pattern: bulk, from: a, to: b, size: 1MiB}\n")
+    topo = load(path)
+    kind, _ = select(topo, {})
+    check_agents(kind, topo, remote=True)  # no FabricError
