@@ -32,7 +32,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from .errors import TopologyError
-from .topology.document import Topology
+from .topology.document import Topology, roce_classes
 from .topology.graph import search
 from .topology.linkprops import at_switch_egress
 from .topology.model import Link, Shape, queue_bytes
@@ -394,8 +394,9 @@ def switch_spec(name: str, ports: list[SwitchPort] | tuple[SwitchPort, ...],
                                  mtu=p.mtu, peer=p.peer) for p in ports),
             classes=tuple(ClassSpec(name=c.name, dscp=c.dscp, priority=c.priority,
                                     lossless=c.lossless, weight=c.weight, strict=c.strict,
-                                    red=None if c.red is None else RedParams(*c.red))
-                          for c in topo.classes),
+                                    red=None if c.red is None else RedParams(*c.red),
+                                    queue_bytes=c.queue_bytes)
+                          for c in roce_classes(topo)),
             buffer_bytes=sw.buffer_bytes, buffer_mode=sw.buffer_mode, pfc=sw.pfc,
             xoff_bytes=sw.xoff_bytes, xon_bytes=sw.xon_bytes, int_enabled=sw.int_enabled)
     except SwitchError as e:

@@ -201,7 +201,8 @@ def test_roce_transport_flow() -> None:
     assert [f.transport for f in flows] == ["roce"]
 
 
-CLASS_KEYS = ("name, dscp, priority, lossless, tcp_cc, weight, strict, ecn, cc, cc_params")
+CLASS_KEYS = ("name, dscp, priority, lossless, tcp_cc, weight, strict, ecn, cc, cc_params, "
+              "control, queue")
 DCQCN_PARAMS = ("g, alpha_interval_ns, rate_decrease_interval_ns, rate_increase_interval_ns, "
                 "fast_recovery_stages, rate_ai_bps, rate_hai_bps, min_rate_bps, "
                 "rate_on_first_cnp, clamp_target_rate, initial_alpha")
@@ -846,6 +847,7 @@ def test_roce_plan_sender_receiver_and_bystander() -> None:
         "nodes": ["h0", "h1", "sw"],
         "classes": {"kv": {"cc": "dcqcn", "cc_params": {"g": 0.5}, "priority": 3, "index": 0},
                     "bulk": {"cc": "hpcc", "cc_params": {}, "priority": 0, "index": 1}},
+        "control_dscp": 48,  # the default RoCE control class: CNPs, ACKs and NAKs
         "peers": {"h1": {"rate_bps": 8 * GBPS, "base_rtt_ns": PAIR_RTT_NS, "mtu": 1500,
                          "hops": 2, "rto_ns": 2 * 1_048_576}},
     }

@@ -435,7 +435,7 @@ ERRORS = [
      "corrupt, duplicate, reorder, queue, mtu, ecn)"),
     ("name: t\nclasses:\n  - {name: kv, pcp: 3}\nnodes: {a: {}}\n",
      "3: classes[0].pcp: unknown key 'pcp' (allowed: name, dscp, priority, lossless, tcp_cc, "
-     "weight, strict, ecn, cc, cc_params)"),
+     "weight, strict, ecn, cc, cc_params, control, queue)"),
     ("name: t\naddressing:\n  link: 10.0.0.0/8\nnodes: {a: {}}\n",
      "3: addressing.link: unknown key 'link'; did you mean 'links'? (allowed: links, "
      "loopbacks)"),

@@ -15,6 +15,16 @@ def _roce_flows(topo: Any) -> bool:  # noqa: ANN401
     return topo.traffic is not None and any(f.transport == "roce" for f in topo.traffic.flows)
 
 
+def control_line(c: Any) -> str:  # noqa: ANN401
+    """`fabric check`'s line on the RoCE control class (a `TrafficClass`)."""
+    queue = "no queue limit" if c.queue_bytes is None else f"queue {format_size(c.queue_bytes)}"
+    sched = "strict" if c.strict else f"weight {c.weight}"
+    where = "default" if c.line is None else f"line {c.line}"
+    return (f"RoCE control class: {c.name} ({where}): DSCP {c.dscp}, priority {c.priority}, "
+            f"{sched}, {'lossless' if c.lossless else 'lossy'}, {queue}; carries CNPs, ACKs "
+            "and NAKs")
+
+
 class RoceKind(Kind):
     name = "roce"
     title = "a RoCE comparison"
@@ -135,9 +145,14 @@ class RoceKind(Kind):
             out(f"per variant (fabric report {d}/VARIANT): {', '.join(dirs)}")
 
     def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
-        """One line on the RoCE switches: settings, and the PFC thresholds of the first."""
+        """One line on the RoCE control class (where the file runs RoCE), one on the RoCE
+        switches: settings, and the PFC thresholds of the first."""
+        from ..topology.document import control_class
+
+        control = control_class(topo)
+        lines = [] if control is None else [control_line(control)]
         if not plan.switches:
-            return []
+            return lines
         from ..plan import switch_spec
         from ..switch.core import headroom_bytes
 
@@ -152,7 +167,7 @@ class RoceKind(Kind):
             line += (f"; {first.node}: headroom {format_size(headroom)}"
                      f" per port and lossless priority, XOFF {format_size(spec.xoff_for(0))}, "
                      f"XON {format_size(spec.xon_for(0))}")
-        return [line]
+        return [line, *lines]
 
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """One row per RoCE switch process, from the statistics it writes every 2 s."""

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import FabricStateError
 from ..plan import FabricPlan, parse_netns_name
+from ..topology.document import roce_classes
 from .daemon import DaemonSpec, alive, interrupts_held, spawn_daemon, stop_process
 from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
@@ -346,7 +347,8 @@ def switch_config(plan: FabricPlan, node: str, state_dir: Path, *,
         "all_addresses": [n.loopback for n in plan.nodes.values()],
         "classes": [{"name": c.name, "dscp": c.dscp, "priority": c.priority,
                      "lossless": c.lossless, "weight": c.weight, "strict": c.strict,
-                     "red": None if c.red is None else list(c.red)} for c in topo.classes],
+                     "red": None if c.red is None else list(c.red),
+                     "queue_bytes": c.queue_bytes} for c in roce_classes(topo)],
         "settings": settings,
         "seed": sorted(plan.nodes).index(node),
         "stats_path": str(switch_stats_path(state_dir, node)),

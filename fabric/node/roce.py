@@ -14,8 +14,10 @@ finds the other's from the packet. The transport's sans-IO cores run in fabric t
 (monotonic - t0) / time_scale`; the policies see the rates and delays of the topology file.
 
 Data packets are ECT(0) with the class's DSCP, so switches can mark CE; the receiver reads the
-TOS of every datagram (IP_RECVTOS) to see the marks. A sender's transfer completes when the
-last message's ACK arrives (RC semantics: acknowledged = placed at the responder).
+TOS of every datagram (IP_RECVTOS) to see the marks. ACKs, NAKs and CNPs leave with the RoCE
+control class's DSCP (`fabric.topology.document.control_class`), in a queue of their own.
+A sender's transfer completes when the last message's ACK arrives (RC semantics:
+acknowledged = placed at the responder).
 """
 
 from __future__ import annotations
@@ -130,6 +132,11 @@ class RoceEndpoint:
         self.nic_free_ns = 0
         self.counters = {"cnps_sent": 0, "acks_sent": 0, "naks_sent": 0, "send_errors": 0,
                          "protocol_errors": 0}
+        # Everything this socket sends is control: ACKs, NAKs and CNPs, in the RoCE control
+        # class (not ECT: nothing should mark or pause them), so a switch serves them in their
+        # own queue instead of behind the data they acknowledge.
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS,
+                        (int(rc.get("control_dscp", 0)) << 2) & 0xFC)
 
     # time
 

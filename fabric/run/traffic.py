@@ -271,6 +271,7 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
     congestion control, and per peer it sends to the path's NIC rate, base RTT and MTU."""
     if not any(t.transport == "roce" and name in (t.src, t.dst) for t in transfers):
         return {}
+    from fabric.topology.document import control_class
     from fabric.topology.paths import path_figures
 
     sw = topo.switches
@@ -285,6 +286,7 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
         peers[dst] = {"rate_bps": rate, "base_rtt_ns": pf.base_rtt_ns, "mtu": pf.mtu,
                       "hops": pf.hops, "rto_ns": max(4 * pf.base_rtt_ns, 2 * drain)}
     first_hops = [topo.shape(name, nb).rate_bps for nb in topo.neighbours(name)]
+    control = control_class(topo)
     return {
         "time_scale": topo.time_scale,
         # one link: its rate is the NIC's; several (multi-homed): leave pacing per QP
@@ -294,6 +296,8 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
         "classes": {c.name: {"cc": c.cc, "cc_params": dict(c.cc_params),
                              "priority": c.priority, "index": i}
                     for i, c in enumerate(topo.classes)},
+        # CNPs, ACKs and NAKs leave in the RoCE control class
+        "control_dscp": control.dscp if control is not None else 0,
         "peers": peers,
     }
 

@@ -10,7 +10,8 @@ data), reports the PFC frames it receives with `on_pfc`, and wakes the port task
 (the 5-tuple, where the UDP source port is RoCE's entropy) always takes the same member. The
 DSCP picks a class; classes are served strict-priority first (highest priority first), then by
 deficit weighted round robin (quantum = weight x port MTU). ECT packets are CE-marked by RED
-on the egress queue of their port and class, before they join it.
+on the egress queue of their port and class, before they join it. A class may cap what it
+queues per port (`ClassSpec.queue_bytes`), as the RoCE control class's small queue does.
 
 **Buffer.** Every queued byte counts against the buffer: one pool of `buffer_bytes` ("shared"),
 or `buffer_bytes // n_ports` per egress port ("per_port"). With PFC on, every (ingress port,
@@ -37,7 +38,10 @@ port draws every ingress's headroom from that port's slice alone, so there it is
 guarantee: that is the cost of static partitioning this mode exists to show.
 
 **Counters** are per (port, class) and per port (see `stats`); drops by the buffer count at the
-egress port whose buffer was full, all other verdicts at the ingress port. Queue samples
+egress port whose buffer was full, all other verdicts at the ingress port. Per (port, class)
+the core also sums each sent packet's queueing delay (from `receive` to the `dequeue` that
+starts its transmission) and keeps the longest, which is how long the RoCE control class's
+CNPs and ACKs waited. Queue samples
 `(now_ns, [queue bytes per port])` are taken at most once per sample interval; when 4000 are
 held every other one goes and the interval doubles, so they always span the whole run.
 """
@@ -141,6 +145,9 @@ class ClassSpec:
 
     `lossless` classes are protected by PFC; `strict` classes are served before all others
     (highest priority first); the rest share by deficit round robin in proportion to `weight`.
+    `queue_bytes` caps what the class may queue at one egress port (a lossy class is dropped
+    at the tail beyond it; None: only the buffer limits it): the RoCE control class's small
+    queue, which also bounds what a strict class can hold back from the others.
     """
 
     name: str
@@ -150,6 +157,7 @@ class ClassSpec:
     weight: int = 1
     strict: bool = False
     red: RedParams | None = None
+    queue_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -164,6 +172,13 @@ class ClassSpec:
                               f"integer >= 1")
         if self.red is not None and not isinstance(self.red, RedParams):
             raise SwitchError(f"class {self.name!r}: red must be a RedParams or None")
+        if self.queue_bytes is not None and (not _int(self.queue_bytes)
+                                             or self.queue_bytes <= 0):
+            raise SwitchError(f"class {self.name!r}: queue_bytes {self.queue_bytes!r} must be "
+                              f"a positive integer or None")
+        if self.queue_bytes is not None and self.lossless:
+            raise SwitchError(f"class {self.name!r}: a lossless class cannot have a queue "
+                              f"limit (PFC, not a tail drop, bounds it); drop queue_bytes")
 
 
 @dataclass(frozen=True)
@@ -360,6 +375,7 @@ class SwitchCore:
         self._dscp_class = table
         self._cls_prio = [c.priority for c in classes]
         self._cls_lossless = [bool(c.lossless and spec.pfc) for c in classes]
+        self._cls_cap = [c.queue_bytes for c in classes]  # None: no per-class limit
         self._cls_red: list[tuple[int, int, float] | None] = []
         for c in classes:
             if c.red is None:
@@ -405,7 +421,8 @@ class SwitchCore:
         self._pfc_out: list[tuple[int, int, bool]] = []
 
         # egress, per port
-        self._queues: list[list[deque[tuple[bytearray, int]]]] = [
+        # each entry: (packet, ingress port, when it was queued)
+        self._queues: list[list[deque[tuple[bytearray, int, int]]]] = [
             [deque() for _ in range(k)] for _ in range(n)]
         self._nonempty = [0] * n  # bit c set: class c has packets
         self._paused_prio = [0] * n  # bit p set: the neighbour paused priority p
@@ -430,6 +447,8 @@ class SwitchCore:
         self._tx_packets = [0] * (n * k)
         self._tx_bytes = [0] * (n * k)
         self._marks = [0] * (n * k)
+        self._wait_ns = [0] * (n * k)  # summed queueing delay of the packets sent
+        self._max_wait_ns = [0] * (n * k)
         self._class_drops: dict[tuple[int, int], dict[str, int]] = {}
         self._drops = dict.fromkeys(DROPS, 0)
         self._malformed = [0] * n
@@ -508,6 +527,9 @@ class SwitchCore:
 
         qi = out * nc + c
         q = self._qbytes[qi]
+        cap = self._cls_cap[c]
+        if cap is not None and q + length > cap:
+            return self._drop(DROP_BUFFER, out, c)
         red = self._cls_red[c]
         if red is not None and (tos & 3 == 1 or tos & 3 == 2):
             kmin, kmax, slope = red
@@ -530,7 +552,7 @@ class SwitchCore:
         self._used[part] = used
         if used > self._max_used:
             self._max_used = used  # of one partition (the whole buffer when shared)
-        self._queues[out][c].append((pkt, in_port))
+        self._queues[out][c].append((pkt, in_port, now_ns))
         q += length
         self._qbytes[qi] = q
         if q > self._max_qbytes[qi]:
@@ -573,7 +595,7 @@ class SwitchCore:
                 if elig >> c & 1:
                     break
             q = queues[c]
-            pkt, in_port = q.popleft()
+            pkt, in_port, t_in = q.popleft()
             length = len(pkt)
             if not q:
                 self._nonempty[port] &= ~(1 << c)
@@ -599,7 +621,7 @@ class SwitchCore:
                     cur = 0
                 granted = False
             q = queues[c]
-            pkt, in_port = q.popleft()
+            pkt, in_port, t_in = q.popleft()
             length = len(pkt)
             if q:
                 deficit[c] -= length
@@ -615,6 +637,11 @@ class SwitchCore:
 
         qi = port * self._nclasses + c
         self._qbytes[qi] -= length
+        wait = now_ns - t_in  # queueing delay: queued until its transmission starts
+        if wait > 0:
+            self._wait_ns[qi] += wait
+            if wait > self._max_wait_ns[qi]:
+                self._max_wait_ns[qi] = wait
         last = self._q_last[port]
         pq = self._port_q[port]
         if now_ns > last:
@@ -837,6 +864,8 @@ class SwitchCore:
                     "ecn_marks": self._marks[ix],
                     "queue_bytes": self._qbytes[ix],
                     "max_queue_bytes": self._max_qbytes[ix],
+                    "wait_ns": self._wait_ns[ix],
+                    "max_wait_ns": self._max_wait_ns[ix],
                     "pauses_sent": self._pauses_sent[pi],
                     "pauses_received": self._pauses_recv[pi],
                     "paused_ns": paused_ns,

@@ -105,7 +105,8 @@ def build_spec(cfg: dict[str, Any]) -> SwitchSpec:
     classes = tuple(
         ClassSpec(name=c["name"], dscp=c["dscp"], priority=c["priority"],
                   lossless=c["lossless"], weight=c["weight"], strict=c["strict"],
-                  red=None if c["red"] is None else RedParams(*c["red"]))
+                  red=None if c["red"] is None else RedParams(*c["red"]),
+                  queue_bytes=c.get("queue_bytes"))
         for c in cfg["classes"])
     routes = routes_of(cfg["routes"], cfg.get("all_addresses", ()))
     s = cfg["settings"]

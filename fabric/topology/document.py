@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .graph import adjacency
 from .model import (
     DEFAULT_CLASSES,
+    DEFAULT_CONTROL_CLASS,
     LeafSpineInfo,
     Link,
     Node,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .prfaas import PrfaasSpec
     from .traffic import Traffic
 
-__all__ = ["Topology"]
+__all__ = ["Topology", "control_class", "roce_classes", "uses_roce"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,33 @@ class Topology:
             if (link.a, link.b) == (b, a):
                 return link.reverse
         raise KeyError((a, b))
+
+
+def uses_roce(topo: Topology) -> bool:
+    """Whether the file runs RoCE: RoCE-style switches (`switches:`) or `transport: roce`
+    flows."""
+    return topo.switches is not None or (
+        topo.traffic is not None and any(f.transport == "roce" for f in topo.traffic.flows))
+
+
+def control_class(topo: Topology) -> TrafficClass | None:
+    """The RoCE control class, whose DSCP every CNP, ACK and NAK leaves with and which the
+    RoCE switches serve in a strict-priority queue of its own (unless the file says
+    otherwise): the class the file marks `control: true` (or names `control`), else, in a
+    file that runs RoCE, `DEFAULT_CONTROL_CLASS` (its `line` is None: the file does not
+    declare it); None in a file without RoCE that declares none.
+
+    What renderings (`fabric check`, `fabric explain`) show as the control class."""
+    declared = next((c for c in topo.classes if c.control), None)
+    if declared is not None:
+        return declared
+    return DEFAULT_CONTROL_CLASS if uses_roce(topo) else None
+
+
+def roce_classes(topo: Topology) -> tuple[TrafficClass, ...]:
+    """The classes RoCE switches and RoCE nodes know: the file's, and the default control
+    class after them when the file declares none (the loader checked that it fits)."""
+    control = control_class(topo)
+    if control is None or control in topo.classes:
+        return topo.classes
+    return (*topo.classes, control)

@@ -40,6 +40,7 @@ from fabric.topology.linkprops import (
 )
 from fabric.topology.model import (
     DEFAULT_CLASSES,
+    DEFAULT_CONTROL_CLASS,
     NODE_KINDS,
     LeafSpineInfo,
     Link,
@@ -74,7 +75,7 @@ _PROPERTY = {p.key: p for p in LINK_PROPERTIES}
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
              "links", "traffic", "lpu", "prfaas", "switches", "memory", "expect", "events")
 _CLASS_KEYS = ("name", "dscp", "priority", "lossless", "tcp_cc", "weight", "strict", "ecn", "cc",
-               "cc_params")
+               "cc_params", "control", "queue")
 _SWITCH_KEYS = ("buffer", "buffer_mode", "pfc", "xoff", "xon", "int")
 _LINK_PROPS = property_keys()
 _REVERSE_PROPS = reverse_keys()
@@ -183,6 +184,10 @@ class _Parser(Walker):
                               line=line_of(top["traffic"][0]))
             check_reachable(traffic, links + generated, self.source)
 
+        if switches is not None or (traffic is not None
+                                    and any(f.transport == "roce" for f in traffic.flows)):
+            self._control(classes)
+
         prfaas = None
         if "prfaas" in top:
             from fabric.topology.prfaas import parse_prfaas
@@ -285,6 +290,7 @@ class _Parser(Walker):
         out: list[TrafficClass] = []
         names: dict[str, TrafficClass] = {}
         dscps: dict[int, TrafficClass] = {}
+        marked_at: dict[int, yaml.Node] = {}  # classes that say `control:`, its value
         for i, item in enumerate(items):
             path = f"classes[{i}]"
             f = self.mapping(item, path, _CLASS_KEYS, required=("name",))
@@ -321,16 +327,78 @@ class _Parser(Walker):
                 strict = self.boolean(f["strict"][1], f"{path}.strict")
             red = self._red(f["ecn"][1], f"{path}.ecn") if "ecn" in f else None
             cc, cc_params = self._cc(f, path)
+            # The RoCE control class: marked, or by its name (see `_control`).
+            control = name == DEFAULT_CONTROL_CLASS.name
+            if "control" in f:
+                control = self.boolean(f["control"][1], f"{path}.control")
+                marked_at[i] = f["control"][1]
+            queue = None
+            if "queue" in f:
+                queue = self.unit(f["queue"][1], f"{path}.queue", parse_size,
+                                  "a size such as 64KB")
+                if queue <= 0:
+                    raise self.error(f["queue"][1], f"{path}.queue", "a class's queue must "
+                                     "hold at least one packet: give a size above 0, or leave "
+                                     "`queue:` out for no limit but the buffer")
+                if lossless:
+                    raise self.error(f["queue"][1], f"{path}.queue", "a lossless class has "
+                                     "no queue limit of its own: PFC pauses it before the "
+                                     "buffer fills, where a limit would drop it; drop `queue:`")
             tc = TrafficClass(name=name, dscp=dscp, priority=priority, lossless=lossless,
                               tcp_cc=tcp_cc, weight=weight, strict=strict, red=red, cc=cc,
-                              cc_params=cc_params, line=line_of(item),
+                              cc_params=cc_params, control=control, queue_bytes=queue,
+                              line=line_of(item),
                               cc_line=line_of(f["cc"][1]) if "cc" in f else None,
                               cc_params_line=line_of(f["cc_params"][0]) if "cc_params" in f
                               else None)
             dscps[dscp] = tc
             names[name] = tc
             out.append(tc)
+        # The RoCE control class: the one marked `control: true`, else the one named
+        # `control` (the name alone yields to a mark, so a file may call another class that).
+        explicit = [i for i in marked_at if out[i].control]
+        if explicit:
+            out = [replace(c, control=False) if c.control and i not in explicit else c
+                   for i, c in enumerate(out)]
+        marked = [i for i, c in enumerate(out) if c.control]
+        if len(marked) > 1:
+            first, i = out[marked[0]], marked[1]
+            raise self.error(marked_at[i], f"classes[{i}].control", f"class '{out[i].name}' "
+                             f"is marked as the RoCE control class, but so is '{first.name}' "
+                             f"(line {first.line}); CNPs, ACKs and NAKs go in one class")
+        for i in marked:
+            if out[i].lossless:
+                raise self.error(items[i], f"classes[{i}]", f"class '{out[i].name}' is the "
+                                 "RoCE control class (CNPs, ACKs and NAKs) and cannot be "
+                                 "lossless: a PFC pause would hold back the very packets that "
+                                 "relieve congestion; drop `lossless:`, or make another class "
+                                 "the control class (`control: true`)")
         return tuple(out)
+
+    def _control(self, classes: tuple[TrafficClass, ...]) -> None:
+        """A file that runs RoCE (switches or RoCE flows) and declares no control class gets
+        `DEFAULT_CONTROL_CLASS`: its name, DSCP and (lossy) priority must be free for it."""
+        if any(c.control for c in classes):
+            return
+        d = DEFAULT_CONTROL_CLASS
+        for i, c in enumerate(classes):
+            fix = ("; declare the control class yourself: `control: true` on a class with a "
+                   "free DSCP")
+            if c.name == d.name:
+                problem = (f"class '{c.name}' has `control: false`, but '{d.name}' is the name "
+                           "of the default RoCE control class (CNPs, ACKs and NAKs)")
+                fix = "; rename this class, or mark one `control: true`"
+            elif c.dscp == d.dscp:
+                problem = (f"class '{c.name}' uses DSCP {d.dscp}, the default RoCE control "
+                           "class's (CNPs, ACKs and NAKs)")
+            elif c.priority == d.priority and c.lossless:
+                problem = (f"lossless class '{c.name}' uses priority {d.priority}, the "
+                           "default RoCE control class's, which is lossy (PFC pauses a whole "
+                           "priority)")
+            else:
+                continue
+            raise TopologyError(problem + fix, file=self.source, line=c.line,
+                                key=f"classes[{i}]")
 
     def _red(self, node: yaml.Node, path: str) -> tuple[int, int, float] | None:
         """A class's `ecn: {kmin, kmax, pmax}` (RED-style marking at RoCE switches)."""

@@ -132,12 +132,25 @@ class TrafficClass:
     # included, is above this layer) and makes a file plug-in's path absolute.
     cc: str = "none"
     cc_params: tuple[tuple[str, float | int], ...] = ()
+    # The RoCE control class: the transport's CNPs, ACKs and NAKs leave with its DSCP (see
+    # `fabric.topology.document.control_class`). `queue_bytes`: the most this class may hold
+    # queued at one RoCE switch egress port (None: only the buffer limits it).
+    control: bool = False
+    queue_bytes: int | None = None
     line: int | None = None
     cc_line: int | None = field(default=None, compare=False)  # where `cc:` and `cc_params:`
     cc_params_line: int | None = field(default=None, compare=False)  # are, for errors
 
 
 DEFAULT_CLASSES = (TrafficClass(name="default", dscp=0, priority=0, lossless=False),)
+
+#: The RoCE control class a file that declares none gets, as published RoCE deployments
+#: configure their NICs and switches: CNPs on DSCP 48 at priority 6, served in a strict
+#: priority queue of its own ahead of the data classes, lossy (a PFC pause must never hold
+#: back the signal that relieves congestion), with a small queue (control packets are some
+#: 60 bytes; a backlog of 64 KiB is already a thousand of them). ACKs and NAKs go with it.
+DEFAULT_CONTROL_CLASS = TrafficClass(name="control", dscp=48, priority=6, lossless=False,
+                                     strict=True, control=True, queue_bytes=64 * 1024)
 
 
 @dataclass(frozen=True)
