@@ -9,9 +9,12 @@ behind a KV backlog (and that with DSCP 0, as before, it would have).
 
 from __future__ import annotations
 
+import json
 import struct
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,7 @@ from fabric.errors import TopologyError
 from fabric.net.lifecycle import switch_config
 from fabric.plan import plan_fabric
 from fabric.roce import wire
+from fabric.run.roce import Variant, VariantResult, render, variant_metrics
 from fabric.run.traffic import roce_plan
 from fabric.switch.core import DROP_BUFFER, QUEUED, SwitchCore
 from fabric.switch.node import build_spec
@@ -198,7 +202,7 @@ def ipv4_udp(src: str, dst: str, payload: bytes, *, dscp: int, ecn: int = 0,
     return hdr + udp + payload
 
 
-def queueing_delays(control_dscp: int, *, backlog: int = 100) -> dict[str, int]:
+def queueing_delays(control_dscp: int, *, backlog: int = 100) -> dict[str, Any]:
     """A switch built as the plan builds it; its port to h1 holds `backlog` KV packets of
     1000 bytes from h0 (one already on the wire), then a CNP and an ACK from h2 to h1 arrive
     with `control_dscp`. How long each waited in the queue, in ns (8 Gbit/s: 1 ns a byte)."""
@@ -234,8 +238,9 @@ def queueing_delays(control_dscp: int, *, backlog: int = 100) -> dict[str, int]:
         else:
             waits[arrivals[len(pkt)]] = t_dep - now
     waits["kv_last"] = kv_waits[-1]
-    stats = core.stats(t_dep or 0)["ports"][port]["classes"]
-    waits["control_max_wait_ns"] = stats["control"]["max_wait_ns"]
+    stats = core.stats(kv_waits[-1])
+    waits["control_max_wait_ns"] = stats["ports"][port]["classes"]["control"]["max_wait_ns"]
+    waits["stats"] = json.loads(json.dumps(stats))  # as the switch process writes them
     return waits
 
 
@@ -266,3 +271,28 @@ def test_the_control_queue_is_small() -> None:
     queued = verdicts.count(QUEUED)
     assert queued == 64 * 1024 // len(cnp)
     assert set(verdicts[queued:]) == {DROP_BUFFER}
+
+
+def test_the_run_report_shows_the_control_class() -> None:
+    """The comparison's per-class rows come from the switches' counters too: the control
+    class moves no transfers but has its own row, with its packets and their waits."""
+    t = topo()
+    result = SimpleNamespace(transfer_records=[], transport={}, links=None, started_ns=0)
+    rows = {}
+    for dscp in (48, 0):
+        stats = queueing_delays(control_dscp=dscp)["stats"]
+        rows[dscp] = variant_metrics(t, result, {}, {"sw": stats})["by_class"]
+    control, kv = rows[48]["control"], rows[48]["kv"]
+    assert (control["transfers"], control["switch_packets"], control["drops"]) == (0, 2, 0)
+    assert control["wait_max_ns"] == 560  # the ACK, behind the CNP
+    assert control["wait_mean_ns"] == (500 + 560) / 2
+    assert control["max_queue_bytes"] == 2 * 28 + len(wire.cnp_packet(7)) + len(
+        wire.ack_packet(7, 3, 1))
+    assert kv["switch_packets"] == 100
+    assert kv["wait_max_ns"] > 90_000
+    assert "control" not in rows[0]  # before: no packet went through a control queue
+    assert rows[0]["kv"]["switch_packets"] == 102  # the CNP and ACK went with the KV data
+    text = render([VariantResult(Variant(None, None), {
+        **variant_metrics(t, result, {}, {"sw": queueing_delays(48)["stats"]})}, {})], t)
+    line = next(x for x in text.splitlines() if " control " in x)
+    assert line.split()[-7:] == ["2", "108", "B", "530", "ns", "560", "ns"], line

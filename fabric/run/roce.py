@@ -195,16 +195,36 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
     def host(key: str) -> int:
         return int(sum(v.get(key, 0) for v in transport.values()))
 
+    def per_class(name: str) -> list[dict[str, Any]]:
+        return [c for p in ports for c in [(p.get("classes") or {}).get(name)] if c]
+
+    # every class the traffic used, then those only the switches saw: the RoCE control
+    # class (CNPs, ACKs, NAKs) moves no transfers, but its queue and waits are the point
+    groups = dict(summary.get("classes") or {})
+    for p in ports:
+        for name, c in (p.get("classes") or {}).items():
+            if name not in groups and c.get("tx_packets"):
+                groups[name] = {}
     by_class = {}
-    for name, group in (summary.get("classes") or {}).items():
+    for name, group in groups.items():
         lat = group.get("transfer_latency", {}).get("fabric_ns") or {}
+        sw = per_class(name)
+        sent = sum(int(c.get("tx_packets", 0) or 0) for c in sw)
         by_class[name] = {
             "transfers": group.get("counts", {}).get("transfers", 0),
             "fct_mean_ns": lat.get("mean"), "fct_p99_ns": lat.get("p99"),
             "goodput_bps": group.get("goodput", {}).get("fabric_bps"),
             "drops": class_drops(name, DROPS),
-            "ecn_marks": sum(int((p.get("classes") or {}).get(name, {}).get("ecn_marks", 0)
-                                 or 0) for p in ports),
+            "ecn_marks": sum(int(c.get("ecn_marks", 0) or 0) for c in sw),
+            # at the switches' egress ports: packets sent, the deepest queue, and how long
+            # a packet waited in the queue (mean over packets, longest)
+            "switch_packets": sent,
+            "max_queue_bytes": max((int(c.get("max_queue_bytes", 0) or 0) for c in sw),
+                                   default=0),
+            "wait_mean_ns": (sum(int(c.get("wait_ns", 0) or 0) for c in sw) / sent
+                             if sent and any("wait_ns" in c for c in sw) else None),
+            "wait_max_ns": max((int(c["max_wait_ns"]) for c in sw if "max_wait_ns" in c),
+                               default=None),
         }
     total_group = summary.get("total", {})
     chunk = total_group.get("chunk_latency", {}).get("fabric_ns") or {}
@@ -356,15 +376,21 @@ def render(results: Sequence[VariantResult], topo: RunLabel) -> str:
         crows = []
         for r in results:
             for name, c in r.metrics["by_class"].items():
+                queue = c.get("max_queue_bytes")
                 crows.append([r.variant.label, name, str(c["transfers"]), _t(c["fct_mean_ns"]),
                               _t(c["fct_p99_ns"]),
                               "-" if not c["goodput_bps"] else format_rate(
                                   round(c["goodput_bps"])),
-                              str(c["drops"]), str(c["ecn_marks"])])
-        out.append("\nby traffic class")
+                              str(c["drops"]), str(c["ecn_marks"]),
+                              str(c.get("switch_packets", "-")),
+                              "-" if queue is None else format_size(int(queue)),
+                              _t(c.get("wait_mean_ns")), _t(c.get("wait_max_ns"))])
+        out.append("\nby traffic class (switch pkts, queue max, wait: at the RoCE switches' "
+                   "egress; wait = queued until sent, mean / longest)")
         out.append(format_table(crows, ["variant", "class", "transfers", "FCT mean", "FCT p99",
-                                        "goodput", "drops", "ECN marks"],
-                                numeric=range(2, 8)))
+                                        "goodput", "drops", "ECN marks", "switch pkts",
+                                        "queue max", "wait mean", "wait max"],
+                                numeric=range(2, 12)))
     sizes = sorted({b for r in results for b in r.metrics["slowdown_by_size"]},
                    key=lambda b: _bucket_order(b))
     if sizes:
