@@ -220,6 +220,69 @@ def check(file: str | None, links: str) -> None:
     click.echo(f"ok ({backend} backend" + (f", {n} warning{'s' if n > 1 else ''})" if n else ")"))
 
 
+# ---- explain / graph: what the classes and flows do, drawn --------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--class", "cls", metavar="CLASS", help="Only this class and its flows.")
+@click.option("--flow", metavar="FLOW", help="Only this flow (every stream of it) and its class.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def explain(file: str | None, cls: str | None, flow: str | None, fmt: str) -> None:
+    """Explain FILE's traffic classes and flows (default: the embedded demo); builds nothing.
+
+    Per class: DSCP and priority, its queue (strict, or weighted and the weight), lossless
+    with the PFC XOFF/XON and headroom where switches enforce it, ECN kmin/kmax/pmax, its
+    congestion control and TCP congestion control, and which mechanism enforces each
+    property on which links (plain links are one FIFO queue: "not enforced: FIFO link").
+    Per flow: its class, each stream's path hop by hop with the ECMP alternatives, which
+    other classes share each queue, and the bottleneck with its bandwidth-delay product and
+    queue. Then warnings: a lossless class nothing enforces, ECN thresholds above the queue,
+    a strict class that can starve the others at its offered load, few streams over many
+    equal-cost paths.
+    """
+    import json as _json
+
+    from .explain.render import render_json, render_text
+    from .kinds import explain as explain_topology
+
+    topo = _load(file)
+    ex = explain_topology(topo, cls=cls, flow=flow)
+    if fmt == "json":
+        click.echo(_json.dumps(render_json(ex), indent=1))
+    else:
+        click.echo(render_text(ex, all_pairs=flow is not None))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "png"]),
+              default="mermaid", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write here (png: default NAME.png in this directory; text: stdout).")
+def graph(file: str | None, fmt: str, out: str | None) -> None:
+    """Draw FILE's fabric (default: the embedded demo): nodes, links labelled with rate and
+    delay, and the links each class's flows may take in the class's colour. mermaid and dot
+    print text (render dot with Graphviz: `dot -Tsvg`); png is drawn with matplotlib, no
+    Graphviz needed. Builds nothing."""
+    from .explain.draw import draw_png, render
+    from .kinds import explain as explain_topology
+
+    topo = _load(file)
+    ex = explain_topology(topo)
+    if fmt == "png":
+        path = draw_png(topo, ex, out or f"{topo.name}.png")
+        click.echo(f"wrote {path}")
+        return
+    text = render(topo, ex, fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    Path(out).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
+
+
 # ---- up / down / status / exec ------------------------------------------------------------
 
 

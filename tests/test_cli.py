@@ -20,8 +20,8 @@ from fabric.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
-COMMANDS = ("agent", "check", "doctor", "down", "exec", "export", "kv", "link", "node",
-            "report", "run", "schedule", "status", "up")
+COMMANDS = ("agent", "check", "doctor", "down", "exec", "explain", "export", "graph", "kv",
+            "link", "node", "report", "run", "schedule", "status", "up")
 
 # `fabric: FILE:LINE: key: message` (the key is absent only for YAML syntax errors)
 ERROR_LINE = re.compile(r"^fabric: (?P<file>[^:]+):(?P<line>\d+): (?P<rest>.+)$")

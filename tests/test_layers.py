@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("pure", [r"kv(\..*)?", r"wire(\..*)?", r"cc(\..*)?", r"topology(\..*)?",
               r"schedule(\..*)?", r"metrics(\..*)?", r"testing(\..*)?", r"roce(\..*)?",
               r"switch(\..*)?", r"memsw(\..*)?", r"prfaas(\..*)?", "lpu", "linkmodel",
-              "traffic", "plan", "checks", r"export(\..*)?"]),
+              "traffic", "plan", "checks", r"export(\..*)?", r"explain(\..*)?"]),
     ("host", [r"net(\..*)?"]),
     ("process", [r"node(\..*)?", "switch.node", r"memsw\.(node|endpoint|deploy)",
                  "lpu.executor"]),

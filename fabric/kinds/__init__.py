@@ -23,7 +23,7 @@ from ..errors import FabricError, TopologyError
 from .base import Kind, RunContext, RunOption
 
 __all__ = ["Kind", "RunContext", "RunOption", "check_agents", "check_lines", "commands", "daemons",
-           "for_dir",
+           "explain", "for_dir",
            "holds_run", "kinds", "load", "run_help", "run_options", "select", "status_rows",
            "validate"]
 
@@ -184,6 +184,18 @@ def check_lines(topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
             fig, group = figure_of(e.figure)
             lines.append(f"expect: {e.text} ({fig.means}{f'; {group} only' if group else ''})")
     return lines
+
+
+def explain(topo: Any, *, cls: str | None = None, flow: str | None = None) -> Any:  # noqa: ANN401
+    """`fabric explain`'s explanation of `topo` (`fabric.explain.Explanation`): planned as
+    `fabric check` plans it (pure), with the egresses each kind serves itself (`Kind.egress`:
+    a RoCE switch's per-class queues and PFC); every other link direction is a FIFO link."""
+    from ..explain import explain as explain_topology
+    from ..plan import plan_fabric
+
+    plan = plan_fabric(topo, backend="userspace", run_id="explain")
+    served = {d: e for k in kinds() for d, e in k.egress(topo, plan).items()}
+    return explain_topology(topo, served=served, cls=cls, flow=flow)
 
 
 def status_rows(state: Any) -> list[list[str]]:  # noqa: ANN401

@@ -110,6 +110,12 @@ class Kind:
         """Commands of this kind's own for the `fabric` CLI (click commands)."""
         return []
 
+    def egress(self, topo: Any, plan: Any) -> dict[tuple[str, str], Any]:  # noqa: ANN401
+        """The link directions whose egress this kind's processes serve themselves, as
+        `fabric.explain.Egress` by (sender, receiver): what `fabric explain` says enforces
+        each class property there (every other direction is a FIFO link)."""
+        return {}
+
 
 def judge_expectations(topo: Any, runs: list[tuple[str | None, Any]], out_dir: Path,  # noqa: ANN401
                        out: Callable[[str], None]) -> Exception | None:

@@ -169,6 +169,53 @@ class RoceKind(Kind):
                      f"XON {format_size(spec.xon_for(0))}")
         return [line, *lines]
 
+    def egress(self, topo: Any, plan: Any) -> dict[tuple[str, str], Any]:  # noqa: ANN401
+        """A RoCE switch's ports: out of the switch a queue per class (strict, then weighted
+        round robin), RED marking per class, and with PFC lossless classes admitted to the
+        whole buffer; into the switch, the PFC pause it sends its upstream (XOFF, XON and
+        headroom of that ingress port)."""
+        if not plan.switches:
+            return {}
+        from dataclasses import replace
+
+        from ..explain import Egress, Pfc, fifo_egress
+        from ..plan import switch_spec
+        from ..switch.core import headroom_bytes
+
+        sw = topo.switches
+        out: dict[tuple[str, str], Any] = {}
+        specs = {n: switch_spec(n, s.ports, topo) for n, s in plan.switches.items()}
+        for name, s in plan.switches.items():
+            spec = specs[name]
+            pfc = bool(sw.pfc and spec.lossless_priorities())
+            for port in s.ports:
+                where = f"RoCE switch {name} port {port.dev}"
+                out[(name, port.peer)] = Egress(
+                    sender=name, receiver=port.peer, rate_bps=port.rate_bps,
+                    delay_ns=port.delay_ns, queue=where, mechanism="RoCE switch egress",
+                    per_class=True, queue_bytes=spec.pool_bytes(),
+                    lossless_bytes=spec.partition_bytes(),
+                    lossless=("RoCE switch egress: admitted to the whole buffer, the "
+                              "switch's upstream paused at XOFF" if pfc else None),
+                    ecn="RoCE switch egress: RED per class")
+        for name, s in plan.switches.items():
+            spec = specs[name]
+            if not (sw.pfc and spec.lossless_priorities()):
+                continue
+            for i, port in enumerate(s.ports):
+                d = (port.peer, name)
+                base = out.get(d) or fifo_egress(topo, *d)
+                p = Pfc(by=name, xoff_bytes=spec.xoff_for(i), xon_bytes=spec.xon_for(i),
+                        headroom_bytes=headroom_bytes(spec.ports[i]))
+                if base.per_class:
+                    lossless = (f"{base.lossless}; paused by the next switch's PFC"
+                                if base.lossless else "paused by the next switch's PFC")
+                else:  # a host's NIC: its RoCE queue pairs stop, kernel TCP does not
+                    lossless = ("paused by the next switch's PFC (RoCE senders stop; "
+                                "kernel TCP ignores pauses)")
+                out[d] = replace(base, pfc=p, lossless=lossless)
+        return out
+
     def status_rows(self, state: Any) -> list[list[str]]:  # noqa: ANN401
         """One row per RoCE switch process, from the statistics it writes every 2 s."""
         from ..net.daemon import alive

@@ -1,0 +1,584 @@
+"""What a topology file's traffic classes and flows do on its fabric, worked out without
+building anything (`fabric explain`, `fabric graph`). Pure: a topology and its plan in, a
+frozen `Explanation` out; `render.py` prints it as text or JSON, `draw.py` draws the fabric.
+
+Each link direction has an egress queue, and what serves it decides which class properties
+hold there. Two kinds of egress exist today:
+
+- a **plain link** (`fifo_egress`): both link backends (netem with tbf, the userspace link
+  engine) keep one drop-tail FIFO queue per direction, so every class waits in it in arrival
+  order: priority, strict, weight, per-class ECN and lossless are *not enforced* there (a link
+  `ecn:` threshold marks every class alike);
+- an egress a **fabric kind** serves itself: a RoCE switch's port keeps a queue per class
+  (strict first, then weighted round robin), marks ECN per class, and with PFC admits
+  lossless classes to its whole buffer and pauses its upstream. The kinds say so through
+  `Kind.egress` (`fabric.kinds.explain` gathers them); this module does not know any kind.
+
+When links learn to queue per class, `fifo_egress` is the one place that changes.
+
+Flows: each sender-receiver pair of a flow is one stream (one TCP connection or RoCE queue
+pair per peer and class, hashed once onto one of the equal-cost paths); its hops, the
+equal-cost alternatives at each hop, which classes share each queue, and the bottleneck (the
+direction with the most of the flow's streams per bit of rate, where ECMP splits evenly at
+each hop) with its bandwidth-delay product and queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import FabricError
+from ..topology.graph import adjacency, search
+from ..topology.model import queue_bytes
+from ..topology.paths import path_figures
+from ..units import format_rate, format_size
+
+if TYPE_CHECKING:
+    from ..topology.document import Topology
+    from ..topology.model import TrafficClass
+    from ..topology.traffic import Flow
+
+__all__ = ["NOT_ENFORCED", "PROPERTIES", "ClassView", "Egress", "Explanation", "FlowView",
+           "Hop", "Pfc", "Warning", "egress_map", "enforcement", "explain", "fifo_egress"]
+
+Direction = tuple[str, str]  # (sender, receiver): one direction of a link
+
+#: what `fabric explain` says of a class property an egress does not enforce
+NOT_ENFORCED = "not enforced: FIFO link"
+
+#: the class properties whose enforcement is stated per link direction
+PROPERTIES = ("queue", "lossless", "ecn")
+
+
+@dataclass(frozen=True)
+class Pfc:
+    """PFC on one link direction: `by` (the receiving switch) pauses the sender's lossless
+    priorities when its ingress from the sender holds `xoff_bytes`, resumes at `xon_bytes`,
+    and keeps `headroom_bytes` for what still arrives during the pause."""
+
+    by: str
+    xoff_bytes: int
+    xon_bytes: int
+    headroom_bytes: int
+
+
+@dataclass(frozen=True)
+class Egress:
+    """How one link direction's egress queue treats the classes.
+
+    queue: what serves the queue ("FIFO link", "RoCE switch leaf-0 port eth2");
+    mechanism: the kind of egress, the same words for all of its kind ("RoCE switch
+    egress"), so statements group;
+    per_class: each class has a queue of its own (strict first, then weighted round robin);
+    queue_bytes: what the queue holds for a lossy class (a switch: its buffer pool);
+    lossless: what keeps lossless classes from being dropped here (None: nothing);
+    ecn: what marks ECN by class here (None: nothing); link_ecn_bytes: a link threshold
+    that marks every class alike; pfc: the pause the receiver sends this sender.
+    """
+
+    sender: str
+    receiver: str
+    rate_bps: int | None
+    delay_ns: int
+    queue: str
+    per_class: bool
+    queue_bytes: int
+    mechanism: str = "FIFO link"
+    lossless: str | None = None
+    ecn: str | None = None
+    link_ecn_bytes: int | None = None
+    pfc: Pfc | None = None
+    lossless_bytes: int | None = None  # what a lossless class may fill (a switch's buffer)
+
+    @property
+    def name(self) -> str:
+        return f"{self.sender} -> {self.receiver}"
+
+
+def fifo_egress(topo: Topology, sender: str, receiver: str) -> Egress:
+    """A plain link direction: one FIFO queue on both link backends (netem's tbf, the
+    userspace engine), so no class property is enforced there. The one place to change when
+    links queue by class."""
+    shape = topo.shape(sender, receiver)
+    return Egress(sender=sender, receiver=receiver, rate_bps=shape.rate_bps,
+                  delay_ns=shape.delay_ns, queue="FIFO link", per_class=False,
+                  queue_bytes=queue_bytes(shape), link_ecn_bytes=shape.ecn_bytes)
+
+
+def egress_map(topo: Topology, served: Mapping[Direction, Egress] | None = None
+               ) -> dict[Direction, Egress]:
+    """Every link direction's egress: what a kind serves itself (`served`), else a FIFO link."""
+    served = served or {}
+    out: dict[Direction, Egress] = {}
+    for link in topo.links:
+        for d in ((link.a, link.b), (link.b, link.a)):
+            out[d] = served.get(d) or fifo_egress(topo, *d)
+    return out
+
+
+def enforcement(egress: Egress, cls: TrafficClass) -> dict[str, str]:
+    """Per class property (`PROPERTIES`), what enforces it for `cls` on `egress`, in words;
+    a property the class does not ask for is left out."""
+    out: dict[str, str] = {}
+    if egress.per_class:
+        what = "strict priority" if cls.strict else f"weight {cls.weight}"
+        out["queue"] = f"{egress.mechanism}: own queue, {what}"
+    else:
+        out["queue"] = NOT_ENFORCED
+    if cls.lossless:
+        out["lossless"] = egress.lossless or NOT_ENFORCED
+    if cls.red is not None:
+        out["ecn"] = egress.ecn if egress.ecn and egress.per_class else NOT_ENFORCED
+    return out
+
+
+# ---- the explanation ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Warning:  # noqa: A001 - a warning of the explanation, not Python's
+    """One warning, in a network engineer's words; `code` names its kind for scripts."""
+
+    code: str
+    text: str
+    cls: str | None = None
+    flow: str | None = None
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One hop of a path: the direction, its egress, the equal-cost next hops beside the one
+    shown, and the other classes whose flows use the same egress (in its one FIFO queue,
+    `shares_with`; in queues of their own on the same port, `beside`)."""
+
+    egress: Egress
+    alternatives: tuple[str, ...]
+    shares_with: tuple[str, ...]
+    beside: tuple[str, ...]
+    enforced: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PairView:
+    """One stream of a flow: sender, receiver, hops, how many equal-cost paths, one path."""
+
+    src: str
+    dst: str
+    hops: int
+    paths: int
+    path: tuple[Hop, ...]
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """The flow's most loaded direction per bit of rate: its rate, the round trip of the path
+    through it, their product, its queue, and how many of the flow's streams cross it."""
+
+    egress: Egress
+    rtt_ns: int
+    bdp_bytes: int
+    streams: float
+
+    @property
+    def queue_bdps(self) -> float | None:
+        return self.egress.queue_bytes / self.bdp_bytes if self.bdp_bytes else None
+
+
+@dataclass(frozen=True)
+class FlowView:
+    name: str
+    pattern: str
+    cls: str
+    transport: str
+    senders: tuple[str, ...]
+    receivers: tuple[str, ...]
+    transfers: int
+    nbytes: int
+    offered_bps: float | None  # open-loop arrivals x mean size; None: back to back
+    pairs: tuple[PairView, ...]
+    bottleneck: Bottleneck | None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class ClassView:
+    """A class's settings as the file states them, where its PFC applies (distinct
+    thresholds over the switches' ports), its flows and their offered load, and per property
+    which mechanism enforces it on how many of the directions its flows use."""
+
+    cls: TrafficClass
+    pfc: tuple[Pfc, ...]
+    flows: tuple[str, ...]
+    transports: tuple[str, ...]
+    offered_bps: float | None  # None: some flow is back to back (as fast as its path)
+    enforced: Mapping[str, Mapping[str, tuple[str, ...]]]  # property -> mechanism -> dirs
+
+
+@dataclass(frozen=True)
+class Explanation:
+    topology: str
+    source: str
+    time_scale: float
+    classes: tuple[ClassView, ...]
+    flows: tuple[FlowView, ...]
+    warnings: tuple[Warning, ...]
+    egress: Mapping[Direction, Egress] = field(default_factory=dict)
+    use: Mapping[Direction, tuple[str, ...]] = field(default_factory=dict)  # dir -> classes
+
+
+def explain(topo: Topology, *, served: Mapping[Direction, Egress] | None = None,
+            cls: str | None = None, flow: str | None = None) -> Explanation:
+    """Explain `topo`'s classes and flows; `served`: the egresses a kind serves itself
+    (`Kind.egress`, gathered by `fabric.kinds.explain`). `cls` / `flow` keep one class or
+    flow (a FabricError naming what exists when there is none by that name)."""
+    classes = {c.name: c for c in topo.classes}
+    flows = list(topo.traffic.flows) if topo.traffic is not None else []
+    if cls is not None and cls not in classes:
+        raise FabricError(f"{topo.source}: no class '{cls}' (classes: {', '.join(classes)})")
+    if flow is not None and flow not in {f.name for f in flows}:
+        have = ", ".join(f.name for f in flows) or "none: the file has no traffic section"
+        raise FabricError(f"{topo.source}: no flow '{flow}' (flows: {have})")
+    egress = egress_map(topo, served)
+    routes = _Routes(topo)
+    streams = _streams(topo)
+    shares: dict[str, dict[Direction, float]] = {}  # flow -> direction -> streams crossing
+    use: dict[Direction, set[str]] = {}
+    for f in flows:
+        load: dict[Direction, float] = {}
+        for src, dst in streams[f.name].pairs:
+            for d, s in routes.split(src, dst).items():
+                load[d] = load.get(d, 0.0) + s
+                use.setdefault(d, set()).add(f.cls)
+        shares[f.name] = load
+    uses = {d: tuple(c for c in classes if c in names) for d, names in use.items()}
+    flow_views = [_flow_view(topo, f, streams[f.name], shares[f.name], routes, egress, uses,
+                             classes) for f in flows]
+    class_views = [_class_view(c, flows, streams, shares, egress) for c in classes.values()]
+    warnings = _warnings(topo, class_views, flow_views, flows, streams, shares, egress, uses,
+                         routes)
+    if cls is not None:
+        class_views = [v for v in class_views if v.cls.name == cls]
+        flow_views = [v for v in flow_views if v.cls == cls]
+        warnings = [w for w in warnings if w.cls in (None, cls)]
+    if flow is not None:
+        flow_views = [v for v in flow_views if v.name == flow]  # empty if --class differs
+        keep = {v.cls for v in flow_views}
+        class_views = [v for v in class_views if v.cls.name in keep]
+        warnings = [w for w in warnings if w.flow == flow or (w.flow is None and w.cls in keep)]
+    return Explanation(topology=topo.name, source=topo.source, time_scale=topo.time_scale,
+                       classes=tuple(class_views), flows=tuple(flow_views),
+                       warnings=tuple(warnings), egress=egress, use=uses)
+
+
+# ---- paths --------------------------------------------------------------------------------
+
+
+class _Routes:
+    """Equal-cost shortest paths between nodes, from one breadth-first search per receiver
+    (`topology.graph.search`): next hops toward it, and how a stream splits at each hop."""
+
+    def __init__(self, topo: Topology) -> None:
+        adj = adjacency(topo.links)
+        self._adj = {n: sorted(set(nbs)) for n, nbs in adj.items()}
+        self._dist: dict[str, dict[str, int]] = {}
+        self._paths: dict[str, dict[str, int]] = {}
+
+    def _search(self, dst: str) -> tuple[dict[str, int], dict[str, int]]:
+        if dst not in self._dist:
+            found = search(dst, lambda n: self._adj.get(n, ()))
+            self._dist[dst], self._paths[dst] = found.hops, found.paths
+        return self._dist[dst], self._paths[dst]
+
+    def next_hops(self, node: str, dst: str) -> list[str]:
+        """Neighbours of `node` on a shortest path to `dst` (name order)."""
+        dist, _ = self._search(dst)
+        here = dist.get(node)
+        if here is None or here == 0:
+            return []
+        return [n for n in self._adj.get(node, ()) if dist.get(n) == here - 1]
+
+    def count(self, src: str, dst: str) -> tuple[int, int]:
+        """(hops, equal-cost paths) from `src` to `dst`; (0, 0) when not connected."""
+        dist, paths = self._search(dst)
+        return (dist[src], paths[src]) if src in dist else (0, 0)
+
+    def split(self, src: str, dst: str) -> dict[Direction, float]:
+        """How much of one stream from `src` to `dst` each direction carries on average,
+        hashed evenly over the equal-cost next hops at every hop (what ECMP does)."""
+        dist, _ = self._search(dst)
+        if src not in dist:
+            return {}
+        share = {src: 1.0}
+        out: dict[Direction, float] = {}
+        frontier = [src]  # every node of a frontier is as far from `dst`: one hop per round
+        while frontier:
+            nxt: dict[str, float] = {}
+            for u in frontier:
+                hops = self.next_hops(u, dst)
+                for v in hops:
+                    part = share[u] / len(hops)
+                    out[(u, v)] = out.get((u, v), 0.0) + part
+                    nxt[v] = nxt.get(v, 0.0) + part
+            share.update(nxt)
+            frontier = sorted(nxt)
+        return out
+
+    def path(self, src: str, dst: str) -> list[tuple[str, str, tuple[str, ...]]]:
+        """One shortest path (lowest-named next hop first) as (node, next, alternatives)."""
+        out = []
+        node = src
+        while node != dst:
+            hops = self.next_hops(node, dst)
+            if not hops:
+                return []
+            out.append((node, hops[0], tuple(hops[1:])))
+            node = hops[0]
+        return out
+
+
+# ---- flows --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Streams:
+    pairs: tuple[tuple[str, str], ...]  # distinct (sender, receiver), schedule order
+    transfers: int
+    nbytes: int
+    offered_bps: float | None
+
+
+def _streams(topo: Topology) -> dict[str, _Streams]:
+    """Per flow: its streams, transfers, bytes and offered load, from the seeded schedule
+    (`fabric.traffic.schedule`) the run would use."""
+    from ..traffic import schedule
+
+    by_flow: dict[str, list] = {}
+    for t in schedule(topo):
+        by_flow.setdefault(t.flow, []).append(t)
+    out = {}
+    flows = topo.traffic.flows if topo.traffic is not None else ()
+    for f in flows:
+        ts = by_flow.get(f.name, [])
+        pairs = tuple(dict.fromkeys((t.src, t.dst) for t in ts))
+        nbytes = sum(t.nbytes for t in ts)
+        offered = None
+        if f.rate_per_s is not None and ts:
+            offered = nbytes / len(ts) * 8 * f.rate_per_s
+        out[f.name] = _Streams(pairs, len(ts), nbytes, offered)
+    return out
+
+
+def _flow_view(topo: Topology, f: Flow, st: _Streams, load: Mapping[Direction, float],
+               routes: _Routes, egress: Mapping[Direction, Egress],
+               uses: Mapping[Direction, tuple[str, ...]],
+               classes: Mapping[str, TrafficClass]) -> FlowView:
+    cls = classes[f.cls]
+    pairs = []
+    for src, dst in st.pairs:
+        hops, paths = routes.count(src, dst)
+        path = []
+        for a, b, alts in routes.path(src, dst):
+            e = egress[(a, b)]
+            others = tuple(c for c in uses.get((a, b), ()) if c != f.cls)
+            path.append(Hop(egress=e, alternatives=alts,
+                            shares_with=() if e.per_class else others,
+                            beside=others if e.per_class else (),
+                            enforced=enforcement(e, cls)))
+        pairs.append(PairView(src, dst, hops, paths, tuple(path)))
+    bottleneck = None
+    rated = [(s / e.rate_bps, e.rate_bps, d) for d, s in load.items()
+             if (e := egress[d]).rate_bps]
+    if rated:
+        # the most streams per bit of rate; on a tie the slower, then the one nearer the
+        # receivers (where an incast converges)
+        _, _, d = max(rated, key=lambda r: (float(f"{r[0]:.6g}"), -r[1],
+                                            -min(routes.count(r[2][1], dst)[0]
+                                                 for _, dst in st.pairs)))
+        e = egress[d]
+        src, dst = next(((s, t) for s, t in st.pairs if d in routes.split(s, t)), st.pairs[0])
+        rtt = path_figures(topo, src, dst).base_rtt_ns
+        assert e.rate_bps is not None
+        bottleneck = Bottleneck(egress=e, rtt_ns=rtt, bdp_bytes=e.rate_bps * rtt // 8 // 10**9,
+                                streams=load[d])
+    return FlowView(name=f.name, pattern=f.pattern, cls=f.cls, transport=f.transport,
+                    senders=f.src, receivers=f.dst or f.src, transfers=st.transfers,
+                    nbytes=st.nbytes, offered_bps=st.offered_bps, pairs=tuple(pairs),
+                    bottleneck=bottleneck, line=f.line)
+
+
+def _class_view(c: TrafficClass, flows: list[Flow], streams: Mapping[str, _Streams],
+                shares: Mapping[str, Mapping[Direction, float]],
+                egress: Mapping[Direction, Egress]) -> ClassView:
+    mine = [f for f in flows if f.cls == c.name]
+    dirs = sorted({d for f in mine for d in shares[f.name]}) if mine else sorted(egress)
+    enforced: dict[str, dict[str, list[str]]] = {}
+    for d in dirs:
+        for prop, how in enforcement(egress[d], c).items():
+            enforced.setdefault(prop, {}).setdefault(how, []).append(egress[d].name)
+    pfc = tuple(dict.fromkeys(
+        egress[d].pfc for d in sorted(egress) if c.lossless and egress[d].pfc is not None))
+    offers = [streams[f.name].offered_bps for f in mine]
+    return ClassView(
+        cls=c, pfc=tuple(p for p in pfc if p is not None), flows=tuple(f.name for f in mine),
+        transports=tuple(dict.fromkeys(f.transport for f in mine)),
+        offered_bps=None if any(o is None for o in offers) else sum(o or 0.0 for o in offers),
+        enforced={p: {how: tuple(ds) for how, ds in by.items()} for p, by in enforced.items()})
+
+
+# ---- warnings -------------------------------------------------------------------------------
+
+
+def _some(names: Iterable[str], n: int = 3) -> str:
+    names = list(names)
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def _warnings(topo: Topology, class_views: list[ClassView], flow_views: list[FlowView],
+              flows: list[Flow], streams: Mapping[str, _Streams],
+              shares: Mapping[str, Mapping[Direction, float]],
+              egress: Mapping[Direction, Egress], uses: Mapping[Direction, tuple[str, ...]],
+              routes: _Routes) -> list[Warning]:
+    out: list[Warning] = []
+    where = "there are no RoCE switches (`switches:`)" if topo.switches is None else (
+        "switches.pfc is off" if not topo.switches.pfc else "no RoCE switch is on its paths")
+    for v in class_views:
+        c = v.cls
+        at = f"class {c.name}" + (f" (line {c.line})" if c.line else "")
+        used = [d for f in flows if f.cls == c.name for d in shares[f.name]] or list(egress)
+        # lossless with nothing to enforce it
+        if c.lossless and not any(egress[d].lossless for d in used):
+            out.append(Warning("lossless-unenforced", f"{at} is lossless, but nothing on its "
+                               f"paths enforces PFC: {where}; its packets are dropped at the "
+                               "tail of a full link queue like any other class's (plain links "
+                               "are FIFO): add a `switches:` section with `pfc: true`, or do "
+                               "not count on no drops", cls=c.name))
+        if c.red is not None:
+            kmin, kmax, pmax = c.red
+            marking = [egress[d] for d in dict.fromkeys(used)
+                       if egress[d].per_class and egress[d].ecn]
+            if not marking:
+                out.append(Warning("ecn-unenforced", f"{at} asks for ECN marking from "
+                                   f"{format_size(kmin)} to {format_size(kmax)}, but nothing "
+                                   "on its paths marks by class (only RoCE switches do): "
+                                   "its ECN thresholds do nothing here", cls=c.name))
+            over = []
+            for e in marking:
+                limit = e.lossless_bytes if c.lossless and e.lossless_bytes else e.queue_bytes
+                if kmax > limit:
+                    over.append((e, limit))
+            if over:
+                e, limit = min(over, key=lambda el: el[1])
+                what = ("it never marks there: the queue is full before kmin" if kmin >= limit
+                        else f"marking never reaches its kmax (it marks at most "
+                             f"{pmax * (limit - kmin) / max(1, kmax - kmin):.0%} of packets "
+                             "before the queue is full)")
+                out.append(Warning("ecn-above-queue", f"{at}'s ECN thresholds (kmin "
+                                   f"{format_size(kmin)}, kmax {format_size(kmax)}) exceed "
+                                   f"the queue it gets at {e.name} ({e.queue}, "
+                                   f"{format_size(limit)}"
+                                   + (f", and {len(over) - 1} more egresses" if len(over) > 1
+                                      else "") + f"): {what}", cls=c.name))
+        if c.strict:
+            out.extend(_starving(v, flows, streams, shares, egress, uses))
+    out.extend(_fifo_shared(class_views, egress, uses))
+    out.extend(_collisions(topo, class_views, flows, streams, routes))
+    return out
+
+
+def _starving(v: ClassView, flows: list[Flow], streams: Mapping[str, _Streams],
+              shares: Mapping[str, Mapping[Direction, float]],
+              egress: Mapping[Direction, Egress],
+              uses: Mapping[Direction, tuple[str, ...]]) -> list[Warning]:
+    """A strict class whose offered load on a per-class egress it shares with other classes
+    reaches the egress's rate: served first, it can take the whole port."""
+    c = v.cls
+    offered: dict[Direction, float] = {}
+    for f in flows:
+        if f.cls != c.name:
+            continue
+        rate = streams[f.name].offered_bps
+        for d, s in shares[f.name].items():
+            if rate is None:  # back to back: as fast as the path allows
+                offered[d] = math.inf
+            else:
+                offered[d] = offered.get(d, 0.0) + rate * s / max(1, len(streams[f.name].pairs))
+    hit = [(d, o) for d, o in offered.items()
+           if (e := egress[d]).per_class and e.rate_bps and o >= e.rate_bps
+           and any(x != c.name for x in uses.get(d, ()))]
+    if not hit:
+        return []
+    # the most loaded per bit of rate; on a tie the slower, then one into a receiver
+    receivers = {dst for f in flows if f.cls == c.name for _, dst in streams[f.name].pairs}
+    d, o = max(hit, key=lambda x: (x[1] / (egress[x[0]].rate_bps or 1),
+                                   -(egress[x[0]].rate_bps or 0), x[0][1] in receivers))
+    e = egress[d]
+    others = [x for x in uses.get(d, ()) if x != c.name]
+    load = ("sends back to back (as fast as its path allows)" if math.isinf(o)
+            else f"offers {format_rate(round(o))}")
+    return [Warning("strict-starves", f"class {c.name} is strict priority (served before every "
+                    f"other class) and {load} at {e.name} ({format_rate(e.rate_bps)}, "
+                    f"{e.queue}): at that load it takes the whole port, and class"
+                    f"{'es' if len(others) > 1 else ''} {', '.join(others)} behind it there "
+                    "get nothing until it stops"
+                    + (f" ({len(hit) - 1} more egresses alike)" if len(hit) > 1 else ""),
+                    cls=c.name)]
+
+
+def _fifo_shared(class_views: list[ClassView], egress: Mapping[Direction, Egress],
+                 uses: Mapping[Direction, tuple[str, ...]]) -> list[Warning]:
+    """Classes with different settings that wait in one FIFO queue: there they differ only
+    in the DSCP byte."""
+    settings = {v.cls.name: (v.cls.priority, v.cls.strict, v.cls.weight) for v in class_views}
+    shared = [d for d, names in sorted(uses.items())
+              if not egress[d].per_class and len({settings.get(n) for n in names}) > 1]
+    if not shared:
+        return []
+    names = sorted({n for d in shared for n in uses[d]},
+                   key=lambda n: list(settings).index(n) if n in settings else 0)
+    return [Warning("fifo-shared", f"classes {', '.join(names)} share one FIFO queue on "
+                    f"{len(shared)} link direction{'s' if len(shared) > 1 else ''} ("
+                    f"{_some(egress[d].name for d in shared)}): there their priority, strict "
+                    "and weight do nothing and they differ only in the DSCP byte; RoCE "
+                    "switches (`switches:`) queue by class")]
+
+
+def _collisions(topo: Topology, class_views: list[ClassView], flows: list[Flow],
+                streams: Mapping[str, _Streams], routes: _Routes) -> list[Warning]:
+    """Per class: few streams hashed over many equal-cost paths. Each stream (one connection
+    or queue pair per peer and class) takes one path for its life; with k streams on n paths,
+    some path carries none with probability P(idle) and two share one with P(shared)."""
+    out = []
+    for v in class_views:
+        pairs = sorted({p for f in flows if f.cls == v.cls.name for p in streams[f.name].pairs})
+        multi = [(s, d, routes.count(s, d)[1]) for s, d in pairs if routes.count(s, d)[1] > 1]
+        if len(multi) < 2:
+            continue
+        n = max(p for _, _, p in multi)
+        k = len(multi)
+        if k > 2 * n:
+            continue
+        idle = sum((-1) ** (j + 1) * math.comb(n, j) * (1 - j / n) ** k for j in range(1, n))
+        fair = -(-k // n)
+        uneven = 1 - _at_most_each(k, n, fair) / n ** k
+        named = _some((f"{s} -> {d}" for s, d, _ in multi), 2)
+        out.append(Warning(
+            "ecmp-collisions", f"class {v.cls.name}: {k} streams ({named}) over {n} "
+            "equal-cost paths: ECMP hashes each stream onto one path for its life, so with "
+            f"so few some path gets more than {fair} with probability {uneven:.0%} and some "
+            f"path carries none with probability {idle:.0%} (likely ECMP collisions: one "
+            "path busy, another idle); more streams (flows, RoCE queue pairs) spread better",
+            cls=v.cls.name))
+    return out
+
+
+def _at_most_each(k: int, n: int, m: int) -> int:
+    """Ways to put k distinct streams on n paths with at most m on each."""
+    ways = [1] + [0] * k  # ways[t]: t streams on the paths so far
+    for _ in range(n):
+        ways = [sum(math.comb(t, a) * ways[t - a] for a in range(min(m, t) + 1))
+                for t in range(k + 1)]
+    return ways[k]
