@@ -213,7 +213,14 @@ def check(file: str | None, links: str) -> None:
     daemons(plan)  # and what bring-up would refuse (a reduce group spread over switches)
     for line in check_lines(topo, plan):
         click.echo(line)
-    warnings = backend_warnings(topo, backend) + cc_warnings(topo)
+    from .explain import check_warnings, where_classes_act
+    from .kinds import explain as explain_topology
+
+    explained = explain_topology(topo)  # where class properties hold, and where they do not
+    acts = where_classes_act(explained)
+    if acts:
+        click.echo(acts)
+    warnings = backend_warnings(topo, backend) + cc_warnings(topo) + check_warnings(explained)
     for w in warnings:
         click.echo(f"warning: {w}")
     n = len(warnings)

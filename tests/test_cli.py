@@ -124,7 +124,12 @@ def test_check_leaf_spine_summary() -> None:
     assert "paths: 4 host pairs at 2 hops over 1 equal-cost path (e.g. host-0 -> host-1)" in lines
     assert ("paths: 24 host pairs at 4 hops over 2 equal-cost paths (e.g. host-0 -> host-2)"
             in lines)
-    assert lines[-1] == "ok (userspace backend)"
+    # its kv class is lossless ("PFC, no drops"), but the file has no RoCE switches
+    assert ("classes act at: not enforced: FIFO link on 32 of 32 link directions (`fabric "
+            "explain` says which property holds where)") in lines
+    assert lines[-2].startswith("warning: class kv (line 18) is lossless, but nothing on its "
+                                "paths enforces PFC: there are no RoCE switches")
+    assert lines[-1] == "ok (userspace backend, 1 warning)"
 
 
 def test_check_without_file_uses_embedded_default() -> None:
@@ -137,7 +142,7 @@ def test_check_without_file_uses_embedded_default() -> None:
     assert "paths: 2 host pairs at 2 hops over 1 equal-cost path (e.g. host-0 -> host-1)" in lines
     assert ("paths: 4 host pairs at 4 hops over 2 equal-cost paths (e.g. host-0 -> host-2)"
             in lines)
-    assert lines[-1] == "ok (userspace backend)"
+    assert re.fullmatch(r"ok \(userspace backend(, \d+ warnings?)?\)", lines[-1])
 
 
 # ---- check: bad files ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from fabric.explain.draw import draw_png, to_dot, to_mermaid
 from fabric.explain.render import SCHEMA, render_json, render_text
 from fabric.kinds import explain, load, validate
 from fabric.topology import parse_topology
+from fabric.topology.document import roce_classes
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = [*sorted((REPO / "topologies").glob("*.yaml")), Path(default_topology_path())]
@@ -85,16 +86,20 @@ def test_every_shipped_file_explains_and_draws(path: Path) -> None:
     assert re.search(r"^\d+ warnings?$", text, re.MULTILINE)
     data = json.loads(json.dumps(render_json(ex)))
     assert data["schema"] == SCHEMA
-    assert [c["name"] for c in data["classes"]] == [c.name for c in topo.classes]
+    # the file's classes, and the default RoCE control class where it runs RoCE
+    assert [c["name"] for c in data["classes"]] == [c.name for c in roce_classes(topo)]
     flows = topo.traffic.flows if topo.traffic is not None else ()
     assert [f["name"] for f in data["flows"]] == [f.name for f in flows]
     for f in data["flows"]:
-        assert f["streams"] and all(s["path"] for s in f["streams"])
+        assert f["streams"]
+        assert all(s["path"] for s in f["streams"])
     assert len(data["links"]) == 2 * len(topo.links)
     mermaid = to_mermaid(topo, ex)
-    assert "graph TD" in mermaid and mermaid.count(" ---|") == len(topo.links)
+    assert "graph TD" in mermaid
+    assert mermaid.count(" ---|") == len(topo.links)
     dot = to_dot(topo, ex)
-    assert dot.count(" -- ") == len(topo.links) and dot.count("{") == dot.count("}")
+    assert dot.count(" -- ") == len(topo.links)
+    assert dot.count("{") == dot.count("}")
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -112,7 +117,9 @@ def test_cli_explains_every_shipped_file(fmt: str) -> None:
 def test_leaf_spine_lossless_class_without_switches_is_warned() -> None:
     ex = explain(load(REPO / "topologies/leaf-spine.yaml"))
     kv = next(w for w in ex.warnings if w.code == "lossless-unenforced")
-    assert kv.cls == "kv" and "no RoCE switches" in kv.text and "line 18" in kv.text
+    assert kv.cls == "kv"
+    assert "no RoCE switches" in kv.text
+    assert "line 18" in kv.text
     view = next(v for v in ex.classes if v.cls.name == "kv")
     assert set(view.enforced["lossless"]) == {NOT_ENFORCED}
     assert set(view.enforced["queue"]) == {NOT_ENFORCED}
@@ -122,7 +129,9 @@ def test_leaf_spine_lossless_class_without_switches_is_warned() -> None:
 def test_default_demo_explains_its_ecmp_collision() -> None:
     ex = explain(load(default_topology_path()))
     w = next(w for w in ex.warnings if w.code == "ecmp-collisions")
-    assert w.cls == "kv" and "2 streams" in w.text and "2 equal-cost paths" in w.text
+    assert w.cls == "kv"
+    assert "2 streams" in w.text
+    assert "2 equal-cost paths" in w.text
     assert "probability 50%" in w.text
     flow = next(f for f in ex.flows if f.name == "prefill-to-decode")
     hop = flow.pairs[0].path[1]
@@ -135,7 +144,8 @@ def test_roce_files_enforce_lossless_with_pfc() -> None:
         ex = explain(load(REPO / "topologies" / name))
         assert "lossless-unenforced" not in codes(ex), name
         kv = next(v for v in ex.classes if v.cls.name == "kv")
-        assert kv.pfc and all(p.xoff_bytes > p.xon_bytes for p in kv.pfc)
+        assert kv.pfc
+        assert all(p.xoff_bytes > p.xon_bytes for p in kv.pfc)
         assert NOT_ENFORCED not in kv.enforced["lossless"]
 
 
@@ -144,8 +154,39 @@ def test_incast_bottleneck_is_the_receivers_downlink() -> None:
     b = ex.flows[0].bottleneck
     assert b is not None
     assert (b.egress.sender, b.egress.receiver) == ("leaf-3", "host-7")
-    assert b.streams == 6 and b.bdp_bytes > 0
-    assert b.egress.per_class and b.egress.queue.startswith("RoCE switch leaf-3 port")
+    assert b.streams == 6
+    assert b.bdp_bytes > 0
+    assert b.egress.per_class
+    assert b.egress.queue.startswith("RoCE switch leaf-3 port")
+
+
+def test_the_roce_control_class_is_shown_with_its_queue() -> None:
+    declared = explain(load(REPO / "topologies/roce-incast.yaml"))
+    control = next(v for v in declared.classes if v.control)
+    assert (control.cls.name, control.declared, control.cls.queue_bytes) == (
+        "control", True, 64 * 1024)
+    text = render_text(declared)
+    assert "control *" in text
+    assert "  * the RoCE control class: every CNP, ACK and NAK leaves in it\n" in text
+    assert "queue limit at each RoCE switch port: 64 KiB" in text
+    default = explain(load(REPO / "topologies/roce-alltoall.yaml"))  # declares none
+    control = next(v for v in default.classes if v.control)
+    assert not control.declared
+    assert "(the default: the file declares none)" in render_text(default)
+    demo = explain(load(default_topology_path()))  # no RoCE and no class named control
+    assert not any(v.control for v in demo.classes)
+
+
+def test_a_class_queue_cap_is_the_queue_it_gets() -> None:
+    capped = CLASSES.replace("{name: bulk, dscp: 10, priority: 1}",
+                             "{name: bulk, dscp: 10, priority: 1, queue: 64KiB}")
+    flow = "- {name: b, pattern: bulk, from: host-0, to: host-2, class: bulk, size: 1MiB}"
+    ex = explain(roce(flow, classes=capped))
+    hops = ex.flows[0].pairs[0].path
+    assert [h.queue_bytes for h in hops[1:]] == [64 * 1024] * 3  # the switch egresses
+    assert hops[0].queue_bytes == hops[0].egress.queue_bytes  # the host's FIFO link
+    assert ex.flows[0].bottleneck is not None
+    assert ex.flows[0].bottleneck.queue_bytes == 64 * 1024
 
 
 # ---- enforcement: one function says what a plain link does -------------------------------
@@ -155,15 +196,19 @@ def test_plain_links_enforce_no_class_property() -> None:
     topo = load(REPO / "topologies/roce-mixed.yaml")
     kv = topo.classes[0]
     e = fifo_egress(topo, "host-0", "leaf-0")
-    assert not e.per_class and e.queue == "FIFO link"
+    assert not e.per_class
+    assert e.queue == "FIFO link"
     assert enforcement(e, kv) == {"queue": NOT_ENFORCED, "lossless": NOT_ENFORCED,
                                   "ecn": NOT_ENFORCED}
     ex = explain(topo)
     switch = ex.egress[("leaf-3", "host-7")]
     assert enforcement(switch, kv)["queue"] == "RoCE switch egress: own queue, weight 4"
-    assert enforcement(switch, topo.classes[2])["queue"].endswith("strict priority")
+    assert enforcement(switch, topo.classes[2])["queue"] == (
+        "RoCE switch egress: own queue, strict priority, at most 64 KiB")
     host = ex.egress[("host-0", "leaf-0")]  # the host's NIC: FIFO, but paused by the leaf
-    assert not host.per_class and host.pfc is not None and host.pfc.by == "leaf-0"
+    assert not host.per_class
+    assert host.pfc is not None
+    assert host.pfc.by == "leaf-0"
     assert "kernel TCP ignores pauses" in enforcement(host, kv)["lossless"]
 
 
@@ -197,7 +242,9 @@ def test_ecn_thresholds_above_the_queue_are_warned() -> None:
     big = CLASSES.replace("kmax: 400KB", "kmax: 3MiB")
     ex = explain(roce(KV_FLOW, classes=big.replace("lossless: true, ", ""), buffer="2MiB"))
     w = next(w for w in ex.warnings if w.code == "ecn-above-queue")
-    assert w.cls == "kv" and "kmax 3 MiB" in w.text and "never reaches its kmax" in w.text
+    assert w.cls == "kv"
+    assert "kmax 3 MiB" in w.text
+    assert "never reaches its kmax" in w.text
     never = CLASSES.replace("kmin: 100KB, kmax: 400KB", "kmin: 3MiB, kmax: 3MiB")
     ex = explain(roce(KV_FLOW, classes=never.replace("lossless: true, ", ""), buffer="2MiB"))
     assert "never marks there" in next(w.text for w in ex.warnings
@@ -220,7 +267,9 @@ CONTROL_PD = ("- {name: ctl, pattern: pd, from: host-1, to: host-2, class: contr
 def test_strict_class_at_full_load_starves_the_others() -> None:
     ex = explain(roce(f"{KV_FLOW}\n{CONTROL_BULK}"))
     w = next(w for w in ex.warnings if w.code == "strict-starves")
-    assert w.cls == "control" and "back to back" in w.text and "kv" in w.text
+    assert w.cls == "control"
+    assert "back to back" in w.text
+    assert "kv" in w.text
     assert "leaf-1 -> host-2" in w.text
     # a trickle of strict requests leaves the port to the others
     assert "strict-starves" not in codes(explain(roce(f"{KV_FLOW}\n{CONTROL_PD}")))
@@ -236,7 +285,8 @@ def test_few_streams_over_many_paths_are_ecmp_collisions() -> None:
            "tokens: 16}")
     ex = explain(roce(two, spines=4))
     w = next(w for w in ex.warnings if w.code == "ecmp-collisions")
-    assert "2 streams" in w.text and "4 equal-cost paths" in w.text
+    assert "2 streams" in w.text
+    assert "4 equal-cost paths" in w.text
     # one spine: a single path, nothing to collide on
     assert "ecmp-collisions" not in codes(explain(roce(two, spines=1)))
     # one stream cannot collide with itself
@@ -247,7 +297,9 @@ def test_fifo_shared_only_where_classes_share_a_plain_queue() -> None:
     both = f"{KV_FLOW}\n{CONTROL_BULK}"
     ex = explain(roce(both, switches=False))
     w = next(w for w in ex.warnings if w.code == "fifo-shared")
-    assert "leaf-1 -> host-2" in w.text and "kv" in w.text and "control" in w.text
+    assert "leaf-1 -> host-2" in w.text
+    assert "kv" in w.text
+    assert "control" in w.text
     assert "fifo-shared" not in codes(explain(roce(both)))
 
 
@@ -261,11 +313,12 @@ def test_class_and_flow_select() -> None:
     assert [f.name for f in ex.flows] == ["checkpoint"]
     assert all(w.cls in (None, "bulk") for w in ex.warnings)
     ex = explain(topo, flow="kv-a2a")
-    assert [f.name for f in ex.flows] == ["kv-a2a"] and [v.cls.name for v in ex.classes] == [
-        "kv"]
+    assert [f.name for f in ex.flows] == ["kv-a2a"]
+    assert [v.cls.name for v in ex.classes] == ["kv"]
     assert len(ex.flows[0].pairs) == 12
     text = render_text(ex, all_pairs=True)
-    assert "more streams" not in text and text.count("host-3 -> host-2:") == 1
+    assert "more streams" not in text
+    assert text.count("host-3 -> host-2:") == 1
 
 
 def test_unknown_class_or_flow_lists_what_exists() -> None:
@@ -282,7 +335,8 @@ def test_unknown_class_or_flow_lists_what_exists() -> None:
 def test_cli_unknown_class_is_one_line() -> None:
     path = str(REPO / "topologies/roce-incast.yaml")
     result = invoke("explain", path, "--class", "gold")
-    assert result.exit_code == 1 and result.stdout == ""
+    assert result.exit_code == 1
+    assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"fabric: {path}: no class 'gold' (classes: kv, control)"]
     result = invoke("explain", path, "--flow", "nope")
@@ -293,10 +347,12 @@ def test_cli_explain_json_and_text() -> None:
     path = str(REPO / "topologies/leaf-spine.yaml")
     data = json.loads(invoke("explain", path, "--format", "json", "--class", "kv").stdout)
     assert [c["name"] for c in data["classes"]] == ["kv"]
-    assert data["classes"][0]["lossless"] is True and data["classes"][0]["pfc"] == []
+    assert data["classes"][0]["lossless"] is True
+    assert data["classes"][0]["pfc"] == []
     assert "lossless-unenforced" in [w["code"] for w in data["warnings"]]
     hop = data["flows"][0]["streams"][0]["path"][1]
-    assert hop["alternatives"] == ["spine-1"] and hop["served_by"] == "FIFO link"
+    assert hop["alternatives"] == ["spine-1"]
+    assert hop["served_by"] == "FIFO link"
     text = invoke("explain", path).stdout
     assert "warning: class kv (line 18) is lossless, but nothing on its paths enforces PFC" \
         in text
@@ -311,7 +367,8 @@ def test_graph_text_formats() -> None:
     path = str(REPO / "topologies/roce-mixed.yaml")
     mermaid = invoke("graph", path).stdout
     assert mermaid.splitlines()[0].startswith("%% fabric graph of roce-mixed")
-    assert "graph TD" in mermaid and 'n5{{"leaf-3"}}' in mermaid
+    assert "graph TD" in mermaid
+    assert 'n5{{"leaf-3"}}' in mermaid
     assert '---|"100 Gbit/s, 1 us [kv, bulk]"|' in mermaid
     assert re.search(r"^  linkStyle \d+ stroke:#d62728,stroke-width:3px$", mermaid, re.M)
     dot = invoke("graph", path, "--format", "dot").stdout
@@ -325,14 +382,16 @@ def test_graph_writes_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     path = str(REPO / "topologies/leaf-spine.yaml")
     out = tmp_path / "g.dot"
     result = invoke("graph", path, "--format", "dot", "--out", str(out))
-    assert result.exit_code == 0 and result.stdout == f"wrote {out}\n"
+    assert result.exit_code == 0
+    assert result.stdout == f"wrote {out}\n"
     assert out.read_text().startswith("// fabric graph of leaf-spine")
     png = tmp_path / "g.png"
     assert invoke("graph", path, "--format", "png", "--out", str(png)).exit_code == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.chdir(tmp_path)
     result = invoke("graph", path, "--format", "png")
-    assert result.stdout == "wrote leaf-spine.png\n" and (tmp_path / "leaf-spine.png").exists()
+    assert result.stdout == "wrote leaf-spine.png\n"
+    assert (tmp_path / "leaf-spine.png").exists()
 
 
 def test_png_of_a_fabric_without_switches_or_classes(tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from ..topology.model import TrafficClass
     from ..topology.traffic import Flow
 
-__all__ = ["NOT_ENFORCED", "PROPERTIES", "ClassView", "Egress", "Explanation", "FlowView",
-           "Hop", "Pfc", "Warning", "egress_map", "enforcement", "explain", "fifo_egress"]
+__all__ = ["CHECK_WARNINGS", "NOT_ENFORCED", "PROPERTIES", "ClassView", "Egress", "Explanation",
+           "FlowView", "Hop", "Pfc", "Warning", "check_warnings", "class_queue", "egress_map",
+           "enforcement", "explain", "fifo_egress", "where_classes_act"]
 
 Direction = tuple[str, str]  # (sender, receiver): one direction of a link
 
@@ -125,7 +126,8 @@ def enforcement(egress: Egress, cls: TrafficClass) -> dict[str, str]:
     out: dict[str, str] = {}
     if egress.per_class:
         what = "strict priority" if cls.strict else f"weight {cls.weight}"
-        out["queue"] = f"{egress.mechanism}: own queue, {what}"
+        cap = f", at most {format_size(cls.queue_bytes)}" if cls.queue_bytes else ""
+        out["queue"] = f"{egress.mechanism}: own queue, {what}{cap}"
     else:
         out["queue"] = NOT_ENFORCED
     if cls.lossless:
@@ -133,6 +135,44 @@ def enforcement(egress: Egress, cls: TrafficClass) -> dict[str, str]:
     if cls.red is not None:
         out["ecn"] = egress.ecn if egress.ecn and egress.per_class else NOT_ENFORCED
     return out
+
+
+#: the warnings `fabric check` prints too: a class property the file asks for that nothing
+#: on the fabric delivers (the teaching ones, ECMP collisions and classes sharing a FIFO
+#: queue, stay with `fabric explain`)
+CHECK_WARNINGS = ("lossless-unenforced", "ecn-above-queue", "strict-starves")
+
+
+def check_warnings(ex: Explanation) -> list[str]:
+    """The explanation's warnings `fabric check` prints (`CHECK_WARNINGS`)."""
+    return [w.text for w in ex.warnings if w.code in CHECK_WARNINGS]
+
+
+def where_classes_act(ex: Explanation) -> str | None:
+    """One line for `fabric check`: on how many link directions each kind of egress serves
+    the classes (None for a file with one class: nothing to tell apart)."""
+    if len(ex.classes) < 2:
+        return None
+    by: dict[str, int] = {}
+    for e in ex.egress.values():
+        how = f"{e.mechanism} (a queue per class)" if e.per_class else NOT_ENFORCED
+        by[how] = by.get(how, 0) + 1
+    total = len(ex.egress)
+    parts = [f"{how} on {n} of {total} link directions"
+             for how, n in sorted(by.items(), key=lambda hn: hn[0] == NOT_ENFORCED)]
+    return "classes act at: " + "; ".join(parts) + " (`fabric explain` says which property " \
+        "holds where)"
+
+
+def class_queue(egress: Egress, cls: TrafficClass) -> int:
+    """The bytes `cls` may hold queued at `egress`: a plain link's whole queue; at a
+    per-class egress what its admission allows (a lossless class the whole buffer, a lossy
+    one the pool), capped by the class's own `queue:`."""
+    if not egress.per_class:
+        return egress.queue_bytes
+    limit = egress.lossless_bytes if cls.lossless and egress.lossless_bytes else \
+        egress.queue_bytes
+    return min(limit, cls.queue_bytes) if cls.queue_bytes else limit
 
 
 # ---- the explanation ----------------------------------------------------------------------
@@ -159,6 +199,7 @@ class Hop:
     shares_with: tuple[str, ...]
     beside: tuple[str, ...]
     enforced: Mapping[str, str]
+    queue_bytes: int  # what the flow's class may hold queued here (`class_queue`)
 
 
 @dataclass(frozen=True)
@@ -181,10 +222,11 @@ class Bottleneck:
     rtt_ns: int
     bdp_bytes: int
     streams: float
+    queue_bytes: int  # what the flow's class may hold queued there (`class_queue`)
 
     @property
     def queue_bdps(self) -> float | None:
-        return self.egress.queue_bytes / self.bdp_bytes if self.bdp_bytes else None
+        return self.queue_bytes / self.bdp_bytes if self.bdp_bytes else None
 
 
 @dataclass(frozen=True)
@@ -211,6 +253,8 @@ class ClassView:
 
     cls: TrafficClass
     pfc: tuple[Pfc, ...]
+    control: bool  # the RoCE control class: carries every CNP, ACK and NAK
+    declared: bool  # written in the file (else the default control class RoCE files get)
     flows: tuple[str, ...]
     transports: tuple[str, ...]
     offered_bps: float | None  # None: some flow is back to back (as fast as its path)
@@ -234,7 +278,10 @@ def explain(topo: Topology, *, served: Mapping[Direction, Egress] | None = None,
     """Explain `topo`'s classes and flows; `served`: the egresses a kind serves itself
     (`Kind.egress`, gathered by `fabric.kinds.explain`). `cls` / `flow` keep one class or
     flow (a FabricError naming what exists when there is none by that name)."""
-    classes = {c.name: c for c in topo.classes}
+    from ..topology.document import control_class, roce_classes
+
+    classes = {c.name: c for c in roce_classes(topo)}  # with the default RoCE control class
+    control = control_class(topo)
     flows = list(topo.traffic.flows) if topo.traffic is not None else []
     if cls is not None and cls not in classes:
         raise FabricError(f"{topo.source}: no class '{cls}' (classes: {', '.join(classes)})")
@@ -256,7 +303,8 @@ def explain(topo: Topology, *, served: Mapping[Direction, Egress] | None = None,
     uses = {d: tuple(c for c in classes if c in names) for d, names in use.items()}
     flow_views = [_flow_view(topo, f, streams[f.name], shares[f.name], routes, egress, uses,
                              classes) for f in flows]
-    class_views = [_class_view(c, flows, streams, shares, egress) for c in classes.values()]
+    class_views = [_class_view(c, flows, streams, shares, egress, control=c == control,
+                               declared=c in topo.classes) for c in classes.values()]
     warnings = _warnings(topo, class_views, flow_views, flows, streams, shares, egress, uses,
                          routes)
     if cls is not None:
@@ -267,7 +315,8 @@ def explain(topo: Topology, *, served: Mapping[Direction, Egress] | None = None,
         flow_views = [v for v in flow_views if v.name == flow]  # empty if --class differs
         keep = {v.cls for v in flow_views}
         class_views = [v for v in class_views if v.cls.name in keep]
-        warnings = [w for w in warnings if w.flow == flow or (w.flow is None and w.cls in keep)]
+        warnings = [w for w in warnings
+                    if w.flow == flow or (w.flow is None and (w.cls is None or w.cls in keep))]
     return Explanation(topology=topo.name, source=topo.source, time_scale=topo.time_scale,
                        classes=tuple(class_views), flows=tuple(flow_views),
                        warnings=tuple(warnings), egress=egress, use=uses)
@@ -386,7 +435,7 @@ def _flow_view(topo: Topology, f: Flow, st: _Streams, load: Mapping[Direction, f
             path.append(Hop(egress=e, alternatives=alts,
                             shares_with=() if e.per_class else others,
                             beside=others if e.per_class else (),
-                            enforced=enforcement(e, cls)))
+                            enforced=enforcement(e, cls), queue_bytes=class_queue(e, cls)))
         pairs.append(PairView(src, dst, hops, paths, tuple(path)))
     bottleneck = None
     rated = [(s / e.rate_bps, e.rate_bps, d) for d, s in load.items()
@@ -402,7 +451,7 @@ def _flow_view(topo: Topology, f: Flow, st: _Streams, load: Mapping[Direction, f
         rtt = path_figures(topo, src, dst).base_rtt_ns
         assert e.rate_bps is not None
         bottleneck = Bottleneck(egress=e, rtt_ns=rtt, bdp_bytes=e.rate_bps * rtt // 8 // 10**9,
-                                streams=load[d])
+                                streams=load[d], queue_bytes=class_queue(e, cls))
     return FlowView(name=f.name, pattern=f.pattern, cls=f.cls, transport=f.transport,
                     senders=f.src, receivers=f.dst or f.src, transfers=st.transfers,
                     nbytes=st.nbytes, offered_bps=st.offered_bps, pairs=tuple(pairs),
@@ -411,7 +460,8 @@ def _flow_view(topo: Topology, f: Flow, st: _Streams, load: Mapping[Direction, f
 
 def _class_view(c: TrafficClass, flows: list[Flow], streams: Mapping[str, _Streams],
                 shares: Mapping[str, Mapping[Direction, float]],
-                egress: Mapping[Direction, Egress]) -> ClassView:
+                egress: Mapping[Direction, Egress], *, control: bool,
+                declared: bool) -> ClassView:
     mine = [f for f in flows if f.cls == c.name]
     dirs = sorted({d for f in mine for d in shares[f.name]}) if mine else sorted(egress)
     enforced: dict[str, dict[str, list[str]]] = {}
@@ -422,7 +472,8 @@ def _class_view(c: TrafficClass, flows: list[Flow], streams: Mapping[str, _Strea
         egress[d].pfc for d in sorted(egress) if c.lossless and egress[d].pfc is not None))
     offers = [streams[f.name].offered_bps for f in mine]
     return ClassView(
-        cls=c, pfc=tuple(p for p in pfc if p is not None), flows=tuple(f.name for f in mine),
+        cls=c, pfc=tuple(p for p in pfc if p is not None), control=control, declared=declared,
+        flows=tuple(f.name for f in mine),
         transports=tuple(dict.fromkeys(f.transport for f in mine)),
         offered_bps=None if any(o is None for o in offers) else sum(o or 0.0 for o in offers),
         enforced={p: {how: tuple(ds) for how, ds in by.items()} for p, by in enforced.items()})
@@ -467,7 +518,7 @@ def _warnings(topo: Topology, class_views: list[ClassView], flow_views: list[Flo
                                    "its ECN thresholds do nothing here", cls=c.name))
             over = []
             for e in marking:
-                limit = e.lossless_bytes if c.lossless and e.lossless_bytes else e.queue_bytes
+                limit = class_queue(e, c)
                 if kmax > limit:
                     over.append((e, limit))
             if over:

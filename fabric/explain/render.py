@@ -60,7 +60,8 @@ def _class_lines(ex: Explanation) -> list[str]:
         c = v.cls
         uses_roce = "roce" in v.transports
         uses_tcp = "tcp" in v.transports
-        rows.append([c.name, str(c.dscp), str(c.priority), _queue(v), _lossless(v), _ecn(v),
+        rows.append([c.name + (" *" if v.control else ""), str(c.dscp), str(c.priority),
+                     _queue(v), _lossless(v), _ecn(v),
                      c.cc + ("" if uses_roce or not v.flows else " (no RoCE flows)"),
                      (c.tcp_cc or "kernel's") + ("" if uses_tcp or not v.flows
                                                  else " (no TCP flows)"),
@@ -68,10 +69,16 @@ def _class_lines(ex: Explanation) -> list[str]:
     lines = ["classes:", _indent(format_table(rows, [
         "class", "dscp", "prio", "queue", "lossless", "ecn kmin/kmax/pmax", "cc", "tcp cc",
         "flows", "offered"], numeric=False))]
+    control = next((v for v in ex.classes if v.control), None)
+    if control is not None:
+        lines.append("  * the RoCE control class: every CNP, ACK and NAK leaves in it"
+                     + ("" if control.declared else " (the default: the file declares none)"))
     for v in ex.classes:
         c = v.cls
         lines.append(f"class {c.name}: where each property holds"
                      + ("" if v.flows else " (no flows: over every link direction)"))
+        if c.queue_bytes:
+            lines.append(f"  queue limit at each RoCE switch port: {format_size(c.queue_bytes)}")
         if c.cc_params:
             lines.append(f"  cc_params: {', '.join(f'{k}={x:g}' for k, x in c.cc_params)}")
         if v.pfc:
@@ -102,7 +109,7 @@ def _hop_row(h: Hop) -> list[str]:
     if e.pfc is not None and "lossless" in h.enforced:
         queue += f"; PFC from {e.pfc.by}"
     return [f"{e.sender} -> {e.receiver}", alt, format_rate(e.rate_bps),
-            format_time(e.delay_ns), format_size(e.queue_bytes), queue, others or "-"]
+            format_time(e.delay_ns), format_size(h.queue_bytes), queue, others or "-"]
 
 
 def _flow_lines(v: FlowView, all_pairs: bool) -> list[str]:
@@ -129,7 +136,7 @@ def _flow_lines(v: FlowView, all_pairs: bool) -> list[str]:
         lines.append(f"  bottleneck: {e.name} at {format_rate(e.rate_bps)}, "
                      f"{b.streams:g} of the flow's streams cross it; BDP "
                      f"{format_size(b.bdp_bytes)} (rate x {format_time(b.rtt_ns)} round "
-                     f"trip); queue {format_size(e.queue_bytes)}{ratio} ({e.queue})")
+                     f"trip); queue {format_size(b.queue_bytes)}{ratio} ({e.queue})")
     else:
         lines.append("  bottleneck: none (every hop unshaped)")
     return lines
@@ -171,6 +178,7 @@ def _class(v: ClassView) -> dict[str, Any]:
     return {
         "name": c.name, "dscp": c.dscp, "priority": c.priority,
         "queue": "strict" if c.strict else "weighted", "weight": c.weight,
+        "queue_bytes": c.queue_bytes, "control": v.control, "declared": v.declared,
         "lossless": c.lossless, "pfc": [_pfc(p) for p in v.pfc],
         "ecn": None if c.red is None else {"kmin_bytes": c.red[0], "kmax_bytes": c.red[1],
                                            "pmax": c.red[2]},
@@ -191,11 +199,13 @@ def _flow(v: FlowView) -> dict[str, Any]:
         "streams": [{"src": p.src, "dst": p.dst, "hops": p.hops, "equal_cost_paths": p.paths,
                      "path": [{**_egress(h.egress), "alternatives": list(h.alternatives),
                                "shares_queue_with": list(h.shares_with),
-                               "beside": list(h.beside), "enforced": dict(h.enforced)}
+                               "beside": list(h.beside), "enforced": dict(h.enforced),
+                               "class_queue_bytes": h.queue_bytes}
                               for h in p.path]} for p in v.pairs],
         "bottleneck": None if b is None else {
             **_egress(b.egress), "rtt_ns": b.rtt_ns, "bdp_bytes": b.bdp_bytes,
-            "streams": b.streams, "queue_bdps": b.queue_bdps},
+            "streams": b.streams, "class_queue_bytes": b.queue_bytes,
+            "queue_bdps": b.queue_bdps},
     }
 
 
