@@ -296,3 +296,13 @@ def test_the_run_report_shows_the_control_class() -> None:
         **variant_metrics(t, result, {}, {"sw": queueing_delays(48)["stats"]})}, {})], t)
     line = next(x for x in text.splitlines() if " control " in x)
     assert line.split()[-7:] == ["2", "108", "B", "530", "ns", "560", "ns"], line
+
+
+def test_a_queue_limit_without_switches_is_warned_about() -> None:
+    from fabric.checks import cc_warnings
+
+    t = parse(FILE.replace("switches: {buffer: 4MiB}\n", "").replace(
+        "CONTROL\n", "  - {name: control, dscp: 48, priority: 6, strict: true, queue: 8KB}\n"))
+    assert "classes with a queue limit (control) are limited only at RoCE switches" in \
+        " ".join(cc_warnings(t))
+    assert not any("queue limit" in w for w in cc_warnings(topo()))
