@@ -293,6 +293,17 @@ def test_few_streams_over_many_paths_are_ecmp_collisions() -> None:
     assert "ecmp-collisions" not in codes(explain(roce(KV_FLOW, spines=4)))
 
 
+def test_open_loop_arrivals_above_the_bottleneck_are_overload() -> None:
+    ex = explain(load(default_topology_path()))  # ~33 MiB requests at 600/s into 100G
+    w = next(w for w in ex.warnings if w.code == "overloaded")
+    assert (w.flow, w.cls) == ("prefill-to-decode", "kv")
+    assert "at its bottleneck leaf-1 -> host-2 (100 Gbit/s), 1.7x what it carries" in w.text
+    slow = ("- {name: kv, pattern: pd, from: host-0, to: host-2, class: kv, tokens: 16, "
+            "requests: 4, rate: 10/s}")
+    assert "overloaded" not in codes(explain(roce(slow)))
+    assert "overloaded" not in codes(explain(roce(KV_FLOW)))  # back to back: closed loop
+
+
 def test_fifo_shared_only_where_classes_share_a_plain_queue() -> None:
     both = f"{KV_FLOW}\n{CONTROL_BULK}"
     ex = explain(roce(both, switches=False))

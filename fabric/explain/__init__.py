@@ -535,6 +535,7 @@ def _warnings(topo: Topology, class_views: list[ClassView], flow_views: list[Flo
                                       else "") + f"): {what}", cls=c.name))
         if c.strict:
             out.extend(_starving(v, flows, streams, shares, egress, uses))
+    out.extend(_overloaded(flow_views))
     out.extend(_fifo_shared(class_views, egress, uses))
     out.extend(_collisions(topo, class_views, flows, streams, routes))
     return out
@@ -579,6 +580,27 @@ def _starving(v: ClassView, flows: list[Flow], streams: Mapping[str, _Streams],
                     cls=c.name)]
 
 
+def _overloaded(flow_views: list[FlowView]) -> list[Warning]:
+    """An open-loop flow whose arrivals bring more bytes per second than its bottleneck
+    carries: every request waits behind the last, and latency grows through the run."""
+    out = []
+    for v in flow_views:
+        b = v.bottleneck
+        if v.offered_bps is None or b is None or not b.egress.rate_bps or not v.pairs:
+            continue
+        there = v.offered_bps * b.streams / len(v.pairs)  # streams share the load evenly
+        if there <= b.egress.rate_bps:
+            continue
+        out.append(Warning("overloaded", f"flow {v.name} (class {v.cls}) offers "
+                           f"{format_rate(round(there))} at its bottleneck {b.egress.name} "
+                           f"({format_rate(b.egress.rate_bps)}), "
+                           f"{there / b.egress.rate_bps:.1f}x what it carries: each request "
+                           "waits behind the ones before it, so latency grows through the "
+                           "run (lower `rate:` or move fewer bytes per request)",
+                           cls=v.cls, flow=v.name))
+    return out
+
+
 def _fifo_shared(class_views: list[ClassView], egress: Mapping[Direction, Egress],
                  uses: Mapping[Direction, tuple[str, ...]]) -> list[Warning]:
     """Classes with different settings that wait in one FIFO queue: there they differ only
@@ -619,9 +641,10 @@ def _collisions(topo: Topology, class_views: list[ClassView], flows: list[Flow],
         out.append(Warning(
             "ecmp-collisions", f"class {v.cls.name}: {k} streams ({named}) over {n} "
             "equal-cost paths: ECMP hashes each stream onto one path for its life, so with "
-            f"so few some path gets more than {fair} with probability {uneven:.0%} and some "
-            f"path carries none with probability {idle:.0%} (likely ECMP collisions: one "
-            "path busy, another idle); more streams (flows, RoCE queue pairs) spread better",
+            f"so few some path gets more than {fair} of them with probability {uneven:.0%} "
+            f"and some path carries none with probability {idle:.0%} (likely ECMP "
+            "collisions: one path busy, another idle); more streams (flows, RoCE queue "
+            "pairs) spread better",
             cls=v.cls.name))
     return out
 
