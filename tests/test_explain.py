@@ -287,6 +287,8 @@ def test_few_streams_over_many_paths_are_ecmp_collisions() -> None:
     w = next(w for w in ex.warnings if w.code == "ecmp-collisions")
     assert "2 streams" in w.text
     assert "4 equal-cost paths" in w.text
+    assert "at most 2 of the 4 paths carry anything, and two streams share one with " \
+        "probability 25%" in w.text
     # one spine: a single path, nothing to collide on
     assert "ecmp-collisions" not in codes(explain(roce(two, spines=1)))
     # one stream cannot collide with itself

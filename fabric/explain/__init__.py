@@ -622,30 +622,42 @@ def _fifo_shared(class_views: list[ClassView], egress: Mapping[Direction, Egress
 def _collisions(topo: Topology, class_views: list[ClassView], flows: list[Flow],
                 streams: Mapping[str, _Streams], routes: _Routes) -> list[Warning]:
     """Per class: few streams hashed over many equal-cost paths. Each stream (one connection
-    or queue pair per peer and class) takes one path for its life; with k streams on n paths,
-    some path carries none with probability P(idle) and two share one with P(shared)."""
+    or queue pair per peer and class) takes one path for its life, drawn evenly; streams are
+    grouped by how many equal-cost paths they have (a leaf-spine's inter-leaf pairs all have
+    one per spine). With k streams on n paths: fewer than n leave paths idle for sure, and
+    two share one with P(shared); else some path gets more than its share with P(uneven)
+    and some path carries none with P(idle). Warned for 2 <= k <= 2n, once per class (its
+    first group by path count)."""
     out = []
     for v in class_views:
         pairs = sorted({p for f in flows if f.cls == v.cls.name for p in streams[f.name].pairs})
-        multi = [(s, d, routes.count(s, d)[1]) for s, d in pairs if routes.count(s, d)[1] > 1]
-        if len(multi) < 2:
-            continue
-        n = max(p for _, _, p in multi)
-        k = len(multi)
-        if k > 2 * n:
-            continue
-        idle = sum((-1) ** (j + 1) * math.comb(n, j) * (1 - j / n) ** k for j in range(1, n))
-        fair = -(-k // n)
-        uneven = 1 - _at_most_each(k, n, fair) / n ** k
-        named = _some((f"{s} -> {d}" for s, d, _ in multi), 2)
-        out.append(Warning(
-            "ecmp-collisions", f"class {v.cls.name}: {k} streams ({named}) over {n} "
-            "equal-cost paths: ECMP hashes each stream onto one path for its life, so with "
-            f"so few some path gets more than {fair} of them with probability {uneven:.0%} "
-            f"and some path carries none with probability {idle:.0%} (likely ECMP "
-            "collisions: one path busy, another idle); more streams (flows, RoCE queue "
-            "pairs) spread better",
-            cls=v.cls.name))
+        groups: dict[int, list[tuple[str, str]]] = {}
+        for src, dst in pairs:
+            n = routes.count(src, dst)[1]
+            if n > 1:
+                groups.setdefault(n, []).append((src, dst))
+        for n, group in sorted(groups.items()):
+            k = len(group)
+            if not 2 <= k <= 2 * n:
+                continue
+            named = _some((f"{s} -> {d}" for s, d in group), 2)
+            if k < n:
+                shared = 1 - math.prod(1 - i / n for i in range(k))
+                odds = (f"at most {k} of the {n} paths carry anything, and two streams "
+                        f"share one with probability {shared:.0%}")
+            else:
+                idle = sum((-1) ** (j + 1) * math.comb(n, j) * (1 - j / n) ** k
+                           for j in range(1, n))
+                fair = -(-k // n)
+                uneven = 1 - _at_most_each(k, n, fair) / n ** k
+                odds = (f"some path gets more than {fair} of them with probability "
+                        f"{uneven:.0%} and some path carries none with probability {idle:.0%}")
+            out.append(Warning(
+                "ecmp-collisions", f"class {v.cls.name}: {k} streams ({named}) over {n} "
+                "equal-cost paths: ECMP hashes each stream onto one path for its life, so "
+                f"with so few {odds} (likely ECMP collisions: one path busy, another idle); "
+                "more streams (flows, RoCE queue pairs) spread better", cls=v.cls.name))
+            break
     return out
 
 
