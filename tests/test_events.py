@@ -114,7 +114,7 @@ def test_bad_events_name_the_file_line_and_key(events, line, message):
 
 def test_an_event_after_the_timeout_is_refused_before_the_run(tmp_path: Path):
     from fabric.errors import FabricError
-    from fabric.run.traffic import _timeline
+    from fabric.run.events import timeline_for
 
     t = topo("""
     time_scale: 1000
@@ -125,7 +125,7 @@ def test_an_event_after_the_timeout_is_refused_before_the_run(tmp_path: Path):
     with pytest.raises(FabricError, match=r":14: events.timeline: down leaf-0--spine-0 at "
                                           r"400 ms \(fabric time; 400 s on this host\) comes "
                                           r"after the run's timeout \(300 s\)"):
-        _timeline(None, t, plan_fabric(t, backend="userspace"), 300.0)  # type: ignore[arg-type]
+        timeline_for(None, t, plan_fabric(t, backend="userspace"), 300.0)  # type: ignore[arg-type]
 
 
 def test_links_down_counts_a_downed_nodes_links():
@@ -213,25 +213,22 @@ def test_exports_name_the_events_and_expectations_they_cannot_carry():
 def test_kinds_without_a_timeline_refuse_the_section(tmp_path: Path):
     from fabric.kinds import load, select
 
-    path = tmp_path / "mem.yaml"
+    path = tmp_path / "lpu.yaml"
     path.write_text(textwrap.dedent("""
-    name: mem
-    nodes: {msw: {kind: switch}, gpu-0: {}, gpu-1: {}}
-    links:
-      - {endpoints: [msw, gpu-0]}
-      - {endpoints: [msw, gpu-1]}
-    memory:
-      switches: [msw]
-      windows:
-        - {name: hbm1, node: gpu-1, base: 0x01000000, size: 1MiB}
-      runs:
-        - {name: loads, kind: loadstore, from: gpu-0, window: hbm1, sizes: [256], count: 2}
+    name: lpu
+    time_scale: 1000
+    lpu:
+      shape: ring
+      count: 4
+      link: {rate: 112Gbps, delay: 200ns}
+      graph: {kind: tp-allreduce, bytes: 64KiB}
     events:
       timeline:
-        - {at: 1ms, down: [msw, gpu-0]}
+        - {at: 1ms, down: [lpu-0, lpu-1]}
     """))
-    with pytest.raises(TopologyError, match=r"mem.yaml:14: events: this file runs as a memory "
-                                            r".*applies no event timeline"):
+    with pytest.raises(TopologyError, match=r"lpu.yaml:10: events: this file runs as an LPU "
+                                            r".*applies no event timeline \(traffic runs, "
+                                            r"RoCE comparisons and memory runs do\)"):
         select(load(path), {})
 
 

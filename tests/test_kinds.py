@@ -140,7 +140,7 @@ def test_report_reprints_a_memory_run(tmp_path: Path) -> None:
     ]
     label = SavedRun("mem", 1000.0)
     write_outcomes(outcomes, label, tmp_path)
-    assert read_outcomes(tmp_path / "memory.json") == (outcomes, label)
+    assert read_outcomes(tmp_path / "memory.json") == (outcomes, label, {})
     result = invoke("report", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(render(outcomes, label) + "\n")

@@ -124,10 +124,15 @@ def test_the_issue_example() -> None:
 def test_defaults() -> None:
     spec = parse(doc(SW, *WIN, "runs:", "  - {kind: loadstore, from: gpu-0, window: b, "
                      "sizes: 64}"))
-    assert (spec.latency_ns, spec.credits, spec.txn) == (100, 16, 256)
+    assert (spec.latency_ns, spec.credits, spec.txn, spec.timeout_ns) == (100, 16, 256,
+                                                                          100_000)
     assert spec.multicast == spec.reduce == ()
     (run,) = spec.runs
     assert (run.name, run.count, run.sizes) == ("loadstore-0", 100, (64,))
+
+
+def test_completion_timeout() -> None:
+    assert parse(mid("timeout: 2ms")).timeout_ns == 2_000_000
 
 
 def test_no_memory_section() -> None:
@@ -277,7 +282,7 @@ def test_address_map_members_behind_one_port_join_once() -> None:
 
 # ---- errors -------------------------------------------------------------------------------
 
-MEM_KEYS = "switches, latency, credits, txn, windows, multicast, reduce, runs"
+MEM_KEYS = "switches, latency, credits, txn, timeout, windows, multicast, reduce, runs"
 RUN_KEYS = "name, kind, from, to, window, group, sizes, size, count, model, tokens"
 RUN_KINDS = "loadstore, hypercast, allreduce, kv-pull"
 MODELS = "deepseek-v3, llama-3.1-70b, llama-3.1-8b, minimax-m2.5, prfaas-hybrid-1t, qwen3-8b"
@@ -290,6 +295,12 @@ ERRORS = [
     (HEAD.replace("memory:\n", "memory: [msw]\n"), "16: memory: expected a mapping, got a list"),
     (doc(SW, *WIN), "17: memory: missing required key 'runs'"),
     (doc(SW, *RUN), "17: memory: missing required key 'windows'"),
+    (mid("timeout: 100ns"),
+     "21: memory.timeout: a completion timeout of 100 ns is not longer than a switch hop "
+     "(100 ns): every transaction would be lost"),
+    (mid("timeout: soon"),
+     "21: memory.timeout: bad time 'soon': expected a number and a unit such as 500ns, 2us, "
+     "1.5ms, 1s, or 0"),
     (mid("latncy: 1us"),
      f"21: memory.latncy: unknown key 'latncy'; did you mean 'latency'? (allowed: {MEM_KEYS})"),
     # switches

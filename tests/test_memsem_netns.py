@@ -4,7 +4,9 @@ reduce and KV-pull transactions over built fabrics (root); every result is check
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,4 +163,60 @@ def test_memory_switch_beside_a_roce_switch(tmp_path, fabric_name, state_dir) ->
         assert "2 received" in ping.stdout
     finally:
         runner.invoke(cli, ["down", fabric_name])
+    assert [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{fabric_name}.")] == []
+
+
+# g0 loads and stores at g1 while g1's link goes down for half a second of host time and
+# comes back; a second run at the same bytes follows
+LOSSY = """
+name: {name}
+time_scale: 1000
+defaults:
+  link: {{rate: 200Gbps, delay: 250ns, mtu: 1500}}
+nodes: {{msw: {{kind: switch}}, g0: {{}}, g1: {{}}}}
+links: [{{endpoints: [msw, g0]}}, {{endpoints: [msw, g1]}}]
+memory:
+  switches: [msw]
+  windows:
+    - {{name: m1, node: g1, base: 0x400000, size: 1MiB}}
+  runs:
+    - {{name: ls, kind: loadstore, from: g0, window: m1, sizes: [256], count: {count}}}
+    - {{name: again, kind: loadstore, from: g0, window: m1, sizes: [256], count: 20}}
+events:
+  timeline:
+    - {{at: 200us, down: [msw, g1]}}
+    - {{at: 1200us, up: [msw, g1]}}
+"""
+
+
+@pytest.mark.parametrize("backend", ["userspace",
+                                     pytest.param("netem", marks=pytest.mark.netem)])
+def test_transactions_lost_to_a_link_down_are_reported(tmp_path, fabric_name, state_dir,
+                                                       backend) -> None:
+    """A memory fabric does not resend: what the down link lost is counted, per variant and
+    per event, at the requester and at the switch (which gives the requests up and gets
+    their buffers back), the run still ends with status 0, and the next run at the same
+    bytes checks out (nothing given up holds a later request back)."""
+    path = tmp_path / "mem.yaml"
+    # the emulated guest runs the nodes several times slower: fewer ops span the down
+    path.write_text(LOSSY.format(name=fabric_name, count=800 if backend == "userspace" else 300))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "fabric.entry", "run", str(path), "--out",
+                           str(out), "--links", backend, "--timeout", "240"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((out / "memory.json").read_text())
+    ls = [o for o in data["outcomes"] if o["run"] == "ls"]
+    lost = sum(o["lost"] for o in ls)
+    assert lost >= 1, proc.stdout
+    assert all(o["ok"] for o in data["outcomes"] if o["run"] == "again"), proc.stdout
+    ev = data["events"]
+    assert ev["lost_total"] == lost
+    (down,) = ev["by_event"]
+    assert (down["event"], down["lost"], down["runs"]) == ("down msw--g1", lost, ["ls"])
+    assert sum(ev["switches"]["msw"]["timed_out"].values()) >= 1
+    assert ev["not_restored"] == []
+    assert re.search(r"down msw--g1: \d+ transactions lost \(completion timeout\) in ls",
+                     proc.stdout)
+    assert "FAILED" not in proc.stdout
     assert [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{fabric_name}.")] == []

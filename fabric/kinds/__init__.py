@@ -106,8 +106,8 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
             file=topo.source, line=topo.expect[0].line, key="expect")
     if topo.events is not None and not kind.runs_events:
         raise TopologyError(
-            f"this file runs as {kind.title}, which applies no event timeline (traffic runs "
-            "and RoCE comparisons do): remove the section",
+            f"this file runs as {kind.title}, which applies no event timeline (traffic runs, "
+            "RoCE comparisons and memory runs do): remove the section",
             file=topo.source, line=topo.events.line, key="events")
     if topo.events is not None:
         _check_switch_egress(topo)

@@ -17,6 +17,7 @@ class MemoryKind(Kind):
     title = "a memory run"
     result_file = "memory.json"
     through_agents = True
+    runs_events = True
     background_traffic = True
     describes = ("A file with a `memory:` section runs its memory runs (load/store, Hypercast, "
                  "in-network reduce, KV pull) against message passing on the same links."
@@ -26,22 +27,42 @@ class MemoryKind(Kind):
         return topo.memory is not None
 
     def run(self, ctx: RunContext) -> None:
-        from ..run.memory import render, run_memory, write_link_plot
+        from ..run.memory import (
+            read_outcomes,
+            render,
+            render_events,
+            run_memory,
+            write_link_plot,
+        )
 
         outcomes = run_memory(ctx.state, ctx.topo, ctx.out_dir, say=ctx.say,
                               timeout=ctx.timeout, plan=ctx.plan, agents=ctx.fabric.agents)
         ctx.out(render(outcomes, ctx.topo))
+        _, _, events = read_outcomes(ctx.out_dir / self.result_file)
+        for line in render_events(events, ctx.topo.time_scale):
+            ctx.out(line)
         plot = write_link_plot(outcomes, ctx.topo, ctx.out_dir)
         ctx.out(f"wrote {ctx.out_dir}/ (memory.json, {plot.name})")
-        bad = [f"{o.run} {o.variant}" for o in outcomes if not o.ok]
+        bad = [f"{o.run} {o.variant}" for o in outcomes if not o.ok and not o.lost]
         if bad:
             raise FabricError(f"results did not check out: {', '.join(bad)}")
+        lost = [f"{o.run} {o.variant} ({o.lost})" for o in outcomes if o.lost]
+        if lost and ctx.topo.events is None:
+            # no event explains it: a queue overflowed or a node stalled past the timeout
+            raise FabricError(f"memory transactions were lost, with no event to explain it: "
+                              f"{', '.join(lost)}; give the links larger queues, lower "
+                              "memory.credits, or raise memory.timeout")
+        if lost:
+            ctx.out(f"transactions lost to the events (a memory fabric does not resend them): "
+                    f"{', '.join(lost)}")
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
-        from ..run.memory import read_outcomes, render, write_link_plot
+        from ..run.memory import read_outcomes, render, render_events, write_link_plot
 
-        outcomes, label = read_outcomes(d / self.result_file)
+        outcomes, label, events = read_outcomes(d / self.result_file)
         out(render(outcomes, label))
+        for line in render_events(events, label.time_scale):
+            out(line)
         out(f"redrew {write_link_plot(outcomes, label, d)}")
 
     def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401

@@ -67,7 +67,7 @@ def switch_configs(plan: FabricPlan) -> dict[str, dict[str, Any]]:
                    for w in mem.windows if w.node in hops]
         out[sw] = {
             "node": sw, "netns": plan.nodes[sw].netns, "time_scale": topo.time_scale,
-            "ports": ports, "txn": mem.txn, "windows": windows,
+            "ports": ports, "txn": mem.txn, "timeout_ns": mem.timeout_ns, "windows": windows,
             "multicast": [{"name": m.name, "base": m.base, "size": m.size,
                            "members": list(m.members)}
                           for m in mem.multicast if mcast_home[m.name] == sw],

@@ -40,6 +40,7 @@ from fabric.memsw.ops import (
     Response,
     Write,
     WriteAck,
+    completion_timeout_s,
     itemsize,
     reassemble,
     split,
@@ -53,9 +54,12 @@ RING_PORT = 7480
 # Transactions a node keeps outstanding, over all its operations (the plan sizes it from the
 # node's link queue; this is the fallback): the stand-in for the link-level credits a
 # UALink/PCIe port has toward its switch. With it the node's link queue never overflows, so
-# no transaction is lost (there is no retransmission, as on a memory fabric, where a lost
-# transaction is a hardware error).
+# no transaction is lost to a full queue. There is no retransmission, as on a memory fabric,
+# where a lost transaction is a hardware error: a transaction unanswered within the completion
+# timeout (`memory.timeout`; a link down, a node down) is counted lost and its operation fails
+# with an `Error`, which the runner reports.
 WINDOW = 64
+LOST = "lost: no answer within the completion timeout"
 
 
 def values_for(seed: int, n: int, dtype: str) -> np.ndarray:
@@ -90,6 +94,9 @@ class MemoryNode:
         self.served = 0
         self.t0 = 0
         self.limiter: trio.Semaphore | None = None
+        self.timeout_s = completion_timeout_s(int(plan.get("timeout_ns", 100_000)), self.scale)
+        self.lost: list[int] = []  # fabric time each lost transaction was issued
+        self.send_errors = 0  # sends the kernel refused (no route: the link is down)
 
     def now(self) -> int:
         return int((time.monotonic_ns() - self.t0) / self.scale)
@@ -141,6 +148,11 @@ class MemoryNode:
                 return
             except BlockingIOError:
                 time.sleep(0.0001)  # the socket buffer is 8 MiB: this is a rare stall
+            except OSError:
+                # the link to the switch is down (no route, network down): the datagram is
+                # lost as on the wire, and the completion timeout reports its transaction
+                self.send_errors += 1
+                return
 
     # -- requesting ---------------------------------------------------------------------------
 
@@ -156,10 +168,16 @@ class MemoryNode:
                 ev = trio.Event()
                 box: list[Response] = []
                 self.waiting[(part.tag, part.offset)] = (ev, box)
+                issued = self.now()
                 self._send(part)
-                await ev.wait()
+                with trio.move_on_after(self.timeout_s):
+                    await ev.wait()
                 del self.waiting[(part.tag, part.offset)]
-                answers.append(box[0])
+                if box:
+                    answers.append(box[0])
+                else:
+                    self.lost.append(issued)
+                    answers.append(Error(part.tag, LOST, offset=part.offset))
 
         async with trio.open_nursery() as nursery:
             for part in parts:
@@ -183,22 +201,25 @@ class MemoryNode:
             if delay > 0:
                 await trio.sleep(delay)
         if kind == "loadstore":
-            out: dict[str, Any] = {"ok": True}
+            out: dict[str, Any] = {}
             base = t["base"]
             for size in t["sizes"]:
                 w_lat, r_lat = [], []
+                ok, lost = True, len(self.lost)
                 for i in range(t["count"]):
                     addr = base + (i * size) % max(t["span"] - size + 1, 1) // 64 * 64
                     data = pattern(i + size, size)
                     resp, lat = await self.request(Write(self.tag(), 0, addr, data))
                     w_lat.append(lat)
-                    out["ok"] &= isinstance(resp, WriteAck)
+                    ok &= isinstance(resp, WriteAck)
                     resp, lat = await self.request(Read(self.tag(), 0, addr, size))
                     r_lat.append(lat)
-                    out["ok"] &= isinstance(resp, ReadResp) and bytes(resp.data) == data
-                out[str(size)] = {"write": w_lat, "read": r_lat}
+                    ok &= isinstance(resp, ReadResp) and bytes(resp.data) == data
+                out[str(size)] = {"write": w_lat, "read": r_lat, "ok": ok,
+                                  "lost": len(self.lost) - lost}
             # fetch-and-add on one int64: each returns the value before it, in issue order
             a_lat, olds = [], []
+            lost = len(self.lost)
             slot = base + t["span"] - 64  # the window's last flit
             resp, _ = await self.request(Write(self.tag(), 0, slot, bytes(8)))
             for _ in range(t["count"]):
@@ -209,8 +230,8 @@ class MemoryNode:
             resp, _ = await self.request(Read(self.tag(), 0, slot, 8))
             final = int(decode_values(bytes(resp.data), "int64")[0]) \
                 if isinstance(resp, ReadResp) else None
-            out["ok"] &= olds == list(range(t["count"])) and final == t["count"]
-            out["atomic"] = {"atomic": a_lat}
+            out["atomic"] = {"atomic": a_lat, "lost": len(self.lost) - lost,
+                             "ok": olds == list(range(t["count"])) and final == t["count"]}
             return out
         if kind in ("hypercast", "unicast"):
             data = pattern(t["seed"], t["size"])
@@ -278,8 +299,12 @@ class MemoryNode:
         keys = []
         limiter = self._limiter()
 
-        async def wait(key: tuple[int, int], ev: trio.Event) -> None:
-            await ev.wait()
+        async def wait(key: tuple[int, int], ev: trio.Event, issued: int, size: int) -> None:
+            with trio.move_on_after(self.timeout_s):
+                await ev.wait()
+            if key not in self.reduce_out:  # the contribution or its result was lost
+                self.lost.append(issued)
+                self.reduce_out[key] = bytes(size)
             limiter.release()
 
         # Contributions go strictly in offset order, each taking a window slot until its
@@ -292,12 +317,13 @@ class MemoryNode:
                 keys.append(key)
                 await limiter.acquire()
                 ev = self.reduce_wait[key] = trio.Event()
+                piece = raw[off: off + self.txn]
                 if key in self.reduce_out:
                     ev.set()
                 else:
-                    self._send(Contribute(self.tag(), 0, t["group"],
-                                          raw[off: off + self.txn], offset=off, seq=seq))
-                nursery.start_soon(wait, key, ev)
+                    self._send(Contribute(self.tag(), 0, t["group"], piece, offset=off,
+                                          seq=seq))
+                nursery.start_soon(wait, key, ev, self.now(), len(piece))
         out = b"".join(self.reduce_out.pop(k) for k in keys)
         for k in keys:
             self.reduce_wait.pop(k, None)
@@ -450,10 +476,13 @@ async def serve_memory(ctl_fd: int, name: str) -> None:
                 msg = await ctl.receive()
                 if not isinstance(msg, Task):  # Stop, or the runner is gone
                     break
+                lost = len(node.lost)
                 try:
                     result = await node.task(msg.body)
                 except Exception as e:  # noqa: BLE001 - reported to the runner, which fails
                     result = {"error": f"{type(e).__name__}: {e}"}
                 result["served"] = node.served
+                result["lost"] = node.lost[lost:]  # fabric times the lost ones were issued
+                result["send_errors"] = node.send_errors
                 await ctl.send(Result(result))
             nursery.cancel_scope.cancel()

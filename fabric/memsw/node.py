@@ -37,7 +37,16 @@ import trio
 
 from fabric.errors import FabricError
 from fabric.memsw.addrmap import AddressMap, Window
-from fabric.memsw.ops import Contribute, Error, Op, ReadResp, ReduceResult, Response, WriteAck
+from fabric.memsw.ops import (
+    Contribute,
+    Error,
+    Op,
+    ReadResp,
+    ReduceResult,
+    Response,
+    WriteAck,
+    completion_timeout_s,
+)
 from fabric.memsw.switch import Deliver, MemorySwitch, PortConfig, ReduceGroup
 from fabric.memsw.wire import MEM_PORT, Create, Credit, Join, Leave, WireError, decode, encode
 from fabric.net.daemon import serve_until_signal, write_json_atomic
@@ -45,6 +54,7 @@ from fabric.net.tun import TimerFd, netns_path, set_thread_name, set_timer_slack
 
 STATS_INTERVAL_S = 2.0
 BATCH = 64
+LOST = "lost: no answer within the completion timeout"
 
 
 def build_switch(cfg: dict[str, Any]) -> MemorySwitch:
@@ -76,6 +86,14 @@ class MemorySwitchNode:
         self.delivered: dict[tuple[str, str | None, int, int], Op] = {}
         # forwarded to a switch port under a fresh tag: (port, tag) -> original request
         self.forwarded: dict[tuple[str, int], Op] = {}
+        # when each of those went out (host ns): unanswered past the completion timeout, it is
+        # lost (a link down, a dropped datagram) and its request buffer is reclaimed
+        self.sent_at: dict[tuple, int] = {}
+        self.timeout_ns = int(completion_timeout_s(int(cfg.get("timeout_ns", 100_000)),
+                                                   self.scale) * 1e9)
+        self.timed_out: dict[str, int] = dict.fromkeys(self.names, 0)
+        self.late = 0  # answers that came after their request was given up
+        self.given_up: set[tuple] = set()
         self.tags = itertools.count(1)
         self.sock: socket.socket | None = None
         self.timer = TimerFd()
@@ -121,9 +139,12 @@ class MemorySwitchNode:
                 if port in self.switch_ports and not isinstance(op, Contribute):
                     tag = next(self.tags)
                     self.forwarded[(port, tag)] = op
+                    self.sent_at[(port, tag)] = time.monotonic_ns()
                     self._send(port, replace(op, tag=tag, src_port=0))
                 else:
                     self.delivered[key] = op
+                    if not isinstance(op, Contribute):
+                        self.sent_at[key] = time.monotonic_ns()
                     self._send(port, op, src=self.index[op.src_port])
             else:
                 # a switch that sent us a request gets its request buffer back with the answer
@@ -176,14 +197,25 @@ class MemorySwitchNode:
         if _is_response(msg):  # an answer from the endpoint (or switch) on `port`
             resp: Response = msg
             request: Op | None
+            if (port, resp.tag) in self.given_up:
+                self.given_up.discard((port, resp.tag))
+                self.late += 1
+                return
             if port in self.switch_ports and (port, resp.tag) in self.forwarded:
                 request = self.forwarded.pop((port, resp.tag))
+                self.sent_at.pop((port, resp.tag), None)
                 resp = replace(resp, tag=request.tag)
             else:
                 requester = self.names[src] if src < len(self.names) else None
-                request = self.delivered.pop((port, requester, resp.tag, resp.offset), None)
+                key = (port, requester, resp.tag, resp.offset)
+                request = self.delivered.pop(key, None)
+                self.sent_at.pop(key, None)
                 if request is None:
-                    self.errors += 1
+                    if key in self.given_up:  # its buffer was reclaimed: the answer is late
+                        self.given_up.discard(key)
+                        self.late += 1
+                    else:
+                        self.errors += 1
                     return
             actions = core.complete(port, request, resp, now)
             if credit:
@@ -211,6 +243,29 @@ class MemorySwitchNode:
             return
         self.core.address_map = new
 
+    def expire(self, now_host_ns: int) -> int:
+        """Give up the requests unanswered for longer than the completion timeout: each is
+        lost on the way (to the endpoint or back). The switch completes it with an `Error`
+        (as a PCIe completion timeout does), so no later request to the same bytes waits
+        behind it for ever, and the request buffer it held at the far end is free again: its
+        credit comes back here. Returns how many were given up."""
+        stale = [k for k, t in self.sent_at.items() if now_host_ns - t > self.timeout_ns]
+        if not stale:
+            return 0
+        actions = []
+        now = self.now()
+        for k in stale:
+            del self.sent_at[k]
+            self.given_up.add(k)
+            op = self.forwarded.pop(k) if len(k) == 2 else self.delivered.pop(k)
+            port = k[0]
+            self.timed_out[port] += 1
+            actions += self.core.complete(port, op, Error(op.tag, LOST, offset=op.offset), now)
+            actions += self.core.on_credit(port, 1, now)
+        self._act(actions)
+        self.write_stats()  # rare: the runner reads what was given up without waiting
+        return len(stale)
+
     def _on_timer(self) -> None:
         self.timer.clear()
         self.timer.armed_ns = None
@@ -236,10 +291,16 @@ class MemorySwitchNode:
                 self.write_stats()
                 await trio.sleep(STATS_INTERVAL_S)
 
+        async def sweep() -> None:
+            while True:
+                await trio.sleep(self.timeout_ns / 2e9)
+                self.expire(time.monotonic_ns())
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(rx)
             nursery.start_soon(tick)
             nursery.start_soon(stats)
+            nursery.start_soon(sweep)
             task_status.started()
 
     def statistics(self, *, final: bool = False) -> dict[str, Any]:
@@ -250,7 +311,8 @@ class MemorySwitchNode:
             p["datagram_bytes_out"] = self.bytes_by_port_out.get(cast(str, name), 0)
         return {"node": self.cfg["node"], "final": final, "pid": os.getpid(),
                 "ports": ports, "replicated": st.replicated, "reductions": st.reductions,
-                "rejected": st.rejected, "errors": self.errors,
+                "rejected": st.rejected, "errors": self.errors, "late": self.late,
+                "timed_out": dict(self.timed_out),
                 "datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out}
 
     def write_stats(self, *, final: bool = False) -> None:

@@ -47,6 +47,7 @@ from fabric.topology.memory import ATOMIC_DTYPES, ELEMENT_BYTES, REDUCE_DTYPES, 
 
 __all__ = [
     "ATOMIC_DTYPES",
+    "HOST_TIMEOUT_FLOOR_S",
     "REDUCE_DTYPES",
     "TXN_SIZES",
     "AtomicAdd",
@@ -60,6 +61,7 @@ __all__ = [
     "Response",
     "Write",
     "WriteAck",
+    "completion_timeout_s",
     "decode",
     "encode",
     "flits",
@@ -336,6 +338,17 @@ def _check_max_txn(max_txn: int) -> None:
     if max_txn not in TXN_SIZES:
         raise FabricError(f"max_txn is {max_txn}; a transaction carries one of "
                           f"{', '.join(map(str, TXN_SIZES))} bytes")
+
+
+# The shortest completion timeout this host can keep without taking a scheduling stall for a
+# lost transaction (a 2-core machine under load stalls a process for tens of milliseconds).
+HOST_TIMEOUT_FLOOR_S = 0.5
+
+
+def completion_timeout_s(timeout_ns: int, time_scale: float) -> float:
+    """A completion timeout in fabric ns as host seconds: scaled by `time_scale`, and never
+    under `HOST_TIMEOUT_FLOOR_S` (so a loss is declared late, never falsely)."""
+    return max(timeout_ns * time_scale / 1e9, HOST_TIMEOUT_FLOOR_S)
 
 
 def split(op: Op, max_txn: int = 256) -> list[Op]:

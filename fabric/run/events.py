@@ -15,6 +15,7 @@ those of the transfers the failure did not touch. All of it is measured on the f
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from fabric.topology.document import Topology
 from fabric.topology.events import Events, EventStep, down_after, links_down
 from fabric.units import format_time
 
-__all__ = ["Timeline", "recovery", "render_events"]
+__all__ = ["Timeline", "put_back", "recovery", "render_events", "timeline_for"]
 
 
 @dataclass
@@ -145,6 +146,39 @@ class Timeline:
             except FabricError as e:
                 problems.append(str(e))
         return problems
+
+
+def timeline_for(state: FabricState, topo: Topology, plan: FabricPlan | None, timeout: float
+                 ) -> Timeline | None:
+    """The file's event timeline for a run, or None; FabricError when a step is timed after
+    the run's timeout (it could never apply)."""
+    events = topo.events
+    if events is None or not events.steps:
+        return None
+    last = events.steps[-1]
+    if last.at_ns * topo.time_scale / 1e9 >= timeout:
+        raise FabricError(f"{topo.source}:{last.line}: events.timeline: {last.label} at "
+                          f"{format_time(last.at_ns)} (fabric time; "
+                          f"{last.at_ns * topo.time_scale / 1e9:.3g} s on this host) comes "
+                          f"after the run's timeout ({timeout:g} s): raise --timeout")
+    if plan is None:
+        from fabric.plan import plan_fabric
+
+        plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
+    return Timeline(state, plan, topo, events)
+
+
+def put_back(timeline: Timeline) -> list[str]:
+    """`timeline.restore()` after a run, also after its error: what could not be put back,
+    also printed (a run that failed never reports it), and never raising over the run's own
+    error."""
+    try:
+        problems = timeline.restore()
+    except Exception as e:  # noqa: BLE001 - never hides the run's own error
+        problems = [f"{type(e).__name__}: {e}"]
+    for problem in problems:
+        print(f"fabric: after the events, not put back: {problem}", file=sys.stderr)
+    return problems
 
 
 # ---- what the events did -------------------------------------------------------------------

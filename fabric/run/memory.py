@@ -38,6 +38,7 @@ from fabric.metrics.report import RunLabel, format_table
 from fabric.node.agent import start_node
 from fabric.node.session import Go, Nodes, Result, Stop, Task
 from fabric.node.spawn import NodeProcess, reap
+from fabric.run.events import put_back, timeline_for
 from fabric.topology.document import Topology
 from fabric.units import format_rate, format_size, format_time
 
@@ -57,6 +58,13 @@ class VariantOutcome:
     latency: dict[str, Any] = field(default_factory=dict)
     link_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
     note: str = ""
+    lost: int = 0  # transactions unanswered within the completion timeout
+
+    @property
+    def status(self) -> str:
+        """ok, lost (a transaction was lost: the data could not all arrive) or FAILED (the
+        data that arrived is wrong)."""
+        return "ok" if self.ok else f"lost {self.lost}" if self.lost else "FAILED"
 
 
 def _pcts(values: list[float]) -> dict[str, float]:
@@ -83,7 +91,7 @@ def node_plans(plan: Any, topo: Topology) -> dict[str, dict[str, Any]]:  # noqa:
             "window": window,
             "name": n, "address": plan.nodes[n].loopback,
             "gateway": gateway_of(plan, n, switches), "time_scale": topo.time_scale,
-            "txn": mem.txn,
+            "txn": mem.txn, "timeout_ns": mem.timeout_ns,
             "windows": [{"name": w.name, "base": w.base, "size": w.size}
                         for w in mem.windows if w.node == n],
             "mcast": [{"name": m.name, "base": m.base, "size": m.size}
@@ -134,10 +142,25 @@ class _Driver:
         self.memory_links = memory_links(topo)
         self.seq = 0
         self.outcomes: list[VariantOutcome] = []
+        self.t0 = 0
+        self.run_name = ""
+        self.lost: list[tuple[int, str, str]] = []  # (fabric ns, node, run) per lost txn
+        self._lost_pending = 0  # lost since the last outcome was recorded
+        self.send_errors: dict[str, int] = {}
 
     async def start(self) -> None:
         await self.nodes.start(self.plans, within=30)
-        await self.nodes.broadcast(Go(t0=time.monotonic_ns()))
+        self.t0 = time.monotonic_ns()
+        await self.nodes.broadcast(Go(t0=self.t0))
+
+    def add(self, outcome: VariantOutcome, lost: int | None = None) -> None:
+        """Record a variant's outcome, with the transactions its tasks lost (all lost since
+        the last outcome, or the `lost` of them that were this variant's)."""
+        outcome.lost = self._lost_pending if lost is None else lost
+        self._lost_pending -= outcome.lost
+        if outcome.lost:
+            outcome.ok = False
+        self.outcomes.append(outcome)
 
     async def tasks(self, tasks: dict[str, dict]) -> dict[str, dict]:
         """Send one task to each named node (all at once) and collect every result."""
@@ -150,6 +173,10 @@ class _Driver:
             if not isinstance(msg, Result):
                 raise FabricError(f"memory node {name} died mid-run")
             results[name] = msg.body
+            lost = msg.body.get("lost") or []
+            self.lost += [(int(t), name, self.run_name) for t in lost]
+            self._lost_pending += len(lost)
+            self.send_errors[name] = int(msg.body.get("send_errors", 0))
             if "error" in results[name]:
                 raise FabricError(f"memory node {name}: {results[name]['error']}")
 
@@ -178,12 +205,19 @@ class _Driver:
 
     # -- the runs -----------------------------------------------------------------------------
 
-    async def run_all(self) -> None:
+    async def run_all(self, timeline: Any = None) -> None:  # noqa: ANN401 - a Timeline
+        """Every run in order; the file's event timeline (if any) beside them from the start,
+        cut off when the last run ends."""
         await self.start()
         assert self.mem is not None
-        for r in self.mem.runs:
-            self.say(f"run {r.name} ({r.kind})")
-            await getattr(self, "_" + r.kind.replace("-", "_"))(r)
+        async with trio.open_nursery() as nursery:
+            if timeline is not None:
+                nursery.start_soon(timeline.run, self.t0)
+            for r in self.mem.runs:
+                self.say(f"run {r.name} ({r.kind})")
+                self.run_name = r.name
+                await getattr(self, "_" + r.kind.replace("-", "_"))(r)
+            nursery.cancel_scope.cancel()
         await self.stop()
 
     async def _loadstore(self, r: Any) -> None:  # noqa: ANN401
@@ -194,12 +228,13 @@ class _Driver:
         out = res[r.src]
         for size in r.sizes:
             lat = out[str(size)]
-            self.outcomes.append(VariantOutcome(
-                r.name, r.kind, "load/store", size, bool(out["ok"]), None,
-                {"write": _pcts(lat["write"]), "read": _pcts(lat["read"])}, links))
-        self.outcomes.append(VariantOutcome(
-            r.name, r.kind, "atomic", 8, bool(out["ok"]), None,
-            {"atomic": _pcts(out["atomic"]["atomic"])}, links))
+            self.add(VariantOutcome(
+                r.name, r.kind, "load/store", size, bool(lat["ok"]), None,
+                {"write": _pcts(lat["write"]), "read": _pcts(lat["read"])}, links),
+                lost=lat["lost"])
+        self.add(VariantOutcome(
+            r.name, r.kind, "atomic", 8, bool(out["atomic"]["ok"]), None,
+            {"atomic": _pcts(out["atomic"]["atomic"])}, links), lost=out["atomic"]["lost"])
 
     async def _cast(self, src: str, m: Any, size: int) -> tuple[dict, dict, dict]:  # noqa: ANN401
         """One Hypercast write of fresh data from `src` to window `m`: the source's result,
@@ -215,7 +250,7 @@ class _Driver:
         size = r.sizes[0]
         sent, links, got = await self._cast(r.src, m, size)
         ok = sent["ok"] and all(g["digest"] == sent["digest"] for g in got.values())
-        self.outcomes.append(VariantOutcome(r.name, r.kind, "hypercast", size, ok,
+        self.add(VariantOutcome(r.name, r.kind, "hypercast", size, ok,
                                             sent["ns"], link_bytes=links))
         if len(m.members) > 1:  # dynamic membership: the last member leaves, then rejoins
             leaver = m.members[-1]
@@ -224,7 +259,7 @@ class _Driver:
             sent, links, got = await self._cast(r.src, m, size)
             ok = sent["ok"] and got[leaver]["digest"] == old and all(
                 got[n]["digest"] == sent["digest"] for n in m.members if n != leaver)
-            self.outcomes.append(VariantOutcome(r.name, r.kind, f"after {leaver} left", size,
+            self.add(VariantOutcome(r.name, r.kind, f"after {leaver} left", size,
                                                 ok, sent["ns"], link_bytes=links))
             await self.tasks({leaver: {"k": "group", "op": "join", "group": m.name}})
         await self._created_group(r, m.members, size)
@@ -234,7 +269,7 @@ class _Driver:
             if owned:
                 targets[n] = owned[0].base
         if len(targets) < len(m.members):
-            self.outcomes.append(VariantOutcome(r.name, r.kind, "unicast", size, True, None,
+            self.add(VariantOutcome(r.name, r.kind, "unicast", size, True, None,
                                                 note="a member has no window to write"))
             return
         seed = self.next_seq()
@@ -244,7 +279,7 @@ class _Driver:
         got = await self.tasks({n: {"k": "digest", "addr": a, "size": size}
                                 for n, a in targets.items()})
         ok = res[r.src]["ok"] and all(g["digest"] == want for g in got.values())
-        self.outcomes.append(VariantOutcome(r.name, r.kind, "unicast", size, ok,
+        self.add(VariantOutcome(r.name, r.kind, "unicast", size, ok,
                                             res[r.src]["ns"], link_bytes=links))
 
     async def _created_group(self, r: Any, members: tuple[str, ...],  # noqa: ANN401
@@ -266,7 +301,7 @@ class _Driver:
         got = await self.tasks({n: {"k": "digest", "addr": base, "size": size}
                                 for n in members})
         ok = res[r.src]["ok"] and all(g["digest"] == want for g in got.values())
-        self.outcomes.append(VariantOutcome(r.name, r.kind, "group created at run time", size,
+        self.add(VariantOutcome(r.name, r.kind, "group created at run time", size,
                                             ok, res[r.src]["ns"], link_bytes=links))
         await self.tasks({n: {"k": "group", "op": "leave", "group": name} for n in members})
 
@@ -290,7 +325,7 @@ class _Driver:
                 res, links = await self.measured(tasks)
                 ok = all(v["digest"] == want for v in res.values())
                 done = max(v["ns"] for v in res.values())
-                self.outcomes.append(VariantOutcome(r.name, r.kind, variant, size, ok, done,
+                self.add(VariantOutcome(r.name, r.kind, variant, size, ok, done,
                                                     link_bytes=links))
 
     async def _kv_pull(self, r: Any) -> None:  # noqa: ANN401
@@ -308,7 +343,7 @@ class _Driver:
                                               "chunk": PULL_CHUNK, "at": at} for d in r.dst})
         ok = all(v["ok"] and v["digest"] == want for v in res.values())
         lat = [x for v in res.values() for x in v["lat"]]
-        self.outcomes.append(VariantOutcome(r.name, r.kind, "pull", size, ok,
+        self.add(VariantOutcome(r.name, r.kind, "pull", size, ok,
                                             max(v["ns"] for v in res.values()),
                                             {"chunk": _pcts(lat)}, links))
         at = self.at()
@@ -317,7 +352,7 @@ class _Driver:
         tasks.update({d: {"k": "push-recv", "size": size, "at": at} for d in r.dst})
         res, links = await self.measured(tasks)
         ok = all(res[d]["digest"] == want for d in r.dst)
-        self.outcomes.append(VariantOutcome(r.name, r.kind, "push", size, ok,
+        self.add(VariantOutcome(r.name, r.kind, "push", size, ok,
                                             max(res[d]["ns"] for d in r.dst), link_bytes=links))
 
 
@@ -333,6 +368,8 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
         plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
     plans = node_plans(plan, topo)
     procs: list[NodeProcess] = []
+    timeline = timeline_for(state, topo, plan, timeout)
+    events: dict[str, Any] = {}
     try:
         for n in plans:
             local = agents is None or n not in agents.agents
@@ -342,7 +379,7 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
 
         async def bounded() -> None:
             with trio.move_on_after(timeout) as scope:
-                await driver.run_all()
+                await driver.run_all(timeline)
             if scope.cancelled_caught:
                 from fabric.run.traffic import read_link_stats
 
@@ -363,26 +400,102 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
         for p in procs:
             p.ctl.close()
         reap(procs, grace=3.0)
-    write_outcomes(driver.outcomes, topo, out_dir)
+        if timeline is not None:
+            events = {"log": timeline.log, "not_restored": put_back(timeline)}
+    if timeline is not None:
+        from fabric.memsw.ops import completion_timeout_s
+
+        assert topo.memory is not None
+        waited = completion_timeout_s(topo.memory.timeout_ns, topo.time_scale) * 1e9
+        events.update(lost_by_event(timeline.log, driver.lost, driver.t0, topo.time_scale,
+                                    waited / topo.time_scale))
+        events["switches"] = switch_losses(state)
+        done = len([e for e in timeline.log if e["action"] != "converge"])
+        left = [st.label for st in timeline.events.steps[done:]]
+        if left:
+            events["not_applied"] = left
+    write_outcomes(driver.outcomes, topo, out_dir, events)
+    if events.get("not_applied"):
+        left = events["not_applied"]
+        raise FabricError(f"the memory runs ended before {len(left)} event step"
+                          f"{'s' if len(left) > 1 else ''} (first: {left[0]}): add runs or "
+                          "counts, or put the events earlier")
     return driver.outcomes
 
 
-def write_outcomes(outcomes: list[VariantOutcome], topo: RunLabel, out_dir: Path) -> Path:
-    """memory.json: every variant's outcome, which `fabric report` re-prints."""
+def lost_by_event(log: list[dict[str, Any]], lost: list[tuple[int, str, str]], t0_ns: int,
+                  time_scale: float, timeout_ns: float) -> dict[str, Any]:
+    """Each lost transaction (fabric ns since the start it was issued, node, run) against the
+    timeline's steps that can lose one (a link or node down, a property set: a loss burst):
+    it belongs to the last of them applied before it was given up (issued plus the
+    completion timeout, `timeout_ns` in fabric time), which struck while it was on the way
+    or before it left; none before the first. A link coming back loses nothing itself: what
+    is lost before routing has it again is the failure's. Pure: the applied log and the
+    lost."""
+    steps = sorted(((e["applied_ns"] - t0_ns) / time_scale, e["label"], e["line"])
+                   for e in log if e["action"] in ("down", "node_down", "set"))
+    per: dict[str, dict[str, Any]] = {
+        label: {"event": label, "line": line, "at_ns": at, "lost": 0, "runs": []}
+        for at, label, line in steps}
+    before = 0
+    for t, _node, run in sorted(lost):
+        owner = None
+        for at, label, _line in steps:
+            if at <= t + timeout_ns:
+                owner = label
+        if owner is None:
+            before += 1
+            continue
+        entry = per[owner]
+        entry["lost"] += 1
+        if run not in entry["runs"]:
+            entry["runs"].append(run)
+    return {"lost_total": len(lost), "lost_before_events": before,
+            "lost": [{"at_ns": t, "node": n, "run": r} for t, n, r in sorted(lost)[:1000]],
+            "by_event": [per[label] for _, label, _ in steps],
+            "note": "transactions unanswered within the completion timeout (memory.timeout), "
+                    "each counted under the last event applied before it was given up; "
+                    "measured on the fabric"}
+
+
+def switch_losses(state: Any) -> dict[str, dict[str, Any]]:  # noqa: ANN401
+    """Per memory switch: the requests it gave up per port (their buffers reclaimed at the
+    completion timeout) and the answers that came after, from its statistics file."""
+    from fabric.memsw.deploy import daemon_name
+
+    out = {}
+    for node, role in sorted(state.switch_roles.items()):
+        if role != "memory":
+            continue
+        try:
+            st = json.loads((state.dir / f"{daemon_name(node)}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out[node] = {"timed_out": {p: n for p, n in (st.get("timed_out") or {}).items() if n},
+                     "late": int(st.get("late", 0))}
+    return out
+
+
+def write_outcomes(outcomes: list[VariantOutcome], topo: RunLabel, out_dir: Path,
+                   events: dict[str, Any] | None = None) -> Path:
+    """memory.json: every variant's outcome, and what the event timeline did (if the file
+    has one), which `fabric report` re-prints."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "memory.json"
     path.write_text(json.dumps({"fabric": topo.name, "time_scale": topo.time_scale,
-                                "outcomes": [o.__dict__ for o in outcomes]}, indent=1))
+                                "outcomes": [o.__dict__ for o in outcomes],
+                                "events": events or {}}, indent=1))
     return path
 
 
-def read_outcomes(path: Path) -> tuple[list[VariantOutcome], RunLabel]:
-    """What write_outcomes wrote: the outcomes and the fabric's name and time scale."""
+def read_outcomes(path: Path) -> tuple[list[VariantOutcome], RunLabel, dict[str, Any]]:
+    """What write_outcomes wrote: the outcomes, the fabric's name and time scale, and the
+    events' record (empty without a timeline)."""
     from fabric.metrics.report import SavedRun
 
     data = json.loads(path.read_text())
     return ([VariantOutcome(**o) for o in data["outcomes"]],
-            SavedRun(data["fabric"], data["time_scale"]))
+            SavedRun(data["fabric"], data["time_scale"]), data.get("events") or {})
 
 
 def _t(ns: float | None) -> str:
@@ -401,14 +514,14 @@ def render(outcomes: list[VariantOutcome], topo: RunLabel) -> str:
                     continue
                 p = o.latency.get(op, {})
                 bw = o.size * 8e9 / p["mean"] if p.get("mean") else None
-                rows.append([o.run, f"{op} {format_size(o.size)}", "ok" if o.ok else "FAILED",
+                rows.append([o.run, f"{op} {format_size(o.size)}", o.status,
                              f"{_t(p.get('p50'))} / {_t(p.get('p99'))}",
                              format_rate(round(bw)) if bw else "-",
                              format_size(busiest), format_size(total)])
             continue
         bw = o.size * 8e9 / o.ns if o.ns else None
         rows.append([o.run, f"{o.variant} {format_size(o.size)}",
-                     "ok" if o.ok else ("-" if o.note else "FAILED"),
+                     o.status if o.ok or not o.note else "-",
                      _t(o.ns), format_rate(round(bw)) if bw else "-",
                      format_size(busiest), format_size(total)])
     head = (f"{topo.name}: fabric time (host ran {topo.time_scale:g}x slower); latency is "
@@ -418,6 +531,37 @@ def render(outcomes: list[VariantOutcome], topo: RunLabel) -> str:
     return head + "\n" + format_table(rows, ["run", "variant", "check", "latency / completion",
                                              "bandwidth", "busiest link", "all links"],
                                       numeric=range(3, 7))
+
+
+def render_events(events: dict[str, Any], time_scale: float) -> list[str]:
+    """The timeline as applied and what each step cost in transactions, for the printout."""
+    from fabric.run.events import render_events as timeline_lines
+
+    if not events.get("log"):
+        return []
+    t0 = min(e["applied_ns"] - e["at_ns"] * time_scale for e in events["log"]
+             if e["action"] != "converge")
+    out = ["events (fabric time from the start; measured on the fabric):"]
+    out += timeline_lines(events["log"], {}, time_scale, round(t0))
+    for e in events.get("by_event", []):
+        if e["lost"]:
+            out.append(f"  {e['event']}: {e['lost']} transactions lost (completion timeout) "
+                       f"in {', '.join(e['runs'])}")
+        else:
+            out.append(f"  {e['event']}: no transaction lost")
+    if events.get("by_event"):
+        out.append(f"  ({events['note']})")
+    if events.get("lost_before_events"):
+        out.append(f"  before the first event: {events['lost_before_events']} transactions "
+                   "lost")
+    for sw, st in (events.get("switches") or {}).items():
+        if st["timed_out"] or st["late"]:
+            ports = ", ".join(f"{p} {n}" for p, n in st["timed_out"].items()) or "none"
+            out.append(f"  memory switch {sw}: requests given up per port: {ports}; "
+                       f"answers after the timeout: {st['late']}")
+    for p in events.get("not_restored", []):
+        out.append(f"  not put back: {p}")
+    return out
 
 
 def write_link_plot(outcomes: list[VariantOutcome], topo: RunLabel, out_dir: Path) -> Path:

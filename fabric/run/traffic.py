@@ -31,9 +31,10 @@ from fabric.node.agent import AgentBook, end_clocks, start_node
 from fabric.node.runtime import serve_node
 from fabric.node.session import Done, Go, Nodes, Progress, Records, Stop
 from fabric.node.spawn import NodeProcess, reap
+from fabric.run.events import put_back, timeline_for
 from fabric.topology.document import Topology
 from fabric.traffic import Transfer, schedule
-from fabric.units import format_size, format_time
+from fabric.units import format_size
 from fabric.wire.udp import mss_for_mtu
 
 READY_TIMEOUT = 30.0
@@ -81,7 +82,7 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     pool_for(seed, max((spec.nbytes for t in transfers for spec in chunks_of(t)), default=0))
     procs: list[NodeProcess] = []
     result.ready_seconds = time.monotonic()  # completed in _orchestrate
-    timeline = _timeline(state, topo, plan, timeout)
+    timeline = timeline_for(state, topo, plan, timeout)
     try:
         for name in names:
             local = agents is None or name not in agents.agents
@@ -96,14 +97,7 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
         killed = reap(procs, grace=5.0)
         if timeline is not None:
             result.events = timeline.log
-            try:
-                problems = timeline.restore()
-            except Exception as e:  # noqa: BLE001 - never hides the run's own error
-                problems = [f"{type(e).__name__}: {e}"]
-            for problem in problems:
-                result.errors.append(f"after the events: {problem}")
-                # also when the run itself failed and these errors are never reported
-                print(f"fabric: after the events, not put back: {problem}", file=sys.stderr)
+            result.errors += [f"after the events: {p}" for p in put_back(timeline)]
     for p in procs:
         if p.name in result.died:
             result.errors.append(f"node {p.name} died mid-run ({p.describe_exit()}); the "
@@ -181,28 +175,6 @@ def machines(result: RunResult) -> dict[str, Any]:
             f["error_ns"] = max(f["error_ns"], e)
             f["hosts"] = sorted(set(f["hosts"]) | {a, b})
     return {"runner": here, "nodes": result.clocks, "flows": flows}
-
-
-def _timeline(state: FabricState, topo: Topology, plan: Any, timeout: float
-              ) -> Any:  # noqa: ANN401 - a run.events.Timeline or None
-    """The file's event timeline for this run, or None; FabricError when a step is timed
-    after the run's timeout (it could never apply)."""
-    events = topo.events
-    if events is None or not events.steps:
-        return None
-    from fabric.run.events import Timeline
-
-    last = events.steps[-1]
-    if last.at_ns * topo.time_scale / 1e9 >= timeout:
-        raise FabricError(f"{topo.source}:{last.line}: events.timeline: {last.label} at "
-                          f"{format_time(last.at_ns)} (fabric time; "
-                          f"{last.at_ns * topo.time_scale / 1e9:.3g} s on this host) comes "
-                          f"after the run's timeout ({timeout:g} s): raise --timeout")
-    if plan is None:
-        from fabric.plan import plan_fabric
-
-        plan = plan_fabric(topo, backend=state.backend, run_id=state.run_id)
-    return Timeline(state, plan, topo, events)
 
 
 def _stuck(result: RunResult) -> str:

@@ -7,6 +7,7 @@ memory:
   latency: 100ns           # port-to-port latency of a memory switch, fabric time
   credits: 16              # request buffers per endpoint port
   txn: 256                 # largest transaction in bytes: 64 | 128 | 192 | 256
+  timeout: 100us           # completion timeout: a transaction unanswered this long is lost
   windows:                 # endpoint memory regions
     - {name: gpu0-hbm, node: gpu-0, base: 0x0, size: 16MiB}
     - {name: gpu1-hbm, node: gpu-1, base: 0x1000000, size: 16MiB}
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from yaml.nodes import ScalarNode
 
-from fabric.units import format_size, parse_size, parse_time
+from fabric.units import format_size, format_time, parse_size, parse_time
 
 if TYPE_CHECKING:
     import yaml
@@ -60,6 +61,7 @@ __all__ = [
     "DEFAULT_CREDITS",
     "DEFAULT_DTYPE",
     "DEFAULT_LATENCY_NS",
+    "DEFAULT_TIMEOUT_NS",
     "DEFAULT_TXN",
     "RUN_KINDS",
     "McastWindow",
@@ -74,6 +76,9 @@ RUN_KINDS = ("loadstore", "hypercast", "allreduce", "kv-pull")
 DEFAULT_LATENCY_NS = 100
 DEFAULT_CREDITS = 16
 DEFAULT_TXN = 256
+# A PCIe-class completion timeout (PCIe's range is 50 us to 50 ms; memory fabrics sit at its
+# short end): a transaction unanswered this long, in fabric time, is counted lost.
+DEFAULT_TIMEOUT_NS = 100_000
 DEFAULT_COUNT = 100
 DEFAULT_DTYPE = "float32"
 
@@ -94,7 +99,8 @@ ELEMENT_BYTES = {"int32": 4, "int64": 8, "uint32": 4, "uint64": 8, "float16": 2,
 
 ATOMIC_DTYPES = tuple(ELEMENT_BYTES)
 """Element types `AtomicAdd` accepts."""
-_KEYS = ("switches", "latency", "credits", "txn", "windows", "multicast", "reduce", "runs")
+_KEYS = ("switches", "latency", "credits", "txn", "timeout", "windows", "multicast", "reduce",
+         "runs")
 _WINDOW_KEYS = ("name", "node", "base", "size")
 _MCAST_KEYS = ("name", "base", "size", "members")
 _REDUCE_KEYS = ("name", "members", "dtype")
@@ -194,6 +200,7 @@ class MemorySpec:
     reduce: tuple[ReduceSpec, ...]
     runs: tuple[MemRun, ...]
     line: int | None = None
+    timeout_ns: int = DEFAULT_TIMEOUT_NS  # completion timeout (fabric time)
 
     def window(self, name: str) -> MemWindow | McastWindow:
         """The unicast or multicast window called `name` (KeyError if there is none)."""
@@ -333,6 +340,15 @@ class _MemoryParser:
             if txn not in TXN_SIZES:
                 raise w.error(f["txn"][1], "memory.txn", f"txn {txn} B is not a UALink request "
                               f"size; use one of: {', '.join(map(str, TXN_SIZES))}")
+        timeout = DEFAULT_TIMEOUT_NS
+        if "timeout" in f:
+            timeout = w.unit(f["timeout"][1], "memory.timeout", parse_time,
+                             "a completion timeout such as 100us")
+            if timeout <= latency:
+                raise w.error(f["timeout"][1], "memory.timeout",
+                              f"a completion timeout of {format_time(timeout)} is not longer "
+                              f"than a switch hop ({format_time(latency)}): every transaction "
+                              "would be lost")
         windows, regions = self._windows(f["windows"][1])
         multicast: list[McastWindow] = []
         if "multicast" in f:
@@ -345,7 +361,8 @@ class _MemoryParser:
         runs = self._runs(f["runs"][1], windows, multicast, groups)
         return MemorySpec(switches=switches, latency_ns=latency, credits=credits, txn=txn,
                           windows=tuple(windows), multicast=tuple(multicast),
-                          reduce=tuple(groups), runs=tuple(runs), line=_line(node))
+                          reduce=tuple(groups), runs=tuple(runs), line=_line(node),
+                          timeout_ns=timeout)
 
     def _items(self, node: yaml.Node, path: str) -> list[tuple[yaml.Node, str]]:
         """A list's items with their paths; a lone scalar counts as a one-item list."""
