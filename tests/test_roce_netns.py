@@ -92,6 +92,12 @@ def test_cli_compares_policies_and_moves_every_chunk(tmp_path, fabric_name, stat
     # the 2:1 bottleneck builds a queue past kmin: marks, and CNPs back to the senders
     assert rows["dcqcn"]["ecn_marks"] > 0
     assert rows["dcqcn"]["cnps"] > 0
+    # ACKs and CNPs crossed the switch in the (default) RoCE control class, DSCP 48
+    for row in rows.values():
+        control = row["by_class"]["control"]
+        assert control["switch_packets"] > 0
+        assert control["transfers"] == control["drops"] == 0
+    assert any(line.split()[:2] == ["dcqcn", "control"] for line in table.splitlines())
     # HPCC reads INT, not ECN: it keeps the queue below the marking threshold mostly
     assert rows["hpcc"]["max_queue_bytes"] < rows["none"]["max_queue_bytes"]
     assert (out / "fct_slowdown.png").stat().st_size > 0
