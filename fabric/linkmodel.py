@@ -138,6 +138,8 @@ class LinkStats:
     # that arrived, and those it held when it went down), and whether it is up now
     drops_down: int = 0
     up: bool = True
+    bytes_dropped_down: int = 0  # the bytes of those packets
+    bytes_lost_in_flight: int = 0  # of which the link held (queued or on its way) going down
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,6 +180,8 @@ class LinkDirection:
         self._held_bytes = 0
         self._down = False
         self._drops_down = 0
+        self._bytes_down = 0
+        self._in_flight_lost = 0
         # counters
         self._packets_in = 0
         self._bytes_in = 0
@@ -287,6 +291,8 @@ class LinkDirection:
             self._down = True
             dropped = self.held_packets
             self._drops_down += dropped
+            self._bytes_down += self._held_bytes
+            self._in_flight_lost += self._held_bytes
             self._line.clear()
             self._heap.clear()
             self._queue.clear()
@@ -325,6 +331,7 @@ class LinkDirection:
             self._take_sample(now_ns)
         if self._down:
             self._drops_down += 1
+            self._bytes_down += length
             return DROPPED_DOWN
         rng = self._rng
         dup = False
@@ -493,4 +500,6 @@ class LinkDirection:
             packets_reordered=self._reordered,
             drops_down=self._drops_down,
             up=not self._down,
+            bytes_dropped_down=self._bytes_down,
+            bytes_lost_in_flight=self._in_flight_lost,
         )

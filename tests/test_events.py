@@ -341,7 +341,10 @@ def test_recovery_reports_chunk_latency_and_the_queue_the_failure_piled_up():
         "forward": {"samples": [[fail - ms, 1000], [fail + ms, 90_000], [fail + 9 * ms, 5]],
                     "drops_down": 0},
         "reverse": {"samples": []}},
-        "leaf-0--spine-0": {"forward": {"drops_down": 7}, "reverse": {"drops_down": 3}}}}
+        "leaf-0--spine-0": {"forward": {"drops_down": 7, "bytes_dropped_down": 7000,
+                                        "bytes_lost_in_flight": 4000},
+                            "reverse": {"drops_down": 3, "bytes_dropped_down": 300,
+                                        "bytes_lost_in_flight": 100}}}}
     log = [{"action": "down", "label": "down leaf-0--spine-0", "line": 13, "at_ns": ms,
             "applied_ns": fail, "link": ["leaf-0", "spine-0"], "node": None},
            {"action": "converge", "after": "down leaf-0--spine-0", "line": 13,
@@ -353,6 +356,12 @@ def test_recovery_reports_chunk_latency_and_the_queue_the_failure_piled_up():
     assert ev["queue_max_link"] == "leaf-0--spine-1 ->"
     assert ev["queue_before_max_bytes"] == 1000
     assert ev["packets_dropped_down"] == 10
+    assert (ev["bytes_dropped_down"], ev["bytes_lost_in_flight"]) == (7300, 4100)
+    from fabric.run.events import render_events
+
+    line = render_events(log[:1], {"events": [ev]}, 1.0, fail - ms)[-1]
+    assert ("the link dropped 10 packets while down (7.129 KiB, of which 4.004 KiB in flight "
+            "as it failed)") in line
 
 
 def test_a_step_on_a_roce_switch_ports_own_settings_is_refused_at_its_line(tmp_path):

@@ -78,6 +78,12 @@ def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fab
         assert ev["never_recovered"] == []
         if backend == "userspace":  # the engine counts what a down link dropped
             assert ev["packets_dropped_down"] > 0
+            assert ev["bytes_dropped_down"] >= ev["bytes_lost_in_flight"] > 0
+        # the transport resent what the failed link lost: the kernel's TCP count, or
+        # go-back-N's packets
+        key = "tcp_bytes_retrans" if transport == "tcp" else "roce_retransmitted"
+        assert ev["retransmitted"][key] > 0, ev["retransmitted"]
+        assert "resent until the next failure or the end:" in out
         actions = [e["action"] for e in s["meta"]["events"]]
         assert actions == ["down", "converge"]
         conv = s["meta"]["events"][1]

@@ -81,6 +81,8 @@ def test_down_drops_held_and_arriving_packets_and_counts_them():
     assert m.offer(1250, False, 2 * MS, "lost").action == Action.DROP_DOWN
     s = m.statistics()
     assert (s.drops_down, s.up, s.packets_in, m.held_bytes) == (4, False, 4, 0)
+    # the three it held were in flight; the fourth arrived while it was down
+    assert (s.bytes_lost_in_flight, s.bytes_dropped_down) == (3 * 1250, 4 * 1250)
     m.set_up(True, 3 * MS)
     v = m.offer(1250, False, 3 * MS, "back")
     # starts empty: no queue left from before, serialised at once

@@ -55,6 +55,14 @@ KV_PORT = 7471
 RECV_SIZE = 16 * 1024
 RCVLOWAT_MAX = 256 * 1024
 PROGRESS_INTERVAL = 0.25
+# with an event timeline, the node samples its retransmission counters this often (host
+# time), so each failure's retransmissions can be told from the next one's
+COUNTERS_INTERVAL = 0.02
+# struct tcp_info (linux/tcp.h): tcpi_bytes_sent and tcpi_bytes_retrans, u64s at these
+# offsets since Linux 4.19
+TCPI_BYTES_SENT = 200
+TCPI_BYTES_RETRANS = 208
+TCPI_LEN = 216
 CONNECT_ATTEMPTS = 50
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 
@@ -94,6 +102,8 @@ class Node:
         self._queues: dict[tuple[str, str, str], trio.MemorySendChannel] = {}
         self.endpoints: dict[str, Any] = {}  # transport name -> its endpoint (UDP, RoCE)
         self.fault: Fault | None = None  # test-only (node/faults.py); None in a real run
+        self._tcp_out: set[trio.socket.SocketType] = set()  # open sender connections
+        self._tcp_retrans_closed = 0  # bytes the closed ones retransmitted
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -102,9 +112,30 @@ class Node:
         """Progress, and the chunk records so far: streamed, so a node's memory does not grow
         with the number of chunks it receives."""
         while True:
-            await self.ctl.send(Progress(rx=self.rx_bytes, tx=self.tx_bytes))
+            await self.ctl.send(Progress(rx=self.rx_bytes, tx=self.tx_bytes,
+                                         counters=self.counters()))
             await self.send_records(final=False)
             await trio.sleep(PROGRESS_INTERVAL)
+
+    async def counters_loop(self) -> None:
+        """Progress with the retransmission counters, often: the runner's record of when
+        each transport resent what (during an event timeline)."""
+        while True:
+            await trio.sleep(COUNTERS_INTERVAL)
+            await self.ctl.send(Progress(rx=self.rx_bytes, tx=self.tx_bytes,
+                                         counters=self.counters()))
+
+    def counters(self) -> dict[str, int]:
+        """What this node's senders retransmitted so far: TCP bytes (the kernel's count,
+        `tcp_info`), and the packets its own transports resent (RoCE, UDP)."""
+        out = {"tcp_bytes_retrans": self._tcp_retrans_closed + sum(
+            tcp_bytes_retrans(s) for s in self._tcp_out)}
+        stats = self.transport_stats()
+        for key, name in (("retransmitted", "roce_retransmitted"),
+                          ("udp_retransmitted", "udp_retransmitted")):
+            if key in stats:
+                out[name] = int(stats[key])
+        return out
 
     def _check_done(self) -> None:
         if self.expected_left == 0 and self.sends_left == 0:
@@ -195,31 +226,41 @@ class Node:
                           queue: trio.MemoryReceiveChannel[tuple[Transfer, int]]) -> None:
         sock = await self._connect(dst, cls)
         acked: dict[int, trio.Event] = {}
-        with sock:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ack_reader, sock, acked)
-                async for tr, t_start in queue:
-                    acked[tr.id] = trio.Event()
-                    chunks = chunks_of(tr)
-                    fault = self.fault
-                    for spec in chunks:
-                        payload = chunk_view(spec, self.cfg.seed)  # sent from the pool itself
-                        header = encode_chunk_header(tr.id, spec.index, len(chunks),
-                                                     spec.nbytes, digest(payload), t_start,
-                                                     time.monotonic_ns())
-                        if fault is not None:  # test-only: what leaves instead
-                            for frame in fault.frames(tr.id, spec.index, len(chunks), payload):
-                                await _send_all(sock, header)
-                                await _send_all(sock, memoryview(frame))
-                            self.tx_bytes += spec.nbytes
-                            continue
-                        await _send_all(sock, header)
-                        await _send_all(sock, memoryview(payload))  # type: ignore[arg-type]
+        self._tcp_out.add(sock)
+        try:
+            await self._tcp_send_queue(sock, queue, acked)
+        finally:
+            self._tcp_out.discard(sock)
+            self._tcp_retrans_closed += tcp_bytes_retrans(sock)
+            sock.close()
+
+    async def _tcp_send_queue(self, sock: trio.socket.SocketType,
+                              queue: trio.MemoryReceiveChannel[tuple[Transfer, int]],
+                              acked: dict[int, trio.Event]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ack_reader, sock, acked)
+            async for tr, t_start in queue:
+                acked[tr.id] = trio.Event()
+                chunks = chunks_of(tr)
+                fault = self.fault
+                for spec in chunks:
+                    payload = chunk_view(spec, self.cfg.seed)  # sent from the pool itself
+                    header = encode_chunk_header(tr.id, spec.index, len(chunks),
+                                                 spec.nbytes, digest(payload), t_start,
+                                                 time.monotonic_ns())
+                    if fault is not None:  # test-only: what leaves instead
+                        for frame in fault.frames(tr.id, spec.index, len(chunks), payload):
+                            await _send_all(sock, header)
+                            await _send_all(sock, memoryview(frame))
                         self.tx_bytes += spec.nbytes
-                    await acked[tr.id].wait()
-                    del acked[tr.id]
-                    self.transfer_sent(tr)
-                nursery.cancel_scope.cancel()
+                        continue
+                    await _send_all(sock, header)
+                    await _send_all(sock, memoryview(payload))  # type: ignore[arg-type]
+                    self.tx_bytes += spec.nbytes
+                await acked[tr.id].wait()
+                del acked[tr.id]
+                self.transfer_sent(tr)
+            nursery.cancel_scope.cancel()
 
     async def _ack_reader(self, sock: trio.socket.SocketType,
                           acked: dict[int, trio.Event]) -> None:
@@ -342,6 +383,23 @@ class Node:
         await self.ctl.send(Records({"chunks": chunks, "transfers": transfers}))
 
 
+def tcp_info_bytes(sock: trio.socket.SocketType | socket.socket) -> tuple[int, int]:
+    """(bytes sent, bytes retransmitted) of a TCP socket, from the kernel's `tcp_info`;
+    (0, 0) once it is closed or where the kernel is older than 4.19."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCPI_LEN)
+    except OSError:
+        return 0, 0
+    if len(raw) < TCPI_LEN:
+        return 0, 0
+    return (int.from_bytes(raw[TCPI_BYTES_SENT:TCPI_BYTES_SENT + 8], "little"),
+            int.from_bytes(raw[TCPI_BYTES_RETRANS:TCPI_BYTES_RETRANS + 8], "little"))
+
+
+def tcp_bytes_retrans(sock: trio.socket.SocketType | socket.socket) -> int:
+    return tcp_info_bytes(sock)[1]
+
+
 def _astuple(r: ChunkRecord | TransferRecord) -> tuple:
     from dataclasses import astuple
 
@@ -389,10 +447,14 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         cfg.t0_ns = go.t0
         progress = trio.CancelScope()
         nursery.start_soon(_within, progress, node.progress_loop)
+        counting = trio.CancelScope()
+        if plan.get("sample_counters"):
+            nursery.start_soon(_within, counting, node.counters_loop)
         nursery.start_soon(_stop_on_ctl, ctl, node)
         nursery.start_soon(node.run_sends)
         await node.all_done.wait()
         progress.cancel()
+        counting.cancel()
         await node.send_records()
         await ctl.send(Done(rss_start_kb=rss_start, hwm_kb=_vm("VmHWM"),
                             transport=node.transport_stats()))

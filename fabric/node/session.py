@@ -98,6 +98,7 @@ class Progress(_Message):
     kind = "progress"
     rx: int
     tx: int
+    counters: dict[str, int] = field(default_factory=dict)  # retransmissions so far
 
 
 @dataclass(frozen=True)

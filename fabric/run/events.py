@@ -186,10 +186,14 @@ def put_back(timeline: Timeline) -> list[str]:
 
 def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[TransferRecord],
              chunks: list[ChunkRecord], chunk_receivers: list[str],
-             links: dict[str, Any] | None = None) -> dict[str, Any]:
+             links: dict[str, Any] | None = None,
+             counters: dict[str, list[tuple[int, dict[str, int]]]] | None = None,
+             ) -> dict[str, Any]:
     """Per failure (a link or node going down): the transfers in flight then whose shortest
-    paths can cross it, the time until each got a chunk through again, and the completion
-    times of the transfers it touched against those it did not. Times in fabric ns."""
+    paths can cross it, the time until each got a chunk through again, the completion times
+    of the transfers it touched against those it did not, and what the transports resent
+    from it until the next failure (`counters`: each node's retransmission counters over
+    time, on the runner's clock). Times in fabric ns."""
     from fabric.topology.graph import adjacency, search
 
     ts = topo.time_scale
@@ -226,10 +230,12 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
     for v in done_at.values():
         v.sort()
     events = []
+    failures = sorted(e["applied_ns"] for e in log if e["action"] in ("down", "node_down"))
     for entry in log:
         if entry["action"] not in ("down", "node_down"):
             continue
         t = entry["applied_ns"]
+        until = min((f for f in failures if f > t), default=None)
         failed = [tuple(entry["link"])] if entry["action"] == "down" else [
             (lk.a, lk.b) for lk in topo.links if entry["node"] in (lk.a, lk.b)]
         in_flight = [r for r in transfers if r.t_start_ns and r.t_start_ns <= t
@@ -257,17 +263,21 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
         others = [r for r in transfers if r.status == "ok" and id(r) not in touched_ids]
         # what the failed links dropped while down (the engine counts it; over the whole run,
         # so events on the same link share it; None where the backend does not count it)
-        down_drops = [d.get("drops_down") for x, y in failed
-                      for lid in (f"{x}--{y}", f"{y}--{x}")
-                      for d in ((links or {}).get("links", {}).get(lid) or {}).values()]
-        counted = [v for v in down_drops if isinstance(v, int)]
+        down = [d for x, y in failed for lid in (f"{x}--{y}", f"{y}--{x}")
+                for d in ((links or {}).get("links", {}).get(lid) or {}).values()]
+
+        def count(key: str, down: list[dict[str, Any]] = down) -> int | None:
+            got = [int(d[key]) for d in down if isinstance(d.get(key), int)]
+            return sum(got) if got else None
         events.append({
             "event": entry["label"], "line": entry["line"], "at_ns": entry["at_ns"],
             "transfers_in_flight": len(in_flight), "transfers_touched": len(touched),
             "recovery_ns": max(waits) if waits else None,
             "recovery_p50_ns": float(np.percentile(waits, 50)) if waits else None,
             "never_recovered": stuck,
-            "packets_dropped_down": sum(counted) if counted else None,
+            "packets_dropped_down": count("drops_down"),
+            "bytes_dropped_down": count("bytes_dropped_down"),
+            "bytes_lost_in_flight": count("bytes_lost_in_flight"),
             "fct_touched_p50_ns": _pct([r for r in touched if r.status == "ok"], 50, ts),
             "fct_touched_p99_ns": _pct([r for r in touched if r.status == "ok"], 99, ts),
             "fct_others_p50_ns": _pct(others, 50, ts),
@@ -275,15 +285,45 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
             "chunk_touched_p99_ns": _lat(touched, lat, 99, ts),
             "chunk_others_p99_ns": _lat(others, lat, 99, ts),
             **_queue_spike(queues, t, moved),
+            "retransmitted": resent(counters or {}, t, until),
         })
     rec = [e["recovery_ns"] for e in events if e["recovery_ns"] is not None]
     return {"events": events, "max_ns": max(rec) if rec else None,
+            "retransmitted_before": resent(counters or {}, None, failures[0])
+            if failures else None,
             "mean_ns": float(np.mean(rec)) if rec else None,
             "note": "recovery: per transfer in flight whose shortest paths can cross the "
                     "failed link, from the failure to the end of its longest stall in chunk "
                     "completions that began by routing's reaction (chunks already past the "
                     "link still arrive first); the worst is the event's; measured on the "
                     "fabric, in fabric time"}
+
+
+def resent(counters: dict[str, list[tuple[int, dict[str, int]]]], start: int | None,
+           end: int | None) -> dict[str, int] | None:
+    """What every node's transports retransmitted from `start` to `end` (the runner's
+    clock; None: the run's start or end), summed: each counter's last sample at or before
+    `end` minus its last at or before `start` (0 before its first). None without samples."""
+    if not counters:
+        return None
+
+    def at(series: list[tuple[int, dict[str, int]]], t: int | None, key: str) -> int:
+        if t is None:
+            return series[-1][1].get(key, 0) if series else 0
+        got = 0
+        for when, values in series:
+            if when > t:
+                break
+            got = values.get(key, 0)
+        return got
+
+    out: dict[str, int] = {}
+    for series in counters.values():
+        keys = {k for _, values in series for k in values}
+        for key in keys:
+            before = 0 if start is None else at(series, start, key)
+            out[key] = out.get(key, 0) + at(series, end, key) - before
+    return out
 
 
 def _lat(records: list[TransferRecord], lat: dict[tuple[str, int, str], list[int]], q: float,
@@ -334,7 +374,16 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
         if ev["never_recovered"]:
             got += f"; never recovered: {', '.join(ev['never_recovered'][:4])}"
         if ev.get("packets_dropped_down"):
+            from fabric.units import format_size
+
             got += f"; the link dropped {ev['packets_dropped_down']} packets while down"
+            if ev.get("bytes_dropped_down") is not None:
+                got += (f" ({format_size(ev['bytes_dropped_down'])}, of which "
+                        f"{format_size(ev.get('bytes_lost_in_flight') or 0)} in flight as it "
+                        "failed)")
+        again = _resent_words(ev.get("retransmitted"))
+        if again:
+            got += f"; resent until the next failure or the end: {again}"
         if ev.get("queue_max_bytes"):
             from fabric.units import format_size
 
@@ -345,6 +394,21 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
         out.append(f"  {ev['event']}: {ev['transfers_touched']} of "
                    f"{ev['transfers_in_flight']} transfers in flight could cross it; {got}")
     return out
+
+
+def _resent_words(counts: dict[str, int] | None) -> str:
+    """`2.5 MiB by TCP, 310 RoCE packets` from a `resent` result (what is 0 left out)."""
+    from fabric.units import format_size
+
+    if not counts:
+        return ""
+    words = []
+    if counts.get("tcp_bytes_retrans"):
+        words.append(f"{format_size(counts['tcp_bytes_retrans'])} by TCP")
+    for key, what in (("roce_retransmitted", "RoCE"), ("udp_retransmitted", "UDP")):
+        if counts.get(key):
+            words.append(f"{counts[key]} {what} packets")
+    return ", ".join(words) or "nothing"
 
 
 def _values(props: dict[str, int]) -> str:

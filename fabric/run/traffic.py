@@ -62,6 +62,8 @@ class RunResult:
     chunk_receivers: list[str] = field(default_factory=list)  # per chunk record: who sent it
     events: list[dict[str, Any]] = field(default_factory=list)  # the timeline as applied
     recovery: dict[str, Any] = field(default_factory=dict)  # what each failure did
+    # node -> [(runner's clock, its retransmission counters then)], sampled during a timeline
+    counters: dict[str, list[tuple[int, dict[str, int]]]] = field(default_factory=dict)
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
@@ -112,7 +114,8 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
         from fabric.run.events import recovery
 
         result.recovery = recovery(result.events, topo, result.transfer_records,
-                                   result.chunk_records, result.chunk_receivers, result.links)
+                                   result.chunk_records, result.chunk_receivers, result.links,
+                                   result.counters)
         left = [s.label for s in timeline.events.steps[len(
             [e for e in result.events if e["action"] != "converge"]):]]
         if left:
@@ -235,6 +238,8 @@ def _plan_for(name: str, state: FabricState, topo: Topology,
         "udp_mss": mss,
         "udp_window": udp_windows(name, topo, transfers, mss),
         "roce": roce_plan(name, topo, transfers),
+        # with a timeline, when each retransmission happened tells one failure's from another's
+        "sample_counters": topo.events is not None,
     }
 
 
@@ -305,6 +310,9 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
                 return
             if isinstance(msg, Progress):
                 rx[p.name] = msg.rx
+                if msg.counters:
+                    result.counters.setdefault(p.name, []).append(
+                        (time.monotonic_ns(), msg.counters))
             elif isinstance(msg, Records):
                 result.chunk_records += [ChunkRecord(*r) for r in msg.body["chunks"]]
                 result.chunk_receivers += [p.name] * len(msg.body["chunks"])
