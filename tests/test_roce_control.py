@@ -306,3 +306,17 @@ def test_a_queue_limit_without_switches_is_warned_about() -> None:
     assert "classes with a queue limit (control) are limited only at RoCE switches" in \
         " ".join(cc_warnings(t))
     assert not any("queue limit" in w for w in cc_warnings(topo()))
+
+
+def test_an_expectation_can_name_the_control_wait() -> None:
+    from fabric.metrics.expect import RunFigures, evaluate
+
+    t = topo()
+    result = SimpleNamespace(transfer_records=[], transport={}, links=None, started_ns=0)
+    m = variant_metrics(t, result, {}, {"sw": queueing_delays(48)["stats"]})
+    assert m["control_wait_max_ns"] == 560
+    e = parse(FILE.replace("CONTROL\n", "") + "expect:\n  - control.wait_max < 1us\n").expect
+    (outcome,) = evaluate(e, RunFigures({}, m))
+    assert outcome.passed, outcome
+    before = variant_metrics(t, result, {}, {"sw": queueing_delays(0)["stats"]})
+    assert before["control_wait_max_ns"] is None  # nothing crossed a control queue

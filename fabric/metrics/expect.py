@@ -252,6 +252,8 @@ FIGURES: tuple[Figure, ...] = (
            _roce("retransmitted")),
     Figure("cnps", "count", "congestion notification packets the RoCE receivers sent",
            _roce("cnps")),
+    Figure("control.wait_max", "time", "the longest a CNP, ACK or NAK (the RoCE control "
+           "class) waited in a RoCE switch queue", _roce("control_wait_max_ns")),
     Figure("recovery.max", "time", "time to recover after a link event (first byte again "
            "on the affected flows), the longest", _recovery("max")),
     Figure("recovery.mean", "time", "time to recover after a link event, the mean",

@@ -34,7 +34,7 @@ from fabric.metrics.records import parse_links
 from fabric.metrics.report import RunLabel, format_table, render_integrity
 from fabric.metrics.summary import jsonable, summarise
 from fabric.switch.core import DROP_LOSSLESS, DROPS
-from fabric.topology.document import Topology
+from fabric.topology.document import Topology, control_class
 from fabric.topology.paths import path_figures
 from fabric.units import format_rate, format_size, format_time
 
@@ -228,6 +228,7 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         }
     total_group = summary.get("total", {})
     chunk = total_group.get("chunk_latency", {}).get("fabric_ns") or {}
+    control = control_class(topo)
     return {
         "transfers": len(result.transfer_records),
         "transfers_ok": len(fcts),
@@ -256,6 +257,9 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
         "host_paused_ns": max((v.get("paused_ns", 0) for v in transport.values()), default=0),
         "retransmitted": host("retransmitted") + host("udp_retransmitted"),
         "cnps": host("cnps"),
+        # the longest an ACK, NAK or CNP waited in a switch queue (None: none crossed one)
+        "control_wait_max_ns": (by_class.get(control.name) or {}).get("wait_max_ns")
+        if control is not None else None,
         "naks": host("naks"),
         "timeouts": host("timeouts"),
         # counted from the receivers' chunk records by `summarise`; None when not given
