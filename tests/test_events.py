@@ -399,3 +399,37 @@ def test_a_rate_the_file_leaves_unset_cannot_be_changed_as_it_could_not_be_put_b
           timeline:
             - {at: 1ms, set: [leaf-0, spine-0], ecn: 10KB}
         """)
+
+
+def test_switch_spikes_count_the_pauses_and_queues_in_each_failures_window():
+    from fabric.run.events import switch_spikes
+
+    ms = 1_000_000
+    started = 5 * ms
+    log = [{"action": "down", "label": "down leaf-0--spine-0", "line": 13, "at_ns": 4 * ms,
+            "applied_ns": started + 4 * ms},
+           {"action": "converge", "after": "down leaf-0--spine-0", "line": 13,
+            "at_ns": 5 * ms, "applied_ns": started + 5 * ms}]
+    rec = {"events": [{"event": "down leaf-0--spine-0", "recovery_ns": 3 * ms,
+                       "never_recovered": [], "transfers_touched": 1,
+                       "transfers_in_flight": 1}]}
+    # 2 pauses in the 4 ms before, 5 in the failure's window (4 ms .. 7 ms), 1 after
+    pauses = {"leaf-1": [(1 * ms, "spine-0"), (3 * ms, "spine-0"), (4.5 * ms, "spine-1"),
+                         (5 * ms, "spine-1"), (6 * ms, "spine-1"), (6.5 * ms, "host-0"),
+                         (7 * ms, "spine-1"), (9 * ms, "spine-1")]}
+    samples = {"leaf-1": [[2 * ms, [100, 2000]], [5 * ms, [90_000, 10]], [8 * ms, [1, 1]]],
+               "spine-1": [[6 * ms, [5000]]]}
+    switch_spikes(rec, log, started, 1.0, samples, pauses)
+    (ev,) = rec["events"]
+    assert ev["window_ns"] == 3 * ms
+    assert ev["pauses_sent"] == 5
+    assert ev["pauses_before_same_span"] == pytest.approx(2 * 3 / 4)
+    assert ev["pauses_by_port"] == {"leaf-1:spine-1": 4, "leaf-1:host-0": 1}
+    assert (ev["switch_queue_max_bytes"], ev["switch_queue_max_switch"]) == (90_000, "leaf-1")
+    assert ev["switch_queue_before_max_bytes"] == 2000
+    from fabric.run.events import render_events
+
+    line = render_events([], rec, 1.0, 0)[-1]
+    assert ("RoCE switches sent 5 PFC pauses in its 3 ms (as long before it: 1.5) most at "
+            "leaf-1:spine-1 (4), leaf-1:host-0 (1)") in line
+    assert "deepest switch queue 87.891 KiB in leaf-1 (1.953 KiB before)" in line

@@ -78,7 +78,9 @@ def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fab
         assert ev["never_recovered"] == []
         if backend == "userspace":  # the engine counts what a down link dropped
             assert ev["packets_dropped_down"] > 0
-            assert ev["bytes_dropped_down"] >= ev["bytes_lost_in_flight"] > 0
+            # (what was in flight as it failed depends on the moment: it may be nothing)
+            assert ev["bytes_dropped_down"] >= ev["bytes_lost_in_flight"] >= 0
+            assert ev["bytes_dropped_down"] > 0
         # the transport resent what the failed link lost: the kernel's TCP count, or
         # go-back-N's packets
         key = "tcp_bytes_retrans" if transport == "tcp" else "roce_retransmitted"
@@ -91,6 +93,11 @@ def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fab
         assert conv["routes_changed"] > 0
         if transport == "roce":
             assert conv["switch_tables"] >= 1  # r2, r3 (and r1) forward by new tables
+            # counted inside the switches over the failure's window
+            assert ev["pauses_sent"] >= 0
+            assert ev["window_ns"] >= ev["recovery_ns"]
+            assert ev["switch_queue_max_switch"] in ("r1", "r2", "r3")
+            assert "PFC pauses in its" in out
         assert "events (fabric time from the start; measured on the fabric):" in out
         assert "routing converged after down a--r1" in out
     # nothing gets through before routing moves (the failed link was the only shortest

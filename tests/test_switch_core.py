@@ -630,8 +630,10 @@ def test_pause_at_xoff_once_and_resume_at_xon() -> None:
         core.dequeue(510, 1)
     assert core.ingress_bytes(0, 3) == 2000
     assert core.take_pfc() == [(0, 3, False)]
-    port = core.stats(1000)["ports"][0]
+    stats = core.stats(1000)
+    port = stats["ports"][0]
     assert port["pauses_sent"] == 1
+    assert stats["pause_log"] == [[10, 0, 3]]  # when, which ingress, which priority
     assert port["pausing_ns"] == 500
     assert port["classes"]["roce"]["pausing_ns"] == 500
 

@@ -31,7 +31,8 @@ from fabric.topology.document import Topology
 from fabric.topology.events import Events, EventStep, down_after, links_down
 from fabric.units import format_time
 
-__all__ = ["Timeline", "put_back", "recovery", "render_events", "timeline_for"]
+__all__ = ["Timeline", "put_back", "recovery", "render_events", "switch_spikes",
+           "timeline_for"]
 
 
 @dataclass
@@ -326,6 +327,47 @@ def resent(counters: dict[str, list[tuple[int, dict[str, int]]]], start: int | N
     return out
 
 
+def switch_spikes(rec: dict[str, Any], log: list[dict[str, Any]], started_ns: int, ts: float,
+                  samples: dict[str, list[list[Any]]],
+                  pauses: dict[str, list[tuple[float, str]]]) -> None:
+    """Add to each failure of `rec` (from `recovery`) what it did inside the RoCE switches,
+    over its window (from the failure to the end of its recovery, at least until routing
+    moved): the PFC pauses they sent, against as many as the same length of time before
+    the failure held on average, and their deepest queue, against the deepest before.
+    `samples`: per switch, [fabric ns since the run's start, [queue bytes per port]];
+    `pauses`: per switch, (fabric ns since the run's start, ingress port) per pause sent.
+    Measured in the switches; times in fabric ns."""
+    for ev in rec.get("events", []):
+        entry = next((e for e in log if e.get("label") == ev["event"]
+                      and e["action"] in ("down", "node_down")), None)
+        if entry is None:
+            continue
+        t = (entry["applied_ns"] - started_ns) / ts
+        moved = min(((e["applied_ns"] - started_ns) / ts for e in log
+                     if e["action"] == "converge" and e.get("after") == entry["label"]
+                     and e["applied_ns"] >= entry["applied_ns"]), default=t)
+        end = max(t + (ev.get("recovery_ns") or 0), moved)
+        span = max(end - t, 1.0)
+        sent = [(w, sw, port) for sw, rows in pauses.items() for w, port in rows]
+        during = [x for x in sent if t <= x[0] <= end]
+        before = [x for x in sent if x[0] < t]
+        by_port: dict[str, int] = {}
+        for _, sw, port in during:
+            by_port[f"{sw}:{port}"] = by_port.get(f"{sw}:{port}", 0) + 1
+        q_during = [(max(q), sw) for sw, rows in samples.items() for w, q in rows
+                    if t <= w <= end and q]
+        q_before = [max(q) for rows in samples.values() for w, q in rows if w < t and q]
+        ev.update({
+            "window_ns": span,
+            "pauses_sent": len(during),
+            "pauses_before_same_span": len(before) * span / t if t > 0 else None,
+            "pauses_by_port": dict(sorted(by_port.items(), key=lambda kv: -kv[1])[:5]),
+            "switch_queue_max_bytes": max(q_during)[0] if q_during else None,
+            "switch_queue_max_switch": max(q_during)[1] if q_during else None,
+            "switch_queue_before_max_bytes": max(q_before) if q_before else None,
+        })
+
+
 def _lat(records: list[TransferRecord], lat: dict[tuple[str, int, str], list[int]], q: float,
          ts: float) -> float | None:
     """A percentile of the chunk latencies of `records`' transfers, in fabric ns."""
@@ -384,6 +426,21 @@ def render_events(log: list[dict[str, Any]], rec: dict[str, Any], ts: float,
         again = _resent_words(ev.get("retransmitted"))
         if again:
             got += f"; resent until the next failure or the end: {again}"
+        if ev.get("pauses_sent") is not None:
+            before = ev.get("pauses_before_same_span")
+            got += (f"; RoCE switches sent {ev['pauses_sent']} PFC pauses in its "
+                    f"{format_time(round(ev['window_ns']))}"
+                    + (f" (as long before it: {before:.3g})" if before is not None else ""))
+            if ev.get("pauses_by_port"):
+                got += " most at " + ", ".join(f"{p} ({n})" for p, n in
+                                                list(ev["pauses_by_port"].items())[:3])
+        if ev.get("switch_queue_max_bytes"):
+            from fabric.units import format_size
+
+            sb = ev.get("switch_queue_before_max_bytes")
+            got += (f"; deepest switch queue {format_size(ev['switch_queue_max_bytes'])} in "
+                    f"{ev['switch_queue_max_switch']}" +
+                    (f" ({format_size(sb)} before)" if sb is not None else ""))
         if ev.get("queue_max_bytes"):
             from fabric.units import format_size
 

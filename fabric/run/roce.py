@@ -162,11 +162,20 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
     # queue samples on the run's clock: a switch counts fabric time from its own start
     started = getattr(result, "started_ns", 0)
     samples = {}
+    pauses: dict[str, list[tuple[float, str]]] = {}
     for node, s in switches.items():
         shift = 0.0
         if started and s.get("t0_monotonic_ns"):
             shift = (started - s["t0_monotonic_ns"]) / ts
         samples[node] = [[r[0] - shift, r[1]] for r in s.get("samples", [])]
+        names = [p.get("name", str(i)) for i, p in enumerate(s.get("ports", []))]
+        pauses[node] = [(r[0] - shift, names[r[1]] if r[1] < len(names) else str(r[1]))
+                        for r in s.get("pause_log", [])]
+    if summary.get("recovery") and switches:
+        from fabric.run.events import switch_spikes
+
+        switch_spikes(summary["recovery"], getattr(result, "events", []), started, ts,
+                      samples, pauses)
 
     def total(key: str) -> int:
         return int(sum(p.get(key, 0) or 0 for p in ports))

@@ -93,6 +93,7 @@ DROPS: Final = (DROP_MALFORMED, DROP_TTL, DROP_NO_ROUTE, DROP_BUFFER, DROP_LOSSL
 
 BUFFER_MODES: Final = ("shared", "per_port")
 MAX_SAMPLES: Final = 4000
+MAX_PAUSE_LOG: Final = 100_000  # pauses whose times are kept (about 30 B each)
 NS_PER_S: Final = 1_000_000_000
 BITS_NS: Final = 8 * NS_PER_S  # bytes -> bit-nanoseconds, the numerator of serialisation time
 _M32: Final = 0xFFFFFFFF
@@ -464,6 +465,8 @@ class SwitchCore:
         self._sample_interval = spec.sample_interval_ns
         self._next_sample = 0
         self.samples: list[tuple[int, list[int]]] = []
+        # when each pause was sent: (now_ns, ingress port, priority), the first MAX_PAUSE_LOG
+        self.pause_log: list[tuple[int, int, int]] = []
 
     # -- the per-packet path -------------------------------------------------------------------
 
@@ -736,6 +739,8 @@ class SwitchCore:
         self._pausing_since[ii] = now_ns
         self._pauses_sent[ii] += 1
         self._pfc_out.append((in_port, prio, True))
+        if len(self.pause_log) < MAX_PAUSE_LOG:
+            self.pause_log.append((now_ns, in_port, prio))
 
     def _end_pause(self, now_ns: int, in_port: int, prio: int, ii: int) -> None:
         self._pausing[ii] = False
@@ -901,6 +906,7 @@ class SwitchCore:
             "ports": ports,
             "drops": dict(self._drops),
             "samples": [[t, list(q)] for t, q in self.samples],
+            "pause_log": [list(x) for x in self.pause_log],
             "sample_interval_ns": self._sample_interval,
             "buffer": {
                 "mode": spec.buffer_mode,
