@@ -76,6 +76,25 @@ def test_a_ramp_steps_from_the_files_value_to_the_target():
         (2000, 800_000_000), (3000, 600_000_000), (4000, 400_000_000), (5000, 200_000_000)]
 
 
+def test_a_ramp_starts_from_the_value_in_force_then():
+    """After a step down (and after a trace row), a ramp climbs from where the link is, not
+    from the file's value; a set on the other direction does not count."""
+    ev = topo("""
+    events:
+      timeline:
+        - {at: 6ms, ramp: [leaf-0, spine-0], rate: 600Mbps, over: 2ms, steps: 2}
+        - {at: 1ms, set: [leaf-0, spine-0], rate: 200Mbps}
+        - {at: 2ms, set: [leaf-0, spine-0], rate: 50Mbps, direction: b-a}
+        - {at: 10ms, ramp: [leaf-0, spine-0], delay: 30us, over: 2ms, steps: 2}
+    """).events
+    rates = [(s.at_ns // 1000, dict(s.props).get("rate_bps")) for s in ev.steps
+             if s.label.startswith("ramp") and "rate_bps" in dict(s.props)]
+    assert rates == [(7000, 400_000_000), (8000, 600_000_000)]
+    # a ramp of a property nothing changed starts from the file's (10 us)
+    delays = [dict(s.props)["delay_ns"] for s in ev.steps if "delay_ns" in dict(s.props)]
+    assert delays == [20_000, 30_000]
+
+
 @pytest.mark.parametrize(("events", "line", "message"), [
     ("- {at: 1ms, down: [leaf-0, spine-9]}", 13, r"unknown node 'spine-9'"),
     ("- {at: 1ms, down: [leaf-0, leaf-1]}", 13,

@@ -104,6 +104,9 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
     shapes = {(lk.a, lk.b): lk.forward for lk in links} | {(lk.b, lk.a): lk.reverse
                                                             for lk in links}
     raw: list[EventStep] = []
+    # (at, link, direction, target values, over, steps, line, label): expanded once every
+    # other step is known, so each starts from the value in force when it starts
+    ramps: list[tuple[int, tuple[str, str], str, dict[str, int], int, int, int, str]] = []
     for i, item in enumerate(w.sequence(f["timeline"][1], "events.timeline")):
         path = f"events.timeline[{i}]"
         e = w.mapping(item, path, ("at", "period", "count", "over", "steps", "direction",
@@ -190,17 +193,19 @@ def parse_events(w: Walker, node: yaml.Node, nodes: dict[str, Node],
                     raise w.error(item, path, "ramp needs `over` (how long it takes)")
                 steps = w.integer(e["steps"][1], f"{path}.steps", 1, 1000) \
                     if "steps" in e else 10
-                start = _start_values(shapes, pair, direction, props)
-                for k in range(1, steps + 1):
-                    vals = tuple(sorted(
-                        (fld, round(start[fld] + (target - start[fld]) * k / steps))
-                        for fld, target in props.items()))
-                    raw.append(EventStep(at + over * k // steps, "set", link=pair,
-                                         direction=direction, props=vals, line=line,
-                                         label=label))
-        if len(raw) > MAX_STEPS:
+                ramps.append((at, pair, direction, props, over, steps, line, label))
+        if len(raw) + sum(r[5] for r in ramps) > MAX_STEPS:
             raise w.error(item, path, f"the timeline expands to more than {MAX_STEPS:,} "
                           "steps")
+    for r_at, r_pair, r_dir, r_props, r_over, r_steps, r_line, r_label in sorted(
+            ramps, key=lambda r: r[0]):
+        start = _start_values(shapes, raw, r_at, r_pair, r_dir, r_props)
+        for k in range(1, r_steps + 1):
+            vals = tuple(sorted(
+                (fld, round(start[fld] + (target - start[fld]) * k / r_steps))
+                for fld, target in r_props.items()))
+            raw.append(EventStep(r_at + r_over * k // r_steps, "set", link=r_pair,
+                                 direction=r_dir, props=vals, line=r_line, label=r_label))
     for step in raw:  # what a run could not put back afterwards
         if step.action != "set" or step.link is None:
             continue
@@ -330,13 +335,29 @@ def links_down(steps: tuple[EventStep, ...] | list[EventStep], links: tuple[Link
     return down | {frozenset((lk.a, lk.b)) for lk in links if {lk.a, lk.b} & nodes}
 
 
-def _start_values(shapes: dict[tuple[str, str], Shape], pair: tuple[str, str], direction: str,
-                  props: dict[str, int]) -> dict[str, int]:
-    """Where a ramp starts: the file's value on the (first) direction it changes (a ramp
-    after a `set` on the same link starts from the file's value too: say so in docs)."""
+def _directions(pair: tuple[str, str], direction: str) -> list[tuple[str, str]]:
+    """The (sender, receiver) directions a step on link `pair` changes."""
     a, b = pair
-    shape = shapes[(b, a) if direction == "b-a" else (a, b)]
-    return {fld: int(getattr(shape, fld) or 0) for fld in props}
+    return [(a, b)] if direction == "a-b" else [(b, a)] if direction == "b-a" else [(a, b),
+                                                                                     (b, a)]
+
+
+def _start_values(shapes: dict[tuple[str, str], Shape], steps: list[EventStep], at: int,
+                  pair: tuple[str, str], direction: str,
+                  props: dict[str, int]) -> dict[str, int]:
+    """Where a ramp starts: on the (first) direction it changes, each property's value in
+    force at `at`: the last `steps` entry (a set, a trace row, an earlier ramp's step) at or
+    before it that set the property there, else the file's value."""
+    first = _directions(pair, direction)[0]
+    out = {fld: int(getattr(shapes[first], fld) or 0) for fld in props}
+    for step in sorted((s for s in steps if s.action == "set" and s.link is not None
+                        and s.at_ns <= at), key=lambda s: s.at_ns):
+        assert step.link is not None
+        if first in _directions(step.link, step.direction):
+            for fld, value in step.props:
+                if fld in out:
+                    out[fld] = int(value)
+    return out
 
 
 def _link(w: Walker, node: yaml.Node, path: str, nodes: dict[str, Node],
