@@ -172,7 +172,8 @@ class LinkDirection:
         self._queue: deque[tuple[int, int]] = deque()
         self._queue_bytes = 0
         # delay line
-        self._line: deque[tuple[int, int, Any]] = deque()  # (release, length, item), no jitter
+        # (release, length, item, seq), no jitter; seq: the packet's place among all accepted
+        self._line: deque[tuple[int, int, Any, int]] = deque()
         # (release, seq, length, item): with jitter or reordering, where releases are not in
         # arrival order
         self._heap: list[tuple[int, int, int, Any]] = []
@@ -262,22 +263,22 @@ class LinkDirection:
 
     def _shift_releases(self, shifts: list[int]) -> None:
         """Move the releases of the last `len(shifts)` packets offered by `shifts` (oldest
-        first): the queued packets are always the most recently accepted ones."""
+        first): the queued packets are always the most recently accepted ones. Every held
+        packet carries its place among those accepted (seq), in the delay line or the heap:
+        after a live change turned jitter on or off, the queued ones may be in both."""
         n = len(shifts)
+        first = self._seq - n + 1
         if self._heap:
-            # the heap's entries carry their offer order (seq); the queued ones are the last n
-            # seqs given out (every accepted packet with the serialiser takes one)
-            first = self._seq - n + 1
             self._heap = [(r + shifts[seq - first], seq, length, item) if seq >= first
                           else (r, seq, length, item)
                           for r, seq, length, item in self._heap]
             heapq.heapify(self._heap)
         line = self._line
-        if line and not self._heap:
-            k = min(n, len(line))
-            tail = [line.pop() for _ in range(k)][::-1]
-            for (release, length, item), shift in zip(tail, shifts[n - k:], strict=True):
-                line.append((release + shift, length, item))
+        tail = []
+        while line and line[-1][3] >= first:
+            tail.append(line.pop())
+        for release, length, item, seq in reversed(tail):
+            line.append((release + shifts[seq - first], length, item, seq))
 
     def set_up(self, up: bool, now_ns: int) -> int:
         """Take the link down (`up=False`) or bring it back; returns the packets dropped.
@@ -400,7 +401,8 @@ class LinkDirection:
             heapq.heappush(self._heap, (release, self._seq, length, item))
         else:
             release = departure + self._delay
-            self._line.append((release, length, item))
+            self._seq += 1
+            self._line.append((release, length, item, self._seq))
         held = self._held_bytes + length
         self._held_bytes = held
         if held > self._held_max:
@@ -435,7 +437,7 @@ class LinkDirection:
         line = self._line
         if line:
             while line and line[0][0] <= now_ns:
-                _, length, item = line.popleft()
+                _, length, item, _ = line.popleft()
                 nbytes += length
                 out.append(item)
         heap = self._heap

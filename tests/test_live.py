@@ -51,6 +51,27 @@ def test_rate_change_with_jitter_retimes_the_heap():
     assert out == [(6 * MS, 0), (6 * MS + MS // 2, 1), (7 * MS, 2)]
 
 
+def test_rate_change_retimes_queued_packets_in_both_the_line_and_the_heap():
+    """Jitter turned on while packets queue: the older queued ones are in the delay line,
+    the newer in the heap; a rate change re-times both."""
+    m = model(Shape(rate_bps=10 * MBIT, delay_ns=5 * MS, queue_bytes=100_000))
+    for i in range(3):  # line: serialised at 1, 2, 3 ms
+        m.offer(1250, False, 0, f"line{i}")
+    m.set_shape(Shape(rate_bps=10 * MBIT, delay_ns=5 * MS, jitter_ns=1, queue_bytes=100_000),
+                0)
+    for i in range(2):  # heap: serialised at 4, 5 ms
+        m.offer(1250, False, 0, f"heap{i}")
+    # at 0.5 ms line0 is on the wire; the other four are queued: at 20 Mbit/s each takes
+    # 0.5 ms: departures 1.5, 2, 2.5, 3 ms instead of 2, 3, 4, 5
+    m.set_shape(Shape(rate_bps=20 * MBIT, delay_ns=5 * MS, jitter_ns=1, queue_bytes=100_000),
+                MS // 2)
+    out = []
+    while (d := m.next_deadline()) is not None:
+        out += [(round(d / 100_000) * 100_000, i) for i in m.release(d)]
+    assert out == [(6 * MS, "line0"), (6 * MS + MS // 2, "line1"), (7 * MS, "line2"),
+                   (7 * MS + MS // 2, "heap0"), (8 * MS, "heap1")]
+
+
 def test_delay_change_applies_to_new_packets_and_keeps_order():
     m = model(Shape(delay_ns=20 * MS))
     assert m.offer(100, False, 0, "old").release_ns == 20 * MS
