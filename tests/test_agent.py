@@ -401,3 +401,30 @@ def test_a_fast_file_runs_through_agents_on_a_fabric_built_elsewhere(tmp_path):
     topo = load(path)
     kind, _ = select(topo, {})
     check_agents(kind, topo, remote=True)  # no FabricError
+
+
+def test_a_second_runner_for_a_running_node_is_refused_by_name(start_agent, key_file):
+    """One node, one runner at a time: a second session for a node that is running would
+    bind the same addresses; it is refused with the reason, and the node is free again once
+    the first session ends."""
+    ag = start_agent()
+    book = _book(ag.port, read_key(key_file))
+    first, _, _ = agent_mod._open_session(book, "a", "traffic")  # the node program waits
+    try:
+        with pytest.raises(FabricError, match=r"the agent of node a at 127\.0\.0\.1:\d+ "
+                                              r"refused the session: node a is already "
+                                              r"running a session for another runner"):
+            agent_mod._open_session(book, "a", "traffic")
+        # a clock-only session takes nothing
+        agent_mod._open_session(book, "a", "clock")[0].close()
+    finally:
+        first.close()  # the runner's end closes: the node program ends, its lock with it
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            agent_mod._open_session(book, "a", "traffic")[0].close()
+            break
+        except FabricError:
+            assert time.monotonic() < deadline, "the node was not freed"
+            time.sleep(0.1)
+    assert "already running a session for another runner" in ag.log.read_text()

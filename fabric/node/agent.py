@@ -56,6 +56,7 @@ from .session import (
     Hello,
     Message,
     MessageReader,
+    Refused,
     Welcome,
     encode,
     measure_clock,
@@ -229,6 +230,24 @@ def _reap(children: dict[int, str]) -> None:
             del children[pid]
 
 
+_held: list[socket.socket] = []  # the node's lock, for the session child's life
+
+
+def _hold_node(node: str) -> str:
+    """Take node `node` for this session (an abstract unix socket's name, which the kernel
+    frees when the process ends, however it ends); "" when taken, else why not: two
+    runners' sessions would bind the same addresses and ports."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        lock.bind(f"\0fabric-agent/{node}")
+    except OSError:
+        lock.close()
+        return (f"node {node} is already running a session for another runner; one runner "
+                "at a time per node (end that run first)")
+    _held.append(lock)
+    return ""
+
+
 def _session_child(conn: socket.socket, peer: tuple[str, int], key: bytes, node: str,
                    host: str, say: Callable[[str], None]) -> None:
     """The child for one connection: the handshake, then the node program (never returns)."""
@@ -262,6 +281,12 @@ def _session_child(conn: socket.socket, peer: tuple[str, int], key: bytes, node:
         if msg.target != "clock" and msg.target not in targets:
             say(f"fabric agent: refused {who}: unknown node program {msg.target!r}")
             os._exit(2)
+        if msg.target != "clock":
+            busy = _hold_node(msg.node)
+            if busy:
+                say(f"fabric agent: refused {who}: {busy}")
+                c.send(Refused(reason=busy), deadline)
+                os._exit(2)
         c.send(Welcome(proof=_proof(key, "agent", msg.nonce, nonce)), deadline)
         while True:  # the clock exchange, then the session
             clk = c.receive(time.monotonic() + HANDSHAKE_TIMEOUT)
@@ -401,6 +426,9 @@ def _open_session(book: AgentBook, name: str, target: str) -> tuple[socket.socke
         c.send(Auth(proof=_proof(book.key, "runner", hello.nonce, mine, name, target),
                     nonce=mine, version=__version__, node=name, target=target), deadline)
         welcome = c.receive(deadline)
+        if isinstance(welcome, Refused):
+            raise FabricError(f"the agent of node {name} at {where} refused the session: "
+                              f"{welcome.reason}")
         if not isinstance(welcome, Welcome) or not isinstance(welcome.proof, str):
             raise FabricError(f"the agent of node {name} at {where} refused the session "
                               "(a wrong secret? its log says why)")

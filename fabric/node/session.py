@@ -43,7 +43,8 @@ from ..wire.frames import (
 )
 
 __all__ = ["Auth", "Channel", "Clock", "ClockEstimate", "Done", "Go", "Hello", "Message",
-           "MessageReader", "Nodes", "Plan", "Progress", "Ready", "Records", "Result", "Stop",
+           "MessageReader", "Nodes", "Plan", "Progress", "Ready", "Records", "Refused", "Result",
+           "Stop",
            "Sync", "Task", "Welcome", "decode", "encode", "measure_clock"]
 
 
@@ -150,6 +151,15 @@ class Welcome(_Message):
 
 
 @dataclass(frozen=True)
+class Refused(_Message):
+    """agent -> runner, instead of `Welcome`: why it will not run this session (the node is
+    running for another runner)."""
+
+    kind = "refused"
+    reason: str
+
+
+@dataclass(frozen=True)
 class Clock(_Message):
     """runner -> agent with `sent`; agent -> runner with `sent` echoed and its `now`."""
 
@@ -159,10 +169,10 @@ class Clock(_Message):
 
 
 Message = (Plan | Ready | Go | Sync | Stop | Task | Result | Progress | Records | Done | Hello
-           | Auth | Welcome | Clock)
+           | Auth | Welcome | Refused | Clock)
 _KINDS: dict[str, type[_Message]] = {c.kind: c for c in (Plan, Ready, Go, Sync, Stop, Task,
                                                           Result, Progress, Records, Done, Hello,
-                                                          Auth, Welcome, Clock)}
+                                                          Auth, Welcome, Refused, Clock)}
 
 
 def encode(msg: _Message) -> bytes:
