@@ -184,8 +184,8 @@ memory:
     - {{name: again, kind: loadstore, from: g0, window: m1, sizes: [256], count: 20}}
 events:
   timeline:
-    - {{at: 200us, down: [msw, g1]}}
-    - {{at: 1200us, up: [msw, g1]}}
+    - {{at: {down}, down: [msw, g1]}}
+    - {{at: {up}, up: [msw, g1]}}
 """
 
 
@@ -198,8 +198,11 @@ def test_transactions_lost_to_a_link_down_are_reported(tmp_path, fabric_name, st
     their buffers back), the run still ends with status 0, and the next run at the same
     bytes checks out (nothing given up holds a later request back)."""
     path = tmp_path / "mem.yaml"
-    # the emulated guest runs the nodes several times slower: fewer ops span the down
-    path.write_text(LOSSY.format(name=fabric_name, count=800 if backend == "userspace" else 300))
+    # the emulated guest runs everything ~10x slower: the run's first task starts seconds
+    # after its clock does, and each op takes ~30 ms, so fewer ops span a later down
+    times = dict(count=800, down="200us", up="1200us") if backend == "userspace" else \
+        dict(count=400, down="8ms", up="9ms")
+    path.write_text(LOSSY.format(name=fabric_name, **times))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "fabric.entry", "run", str(path), "--out",
                            str(out), "--links", backend, "--timeout", "240"],

@@ -63,7 +63,7 @@ def interrupts_held() -> Iterator[None]:
                 os.kill(os.getpid(), noted[0])
 
 
-READY_TIMEOUT = 20.0  # seconds a daemon has to print READY
+READY_TIMEOUT = 60.0  # seconds a daemon has to print READY (a slow emulated guest needs >20)
 
 
 async def serve_until_signal(serve: Callable[..., Awaitable[None]], *,
