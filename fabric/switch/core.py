@@ -19,9 +19,11 @@ lossless priority) reserves `headroom_bytes(port) = 2 x rate x delay + 2 x MTU` 
 link: what still arrives after we decide to pause (see `headroom_bytes`). We use 2 x BDP +
 2 x MTU, the usual 802.1Qbb sizing, which is exact for our links when PFC frames leave at once;
 the HPCC simulator reserves 3 x rate x delay. The reservations, summed, are cut from the buffer
-(from each port's slice, by an equal share, in per_port mode); what is left is the pool.
+(from each port's slice, by an equal share, in per_port mode), and so is every queue of its own
+that a class has (`ClassSpec.queue_bytes` at every port); what is left is the pool.
 
-**Admission.** A lossy packet is admitted while the pool holds it (`pool_used + len <= pool`).
+**Admission.** A lossy packet is admitted while the pool holds it (`pool_used + len <= pool`),
+or, in a class with a queue of its own, while that queue holds it (the pool does not count).
 A lossless one is admitted while the whole buffer holds it (`used + len <= buffer`); when the
 pool cannot, it is counted in its (ingress, priority)'s headroom and the ingress is paused.
 Bytes leave headroom first when that ingress's packets depart. A lossless packet refused by
@@ -43,7 +45,11 @@ the core also sums each sent packet's queueing delay (from `receive` to the `deq
 starts its transmission) and keeps the longest, which is how long the RoCE control class's
 CNPs and ACKs waited. Queue samples
 `(now_ns, [queue bytes per port])` are taken at most once per sample interval; when 4000 are
-held every other one goes and the interval doubles, so they always span the whole run.
+held every other one goes and the interval doubles, so they always span the whole run. Each
+sample also keeps the queue bytes per (port, class) (`class_samples`, the same times): one list
+copy per sample interval, nothing on the per-packet path. The first `MAX_PAUSE_LOG` pauses
+sent are logged with their time (`pause_log`), and the resume that ends each logged pause
+(`resume_log`), so a run's pauses can be drawn as intervals.
 """
 
 from __future__ import annotations
@@ -146,9 +152,11 @@ class ClassSpec:
 
     `lossless` classes are protected by PFC; `strict` classes are served before all others
     (highest priority first); the rest share by deficit round robin in proportion to `weight`.
-    `queue_bytes` caps what the class may queue at one egress port (a lossy class is dropped
-    at the tail beyond it; None: only the buffer limits it): the RoCE control class's small
-    queue, which also bounds what a strict class can hold back from the others.
+    `queue_bytes` gives a lossy class a queue of its own at every egress port: that many bytes
+    of the buffer are reserved for it (carved out like PFC headroom, so the shared pool that
+    data fills can never starve it), and it is dropped at the tail beyond them (None: it
+    shares the pool). The RoCE control class's small queue: CNPs and ACKs are never lost to a
+    buffer full of data, and a strict class cannot hold back more than that from the others.
     """
 
     name: str
@@ -289,16 +297,23 @@ class SwitchSpec:
             if value is not None and (not _int(value) or value < 0):
                 raise SwitchError(f"{who}: {label} must be an integer >= 0 or None, got "
                                   f"{value!r}")
-        if self.pfc and self.lossless_priorities():
-            reserved = self.reserved_headroom_bytes()
-            share, cap = self._reserved_share(reserved), self.partition_bytes()
-            if share >= cap:
-                where = "buffer_bytes" if self.buffer_mode == "shared" else "its per-port slice"
-                raise SwitchError(
-                    f"{who}: PFC headroom of {reserved} bytes ({n} ports x "
-                    f"{len(self.lossless_priorities())} lossless priorities, 2 x rate x delay + "
-                    f"2 x MTU each) leaves no room in {where} ({cap} bytes); raise "
-                    f"buffer_bytes or use fewer lossless priorities")
+        reserved, own = self.reserved_headroom_bytes(), self.reserved_class_bytes()
+        share, cap = self._reserved_share(reserved + own), self.partition_bytes()
+        if share >= cap:
+            where = "buffer_bytes" if self.buffer_mode == "shared" else "its per-port slice"
+            parts = []
+            if reserved:
+                parts.append(f"PFC headroom of {reserved} bytes ({n} ports x "
+                             f"{len(self.lossless_priorities())} lossless priorities, 2 x rate "
+                             f"x delay + 2 x MTU each)")
+            if own:
+                parts.append(f"the classes' own queues of {own} bytes ({n} ports x "
+                             f"{own // n} bytes of queue_bytes)")
+            raise SwitchError(
+                f"{who}: {' and '.join(parts)} leave{'s' if len(parts) == 1 else ''} no room "
+                f"in {where} ({cap} bytes); raise buffer_bytes"
+                + (", or use fewer lossless priorities" if reserved else "")
+                + (", or smaller class queues" if own else ""))
         for i in range(n):
             xoff, xon = self.xoff_for(i), self.xon_for(i)
             if xon > xoff:
@@ -325,21 +340,29 @@ class SwitchSpec:
         n_lossless = len(self.lossless_priorities())
         return sum(headroom_bytes(p) for p in self.ports) * n_lossless
 
+    def reserved_class_bytes(self) -> int:
+        """What the classes with a queue of their own (`queue_bytes`) reserve over the whole
+        switch: each class its queue at every port."""
+        per_port = sum(c.queue_bytes for c in self.classes if c.queue_bytes is not None)
+        return per_port * len(self.ports)
+
     def _reserved_share(self, reserved: int) -> int:
         if self.buffer_mode == "per_port":
             return -(-reserved // len(self.ports))
         return reserved
 
     def pool_bytes(self) -> int:
-        """What one partition keeps for everything but headroom (lossy packets' limit)."""
-        return self.partition_bytes() - self._reserved_share(self.reserved_headroom_bytes())
+        """What one partition keeps for everything but headroom and the classes' own queues
+        (the limit of lossy packets in the pool)."""
+        return self.partition_bytes() - self._reserved_share(
+            self.reserved_headroom_bytes() + self.reserved_class_bytes())
 
     def xoff_for(self, port: int) -> int:
         """Bytes queued from ingress `port` in one lossless priority that trigger a pause."""
         if self.xoff_bytes is not None:
             return self.xoff_bytes
         n_lossless = max(1, len(self.lossless_priorities()))
-        pool = self.buffer_bytes - self.reserved_headroom_bytes()
+        pool = self.buffer_bytes - self.reserved_headroom_bytes() - self.reserved_class_bytes()
         return max(2 * self.ports[port].mtu, pool // (len(self.ports) * n_lossless))
 
     def xon_for(self, port: int) -> int:
@@ -358,7 +381,9 @@ class SwitchCore:
     process must sustain tens of thousands of packets per second per core in CPython.
 
     Read-only attributes: `spec`; per port `headroom`, `xoff`, `xon` (bytes); `reserved_bytes`
-    (all headroom); `samples`, a list of `(now_ns, [queue bytes per port])`.
+    (all headroom); `samples`, a list of `(now_ns, [queue bytes per port])`; `class_samples`,
+    at the same times `(now_ns, [queue bytes per port * n_classes + class])`; `pause_log` and
+    `resume_log`, `(now_ns, ingress port, priority)` per pause sent and per logged pause lifted.
     """
 
     def __init__(self, spec: SwitchSpec) -> None:
@@ -409,6 +434,7 @@ class SwitchCore:
         self._pool = [spec.pool_bytes()] * parts
         self._used = [0] * parts
         self._hused = [0] * parts  # bytes of `_used` that sit in headroom
+        self._rused = [0] * parts  # bytes of `_used` in the classes' own queues
         self._max_used = 0
 
         # ingress, per (in_port, priority): lossless bytes queued, headroom, pausing upstream
@@ -465,8 +491,13 @@ class SwitchCore:
         self._sample_interval = spec.sample_interval_ns
         self._next_sample = 0
         self.samples: list[tuple[int, list[int]]] = []
+        # at the same times: queue bytes per (port, class), flat as `port * n_classes + class`
+        self.class_samples: list[tuple[int, list[int]]] = []
         # when each pause was sent: (now_ns, ingress port, priority), the first MAX_PAUSE_LOG
         self.pause_log: list[tuple[int, int, int]] = []
+        # when each logged pause was lifted: (now_ns, ingress port, priority)
+        self.resume_log: list[tuple[int, int, int]] = []
+        self._pause_logged = [False] * (n * 8)  # per (in_port, priority): its pause is logged
 
     # -- the per-packet path -------------------------------------------------------------------
 
@@ -516,6 +547,9 @@ class SwitchCore:
         used = self._used[part]
         lossless = self._cls_lossless[c]
         into_headroom = False
+        qi = out * nc + c
+        q = self._qbytes[qi]
+        own = self._cls_cap[c]
         if lossless:
             prio = self._cls_prio[c]
             ii = in_port * 8 + prio
@@ -523,16 +557,16 @@ class SwitchCore:
                 if not self._pausing[ii]:
                     self._start_pause(now_ns, in_port, prio, ii)
                 return self._drop(DROP_LOSSLESS, out, c)
-            into_headroom = used - self._hused[part] + length > self._pool[part]
-        elif (used - self._hused[part] + length > self._pool[part]
+            into_headroom = (used - self._hused[part] - self._rused[part] + length
+                             > self._pool[part])
+        elif own is not None:  # a queue of its own, reserved: never the pool
+            if q + length > own or used + length > self._cap[part]:
+                return self._drop(DROP_BUFFER, out, c)
+            self._rused[part] += length
+        elif (used - self._hused[part] - self._rused[part] + length > self._pool[part]
               or used + length > self._cap[part]):
             return self._drop(DROP_BUFFER, out, c)
 
-        qi = out * nc + c
-        q = self._qbytes[qi]
-        cap = self._cls_cap[c]
-        if cap is not None and q + length > cap:
-            return self._drop(DROP_BUFFER, out, c)
         red = self._cls_red[c]
         if red is not None and (tos & 3 == 1 or tos & 3 == 2):
             kmin, kmax, slope = red
@@ -654,6 +688,8 @@ class SwitchCore:
         self._port_q[port] = pq
         part = port * self._per_port
         self._used[part] -= length
+        if self._cls_cap[c] is not None:
+            self._rused[part] -= length
         if self._cls_lossless[c]:
             prio = self._cls_prio[c]
             ii = in_port * 8 + prio
@@ -741,11 +777,15 @@ class SwitchCore:
         self._pfc_out.append((in_port, prio, True))
         if len(self.pause_log) < MAX_PAUSE_LOG:
             self.pause_log.append((now_ns, in_port, prio))
+            self._pause_logged[ii] = True
 
     def _end_pause(self, now_ns: int, in_port: int, prio: int, ii: int) -> None:
         self._pausing[ii] = False
         self._pausing_ns[ii] += max(0, now_ns - self._pausing_since[ii])
         self._pfc_out.append((in_port, prio, False))
+        if self._pause_logged[ii]:  # only the ends of logged pauses: each pairs with one
+            self._pause_logged[ii] = False
+            self.resume_log.append((now_ns, in_port, prio))
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -798,8 +838,10 @@ class SwitchCore:
             self._t0 = now_ns
         if len(self.samples) >= MAX_SAMPLES:
             self.samples = self.samples[::2]
+            self.class_samples = self.class_samples[::2]
             self._sample_interval *= 2
         self.samples.append((now_ns, self._port_q[:]))
+        self.class_samples.append((now_ns, self._qbytes[:]))
         self._next_sample = now_ns + self._sample_interval
 
     # -- inspection ----------------------------------------------------------------------------
@@ -906,7 +948,10 @@ class SwitchCore:
             "ports": ports,
             "drops": dict(self._drops),
             "samples": [[t, list(q)] for t, q in self.samples],
+            "class_priorities": {c.name: c.priority for c in spec.classes},
+            "class_samples": self._class_samples_stats(),
             "pause_log": [list(x) for x in self.pause_log],
+            "resume_log": [list(x) for x in self.resume_log],
             "sample_interval_ns": self._sample_interval,
             "buffer": {
                 "mode": spec.buffer_mode,
@@ -914,12 +959,25 @@ class SwitchCore:
                 "partition_bytes": spec.partition_bytes(),
                 "pool_bytes": spec.pool_bytes(),
                 "reserved_headroom_bytes": self.reserved_bytes,
+                "reserved_class_bytes": spec.reserved_class_bytes(),
                 "used_bytes": sum(self._used),
                 "headroom_used_bytes": sum(self._hused),
                 "max_partition_used_bytes": self._max_used,
                 "pfc": spec.pfc,
                 "lossless_priorities": list(spec.lossless_priorities()) if spec.pfc else [],
             },
+        }
+
+    def _class_samples_stats(self) -> dict[str, Any]:
+        """`class_samples` for `stats`: only the (port, class) queues that ever held a byte,
+        named in `columns` as [port name, class name]; `rows` are [now_ns, [bytes per column]].
+        A switch with many ports and classes writes what its traffic used, not every zero."""
+        nc = self._nclasses
+        cols = [ix for ix, peak in enumerate(self._max_qbytes) if peak]
+        ports, classes = self.spec.ports, self.spec.classes
+        return {
+            "columns": [[ports[ix // nc].name, classes[ix % nc].name] for ix in cols],
+            "rows": [[t, [q[ix] for ix in cols]] for t, q in self.class_samples],
         }
 
     def _mean_queue(self, port: int, now_ns: int) -> float:
