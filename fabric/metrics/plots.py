@@ -18,10 +18,17 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from .classes import (  # noqa: E402
+    class_goodput_series,
+    class_queue_series,
+    declared_classes,
+    pause_rows,
+)
 from .records import ChunkRecord, parse_links  # noqa: E402
 from .stats import goodput_series  # noqa: E402
 
-__all__ = ["goodput_over_time", "latency_cdf", "links_over_time"]
+__all__ = ["CLASS_PLOTS", "class_goodput_over_time", "class_queues_over_time", "goodput_over_time",
+           "latency_cdf", "links_over_time", "pause_timeline", "write_class_plots"]
 
 _TIME_UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "us"), (1.0, "ns"))
 _RATE_UNITS = ((1e12, "Tbit/s"), (1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s"),
@@ -263,3 +270,164 @@ def links_over_time(path: str | Path, links: Any, time_scale: float = 1.0, *,
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+# ---- per-class plots: every run whose file declares more than one class ----------------------
+
+CLASS_PLOTS = ("class_goodput.png", "class_queues.png", "pfc_pauses.png")
+
+
+def _run_axis(ax: Any, unit: str, time_scale: float) -> None:
+    ax.set_xlabel(f"time since the run's start [{unit}] ({_clock(time_scale)})")
+
+
+def _no_data(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def class_goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
+                            time_scale: float = 1.0, *, t0_ns: int | None = None,
+                            marks: Marks = ()) -> Path | None:
+    """Goodput of each class over time, one panel per class with its own scale (a KV class
+    at a few Gbit/s beside bulk at tens is flat on a shared axis); the panels share the time
+    axis and the bins. From the receivers' chunk records, fabric time since `t0_ns` (the
+    run's start; default the first send). None when there are no chunks."""
+    cs = list(chunks)
+    bin_ns, series = class_goodput_series(cs, time_scale, t0_ns=t0_ns)
+    if not series:
+        return None
+    t0 = t0_ns if t0_ns is not None else min(c.t_send_ns for c in cs)
+    tf, tu = _unit(np.concatenate([t + bin_ns for t, _ in series.values()]), _TIME_UNITS)
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 1.2 + 1.9 * len(series)),
+                             sharex=True, squeeze=False)
+    try:
+        for ax, (cls, (t, r)) in zip(axes[:, 0], series.items(), strict=True):
+            rf, ru = _unit(r, _RATE_UNITS)
+            x = np.append(t, t[-1] + bin_ns) / tf
+            ax.step(x, np.append(r, r[-1]) / rf, where="post", color="C0")
+            ax.fill_between(x, np.append(r, r[-1]) / rf, step="post", alpha=0.25, color="C0")
+            _mark(ax, marks, t0, time_scale, tf)
+            ax.set_ylabel(f"{cls}\n[{ru}]")
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+        _run_axis(axes[-1, 0], tu, time_scale)
+        axes[0, 0].set_title(f"Goodput per class, bins of {bin_ns / tf:.3g} {tu} (from the "
+                             f"receivers' chunk records; {_clock(time_scale)})",
+                             fontsize="medium")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def class_queues_over_time(path: str | Path, switches: Any, started_ns: int,
+                           time_scale: float = 1.0, *, marks: Marks = ()) -> Path | None:
+    """Queue depth per class over time at the deepest RoCE switch egress ports (one panel
+    per port, a line per class), measured in the switches: their queue samples, at most one
+    per sample interval (the interval doubles as a run grows, so short bursts between samples
+    do not show; the panel's title gives the exact peak). None without switch statistics."""
+    if not switches or not any(switches.values()):
+        return None
+    ports, hidden = class_queue_series(switches, started_ns, time_scale)
+    n = max(1, len(ports))
+    fig, axes = plt.subplots(n, 1, figsize=(8, 1.2 + 2.0 * n), sharex=True, squeeze=False)
+    try:
+        if not ports:
+            _no_data(axes[0, 0], "no switch egress queue ever held a byte")
+        else:
+            classes = sorted({c for p in ports for c in p.classes})
+            colour = {c: f"C{i % 10}" for i, c in enumerate(classes)}
+            tf, tu = _unit(np.concatenate([p.t_ns for p in ports]), _TIME_UNITS)
+            qf, qu = _unit(np.array([float(p.peak_bytes) for p in ports]), _SIZE_UNITS)
+            for ax, p in zip(axes[:, 0], ports, strict=True):
+                for cls, q in p.classes.items():
+                    if p.t_ns.size == 1:
+                        ax.plot(p.t_ns / tf, q / qf, "o", color=colour[cls], label=cls)
+                    else:
+                        ax.step(p.t_ns / tf, q / qf, where="post", color=colour[cls],
+                                label=cls)
+                if started_ns:
+                    _mark(ax, marks, started_ns, time_scale, tf)
+                peer = f" -> {p.peer}" if p.peer else ""
+                ax.set_title(f"{p.switch} port {p.port}{peer} (peak {p.peak_bytes / qf:.3g} "
+                             f"{qu})", fontsize="small")
+                ax.set_ylabel(f"queue [{qu}]")
+                ax.set_ylim(bottom=0)
+                ax.grid(True, alpha=0.3)
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+            _run_axis(axes[-1, 0], tu, time_scale)
+        more = f"; {hidden} shallower not shown" if hidden else ""
+        fig.suptitle(f"Egress queue per class, deepest {len(ports)} switch ports{more}\n"
+                     "(measured in the switches; bytes are the same in fabric and wall terms)",
+                     fontsize="medium")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def pause_timeline(path: str | Path, switches: Any, started_ns: int, time_scale: float = 1.0,
+                   *, marks: Marks = ()) -> Path | None:
+    """The PFC pauses the switches sent, one row per (switch, ingress port, priority), a bar
+    from each pause to its resume (measured in the switches). A run with PFC off, or whose
+    lossless queues never reached XOFF, gets a figure saying no pause was sent. None without
+    switch statistics."""
+    if not switches or not any(switches.values()):
+        return None
+    rows, hidden, sent = pause_rows(switches, started_ns, time_scale)
+    pfc = [bool((s or {}).get("buffer", {}).get("pfc")) for s in switches.values()]
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.35 * max(2, len(rows))))
+    try:
+        if not rows:
+            why = ("PFC is off in the switches" if not any(pfc)
+                   else "no lossless ingress queue reached XOFF")
+            _no_data(ax, f"no PFC pause was sent ({why})")
+        else:
+            tf, tu = _unit(np.array([b for r in rows for _, b in r.intervals]), _TIME_UNITS)
+            labels = []
+            for i, r in enumerate(rows):
+                bars = [(a / tf, max((b - a) / tf, 0.0)) for a, b in r.intervals]
+                ax.broken_barh(bars, (i - 0.4, 0.8), color=f"C{r.priority % 10}")
+                cls = f": {', '.join(r.classes)}" if r.classes else ""
+                peer = r.peer or r.port
+                labels.append(f"{r.switch} pauses {peer} (prio {r.priority}{cls})"
+                              f"{' *' if r.open_at_end else ''}")
+            ax.set_yticks(range(len(rows)), labels, fontsize="small")
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            if started_ns:
+                _mark(ax, marks, started_ns, time_scale, tf)
+            _run_axis(ax, tu, time_scale)
+            ax.set_xlim(left=0)
+            ax.grid(True, axis="x", alpha=0.3)
+        more = f"; {hidden} shorter rows not shown" if hidden else ""
+        star = "; * still paused at the end" if any(r.open_at_end for r in rows) else ""
+        ax.set_title(f"PFC pauses sent by the switches ({sent} in all{more}{star})\n"
+                     f"(measured in the switches; {_clock(time_scale)})", fontsize="medium")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def write_class_plots(out_dir: str | Path, summary: Any, chunks: Iterable[ChunkRecord],
+                      switches: Any = None) -> list[Path]:
+    """The per-class plots of a run whose file declares more than one class (else none):
+    class_goodput.png from the chunk records; with RoCE switch statistics (`{node: stats}`)
+    class_queues.png and pfc_pauses.png. All on the run's clock (`meta.started_ns`) with the
+    run's events marked. Returns what it wrote."""
+    cs = list(chunks)
+    if len(declared_classes(summary, cs)) < 2:
+        return []
+    out = Path(out_dir)
+    ts = float((summary or {}).get("time_scale", 1.0))
+    started = int(((summary or {}).get("meta") or {}).get("started_ns") or 0)
+    marks = event_marks(summary)
+    made = [class_goodput_over_time(out / CLASS_PLOTS[0], cs, ts, t0_ns=started or None,
+                                    marks=marks)]
+    if switches:
+        made += [class_queues_over_time(out / CLASS_PLOTS[1], switches, started, ts,
+                                        marks=marks),
+                 pause_timeline(out / CLASS_PLOTS[2], switches, started, ts, marks=marks)]
+    return [p for p in made if p is not None]

@@ -1,0 +1,202 @@
+"""Per-class series of a run, for the per-class plots (`fabric.metrics.plots`).
+
+Three series, each on the run's clock: fabric ns since the run's shared start (summary.json's
+`meta.started_ns`, CLOCK_MONOTONIC), so the plots line up with each other and with the events
+the run applied.
+
+- goodput per class over time, from the receivers' chunk records (intact bytes by the
+  arrival of each chunk's last byte, `stats.goodput_series` per class);
+- queue depth per class over time at the busiest RoCE switch egress ports, from the queue
+  samples the switches take (`SwitchCore.class_samples`, exported as `class_samples`);
+- the PFC pauses the switches sent, as intervals per (switch, ingress port, priority), from
+  their `pause_log` and `resume_log`.
+
+A switch counts fabric time from its own start (`t0_monotonic_ns`); `switch_shift_ns` is what
+moves its times onto the run's clock, as `fabric.run.roce.variant_metrics` does for its queue
+samples. Pure: dicts and records in, numpy arrays out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .records import ChunkRecord
+from .stats import goodput_series
+
+__all__ = ["MAX_PAUSE_ROWS", "MAX_PORTS", "PauseRow", "PortQueues", "class_goodput_series",
+           "class_queue_series", "declared_classes", "pause_rows", "switch_shift_ns"]
+
+MAX_PORTS = 4  # egress ports shown in the per-class queue plot: the deepest
+MAX_PAUSE_ROWS = 16  # (switch, ingress port, priority) rows in the pause timeline
+
+
+def declared_classes(summary: Mapping[str, Any] | None,
+                     chunks: Iterable[ChunkRecord] = ()) -> list[str]:
+    """The classes the run's file declares (summary.json's `meta.classes`); for a run saved
+    before that was kept, the classes its chunks carried."""
+    meta = (summary or {}).get("meta") or {}
+    if meta.get("classes") is not None:
+        return list(meta["classes"])
+    return sorted({c.cls for c in chunks})
+
+
+def switch_shift_ns(stats: Mapping[str, Any], started_ns: int, time_scale: float) -> float:
+    """Fabric ns to subtract from a switch's times (fabric ns since the switch started) to
+    put them on the run's clock (fabric ns since `started_ns`); 0 when either is unknown."""
+    t0 = stats.get("t0_monotonic_ns")
+    if not started_ns or not t0:
+        return 0.0
+    return (started_ns - t0) / time_scale
+
+
+@dataclass(frozen=True)
+class PortQueues:
+    """One switch egress port's queue per class over time (fabric ns since the run's start;
+    bytes). `peak_bytes`: the port's deepest queue over the run (the switch's exact counter,
+    not the sampled one), what ranks the ports."""
+
+    switch: str
+    port: str
+    peer: str
+    peak_bytes: int
+    t_ns: np.ndarray
+    classes: dict[str, np.ndarray]
+
+
+def class_queue_series(switches: Mapping[str, Mapping[str, Any]], started_ns: int,
+                       time_scale: float, *, top: int = MAX_PORTS
+                       ) -> tuple[list[PortQueues], int]:
+    """The `top` egress ports whose queue peaked highest, over all switches, with each
+    class's queue bytes at every sample; and how many other ports ever queued a byte.
+
+    Reads each switch's `class_samples` ({"columns": [[port, class], ...], "rows": [[t,
+    [bytes per column]], ...]}): only (port, class) queues that ever held a byte are there.
+    """
+    found: list[PortQueues] = []
+    for name, stats in switches.items():
+        cs = (stats or {}).get("class_samples") or {}
+        cols, rows = cs.get("columns") or [], cs.get("rows") or []
+        if not cols or not rows:
+            continue
+        shift = switch_shift_ns(stats, started_ns, time_scale)
+        t = np.array([r[0] for r in rows], dtype=np.float64) - shift
+        q = np.array([r[1] for r in rows], dtype=np.float64).reshape(len(rows), len(cols))
+        ports = {p.get("name"): p for p in stats.get("ports") or []}
+        by_port: dict[str, dict[str, np.ndarray]] = {}
+        for j, (port, cls) in enumerate(cols):
+            by_port.setdefault(port, {})[cls] = q[:, j]
+        for port, classes in by_port.items():
+            info = ports.get(port) or {}
+            peak = int(info.get("max_queue_bytes")
+                       or max(float(v.max()) for v in classes.values()))
+            found.append(PortQueues(name, port, str(info.get("peer", "")), peak, t, classes))
+    found.sort(key=lambda p: (-p.peak_bytes, p.switch, p.port))
+    return found[:top], max(0, len(found) - top)
+
+
+def class_goodput_series(chunks: Iterable[ChunkRecord], time_scale: float = 1.0, *,
+                         t0_ns: int | None = None, bins: int | None = None
+                         ) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Goodput per class in bins of one width: `(bin_ns, {class: (t, bps)})` in fabric
+    terms (t: fabric ns since `t0_ns`, default the first send; bps: fabric bit/s).
+
+    All classes share the bins, so their panels line up; `bins` over the run (by default
+    about three chunks of the sparsest class a bin, between 10 and 100). Only intact chunks
+    count, each once (`goodput_series`). ({} when there are no chunks.)
+    """
+    cs = list(chunks)
+    if not cs:
+        return 0.0, {}
+    groups: dict[str, list[ChunkRecord]] = {}
+    for c in cs:
+        groups.setdefault(c.cls, []).append(c)
+    if bins is None:
+        bins = min(100, max(10, min(len(g) for g in groups.values()) // 3))
+    t0 = min(c.t_send_ns for c in cs) if t0_ns is None else t0_ns
+    span = max(c.t_last_ns for c in cs) - t0
+    bin_ns = max(1, -(-span // max(1, bins)))
+    out = {}
+    for cls in sorted(groups):
+        t, r = goodput_series(groups[cls], bin_ns, t0_ns=t0)
+        out[cls] = (t / time_scale, r * time_scale)
+    return bin_ns / time_scale, out
+
+
+@dataclass(frozen=True)
+class PauseRow:
+    """The pauses one switch sent its upstream on one ingress port for one priority, as
+    (start, end) intervals in fabric ns since the run's start. `open_at_end`: the last was
+    still in force when the switch wrote its statistics (its end is that moment)."""
+
+    switch: str
+    port: str
+    peer: str
+    priority: int
+    classes: tuple[str, ...]
+    intervals: tuple[tuple[float, float], ...]
+    open_at_end: bool
+
+    @property
+    def paused_ns(self) -> float:
+        return sum(b - a for a, b in self.intervals)
+
+
+def pause_rows(switches: Mapping[str, Mapping[str, Any]], started_ns: int, time_scale: float,
+               *, top: int = MAX_PAUSE_ROWS) -> tuple[list[PauseRow], int, int]:
+    """The pause intervals per (switch, ingress port, priority), longest paused first, at
+    most `top`; how many rows were left out; and how many pauses were sent in all (the
+    logs keep only the first `MAX_PAUSE_LOG` of a switch).
+
+    Each resume in `resume_log` ends the open pause of its (port, priority) (the core logs
+    only resumes of logged pauses; one without an open pause is ignored). A pause never
+    resumed lasts until the switch's statistics were written (`monotonic_ns`), else until
+    its last queue sample.
+    """
+    rows: list[PauseRow] = []
+    sent = 0
+    for name, stats in switches.items():
+        stats = stats or {}
+        ports = stats.get("ports") or []
+        sent += sum(int(p.get("pauses_sent", 0) or 0) for p in ports)
+        log = stats.get("pause_log") or []
+        if not log:
+            continue
+        shift = switch_shift_ns(stats, started_ns, time_scale)
+        end = _stats_time(stats, time_scale) - shift
+        prio_classes: dict[int, list[str]] = {}
+        for cls, prio in (stats.get("class_priorities") or {}).items():
+            prio_classes.setdefault(int(prio), []).append(cls)
+        events = sorted([(float(r[0]), 0, int(r[1]), int(r[2])) for r in log if len(r) >= 3]
+                        + [(float(r[0]), 1, int(r[1]), int(r[2]))
+                           for r in stats.get("resume_log") or [] if len(r) >= 3])
+        started: dict[tuple[int, int], float] = {}
+        spans: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        for t, resume, port, prio in events:
+            key = (port, prio)
+            if not resume:
+                if key not in started:
+                    started[key] = t - shift
+                    spans.setdefault(key, [])
+            elif key in started:
+                spans[key].append((started.pop(key), t - shift))
+        for key in started:
+            spans[key].append((started[key], max(end, started[key])))
+        for (port, prio), iv in spans.items():
+            info = ports[port] if port < len(ports) else {}
+            rows.append(PauseRow(name, str(info.get("name", port)), str(info.get("peer", "")),
+                                 prio, tuple(sorted(prio_classes.get(prio, ()))), tuple(iv),
+                                 (port, prio) in started))
+    rows.sort(key=lambda r: (-r.paused_ns, r.switch, r.port, r.priority))
+    return rows[:top], max(0, len(rows) - top), sent
+
+
+def _stats_time(stats: Mapping[str, Any], time_scale: float) -> float:
+    """When the switch wrote these statistics, in its own fabric ns."""
+    if stats.get("monotonic_ns") and stats.get("t0_monotonic_ns"):
+        return (stats["monotonic_ns"] - stats["t0_monotonic_ns"]) / time_scale
+    rows: Sequence[Any] = stats.get("samples") or []
+    return float(rows[-1][0]) if rows else 0.0
