@@ -320,6 +320,23 @@ def test_every_figure_reads_or_says_why() -> None:
         assert o.passed or o.why, fig.name
 
 
+def test_a_memory_run_is_judged_by_its_own_figures() -> None:
+    from fabric.run.memory import VariantOutcome, figures
+
+    figs = figures([VariantOutcome("ls", "loadstore", "load/store", 64, False, None, lost=3),
+                    VariantOutcome("hc", "hypercast", "hypercast", 64, True, 1.0)])
+    run = RunFigures({"integrity": figs["integrity"]}, memory=figs)
+    got = evaluate([parse_expectation(x) for x in ("memory.lost == 0", "memory.failed == 0",
+                                                   "integrity == ok", "chunk_p99 < 1ms")], run)
+    assert [o.passed for o in got[:3]] == [False, True, True]
+    assert got[0].measured == 3
+    assert not got[3].passed
+    assert got[3].why  # a traffic figure a memory run does not produce says so
+    # and a traffic run has no memory figures
+    [o] = evaluate([parse_expectation("memory.lost == 0")], RunFigures(run_summary()))
+    assert (o.passed, o.why) == (False, "only a memory run counts it")
+
+
 def test_docs_list_the_registry() -> None:
     assert figures_table() in DOCS.read_text(), (
         "docs/expect.md's figures table differs from fabric.metrics.expect.FIGURES: paste "
@@ -335,7 +352,8 @@ def test_a_kind_without_figures_refuses_the_section() -> None:
                                    "\nexpect:\n  - integrity == ok\n", source="p.yaml"))
     with pytest.raises(TopologyError, match=r"^p\.yaml:5: expect: this file runs as a path "
                        r"check \(no traffic\), which has no figures to judge expectations "
-                       r"by \(traffic runs and RoCE comparisons have\): remove the section$"):
+                       r"by \(traffic runs, RoCE comparisons and memory runs have\): remove the "
+                       r"section$"):
         select(topo, {})
     kind, _ = select(validate(topo_with("integrity == ok")), {})
     assert kind.expects

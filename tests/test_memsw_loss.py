@@ -211,7 +211,8 @@ def test_lost_transactions_fail_a_run_only_without_events(tmp_path: Path, monkey
         return outcomes
 
     monkeypatch.setattr(memory_run, "run_memory", fake_run)
-    topo = SimpleNamespace(name="m", time_scale=1000.0, events=object() if with_events else None)
+    topo = SimpleNamespace(name="m", time_scale=1000.0, events=object() if with_events else None,
+                           expect=())
     printed: list[str] = []
     ctx = RunContext(SimpleNamespace(state=None, topology=topo, plan=None, agents=None),
                      tmp_path, 60.0, {}, None, printed.append, lambda _: None)

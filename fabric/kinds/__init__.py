@@ -102,7 +102,7 @@ def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: 
     if topo.expect and not kind.expects:
         raise TopologyError(
             f"this file runs as {kind.title}, which has no figures to judge expectations by "
-            "(traffic runs and RoCE comparisons have): remove the section",
+            "(traffic runs, RoCE comparisons and memory runs have): remove the section",
             file=topo.source, line=topo.expect[0].line, key="expect")
     if topo.events is not None and not kind.runs_events:
         raise TopologyError(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import FabricError
 from ..units import format_size
-from .base import Kind, RunContext
+from .base import Kind, RunContext, judge_expectations
 
 
 class MemoryKind(Kind):
@@ -18,6 +18,7 @@ class MemoryKind(Kind):
     result_file = "memory.json"
     through_agents = True
     runs_events = True
+    expects = True
     background_traffic = True
     describes = ("A file with a `memory:` section runs its memory runs (load/store, Hypercast, "
                  "in-network reduce, KV pull) against message passing on the same links."
@@ -43,6 +44,12 @@ class MemoryKind(Kind):
             ctx.out(line)
         plot = write_link_plot(outcomes, ctx.topo, ctx.out_dir)
         ctx.out(f"wrote {ctx.out_dir}/ (memory.json, {plot.name})")
+        from ..metrics.expect import RunFigures
+        from ..run.memory import figures
+
+        figs = figures(outcomes)
+        failed = judge_expectations(ctx.topo, [(None, RunFigures(
+            {"integrity": figs["integrity"]}, memory=figs))], ctx.out_dir, ctx.out)
         bad = [f"{o.run} {o.variant}" for o in outcomes if not o.ok and not o.lost]
         if bad:
             raise FabricError(f"results did not check out: {', '.join(bad)}")
@@ -55,6 +62,8 @@ class MemoryKind(Kind):
         if lost:
             ctx.out(f"transactions lost to the events (a memory fabric does not resend them): "
                     f"{', '.join(lost)}")
+        if failed is not None:
+            raise failed
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
         from ..run.memory import read_outcomes, render, render_events, write_link_plot

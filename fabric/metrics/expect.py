@@ -38,11 +38,12 @@ class Missing(Exception):
 @dataclass(frozen=True)
 class RunFigures:
     """What a run's expectations are read from: its traffic summary (`summary.json`, from
-    `metrics.summarise`) and, for a RoCE comparison variant, that variant's metrics
-    (`run.roce.variant_metrics`)."""
+    `metrics.summarise`), for a RoCE comparison variant that variant's metrics
+    (`run.roce.variant_metrics`), and for a memory run its figures (`run.memory.figures`)."""
 
     summary: Mapping[str, Any]
     roce: Mapping[str, Any] | None = None
+    memory: Mapping[str, Any] | None = None  # a memory run's figures (`run.memory.figures`)
 
 
 Group = Mapping[str, Any]
@@ -142,6 +143,14 @@ def _roce(key: str, why: str = "only a RoCE comparison counts it (its switches a
         if run.roce is None:
             raise Missing(why)
         return _value(run.roce.get(key), f"the RoCE run has no {key}")
+    return read
+
+
+def _memory(key: str) -> Reader:
+    def read(run: RunFigures, g: Group) -> float:
+        if run.memory is None:
+            raise Missing("only a memory run counts it")
+        return _value(run.memory.get(key), f"the memory run has no {key}")
     return read
 
 
@@ -258,6 +267,10 @@ FIGURES: tuple[Figure, ...] = (
            "on the affected flows), the longest", _recovery("max")),
     Figure("recovery.mean", "time", "time to recover after a link event, the mean",
            _recovery("mean")),
+    Figure("memory.lost", "count", "memory transactions lost (unanswered within the "
+           "completion timeout)", _memory("lost")),
+    Figure("memory.failed", "count", "memory run variants whose data did not check out "
+           "(with nothing lost)", _memory("failed")),
 )
 
 _BY_NAME = {f.name: f for f in FIGURES}

@@ -476,6 +476,15 @@ def switch_losses(state: Any) -> dict[str, dict[str, Any]]:  # noqa: ANN401
     return out
 
 
+def figures(outcomes: list[VariantOutcome]) -> dict[str, Any]:
+    """What a memory run's expectations are judged by (`metrics.expect`): the transactions
+    lost, the variants whose data was wrong with nothing lost, and integrity as a traffic
+    run's summary gives it (ok when no variant's data was wrong)."""
+    failed = sum(1 for o in outcomes if not o.ok and not o.lost)
+    return {"lost": sum(o.lost for o in outcomes), "failed": failed,
+            "integrity": {"ok": failed == 0}}
+
+
 def write_outcomes(outcomes: list[VariantOutcome], topo: RunLabel, out_dir: Path,
                    events: dict[str, Any] | None = None) -> Path:
     """memory.json: every variant's outcome, and what the event timeline did (if the file
