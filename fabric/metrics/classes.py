@@ -4,8 +4,8 @@ Three series, each on the run's clock: fabric ns since the run's shared start (s
 `meta.started_ns`, CLOCK_MONOTONIC), so the plots line up with each other and with the events
 the run applied.
 
-- goodput per class over time, from the receivers' chunk records (intact bytes by the
-  arrival of each chunk's last byte, `stats.goodput_series` per class);
+- goodput per class over time, from the receivers' chunk records (intact bytes, each
+  chunk's spread over its arrival, from its first byte to its last: `delivered_bytes`);
 - queue depth per class over time at the busiest RoCE switch egress ports, from the queue
   samples the switches take (`SwitchCore.class_samples`, exported as `class_samples`);
 - the PFC pauses the switches sent, as intervals per (switch, ingress port, priority), from
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from .records import ChunkRecord
-from .stats import goodput_series
 
 __all__ = ["MAX_PAUSE_ROWS", "MAX_PORTS", "PauseRow", "PortQueues", "class_goodput_series",
-           "class_queue_series", "declared_classes", "pause_rows", "switch_shift_ns"]
+           "class_queue_series", "declared_classes", "delivered_bytes", "pause_rows",
+           "switch_shift_ns"]
 
 MAX_PORTS = 4  # egress ports shown in the per-class queue plot: the deepest
 MAX_PAUSE_ROWS = 16  # (switch, ingress port, priority) rows in the pause timeline
@@ -71,7 +71,8 @@ def class_queue_series(switches: Mapping[str, Mapping[str, Any]], started_ns: in
                        time_scale: float, *, top: int = MAX_PORTS
                        ) -> tuple[list[PortQueues], int]:
     """The `top` egress ports whose queue peaked highest, over all switches, with each
-    class's queue bytes at every sample; and how many other ports ever queued a byte.
+    class's queue bytes at every sample; and how many other ports ever queued a byte
+    (among them those whose queue no sample caught).
 
     Reads each switch's `class_samples` ({"columns": [[port, class], ...], "rows": [[t,
     [bytes per column]], ...]}): only (port, class) queues that ever held a byte are there.
@@ -94,19 +95,68 @@ def class_queue_series(switches: Mapping[str, Mapping[str, Any]], started_ns: in
             peak = int(info.get("max_queue_bytes")
                        or max(float(v.max()) for v in classes.values()))
             found.append(PortQueues(name, port, str(info.get("peer", "")), peak, t, classes))
-    found.sort(key=lambda p: (-p.peak_bytes, p.switch, p.port))
-    return found[:top], max(0, len(found) - top)
+    # a port whose queue came and went between samples shows nothing: count it as left out
+    shown = [p for p in found if any(v.any() for v in p.classes.values())]
+    shown.sort(key=lambda p: (-p.peak_bytes, p.switch, p.port))
+    return shown[:top], len(found) - len(shown[:top])
+
+
+def delivered_bytes(chunks: Iterable[ChunkRecord], at_ns: np.ndarray) -> np.ndarray:
+    """Bytes of intact chunks delivered by each time in `at_ns` (sorted or not), each chunk's
+    bytes spread evenly from its first byte's arrival to its last's (a chunk that arrived
+    in one instant counts whole at it). Duplicates (same flow, request, chunk) count once.
+
+    Exact for the piecewise-linear cumulative it defines: O((chunks + times) log chunks)."""
+    seen: set[tuple[str, int, int]] = set()
+    first, last, size = [], [], []
+    for c in chunks:
+        if not c.ok or c.key in seen:
+            continue
+        seen.add(c.key)
+        first.append(c.t_first_ns)
+        last.append(max(c.t_last_ns, c.t_first_ns))
+        size.append(c.nbytes)
+    at = np.asarray(at_ns, dtype=np.float64)
+    if not size:
+        return np.zeros(at.shape)
+    f = np.asarray(first, dtype=np.float64)
+    lst = np.asarray(last, dtype=np.float64)
+    n = np.asarray(size, dtype=np.float64)
+    dur = lst - f
+    out = np.zeros(at.shape)
+    inst = dur <= 0  # steps: whole at their time
+    if inst.any():
+        order = np.argsort(f[inst])
+        times, cum = f[inst][order], np.cumsum(n[inst][order])
+        k = np.searchsorted(times, at, side="right")
+        out += np.where(k > 0, cum[np.maximum(k - 1, 0)], 0.0)
+    ramp = ~inst
+    if ramp.any():
+        rate = n[ramp] / dur[ramp]
+        x = np.concatenate((f[ramp], lst[ramp]))
+        d = np.concatenate((rate, -rate))
+        order = np.argsort(x, kind="stable")
+        x, d = x[order], d[order]
+        slope = np.cumsum(d)  # bytes/ns after each breakpoint
+        # the cumulative at each breakpoint: the slope before it times the gap
+        at_bp = np.concatenate(([0.0], np.cumsum(slope[:-1] * np.diff(x))))
+        k = np.searchsorted(x, at, side="right") - 1
+        kk = np.maximum(k, 0)
+        out += np.where(k >= 0, at_bp[kk] + slope[kk] * (at - x[kk]), 0.0)
+    return out
 
 
 def class_goodput_series(chunks: Iterable[ChunkRecord], time_scale: float = 1.0, *,
                          t0_ns: int | None = None, bins: int | None = None
                          ) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Goodput per class in bins of one width: `(bin_ns, {class: (t, bps)})` in fabric
-    terms (t: fabric ns since `t0_ns`, default the first send; bps: fabric bit/s).
+    terms (t: each bin's start, fabric ns since `t0_ns`, default the first send; bps: fabric
+    bit/s), from `delivered_bytes` (each chunk spread over its arrival, so a bin narrower
+    than a chunk does not show the whole chunk as a spike).
 
-    All classes share the bins, so their panels line up; `bins` over the run (by default
-    about three chunks of the sparsest class a bin, between 10 and 100). Only intact chunks
-    count, each once (`goodput_series`). ({} when there are no chunks.)
+    All classes share the bins, so their panels line up: `bins` over the run, by default
+    100, or fewer so that a bin is at least the median chunk's arrival time (at least 10).
+    ({} when there are no chunks.)
     """
     cs = list(chunks)
     if not cs:
@@ -114,15 +164,19 @@ def class_goodput_series(chunks: Iterable[ChunkRecord], time_scale: float = 1.0,
     groups: dict[str, list[ChunkRecord]] = {}
     for c in cs:
         groups.setdefault(c.cls, []).append(c)
-    if bins is None:
-        bins = min(100, max(10, min(len(g) for g in groups.values()) // 3))
     t0 = min(c.t_send_ns for c in cs) if t0_ns is None else t0_ns
-    span = max(c.t_last_ns for c in cs) - t0
+    span = max(1, max(c.t_last_ns for c in cs) - t0)
+    if bins is None:
+        arrival = float(np.median([max(0, c.t_last_ns - c.t_first_ns) for c in cs]))
+        bins = int(min(100, max(10, span // max(1.0, arrival))))
     bin_ns = max(1, -(-span // max(1, bins)))
+    nbins = -(-span // bin_ns)
+    edges = t0 + np.arange(nbins + 1, dtype=np.float64) * bin_ns
     out = {}
     for cls in sorted(groups):
-        t, r = goodput_series(groups[cls], bin_ns, t0_ns=t0)
-        out[cls] = (t / time_scale, r * time_scale)
+        per_bin = np.diff(delivered_bytes(groups[cls], edges))
+        bps = per_bin * 8 * 1e9 / bin_ns
+        out[cls] = ((edges[:-1] - t0) / time_scale, bps * time_scale)
     return bin_ns / time_scale, out
 
 

@@ -292,8 +292,10 @@ def class_goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
                             marks: Marks = ()) -> Path | None:
     """Goodput of each class over time, one panel per class with its own scale (a KV class
     at a few Gbit/s beside bulk at tens is flat on a shared axis); the panels share the time
-    axis and the bins. From the receivers' chunk records, fabric time since `t0_ns` (the
-    run's start; default the first send). None when there are no chunks."""
+    axis and the bins. From the receivers' chunk records (each intact chunk's bytes spread
+    from its first byte's arrival to its last's: `classes.delivered_bytes`), fabric time
+    since `t0_ns` (the run's start; default the first send). None when there are no
+    chunks."""
     cs = list(chunks)
     bin_ns, series = class_goodput_series(cs, time_scale, t0_ns=t0_ns)
     if not series:
@@ -313,9 +315,9 @@ def class_goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
         _run_axis(axes[-1, 0], tu, time_scale)
-        axes[0, 0].set_title(f"Goodput per class, bins of {bin_ns / tf:.3g} {tu} (from the "
-                             f"receivers' chunk records; {_clock(time_scale)})",
-                             fontsize="medium")
+        axes[0, 0].set_title(f"Goodput per class, bins of {bin_ns / tf:.3g} {tu}\n(from the "
+                             "receivers' chunk records, each intact chunk spread over its "
+                             f"arrival; {_clock(time_scale)})", fontsize="medium")
         fig.tight_layout()
         return _save(fig, path)
     finally:
@@ -358,8 +360,11 @@ def class_queues_over_time(path: str | Path, switches: Any, started_ns: int,
                 ax.grid(True, alpha=0.3)
                 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
             _run_axis(axes[-1, 0], tu, time_scale)
-        more = f"; {hidden} shallower not shown" if hidden else ""
-        fig.suptitle(f"Egress queue per class, deepest {len(ports)} switch ports{more}\n"
+            axes[-1, 0].set_xlim(left=0)  # the switches start before the run: idle there
+        more = (f"; {hidden} other ports not shown (shallower, or too brief for the "
+                "samples)" if hidden else "")
+        fig.suptitle(f"Egress queue per class, deepest {len(ports)} switch "
+                     f"port{'s' if len(ports) != 1 else ''}{more}\n"
                      "(measured in the switches; bytes are the same in fabric and wall terms)",
                      fontsize="medium")
         fig.tight_layout()
