@@ -120,6 +120,12 @@ class RoceKind(Kind):
                 ctx.out(f"error: {r.variant.label}: {err}")
         ctx.out(f"wrote {out_dir}/ ({', '.join(p.name for p in files)}, one directory per "
                 "variant)")
+        for r in results:
+            if r.class_plots:
+                ctx.out(f"per-class plots, {r.variant.label}: "
+                        f"{', '.join(str(p.relative_to(out_dir)) for p in r.class_plots)} "
+                        "(goodput from the receivers' chunk records; queues and PFC pauses "
+                        "measured in the switches)")
         from ..metrics.expect import RunFigures
 
         failed = judge_expectations(
@@ -143,6 +149,10 @@ class RoceKind(Kind):
         dirs = sorted(p.name for p in d.iterdir() if (p / "summary.json").exists())
         if dirs:
             out(f"per variant (fabric report {d}/VARIANT): {', '.join(dirs)}")
+        from ..run.roce import redraw_class_plots
+
+        for made in redraw_class_plots(d):
+            out(f"redrew {made}")
 
     def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
         """One line on the RoCE control class (where the file runs RoCE), one on the RoCE

@@ -59,6 +59,7 @@ class TrafficKind(Kind):
             "machines": machines(result),  # nodes run by agents, flows crossing machines
             "events": result.events,  # the timeline as applied (runner's clock)
             "started_ns": result.started_ns,  # the shared start (runner's clock)
+            "classes": [c.name for c in topo.classes],  # as the file declares them
         }
         summary = summarise(result.chunk_records, result.transfer_records,
                             time_scale=topo.time_scale, meta=meta, links=result.links)
@@ -76,6 +77,12 @@ class TrafficKind(Kind):
         files = write_run(ctx.out_dir, summary, result.chunk_records, result.transfer_records,
                           result.links)
         ctx.out(f"wrote {ctx.out_dir}/ ({', '.join(sorted(p.name for p in files.values()))})")
+        from ..metrics.plots import write_class_plots
+
+        made = write_class_plots(ctx.out_dir, summary, result.chunk_records)
+        if made:
+            ctx.out(f"per-class plots: {', '.join(p.name for p in made)} (goodput per class "
+                    "from the receivers' chunk records)")
         from ..metrics.expect import RunFigures
 
         failed = judge_expectations(topo, [(None, RunFigures(summary))], ctx.out_dir, ctx.out)
@@ -88,7 +95,13 @@ class TrafficKind(Kind):
 
     def report(self, d: Path, out: Callable[[str], None]) -> None:
         from ..metrics import load_chunks, load_run, render_links, render_table
-        from ..metrics.plots import event_marks, goodput_over_time, latency_cdf, links_over_time
+        from ..metrics.plots import (
+            event_marks,
+            goodput_over_time,
+            latency_cdf,
+            links_over_time,
+            write_class_plots,
+        )
 
         summary, _ = load_run(str(d))
         out(render_table(summary))
@@ -105,10 +118,14 @@ class TrafficKind(Kind):
         links_file = d / "links.json"
         links = json.loads(links_file.read_text()) if links_file.exists() else None
         marks = event_marks(summary)
+        # a RoCE comparison's variant directory keeps its switches' statistics beside
+        switches_file = d / "switches.json"
+        switches = json.loads(switches_file.read_text()) if switches_file.exists() else None
         for made in (latency_cdf(d / "latency_cdf.png", chunks, ts),
                      goodput_over_time(d / "goodput.png", chunks, ts, marks=marks),
                      links_over_time(d / "links.png", links, ts, marks=marks) if links
-                     else None):
+                     else None,
+                     *write_class_plots(d, summary, chunks, switches)):
             if made is not None:
                 out(f"redrew {made}")
 

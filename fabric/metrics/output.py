@@ -7,6 +7,9 @@ Layout of DIR:
   chunks.csv      one row per chunk record, with latency in wall ns, wall ms and fabric ms
   links.json      the link engine's stats with samples (only when there were links)
   latency_cdf.png, goodput.png, links.png   plots (each only when it has data)
+  class_goodput.png (and, beside RoCE switches, class_queues.png, pfc_pauses.png)
+                  per-class plots, when the file declares more than one class
+                  (`plots.write_class_plots`, called by the kinds)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "TRANSFER_FIELDS",
     "load_chunks",
     "load_run",
+    "write_chunks",
     "write_run",
 ]
 
@@ -86,11 +90,7 @@ def write_run(out_dir: str | Path, summary: Mapping[str, Any], chunks: Iterable[
            _ms(t.fct_ns / ts)]
         for t in trs))
     written["transfers"] = out / TRANSFERS
-    _write_csv(out / CHUNKS, CHUNK_FIELDS + _CHUNK_DERIVED, (
-        [getattr(c, f) if f != "ok" else int(c.ok) for f in CHUNK_FIELDS]
-        + [c.latency_ns, _ms(c.latency_ns), _ms(c.latency_ns / ts)]
-        for c in cs))
-    written["chunks"] = out / CHUNKS
+    written["chunks"] = write_chunks(out, cs, ts)
 
     link_records = parse_links(links)
     if link_records:
@@ -113,6 +113,19 @@ def write_run(out_dir: str | Path, summary: Mapping[str, Any], chunks: Iterable[
     _write_text(out / SUMMARY, json.dumps(jsonable(summary), indent=2, sort_keys=False) + "\n")
     written["summary"] = out / SUMMARY
     return written
+
+
+def write_chunks(out_dir: str | Path, chunks: Iterable[ChunkRecord],
+                 time_scale: float = 1.0) -> Path:
+    """chunks.csv alone (what `load_chunks` reads back), for a directory that keeps a run's
+    chunk records beside results of its own (a RoCE comparison's variant)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / CHUNKS, CHUNK_FIELDS + _CHUNK_DERIVED, (
+        [getattr(c, f) if f != "ok" else int(c.ok) for f in CHUNK_FIELDS]
+        + [c.latency_ns, _ms(c.latency_ns), _ms(c.latency_ns / time_scale)]
+        for c in chunks))
+    return out / CHUNKS
 
 
 def _run_dir(run_dir: str | Path) -> Path:

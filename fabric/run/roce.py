@@ -38,8 +38,8 @@ from fabric.topology.document import Topology, control_class
 from fabric.topology.paths import path_figures
 from fabric.units import format_rate, format_size, format_time
 
-__all__ = ["Variant", "VariantResult", "parse_variants", "render", "run_variants",
-           "variant_metrics", "write_plots"]
+__all__ = ["Variant", "VariantResult", "parse_variants", "redraw_class_plots", "render",
+           "run_variants", "variant_dir", "variant_metrics", "write_plots"]
 
 # flow-size buckets (upper bounds, bytes) for slowdown; the last is open-ended
 SIZE_BUCKETS = (256 * 1024, 1 << 20, 4 << 20, 16 << 20)
@@ -69,6 +69,8 @@ class VariantResult:
     summary: dict[str, Any]
     switches: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # the per-class plots drawn in the variant's directory (`plots.write_class_plots`)
+    class_plots: list[Path] = field(default_factory=list)
 
 
 def parse_variants(topo: Topology, ccs: str | None, pfcs: str | None) -> list[Variant]:
@@ -314,7 +316,8 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
                     "time_scale": topo.time_scale, "topology": topo.source,
                     "errors": result.errors, "timed_out": result.timed_out,
                     "machines": machines(result), "events": result.events,
-                    "started_ns": result.started_ns}
+                    "started_ns": result.started_ns,
+                    "classes": [c.name for c in topo.classes]}
             summary = summarise(result.chunk_records, result.transfer_records,
                                 time_scale=topo.time_scale, meta=meta, links=result.links)
             if result.recovery:
@@ -324,20 +327,48 @@ def run_variants(state: Any, topo: Topology, variants: Sequence[Variant], out_di
             if not summary["integrity"]["ok"]:
                 vr.errors.append(render_integrity(summary["integrity"]))
             results.append(vr)
-            _write_variant(out_dir, vr)
+            _write_variant(out_dir, vr, result.chunk_records)
     finally:
         if plan.switches and not set(plan.switches) & set(state.switch_pids):
             start_switches(plan, state)  # leave the fabric forwarding as the file says
     return results
 
 
-def _write_variant(out_dir: Path, vr: VariantResult) -> None:
-    d = out_dir / vr.variant.label.replace("/", "-")
+def variant_dir(out_dir: Path, variant: Variant) -> Path:
+    """Where a variant's own results go: OUT/LABEL with `/` as `-` (`dcqcn-pfc`)."""
+    return out_dir / variant.label.replace("/", "-")
+
+
+def _write_variant(out_dir: Path, vr: VariantResult, chunks: Sequence[Any] = ()) -> None:
+    """The variant's summary, switch statistics, metrics and chunk records, and its
+    per-class plots when the file declares more than one class (`fabric report` on the
+    comparison redraws them from these files)."""
+    from fabric.metrics.output import write_chunks
+    from fabric.metrics.plots import write_class_plots
+
+    d = variant_dir(out_dir, vr.variant)
     d.mkdir(parents=True, exist_ok=True)
     (d / "summary.json").write_text(json.dumps(vr.summary, indent=1))
     (d / "switches.json").write_text(json.dumps(vr.switches))
     m = {k: v for k, v in vr.metrics.items() if k != "queue_samples"}
     (d / "metrics.json").write_text(json.dumps(jsonable(m), indent=1))
+    write_chunks(d, chunks, float(vr.summary.get("time_scale", 1.0)))
+    vr.class_plots = write_class_plots(d, vr.summary, chunks, vr.switches)
+
+
+def redraw_class_plots(out_dir: Path) -> list[Path]:
+    """The per-class plots of every variant directory under `out_dir`, from its saved
+    summary, chunk records and switch statistics (for `fabric report`)."""
+    from fabric.metrics.output import load_chunks
+    from fabric.metrics.plots import write_class_plots
+
+    made: list[Path] = []
+    for d in sorted(p for p in out_dir.iterdir() if (p / "summary.json").is_file()):
+        summary = json.loads((d / "summary.json").read_text())
+        sw_file = d / "switches.json"
+        switches = json.loads(sw_file.read_text()) if sw_file.is_file() else None
+        made += write_class_plots(d, summary, load_chunks(d), switches)
+    return made
 
 
 # ---- reporting -------------------------------------------------------------------------------
