@@ -1,7 +1,7 @@
 """The RoCE control class: CNPs, ACKs and NAKs in a strict-priority class of their own.
 
 The file declares it (`control: true`, or a class named `control`) or gets the default (DSCP
-48, priority 6, strict, lossy, 64 KiB queue); the loader checks it at its lines; the plan
+48, priority 6, strict, lossy, 4 KiB queue); the loader checks it at its lines; the plan
 gives it to the switches, the runner's node plan gives its DSCP to the RoCE nodes. The switch
 core is driven by hand, with the classes the plan builds, to show a CNP no longer waits
 behind a KV backlog (and that with DSCP 0, as before, it would have).
@@ -81,7 +81,7 @@ def test_a_file_without_one_gets_the_default_control_class() -> None:
     assert c == DEFAULT_CONTROL_CLASS
     assert c.line is None  # not in the file
     assert (c.name, c.dscp, c.priority, c.strict, c.lossless, c.queue_bytes) == (
-        "control", 48, 6, True, False, 64 * 1024)
+        "control", 48, 6, True, False, 4 * 1024)
     assert [c.name for c in roce_classes(t)] == ["kv", "control"]
 
 
@@ -154,7 +154,7 @@ def test_shipped_roce_files_have_a_strict_lossy_control_class() -> None:
         t = load_topology(ROOT / "topologies" / f"{name}.yaml")
         c = control_class(t)
         assert c is not None, name
-        assert (c.strict, c.lossless, c.queue_bytes) == (True, False, 64 * 1024), name
+        assert (c.strict, c.lossless, c.queue_bytes) == (True, False, 4 * 1024), name
         assert c in roce_classes(t)
 
 
@@ -167,7 +167,7 @@ def test_the_switch_process_and_the_nodes_get_the_control_class(tmp_path: Path) 
     cfg = switch_config(plan, "sw", tmp_path)
     assert cfg["classes"][-1] == {"name": "control", "dscp": 48, "priority": 6,
                                   "lossless": False, "weight": 1, "strict": True, "red": None,
-                                  "queue_bytes": 64 * 1024}
+                                  "queue_bytes": 4 * 1024}
     spec = build_spec(cfg)
     assert [c.name for c in spec.classes] == ["kv", "control"]
     transfers = schedule(t)
@@ -184,7 +184,7 @@ def test_check_prints_the_control_class() -> None:
     roce = next(k for k in kinds() if k.name == "roce")
     lines = roce.check_lines(t, plan_fabric(t, backend="userspace", run_id="r"))
     assert any(line.startswith("RoCE control class: control (default): DSCP 48, priority 6, "
-                               "strict, lossy, queue 64 KiB") for line in lines), lines
+                               "strict, lossy, queue 4 KiB") for line in lines), lines
 
 
 # ---- the switch: a CNP overtakes a KV backlog ------------------------------------------------
@@ -269,7 +269,7 @@ def test_the_control_queue_is_small() -> None:
     cnp = ipv4_udp(addr["h2"], addr["h1"], wire.cnp_packet(7), dscp=48)
     verdicts = [core.receive(0, ingress["h2"], bytearray(cnp)) for _ in range(2000)]
     queued = verdicts.count(QUEUED)
-    assert queued == 64 * 1024 // len(cnp)
+    assert queued == 4 * 1024 // len(cnp)
     assert set(verdicts[queued:]) == {DROP_BUFFER}
 
 
@@ -320,3 +320,33 @@ def test_an_expectation_can_name_the_control_wait() -> None:
     assert outcome.passed, outcome
     before = variant_metrics(t, result, {}, {"sw": queueing_delays(0)["stats"]})
     assert before["control_wait_max_ns"] is None  # nothing crossed a control queue
+
+
+def test_the_control_queue_is_reserved_so_data_cannot_starve_it() -> None:
+    """Data that fills the shared pool leaves the control class its own queue at every
+    port: it is carved out of the buffer, as PFC headroom is."""
+    from fabric.switch.core import ClassSpec, PortSpec, SwitchError, SwitchSpec
+
+    ports = tuple(PortSpec(f"eth{i}", 8_000_000_000, 1000, 1500, peer=f"n{i}")
+                  for i in range(3))
+    bulk = ClassSpec("bulk", dscp=10, priority=1)
+    control = ClassSpec("control", dscp=48, priority=6, strict=True, queue_bytes=4096)
+    dst = {"h1": 0x0A000101, "h2": 0x0A000201}
+    spec = SwitchSpec("sw", ports, (bulk, control), routes={dst["h1"]: (1,), dst["h2"]: (2,)},
+                      buffer_bytes=64 * 1024)
+    assert spec.reserved_class_bytes() == 3 * 4096
+    assert spec.pool_bytes() == 64 * 1024 - 3 * 4096
+    core = SwitchCore(spec)
+    n = 0
+    while core.receive(0, 0, ipv4_udp("10.0.0.1", "10.0.1.1", bytes(972), dscp=10)) == QUEUED:
+        n += 1
+    assert n == spec.pool_bytes() // 1000  # the pool is full of data
+    # a CNP to the same port and one to another still have their queues
+    for to in ("10.0.1.1", "10.0.2.1"):
+        assert core.receive(0, 0, ipv4_udp("10.0.0.1", to, wire.cnp_packet(7), dscp=48)) == QUEUED
+    assert core.stats(0)["buffer"]["reserved_class_bytes"] == 3 * 4096
+    with pytest.raises(SwitchError, match=r"switch 'sw': class queues \(196608 bytes: "
+                       r"queue_bytes x 3 ports\) leave no room in buffer_bytes \(65536 bytes\); "
+                       r"raise buffer_bytes or give classes smaller queues"):
+        SwitchSpec("sw", ports, (bulk, ClassSpec("control", dscp=48, priority=6,
+                                                 queue_bytes=64 * 1024)), buffer_bytes=64 * 1024)

@@ -368,9 +368,9 @@ def test_plan_checks_the_switch_buffer_fits_pfc_headroom() -> None:
                              "switches: {buffer: 16KiB}\nclasses:\n  - {name: kv, lossless: true}")
     # headroom per port: 2 x 10 Gbit/s x 1 us + 2 x 9000 (eth0); 2 x 1500 (eth1, no delay)
     with pytest.raises(TopologyError, match=re.escape(
-            "t.yaml:3: switches: switch 'sw': PFC headroom of 23500 bytes (2 ports x 1 lossless "
-            "priorities, 2 x rate x delay + 2 x MTU each) leaves no room in buffer_bytes (16384 "
-            "bytes); raise buffer_bytes or use fewer lossless priorities")):
+            "t.yaml:3: switches: switch 'sw': PFC headroom (23500 bytes) and class queues (8192 "
+            "bytes: queue_bytes x 2 ports) leave no room in buffer_bytes (16384 bytes); raise "
+            "buffer_bytes, use fewer lossless priorities or give classes smaller queues")):
         plan_fabric(parse(text), backend="netem", run_id="r1")
     lossy = text.replace("lossless: true", "lossless: false")
     assert list(plan_fabric(parse(lossy), backend="netem", run_id="r1").switches) == ["sw"]

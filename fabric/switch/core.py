@@ -301,19 +301,19 @@ class SwitchSpec:
         share, cap = self._reserved_share(reserved + own), self.partition_bytes()
         if share >= cap:
             where = "buffer_bytes" if self.buffer_mode == "shared" else "its per-port slice"
-            parts = []
-            if reserved:
-                parts.append(f"PFC headroom of {reserved} bytes ({n} ports x "
-                             f"{len(self.lossless_priorities())} lossless priorities, 2 x rate "
-                             f"x delay + 2 x MTU each)")
-            if own:
-                parts.append(f"the classes' own queues of {own} bytes ({n} ports x "
-                             f"{own // n} bytes of queue_bytes)")
-            raise SwitchError(
-                f"{who}: {' and '.join(parts)} leave{'s' if len(parts) == 1 else ''} no room "
-                f"in {where} ({cap} bytes); raise buffer_bytes"
-                + (", or use fewer lossless priorities" if reserved else "")
-                + (", or smaller class queues" if own else ""))
+            queues = f"class queues ({own} bytes: queue_bytes x {n} ports)"
+            if not own:
+                raise SwitchError(
+                    f"{who}: PFC headroom of {reserved} bytes ({n} ports x "
+                    f"{len(self.lossless_priorities())} lossless priorities, 2 x rate x delay + "
+                    f"2 x MTU each) leaves no room in {where} ({cap} bytes); raise "
+                    f"buffer_bytes or use fewer lossless priorities")
+            if not reserved:
+                raise SwitchError(f"{who}: {queues} leave no room in {where} ({cap} bytes); "
+                                  "raise buffer_bytes or give classes smaller queues")
+            raise SwitchError(f"{who}: PFC headroom ({reserved} bytes) and {queues} leave no "
+                              f"room in {where} ({cap} bytes); raise buffer_bytes, use fewer "
+                              "lossless priorities or give classes smaller queues")
         for i in range(n):
             xoff, xon = self.xoff_for(i), self.xon_for(i)
             if xon > xoff:

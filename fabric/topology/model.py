@@ -133,8 +133,8 @@ class TrafficClass:
     cc: str = "none"
     cc_params: tuple[tuple[str, float | int], ...] = ()
     # The RoCE control class: the transport's CNPs, ACKs and NAKs leave with its DSCP (see
-    # `fabric.topology.document.control_class`). `queue_bytes`: the most this class may hold
-    # queued at one RoCE switch egress port (None: only the buffer limits it).
+    # `fabric.topology.document.control_class`). `queue_bytes`: a lossy class's own queue at
+    # every RoCE switch egress port, reserved in the buffer and its limit (None: the pool).
     control: bool = False
     queue_bytes: int | None = None
     line: int | None = None
@@ -147,10 +147,13 @@ DEFAULT_CLASSES = (TrafficClass(name="default", dscp=0, priority=0, lossless=Fal
 #: The RoCE control class a file that declares none gets, as published RoCE deployments
 #: configure their NICs and switches: CNPs on DSCP 48 at priority 6, served in a strict
 #: priority queue of its own ahead of the data classes, lossy (a PFC pause must never hold
-#: back the signal that relieves congestion), with a small queue (control packets are some
-#: 60 bytes; a backlog of 64 KiB is already a thousand of them). ACKs and NAKs go with it.
+#: back the signal that relieves congestion), with a small queue of its own at every switch
+#: port (reserved in the buffer, so data filling the shared pool never drops them; control
+#: packets are 60-150 bytes, so 4 KiB holds 27-70, where the shipped runs never queued more
+#: than 768 bytes: a strict queue that no pause stops drains at once). ACKs and NAKs go
+#: with the CNPs.
 DEFAULT_CONTROL_CLASS = TrafficClass(name="control", dscp=48, priority=6, lossless=False,
-                                     strict=True, control=True, queue_bytes=64 * 1024)
+                                     strict=True, control=True, queue_bytes=4 * 1024)
 
 
 @dataclass(frozen=True)
