@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fabric.errors import FabricError
+from fabric.metrics.classes import switch_shift_ns
 from fabric.metrics.records import parse_links
 from fabric.metrics.report import RunLabel, format_table, render_integrity
 from fabric.metrics.summary import jsonable, summarise
@@ -166,9 +167,7 @@ def variant_metrics(topo: Topology, result: Any, summary: dict[str, Any],
     samples = {}
     pauses: dict[str, list[tuple[float, str]]] = {}
     for node, s in switches.items():
-        shift = 0.0
-        if started and s.get("t0_monotonic_ns"):
-            shift = (started - s["t0_monotonic_ns"]) / ts
+        shift = switch_shift_ns(s, started, ts)
         samples[node] = [[r[0] - shift, r[1]] for r in s.get("samples", [])]
         names = [p.get("name", str(i)) for i, p in enumerate(s.get("ports", []))]
         pauses[node] = [(r[0] - shift, names[r[1]] if r[1] < len(names) else str(r[1]))
