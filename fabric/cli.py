@@ -572,6 +572,57 @@ def kv(model: str | None, tokens: int) -> None:
     click.echo(describe(get_model(model), tokens))
 
 
+@cli.group()
+def lesson() -> None:
+    """Lessons for network engineers: the same traffic, two or more fabrics, one table.
+
+    `fabric lesson list` names them; `fabric lesson run N` runs lesson N (as root) and
+    prints its side-by-side table; docs/lessons/ explains each.
+    """
+
+
+@lesson.command(name="list")
+def lesson_list() -> None:
+    """The lessons, what each teaches, its variants and its page."""
+    from .lessons import list_lines
+
+    for line in list_lines():
+        click.echo(line)
+
+
+@lesson.command(name="run")
+@click.argument("number")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Results directory (default results/lesson-N-<time>/).")
+@click.option("--small", is_flag=True, help="Fewer, smaller transfers (under a minute).")
+@click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True,
+              help="Link backend.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Give up on a variant after this many seconds (host time).")
+def lesson_run(number: str, out: str | None, small: bool, links: str, timeout: float) -> None:
+    """Run lesson NUMBER: every variant on the same traffic, then one table and plots."""
+    from .kinds import holds_run
+    from .lessons import find
+
+    chosen = find(number)
+    out_dir = Path(out) if out else Path("results") / (
+        f"lesson-{chosen.number}-{time.strftime('%Y%m%d-%H%M%S')}")
+    held = holds_run(out_dir)
+    if held is not None:
+        raise FabricError(f"{out_dir} already holds {held.title}: choose another --out or "
+                          "remove it")
+    from .lessons.run import render, run_lesson
+    from .run.traffic import progress_printer
+
+    done = run_lesson(chosen, out_dir, small=small, links=links, timeout=timeout,
+                      say=lambda msg: click.echo(msg, err=True), progress=progress_printer())
+    click.echo(render(done))
+    click.echo(f"wrote {out_dir}/ (lesson.txt, comparison.json, fct_slowdown.png, queues.png, "
+               "one directory per variant)")
+    if any(r.errors for r in done.results):
+        raise FabricError("the lesson's runs had errors (see above)")
+
+
 
 
 @cli.command()

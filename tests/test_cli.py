@@ -21,6 +21,7 @@ from fabric.cli import cli
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "topologies").glob("*.yaml"))
 COMMANDS = ("agent", "check", "doctor", "down", "exec", "explain", "export", "graph", "kv",
+            "lesson",
             "link", "node", "report", "run", "schedule", "status", "up")
 
 # `fabric: FILE:LINE: key: message` (the key is absent only for YAML syntax errors)

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("process", [r"node(\..*)?", "switch.node", r"memsw\.(node|endpoint|deploy)",
                  "lpu.executor"]),
     ("run", [r"run(\..*)?"]),
-    ("kinds", [r"kinds(\..*)?"]),
+    ("kinds", [r"kinds(\..*)?", r"lessons(\..*)?"]),
     ("cli", ["cli", "__main__", "entry"]),
 ]
 
