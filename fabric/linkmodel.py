@@ -26,6 +26,18 @@ Semantics follow netem (+ tbf when the rate is shaped here):
 
 Without `rate_in_engine` the kernel's tbf enforces rate and queue; the model then only keeps a
 delay line, bounded (see `delay_line_limit_bytes`) so a flood cannot exhaust memory.
+
+Traffic classes (`classes=`, two or more, with `rate_in_engine`): the serialiser keeps a queue
+per class instead of one FIFO (`ClassScheduler`). A packet's class is its DSCP's (`offer(...,
+dscp=)`; an unknown DSCP goes to the first class of priority 0, as in the RoCE switch). Each
+time the wire frees, the next packet is picked among the packets that had arrived by then:
+strict classes first (highest priority first), then deficit round robin among the others with
+quantum weight x MTU. Each class queue is drop-tail at the link's queue limit (and at the
+class's own `queue:` where set), as htb's per-class leaf queues are on the netem backend; a
+class with ECN thresholds is RED-marked on its own queue (no mark at or below kmin, always at
+kmax), the others by the link's `ecn` threshold on the whole queue. A queued packet's release
+is only known once it is picked, so its verdict's `release_ns` is when the caller should call
+`release` next (the model's `next_deadline`).
 """
 
 from __future__ import annotations
@@ -34,10 +46,11 @@ import enum
 import heapq
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
-from fabric.topology.model import Shape
+from fabric.topology.model import Shape, TrafficClass
 from fabric.topology.model import queue_bytes as model_queue_bytes
 
 NS_PER_S = 1_000_000_000
@@ -89,7 +102,8 @@ class Action(enum.IntEnum):
 
 
 class Verdict(NamedTuple):
-    """The model's decision for one packet. `release_ns` is 0 for drops.
+    """The model's decision for one packet. `release_ns` is 0 for drops; for a packet held in
+    a class queue (not yet picked for the wire) it is when to call `release` next.
 
     corrupt_bit: the bit the caller flips (bit `b` is `1 << (b & 7)` of byte `b >> 3`), or -1.
     duplicate: the caller offers a copy of the packet too, made before any corruption.
@@ -109,6 +123,123 @@ class Verdict(NamedTuple):
 DROPPED_LOSS = Verdict(Action.DROP_LOSS, 0, False)
 DROPPED_QUEUE = Verdict(Action.DROP_QUEUE, 0, False)
 DROPPED_DOWN = Verdict(Action.DROP_DOWN, 0, False)
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """Counters of one traffic class's queue on a link direction that queues by class.
+
+    packets_in: offered to the class queue (after random loss); packets_out/bytes_out: picked
+    for the wire; queue_bytes_max: high-water of the class queue (not counting the packet on
+    the wire).
+    """
+
+    name: str
+    dscp: int
+    packets_in: int = 0
+    drops_queue: int = 0
+    ecn_marks: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    queue_bytes_max: int = 0
+
+
+class ClassScheduler:
+    """Per-class FIFO queues and the choice of the next packet for the wire (sans-IO).
+
+    Strict classes first (highest priority first, then the order given), then deficit round
+    robin (Shreedhar & Varghese) among the others: a class earns `weight x mtu` bytes once
+    per visit and sends while its head packet fits; a class found empty forfeits its credit.
+    The caller decides when the wire takes the next packet (`LinkDirection` does so each time
+    the wire frees, among the packets that had arrived by then). The same policy as the RoCE
+    switch's egress port (`fabric.switch.core`), here for one link direction.
+    """
+
+    __slots__ = ("classes", "dscp_class", "queues", "bytes", "count", "total_bytes",
+                 "_strict", "_wrr", "_quantum", "_deficit", "_cur", "_granted")
+
+    def __init__(self, classes: Sequence[TrafficClass], mtu: int) -> None:
+        if not classes:
+            raise ValueError("a class scheduler needs at least one class")
+        self.classes = tuple(classes)
+        default = next((i for i, c in enumerate(classes) if c.priority == 0), 0)
+        table = [default] * 64
+        for i, c in enumerate(classes):
+            table[c.dscp & 63] = i
+        self.dscp_class = table
+        self.queues: list[deque[tuple[int, Any]]] = [deque() for _ in classes]
+        self.bytes = [0] * len(classes)
+        self.count = 0
+        self.total_bytes = 0
+        self._strict = sorted((i for i, c in enumerate(classes) if c.strict),
+                              key=lambda i: (-classes[i].priority, i))
+        self._wrr = [i for i, c in enumerate(classes) if not c.strict]
+        self._quantum = [max(1, c.weight) * max(1, mtu) for c in classes]
+        self._deficit = [0] * len(classes)
+        self._cur = 0
+        self._granted = False
+
+    def push(self, k: int, length: int, item: Any) -> None:  # noqa: ANN401
+        """Queue a packet of `length` bytes in class `k`."""
+        self.queues[k].append((length, item))
+        self.bytes[k] += length
+        self.count += 1
+        self.total_bytes += length
+
+    def pop(self) -> tuple[int, int, Any] | None:
+        """The packet the wire takes next: (class, length, item), or None when all class
+        queues are empty."""
+        if not self.count:
+            return None
+        queues = self.queues
+        for k in self._strict:
+            if queues[k]:
+                return self._take(k)
+        deficit = self._deficit
+        wrr = self._wrr
+        cur = self._cur
+        granted = self._granted
+        while True:
+            k = wrr[cur]
+            q = queues[k]
+            if q:
+                if not granted:
+                    deficit[k] += self._quantum[k]
+                    granted = True
+                if q[0][0] <= deficit[k]:
+                    break
+            else:
+                deficit[k] = 0
+            cur = cur + 1 if cur + 1 < len(wrr) else 0
+            granted = False
+        out = self._take(k)
+        if q:
+            deficit[k] -= out[1]
+        else:
+            deficit[k] = 0
+            cur = cur + 1 if cur + 1 < len(wrr) else 0
+            granted = False
+        self._cur = cur
+        self._granted = granted
+        return out
+
+    def _take(self, k: int) -> tuple[int, int, Any]:
+        length, item = self.queues[k].popleft()
+        self.bytes[k] -= length
+        self.count -= 1
+        self.total_bytes -= length
+        return k, length, item
+
+    def clear(self) -> None:
+        """Drop everything queued (the link went down) and every class's credit."""
+        for q in self.queues:
+            q.clear()
+        self.bytes = [0] * len(self.queues)
+        self.count = 0
+        self.total_bytes = 0
+        self._deficit = [0] * len(self.queues)
+        self._cur = 0
+        self._granted = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +271,8 @@ class LinkStats:
     up: bool = True
     bytes_dropped_down: int = 0  # the bytes of those packets
     bytes_lost_in_flight: int = 0  # of which the link held (queued or on its way) going down
+    # per traffic class, where the direction queues by class (`LinkDirection(classes=...)`)
+    classes: tuple[ClassStats, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -163,9 +296,23 @@ class LinkDirection:
         rng: random.Random | None = None,
         sample_interval_ns: int = 1_000_000,
         max_samples: int = 1024,
+        classes: Sequence[TrafficClass] = (),
     ) -> None:
         self._engine_may_rate = bool(rate_in_engine)
         self._rng = rng if rng is not None else random.Random(0)
+        # one class (or none) keeps the single FIFO: nothing to tell apart
+        self._classes = tuple(classes) if len(classes) > 1 else ()
+        self._sched: ClassScheduler | None = None
+        self._cls_in = [0] * len(self._classes)
+        self._cls_drops = [0] * len(self._classes)
+        self._cls_marks = [0] * len(self._classes)
+        self._cls_out = [0] * len(self._classes)
+        self._cls_bytes_out = [0] * len(self._classes)
+        self._cls_max = [0] * len(self._classes)
+        self._cls_red = [None if c.red is None else
+                         (c.red[0], c.red[1], c.red[2] / max(1, c.red[1] - c.red[0]))
+                         for c in self._classes]
+        self._cls_cap = [c.queue_bytes for c in self._classes]
         self._apply_shape(shape)
         # serialiser: departures of packets not yet fully serialised, FIFO
         self._busy_until = 0
@@ -222,6 +369,14 @@ class LinkDirection:
         self.delay_line_limit = delay_line_limit_bytes(shape)
         self.immediate = self._rate is None and self._delay == 0 and self._jitter == 0
         self._reorders = bool(self._jitter or self._reorder)
+        if self._classes and self._rate is not None and self._sched is None:
+            self._sched = ClassScheduler(self._classes, shape.mtu)
+
+    @property
+    def classed(self) -> bool:
+        """Whether packets queue by class now (classes given, and the engine serialises):
+        `offer` then needs each packet's `dscp`."""
+        return self._sched is not None
 
     # -- live changes --------------------------------------------------------------------------
 
@@ -238,6 +393,9 @@ class LinkDirection:
         that the link does not model). A smaller queue limit drops nothing already queued;
         arrivals find it full until it drains below the new limit.
         """
+        if self._sched is not None:
+            self._set_shape_classed(shape, now_ns)
+            return
         old_rate = self._rate
         self._apply_shape(shape)
         new_rate = self._rate
@@ -260,6 +418,29 @@ class LinkDirection:
         self._queue = deque(retimed)
         self._busy_until = t
         self._shift_releases(shifts)
+
+    def _set_shape_classed(self, shape: Shape, now_ns: int) -> None:
+        """`set_shape` where packets queue by class: the wire's decisions up to `now_ns` are
+        made at the old rate; the packets still in class queues have no departure yet, so
+        they simply take the new rate when picked. Without a rate any more, nothing
+        serialises: what the class queues hold leaves now (in the scheduler's order) and is
+        only delayed, as a FIFO link's queue is."""
+        self._schedule(now_ns)
+        self._apply_shape(shape)
+        q = self._queue
+        while q and q[0][0] <= now_ns:
+            self._queue_bytes -= q.popleft()[1]
+        if self._rate is None:
+            sched = self._sched
+            assert sched is not None
+            while (picked := sched.pop()) is not None:
+                k, length, item = picked
+                self._cls_out[k] += 1
+                self._cls_bytes_out[k] += length
+                self._hold(now_ns, length, item)
+            self._sched = None
+            q.clear()
+            self._queue_bytes = 0
 
     def _shift_releases(self, shifts: list[int]) -> None:
         """Move the releases of the last `len(shifts)` packets offered by `shifts` (oldest
@@ -297,6 +478,8 @@ class LinkDirection:
             self._line.clear()
             self._heap.clear()
             self._queue.clear()
+            if self._sched is not None:
+                self._sched.clear()
             self._queue_bytes = 0
             self._held_bytes = 0
             self._busy_until = now_ns
@@ -317,14 +500,15 @@ class LinkDirection:
         return self._dup_or_corrupt
 
     def offer(self, length: int, ect: bool, now_ns: int, item: Any = None, *,  # noqa: ANN401
-              header: int = 0, copy: bool = False) -> Verdict:
+              header: int = 0, copy: bool = False, dscp: int = 0) -> Verdict:
         """Decide the fate of a packet of `length` bytes that arrives at `now_ns`.
 
         `ect`: the packet is ECN-capable (ECT(0), ECT(1), or already CE). On `Action.HOLD` the
         model keeps `item` until `release`; on `Action.FORWARD` the caller delivers it now.
         `header`: leading bytes a corruption leaves alone (the IP header, so that the
         receiver's TCP/UDP checksum is what catches it). `copy`: this is the copy a
-        `Verdict.duplicate` asked for (never duplicated again).
+        `Verdict.duplicate` asked for (never duplicated again). `dscp`: the packet's DSCP,
+        which picks its class queue where the direction queues by class (`classed`).
         """
         self._packets_in += 1
         self._bytes_in += length
@@ -358,6 +542,8 @@ class LinkDirection:
         ce = False
         rate = self._rate
         if rate is not None:
+            if self._sched is not None:
+                return self._offer_classed(length, ect, now_ns, item, dscp, bit, dup)
             q = self._queue
             while q and q[0][0] <= now_ns:
                 self._queue_bytes -= q.popleft()[1]
@@ -412,6 +598,111 @@ class LinkDirection:
             return Verdict(Action.HOLD, release, ce, bit, dup)
         return Verdict(Action.HOLD, release, ce)
 
+    def _offer_classed(self, length: int, ect: bool, now_ns: int, item: Any,  # noqa: ANN401
+                       dscp: int, bit: int, dup: bool) -> Verdict:
+        """The serialiser's part of `offer` where packets queue by class."""
+        sched = self._sched
+        assert sched is not None
+        if sched.count and self._busy_until <= now_ns:
+            self._schedule(now_ns)  # what the wire picked before this packet arrived
+        q = self._queue
+        while q and q[0][0] <= now_ns:
+            self._queue_bytes -= q.popleft()[1]
+        k = sched.dscp_class[dscp & 63]
+        self._cls_in[k] += 1
+        kq = sched.bytes[k]
+        if kq:
+            limit = self.queue_limit_bytes
+            if limit is not None:
+                cap = self._cls_cap[k]
+                if cap is not None and cap < limit:
+                    limit = cap
+                if kq + length > limit:
+                    self._drops_queue += 1
+                    self._cls_drops[k] += 1
+                    return DROPPED_QUEUE
+            elif len(sched.queues[k]) >= self.queue_limit_packets:  # type: ignore[operator]
+                self._drops_queue += 1
+                self._cls_drops[k] += 1
+                return DROPPED_QUEUE
+        ce = False
+        if ect:
+            red = self._cls_red[k]
+            if red is not None:
+                kmin, kmax, slope = red
+                ce = kq > kmin and (kq >= kmax or self._rng.random() < slope * (kq - kmin))
+            elif self._ecn is not None:
+                ce = self._queue_bytes + sched.total_bytes > self._ecn
+            if ce:
+                self._ecn_marks += 1
+                self._cls_marks[k] += 1
+        if not sched.count and self._busy_until < now_ns:
+            self._busy_until = now_ns  # the wire idled until this packet came
+        sched.push(k, length, item)
+        kq += length
+        if kq > self._cls_max[k]:
+            self._cls_max[k] = kq
+        held = self._held_bytes + length
+        self._held_bytes = held
+        if held > self._held_max:
+            self._held_max = held
+        if self._busy_until <= now_ns:
+            self._schedule(now_ns)  # an idle wire takes it at once
+        total = self._queue_bytes + sched.total_bytes
+        if total > self._queue_max:
+            self._queue_max = total
+        if bit >= 0 or dup:
+            self._count_faults(bit, dup)
+        nxt = self.next_deadline()
+        return Verdict(Action.HOLD, now_ns if nxt is None else nxt, ce, bit, dup)
+
+    def _schedule(self, now_ns: int) -> None:
+        """Put on the wire, one after the other, the packets the class queues hand it up to
+        `now_ns`: each time the wire frees (`_busy_until`), `ClassScheduler.pop` picks the
+        next; the packet departs when its bits are on the wire.
+
+        Every queued packet had arrived by the time the wire frees: `offer` runs the wire's
+        decisions up to a packet's arrival before queueing it, so a packet joins the queues
+        only while the wire is busy, or when it is idle, and then the wire takes it at once
+        (`_busy_until` moves up to its arrival). A caller that runs late decides as the
+        wire would have."""
+        sched = self._sched
+        if sched is None or not sched.count:
+            return
+        rate = self._rate
+        assert rate is not None
+        q = self._queue
+        pop = sched.pop
+        while self._busy_until <= now_ns and (picked := pop()) is not None:
+            k, length, item = picked
+            departure = self._busy_until + -(-length * 8 * NS_PER_S // rate)
+            self._busy_until = departure
+            q.append((departure, length))
+            self._queue_bytes += length
+            self._cls_out[k] += 1
+            self._cls_bytes_out[k] += length
+            self._hold(departure, length, item)
+
+    def _hold(self, departure: int, length: int, item: Any) -> None:  # noqa: ANN401
+        """Hold a packet that leaves the serialiser at `departure` for its delay, jitter or
+        reordering (its bytes are already counted as held)."""
+        if self._reorders:
+            rng = self._rng
+            if self._reorder and rng.random() < self._reorder:
+                release = departure
+                self._reordered += 1
+            else:
+                release = departure + self._delay
+                if self._jitter:
+                    release += int((2.0 * rng.random() - 1.0) * self._jitter)
+                    if release < departure:
+                        release = departure
+            self._seq += 1
+            heapq.heappush(self._heap, (release, self._seq, length, item))
+        else:
+            self._seq += 1
+            self._line.append((departure + self._delay, length, item, self._seq))
+
     def _count_faults(self, bit: int, dup: bool) -> None:
         """Count what an accepted packet's verdict asks for (a dropped one asks nothing)."""
         if bit >= 0:
@@ -420,7 +711,11 @@ class LinkDirection:
             self._duplicated += 1
 
     def next_deadline(self) -> int | None:
-        """When the earliest held packet is due, or None when nothing is held."""
+        """When the earliest held packet is due, or None when nothing is held. Where packets
+        queue by class, also when the wire next frees while a class queue waits."""
+        if self._sched is not None and self._sched.count:
+            d = self._line_deadline()
+            return self._busy_until if d is None or self._busy_until < d else d
         line = self._line
         heap = self._heap
         if line:
@@ -430,8 +725,17 @@ class LinkDirection:
             return heap[0][0]
         return None
 
+    def _line_deadline(self) -> int | None:
+        line = self._line
+        heap = self._heap
+        if line:
+            return min(line[0][0], heap[0][0]) if heap else line[0][0]
+        return heap[0][0] if heap else None
+
     def release(self, now_ns: int) -> list[Any]:
         """Remove and return the items due at `now_ns`, in release order."""
+        if self._sched is not None:
+            self._schedule(now_ns)
         out: list[Any] = []
         nbytes = 0
         line = self._line
@@ -457,8 +761,9 @@ class LinkDirection:
 
     @property
     def held_packets(self) -> int:
-        """Packets held for delay (accepted, not yet released)."""
-        return len(self._line) + len(self._heap)
+        """Packets held (accepted, not yet released): queued by class or held for delay."""
+        queued = self._sched.count if self._sched is not None else 0
+        return len(self._line) + len(self._heap) + queued
 
     @property
     def held_bytes(self) -> int:
@@ -479,10 +784,18 @@ class LinkDirection:
 
     def queue_bytes(self, now_ns: int) -> int:
         """Bytes accepted but not yet serialised at `now_ns` (0 when the kernel shapes rate)."""
+        sched = self._sched
+        if sched is not None:
+            self._schedule(now_ns)
         q = self._queue
         while q and q[0][0] <= now_ns:
             self._queue_bytes -= q.popleft()[1]
-        return self._queue_bytes
+        return self._queue_bytes + (sched.total_bytes if sched is not None else 0)
+
+    def class_queue_bytes(self) -> tuple[int, ...]:
+        """Bytes waiting in each class queue now (empty where the direction has no classes
+        or does not serialise)."""
+        return tuple(self._sched.bytes) if self._sched is not None else ()
 
     def statistics(self) -> LinkStats:
         """A frozen snapshot of the counters."""
@@ -504,4 +817,11 @@ class LinkDirection:
             up=not self._down,
             bytes_dropped_down=self._bytes_down,
             bytes_lost_in_flight=self._in_flight_lost,
+            classes=tuple(
+                ClassStats(name=c.name, dscp=c.dscp, packets_in=self._cls_in[i],
+                           drops_queue=self._cls_drops[i], ecn_marks=self._cls_marks[i],
+                           packets_out=self._cls_out[i], bytes_out=self._cls_bytes_out[i],
+                           queue_bytes_max=self._cls_max[i])
+                for i, c in enumerate(self._classes))
+            if self._sched is not None or any(self._cls_in) else (),
         )

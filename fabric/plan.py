@@ -35,7 +35,7 @@ from .errors import TopologyError
 from .topology.document import Topology, roce_classes
 from .topology.graph import search
 from .topology.linkprops import at_switch_egress
-from .topology.model import Link, Shape, queue_bytes
+from .topology.model import Link, Shape, TrafficClass, queue_bytes
 
 NETNS_PREFIX = "fab"
 
@@ -184,6 +184,8 @@ class LinkPlan:
     b_queue_bytes: int
     # userspace backend: the engine serialises this link itself (see `engine_serialises`)
     engine_rate: bool = False
+    # the classes each shaped direction queues by (`link_classes`; () = one FIFO queue)
+    classes: tuple[TrafficClass, ...] = ()
 
     @property
     def name(self) -> str:
@@ -276,6 +278,7 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
 
     links: list[LinkPlan] = []
     roce = set(roce_switches(topology))
+    classes = link_classes(topology)
     for i, link in enumerate(topology.links):
         base = link_net.network_address + 4 * i
         a_shape = _link_layer(link.forward.scaled(ts), roce, link.a)
@@ -287,7 +290,9 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
             a_egress=a_shape, b_egress=b_shape,
             a_queue_bytes=queue_bytes(a_shape),
             b_queue_bytes=queue_bytes(b_shape),
-            engine_rate=engine_serialises(a_shape, b_shape, lpu=topology.lpu is not None),
+            engine_rate=engine_serialises(a_shape, b_shape, lpu=topology.lpu is not None,
+                                          classes=bool(classes)),
+            classes=classes,
         ))
 
     for lp in links:
@@ -567,7 +572,15 @@ def _needs_netem(shape: Shape) -> bool:
 SERIALISATION_VISIBLE_NS = 50_000
 
 
-def engine_serialises(a: Shape, b: Shape, *, lpu: bool) -> bool:
+def link_classes(topology: Topology) -> tuple[TrafficClass, ...]:
+    """The classes every shaped link direction queues by: the file's (with the RoCE control
+    class where RoCE runs), or () where there is one class (a single FIFO queue then: nothing
+    to tell apart)."""
+    classes = roce_classes(topology)
+    return tuple(classes) if len(classes) > 1 else ()
+
+
+def engine_serialises(a: Shape, b: Shape, *, lpu: bool, classes: bool = False) -> bool:
     """Userspace backend: does the engine serialise this link itself, rather than kernel tbf?
 
     tbf is a token bucket, not a wire: a packet that finds tokens leaves at once, so on a slow
@@ -578,12 +591,15 @@ def engine_serialises(a: Shape, b: Shape, *, lpu: bool) -> bool:
     or more to serialise (below ~240 Mbit/s at MTU 1500), where that delay is visible above
     the engine's own timer noise. Faster links keep the kernel's tbf, which shapes at
     near-zero CPU and stops excess packets before they cost the engine (its packet rate is the
-    scarce budget on this machine); there one packet's serialisation is under 50 us.
+    scarce budget on this machine); there one packet's serialisation is under 50 us. Where
+    the file has traffic classes (`classes`), every shaped direction serialises in the
+    engine: the queue must be the engine's for it to queue by class (tbf has one FIFO).
     """
     shaped = [s for s in (a, b) if s.rate_bps is not None]
     slow = any(s.mtu * 8 * 1_000_000_000 // s.rate_bps >= SERIALISATION_VISIBLE_NS
                for s in shaped if s.rate_bps is not None)
-    return bool(shaped) and (lpu or slow or any(s.ecn_bytes is not None for s in shaped))
+    return bool(shaped) and (lpu or slow or classes
+                             or any(s.ecn_bytes is not None for s in shaped))
 
 
 # ---- link backends ---------------------------------------------------------------------------

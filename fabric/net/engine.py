@@ -50,7 +50,7 @@ from fabric.net.tun import (
     set_thread_name,
     set_timer_slack,
 )
-from fabric.topology.model import Shape
+from fabric.topology.model import Shape, TrafficClass
 from fabric.wire.ip import flip_bit, header_length, set_ce
 
 READ_SIZE = 65536  # any IP packet; os.read's buffer is shrunk to the packet, no cost to size it
@@ -72,6 +72,25 @@ CONTROL_TIMEOUT_S = 5.0
 def shape_to_dict(shape: Shape) -> dict[str, Any]:
     """A Shape as a JSON-able dict of its fields."""
     return dataclasses.asdict(shape)
+
+
+def class_to_dict(c: TrafficClass) -> dict[str, Any]:
+    """What the engine needs of a traffic class to queue by it, JSON-able."""
+    return {"name": c.name, "dscp": c.dscp, "priority": c.priority, "strict": c.strict,
+            "weight": c.weight, "red": list(c.red) if c.red is not None else None,
+            "queue_bytes": c.queue_bytes}
+
+
+def class_from_dict(data: dict[str, Any]) -> TrafficClass:
+    """The inverse of `class_to_dict`."""
+    red = data.get("red")
+    return TrafficClass(name=str(data["name"]), dscp=int(data.get("dscp", 0)),
+                        priority=int(data.get("priority", 0)),
+                        strict=bool(data.get("strict", False)),
+                        weight=int(data.get("weight", 1)),
+                        red=(int(red[0]), int(red[1]), float(red[2])) if red else None,
+                        queue_bytes=(int(data["queue_bytes"]) if data.get("queue_bytes")
+                                     is not None else None))
 
 
 def shape_from_dict(data: dict[str, Any]) -> Shape:
@@ -102,7 +121,8 @@ class Endpoint:
 class EngineLink:
     """One link the engine relays. `forward` shapes a->b, `reverse` b->a. With
     `rate_in_engine` the engine serialises at the shape's rate (and so can queue and ECN-mark);
-    otherwise the kernel's tbf on the TUN shapes rate and queue."""
+    otherwise the kernel's tbf on the TUN shapes rate and queue. `classes` (two or more): the
+    serialiser keeps a queue per class, picked by each packet's DSCP (`LinkDirection`)."""
 
     id: str
     a: Endpoint
@@ -111,9 +131,10 @@ class EngineLink:
     reverse: Shape
     rate_in_engine: bool = False
     seed: int = 0
+    classes: tuple[TrafficClass, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "a": self.a.to_dict(),
             "b": self.b.to_dict(),
@@ -122,6 +143,9 @@ class EngineLink:
             "rate_in_engine": self.rate_in_engine,
             "seed": self.seed,
         }
+        if self.classes:
+            out["classes"] = [class_to_dict(c) for c in self.classes]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineLink:
@@ -133,6 +157,7 @@ class EngineLink:
             reverse=shape_from_dict(data.get("reverse", {})),
             rate_in_engine=bool(data.get("rate_in_engine", False)),
             seed=int(data.get("seed", 0)),
+            classes=tuple(class_from_dict(c) for c in data.get("classes") or ()),
         )
 
 
@@ -208,7 +233,7 @@ class _Direction:
     """One direction of a link at run time: read from `src_fd`, model, write to `dst_fd`."""
 
     __slots__ = ("link_id", "name", "src_fd", "dst_fd", "model", "may_mark", "faults",
-                 "drops_write", "index", "scheduled", "dead")
+                 "classed", "drops_write", "index", "scheduled", "dead")
 
     def __init__(self, link_id: str, name: str, src_fd: int, dst_fd: int,
                  model: LinkDirection, index: int) -> None:
@@ -219,10 +244,23 @@ class _Direction:
         self.model = model
         self.may_mark = model.rate_in_engine and model.shape.ecn_bytes is not None
         self.faults = model.faults  # corrupts or duplicates: packets take `_offer_faulty`
+        self.classed = model.classed  # queues by class: packets take `_drain_classed`
         self.drops_write = 0
         self.index = index
         self.scheduled = _INF  # deadline of this direction's live entry in the engine heap
         self.dead: str | None = None
+
+
+def _ect_dscp(pkt: bytearray) -> tuple[bool, int]:
+    """(ECN-capable, DSCP) of an IPv4 or IPv6 packet; (False, 0) for anything else."""
+    version = pkt[0] >> 4 if pkt else 0
+    if version == 4 and len(pkt) > 1:
+        tos = pkt[1]
+    elif version == 6 and len(pkt) > 1:
+        tos = (pkt[0] & 0x0F) << 4 | pkt[1] >> 4
+    else:
+        return False, 0
+    return bool(tos & 3), tos >> 2
 
 
 class Engine:
@@ -258,9 +296,9 @@ class Engine:
             self._fds.extend(fds)
             rng = random.Random(link.seed)
             fwd = LinkDirection(link.forward, rate_in_engine=link.rate_in_engine,
-                                rng=random.Random(rng.getrandbits(64)))
+                                rng=random.Random(rng.getrandbits(64)), classes=link.classes)
             rev = LinkDirection(link.reverse, rate_in_engine=link.rate_in_engine,
-                                rng=random.Random(rng.getrandbits(64)))
+                                rng=random.Random(rng.getrandbits(64)), classes=link.classes)
             n = len(self.directions)
             self.directions.append(_Direction(link.id, "forward", fd_a, fd_b, fwd, n))
             self.directions.append(_Direction(link.id, "reverse", fd_b, fd_a, rev, n + 1))
@@ -367,6 +405,9 @@ class Engine:
 
     def _drain(self, d: _Direction) -> None:
         """Read up to BATCH packets from `d`, offer them, forward or hold them."""
+        if d.classed:
+            self._drain_classed(d)
+            return
         fd = d.src_fd
         dst = d.dst_fd
         offer = d.model.offer
@@ -418,6 +459,50 @@ class Engine:
             elif top < self._armed:
                 self._arm(top)
 
+    def _drain_classed(self, d: _Direction) -> None:
+        """`_drain` for a direction that queues by class: each packet's class is its DSCP
+        (the IPv4 TOS or IPv6 traffic class byte, the byte ECN marking reads)."""
+        fd = d.src_fd
+        offer = d.model.offer
+        heap = self._heap
+        read = os.read
+        now_fn = time.monotonic_ns
+        index = d.index
+        hold = Action.HOLD
+        now = 0
+        for _ in range(BATCH):
+            try:
+                data = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._kill(d, f"reading {d.name}: {exc.strerror}")
+                return
+            now = now_fn()
+            if d.faults:
+                self._offer_faulty(d, data, now)
+                continue
+            pkt = bytearray(data)
+            ect, dscp = _ect_dscp(pkt)
+            v = offer(len(pkt), ect, now, pkt, dscp=dscp)
+            if v[2]:
+                set_ce(pkt)
+            if v[0] == hold:
+                if v[1] < d.scheduled:
+                    d.scheduled = v[1]
+                    heapq.heappush(heap, (v[1], index))
+            elif v[0] == Action.FORWARD:
+                try:
+                    os.write(d.dst_fd, pkt)
+                except OSError:
+                    d.drops_write += 1
+        if heap:
+            top = heap[0][0]
+            if top <= now:
+                self._flush()
+            elif top < self._armed:
+                self._arm(top)
+
     def _offer_faulty(self, d: _Direction, data: bytes, now: int) -> None:
         """The per-packet path of a direction that corrupts or duplicates (netem's `corrupt`
         and `duplicate`): a copy the verdict asks for is made before this packet's CE mark or
@@ -428,15 +513,18 @@ class Engine:
         header = header_length(data)
         pkt = bytearray(data)
         ect = False
-        if d.may_mark:
+        dscp = 0
+        if d.classed:
+            ect, dscp = _ect_dscp(pkt)
+        elif d.may_mark:
             b0 = pkt[0] >> 4
             ect = bool((b0 == 4 and pkt[1] & 3) or (b0 == 6 and pkt[1] & 0x30))
-        v = d.model.offer(len(pkt), ect, now, pkt, header=header)
+        v = d.model.offer(len(pkt), ect, now, pkt, header=header, dscp=dscp)
         copy = bytearray(data) if v.duplicate else None
         self._place(d, v, pkt)
         if copy is not None:
-            self._place(d, d.model.offer(len(copy), ect, now, copy, header=header, copy=True),
-                        copy)
+            self._place(d, d.model.offer(len(copy), ect, now, copy, header=header, copy=True,
+                                         dscp=dscp), copy)
 
     def _place(self, d: _Direction, v: Verdict, pkt: bytearray) -> None:
         """Apply a verdict's CE mark and bit flip to `pkt`, then hold it or write it now."""
@@ -550,6 +638,7 @@ class Engine:
                 d.model.set_shape(shape, now)
                 d.may_mark = d.model.rate_in_engine and d.model.shape.ecn_bytes is not None
                 d.faults = d.model.faults
+                d.classed = d.model.classed
             if up is not None:
                 d.model.set_up(up, now)
             nxt = d.model.next_deadline()

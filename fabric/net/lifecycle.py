@@ -307,6 +307,7 @@ def start_engine(plan: FabricPlan, state: FabricState) -> int:
             reverse=resolved(lp.b_egress, lp.b_queue_bytes),
             rate_in_engine=lp.engine_rate,
             seed=i + 1,
+            classes=lp.classes,
         )
         for i, lp in enumerate(plan.links)
     )
