@@ -164,11 +164,11 @@ def test_the_roce_control_class_is_shown_with_its_queue() -> None:
     declared = explain(load(REPO / "topologies/roce-incast.yaml"))
     control = next(v for v in declared.classes if v.control)
     assert (control.cls.name, control.declared, control.cls.queue_bytes) == (
-        "control", True, 64 * 1024)
+        "control", True, 4 * 1024)
     text = render_text(declared)
     assert "control *" in text
     assert "  * the RoCE control class: every CNP, ACK and NAK leaves in it\n" in text
-    assert "queue limit at each RoCE switch port: 64 KiB" in text
+    assert "queue limit at each RoCE switch port: 4 KiB" in text
     default = explain(load(REPO / "topologies/roce-alltoall.yaml"))  # declares none
     control = next(v for v in default.classes if v.control)
     assert not control.declared
@@ -204,7 +204,7 @@ def test_plain_links_enforce_no_class_property() -> None:
     switch = ex.egress[("leaf-3", "host-7")]
     assert enforcement(switch, kv)["queue"] == "RoCE switch egress: own queue, weight 4"
     assert enforcement(switch, topo.classes[2])["queue"] == (
-        "RoCE switch egress: own queue, strict priority, at most 64 KiB")
+        "RoCE switch egress: own queue, strict priority, at most 4 KiB")
     host = ex.egress[("host-0", "leaf-0")]  # the host's NIC: FIFO, but paused by the leaf
     assert not host.per_class
     assert host.pfc is not None
