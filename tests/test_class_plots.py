@@ -238,3 +238,17 @@ def test_class_plots_are_drawn_for_runs_with_classes(tmp_path: Path) -> None:
         "class_goodput.png"]
     one = {"meta": {"classes": ["kv"]}}
     assert write_class_plots(tmp_path / "one", one, cs, {"sw": switch_stats()}) == []
+
+
+def test_fabric_report_redraws_a_traffic_runs_class_plot(tmp_path: Path) -> None:
+    from fabric.kinds.traffic import TrafficKind
+    from fabric.metrics import summarise, write_run
+
+    cs = [chunk("kv", 0, 100 * i, n=i) for i in range(1, 30)]
+    cs += [chunk("bulk", 0, 300 * i, 9000, n=i) for i in range(1, 10)]
+    summary = summarise(cs, [], meta={"classes": ["kv", "bulk"], "started_ns": 0})
+    write_run(tmp_path, summary, cs, [])
+    lines: list[str] = []
+    TrafficKind().report(tmp_path, lines.append)
+    assert f"redrew {tmp_path / 'class_goodput.png'}" in lines
+    assert not (tmp_path / "class_queues.png").exists()  # no switches.json: no switch plots
