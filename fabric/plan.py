@@ -32,7 +32,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from .errors import TopologyError
-from .topology.document import Topology, roce_classes
+from .topology.document import Topology, link_classes, roce_classes
 from .topology.graph import search
 from .topology.linkprops import at_switch_egress
 from .topology.model import Link, Shape, TrafficClass, queue_bytes
@@ -120,23 +120,28 @@ class SetUp:
 @dataclass(frozen=True)
 class SetNetem:
     """netem (delay, jitter, loss, corrupt, duplicate, reorder) as root qdisc, with a tbf
-    child for the rate if any."""
+    child for the rate if any (an htb child with a class per traffic class where `classes`
+    is given: `fabric.net.kernel.htb_tree`)."""
 
     netns: str
     dev: str
     shape: Shape
     queue_bytes: int
+    classes: tuple[TrafficClass, ...] = ()
 
 
 @dataclass(frozen=True)
 class SetTbf:
-    """tbf as root qdisc: the rate in the kernel, `queue_bytes` of drop-tail queue."""
+    """tbf as root qdisc: the rate in the kernel, `queue_bytes` of drop-tail queue. With
+    `classes`, htb instead: a class and a drop-tail queue per traffic class under the rate
+    (`fabric.net.kernel.htb_tree`)."""
 
     netns: str
     dev: str
     rate_bps: int
     queue_bytes: int
     mtu: int
+    classes: tuple[TrafficClass, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -572,14 +577,6 @@ def _needs_netem(shape: Shape) -> bool:
 SERIALISATION_VISIBLE_NS = 50_000
 
 
-def link_classes(topology: Topology) -> tuple[TrafficClass, ...]:
-    """The classes every shaped link direction queues by: the file's (with the RoCE control
-    class where RoCE runs), or () where there is one class (a single FIFO queue then: nothing
-    to tell apart)."""
-    classes = roce_classes(topology)
-    return tuple(classes) if len(classes) > 1 else ()
-
-
 def engine_serialises(a: Shape, b: Shape, *, lpu: bool, classes: bool = False) -> bool:
     """Userspace backend: does the engine serialise this link itself, rather than kernel tbf?
 
@@ -644,7 +641,8 @@ class LinkBackend:
 
 class NetemBackend(LinkBackend):
     """veth pairs; netem (delay, jitter, loss, corrupt, duplicate, reorder) with tbf inside
-    it for the rate, tbf alone for a rate without them. Needs `sch_netem` (native, or in a
+    it for the rate, tbf alone for a rate without them; where the file has traffic classes,
+    htb with a class per traffic class takes tbf's place. Needs `sch_netem` (native, or in a
     guest kernel)."""
 
     name = "netem"
@@ -661,10 +659,12 @@ class NetemBackend(LinkBackend):
         for end, shape, queue in self._ends(lp):
             steps += [AddAddress(end.netns, end.dev, end.address, end.prefixlen),
                       SetUp(end.netns, end.dev)]
+            classes = lp.classes if shape.rate_bps else ()
             if _needs_netem(shape):
-                steps.append(SetNetem(end.netns, end.dev, shape, queue))
+                steps.append(SetNetem(end.netns, end.dev, shape, queue, classes))
             elif shape.rate_bps:
-                steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu))
+                steps.append(SetTbf(end.netns, end.dev, shape.rate_bps, queue, shape.mtu,
+                                    classes))
         return steps
 
 

@@ -338,3 +338,49 @@ def test_engine_reads_dscp_and_ect_from_ipv4_and_ipv6() -> None:
     v6[0], v6[1] = 0x60 | tc >> 4, (tc & 0x0F) << 4
     assert _ect_dscp(v6) == (False, 46)
     assert _ect_dscp(bytearray(b"\x00")) == (False, 0)
+
+
+# -- the netem backend: htb and u32 DSCP filters (the calls, without a kernel) ----------------
+
+
+def test_netem_backend_plans_htb_where_the_file_has_classes() -> None:
+    from fabric.plan import SetNetem, SetTbf, plan_fabric
+    from fabric.topology.document import Topology
+    from fabric.topology.model import Link, Node
+
+    rated = Shape(rate_bps=100 * MBIT)
+    delayed = Shape(rate_bps=100 * MBIT, delay_ns=MS)
+    nodes = {"a": Node("a"), "b": Node("b"), "c": Node("c")}
+    links = (Link("a", "b", rated, rated), Link("b", "c", delayed, delayed))
+    steps = plan_fabric(Topology(name="t", nodes=nodes, links=links, classes=(KV, BULK)),
+                        backend="netem", run_id="r").steps
+    assert {s.classes for s in steps if isinstance(s, SetTbf | SetNetem)} == {(KV, BULK)}
+    one = plan_fabric(Topology(name="t", nodes=nodes, links=links), backend="netem",
+                      run_id="r").steps
+    assert {s.classes for s in one if isinstance(s, SetTbf | SetNetem)} == {()}
+
+
+def test_htb_tree_serves_strict_first_then_weights_under_the_link_rate() -> None:
+    from fabric.net.kernel import HTB_CHILD_HANDLE, HTB_ROOT_HANDLE, htb_tree
+
+    capped = TrafficClass(name="ctl", dscp=48, priority=6, strict=True, queue_bytes=64_000)
+    classes = (KV, GOLD, SILVER, capped)
+    calls = htb_tree(100 * MBIT, 500_000, 1500, classes, parent=None)
+    qdisc, inner, *rest = calls
+    assert qdisc == ("add", "htb", {"handle": HTB_ROOT_HANDLE, "default": 0x12})  # silver
+    assert inner[2]["rate"] == inner[2]["ceil"] == "100000000bit"
+    leaves = [kw for cmd, kind, kw in rest if kind == "htb"]
+    # strict by priority (ctl 6 before kv 3), the weighted ones one prio below
+    assert [kw["prio"] for kw in leaves] == [1, 2, 2, 0]
+    assert [kw["quantum"] for kw in leaves] == [1514, 3 * 1514, 1514, 1514]
+    # each borrows up to the link rate from a floor; the floors add up to 0.4% of it
+    assert all(kw["ceil"] == "100000000bit" for kw in leaves)
+    assert all(kw["rate"] == "100000bit" for kw in leaves)
+    fifos = [kw["limit"] for cmd, kind, kw in rest if kind == "bfifo"]
+    assert fifos == [500_000, 500_000, 500_000, 64_000]
+    filters = {kw["target"] & 0xFFFF: kw["keys"] for cmd, kind, kw in rest if kind == "u32"}
+    # DSCP 26 -> TOS 0x68, 18 -> 0x48, 48 -> 0xc0; silver is htb's default (no filter)
+    assert filters == {0x10: ["0x68/0xfc+1"], 0x11: ["0x48/0xfc+1"], 0x13: ["0xc0/0xfc+1"]}
+    under = htb_tree(100 * MBIT, 500_000, 1500, classes, parent=0x00010001)
+    assert under[0][2]["handle"] == HTB_CHILD_HANDLE
+    assert under[0][2]["parent"] == 0x00010001

@@ -23,9 +23,9 @@ classes:
 {classes}
 nodes: {{a: {{}}, b: {{}}, r: {{kind: switch}}, c: {{}}}}
 links:
-  - {{endpoints: [a, r], rate: {rate}, delay: 100us, queue: 1MiB}}
-  - {{endpoints: [b, r], rate: {rate}, delay: 100us, queue: 1MiB}}
-  - {{endpoints: [r, c], rate: {rate}, delay: 2ms, queue: 150KiB}}
+  - {{endpoints: [a, r], rate: {rate}, delay: {edge}, queue: 1MiB}}
+  - {{endpoints: [b, r], rate: {rate}, delay: {edge}, queue: 1MiB}}
+  - {{endpoints: [r, c], rate: {rate}, delay: {delay}, queue: 150KiB}}
 traffic:
   seed: 1
   chunk: 64KiB
@@ -40,17 +40,25 @@ FIFO = "  - {name: shared, dscp: 0, priority: 0}"
 CLASSES = ("  - {name: kv, dscp: 26, priority: 3, strict: true}\n"
            "  - {name: bulk, dscp: 10, priority: 0}")
 
-SCALE = {  # the netem guest is ~10x slower: a slower link keeps the hosts out of the way
-    "userspace": {"rate": "100Mbps", "requests": 6, "tokens": 16, "size": "40MiB"},
-    "netem": {"rate": "20Mbps", "requests": 4, "tokens": 4, "size": "8MiB"},
+SCALE = {
+    "userspace": {"rate": "100Mbps", "requests": 6, "tokens": 16, "size": "40MiB",
+                  "edge": "100us", "delay": "2ms"},
+    # the netem backend without delays: only htb (or tbf) on the links, no netem qdisc, so it
+    # runs on a host kernel without sch_netem
+    "htb": {"rate": "100Mbps", "requests": 6, "tokens": 16, "size": "40MiB",
+            "edge": "0ms", "delay": "0ms"},
+    # netem under htb, in the guest (~10x slower: a slower link keeps the hosts out of the way)
+    "netem": {"rate": "20Mbps", "requests": 4, "tokens": 16, "size": "8MiB",
+              "edge": "100us", "delay": "2ms"},
 }
 
 
-def kv_run(name: str, backend: str, classed: bool) -> tuple[dict, dict]:
+def kv_run(name: str, variant: str, classed: bool) -> tuple[dict, dict]:
     """Run one variant; (the KV class's summary, the links' counters)."""
+    backend = "userspace" if variant == "userspace" else "netem"
     text = FILE.format(name=name, classes=CLASSES if classed else FIFO,
                        kv="kv" if classed else "shared", bulk="bulk" if classed else "shared",
-                       **SCALE[backend])
+                       **SCALE[variant])
     topo = parse_topology(text)
     state = lifecycle.bring_up(plan_fabric(topo, backend=backend))
     try:
@@ -64,7 +72,8 @@ def kv_run(name: str, backend: str, classed: bool) -> tuple[dict, dict]:
     return summary["kinds"]["pd"], res.links
 
 
-@pytest.mark.parametrize("backend", ["userspace", pytest.param("netem", marks=pytest.mark.netem)])
+@pytest.mark.parametrize("backend", ["userspace", "htb",
+                                     pytest.param("netem", marks=pytest.mark.netem)])
 def test_strict_kv_class_beats_fifo_under_a_bulk_backlog(backend, fabric_name, state_dir):
     fifo, _ = kv_run(fabric_name, backend, classed=False)
     kv, links = kv_run(fabric_name + "k", backend, classed=True)
@@ -84,3 +93,36 @@ def test_strict_kv_class_beats_fifo_under_a_bulk_backlog(backend, fabric_name, s
         assert by["kv"]["packets_out"] > 0
         assert by["bulk"]["packets_out"] > 0
         assert by["bulk"]["queue_bytes_max"] > by["kv"]["queue_bytes_max"]
+
+
+def test_htb_class_tree_changes_live_in_place(fabric_name):
+    """The netem backend's per-class tree (htb, no netem: runs on any kernel with htb): a
+    live rate and queue change keeps the classes and a class's own cap; taking the rate
+    away is refused with what to do instead."""
+    from fabric.errors import KernelError
+    from fabric.net.kernel import LiveKernel
+    from fabric.plan import AddNamespace, AddVeth, SetTbf, SetUp
+    from fabric.topology.model import Shape, TrafficClass
+
+    kv = TrafficClass(name="kv", dscp=26, priority=3, strict=True, queue_bytes=20_000)
+    bulk = TrafficClass(name="bulk", dscp=10, priority=0)
+    a, b = f"fab.{fabric_name}.x.a", f"fab.{fabric_name}.x.b"
+    k = LiveKernel()
+    try:
+        for step in (AddNamespace(a), AddNamespace(b), AddVeth(a, "e0", b, "e0", 1500),
+                     SetUp(a, "e0"), SetUp(b, "e0"),
+                     SetTbf(a, "e0", 20_000_000, 100_000, 1500, (kv, bulk))):
+            k.apply(step)
+        eg = k.read_egress(a, "e0")
+        assert eg["root"] == "htb"
+        assert eg["tbf"] == {"rate_bps": 20_000_000, "queue_bytes": 100_000}
+        k.set_egress(a, "e0", Shape(rate_bps=50_000_000), 200_000, netem=True)
+        eg = k.read_egress(a, "e0")
+        assert eg["tbf"] == {"rate_bps": 50_000_000, "queue_bytes": 200_000}
+        assert sorted(eg["htb"]["limits"]) == [20_000, 200_000]  # kv keeps its cap
+        with pytest.raises(KernelError, match="queues by traffic class"):
+            k.set_egress(a, "e0", Shape(), 200_000, netem=True)
+    finally:
+        for ns in (a, b):
+            k.remove_netns(ns)
+        k.close()

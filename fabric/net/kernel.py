@@ -41,7 +41,7 @@ from ..plan import (
     Step,
     WriteHosts,
 )
-from ..topology.model import Shape
+from ..topology.model import Shape, TrafficClass
 from . import tun
 from .daemon import interrupts_held
 from .tun import create_persistent_tun, setns
@@ -256,8 +256,10 @@ class Kernel:
                                      prefixlen=prefixlen)
             case SetUp(ns, dev):
                 self.handle(ns).link("set", index=self.ifindex(ns, dev), state="up")
-            case SetNetem(ns, dev, shape, queue_bytes):
-                self._set_netem(ns, dev, shape, queue_bytes)
+            case SetNetem(ns, dev, shape, queue_bytes, classes):
+                self._set_netem(ns, dev, shape, queue_bytes, classes)
+            case SetTbf(ns, dev, rate_bps, queue_bytes, mtu, classes) if classes:
+                self._set_htb(ns, dev, rate_bps, queue_bytes, mtu, classes, parent=None)
             case SetTbf(ns, dev, rate_bps, queue_bytes, mtu):
                 self._set_tbf(ns, dev, rate_bps, queue_bytes, mtu, parent=None)
             case AddRoute(ns, dst, nexthops, src):
@@ -342,14 +344,28 @@ class Kernel:
             kw["handle"] = 0x00010000
         self.handle(ns).tc("add", "tbf", self.ifindex(ns, dev), **kw)
 
-    def _set_netem(self, ns: str, dev: str, shape: Shape, queue_bytes: int) -> None:
+    def _set_netem(self, ns: str, dev: str, shape: Shape, queue_bytes: int,
+                   classes: tuple[TrafficClass, ...] = ()) -> None:
         # netem (root, handle 1:) delays, jitters, drops, corrupts, duplicates and reorders;
-        # a tbf child (10:) then applies the rate with a byte-limited drop-tail queue.
+        # a tbf child (10:) then applies the rate with a byte-limited drop-tail queue (an htb
+        # child, also 10:, with a queue per traffic class where the file has classes).
         idx = self.ifindex(ns, dev)
         self.handle(ns).tc("add", "netem", idx, handle=0x00010000,
                            **netem_options(shape, queue_bytes))
-        if shape.rate_bps:
+        if shape.rate_bps and classes:
+            self._set_htb(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, classes,
+                          parent=0x00010001)
+        elif shape.rate_bps:
             self._set_tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=0x00010001)
+
+    def _set_htb(self, ns: str, dev: str, rate_bps: int, queue_bytes: int, mtu: int,
+                 classes: tuple[TrafficClass, ...], parent: int | None) -> None:
+        """The htb tree of `htb_tree`, applied in order."""
+        _bfifo_codec()
+        h = self.handle(ns)
+        idx = self.ifindex(ns, dev)
+        for command, kind, kw in htb_tree(rate_bps, queue_bytes, mtu, classes, parent=parent):
+            h.tc(command, kind, idx, **kw)
 
 
 # ---- live changes (fabric.net.live) ----------------------------------------------------------
@@ -383,7 +399,8 @@ class LiveKernel(Kernel):
         idx = self.ifindex(ns, dev)
         (link,) = h.get_links(idx)
         out: dict = {"up": bool(link["flags"] & 1), "mtu": link.get_attr("IFLA_MTU"),
-                     "root": None, "netem": None, "tbf": None, "stats": {}}
+                     "root": None, "netem": None, "tbf": None, "htb": None, "stats": {}}
+        _bfifo_codec()
         u32 = 2**32 - 1
         for m in h.get_qdiscs(index=idx):
             if m["index"] != idx:
@@ -418,6 +435,24 @@ class LiveKernel(Kernel):
                 parms = opts.get_attr("TCA_TBF_PARMS")
                 if parms is not None:
                     out["tbf"] = {"rate_bps": parms["rate"] * 8, "queue_bytes": parms["limit"]}
+            elif kind == "htb":
+                out["htb"] = {"handle": m["handle"]}
+            elif kind == "bfifo" and opts is not None and out["htb"] is not None:
+                out["htb"].setdefault("limits", []).append(opts["limit"])
+        if out["htb"] is not None:
+            # a queue per traffic class (`htb_tree`): its inner class holds the link's rate,
+            # and the largest class queue is the link's; read as tbf's figures are
+            major = out["htb"]["handle"] & 0xFFFF0000
+            for c in h.get_classes(index=idx):
+                copts = c.get_attr("TCA_OPTIONS")
+                if c.get_attr("TCA_KIND") != "htb" or copts is None \
+                        or c["handle"] != major | 1:
+                    continue
+                parms = copts.get_attr("TCA_HTB_PARMS")
+                rate64 = copts.get_attr("TCA_HTB_RATE64")
+                if parms is not None:
+                    out["tbf"] = {"rate_bps": (rate64 or parms["rate"]) * 8,
+                                  "queue_bytes": max(out["htb"].get("limits") or [0])}
         return out
 
     def set_egress(self, ns: str, dev: str, shape: Shape, queue_bytes: int, *,
@@ -432,6 +467,9 @@ class LiveKernel(Kernel):
         cur = self.read_egress(ns, dev)
         root = cur["root"]
         want = "netem" if netem and _needs_netem(shape) else "tbf" if shape.rate_bps else None
+        if cur["htb"] is not None:
+            self._set_egress_htb(ns, dev, shape, queue_bytes, cur, want)
+            return
         try:
             if root in ("netem", "tbf") and root != want:
                 h.tc("del", root, idx, handle=NETEM_HANDLE)
@@ -449,6 +487,51 @@ class LiveKernel(Kernel):
                 assert shape.rate_bps is not None
                 self._tbf(ns, dev, shape.rate_bps, queue_bytes, shape.mtu, parent=None,
                           op="change" if root == "tbf" else "add")
+        except NetlinkError as e:
+            raise KernelError(f"changing the qdiscs on {ns}/{dev}: {os.strerror(e.code)}"
+                              ) from None
+
+    def _set_egress_htb(self, ns: str, dev: str, shape: Shape, queue_bytes: int, cur: dict,
+                        want: str | None) -> None:
+        """`set_egress` on a direction that queues by traffic class (`htb_tree`): netem and
+        the htb classes change in place (what the class queues hold stays queued); a class
+        queue that its class caps keeps its cap. A change of the tree's kind (a rate taken
+        away, netem added to a link without one, or removed) is refused: the tree's classes
+        live in the plan, not here."""
+        h = self.handle(ns)
+        idx = self.ifindex(ns, dev)
+        root = cur["root"]
+        have = "netem" if root == "netem" else "tbf"
+        if want != have or not shape.rate_bps:
+            raise KernelError(f"{ns}/{dev} queues by traffic class (htb): on the netem backend "
+                              "a live change may change its rate, queue, delay, jitter and "
+                              "loss, but not take its rate away or add or remove its netem "
+                              "qdisc; bring the fabric up again from a changed file")
+        try:
+            if want == "netem":
+                h.tc("change", "netem", idx, handle=NETEM_HANDLE,
+                     **netem_options(shape, queue_bytes))
+            major = cur["htb"]["handle"] & 0xFFFF0000
+            old_queue = (cur["tbf"] or {}).get("queue_bytes", 0)
+            frame = shape.mtu + 14
+            burst = max(2 * frame, shape.rate_bps // 8 // 1000)
+            floor = max(8_000, shape.rate_bps // 1000)
+            rate = f"{shape.rate_bps}bit"
+            for c in h.get_classes(index=idx):
+                if c.get_attr("TCA_KIND") != "htb" or c["handle"] & 0xFFFF0000 != major:
+                    continue
+                parms = c.get_attr("TCA_OPTIONS").get_attr("TCA_HTB_PARMS")
+                inner = c["handle"] == major | 1
+                h.tc("change-class", "htb", idx, handle=c["handle"], parent=c["parent"],
+                     rate=rate if inner else f"{floor}bit", ceil=rate, burst=burst,
+                     cburst=burst, prio=parms["prio"], quantum=parms["quantum"], mtu=frame)
+            for q in h.get_qdiscs(index=idx):
+                if q.get_attr("TCA_KIND") != "bfifo":
+                    continue
+                limit = q.get_attr("TCA_OPTIONS")["limit"]
+                new = queue_bytes if limit >= old_queue else min(limit, queue_bytes)
+                h.tc("change", "bfifo", idx, handle=q["handle"], parent=q["parent"],
+                     limit=max(new, 2 * frame))
         except NetlinkError as e:
             raise KernelError(f"changing the qdiscs on {ns}/{dev}: {os.strerror(e.code)}"
                               ) from None
@@ -525,6 +608,70 @@ class LiveKernel(Kernel):
                                   f"{os.strerror(e.code)}") from None
 
 
+HTB_ROOT_HANDLE = 0x00010000  # htb as the root qdisc (1:), where tbf would be
+HTB_CHILD_HANDLE = 0x00100000  # htb under netem's class 1:1 (10:), where the tbf child would be
+ETH_P_IP = 0x0800
+
+
+def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficClass, ...], *,
+             parent: int | None) -> list[tuple[str, str, dict[str, object]]]:
+    """The pyroute2 `tc` calls (command, kind, keywords) that make one link direction's egress
+    queue by traffic class in the kernel, under netem (`parent` = netem's class) or as root.
+
+    htb (handle H) has one inner class H:1 at the link's rate (rate = ceil), and under it a
+    class H:(10+i) per traffic class i, each with a drop-tail byte queue of its own (bfifo,
+    the link's queue, capped by the class's `queue:`) and a u32 filter on the IPv4 TOS byte's
+    DSCP bits; other packets (an unknown DSCP, ARP) go to the first class of priority 0, as
+    the link engine and the RoCE switch classify. Every class is guaranteed only a floor
+    (0.1% of the rate) and borrows the rest from H:1 up to the whole rate, so the link never
+    carries more than its rate, and what is borrowed goes by htb's prio: strict classes first
+    (prio 0.. by priority), then the weighted classes at one prio below, which share by
+    deficit round robin with quantum weight x MTU, as the engine's scheduler does.
+    """
+    handle = HTB_CHILD_HANDLE if parent is not None else HTB_ROOT_HANDLE
+    major = handle & 0xFFFF0000
+    inner = major | 1
+    default = next((i for i, c in enumerate(classes) if c.priority == 0), 0)
+    frame = mtu + 14
+    burst = max(2 * frame, rate_bps // 8 // 1000)  # as tbf's: 1 ms of tokens, two frames
+    floor = max(8_000, rate_bps // 1000)
+    strict = sorted((i for i, c in enumerate(classes) if c.strict),
+                    key=lambda i: (-classes[i].priority, i))
+    prio = {i: n for n, i in enumerate(strict)}
+    rate = f"{rate_bps}bit"
+    root: dict[str, object] = {"handle": handle, "default": 0x10 + default}
+    if parent is not None:
+        root["parent"] = parent
+    calls: list[tuple[str, str, dict[str, object]]] = [("add", "htb", root)]
+    calls.append(("add-class", "htb", {"handle": inner, "parent": major, "rate": rate,
+                                       "ceil": rate, "burst": burst, "cburst": burst,
+                                       "quantum": frame, "mtu": frame}))
+    for i, c in enumerate(classes):
+        minor = 0x10 + i
+        limit = min(queue_bytes, c.queue_bytes) if c.queue_bytes else queue_bytes
+        calls.append(("add-class", "htb", {
+            "handle": major | minor, "parent": inner, "rate": f"{floor}bit", "ceil": rate,
+            "burst": burst, "cburst": burst, "prio": min(7, prio.get(i, len(strict))),
+            "quantum": max(1, c.weight) * frame, "mtu": frame}))
+        calls.append(("add", "bfifo", {"handle": (0x20 + i) << 16, "parent": major | minor,
+                                       "limit": max(limit, 2 * frame)}))
+    for i, c in enumerate(classes):
+        if i == default:
+            continue  # htb's default takes it, and every packet no filter matches
+        calls.append(("add-filter", "u32", {
+            "parent": major, "prio": 1, "protocol": ETH_P_IP, "target": major | (0x10 + i),
+            "keys": [f"0x{(c.dscp & 63) << 2:02x}/0xfc+1"]}))
+    return calls
+
+
+def _bfifo_codec() -> None:
+    """pyroute2 0.9 knows pfifo but not bfifo, whose options are the same (a u32 limit,
+    here in bytes): register the one for the other."""
+    from pyroute2.netlink.rtnl import tcmsg
+
+    tcmsg.plugins.setdefault("bfifo", tcmsg.plugins["pfifo"])
+
+
 def netem_options(shape: Shape, queue_bytes: int) -> dict[str, int | float]:
     """pyroute2's netem keywords for one link direction (`tc("add", "netem", ...)`): times
     in microseconds, probabilities in percent, as `tc qdisc add ... netem` takes them.
@@ -566,8 +713,8 @@ def _describe(step: Step) -> str:
             return f"adding tun {ns}/{dev}"
         case SetNetem(ns, dev, _, _):
             return f"adding netem on {ns}/{dev}"
-        case SetTbf(netns=ns, dev=dev):
-            return f"adding tbf on {ns}/{dev}"
+        case SetTbf(netns=ns, dev=dev, classes=classes):
+            return f"adding {'htb' if classes else 'tbf'} on {ns}/{dev}"
         case AddRoute(ns, dst, _, _):
             return f"adding route to {dst} in {ns}"
         case SetOffloadsOff(ns, dev):

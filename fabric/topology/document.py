@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .prfaas import PrfaasSpec
     from .traffic import Traffic
 
-__all__ = ["Topology", "control_class", "roce_classes", "uses_roce"]
+__all__ = ["Topology", "control_class", "link_classes", "roce_classes", "uses_roce"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,11 @@ def roce_classes(topo: Topology) -> tuple[TrafficClass, ...]:
     if control is None or control in topo.classes:
         return topo.classes
     return (*topo.classes, control)
+
+
+def link_classes(topo: Topology) -> tuple[TrafficClass, ...]:
+    """The classes every shaped link direction queues by (the link engine on the userspace
+    backend, htb on the netem backend): the file's, with the RoCE control class where RoCE
+    runs; () where there is one class, which keeps one FIFO queue (nothing to tell apart)."""
+    classes = roce_classes(topo)
+    return tuple(classes) if len(classes) > 1 else ()
