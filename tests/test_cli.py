@@ -125,9 +125,10 @@ def test_check_leaf_spine_summary() -> None:
     assert "paths: 4 host pairs at 2 hops over 1 equal-cost path (e.g. host-0 -> host-1)" in lines
     assert ("paths: 24 host pairs at 4 hops over 2 equal-cost paths (e.g. host-0 -> host-2)"
             in lines)
-    # its kv class is lossless ("PFC, no drops"), but the file has no RoCE switches
-    assert ("classes act at: not enforced: FIFO link on 32 of 32 link directions (`fabric "
-            "explain` says which property holds where)") in lines
+    # its links queue by class; its kv class is lossless ("PFC, no drops"), but the file
+    # has no RoCE switches
+    assert ("classes act at: link class queues (a queue per class) on 32 of 32 link "
+            "directions (`fabric explain` says which property holds where)") in lines
     assert lines[-2].startswith("warning: class kv (line 18) is lossless, but nothing on its "
                                 "paths enforces PFC: there are no RoCE switches")
     assert lines[-1] == "ok (userspace backend, 1 warning)"

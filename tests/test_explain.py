@@ -14,7 +14,14 @@ from click.testing import CliRunner, Result
 
 from fabric.cli import cli, default_topology_path
 from fabric.errors import FabricError
-from fabric.explain import NOT_ENFORCED, enforcement, fifo_egress
+from fabric.explain import (
+    LINK_CLASSES,
+    LINK_ECN,
+    LINK_NOT_LOSSLESS,
+    NOT_ENFORCED,
+    enforcement,
+    fifo_egress,
+)
 from fabric.explain.draw import draw_png, to_dot, to_mermaid
 from fabric.explain.render import SCHEMA, render_json, render_text
 from fabric.kinds import explain, load, validate
@@ -51,8 +58,8 @@ generate:
       spines: {spines}
       leaves: 2
       hosts_per_leaf: 2
-      uplink: {{rate: 100Gbps, delay: 1us}}
-      downlink: {{rate: 100Gbps, delay: 1us}}
+      uplink: {{{rate}delay: 1us}}
+      downlink: {{{rate}delay: 1us}}
 traffic:
   flows:
 {flows}
@@ -66,8 +73,10 @@ CLASSES = """\
 
 
 def roce(flows: str, *, classes: str = CLASSES, buffer: str = "4MiB", pfc: str = "true",
-         spines: int = 2, switches: bool = True):  # noqa: ANN201 - a Topology
+         spines: int = 2, switches: bool = True,
+         shaped: bool = True):  # noqa: ANN201 - a Topology
     text = ROCE.format(buffer=buffer, pfc=pfc, classes=classes, spines=spines,
+                       rate="rate: 100Gbps, " if shaped else "",
                        flows=textwrap.indent(textwrap.dedent(flows), "    "))
     if not switches:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("switches"))
@@ -121,9 +130,10 @@ def test_leaf_spine_lossless_class_without_switches_is_warned() -> None:
     assert "no RoCE switches" in kv.text
     assert "line 18" in kv.text
     view = next(v for v in ex.classes if v.cls.name == "kv")
-    assert set(view.enforced["lossless"]) == {NOT_ENFORCED}
-    assert set(view.enforced["queue"]) == {NOT_ENFORCED}
-    assert "fifo-shared" in codes(ex)  # kv and bulk wait in one queue towards host-1
+    # its links queue by class, but drop at the tail: lossless holds nowhere
+    assert set(view.enforced["lossless"]) == {LINK_NOT_LOSSLESS}
+    assert set(view.enforced["queue"]) == {f"{LINK_CLASSES}: own queue, weight 1"}
+    assert "fifo-shared" not in codes(ex)  # kv and bulk have a queue each towards host-1
 
 
 def test_default_demo_explains_its_ecmp_collision() -> None:
@@ -184,7 +194,9 @@ def test_a_class_queue_cap_is_the_queue_it_gets() -> None:
     ex = explain(roce(flow, classes=capped))
     hops = ex.flows[0].pairs[0].path
     assert [h.queue_bytes for h in hops[1:]] == [64 * 1024] * 3  # the switch egresses
-    assert hops[0].queue_bytes == hops[0].egress.queue_bytes  # the host's FIFO link
+    # the host's NIC queues by class too, and caps the class there alike
+    assert hops[0].egress.mechanism == LINK_CLASSES
+    assert hops[0].queue_bytes == 64 * 1024 < hops[0].egress.queue_bytes
     assert ex.flows[0].bottleneck is not None
     assert ex.flows[0].bottleneck.queue_bytes == 64 * 1024
 
@@ -192,21 +204,21 @@ def test_a_class_queue_cap_is_the_queue_it_gets() -> None:
 # ---- enforcement: one function says what a plain link does -------------------------------
 
 
-def test_plain_links_enforce_no_class_property() -> None:
+def test_plain_links_queue_by_class_but_are_not_lossless() -> None:
     topo = load(REPO / "topologies/roce-mixed.yaml")
     kv = topo.classes[0]
     e = fifo_egress(topo, "host-0", "leaf-0")
-    assert not e.per_class
-    assert e.queue == "FIFO link"
-    assert enforcement(e, kv) == {"queue": NOT_ENFORCED, "lossless": NOT_ENFORCED,
-                                  "ecn": NOT_ENFORCED}
+    assert e.per_class
+    assert e.queue == "link class queue"
+    assert enforcement(e, kv) == {"queue": f"{LINK_CLASSES}: own queue, weight 4",
+                                  "lossless": LINK_NOT_LOSSLESS, "ecn": LINK_ECN}
     ex = explain(topo)
     switch = ex.egress[("leaf-3", "host-7")]
     assert enforcement(switch, kv)["queue"] == "RoCE switch egress: own queue, weight 4"
     assert enforcement(switch, topo.classes[2])["queue"] == (
         "RoCE switch egress: own queue, strict priority, at most 4 KiB")
-    host = ex.egress[("host-0", "leaf-0")]  # the host's NIC: FIFO, but paused by the leaf
-    assert not host.per_class
+    host = ex.egress[("host-0", "leaf-0")]  # the host's NIC: class queues, paused by the leaf
+    assert host.per_class
     assert host.pfc is not None
     assert host.pfc.by == "leaf-0"
     assert "kernel TCP ignores pauses" in enforcement(host, kv)["lossless"]
@@ -216,7 +228,8 @@ def test_shared_queue_classes_are_named_per_hop() -> None:
     ex = explain(load(REPO / "topologies/leaf-spine.yaml"))
     checkpoint = next(f for f in ex.flows if f.name == "checkpoint")
     last = checkpoint.pairs[0].path[-1]
-    assert (last.egress.receiver, last.shares_with, last.beside) == ("host-1", ("kv",), ())
+    # a shaped link queues by class: the checkpoint's queue is beside kv's, not shared
+    assert (last.egress.receiver, last.shares_with, last.beside) == ("host-1", (), ("kv",))
     mixed = explain(load(REPO / "topologies/roce-mixed.yaml"))
     last = next(f for f in mixed.flows if f.name == "checkpoint").pairs[0].path[-1]
     assert (last.shares_with, last.beside) == ((), ("kv",))
@@ -252,9 +265,14 @@ def test_ecn_thresholds_above_the_queue_are_warned() -> None:
     assert "ecn-above-queue" not in codes(explain(roce(KV_FLOW)))  # 400 KB in 4 MiB
 
 
-def test_ecn_thresholds_without_switches_are_warned() -> None:
+def test_ecn_thresholds_without_anything_to_mark_are_warned() -> None:
+    # without switches, shaped links mark by class (the link engine)
     ex = explain(roce(KV_FLOW, switches=False))
-    assert "ecn-unenforced" in codes(ex)
+    assert "ecn-unenforced" not in codes(ex)
+    kv = next(v for v in ex.classes if v.cls.name == "kv")
+    assert set(kv.enforced["ecn"]) == {LINK_ECN}
+    # unshaped links queue nothing of their own: nothing marks
+    assert "ecn-unenforced" in codes(explain(roce(KV_FLOW, switches=False, shaped=False)))
     assert "ecn-unenforced" not in codes(explain(roce(KV_FLOW)))
 
 
@@ -275,9 +293,13 @@ def test_strict_class_at_full_load_starves_the_others() -> None:
     assert "strict-starves" not in codes(explain(roce(f"{KV_FLOW}\n{CONTROL_PD}")))
     # alone on its path it starves nobody
     assert "strict-starves" not in codes(explain(roce(CONTROL_BULK)))
-    # and without switches strict is not enforced at all: nothing to starve with
+    # without switches, the shaped links serve it first just the same
+    plain = explain(roce(f"{KV_FLOW}\n{CONTROL_BULK}", switches=False))
+    w = next(w for w in plain.warnings if w.code == "strict-starves")
+    assert "link class queue" in w.text
+    # and on unshaped links (one FIFO) strict is not enforced at all: nothing to starve with
     assert "strict-starves" not in codes(explain(roce(f"{KV_FLOW}\n{CONTROL_BULK}",
-                                                      switches=False)))
+                                                      switches=False, shaped=False)))
 
 
 def test_few_streams_over_many_paths_are_ecmp_collisions() -> None:
@@ -308,7 +330,8 @@ def test_open_loop_arrivals_above_the_bottleneck_are_overload() -> None:
 
 def test_fifo_shared_only_where_classes_share_a_plain_queue() -> None:
     both = f"{KV_FLOW}\n{CONTROL_BULK}"
-    ex = explain(roce(both, switches=False))
+    assert "fifo-shared" not in codes(explain(roce(both, switches=False)))  # class queues
+    ex = explain(roce(both, switches=False, shaped=False))  # no rate: one FIFO
     w = next(w for w in ex.warnings if w.code == "fifo-shared")
     assert "leaf-1 -> host-2" in w.text
     assert "kv" in w.text
@@ -365,7 +388,8 @@ def test_cli_explain_json_and_text() -> None:
     assert "lossless-unenforced" in [w["code"] for w in data["warnings"]]
     hop = data["flows"][0]["streams"][0]["path"][1]
     assert hop["alternatives"] == ["spine-1"]
-    assert hop["served_by"] == "FIFO link"
+    assert hop["served_by"] == "link class queue"
+    assert hop["per_class"] is True
     text = invoke("explain", path).stdout
     assert "warning: class kv (line 18) is lossless, but nothing on its paths enforces PFC" \
         in text

@@ -5,16 +5,19 @@ frozen `Explanation` out; `render.py` prints it as text or JSON, `draw.py` draws
 Each link direction has an egress queue, and what serves it decides which class properties
 hold there. Two kinds of egress exist today:
 
-- a **plain link** (`fifo_egress`): both link backends (netem with tbf, the userspace link
-  engine) keep one drop-tail FIFO queue per direction, so every class waits in it in arrival
-  order: priority, strict, weight, per-class ECN and lossless are *not enforced* there (a link
-  `ecn:` threshold marks every class alike);
+- a **plain link** (`fifo_egress`): where the file has two or more classes, every direction
+  with a rate queues by class on both link backends (the userspace link engine's serialiser;
+  htb with a class and a u32 DSCP filter per traffic class on the netem backend): strict
+  first, then weights, each class in a drop-tail queue of its own; the engine also RED-marks
+  per class (htb's queues do not mark). Lossless is *not enforced* there: PFC is a RoCE
+  switch's. A file with one class, and a direction without a rate (it queues nothing of its
+  own), keep one FIFO (a link `ecn:` threshold marks every class alike);
 - an egress a **fabric kind** serves itself: a RoCE switch's port keeps a queue per class
   (strict first, then weighted round robin), marks ECN per class, and with PFC admits
   lossless classes to its whole buffer and pauses its upstream. The kinds say so through
   `Kind.egress` (`fabric.kinds.explain` gathers them); this module does not know any kind.
 
-When links learn to queue per class, `fifo_egress` is the one place that changes.
+`fifo_egress` is the one place that states what plain links do.
 
 Flows: each sender-receiver pair of a flow is one stream (one TCP connection or RoCE queue
 pair per peer and class, hashed once onto one of the equal-cost paths); its hops, the
@@ -41,14 +44,25 @@ if TYPE_CHECKING:
     from ..topology.model import TrafficClass
     from ..topology.traffic import Flow
 
-__all__ = ["CHECK_WARNINGS", "NOT_ENFORCED", "PROPERTIES", "ClassView", "Egress", "Explanation",
-           "FlowView", "Hop", "Pfc", "Warning", "check_warnings", "class_queue", "egress_map",
-           "enforcement", "explain", "fifo_egress", "where_classes_act"]
+__all__ = ["CHECK_WARNINGS", "LINK_CLASSES", "LINK_ECN", "LINK_NOT_LOSSLESS", "NOT_ENFORCED",
+           "PROPERTIES", "ClassView", "Egress", "Explanation", "FlowView", "Hop", "Pfc",
+           "Warning", "check_warnings", "class_queue", "egress_map", "enforcement", "explain",
+           "fifo_egress", "where_classes_act"]
 
 Direction = tuple[str, str]  # (sender, receiver): one direction of a link
 
 #: what `fabric explain` says of a class property an egress does not enforce
 NOT_ENFORCED = "not enforced: FIFO link"
+
+#: the mechanism of a plain link that queues by class: the link engine's serialiser on the
+#: userspace backend, htb with u32 DSCP filters on the netem backend
+LINK_CLASSES = "link class queues"
+
+#: what a plain link's class queues do for a lossless class: nothing more than for any other
+LINK_NOT_LOSSLESS = "not enforced: link class queues drop at the tail (PFC: RoCE switches only)"
+
+#: who marks ECN by class on a plain link
+LINK_ECN = "link engine: RED per class (userspace backend; netem's htb queues do not mark)"
 
 #: the class properties whose enforcement is stated per link direction
 PROPERTIES = ("queue", "lossless", "ecn")
@@ -100,10 +114,19 @@ class Egress:
 
 
 def fifo_egress(topo: Topology, sender: str, receiver: str) -> Egress:
-    """A plain link direction: one FIFO queue on both link backends (netem's tbf, the
-    userspace engine), so no class property is enforced there. The one place to change when
-    links queue by class."""
+    """A plain link direction. Where the file has classes (`link_classes`) and the direction
+    a rate, it queues by class on both link backends (the link engine; htb and u32 DSCP
+    filters on netem): priority, strict and weight hold there, ECN per class where the engine
+    serves it, lossless nowhere. Otherwise one FIFO queue, where no class property holds. The
+    one place that states what plain links do."""
+    from ..topology.document import link_classes
+
     shape = topo.shape(sender, receiver)
+    if shape.rate_bps and link_classes(topo):
+        return Egress(sender=sender, receiver=receiver, rate_bps=shape.rate_bps,
+                      delay_ns=shape.delay_ns, queue="link class queue", per_class=True,
+                      queue_bytes=queue_bytes(shape), mechanism=LINK_CLASSES, ecn=LINK_ECN,
+                      link_ecn_bytes=shape.ecn_bytes)
     return Egress(sender=sender, receiver=receiver, rate_bps=shape.rate_bps,
                   delay_ns=shape.delay_ns, queue="FIFO link", per_class=False,
                   queue_bytes=queue_bytes(shape), link_ecn_bytes=shape.ecn_bytes)
@@ -111,7 +134,8 @@ def fifo_egress(topo: Topology, sender: str, receiver: str) -> Egress:
 
 def egress_map(topo: Topology, served: Mapping[Direction, Egress] | None = None
                ) -> dict[Direction, Egress]:
-    """Every link direction's egress: what a kind serves itself (`served`), else a FIFO link."""
+    """Every link direction's egress: what a kind serves itself (`served`), else a plain
+    link (`fifo_egress`)."""
     served = served or {}
     out: dict[Direction, Egress] = {}
     for link in topo.links:
@@ -131,7 +155,8 @@ def enforcement(egress: Egress, cls: TrafficClass) -> dict[str, str]:
     else:
         out["queue"] = NOT_ENFORCED
     if cls.lossless:
-        out["lossless"] = egress.lossless or NOT_ENFORCED
+        out["lossless"] = egress.lossless or (
+            LINK_NOT_LOSSLESS if egress.mechanism == LINK_CLASSES else NOT_ENFORCED)
     if cls.red is not None:
         out["ecn"] = egress.ecn if egress.ecn and egress.per_class else NOT_ENFORCED
     return out
@@ -505,8 +530,9 @@ def _warnings(topo: Topology, class_views: list[ClassView], flow_views: list[Flo
             out.append(Warning("lossless-unenforced", f"{at} is lossless, but nothing on its "
                                f"paths enforces PFC: {where}; its packets are dropped at the "
                                "tail of a full link queue like any other class's (plain links "
-                               "are FIFO): add a `switches:` section with `pfc: true`, or do "
-                               "not count on no drops", cls=c.name))
+                               "drop at the tail, in a class queue or a FIFO; only RoCE "
+                               "switches pause): add a `switches:` section with `pfc: true`, "
+                               "or do not count on no drops", cls=c.name))
         if c.red is not None:
             kmin, kmax, pmax = c.red
             marking = [egress[d] for d in dict.fromkeys(used)
@@ -514,8 +540,9 @@ def _warnings(topo: Topology, class_views: list[ClassView], flow_views: list[Flo
             if not marking:
                 out.append(Warning("ecn-unenforced", f"{at} asks for ECN marking from "
                                    f"{format_size(kmin)} to {format_size(kmax)}, but nothing "
-                                   "on its paths marks by class (only RoCE switches do): "
-                                   "its ECN thresholds do nothing here", cls=c.name))
+                                   "on its paths marks by class (RoCE switches and shaped "
+                                   "links do): its ECN thresholds do nothing here",
+                                   cls=c.name))
             over = []
             for e in marking:
                 limit = class_queue(e, c)
@@ -615,8 +642,8 @@ def _fifo_shared(class_views: list[ClassView], egress: Mapping[Direction, Egress
     return [Warning("fifo-shared", f"classes {', '.join(names)} share one FIFO queue on "
                     f"{len(shared)} link direction{'s' if len(shared) > 1 else ''} ("
                     f"{_some(egress[d].name for d in shared)}): there their priority, strict "
-                    "and weight do nothing and they differ only in the DSCP byte; RoCE "
-                    "switches (`switches:`) queue by class")]
+                    "and weight do nothing and they differ only in the DSCP byte; links with "
+                    "a `rate:` and RoCE switches (`switches:`) queue by class")]
 
 
 def _collisions(topo: Topology, class_views: list[ClassView], flows: list[Flow],

@@ -217,9 +217,8 @@ class RoceKind(Kind):
                 base = out.get(d) or fifo_egress(topo, *d)
                 p = Pfc(by=name, xoff_bytes=spec.xoff_for(i), xon_bytes=spec.xon_for(i),
                         headroom_bytes=headroom_bytes(spec.ports[i]))
-                if base.per_class:
-                    lossless = (f"{base.lossless}; paused by the next switch's PFC"
-                                if base.lossless else "paused by the next switch's PFC")
+                if base.lossless:
+                    lossless = f"{base.lossless}; paused by the next switch's PFC"
                 else:  # a host's NIC: its RoCE queue pairs stop, kernel TCP does not
                     lossless = ("paused by the next switch's PFC (RoCE senders stop; "
                                 "kernel TCP ignores pauses)")
