@@ -384,3 +384,29 @@ def test_htb_tree_serves_strict_first_then_weights_under_the_link_rate() -> None
     under = htb_tree(100 * MBIT, 500_000, 1500, classes, parent=0x00010001)
     assert under[0][2]["handle"] == HTB_CHILD_HANDLE
     assert under[0][2]["parent"] == 0x00010001
+
+
+# -- the per-class counters reach the run's links.json and its table --------------------------
+
+
+def test_per_class_link_counters_are_kept_and_shown() -> None:
+    from fabric.metrics.records import parse_links
+    from fabric.metrics.report import render_links
+
+    m = link((KV, BULK))
+    for i in range(3):
+        m.offer(1000, False, 0, i, dscp=BULK.dscp)
+    m.offer(500, False, 0, "kv", dscp=KV.dscp)
+    run(m, 10**12)
+    engine = {"links": {"a--b": {"forward": m.statistics().to_dict()}}}
+    (rec,) = parse_links(engine)
+    assert rec.forward is not None
+    by = {c["name"]: c for c in rec.forward.classes}
+    assert by["kv"]["bytes_out"] == 500
+    assert by["bulk"]["packets_out"] == 3
+    saved = rec.forward.to_dict()
+    assert saved["classes"][1]["name"] == "bulk"
+    table = render_links({"links": [{"id": "a--b", "forward": saved}]})
+    rows = table.splitlines()
+    assert any(r.split()[:3] == ["class", "kv", "1"] for r in rows)
+    assert any(r.split()[:3] == ["class", "bulk", "3"] for r in rows)

@@ -210,6 +210,9 @@ class LinkCounters:
     queue_high_water: int | None = None
     samples: tuple[LinkSample, ...] = ()
     extra: Mapping[str, int] = field(default_factory=dict)
+    # per traffic class where the direction queues by class (`fabric.linkmodel.ClassStats`:
+    # name, dscp and its counters)
+    classes: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def drops(self) -> int | None:
@@ -239,7 +242,13 @@ class LinkCounters:
                  and (iv := _int_or_none(v)) is not None}
         if isinstance(d.get("queue_observed"), bool):  # kept as 0/1: does queue max mean it?
             extra["queue_observed"] = int(d["queue_observed"])
-        return cls(**values, samples=tuple(samples), extra=extra)
+        raw_classes = d.get("classes")
+        classes = tuple(
+            {"name": str(c["name"]),
+             **{k: iv for k, v in c.items() if k != "name" and (iv := _int_or_none(v)) is not None}}
+            for c in (raw_classes if isinstance(raw_classes, list | tuple) else ())
+            if isinstance(c, Mapping) and "name" in c)
+        return cls(**values, samples=tuple(samples), extra=extra, classes=classes)
 
     def to_dict(self, *, samples: bool = False) -> dict[str, Any]:
         """The present counters (absent ones are left out), `drops`, and `samples_count`;
@@ -249,6 +258,8 @@ class LinkCounters:
         if self.drops is not None:
             d["drops"] = self.drops
         d.update({k: v for k, v in self.extra.items() if k not in d})
+        if self.classes:
+            d["classes"] = [dict(c) for c in self.classes]
         d["samples_count"] = len(self.samples)
         if samples:
             d["samples"] = [[s.t_ns, s.queue_bytes] + ([] if s.bytes_out is None

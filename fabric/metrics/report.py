@@ -154,6 +154,13 @@ def render_links(summary: Mapping[str, Any]) -> str:
             rows.append([str(link.get("id", "?")), arrow, n("packets_out"),
                          format_size(c.get("bytes_out")), n("drops_loss"), n("drops_queue"),
                          n("ecn_marks"), shown])
+            # a direction that queues by class: a row per class that used it
+            for k in c.get("classes") or ():
+                if not isinstance(k, Mapping) or not k.get("packets_in"):
+                    continue
+                rows.append([f"  class {k.get('name')}", "", str(k.get("packets_out", "-")),
+                             format_size(k.get("bytes_out")), "", str(k.get("drops_queue", "-")),
+                             str(k.get("ecn_marks", "-")), format_size(k.get("queue_bytes_max"))])
     if not rows:
         return "no link statistics"
     return format_table(rows, ["link", "", "packets", "bytes", "lost", "q-drops", "ecn",
