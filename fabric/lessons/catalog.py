@@ -56,32 +56,42 @@ def metric(name: str) -> Any:  # noqa: ANN401
 # ---- 1. KV beside bulk ----------------------------------------------------------------------
 
 
-def _kv_bulk_verdict(rs: list[Any]) -> list[str]:
-    fifo, cls = rs[0], rs[1]
-    p99 = [kind_ns(r, "pd", "chunk_latency", "p99") for r in rs]
-    ttfb = [kind_ns(r, "pd", "ttfb", "p99") for r in rs]
-    bulk = [kind_bps(r, "bulk") for r in rs]
-    lines = [
-        f"KV chunk p99 {t(p99[0])} in one FIFO queue, {t(p99[1])} in its own strict class "
-        f"({ratio(p99[0], p99[1])} lower); TTFB p99 {t(ttfb[0])} -> {t(ttfb[1])}.",
-        f"In the FIFO, a KV chunk waits behind every checkpoint byte queued ahead of it at the "
-        f"decode port (up to {size(fifo.metrics.get('max_queue_bytes'))}); with its own class "
-        "it is sent first and waits only for the packet on the wire.",
-    ]
-    if bulk[0] and bulk[1] and bulk[1] < 0.95 * bulk[0]:
-        lines.append(f"The price is paid by bulk: checkpoint goodput {rate(bulk[0])} -> "
-                     f"{rate(bulk[1])}, since strict priority gives KV every turn it asks for.")
-    else:
-        lines.append(f"Bulk hardly paid for it: checkpoint goodput {rate(bulk[0])} -> "
-                     f"{rate(bulk[1])}. KV asks for little of the port; strict priority only "
-                     "changes who goes first.")
-    drops = (cls.metrics.get("by_class") or {}).get("kv", {}).get("drops", 0)
-    if drops:
-        lines.append(f"The KV class still lost {drops} packets (TCP resent them): strict "
-                     "priority orders the queues but the buffer is shared, and the checkpoint "
-                     "filled it. A lossless class (PFC, lesson 2) or a reserved buffer "
-                     "closes that gap.")
-    return lines
+def _kv_bulk_verdict(port: str, bulk_name: str) -> Any:  # noqa: ANN401
+    """Lessons 1 and 6: what a KV class did beside bulk at `port`."""
+
+    def verdict(rs: list[Any]) -> list[str]:
+        fifo, cls = rs[0], rs[1]
+        p99 = [kind_ns(r, "pd", "chunk_latency", "p99") for r in rs]
+        ttfb = [kind_ns(r, "pd", "ttfb", "p99") for r in rs]
+        bulk = [kind_bps(r, "bulk") for r in rs]
+        better = p99[0] is not None and p99[1] is not None and p99[1] < p99[0]
+        lines = [
+            f"KV chunk p99 {t(p99[0])} in one FIFO queue, {t(p99[1])} in its own strict class "
+            + (f"({ratio(p99[0], p99[1])} lower)" if better else "(no better)")
+            + f"; TTFB p99 {t(ttfb[0])} -> {t(ttfb[1])}.",
+            f"In the FIFO, a KV chunk waits behind every {bulk_name} byte queued ahead of it at "
+            f"the {port} (up to {size(fifo.metrics.get('max_queue_bytes'))}); with its own "
+            "class it is sent first and waits only for the packet on the wire."
+            + ("" if better else " Here the FIFO queue stayed short, so there was little to "
+               f"jump ahead of: the {bulk_name} never filled the port."),
+        ]
+        if bulk[0] and bulk[1] and bulk[1] < 0.95 * bulk[0]:
+            lines.append(f"The price is paid by bulk: {bulk_name} goodput {rate(bulk[0])} -> "
+                         f"{rate(bulk[1])}, since strict priority gives KV every turn it asks "
+                         "for.")
+        else:
+            lines.append(f"Bulk hardly paid for it: {bulk_name} goodput {rate(bulk[0])} -> "
+                         f"{rate(bulk[1])}. KV asks for little of the port; strict priority "
+                         "only changes who goes first.")
+        drops = (cls.metrics.get("by_class") or {}).get("kv", {}).get("drops", 0)
+        if drops:
+            lines.append(f"The KV class still lost {drops} packets (TCP resent them): strict "
+                         f"priority orders the queues but the buffer is shared, and the "
+                         f"{bulk_name} filled it. A lossless class (PFC, lesson 2) or a "
+                         "reserved buffer closes that gap.")
+        return lines
+
+    return verdict
 
 
 def _kv_bulk_holds(rs: list[Any]) -> tuple[bool, str]:
@@ -92,23 +102,26 @@ def _kv_bulk_holds(rs: list[Any]) -> tuple[bool, str]:
     return b < a, f"KV chunk p99 FIFO {t(a)}, own class {t(b)}"
 
 
+KV_BULK_COLUMNS = (
+    Column("KV chunk p50", lambda r: t(kind_ns(r, "pd", "chunk_latency", "p50"))),
+    Column("KV chunk p99", lambda r: t(kind_ns(r, "pd", "chunk_latency", "p99"))),
+    Column("KV TTFB p99", lambda r: t(kind_ns(r, "pd", "ttfb", "p99"))),
+    Column("KV FCT p99", lambda r: t(kind_ns(r, "pd", "transfer_latency", "p99"))),
+    Column("KV goodput", lambda r: rate(kind_bps(r, "pd"))),
+    Column("bulk goodput", lambda r: rate(kind_bps(r, "bulk"))),
+    Column("queue max", lambda r: size(r.metrics.get("max_queue_bytes"))),
+    Column("drops", lambda r: str(r.metrics.get("drops", "-"))),
+)
+
+
 KV_BESIDE_BULK = Lesson(
     number=1, slug="kv-beside-bulk", title="KV beside bulk: one FIFO, then a KV class",
     teaches="A bulk checkpoint fills the decode port's queue; KV chunks wait behind it until "
             "KV gets a strict-priority class of its own.",
     steps=(LessonStep("fifo", "01-fifo.yaml"),
            LessonStep("kv-class", "01-kv-class.yaml")),
-    columns=(
-        Column("KV chunk p50", lambda r: t(kind_ns(r, "pd", "chunk_latency", "p50"))),
-        Column("KV chunk p99", lambda r: t(kind_ns(r, "pd", "chunk_latency", "p99"))),
-        Column("KV TTFB p99", lambda r: t(kind_ns(r, "pd", "ttfb", "p99"))),
-        Column("KV FCT p99", lambda r: t(kind_ns(r, "pd", "transfer_latency", "p99"))),
-        Column("KV goodput", lambda r: rate(kind_bps(r, "pd"))),
-        Column("bulk goodput", lambda r: rate(kind_bps(r, "bulk"))),
-        Column("queue max", lambda r: size(r.metrics.get("max_queue_bytes"))),
-        Column("drops", lambda r: str(r.metrics.get("drops", "-"))),
-    ),
-    verdict=_kv_bulk_verdict, holds=_kv_bulk_holds,
+    columns=KV_BULK_COLUMNS,
+    verdict=_kv_bulk_verdict("decode port", "checkpoint"), holds=_kv_bulk_holds,
     small={"kv": {"requests": 6}, "checkpoint": {"size_bytes": 36 << 20}},
 )
 
@@ -380,4 +393,20 @@ ECMP = Lesson(
 )
 
 
-LESSONS: tuple[Lesson, ...] = (KV_BESIDE_BULK, LOSSLESS, HOL, ECN, ECMP)
+# ---- 6. the KV class across a shaped cross-cluster link -------------------------------------
+
+# Built with a RoCE switch at each DCI edge: its egress port serialises at the DCI link's rate
+# and keeps a queue per class. Plain links queue in one FIFO until per-class link queues land.
+DCI = Lesson(
+    number=6, slug="kv-across-dci", title="The KV class across a shaped cross-cluster link",
+    teaches="KV to another cluster beside bulk replication over one 25 Gbit/s DCI link: the "
+            "replication fills the DCI edge's queue until KV gets a strict class of its own.",
+    steps=(LessonStep("fifo", "06-dci-fifo.yaml"),
+           LessonStep("kv-class", "06-dci-kv-class.yaml")),
+    columns=KV_BULK_COLUMNS,
+    verdict=_kv_bulk_verdict("DCI edge's port", "replication"), holds=_kv_bulk_holds,
+    small={"kv": {"requests": 4}},
+)
+
+
+LESSONS: tuple[Lesson, ...] = (KV_BESIDE_BULK, LOSSLESS, HOL, ECN, ECMP, DCI)
