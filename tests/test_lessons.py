@@ -90,3 +90,56 @@ def test_lesson_outcome_holds(lesson, tmp_path: Path, state_dir: Path) -> None: 
         assert (out / step.label / "summary.json").exists()
     assert (out / "queues.png").exists()
     assert (out / "comparison.json").exists()
+
+
+# ---- the line a traffic run ends with on what its classes did (pure) ------------------------
+
+TWO_CLASSES = """\
+name: two
+nodes: {a: {}, b: {}}
+links:
+  - {endpoints: [a, b]%s}
+classes:
+  - {name: kv, dscp: 26, priority: 3%s}
+  - {name: bulk, dscp: 10, priority: 1}
+traffic:
+  flows:
+    - {name: k, pattern: one-to-one, from: a, to: b, class: kv, tokens: 16}
+    - {name: c, pattern: bulk, from: a, to: b, class: bulk, size: 1MiB}
+"""
+
+
+def _summary(kv_ns: int, bulk_ns: int) -> dict:
+    return {"classes": {name: {"chunk_latency": {"fabric_ns": {"p99": ns}}}
+                        for name, ns in (("kv", kv_ns), ("bulk", bulk_ns))}}
+
+
+def _line(tmp_path: Path, link: str, kv: str, summary: dict) -> str | None:
+    from fabric.explain import explain
+    from fabric.kinds import load
+    from fabric.lessons.story import class_line
+
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_CLASSES % (link, kv))
+    return class_line(explain(load(path), served={}), summary)
+
+
+def test_class_line_on_fifo_links_says_the_class_changed_nothing(tmp_path: Path) -> None:
+    line = _line(tmp_path, "", "", _summary(708_000, 373_000))
+    assert line is not None
+    assert line.startswith("classes: chunk p99 bulk 373 us, kv 708 us. ")
+    assert "one FIFO link queue for all classes" in line
+    assert "kv came out worst here" in line
+
+
+def test_class_line_names_the_strict_class_served_first(tmp_path: Path) -> None:
+    line = _line(tmp_path, ", rate: 100Mbps", ", strict: true", _summary(200_000, 900_000))
+    assert line is not None
+    assert line.startswith("classes: chunk p99 kv 200 us, bulk 900 us. ")
+    assert "kv is served first (strict priority)" in line
+
+
+def test_class_line_needs_two_classes() -> None:
+    from fabric.lessons.story import class_line
+
+    assert class_line(None, {"classes": {"kv": {}}}) is None

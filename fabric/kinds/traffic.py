@@ -83,8 +83,14 @@ class TrafficKind(Kind):
         if made:
             ctx.out(f"per-class plots: {', '.join(p.name for p in made)} (goodput per class "
                     "from the receivers' chunk records)")
+        from ..explain import explain as explain_topology
+        from ..lessons.story import class_line
         from ..metrics.expect import RunFigures
 
+        # what serves each queue on the flows' paths: a traffic run's egresses are its links'
+        story = class_line(explain_topology(topo, served=self.egress(topo, ctx.plan)), summary)
+        if story:
+            ctx.out(story)
         failed = judge_expectations(topo, [(None, RunFigures(summary))], ctx.out_dir, ctx.out)
         if result.errors:
             raise FabricError("the run had errors (see above)")
