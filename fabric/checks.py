@@ -168,10 +168,6 @@ def cc_warnings(topo: Topology) -> list[str]:
         names = ", ".join(c.name for c in topo.classes if c.red is not None)
         out.append(f"classes with ecn thresholds ({names}) only mark at RoCE switches; this "
                    "file has no `switches:` section, so nothing marks by class")
-    if sw is None and any(c.queue_bytes is not None for c in topo.classes):
-        names = ", ".join(c.name for c in topo.classes if c.queue_bytes is not None)
-        out.append(f"classes with a queue limit ({names}) are limited only at RoCE switches; "
-                   "this file has no `switches:` section, so nothing limits them")
     return out
 
 

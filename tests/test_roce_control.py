@@ -298,16 +298,6 @@ def test_the_run_report_shows_the_control_class() -> None:
     assert line.split()[-7:] == ["2", "108", "B", "530", "ns", "560", "ns"], line
 
 
-def test_a_queue_limit_without_switches_is_warned_about() -> None:
-    from fabric.checks import cc_warnings
-
-    t = parse(FILE.replace("switches: {buffer: 4MiB}\n", "").replace(
-        "CONTROL\n", "  - {name: control, dscp: 48, priority: 6, strict: true, queue: 8KB}\n"))
-    assert "classes with a queue limit (control) are limited only at RoCE switches" in \
-        " ".join(cc_warnings(t))
-    assert not any("queue limit" in w for w in cc_warnings(topo()))
-
-
 def test_an_expectation_can_name_the_control_wait() -> None:
     from fabric.metrics.expect import RunFigures, evaluate
 
