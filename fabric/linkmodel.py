@@ -371,6 +371,17 @@ class LinkDirection:
         self._reorders = bool(self._jitter or self._reorder)
         if self._classes and self._rate is not None and self._sched is None:
             self._sched = ClassScheduler(self._classes, shape.mtu)
+            self._bind()
+
+    def _bind(self) -> None:
+        """Where packets queue by class, `release` and `next_deadline` first run the wire's
+        decisions; bound per instance, so a FIFO direction's per-packet path pays nothing."""
+        if self._sched is not None:
+            self.release = self._release_classed  # type: ignore[method-assign]
+            self.next_deadline = self._next_deadline_classed  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("release", None)
+            self.__dict__.pop("next_deadline", None)
 
     @property
     def classed(self) -> bool:
@@ -439,6 +450,7 @@ class LinkDirection:
                 self._cls_bytes_out[k] += length
                 self._hold(now_ns, length, item)
             self._sched = None
+            self._bind()
             q.clear()
             self._queue_bytes = 0
 
@@ -713,9 +725,6 @@ class LinkDirection:
     def next_deadline(self) -> int | None:
         """When the earliest held packet is due, or None when nothing is held. Where packets
         queue by class, also when the wire next frees while a class queue waits."""
-        if self._sched is not None and self._sched.count:
-            d = self._line_deadline()
-            return self._busy_until if d is None or self._busy_until < d else d
         line = self._line
         heap = self._heap
         if line:
@@ -725,17 +734,18 @@ class LinkDirection:
             return heap[0][0]
         return None
 
-    def _line_deadline(self) -> int | None:
-        line = self._line
-        heap = self._heap
-        if line:
-            return min(line[0][0], heap[0][0]) if heap else line[0][0]
-        return heap[0][0] if heap else None
+    def _next_deadline_classed(self) -> int | None:
+        d = LinkDirection.next_deadline(self)
+        if self._sched is not None and self._sched.count and (d is None or self._busy_until < d):
+            return self._busy_until
+        return d
+
+    def _release_classed(self, now_ns: int) -> list[Any]:
+        self._schedule(now_ns)
+        return LinkDirection.release(self, now_ns)
 
     def release(self, now_ns: int) -> list[Any]:
         """Remove and return the items due at `now_ns`, in release order."""
-        if self._sched is not None:
-            self._schedule(now_ns)
         out: list[Any] = []
         nbytes = 0
         line = self._line
