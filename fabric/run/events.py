@@ -346,8 +346,9 @@ def switch_spikes(rec: dict[str, Any], log: list[dict[str, Any]], started_ns: in
         moved = min(((e["applied_ns"] - started_ns) / ts for e in log
                      if e["action"] == "converge" and e.get("after") == entry["label"]
                      and e["applied_ns"] >= entry["applied_ns"]), default=t)
-        end = max(t + (ev.get("recovery_ns") or 0), moved)
-        span = max(end - t, 1.0)
+        # the window's length exactly (no rounding through t): never shorter than recovery
+        span = max(float(ev.get("recovery_ns") or 0), moved - t, 1.0)
+        end = t + span
         sent = [(w, sw, port) for sw, rows in pauses.items() for w, port in rows]
         during = [x for x in sent if t <= x[0] <= end]
         before = [x for x in sent if x[0] < t]
