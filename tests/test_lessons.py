@@ -85,7 +85,7 @@ def test_lesson_outcome_holds(lesson, tmp_path: Path, state_dir: Path) -> None: 
     assert f"Lesson {lesson.number}: " in result.stdout
     saved = json.loads((out / "lesson.json").read_text())
     assert saved["errors"] == {}
-    assert saved["holds"], saved["why"]
+    assert saved["holds"], (saved["why"], result.stdout)
     for step in lesson.steps:
         assert (out / step.label / "summary.json").exists()
     assert (out / "queues.png").exists()
