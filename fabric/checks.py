@@ -11,7 +11,7 @@ from collections import Counter
 
 from .cc import resolve_cc
 from .plan import LINK_BACKENDS, link_backend
-from .topology.document import Topology
+from .topology.document import Topology, link_classes
 from .topology.graph import adjacency, search
 from .topology.linkprops import LINK_PROPERTIES
 from .topology.model import bdp_bytes, queue_bytes
@@ -130,6 +130,13 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
                                          else "")
         n = len(wheres)
         out.append(f"{text[kind]} [{n} link{'s' if n > 1 else ''}: {shown}]")
+    marked = [c.name for c in link_classes(topo) if c.red is not None]
+    shaped = any(s.rate_bps for link in topo.links for s in (link.forward, link.reverse))
+    if marked and shaped and not link_backend(backend).class_ecn:
+        out.append(f"class ECN ({', '.join(marked)}) is not realised on links by the {backend} "
+                   "backend (its class queues, htb, are drop-tail; RoCE switches still mark); "
+                   "use --links " + " or ".join(b.name for b in LINK_BACKENDS.values()
+                                                if b.class_ecn))
     return out
 
 

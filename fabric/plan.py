@@ -626,6 +626,7 @@ class LinkBackend:
     name: str = ""
     engine: bool = False
     ethernet: bool = False
+    class_ecn: bool = False  # a link's class queues RED-mark the classes that set `ecn`
     limits: BackendLimits
 
     def link_steps(self, lp: LinkPlan, *, switches: bool) -> list[Step]:
@@ -675,6 +676,7 @@ class UserspaceBackend(LinkBackend):
 
     name = "userspace"
     engine = True
+    class_ecn = True  # the engine's class queues (`fabric.linkmodel`); htb's are drop-tail
     # measured by scripts/bench_links.py on the 2-core machine: TCP goodput within 1% of its
     # header ceiling to 1 Gbit/s at MTU 1500 and 5 Gbit/s at MTU 9000 (the engine moves ~85k
     # packets/s); each traversal adds ~0.17 ms, so delays under 1 ms are mostly the engine's.

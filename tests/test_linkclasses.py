@@ -410,3 +410,18 @@ def test_per_class_link_counters_are_kept_and_shown() -> None:
     rows = table.splitlines()
     assert any(r.split()[:3] == ["class", "kv", "1"] for r in rows)
     assert any(r.split()[:3] == ["class", "bulk", "3"] for r in rows)
+
+
+def test_check_warns_that_netem_does_not_mark_ecn_per_class() -> None:
+    from fabric.checks import backend_warnings
+    from fabric.topology.document import Topology
+    from fabric.topology.model import Link, Node
+
+    red = TrafficClass(name="kv", dscp=26, priority=3, red=(10_000, 40_000, 0.2))
+    shaped = Shape(rate_bps=100 * MBIT)
+    topo = Topology(name="t", nodes={"a": Node("a"), "b": Node("b")},
+                    links=(Link("a", "b", shaped, shaped),), classes=(red, BULK))
+    (w,) = [w for w in backend_warnings(topo, "netem") if w.startswith("class ECN")]
+    assert w.startswith("class ECN (kv) is not realised on links by the netem backend")
+    assert w.endswith("use --links userspace")
+    assert not any(w.startswith("class ECN") for w in backend_warnings(topo, "userspace"))
