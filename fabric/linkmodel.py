@@ -586,18 +586,8 @@ class LinkDirection:
                 return DROPPED_QUEUE
             departure = now_ns
         if self._reorders:
-            if self._reorder and rng.random() < self._reorder:
-                release = departure  # sent at once: it overtakes what waits out the delay
-                self._reordered += 1
-            else:
-                release = departure + self._delay
-                if self._jitter:
-                    release += int((2.0 * rng.random() - 1.0) * self._jitter)
-                    if release < departure:
-                        release = departure
-            self._seq += 1
-            heapq.heappush(self._heap, (release, self._seq, length, item))
-        else:
+            release = self._hold_unordered(departure, length, item)
+        else:  # the FIFO delay line, inline: most links take this path for every packet
             release = departure + self._delay
             self._seq += 1
             self._line.append((release, length, item, self._seq))
@@ -699,21 +689,29 @@ class LinkDirection:
         """Hold a packet that leaves the serialiser at `departure` for its delay, jitter or
         reordering (its bytes are already counted as held)."""
         if self._reorders:
-            rng = self._rng
-            if self._reorder and rng.random() < self._reorder:
-                release = departure
-                self._reordered += 1
-            else:
-                release = departure + self._delay
-                if self._jitter:
-                    release += int((2.0 * rng.random() - 1.0) * self._jitter)
-                    if release < departure:
-                        release = departure
-            self._seq += 1
-            heapq.heappush(self._heap, (release, self._seq, length, item))
+            self._hold_unordered(departure, length, item)
         else:
             self._seq += 1
             self._line.append((departure + self._delay, length, item, self._seq))
+
+    def _hold_unordered(self, departure: int, length: int, item: Any) -> int:  # noqa: ANN401
+        """Hold a packet where releases are not in arrival order (jitter or reordering): draw
+        its release and put it in the heap; returns the release. With the reorder
+        probability it is sent at its departure, overtaking what waits out the delay; else
+        departure + delay + uniform(-jitter, +jitter), never before its departure."""
+        rng = self._rng
+        if self._reorder and rng.random() < self._reorder:
+            release = departure
+            self._reordered += 1
+        else:
+            release = departure + self._delay
+            if self._jitter:
+                release += int((2.0 * rng.random() - 1.0) * self._jitter)
+                if release < departure:
+                    release = departure
+        self._seq += 1
+        heapq.heappush(self._heap, (release, self._seq, length, item))
+        return release
 
     def _count_faults(self, bit: int, dup: bool) -> None:
         """Count what an accepted packet's verdict asks for (a dropped one asks nothing)."""
