@@ -249,6 +249,9 @@ class LinkStats:
     queue_bytes_max: high-water of the engine queue (bytes not yet serialised; 0 when the
         kernel shapes the rate). held_bytes_max: high-water of bytes held for delay.
     samples: (time_ns, queue_bytes) at most one per sample interval, the latest ones.
+    class_samples: where the direction has classes, (time_ns, bytes waiting in each class
+        queue, in the order of `classes`) taken with each of `samples` (so thinned with
+        them); the packet on the wire is in neither (it is in `samples`' queue bytes).
     """
 
     packets_in: int
@@ -273,10 +276,17 @@ class LinkStats:
     bytes_lost_in_flight: int = 0  # of which the link held (queued or on its way) going down
     # per traffic class, where the direction queues by class (`LinkDirection(classes=...)`)
     classes: tuple[ClassStats, ...] = ()
+    class_samples: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able; `class_samples` (only where there are some) as {"columns": [class
+        names], "rows": [[t_ns, [bytes per column]], ...]}, as the RoCE switches write theirs."""
         d = asdict(self)
         d["samples"] = [list(s) for s in self.samples]
+        del d["class_samples"]
+        if self.class_samples:
+            d["class_samples"] = {"columns": [c.name for c in self.classes],
+                                  "rows": [[t, list(b)] for t, b in self.class_samples]}
         return d
 
 
@@ -347,6 +357,8 @@ class LinkDirection:
         self._next_sample = 0
         self._max_samples = max(2, max_samples)
         self._samples: list[tuple[int, int, int]] = []
+        # per class, with each sample, where the direction has classes (`class_samples`)
+        self._cls_samples: list[tuple[int, tuple[int, ...]]] = []
 
     def _apply_shape(self, shape: Shape) -> None:
         """Derive the per-packet parameters from `shape` (at construction and on a change)."""
@@ -786,8 +798,13 @@ class LinkDirection:
         """
         if len(self._samples) >= self._max_samples:
             self._samples = self._samples[::2]
+            self._cls_samples = self._cls_samples[::2]
             self._sample_interval *= 2
         self._samples.append((now_ns, self.queue_bytes(now_ns), self._bytes_out))
+        if self._classes:  # in step with `_samples`: zeros while nothing queues by class
+            sched = self._sched
+            self._cls_samples.append((now_ns, tuple(sched.bytes) if sched is not None
+                                      else (0,) * len(self._classes)))
         self._next_sample = now_ns + self._sample_interval
 
     def queue_bytes(self, now_ns: int) -> int:
@@ -831,5 +848,7 @@ class LinkDirection:
                            packets_out=self._cls_out[i], bytes_out=self._cls_bytes_out[i],
                            queue_bytes_max=self._cls_max[i])
                 for i, c in enumerate(self._classes))
+            if self._sched is not None or any(self._cls_in) else (),
+            class_samples=tuple(self._cls_samples)
             if self._sched is not None or any(self._cls_in) else (),
         )

@@ -213,6 +213,10 @@ class LinkCounters:
     # per traffic class where the direction queues by class (`fabric.linkmodel.ClassStats`:
     # name, dscp and its counters)
     classes: tuple[Mapping[str, Any], ...] = ()
+    # where the engine queued by class: each class's queue bytes at each queue sample
+    # (`fabric.linkmodel.LinkStats.class_samples`), columns named by class; rows by time
+    class_columns: tuple[str, ...] = ()
+    class_samples: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def drops(self) -> int | None:
@@ -238,7 +242,8 @@ class LinkCounters:
             samples.append(LinkSample(t, q, _int_or_none(s[2]) if len(s) > 2 else None))
         samples.sort(key=lambda s: s.t_ns)
         extra = {k: iv for k, v in d.items()
-                 if k not in COUNTER_FIELDS and k != "samples" and isinstance(k, str)
+                 if k not in COUNTER_FIELDS and k not in ("samples", "class_samples")
+                 and isinstance(k, str)
                  and (iv := _int_or_none(v)) is not None}
         if isinstance(d.get("queue_observed"), bool):  # kept as 0/1: does queue max mean it?
             extra["queue_observed"] = int(d["queue_observed"])
@@ -248,11 +253,13 @@ class LinkCounters:
              **{k: iv for k, v in c.items() if k != "name" and (iv := _int_or_none(v)) is not None}}
             for c in (raw_classes if isinstance(raw_classes, list | tuple) else ())
             if isinstance(c, Mapping) and "name" in c)
-        return cls(**values, samples=tuple(samples), extra=extra, classes=classes)
+        columns, rows = _class_samples(d.get("class_samples"))
+        return cls(**values, samples=tuple(samples), extra=extra, classes=classes,
+                   class_columns=columns, class_samples=rows)
 
     def to_dict(self, *, samples: bool = False) -> dict[str, Any]:
         """The present counters (absent ones are left out), `drops`, and `samples_count`;
-        the samples themselves only with `samples=True`."""
+        the samples themselves (and the per-class ones) only with `samples=True`."""
         d: dict[str, Any] = {k: getattr(self, k) for k in COUNTER_FIELDS
                              if getattr(self, k) is not None}
         if self.drops is not None:
@@ -265,7 +272,32 @@ class LinkCounters:
             d["samples"] = [[s.t_ns, s.queue_bytes] + ([] if s.bytes_out is None
                                                         else [s.bytes_out])
                             for s in self.samples]
+            if self.class_samples:
+                d["class_samples"] = {"columns": list(self.class_columns),
+                                      "rows": [[t, list(b)] for t, b in self.class_samples]}
         return d
+
+
+def _class_samples(raw: Any) -> tuple[tuple[str, ...], tuple[tuple[int, tuple[int, ...]], ...]]:
+    """{"columns": [names], "rows": [[t, [bytes per column]], ...]} as (columns, rows sorted
+    by time); a malformed row is skipped, anything else malformed gives nothing."""
+    if not isinstance(raw, Mapping):
+        return (), ()
+    cols, rows = raw.get("columns"), raw.get("rows")
+    if not isinstance(cols, list | tuple) or not isinstance(rows, list | tuple) or not cols:
+        return (), ()
+    columns = tuple(str(c) for c in cols)
+    out = []
+    for r in rows:
+        if not isinstance(r, list | tuple) or len(r) < 2 or not isinstance(r[1], list | tuple):
+            continue
+        t = _int_or_none(r[0])
+        vals = tuple(_int_or_none(v) for v in r[1])
+        if t is None or len(vals) != len(columns) or any(v is None for v in vals):
+            continue
+        out.append((t, tuple(int(v) for v in vals if v is not None)))
+    out.sort(key=lambda r: r[0])
+    return columns, tuple(out)
 
 
 @dataclass(frozen=True)

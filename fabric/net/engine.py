@@ -656,6 +656,7 @@ class Engine:
                 continue
             s = d.model.statistics().to_dict()
             del s["samples"]
+            s.pop("class_samples", None)
             s["drops_write"] = d.drops_write
             s["held_packets"] = d.model.held_packets
             entry = out.setdefault(d.link_id, {"rate_in_engine": d.model._engine_may_rate})
