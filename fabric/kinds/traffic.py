@@ -79,10 +79,13 @@ class TrafficKind(Kind):
         ctx.out(f"wrote {ctx.out_dir}/ ({', '.join(sorted(p.name for p in files.values()))})")
         from ..metrics.plots import write_class_plots
 
-        made = write_class_plots(ctx.out_dir, summary, result.chunk_records)
+        made = write_class_plots(ctx.out_dir, summary, result.chunk_records,
+                                 links=result.links)
+        queues = any(p.name == "class_queues.png" for p in made)
         if made:
             ctx.out(f"per-class plots: {', '.join(p.name for p in made)} (goodput per class "
-                    "from the receivers' chunk records)")
+                    "from the receivers' chunk records"
+                    f"{_class_queue_note(summary, result.links) if queues else ''})")
         from ..explain import explain as explain_topology
         from ..lessons.story import class_line
         from ..metrics.expect import RunFigures
@@ -131,7 +134,7 @@ class TrafficKind(Kind):
                      goodput_over_time(d / "goodput.png", chunks, ts, marks=marks),
                      links_over_time(d / "links.png", links, ts, marks=marks) if links
                      else None,
-                     *write_class_plots(d, summary, chunks, switches)):
+                     *write_class_plots(d, summary, chunks, switches, links)):
             if made is not None:
                 out(f"redrew {made}")
 
@@ -151,6 +154,21 @@ class TrafficKind(Kind):
         from ..metrics import compare, load_run
 
         out(compare([(str(d), load_run(str(d))[0]) for d in dirs]))
+
+
+def _class_queue_note(summary: Mapping[str, Any], links: Any) -> str:  # noqa: ANN401
+    """What the printout says of class_queues.png: where its queues were measured, or why it
+    shows none."""
+    from ..metrics.classes import link_class_queue_series, no_link_class_queues
+
+    meta = summary.get("meta") or {}
+    dirs, _, classed = link_class_queue_series(links, int(meta.get("started_ns") or 0),
+                                               float(summary.get("time_scale", 1.0)))
+    if dirs:
+        return (f"; queue per class at the {len(dirs)} deepest link directions, measured in "
+                "the link engine")
+    why = no_link_class_queues(str(meta.get("backend") or ""), classed)
+    return f"; class_queues.png shows no queue: {why}"
 
 
 def machine_lines(info: Mapping[str, Any], out: Callable[[str], None]) -> None:

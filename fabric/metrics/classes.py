@@ -7,7 +7,10 @@ the run applied.
 - goodput per class over time, from the receivers' chunk records (intact bytes, each
   chunk's spread over its arrival, from its first byte to its last: `delivered_bytes`);
 - queue depth per class over time at the busiest RoCE switch egress ports, from the queue
-  samples the switches take (`SwitchCore.class_samples`, exported as `class_samples`);
+  samples the switches take (`SwitchCore.class_samples`, exported as `class_samples`), or,
+  on plain links, at the link directions whose class queues peaked highest, from the queue
+  samples the userspace link engine takes (`LinkStats.class_samples`: the engine's
+  CLOCK_MONOTONIC, the runner's too, so `started_ns` puts them on the run's clock);
 - the PFC pauses the switches sent, as intervals per (switch, ingress port, priority), from
   their `pause_log` and `resume_log`.
 
@@ -24,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .records import ChunkRecord
+from .records import ChunkRecord, parse_links
 
-__all__ = ["MAX_PAUSE_ROWS", "MAX_PORTS", "PauseRow", "PortQueues", "class_goodput_series",
-           "class_queue_series", "declared_classes", "delivered_bytes", "pause_rows",
-           "switch_shift_ns"]
+__all__ = ["MAX_PAUSE_ROWS", "MAX_PORTS", "LinkQueues", "PauseRow", "PortQueues",
+           "class_goodput_series", "class_queue_series", "declared_classes", "delivered_bytes",
+           "link_class_queue_series", "no_link_class_queues", "pause_rows", "switch_shift_ns"]
 
 MAX_PORTS = 4  # egress ports shown in the per-class queue plot: the deepest
 MAX_PAUSE_ROWS = 16  # (switch, ingress port, priority) rows in the pause timeline
@@ -99,6 +102,65 @@ def class_queue_series(switches: Mapping[str, Mapping[str, Any]], started_ns: in
     shown = [p for p in found if any(v.any() for v in p.classes.values())]
     shown.sort(key=lambda p: (-p.peak_bytes, p.switch, p.port))
     return shown[:top], len(found) - len(shown[:top])
+
+
+@dataclass(frozen=True)
+class LinkQueues:
+    """One link direction's class queues over time (fabric ns since the run's start; bytes
+    waiting in each class queue, the packet on the wire not counted). `peak_bytes`: the
+    deepest any of its class queues got (the engine's exact per-class high-water, not the
+    sampled one), what ranks the directions."""
+
+    link: str
+    direction: str  # "forward" (a -> b) or "reverse"
+    peak_bytes: int
+    t_ns: np.ndarray
+    classes: dict[str, np.ndarray]
+
+    @property
+    def label(self) -> str:
+        a, _, b = self.link.partition("--")
+        if not b:
+            return f"{self.link} {self.direction}"
+        return f"{a} -> {b}" if self.direction == "forward" else f"{b} -> {a}"
+
+
+def link_class_queue_series(links: Any, started_ns: int, time_scale: float, *,  # noqa: ANN401
+                            top: int = MAX_PORTS) -> tuple[list[LinkQueues], int, int]:
+    """The `top` link directions whose class queues peaked highest, with each class's queue
+    bytes at every sample the link engine took; how many other directions queued by class
+    (shallower, or whose queue no sample caught); and how many directions queued by class
+    in all. `links`: links.json as the engine writes it (or its run delta), any form
+    `records.parse_links` takes. Times before `started_ns` (the engine runs before the run
+    starts) come out negative; the plot shows from 0."""
+    found: list[LinkQueues] = []
+    for rec in parse_links(links):
+        for name, c in rec.directions():
+            if not c.class_columns or not c.class_samples:
+                continue
+            t = np.array([r[0] for r in c.class_samples], dtype=np.float64)
+            t = (t - (started_ns or t[0])) / time_scale
+            q = np.array([r[1] for r in c.class_samples], dtype=np.float64)
+            classes = {cls: q[:, j] for j, cls in enumerate(c.class_columns)}
+            exact = [int(k.get("queue_bytes_max", 0) or 0) for k in c.classes]
+            peak = max(exact, default=0) or int(q.max(initial=0))
+            found.append(LinkQueues(rec.id, name, peak, t, classes))
+    shown = [d for d in found if any(v.any() for v in d.classes.values())]
+    shown.sort(key=lambda d: (-d.peak_bytes, d.link, d.direction))
+    return shown[:top], len(found) - len(shown[:top]), len(found)
+
+
+def no_link_class_queues(backend: str, classed: int) -> str:
+    """Why a run's class_queues.png has no link to show (`classed`: the directions that
+    queued by class, from `link_class_queue_series`)."""
+    if backend == "netem":
+        return ("the netem backend takes no queue samples: its class queues are the kernel's "
+                "htb leaves (their drops are in links.json); run with --links userspace to "
+                "see them")
+    if not classed:
+        return ("no link queued by class in the engine: it does so only where it shapes the "
+                "rate itself; elsewhere the kernel's tbf holds one queue")
+    return "no link class queue held a byte when a sample was taken"
 
 
 def delivered_bytes(chunks: Iterable[ChunkRecord], at_ns: np.ndarray) -> np.ndarray:

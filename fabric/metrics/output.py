@@ -7,7 +7,7 @@ Layout of DIR:
   chunks.csv      one row per chunk record, with latency in wall ns, wall ms and fabric ms
   links.json      the link engine's stats with samples (only when there were links)
   latency_cdf.png, goodput.png, links.png   plots (each only when it has data)
-  class_goodput.png (and, beside RoCE switches, class_queues.png, pfc_pauses.png)
+  class_goodput.png, class_queues.png (and, beside RoCE switches, pfc_pauses.png)
                   per-class plots, when the file declares more than one class
                   (`plots.write_class_plots`, called by the kinds)
 """

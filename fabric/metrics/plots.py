@@ -7,6 +7,7 @@ Axes are in fabric time (wall / time_scale) and say so; with time_scale 1 they s
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,16 @@ from .classes import (  # noqa: E402
     class_goodput_series,
     class_queue_series,
     declared_classes,
+    link_class_queue_series,
+    no_link_class_queues,
     pause_rows,
 )
 from .records import ChunkRecord, parse_links  # noqa: E402
 from .stats import goodput_series  # noqa: E402
 
 __all__ = ["CLASS_PLOTS", "class_goodput_over_time", "class_queues_over_time", "goodput_over_time",
-           "latency_cdf", "links_over_time", "pause_timeline", "write_class_plots"]
+           "latency_cdf", "link_class_queues_over_time", "links_over_time", "pause_timeline",
+           "write_class_plots"]
 
 _TIME_UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "us"), (1.0, "ns"))
 _RATE_UNITS = ((1e12, "Tbit/s"), (1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "kbit/s"),
@@ -373,6 +377,62 @@ def class_queues_over_time(path: str | Path, switches: Any, started_ns: int,
         plt.close(fig)
 
 
+def link_class_queues_over_time(path: str | Path, links: Any, started_ns: int,  # noqa: ANN401
+                                time_scale: float = 1.0, *, marks: Marks = (),
+                                backend: str = "") -> Path | None:
+    """Queue depth per class over time at the plain link directions whose class queues
+    peaked highest (one panel per direction, a line per class), measured in the userspace
+    link engine: its queue samples, at most one per sample interval (which doubles as a run
+    grows; the panel's title gives the exact peak). Where no direction queued by class (the
+    netem backend takes no samples; the engine queues by class only where it shapes the
+    rate itself) the figure says why instead. None without link statistics."""
+    if links is None:
+        return None
+    dirs, hidden, classed = link_class_queue_series(links, started_ns, time_scale)
+    n = max(1, len(dirs))
+    fig, axes = plt.subplots(n, 1, figsize=(8, 1.2 + 2.0 * n), sharex=True, squeeze=False)
+    try:
+        if not dirs:
+            _no_data(axes[0, 0], textwrap.fill(no_link_class_queues(backend, classed), 70))
+        else:
+            classes = list(dict.fromkeys(c for d in dirs for c in d.classes))
+            colour = {c: f"C{i % 10}" for i, c in enumerate(classes)}
+            tf, tu = _unit(np.concatenate([d.t_ns[d.t_ns >= 0] for d in dirs] + [[1.0]]),
+                           _TIME_UNITS)
+            qf, qu = _unit(np.array([float(d.peak_bytes) for d in dirs]), _SIZE_UNITS)
+            for ax, d in zip(axes[:, 0], dirs, strict=True):
+                for cls, q in d.classes.items():
+                    if d.t_ns.size == 1:
+                        ax.plot(d.t_ns / tf, q / qf, "o", color=colour[cls], label=cls)
+                    else:
+                        ax.step(d.t_ns / tf, q / qf, where="post", color=colour[cls],
+                                label=cls)
+                if started_ns:
+                    _mark(ax, marks, started_ns, time_scale, tf)
+                ax.set_title(f"link {d.label} (peak {d.peak_bytes / qf:.3g} {qu})",
+                             fontsize="small")
+                ax.set_ylabel(f"queue [{qu}]")
+                ax.set_ylim(bottom=0)
+                ax.grid(True, alpha=0.3)
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+            _run_axis(axes[-1, 0], tu, time_scale)
+            axes[-1, 0].set_xlim(left=0)  # the engine runs before the run: idle there
+        more = (f"\n{hidden} other directions not shown (shallower, or too brief for the "
+                "samples)" if hidden else "")
+        if dirs:
+            fig.suptitle(f"Link queue per class, deepest {len(dirs)} link "
+                         f"direction{'s' if len(dirs) != 1 else ''}{more}\n"
+                         "(measured in the link engine; bytes are the same in fabric and wall "
+                         "terms)", fontsize="medium")
+        else:
+            fig.suptitle("Link queue per class: no link's class queues were measured",
+                         fontsize="medium")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
 def pause_timeline(path: str | Path, switches: Any, started_ns: int, time_scale: float = 1.0,
                    *, marks: Marks = ()) -> Path | None:
     """The PFC pauses the switches sent, one row per (switch, ingress port, priority), a bar
@@ -417,11 +477,13 @@ def pause_timeline(path: str | Path, switches: Any, started_ns: int, time_scale:
 
 
 def write_class_plots(out_dir: str | Path, summary: Any, chunks: Iterable[ChunkRecord],
-                      switches: Any = None) -> list[Path]:
+                      switches: Any = None, links: Any = None) -> list[Path]:
     """The per-class plots of a run whose file declares more than one class (else none):
     class_goodput.png from the chunk records; with RoCE switch statistics (`{node: stats}`)
-    class_queues.png and pfc_pauses.png. All on the run's clock (`meta.started_ns`) with the
-    run's events marked. Returns what it wrote."""
+    class_queues.png and pfc_pauses.png; else, with the run's link statistics (links.json)
+    class_queues.png from the link engine's class queues (saying why where there are none).
+    All on the run's clock (`meta.started_ns`) with the run's events marked. Returns what it
+    wrote."""
     cs = list(chunks)
     if len(declared_classes(summary, cs)) < 2:
         return []
@@ -435,4 +497,8 @@ def write_class_plots(out_dir: str | Path, summary: Any, chunks: Iterable[ChunkR
         made += [class_queues_over_time(out / CLASS_PLOTS[1], switches, started, ts,
                                         marks=marks),
                  pause_timeline(out / CLASS_PLOTS[2], switches, started, ts, marks=marks)]
+    elif links is not None:
+        backend = str(((summary or {}).get("meta") or {}).get("backend") or "")
+        made.append(link_class_queues_over_time(out / CLASS_PLOTS[1], links, started, ts,
+                                                marks=marks, backend=backend))
     return [p for p in made if p is not None]
