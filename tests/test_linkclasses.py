@@ -378,7 +378,8 @@ def test_htb_tree_serves_strict_first_then_weights_under_the_link_rate() -> None
     assert all(kw["rate"] == "100000bit" for kw in leaves)
     fifos = [kw["limit"] for cmd, kind, kw in rest if kind == "bfifo"]
     assert fifos == [500_000, 500_000, 500_000, 64_000]
-    filters = {kw["target"] & 0xFFFF: kw["keys"] for cmd, kind, kw in rest if kind == "u32"}
+    filters = {kw["target"] & 0xFFFF: kw["keys"] for cmd, kind, kw in rest
+               if kind == "u32" and kw["protocol"] == 0x0800}
     # DSCP 26 -> TOS 0x68, 18 -> 0x48, 48 -> 0xc0; silver is htb's default (no filter)
     assert filters == {0x10: ["0x68/0xfc+1"], 0x11: ["0x48/0xfc+1"], 0x13: ["0xc0/0xfc+1"]}
     under = htb_tree(100 * MBIT, 500_000, 1500, classes, parent=0x00010001)
@@ -425,3 +426,27 @@ def test_check_warns_that_netem_does_not_mark_ecn_per_class() -> None:
     assert w.startswith("class ECN (kv) is not realised on links by the netem backend")
     assert w.endswith("use --links userspace")
     assert not any(w.startswith("class ECN") for w in backend_warnings(topo, "userspace"))
+
+
+def test_htb_tree_classifies_ipv6_by_its_traffic_class() -> None:
+    """u32 filters for IPv6 (protocol 0x86dd, their own prio) match the DSCP bits of the
+    traffic class: the first header word's bits 22-27, mask 0x0fc00000."""
+    from pyroute2.netlink.rtnl.tcmsg import plugins, tcmsg
+
+    from fabric.net.kernel import htb_tree
+
+    calls = htb_tree(100 * MBIT, 500_000, 1500, (KV, GOLD, SILVER), parent=0x00010001)
+    v4 = [kw for cmd, kind, kw in calls if kind == "u32" and kw["protocol"] == 0x0800]
+    v6 = [kw for cmd, kind, kw in calls if kind == "u32" and kw["protocol"] == 0x86DD]
+    assert {kw["prio"] for kw in v4} == {1}
+    assert {kw["prio"] for kw in v6} == {2}
+    # silver (priority 0) is htb's default: no filter; kv DSCP 26, gold DSCP 18
+    assert {kw["target"]: kw["keys"] for kw in v6} == {
+        0x00100010: ["0x0680/0x0fc0+0"], 0x00100011: ["0x0480/0x0fc0+0"]}
+    # encoded as the kernel gets it: one key, mask and value on the header's first word
+    msg = tcmsg()
+    msg["attrs"] = [["TCA_KIND", "u32"], ["TCA_OPTIONS", plugins["u32"].get_parameters(
+        dict(v6[0]))]]
+    msg.encode()
+    key = bytes(msg.data)[-16:]
+    assert key[:12].hex() == "0fc00000" + f"{26 << 22:08x}" + "00000000"

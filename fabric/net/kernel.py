@@ -611,6 +611,7 @@ class LiveKernel(Kernel):
 HTB_ROOT_HANDLE = 0x00010000  # htb as the root qdisc (1:), where tbf would be
 HTB_CHILD_HANDLE = 0x00100000  # htb under netem's class 1:1 (10:), where the tbf child would be
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 
 
 def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficClass, ...], *,
@@ -620,13 +621,14 @@ def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficCl
 
     htb (handle H) has one inner class H:1 at the link's rate (rate = ceil), and under it a
     class H:(10+i) per traffic class i, each with a drop-tail byte queue of its own (bfifo,
-    the link's queue, capped by the class's `queue:`) and a u32 filter on the IPv4 TOS byte's
-    DSCP bits; other packets (an unknown DSCP, ARP) go to the first class of priority 0, as
-    the link engine and the RoCE switch classify. Every class is guaranteed only a floor
-    (0.1% of the rate) and borrows the rest from H:1 up to the whole rate, so the link never
-    carries more than its rate, and what is borrowed goes by htb's prio: strict classes first
-    (prio 0.. by priority), then the weighted classes at one prio below, which share by
-    deficit round robin with quantum weight x MTU, as the engine's scheduler does.
+    the link's queue, capped by the class's `queue:`) and u32 filters on the DSCP bits of the
+    IPv4 TOS byte and of the IPv6 traffic class; other packets (an unknown DSCP, ARP) go to
+    the first class of priority 0, as the link engine and the RoCE switch classify. Every
+    class is guaranteed only a floor (0.1% of the rate) and borrows the rest from H:1 up to
+    the whole rate, so the link never carries more than its rate, and what is borrowed goes
+    by htb's prio: strict classes first (prio 0.. by priority), then the weighted classes at
+    one prio below, which share by deficit round robin with quantum weight x MTU, as the
+    engine's scheduler does.
     """
     handle = HTB_CHILD_HANDLE if parent is not None else HTB_ROOT_HANDLE
     major = handle & 0xFFFF0000
@@ -655,12 +657,18 @@ def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficCl
             "quantum": max(1, c.weight) * frame, "mtu": frame}))
         calls.append(("add", "bfifo", {"handle": (0x20 + i) << 16, "parent": major | minor,
                                        "limit": max(limit, 2 * frame)}))
-    for i, c in enumerate(classes):
-        if i == default:
-            continue  # htb's default takes it, and every packet no filter matches
-        calls.append(("add-filter", "u32", {
-            "parent": major, "prio": 1, "protocol": ETH_P_IP, "target": major | (0x10 + i),
-            "keys": [f"0x{(c.dscp & 63) << 2:02x}/0xfc+1"]}))
+    # IPv4: the TOS byte (offset 1), DSCP its top six bits. IPv6: the traffic class is the
+    # header's bits 4-11, so its DSCP is the 16-bit word at offset 0 under the mask 0x0fc0.
+    # Filters of one prio share a protocol: IPv4's at prio 1, IPv6's at prio 2.
+    for proto, prio_, key in ((ETH_P_IP, 1, "0x{:02x}/0xfc+1"),
+                              (ETH_P_IPV6, 2, "0x{:04x}/0x0fc0+0")):
+        for i, c in enumerate(classes):
+            if i == default:
+                continue  # htb's default takes it, and every packet no filter matches
+            dscp = c.dscp & 63
+            calls.append(("add-filter", "u32", {
+                "parent": major, "prio": prio_, "protocol": proto, "target": major | (0x10 + i),
+                "keys": [key.format(dscp << 2 if proto == ETH_P_IP else dscp << 6)]}))
     return calls
 
 
