@@ -133,8 +133,8 @@ class SetNetem:
 @dataclass(frozen=True)
 class SetTbf:
     """tbf as root qdisc: the rate in the kernel, `queue_bytes` of drop-tail queue. With
-    `classes`, htb instead: a class and a drop-tail queue per traffic class under the rate
-    (`fabric.net.kernel.htb_tree`)."""
+    `classes`, htb instead: a class and a queue per traffic class under the rate, drop-tail,
+    or RED marking ECN where the class sets `ecn` (`fabric.net.kernel.htb_tree`)."""
 
     netns: str
     dev: str
@@ -644,10 +644,11 @@ class NetemBackend(LinkBackend):
     """veth pairs; netem (delay, jitter, loss, corrupt, duplicate, reorder) with tbf inside
     it for the rate, tbf alone for a rate without them; where the file has traffic classes,
     htb with a class per traffic class takes tbf's place. Needs `sch_netem` (native, or in a
-    guest kernel)."""
+    guest kernel), and `sch_red` where a class sets `ecn`."""
 
     name = "netem"
     ethernet = True
+    class_ecn = True  # a red qdisc (ECN on) is the queue of each htb class that sets `ecn`
     # Mininet documents netem links accurate to ~1 Gbit/s; tbf on veth measured TCP goodput
     # 0.96 / 0.956 / 0.953 of 100M / 1G / 5G on the development machine.
     limits = BackendLimits(max_rate_bps=5_000_000_000, max_pps=None, min_delay_ns=100_000)
@@ -676,7 +677,7 @@ class UserspaceBackend(LinkBackend):
 
     name = "userspace"
     engine = True
-    class_ecn = True  # the engine's class queues (`fabric.linkmodel`); htb's are drop-tail
+    class_ecn = True  # the engine's class queues (`fabric.linkmodel`)
     # measured by scripts/bench_links.py on the 2-core machine: TCP goodput within 1% of its
     # header ceiling to 1 Gbit/s at MTU 1500 and 5 Gbit/s at MTU 9000 (the engine moves ~85k
     # packets/s); each traversal adds ~0.17 ms, so delays under 1 ms are mostly the engine's.

@@ -413,8 +413,11 @@ def test_per_class_link_counters_are_kept_and_shown() -> None:
     assert any(r.split()[:3] == ["class", "bulk", "3"] for r in rows)
 
 
-def test_check_warns_that_netem_does_not_mark_ecn_per_class() -> None:
+def test_check_says_both_backends_mark_ecn_per_class(monkeypatch) -> None:
+    """The netem backend marks a class's ECN with a red qdisc per htb class, so `check` warns
+    on neither backend; a backend whose class queues did not mark would be warned about."""
     from fabric.checks import backend_warnings
+    from fabric.plan import LINK_BACKENDS
     from fabric.topology.document import Topology
     from fabric.topology.model import Link, Node
 
@@ -422,10 +425,48 @@ def test_check_warns_that_netem_does_not_mark_ecn_per_class() -> None:
     shaped = Shape(rate_bps=100 * MBIT)
     topo = Topology(name="t", nodes={"a": Node("a"), "b": Node("b")},
                     links=(Link("a", "b", shaped, shaped),), classes=(red, BULK))
+    assert all(b.class_ecn for b in LINK_BACKENDS.values())
+    for backend in ("netem", "userspace"):
+        assert not any(w.startswith("class ECN") for w in backend_warnings(topo, backend))
+    monkeypatch.setattr(type(LINK_BACKENDS["netem"]), "class_ecn", False)
     (w,) = [w for w in backend_warnings(topo, "netem") if w.startswith("class ECN")]
     assert w.startswith("class ECN (kv) is not realised on links by the netem backend")
     assert w.endswith("use --links userspace")
-    assert not any(w.startswith("class ECN") for w in backend_warnings(topo, "userspace"))
+
+
+def test_htb_tree_gives_an_ecn_class_a_red_queue() -> None:
+    """A class with `ecn` gets red (ECN on) as its htb leaf instead of bfifo: min kmin, max
+    kmax, probability pmax, the class queue's limit, a frame as avpkt; the others bfifo."""
+    from pyroute2.netlink.rtnl.tcmsg import plugins
+
+    from fabric.net.kernel import _red_codec, htb_tree
+
+    kv = TrafficClass(name="kv", dscp=26, priority=3, strict=True, red=(30_000, 150_000, 0.1))
+    capped = TrafficClass(name="gold", dscp=18, priority=1, weight=3, queue_bytes=200_000,
+                          red=(20_000, 400_000, 1.0))
+    calls = htb_tree(100 * MBIT, 500_000, 1500, (kv, BULK, capped), parent=None)
+    leaves = {kw["parent"] & 0xFFFF: (kind, kw) for cmd, kind, kw in calls
+              if cmd == "add" and kind in ("bfifo", "red")}
+    assert leaves[0x11] == ("bfifo", {"handle": 0x210000, "parent": 0x10011,
+                                      "limit": 500_000})
+    kind, red = leaves[0x10]
+    assert kind == "red"
+    assert red == {"handle": 0x200000, "parent": 0x10010, "limit": 500_000, "min": 30_000,
+                   "max": 150_000, "probability": 0.1, "avpkt": 1514, "burst": 21,
+                   "bandwidth": 100 * MBIT, "ecn": True}
+    kind, gold = leaves[0x12]
+    # kmax above the class's own queue: RED's max is held to the queue's limit
+    assert (kind, gold["limit"], gold["min"], gold["max"]) == ("red", 200_000, 20_000, 200_000)
+    # what the kernel is sent (linux/pkt_sched.h tc_red_qopt): thresholds in bytes, the ECN
+    # flag, pmax as a fraction of 2^32, the 256-byte idle-damping table
+    _red_codec()
+    attrs = dict(plugins["red"].get_parameters(dict(red))["attrs"])
+    parms = attrs["TCA_RED_PARMS"]
+    assert (parms["limit"], parms["qth_min"], parms["qth_max"], parms["flags"]) == (
+        500_000, 30_000, 150_000, 1)
+    assert parms["Wlog"] == 2  # the average follows the queue within a few packets
+    assert attrs["TCA_RED_MAX_P"] == int(0.1 * 2**32)
+    assert len(attrs["TCA_RED_STAB"]) == 256
 
 
 def test_htb_tree_classifies_ipv6_by_its_traffic_class() -> None:

@@ -65,13 +65,14 @@ def build_fabric(topo: Topology, links: str = "auto", *,
     """Plan `topo` on the `links` backend, work out every kind's daemons (a file they would
     refuse fails here, before anything is built) and build it all; it stays up (`kept`: also
     after this process ends). A stale fabric of the name is removed first (`say` is told)."""
-    from ..net.doctor import choose_backend
+    from ..net.doctor import check_class_qdiscs, choose_backend
     from ..net.lifecycle import bring_up
     from ..plan import plan_fabric
     from . import daemons
 
     backend, why = choose_backend(links)
     plan = plan_fabric(topo, backend=backend)
+    check_class_qdiscs(plan)
     specs = daemons(plan)
     t0 = time.monotonic()
     state = bring_up(plan, daemons=specs, progress=progress, kept=kept, say=say)

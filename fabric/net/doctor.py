@@ -56,15 +56,17 @@ def is_root() -> bool:
 
 @cache
 def probe_qdiscs() -> dict[str, str | None]:
-    """Try netem, tbf and htb on the loopback of a throwaway namespace with no name (it dies
-    with the probe's process, so no kill point leaves it). kind -> error or None."""
+    """Try netem, tbf, htb and red on the loopback of a throwaway namespace with no name (it
+    dies with the probe's process, so no kill point leaves it). kind -> error or None."""
     from ..errors import KernelError
-    from .kernel import probe_qdisc_kinds
+    from .kernel import _red_codec, probe_qdisc_kinds, red_options
 
+    _red_codec()
     attempts: dict[str, dict[str, Any]] = {
         "netem": {"delay": 1000},
         "tbf": {"rate": "1000000bit", "burst": 3000, "limit": 10000},
         "htb": {"default": 0x10},
+        "red": {"limit": 100_000, **red_options((10_000, 30_000, 0.1), 10**8, 1500, 100_000)},
     }
     try:
         return probe_qdisc_kinds(attempts)
@@ -126,6 +128,29 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
     raise FabricError(f"no link backend: no sch_netem ({q['netem']}) and {tun}")
 
 
+def check_class_qdiscs(plan) -> None:  # noqa: ANN001 - a plan.FabricPlan
+    """Before a netem-backend fabric is built: where a class sets `ecn` on a shaped link, its
+    queue is a red qdisc; a kernel without sch_red fails here, in one line naming the class,
+    with nothing built."""
+    from ..plan import SetNetem, SetTbf
+
+    if plan.backend != "netem":
+        return
+    marked: list[str] = []
+    for step in plan.steps:
+        if isinstance(step, (SetNetem, SetTbf)):
+            marked += [c.name for c in step.classes if c.red is not None and c.name not in marked]
+    if not marked:
+        return
+    err = probe_qdiscs().get("red")
+    if err is not None:
+        who = (f"class {marked[0]} sets" if len(marked) == 1
+               else f"classes {', '.join(marked)} set")
+        raise FabricError(f"{who} ecn, which the netem backend marks with a red qdisc on the "
+                          f"class's queue, and this kernel has no sch_red ({err}"
+                          f"{_config_note('CONFIG_NET_SCH_RED')}); use --links userspace")
+
+
 def guess_backend(requested: str = "auto") -> str:
     """The backend `up` would choose, without touching the kernel (for check, --dry-run).
 
@@ -160,11 +185,12 @@ def run_checks() -> tuple[list[Check], str]:
     if root:
         q = probe_qdiscs()
         for kind, cfg in (("netem", "CONFIG_NET_SCH_NETEM"), ("tbf", "CONFIG_NET_SCH_TBF"),
-                          ("htb", "CONFIG_NET_SCH_HTB")):
+                          ("htb", "CONFIG_NET_SCH_HTB"), ("red", "CONFIG_NET_SCH_RED")):
             err = q.get(kind)
             ok = err is None
             detail = "probed: qdisc added" if ok else f"probed: {err}{_config_note(cfg)}"
-            need = {"netem": "netem backend", "tbf": "link rates", "htb": "link rates"}[kind]
+            need = {"netem": "netem backend", "tbf": "link rates", "htb": "link rates",
+                    "red": "class ECN on the netem backend"}[kind]
             checks.append(Check(f"sch_{kind}", ok, detail, need))
     else:
         checks.append(Check("qdiscs", False, "not probed (needs root)", "link shaping"))

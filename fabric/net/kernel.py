@@ -360,12 +360,24 @@ class Kernel:
 
     def _set_htb(self, ns: str, dev: str, rate_bps: int, queue_bytes: int, mtu: int,
                  classes: tuple[TrafficClass, ...], parent: int | None) -> None:
-        """The htb tree of `htb_tree`, applied in order."""
+        """The htb tree of `htb_tree`, applied in order. A kernel without sch_red fails on the
+        first class that sets `ecn`, in one line naming it (`fabric.net.doctor.
+        check_class_qdiscs` says so before anything is built)."""
         _bfifo_codec()
+        _red_codec()
         h = self.handle(ns)
         idx = self.ifindex(ns, dev)
         for command, kind, kw in htb_tree(rate_bps, queue_bytes, mtu, classes, parent=parent):
-            h.tc(command, kind, idx, **kw)
+            try:
+                h.tc(command, kind, idx, **kw)
+            except NetlinkError as e:
+                if kind != "red":
+                    raise
+                name = classes[(int(kw["handle"]) >> 16) - 0x20].name  # type: ignore[call-overload]
+                why = ("this kernel has no sch_red" if e.code == errno.ENOENT
+                       else os.strerror(e.code))
+                raise KernelError(f"class {name} sets ecn, which the netem backend marks with "
+                                  f"a red qdisc on {ns}/{dev}: {why}") from None
 
 
 # ---- live changes (fabric.net.live) ----------------------------------------------------------
@@ -620,15 +632,16 @@ def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficCl
     queue by traffic class in the kernel, under netem (`parent` = netem's class) or as root.
 
     htb (handle H) has one inner class H:1 at the link's rate (rate = ceil), and under it a
-    class H:(10+i) per traffic class i, each with a drop-tail byte queue of its own (bfifo,
-    the link's queue, capped by the class's `queue:`) and u32 filters on the DSCP bits of the
-    IPv4 TOS byte and of the IPv6 traffic class; other packets (an unknown DSCP, ARP) go to
-    the first class of priority 0, as the link engine and the RoCE switch classify. Every
-    class is guaranteed only a floor (0.1% of the rate) and borrows the rest from H:1 up to
-    the whole rate, so the link never carries more than its rate, and what is borrowed goes
-    by htb's prio: strict classes first (prio 0.. by priority), then the weighted classes at
-    one prio below, which share by deficit round robin with quantum weight x MTU, as the
-    engine's scheduler does.
+    class H:(10+i) per traffic class i, each with a byte queue of its own (the link's queue,
+    capped by the class's `queue:`): drop-tail (bfifo), or RED with ECN (`red_options`) where
+    the class sets `ecn`; and u32 filters on the DSCP bits of the IPv4 TOS byte and of the
+    IPv6 traffic class; other packets (an unknown DSCP, ARP) go to the first class of
+    priority 0, as the link engine and the RoCE switch classify. Every class is guaranteed
+    only a floor (0.1% of the rate) and borrows the rest from H:1 up to the whole rate, so
+    the link never carries more than its rate, and what is borrowed goes by htb's prio:
+    strict classes first (prio 0.. by priority), then the weighted classes at one prio below,
+    which share by deficit round robin with quantum weight x MTU, as the engine's scheduler
+    does.
     """
     handle = HTB_CHILD_HANDLE if parent is not None else HTB_ROOT_HANDLE
     major = handle & 0xFFFF0000
@@ -655,8 +668,13 @@ def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficCl
             "handle": major | minor, "parent": inner, "rate": f"{floor}bit", "ceil": rate,
             "burst": burst, "cburst": burst, "prio": min(7, prio.get(i, len(strict))),
             "quantum": max(1, c.weight) * frame, "mtu": frame}))
-        calls.append(("add", "bfifo", {"handle": (0x20 + i) << 16, "parent": major | minor,
-                                       "limit": max(limit, 2 * frame)}))
+        limit = max(limit, 2 * frame)
+        leaf: dict[str, object] = {"handle": (0x20 + i) << 16, "parent": major | minor,
+                                   "limit": limit}
+        if c.red is not None:
+            calls.append(("add", "red", leaf | red_options(c.red, rate_bps, mtu, limit)))
+        else:
+            calls.append(("add", "bfifo", leaf))
     # IPv4: the TOS byte (offset 1), DSCP its top six bits. IPv6: the traffic class is the
     # header's bits 4-11, so its DSCP is the 16-bit word at offset 0 under the mask 0x0fc0.
     # Filters of one prio share a protocol: IPv4's at prio 1, IPv6's at prio 2.
@@ -670,6 +688,71 @@ def htb_tree(rate_bps: int, queue_bytes: int, mtu: int, classes: tuple[TrafficCl
                 "parent": major, "prio": prio_, "protocol": proto, "target": major | (0x10 + i),
                 "keys": [key.format(dscp << 2 if proto == ETH_P_IP else dscp << 6)]}))
     return calls
+
+
+def red_options(red: tuple[int, int, float], rate_bps: int, mtu: int,
+                limit: int) -> dict[str, object]:
+    """The keywords of a class's `red` leaf (`_red_codec`) for its `ecn` (kmin, kmax bytes,
+    pmax): min=kmin, max=kmax (kept within the queue's limit and above min by a frame, as
+    RED needs), probability=pmax, ECN on (ECT packets are CE-marked, others dropped), avpkt a
+    full frame. burst (packets) is kmin's worth plus one, the least RED takes: the average
+    then weighs each new sample by 1/4 (Wlog 2), so it follows the queue within a few
+    packets, near the instantaneous queue that the link engine and DCTCP's switches mark on."""
+    kmin, kmax, pmax = red
+    frame = mtu + 14
+    qmax = min(max(kmax, kmin + frame), limit)
+    qmin = min(kmin, qmax - frame)
+    return {"min": qmin, "max": qmax, "probability": pmax, "avpkt": frame,
+            "burst": max(1, -(-qmin // frame)) + 1, "bandwidth": rate_bps, "ecn": True}
+
+
+def _red_codec() -> None:
+    """pyroute2 0.9 has no red: register one (linux/pkt_sched.h's TCA_RED_PARMS, _STAB and
+    _MAX_P), its parameters worked out as `tc qdisc add ... red` does, with pyroute2's RED
+    helpers (EWMA weight, probability shift, idle-damping table)."""
+    import types
+
+    from pyroute2.netlink import nla
+    from pyroute2.netlink.rtnl import TC_H_ROOT, tcmsg
+    from pyroute2.netlink.rtnl.tcmsg import common
+
+    if "red" in tcmsg.plugins:
+        return
+
+    class options(nla):  # noqa: N801 - pyroute2's plugin interface names
+        nla_map = (("TCA_RED_UNSPEC", "none"), ("TCA_RED_PARMS", "parms"),
+                   ("TCA_RED_STAB", "cdata"), ("TCA_RED_MAX_P", "uint32"))
+
+        class parms(nla):  # noqa: N801
+            fields = (("limit", "I"), ("qth_min", "I"), ("qth_max", "I"), ("Wlog", "B"),
+                      ("Plog", "B"), ("Scell_log", "B"), ("flags", "B"))
+
+    class stats(nla):  # noqa: N801 - struct tc_red_xstats
+        fields = (("early", "I"), ("pdrop", "I"), ("other", "I"), ("marked", "I"))
+
+    class stats2(common.stats2):  # noqa: N801
+        class stats_app(stats):  # noqa: N801
+            pass
+
+    def get_parameters(kw: dict) -> dict:
+        avpkt, qmin, qmax = int(kw["avpkt"]), int(kw["min"]), int(kw["max"])
+        p = float(kw["probability"])
+        wlog = common.red_eval_ewma(qmin, int(kw["burst"]), avpkt)
+        plog = common.red_eval_P(qmin, qmax, p)
+        scell, stab = common.red_eval_idle_damping(wlog, avpkt, int(kw["bandwidth"]) / 8)
+        if wlog < 0 or plog < 0 or scell < 0:
+            raise KernelError(f"red: no parameters for min {qmin} max {qmax} burst "
+                              f"{kw['burst']} avpkt {avpkt}")
+        parms = {"limit": int(kw["limit"]), "qth_min": qmin, "qth_max": qmax, "Wlog": wlog,
+                 "Plog": plog, "Scell_log": scell, "flags": 1 if kw.get("ecn") else 0}
+        return {"attrs": [["TCA_RED_PARMS", parms],
+                          ["TCA_RED_STAB", bytes(min(255, int(x)) for x in stab)],
+                          ["TCA_RED_MAX_P", min(2**32 - 1, int(p * 2**32))]]}
+
+    mod = types.ModuleType("fabric_sched_red")
+    mod.__dict__.update(parent=TC_H_ROOT, options=options, stats=stats, stats2=stats2,
+                        get_parameters=get_parameters)
+    tcmsg.plugins["red"] = mod
 
 
 def _bfifo_codec() -> None:

@@ -75,7 +75,7 @@ RECORD_ENV = "FABRIC_GUEST_RECORD"  # where verdicts are recorded (tests point i
 BACKEND_ENV = "FABRIC_GUEST_BACKEND"  # set inside a guest: the backend that booted it
 # Modules the guest loads up front; a missing one is not an error (the kernel may have it
 # built in, or a test may not need it). sch_netem itself is checked by adding a qdisc.
-GUEST_MODULES = ("veth", "sch_netem", "sch_tbf", "sch_htb", "tun", "ifb")
+GUEST_MODULES = ("veth", "sch_netem", "sch_tbf", "sch_htb", "sch_red", "tun", "ifb")
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Directories the QEMU guest writes through to a private overlay (the host's / is read-only
 # in it): /etc for `ip netns` hosts files, the rest as virtme-ng's own `vng` does.
