@@ -134,7 +134,7 @@ def backend_warnings(topo: Topology, backend: str) -> list[str]:
     shaped = any(s.rate_bps for link in topo.links for s in (link.forward, link.reverse))
     if marked and shaped and not link_backend(backend).class_ecn:
         out.append(f"class ECN ({', '.join(marked)}) is not realised on links by the {backend} "
-                   "backend (its class queues, htb, are drop-tail; RoCE switches still mark); "
+                   "backend (its class queues do not mark; RoCE switches still mark); "
                    "use --links " + " or ".join(b.name for b in LINK_BACKENDS.values()
                                                 if b.class_ecn))
     return out

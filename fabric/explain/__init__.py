@@ -7,11 +7,12 @@ hold there. Two kinds of egress exist today:
 
 - a **plain link** (`fifo_egress`): where the file has two or more classes, every direction
   with a rate queues by class on both link backends (the userspace link engine's serialiser;
-  htb with a class and a u32 DSCP filter per traffic class on the netem backend): strict
-  first, then weights, each class in a drop-tail queue of its own; the engine also RED-marks
-  per class (htb's queues do not mark). Lossless is *not enforced* there: PFC is a RoCE
-  switch's. A file with one class, and a direction without a rate (it queues nothing of its
-  own), keep one FIFO (a link `ecn:` threshold marks every class alike);
+  htb with a class and u32 DSCP filters per traffic class on the netem backend): strict
+  first, then weights, each class in a drop-tail queue of its own, or a RED queue marking ECN
+  where the class sets `ecn` (the engine's RED; a red qdisc under htb). Lossless is *not
+  enforced* there: PFC is a RoCE switch's. A file with one class, and a direction without a
+  rate (it queues nothing of its own), keep one FIFO (a link `ecn:` threshold marks every
+  class alike);
 - an egress a **fabric kind** serves itself: a RoCE switch's port keeps a queue per class
   (strict first, then weighted round robin), marks ECN per class, and with PFC admits
   lossless classes to its whole buffer and pauses its upstream. The kinds say so through
@@ -62,7 +63,8 @@ LINK_CLASSES = "link class queues"
 LINK_NOT_LOSSLESS = "not enforced: link class queues drop at the tail (PFC: RoCE switches only)"
 
 #: who marks ECN by class on a plain link
-LINK_ECN = "link engine: RED per class (userspace backend; netem's htb queues do not mark)"
+LINK_ECN = ("RED per class: the link engine's (userspace backend), a red qdisc per htb class "
+            "(netem backend)")
 
 #: the class properties whose enforcement is stated per link direction
 PROPERTIES = ("queue", "lossless", "ecn")
@@ -116,9 +118,9 @@ class Egress:
 def fifo_egress(topo: Topology, sender: str, receiver: str) -> Egress:
     """A plain link direction. Where the file has classes (`link_classes`) and the direction
     a rate, it queues by class on both link backends (the link engine; htb and u32 DSCP
-    filters on netem): priority, strict and weight hold there, ECN per class where the engine
-    serves it, lossless nowhere. Otherwise one FIFO queue, where no class property holds. The
-    one place that states what plain links do."""
+    filters on netem): priority, strict, weight and ECN per class hold there (the engine's RED
+    or a red qdisc per htb class), lossless nowhere. Otherwise one FIFO queue, where no class
+    property holds. The one place that states what plain links do."""
     from ..topology.document import link_classes
 
     shape = topo.shape(sender, receiver)
