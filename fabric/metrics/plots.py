@@ -8,7 +8,7 @@ Axes are in fabric time (wall / time_scale) and say so; with time_scale 1 they s
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +328,33 @@ def class_goodput_over_time(path: str | Path, chunks: Iterable[ChunkRecord],
         plt.close(fig)
 
 
+def _class_queue_panels(axes: Any, series: Sequence[Any], classes: Sequence[str],  # noqa: ANN401
+                        times: np.ndarray, name: Callable[[Any], str], started_ns: int,
+                        time_scale: float, marks: Marks) -> None:
+    """One panel per queue (a switch port's or a link direction's: `t_ns`, `classes` {class:
+    bytes}, `peak_bytes`), a line per class in one colour per class across the panels, the
+    run's events marked, titled `name(queue)` with its peak. The queues' owners start before
+    the run: the time axis starts at the run's start."""
+    colour = {c: f"C{i % 10}" for i, c in enumerate(classes)}
+    tf, tu = _unit(times, _TIME_UNITS)
+    qf, qu = _unit(np.array([float(x.peak_bytes) for x in series]), _SIZE_UNITS)
+    for ax, x in zip(axes[:, 0], series, strict=True):
+        for cls, q in x.classes.items():
+            if x.t_ns.size == 1:
+                ax.plot(x.t_ns / tf, q / qf, "o", color=colour[cls], label=cls)
+            else:
+                ax.step(x.t_ns / tf, q / qf, where="post", color=colour[cls], label=cls)
+        if started_ns:
+            _mark(ax, marks, started_ns, time_scale, tf)
+        ax.set_title(f"{name(x)} (peak {x.peak_bytes / qf:.3g} {qu})", fontsize="small")
+        ax.set_ylabel(f"queue [{qu}]")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    _run_axis(axes[-1, 0], tu, time_scale)
+    axes[-1, 0].set_xlim(left=0)
+
+
 def class_queues_over_time(path: str | Path, switches: Any, started_ns: int,
                            time_scale: float = 1.0, *, marks: Marks = ()) -> Path | None:
     """Queue depth per class over time at the deepest RoCE switch egress ports (one panel
@@ -343,28 +370,11 @@ def class_queues_over_time(path: str | Path, switches: Any, started_ns: int,
         if not ports:
             _no_data(axes[0, 0], "no switch egress queue ever held a byte")
         else:
-            classes = sorted({c for p in ports for c in p.classes})
-            colour = {c: f"C{i % 10}" for i, c in enumerate(classes)}
-            tf, tu = _unit(np.concatenate([p.t_ns for p in ports]), _TIME_UNITS)
-            qf, qu = _unit(np.array([float(p.peak_bytes) for p in ports]), _SIZE_UNITS)
-            for ax, p in zip(axes[:, 0], ports, strict=True):
-                for cls, q in p.classes.items():
-                    if p.t_ns.size == 1:
-                        ax.plot(p.t_ns / tf, q / qf, "o", color=colour[cls], label=cls)
-                    else:
-                        ax.step(p.t_ns / tf, q / qf, where="post", color=colour[cls],
-                                label=cls)
-                if started_ns:
-                    _mark(ax, marks, started_ns, time_scale, tf)
-                peer = f" -> {p.peer}" if p.peer else ""
-                ax.set_title(f"{p.switch} port {p.port}{peer} (peak {p.peak_bytes / qf:.3g} "
-                             f"{qu})", fontsize="small")
-                ax.set_ylabel(f"queue [{qu}]")
-                ax.set_ylim(bottom=0)
-                ax.grid(True, alpha=0.3)
-                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-            _run_axis(axes[-1, 0], tu, time_scale)
-            axes[-1, 0].set_xlim(left=0)  # the switches start before the run: idle there
+            _class_queue_panels(
+                axes, ports, sorted({c for p in ports for c in p.classes}),
+                np.concatenate([p.t_ns for p in ports]),
+                lambda p: f"{p.switch} port {p.port}{f' -> {p.peer}' if p.peer else ''}",
+                started_ns, time_scale, marks)
         more = (f"; {hidden} other ports not shown (shallower, or too brief for the "
                 "samples)" if hidden else "")
         fig.suptitle(f"Egress queue per class, deepest {len(ports)} switch "
@@ -395,28 +405,10 @@ def link_class_queues_over_time(path: str | Path, links: Any, started_ns: int,  
         if not dirs:
             _no_data(axes[0, 0], textwrap.fill(no_link_class_queues(backend, classed), 70))
         else:
-            classes = list(dict.fromkeys(c for d in dirs for c in d.classes))
-            colour = {c: f"C{i % 10}" for i, c in enumerate(classes)}
-            tf, tu = _unit(np.concatenate([d.t_ns[d.t_ns >= 0] for d in dirs] + [[1.0]]),
-                           _TIME_UNITS)
-            qf, qu = _unit(np.array([float(d.peak_bytes) for d in dirs]), _SIZE_UNITS)
-            for ax, d in zip(axes[:, 0], dirs, strict=True):
-                for cls, q in d.classes.items():
-                    if d.t_ns.size == 1:
-                        ax.plot(d.t_ns / tf, q / qf, "o", color=colour[cls], label=cls)
-                    else:
-                        ax.step(d.t_ns / tf, q / qf, where="post", color=colour[cls],
-                                label=cls)
-                if started_ns:
-                    _mark(ax, marks, started_ns, time_scale, tf)
-                ax.set_title(f"link {d.label} (peak {d.peak_bytes / qf:.3g} {qu})",
-                             fontsize="small")
-                ax.set_ylabel(f"queue [{qu}]")
-                ax.set_ylim(bottom=0)
-                ax.grid(True, alpha=0.3)
-                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-            _run_axis(axes[-1, 0], tu, time_scale)
-            axes[-1, 0].set_xlim(left=0)  # the engine runs before the run: idle there
+            _class_queue_panels(
+                axes, dirs, list(dict.fromkeys(c for d in dirs for c in d.classes)),
+                np.concatenate([d.t_ns[d.t_ns >= 0] for d in dirs] + [[1.0]]),
+                lambda d: f"link {d.label}", started_ns, time_scale, marks)
         more = (f"\n{hidden} other directions not shown (shallower, or too brief for the "
                 "samples)" if hidden else "")
         if dirs:
