@@ -225,3 +225,23 @@ def test_lost_transactions_fail_a_run_only_without_events(tmp_path: Path, monkey
         with pytest.raises(FabricError, match=r"lost, with no event to explain it: hc "
                                               r"hypercast \(2\)"):
             MemoryKind().run(ctx)
+
+
+def test_the_printout_times_events_from_the_runs_start() -> None:
+    """Times on the printout count from the runs' start (t0_ns), so a step applied late shows
+    when it really was."""
+    from fabric.run.memory import render_events
+
+    t0, scale = 1_000_000_000, 1000.0
+    log = [{"action": "down", "label": "down msw--g1", "line": 19, "at_ns": 500_000,
+            "applied_ns": t0 + 501_000_000, "link": ["msw", "g1"], "props": {}}]
+    events = {"log": log, "t0_ns": t0, "by_event": [
+        {"event": "down msw--g1", "line": 19, "at_ns": 501_000.0, "lost": 2, "runs": ["ls"]}],
+        "note": "how they are counted", "switches": {"msw": {"timed_out": {"g1": 2},
+                                                               "late": 0}}}
+    lines = render_events(events, scale)
+    assert lines[1].split() == ["501", "us", "down", "msw--g1", "(line", "19)"]
+    assert "  down msw--g1: 2 transactions lost (completion timeout) in ls" in lines
+    assert "  memory switch msw: requests given up per port: g1 2; answers after the " \
+           "timeout: 0" in lines
+    assert render_events({}, scale) == []

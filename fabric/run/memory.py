@@ -410,6 +410,7 @@ def run_memory(state: Any, topo: Topology, out_dir: Path,  # noqa: ANN401
         events.update(lost_by_event(timeline.log, driver.lost, driver.t0, topo.time_scale,
                                     waited / topo.time_scale))
         events["switches"] = switch_losses(state)
+        events["t0_ns"] = driver.t0  # the runs' start (the runner's clock)
         done = len([e for e in timeline.log if e["action"] != "converge"])
         left = [st.label for st in timeline.events.steps[done:]]
         if left:
@@ -548,8 +549,8 @@ def render_events(events: dict[str, Any], time_scale: float) -> list[str]:
 
     if not events.get("log"):
         return []
-    t0 = min(e["applied_ns"] - e["at_ns"] * time_scale for e in events["log"]
-             if e["action"] != "converge")
+    t0 = events.get("t0_ns") or min(e["applied_ns"] - e["at_ns"] * time_scale
+                                    for e in events["log"] if e["action"] != "converge")
     out = ["events (fabric time from the start; measured on the fabric):"]
     out += timeline_lines(events["log"], {}, time_scale, round(t0))
     for e in events.get("by_event", []):
