@@ -452,3 +452,18 @@ def test_switch_spikes_count_the_pauses_and_queues_in_each_failures_window():
     assert ("RoCE switches sent 5 PFC pauses in its 3 ms (as long before it: 1.5) most at "
             "leaf-1:spine-1 (4), leaf-1:host-0 (1)") in line
     assert "deepest switch queue 87.891 KiB in leaf-1 (1.953 KiB before)" in line
+
+
+def test_switch_spikes_pair_a_flaps_failures_by_order_not_by_their_shared_label():
+    from fabric.run.events import switch_spikes
+
+    ms = 1_000_000
+    log = [{"action": "down", "label": "flap a--r1", "line": 9, "applied_ns": 1 * ms},
+           {"action": "up", "label": "flap a--r1", "line": 9, "applied_ns": 2 * ms},
+           {"action": "down", "label": "flap a--r1", "line": 9, "applied_ns": 3 * ms},
+           {"action": "up", "label": "flap a--r1", "line": 9, "applied_ns": 4 * ms}]
+    rec = {"events": [{"event": "flap a--r1", "recovery_ns": ms // 2},
+                      {"event": "flap a--r1", "recovery_ns": ms // 2}]}
+    pauses = {"sw": [(1.2 * ms, "p1"), (3.1 * ms, "p1"), (3.2 * ms, "p1")]}
+    switch_spikes(rec, log, 0, 1.0, {}, pauses)
+    assert [e["pauses_sent"] for e in rec["events"]] == [1, 2]

@@ -245,3 +245,14 @@ def test_the_printout_times_events_from_the_runs_start() -> None:
     assert "  memory switch msw: requests given up per port: g1 2; answers after the " \
            "timeout: 0" in lines
     assert render_events({}, scale) == []
+
+
+def test_steps_that_share_a_label_each_keep_their_own_count() -> None:
+    """A flap's downs share one label: each is its own entry, with what it lost."""
+    log = [{"action": "down", "label": "flap msw--g1", "line": 20, "applied_ns": 1_000},
+           {"action": "up", "label": "flap msw--g1", "line": 20, "applied_ns": 2_000},
+           {"action": "down", "label": "flap msw--g1", "line": 20, "applied_ns": 3_000}]
+    got = lost_by_event(log, [(1_100, "g0", "ls"), (3_100, "g0", "hc"), (3_200, "g0", "hc")],
+                        0, 1.0, 10)
+    assert [(e["event"], e["at_ns"], e["lost"], e["runs"]) for e in got["by_event"]] == [
+        ("flap msw--g1", 1_000, 1, ["ls"]), ("flap msw--g1", 3_000, 2, ["hc"])]

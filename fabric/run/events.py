@@ -246,9 +246,7 @@ def recovery(log: list[dict[str, Any]], topo: Topology, transfers: list[Transfer
         # routing moved at this failure's reconvergence; chunks that complete before it may
         # have been past the failed link already (queued beyond it), so the stall that
         # counts is the longest gap in chunk completions that begins by then
-        moved = min((e["applied_ns"] for e in log if e["action"] == "converge"
-                     and e.get("after") == entry["label"] and e["applied_ns"] >= t),
-                    default=None)
+        moved = _routing_moved(log, entry)
         waits = []
         stuck = []
         for r in touched:
@@ -327,6 +325,14 @@ def resent(counters: dict[str, list[tuple[int, dict[str, int]]]], start: int | N
     return out
 
 
+def _routing_moved(log: list[dict[str, Any]], failure: dict[str, Any]) -> int | None:
+    """When routing moved after `failure` (its first reconvergence, the runner's clock), or
+    None when it never did during the run."""
+    return min((e["applied_ns"] for e in log if e["action"] == "converge"
+                and e.get("after") == failure["label"]
+                and e["applied_ns"] >= failure["applied_ns"]), default=None)
+
+
 def switch_spikes(rec: dict[str, Any], log: list[dict[str, Any]], started_ns: int, ts: float,
                   samples: dict[str, list[list[Any]]],
                   pauses: dict[str, list[tuple[float, str]]]) -> None:
@@ -337,15 +343,13 @@ def switch_spikes(rec: dict[str, Any], log: list[dict[str, Any]], started_ns: in
     `samples`: per switch, [fabric ns since the run's start, [queue bytes per port]];
     `pauses`: per switch, (fabric ns since the run's start, ingress port) per pause sent.
     Measured in the switches; times in fabric ns."""
-    for ev in rec.get("events", []):
-        entry = next((e for e in log if e.get("label") == ev["event"]
-                      and e["action"] in ("down", "node_down")), None)
-        if entry is None:
-            continue
+    # recovery() gives one event per failure, in the log's order (a flap's failures share
+    # a label, so they are paired by order, not by name)
+    failures = [e for e in log if e["action"] in ("down", "node_down")]
+    for ev, entry in zip(rec.get("events", []), failures, strict=True):
         t = (entry["applied_ns"] - started_ns) / ts
-        moved = min(((e["applied_ns"] - started_ns) / ts for e in log
-                     if e["action"] == "converge" and e.get("after") == entry["label"]
-                     and e["applied_ns"] >= entry["applied_ns"]), default=t)
+        m = _routing_moved(log, entry)
+        moved = t if m is None else (m - started_ns) / ts
         # the window's length exactly (no rounding through t): never shorter than recovery
         span = max(float(ev.get("recovery_ns") or 0), moved - t, 1.0)
         end = t + span

@@ -433,27 +433,26 @@ def lost_by_event(log: list[dict[str, Any]], lost: list[tuple[int, str, str]], t
     or before it left; none before the first. A link coming back loses nothing itself: what
     is lost before routing has it again is the failure's. Pure: the applied log and the
     lost."""
-    steps = sorted(((e["applied_ns"] - t0_ns) / time_scale, e["label"], e["line"])
-                   for e in log if e["action"] in ("down", "node_down", "set"))
-    per: dict[str, dict[str, Any]] = {
-        label: {"event": label, "line": line, "at_ns": at, "lost": 0, "runs": []}
-        for at, label, line in steps}
+    # one entry per step applied (a flap's, ramp's or trace's steps share a label)
+    per = sorted(({"event": e["label"], "line": e["line"],
+                   "at_ns": (e["applied_ns"] - t0_ns) / time_scale, "lost": 0, "runs": []}
+                  for e in log if e["action"] in ("down", "node_down", "set")),
+                 key=lambda x: x["at_ns"])
     before = 0
     for t, _node, run in sorted(lost):
         owner = None
-        for at, label, _line in steps:
-            if at <= t + timeout_ns:
-                owner = label
+        for step in per:
+            if step["at_ns"] <= t + timeout_ns:
+                owner = step
         if owner is None:
             before += 1
             continue
-        entry = per[owner]
-        entry["lost"] += 1
-        if run not in entry["runs"]:
-            entry["runs"].append(run)
+        owner["lost"] += 1
+        if run not in owner["runs"]:
+            owner["runs"].append(run)
     return {"lost_total": len(lost), "lost_before_events": before,
             "lost": [{"at_ns": t, "node": n, "run": r} for t, n, r in sorted(lost)[:1000]],
-            "by_event": [per[label] for _, label, _ in steps],
+            "by_event": per,
             "note": "transactions unanswered within the completion timeout (memory.timeout), "
                     "each counted under the last event applied before it was given up; "
                     "measured on the fabric"}
