@@ -242,7 +242,8 @@ def explain(file: str | None, cls: str | None, flow: str | None, fmt: str) -> No
     Per class: DSCP and priority, its queue (strict, or weighted and the weight), lossless
     with the PFC XOFF/XON and headroom where switches enforce it, ECN kmin/kmax/pmax, its
     congestion control and TCP congestion control, and which mechanism enforces each
-    property on which links (plain links are one FIFO queue: "not enforced: FIFO link").
+    property on which links (RoCE switch ports; shaped plain links queue by class in a file
+    with classes; unshaped links are one FIFO: "not enforced: FIFO link").
     Per flow: its class, each stream's path hop by hop with the ECMP alternatives, which
     other classes share each queue, and the bottleneck with its bandwidth-delay product and
     queue. Then warnings: a lossless class nothing enforces, ECN thresholds above the queue,

@@ -452,6 +452,12 @@ class Engine:
                     write(dst, pkt)
                 except OSError:
                     d.drops_write += 1
+        self._after_batch(now)
+
+    def _after_batch(self, now: int) -> None:
+        """After a batch read at `now`: send what is due already, else arm the timer for the
+        earliest held packet if it is sooner than the one armed."""
+        heap = self._heap
         if heap:
             top = heap[0][0]
             if top <= now:
@@ -496,12 +502,7 @@ class Engine:
                     os.write(d.dst_fd, pkt)
                 except OSError:
                     d.drops_write += 1
-        if heap:
-            top = heap[0][0]
-            if top <= now:
-                self._flush()
-            elif top < self._armed:
-                self._arm(top)
+        self._after_batch(now)
 
     def _offer_faulty(self, d: _Direction, data: bytes, now: int) -> None:
         """The per-packet path of a direction that corrupts or duplicates (netem's `corrupt`

@@ -112,8 +112,7 @@ class Node:
         """Progress, and the chunk records so far: streamed, so a node's memory does not grow
         with the number of chunks it receives."""
         while True:
-            await self.ctl.send(Progress(rx=self.rx_bytes, tx=self.tx_bytes,
-                                         counters=self.counters()))
+            await self.ctl.send(Progress(rx=self.rx_bytes, tx=self.tx_bytes))
             await self.send_records(final=False)
             await trio.sleep(PROGRESS_INTERVAL)
 
