@@ -394,7 +394,7 @@ links:
 NAME_RULE = ("1-31 characters: lower-case letters, digits, '-' and '_', starting with a letter "
              "or digit")
 TOP_KEYS = ("name, time_scale, addressing, defaults, classes, nodes, generate, links, traffic, "
-            "lpu, prfaas, switches, memory, expect, events")
+            "lpu, prfaas, switches, memory, expect, events, models, workload")
 LINK_KEYS = ("endpoints, rate, delay, jitter, loss, corrupt, duplicate, reorder, queue, mtu, ecn, "
              "reverse")
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from fabric.errors import FabricError
 
-__all__ = ["DTYPE_BYTES", "MODELS", "ModelSpec", "get_model"]
+__all__ = ["BUILTIN_MODELS", "DTYPE_BYTES", "MODELS", "ModelSpec", "get_model",
+           "use_file_models"]
 
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4}
 _ATTENTION = ("gqa", "mla", "hybrid")
@@ -164,6 +165,17 @@ MODELS: dict[str, ModelSpec] = _registry(
     # B/token, assuming M2.5 keeps the M2 family's attention shape.
     ModelSpec("minimax-m2.5", "gqa", layers=62, kv_heads=8, head_dim=128, dtype="bf16"),
 )
+
+
+BUILTIN_MODELS: dict[str, ModelSpec] = dict(MODELS)
+
+
+def use_file_models(specs: dict[str, ModelSpec]) -> None:
+    """Make a topology file's own models (`models:`) known beside the built-in ones, in place
+    of the previous file's: `MODELS` is the built-ins plus these."""
+    MODELS.clear()
+    MODELS.update(BUILTIN_MODELS)
+    MODELS.update(specs)
 
 
 def get_model(name: str) -> ModelSpec:

@@ -7,7 +7,7 @@ when a plan turns a topology into kernel or engine settings (see `Shape.scaled`)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .graph import adjacency
 from .model import (
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .memory import MemorySpec
     from .prfaas import PrfaasSpec
     from .traffic import Traffic
+    from .workload import WorkloadSpec
 
 __all__ = ["Topology", "control_class", "link_classes", "roce_classes", "uses_roce"]
 
@@ -52,6 +53,8 @@ class Topology:
     memory: MemorySpec | None = None  # memory-semantic switches (`memory:`)
     expect: tuple[Expectation, ...] = ()  # what must hold after a run (`expect:`)
     events: Events | None = None  # link and node changes during a run (`events:`)
+    workload: WorkloadSpec | None = None  # sessions or a replayed trace (`workload:`)
+    models: dict[str, Any] = field(default_factory=dict)  # the file's own (`models:`)
     sha256: str = ""  # of the file's text: what a running fabric was built from
 
     def neighbours(self, node: str) -> list[str]:

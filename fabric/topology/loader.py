@@ -73,7 +73,8 @@ TIME_SCALE_MIN, TIME_SCALE_MAX = 0.001, 10_000.0
 _PROPERTY = {p.key: p for p in LINK_PROPERTIES}
 
 _TOP_KEYS = ("name", "time_scale", "addressing", "defaults", "classes", "nodes", "generate",
-             "links", "traffic", "lpu", "prfaas", "switches", "memory", "expect", "events")
+             "links", "traffic", "lpu", "prfaas", "switches", "memory", "expect", "events",
+             "models", "workload")
 _CLASS_KEYS = ("name", "dscp", "priority", "lossless", "tcp_cc", "weight", "strict", "ecn", "cc",
                "cc_params", "control", "queue")
 _SWITCH_KEYS = ("buffer", "buffer_mode", "pfc", "xoff", "xon", "int")
@@ -114,6 +115,16 @@ class _Parser(Walker):
         time_scale = 1.0
         if "time_scale" in top:
             time_scale = self._time_scale(top["time_scale"][1])
+
+        # models first: every section that names a model may name one the file defines
+        from fabric.kv.models import use_file_models
+
+        models: dict[str, Any] = {}
+        if "models" in top:
+            from fabric.topology.models import parse_models
+
+            models = parse_models(self, top["models"][1])
+        use_file_models(models)
 
         link_net, loop_net = self._addressing(top.get("addressing"))
         defaults = self._defaults(top.get("defaults"))
@@ -200,6 +211,12 @@ class _Parser(Walker):
 
             memory = parse_memory(self, top["memory"][1], nodes, links + generated)
 
+        workload = None
+        if "workload" in top:
+            from fabric.topology.workload import parse_workload
+
+            workload = parse_workload(self, top["workload"][1], nodes, links + generated)
+
         events = None
         if "events" in top:
             from fabric.topology.events import parse_events
@@ -218,6 +235,8 @@ class _Parser(Walker):
             traffic=traffic,
             lpu=lpu,
             prfaas=prfaas,
+            workload=workload,
+            models=models,
             switches=switches,
             memory=memory,
             expect=expect,
