@@ -62,9 +62,10 @@ def pool_for(seed: int, nbytes: int) -> np.ndarray:
 
 
 def _offset(spec: ChunkSpec, seed: int) -> int:
-    if seed < 0 or spec.request_id < 0 or spec.index < 0:
+    if seed < 0 or spec.request_id < 0 or spec.index < 0 or min(spec.content or (0,)) < 0:
         raise ValueError("seed, request_id and index must be >= 0")
-    key = np.random.SeedSequence([seed, spec.request_id, spec.index]).generate_state(1)[0]
+    ident = spec.content if spec.content is not None else (spec.request_id, spec.index)
+    key = np.random.SeedSequence([seed, *ident]).generate_state(1)[0]
     return int(key) % (POOL_SPAN // 8) * 8
 
 

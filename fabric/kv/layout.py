@@ -74,8 +74,11 @@ class ChunkSpec:
     nbytes: int  # whole blocks
     dtype: str
     shape: tuple[int, ...]
-    kind: str = "kv"  # "kv" | "state"
+    kind: str = "kv"  # "kv" | "state" | "bulk" | "block"
     offset: int = 0  # byte offset in the request's transfer image
+    # what the content generator keys this chunk's bytes by, when not (request_id, index): a
+    # cache block's (key, part), so a block's bytes are the same in every transfer
+    content: tuple[int, int] | None = None
 
 
 def num_blocks(tokens: int, block_size: int = BLOCK_SIZE) -> int:
@@ -197,6 +200,10 @@ class Chunked(Protocol):
 def chunks_of(tr: Chunked) -> list[ChunkSpec]:
     """The chunks a transfer is cut into (KV: block x layer tiles; bulk: fixed pieces): what
     every transport sends."""
+    if getattr(tr, "blocks", ()):  # cache blocks (fabric.kv.blocks)
+        from fabric.kv.blocks import block_chunks
+
+        return block_chunks(tr)
     if tr.model is None:
         n = max(1, math.ceil(tr.nbytes / tr.chunk_bytes))
         out = []
