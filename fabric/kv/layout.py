@@ -49,6 +49,7 @@ __all__ = [
     "BLOCK_SIZE",
     "ChunkSpec",
     "Chunked",
+    "block_chunks",
     "chunks_of",
     "num_blocks",
     "padded_tokens",
@@ -197,13 +198,31 @@ class Chunked(Protocol):
     def tokens(self) -> int | None: ...
 
 
+def block_chunks(request_id: int, blocks: tuple[tuple[int, int], ...],
+                 chunk_bytes: int) -> list[ChunkSpec]:
+    """A transfer of whole cache blocks (`(key, nbytes)` each, in order): every block cut into
+    even parts of at most `chunk_bytes`, each chunk's content keyed by `(key, part)`, so a
+    block has the same bytes in every transfer that carries it and its holder can prove it."""
+    out: list[ChunkSpec] = []
+    offset = 0
+    for key, nbytes in blocks:
+        if key < 0 or nbytes <= 0:
+            raise ValueError(f"block {key}: keys must be >= 0 and sizes > 0 (got {nbytes})")
+        for part, (lo, hi) in enumerate(_even_runs(nbytes, max(1, chunk_bytes))):
+            out.append(ChunkSpec(request_id=request_id, index=len(out), layer_start=0,
+                                 layer_end=0, block_start=0, block_end=0, tokens=0,
+                                 nbytes=hi - lo, dtype="u8", shape=(hi - lo,), kind="block",
+                                 offset=offset, content=(key, part)))
+            offset += hi - lo
+    return out
+
+
 def chunks_of(tr: Chunked) -> list[ChunkSpec]:
     """The chunks a transfer is cut into (KV: block x layer tiles; bulk: fixed pieces): what
     every transport sends."""
-    if getattr(tr, "blocks", ()):  # cache blocks (fabric.kv.blocks)
-        from fabric.kv.blocks import block_chunks
-
-        return block_chunks(tr)
+    blocks = getattr(tr, "blocks", ())
+    if blocks:
+        return block_chunks(tr.id, blocks, tr.chunk_bytes)
     if tr.model is None:
         n = max(1, math.ceil(tr.nbytes / tr.chunk_bytes))
         out = []
