@@ -38,10 +38,12 @@ def _all() -> tuple[Kind, ...]:
     from .probe import ProbeKind
     from .roce import RoceKind
     from .traffic import TrafficKind
+    from .workload import WorkloadKind
 
     # `fabric run` order: a section that defines the run first; a file without traffic is
     # probed; RoCE switches or flows make a comparison; plain traffic last.
-    return (MemoryKind(), PrfaasKind(), LpuKind(), ProbeKind(), RoceKind(), TrafficKind())
+    return (MemoryKind(), WorkloadKind(), PrfaasKind(), LpuKind(), ProbeKind(), RoceKind(),
+            TrafficKind())
 
 
 _KINDS: tuple[Kind, ...] | None = None
@@ -75,8 +77,9 @@ def validate(topo: Any) -> Any:  # noqa: ANN401
 
 
 def run_options() -> list[RunOption]:
-    """Every kind's `fabric run` options, in registry order."""
-    return [o for k in kinds() for o in k.options]
+    """Every kind's `fabric run` options, in registry order; an option two kinds share
+    (`--policy`: PrfaaS and workload files) once."""
+    return list(dict.fromkeys(o for k in kinds() for o in k.options))
 
 
 def select(topo: Any, options: Mapping[str, Any]) -> tuple[Kind, Any]:  # noqa: ANN401

@@ -11,15 +11,19 @@ from ..errors import FabricError
 from .base import Kind, RunContext, RunOption
 
 
+POLICY_OPTION = RunOption(
+    "--policy", "policies",
+    "prfaas and workload files: comma list of policies (prfaas: local, remote-all, threshold, "
+    "adaptive; workload: pd, ppd, ppd/pin, ppd/ttl, ppd/evict); default: the file's.")
+
+
 class PrfaasKind(Kind):
     name = "prfaas"
     title = "a PrfaaS run"
     result_file = "prfaas.json"
     describes = ("A file with a `prfaas:` section offloads long prefills across its egress "
                  "link under each routing policy (--policy) and compares throughput and TTFT.")
-    options = (RunOption("--policy", "policies",
-                         "prfaas files: comma list of routing policies (local, remote-all, "
-                         "threshold, adaptive); default: the file's."),)
+    options = (POLICY_OPTION,)
 
     def refuse(self, topo: Any, options: Mapping[str, Any]) -> None:  # noqa: ANN401
         policies = options.get("policies")
@@ -28,7 +32,10 @@ class PrfaasKind(Kind):
         from ..topology.prfaas import POLICY_NAMES
 
         if topo.prfaas is None:
-            raise FabricError(f"--policy is for files with a prfaas: section ({topo.source})")
+            if topo.workload is None:
+                raise FabricError(f"--policy is for files with a prfaas: or a workload: "
+                                  f"section ({topo.source})")
+            return
         for p in policies.split(","):
             if p not in POLICY_NAMES:
                 raise FabricError(f"--policy: unknown policy '{p}' (one of: "
