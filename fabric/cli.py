@@ -561,16 +561,42 @@ def report(dirs: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--tokens", type=click.IntRange(min=1), default=4096, show_default=True)
-def kv(model: str | None, tokens: int) -> None:
-    """KV-cache size of MODEL for a prompt of --tokens (no MODEL: list the models)."""
-    from .kv import MODELS, describe, get_model
+@click.option("--file", "topology", type=click.Path(exists=True, dir_okay=False),
+              help="A topology file whose `models:` are listed beside the built-in ones.")
+def kv(model: str | None, tokens: int, topology: str | None) -> None:
+    """KV-cache size of MODEL for a prompt of --tokens (no MODEL: list the models).
 
+    With --file, the file's own models (its `models:` section) are known too and marked
+    `file` in the list.
+    """
+    from .kv import BUILTIN_MODELS, MODELS, describe, get_model, use_file_models
+
+    mine: dict = {}
+    if topology is not None:
+        from .topology.loader import load_topology
+
+        mine = load_topology(topology).models  # also registers them (use_file_models)
+    else:
+        use_file_models({})
     if model is None:
-        rows = [[name, m.attention, format_size(m.bytes_per_token()),
-                 format_size(m.kv_bytes(tokens))] for name, m in MODELS.items()]
-        click.echo(_table(rows, ["model", "attention", "KV per token", f"KV @{tokens} tokens"]))
+        rows = []
+        for name, m in MODELS.items():
+            row = [name, m.attention, format_size(m.bytes_per_token()),
+                   format_size(m.kv_bytes(tokens))]
+            if topology is not None:  # say where each model comes from
+                row.insert(1, ("file (restates the built-in)" if name in BUILTIN_MODELS
+                               else "file") if name in mine else "built-in")
+            rows.append(row)
+        header = ["model", "attention", "KV per token", f"KV @{tokens} tokens"]
+        if topology is not None:
+            header.insert(1, "from")
+        click.echo(_table(rows, header))
         return
-    click.echo(describe(get_model(model), tokens))
+    spec = get_model(model)
+    text = describe(spec, tokens)
+    if spec.name in mine:
+        text += f"\ndefined in   {topology} (models: {spec.name})"
+    click.echo(text)
 
 
 @cli.group()

@@ -91,7 +91,7 @@ def test_bad_specs_are_rejected() -> None:
         ModelSpec("x", "gqa", layers=1, kv_heads=1, head_dim=1, dtype="int4")
     with pytest.raises(FabricError, match="MLA needs kv_lora_rank"):
         ModelSpec("x", "mla", layers=1)
-    with pytest.raises(FabricError, match="only apply to hybrid"):
+    with pytest.raises(FabricError, match="only applies to hybrid"):
         ModelSpec("x", "gqa", layers=1, kv_heads=1, head_dim=1, state_bytes=4)
     with pytest.raises(FabricError, match="split evenly"):
         ModelSpec("x", "hybrid", layers=4, full_attention_layers=1, kv_heads=1, head_dim=1,
@@ -107,26 +107,34 @@ def test_dtype_bytes() -> None:
 # -- layout ---------------------------------------------------------------------------------
 
 def _check_cover(model: ModelSpec, tokens: int, chunks: list[ChunkSpec], target: int) -> None:
-    nblocks = num_blocks(tokens)
-    seen = set()
-    unit = BLOCK_SIZE * model.layer_bytes_per_token()
+    bs = model.block_size
+    nblocks = num_blocks(tokens, bs)
+    seen: dict[str, set[tuple[int, int]]] = {"kv": set(), "window": set()}
+    unit = {"kv": bs * model.layer_bytes_per_token(),
+            "window": bs * model.swa_layer_bytes_per_token()}
     offset = 0
     for i, c in enumerate(chunks):
         assert c.index == i
         assert c.offset == offset
         offset += c.nbytes
-        assert c.nbytes == int(np.prod(c.shape)) * (4 if c.kind == "state" else model.dtype_bytes)
-        if c.kind == "kv":
-            assert c.nbytes <= target or c.nbytes == unit
+        elem = 4 if c.kind == "state" else 1 if c.dtype == "u8" else model.dtype_bytes
+        assert c.nbytes == int(np.prod(c.shape)) * elem
+        if c.kind in seen:
+            if not model.compressed:
+                assert c.nbytes <= target or c.nbytes == unit[c.kind]
             for cell in itertools.product(range(c.layer_start, c.layer_end),
                                           range(c.block_start, c.block_end)):
-                assert cell not in seen
-                seen.add(cell)
-            real = min(c.block_end * BLOCK_SIZE, tokens) - c.block_start * BLOCK_SIZE
+                assert cell not in seen[c.kind]
+                seen[c.kind].add(cell)
+            real = min(c.block_end * bs, tokens) - c.block_start * bs
             assert c.tokens == real
         else:
-            assert c.nbytes <= max(target, unit)
-    assert seen == set(itertools.product(range(model.kv_layers), range(nblocks)))
+            assert c.kind == "state"
+            assert c.nbytes <= max(target, unit["kv"])
+    assert seen["kv"] == set(itertools.product(range(model.kv_layers), range(nblocks)))
+    wb = min(nblocks, -(-model.window // bs)) if model.attention == "swa" else 0
+    assert seen["window"] == set(itertools.product(range(model.swa_layers),
+                                                   range(nblocks - wb, nblocks)))
     assert offset == transfer_bytes(model, tokens)
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "padded_tokens",
     "plan_chunks",
     "transfer_bytes",
+    "window_blocks",
 ]
 
 BLOCK_SIZE = 16
@@ -75,7 +76,7 @@ class ChunkSpec:
     nbytes: int  # whole blocks
     dtype: str
     shape: tuple[int, ...]
-    kind: str = "kv"  # "kv" | "state" | "bulk" | "block"
+    kind: str = "kv"  # "kv" | "window" | "state" | "bulk" | "block"
     offset: int = 0  # byte offset in the request's transfer image
     # what the content generator keys this chunk's bytes by, when not (request_id, index): a
     # cache block's (key, part), so a block's bytes are the same in every transfer
@@ -94,9 +95,24 @@ def padded_tokens(tokens: int, block_size: int = BLOCK_SIZE) -> int:
     return num_blocks(tokens, block_size) * block_size
 
 
-def transfer_bytes(model: ModelSpec, tokens: int, block_size: int = BLOCK_SIZE) -> int:
-    """Bytes on the wire for one request: fixed state plus whole blocks."""
-    return model.kv_bytes(padded_tokens(tokens, block_size))
+def window_blocks(model: ModelSpec, nblocks: int, block_size: int | None = None) -> int:
+    """Blocks a sliding-window layer ships for a request of `nblocks` blocks: the window in
+    whole blocks, counted back from the request's last block (0 unless swa)."""
+    if model.attention != "swa":
+        return 0
+    bs = block_size or model.block_size
+    return min(nblocks, -(-model.window // bs))
+
+
+def transfer_bytes(model: ModelSpec, tokens: int, block_size: int | None = None) -> int:
+    """Bytes on the wire for one request: fixed state plus whole blocks (the model's own
+    block size unless `block_size` is given), compressed when the model says so."""
+    bs = block_size or model.block_size
+    nblocks = num_blocks(tokens, bs)
+    raw = (nblocks * bs * model.raw_bytes_per_token()
+           + window_blocks(model, nblocks, bs) * bs * model.swa_layers
+           * model.swa_layer_bytes_per_token())
+    return model.state_bytes + model.compress(raw)
 
 
 def _even_runs(n: int, max_run: int) -> list[tuple[int, int]]:
@@ -113,49 +129,76 @@ def _even_runs(n: int, max_run: int) -> list[tuple[int, int]]:
     return runs
 
 
+def _tiles(nlayers: int, b0: int, b1: int, per_chunk: int
+           ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(layer range, block range) tiles covering `nlayers` x blocks b0..b1, `per_chunk`
+    block-layers at most each: whole layers when a layer's blocks fit, else runs of blocks."""
+    n = b1 - b0
+    if n <= 0 or nlayers <= 0:
+        return []
+    if per_chunk >= n:
+        return [(lr, (b0, b1)) for lr in _even_runs(nlayers, max(1, per_chunk // n))]
+    return [((layer, layer + 1), (b0 + r0, b0 + r1)) for layer in range(nlayers)
+            for r0, r1 in _even_runs(n, per_chunk)]
+
+
 def plan_chunks(
     model: ModelSpec,
     tokens: int,
     *,
     request_id: int,
     target_bytes: int = 1 << 20,
-    block_size: int = BLOCK_SIZE,
+    block_size: int | None = None,
 ) -> list[ChunkSpec]:
     """Cut one request's KV (and a hybrid's state) into chunks close to `target_bytes`.
 
-    Covers every (KV layer, block) exactly once; see the module docstring for the order, shapes
-    and the whole-block rule.
+    Covers every (KV layer, block) exactly once, then every (sliding-window layer, window
+    block), then the state; see the module docstring for the order, shapes, the whole-block
+    rule and compression. `block_size` defaults to the model's own.
     """
     if target_bytes <= 0:
         raise ValueError(f"target_bytes must be positive, not {target_bytes}")
-    if block_size <= 0:
-        raise ValueError(f"block_size must be positive, not {block_size}")
-    nblocks = num_blocks(tokens, block_size)
-    nlayers = model.kv_layers
-    unit = block_size * model.layer_bytes_per_token()  # one block-layer
-    per_chunk = max(1, target_bytes // unit)  # block-layers per chunk
-
-    if per_chunk >= nblocks > 0:
-        layer_runs = _even_runs(nlayers, max(1, per_chunk // nblocks))
-        tiles = [(lr, (0, nblocks)) for lr in layer_runs]
-    else:
-        block_runs = _even_runs(nblocks, per_chunk)
-        tiles = [((layer, layer + 1), br) for layer in range(nlayers) for br in block_runs]
+    bs = model.block_size if block_size is None else block_size
+    if bs <= 0:
+        raise ValueError(f"block_size must be positive, not {bs}")
+    nblocks = num_blocks(tokens, bs)
 
     if model.uses_latent:
-        tail: tuple[int, ...] = (block_size, model.kv_lora_rank + model.rope_dim)
+        tail: tuple[int, ...] = (bs, model.kv_lora_rank + model.rope_dim)
     else:
-        tail = (block_size, model.kv_heads, model.head_dim)
+        tail = (bs, model.kv_heads, model.head_dim)
+    # (kind, layers, first block, unit bytes, tail) for the growing and the window layers
+    groups = [("kv", model.kv_layers, 0, bs * model.layer_bytes_per_token(), tail)]
+    if model.swa_layers:
+        wb = window_blocks(model, nblocks, bs)
+        groups.append(("window", model.swa_layers, nblocks - wb,
+                       bs * model.swa_layer_bytes_per_token(),
+                       (bs, model.swa_kv_heads or model.kv_heads, model.head_dim)))
+
+    # The uncompressed image first: (kind, layers, blocks, tokens, raw bytes, shape)
+    raw: list[tuple[str, tuple[int, int], tuple[int, int], int, int, tuple[int, ...]]] = []
+    for kind, nlayers, first, unit, gtail in groups:
+        for (l0, l1), (b0, b1) in _tiles(nlayers, first, nblocks, max(1, target_bytes // unit)):
+            nl, nb = l1 - l0, b1 - b0
+            shape = (nl, nb, *gtail) if model.uses_latent else (nl, 2, nb, *gtail)
+            covered = min(b1 * bs, tokens) - b0 * bs
+            raw.append((kind, (l0, l1), (b0, b1), covered, nl * nb * unit, shape))
 
     chunks: list[ChunkSpec] = []
     offset = 0
-    for (l0, l1), (b0, b1) in tiles:
-        nl, nb = l1 - l0, b1 - b0
-        shape = (nl, nb, *tail) if model.uses_latent else (nl, 2, nb, *tail)
-        nbytes = nl * nb * unit
-        covered = min(b1 * block_size, tokens) - b0 * block_size
+    raw_at = 0  # offset in the uncompressed KV image
+    for kind, (l0, l1), (b0, b1), covered, nbytes, shape in raw:
+        dtype = model.dtype
+        if model.compressed:
+            # A compressed chunk is an opaque byte string; sizes telescope over the raw image
+            # so that they sum to exactly model.compress(raw KV).
+            nbytes, raw_at = model.compress(raw_at + nbytes) - model.compress(raw_at), \
+                raw_at + nbytes
+            if nbytes == 0:
+                continue
+            dtype, shape = "u8", (nbytes,)
         chunks.append(ChunkSpec(request_id, len(chunks), l0, l1, b0, b1, covered, nbytes,
-                                model.dtype, shape, "kv", offset))
+                                dtype, shape, kind, offset))
         offset += nbytes
 
     if model.state_bytes:
@@ -164,7 +207,7 @@ def plan_chunks(
         # Pieces of state are never smaller than one KV block-layer, so a tiny target cannot
         # shred the state into millions of chunks; like KV, state exceeds the target only when
         # a block-layer does.
-        state_target = max(target_bytes, unit)
+        state_target = max(target_bytes, groups[0][3])
         if per_layer <= state_target:
             pieces = [(lr, 0, (lr[1] - lr[0]) * per_layer)
                       for lr in _even_runs(model.linear_layers, state_target // per_layer)]

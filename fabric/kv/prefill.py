@@ -33,11 +33,33 @@ So `H20.prefill_speed = 0.40`. Public peak dense BF16 tensor FLOPS would say muc
 for 12 H20 instances (at most 12 x 0.15 / 1.83 s = 0.98 req/s even with no decode at all), so the
 seed-implied 0.40 is the default and the peak ratio is kept only for what-if runs.
 
-**Dense model.** MiniMax-M2.5's seed figure is 59.93 Gbit/s of KV per 32K request. With the
-registry's shape (`fabric.kv.models`, 253,952 B/token) a 32K request holds 66.57 Gbit, so its
-32K prefill takes 66.57 / 59.93 = 1.111 s on the same reference instance, 0.604 of the hybrid
-model's 1.84 s (fewer active parameters). `MINIMAX_M25_H200` is the hybrid profile scaled by that
-factor: the shape is assumed, the 32K point is the seed's.
+**Fitted models.** The seed gives, for the other models of its table, only the KV throughput
+of one request on the reference instance (KV bytes x 8 / prefill seconds), so a throughput and
+the registry's KV size (`fabric.kv.models`) pin the prefill time at that length:
+`seconds(t) = kv_bytes(t) x 8 / throughput(t)`. `SEED_KV_GBPS` holds the seed's figures and
+`fitted_profile` turns them into a profile the way the dense model was first done: the hybrid
+profile's curve scaled so that its 32K point is the seed's, with the seed's 128K point
+replacing the scaled one where the seed gives it.
+
+| model | seed KV Gbit/s | KV size at 32K | prefill @32K | @128K | x hybrid's 32K |
+| --- | --- | --- | --- | --- | --- |
+| MiniMax-M2.5 (dense) | 59.93 @32K, 47.82 @128K | 8.32 GB | 1.111 s | 5.569 s | 0.604 |
+| Qwen3-235B-A22B | 33.12 @32K (egress ratio) | 6.31 GB | 1.524 s | 6.13 s (scaled) | 0.828 |
+| MiMo-V2-Flash | 4.66 @32K | 0.781 GB | 1.340 s | 5.39 s (scaled) | 0.728 |
+| Kimi-Linear-48B-A3B | 3.87 @32K | 0.308 GB | 0.636 s | 2.56 s (scaled) | 0.346 |
+| Ring-2.5-1T | 2.59 @32K, 1.46 @128K | 0.671 GB | 2.073 s | 9.882 s | 1.127 |
+
+**Dense model at 128K.** MiniMax-M2.5's profile used to be the hybrid curve scaled by its 32K
+factor (0.604), which gave 4.47 s and 59.6 Gbit/s at 128K where the seed says 47.82 Gbit/s
+(33.29 GB of KV in 5.569 s). Its 32K and 128K points are now both the seed's; its 1K point
+is the hybrid's 1K point scaled by the 32K factor (0.44 x 0.604 = 0.266 s), i.e. it assumes
+the dense model's 1K:32K prefill ratio is the hybrid's (0.239). The seed has no 1K figure for
+any model but the hybrid. Ring-2.5-1T's 1K point makes the same assumption.
+
+**Qwen3** reaches the seed only through the 512-H200 egress figures (2.1 Tbps against
+MiniMax-M2.5's 3.8 Tbps, the same fleet and request mix), so its 32K throughput is taken as
+2.1 / 3.8 x 59.93 = 33.12 Gbit/s; public summaries of the paper quote 33.35 Gbit/s for
+Qwen3-235B, 0.7 % away, inside the rounding of "2.1" and "3.8".
 """
 
 from __future__ import annotations
@@ -56,11 +78,18 @@ __all__ = [
     "H200",
     "HYBRID_1T_H200",
     "INSTANCE_TYPES",
+    "KIMI_LINEAR_H200",
+    "MIMO_V2_FLASH_H200",
     "MINIMAX_M25_H200",
     "PROFILES",
+    "QWEN3_235B_H200",
+    "RING_25_1T_H200",
+    "SEED_KV_GBPS",
     "InstanceType",
     "PrefillProfile",
+    "fitted_profile",
     "get_profile",
+    "kv_throughput_gbps",
 ]
 
 
@@ -152,6 +181,45 @@ HYBRID_1T_H200 = PrefillProfile(
     ((1_024, 0.44), (32_768, 1.84), (131_072, 7.40)), name="prfaas-hybrid-1t@h200x8")
 
 
+SEED_KV_GBPS: dict[str, dict[int, float]] = {
+    # seed 002, "32K KV Throughput" table, and its 128K comparison (Ring-2.5-1T 1.46 vs
+    # MiniMax-M2.5 47.82 Gbps)
+    "minimax-m2.5": {32_768: 59.93, 131_072: 47.82},
+    "mimo-v2-flash": {32_768: 4.66},
+    "kimi-linear-48b-a3b": {32_768: 3.87},
+    "ring-2.5-1t": {32_768: 2.59, 131_072: 1.46},
+    # seed 002 gives Qwen3 only as 512-H200 egress: 2.1 Tbps against MiniMax-M2.5's 3.8 Tbps
+    "qwen3-235b-a22b": {32_768: 59.93 * 2.1 / 3.8},
+}
+"""The seed's KV throughput (Gbit/s of KV per request on one 8 x H200 instance) by tokens."""
+
+
+def kv_throughput_gbps(model: str, tokens: int, profile: PrefillProfile | None = None) -> float:
+    """KV bits one `model` request of `tokens` emits per second of its prefill on the
+    reference instance (`profile` by default the model's own), in Gbit/s."""
+    from fabric.kv.models import BUILTIN_MODELS
+
+    spec = BUILTIN_MODELS.get(model) or get_model(model)
+    prof = profile or get_profile(model)
+    return spec.kv_bytes(tokens) * 8 / prof.seconds(tokens) / 1e9
+
+
+def fitted_profile(model: str, gbps: dict[int, float]) -> PrefillProfile:
+    """A profile for `model` from the seed's KV throughputs (tokens -> Gbit/s, one of them at
+    32K): the hybrid curve scaled to the 32K point; where the seed gives 128K, its point."""
+    from fabric.kv.models import BUILTIN_MODELS
+
+    spec = BUILTIN_MODELS[model]
+    seconds = {t: spec.kv_bytes(t) * 8 / (g * 1e9) for t, g in gbps.items()}
+    factor = seconds[32_768] / HYBRID_1T_H200.seconds(32_768)
+    name = f"{model}@{H200.name}"
+    if set(seconds) == {32_768}:
+        return HYBRID_1T_H200.scaled(factor, name=name)
+    points = {t: HYBRID_1T_H200.seconds(t) * factor for t, _ in HYBRID_1T_H200.points}
+    points.update(seconds)
+    return PrefillProfile.from_points(sorted(points.items()), name=name)
+
+
 def _dense_factor() -> float:
     # 59.93 Gbit/s of KV for a 32K request (seed 002, "32K KV Throughput" table).
     bits = get_model("minimax-m2.5").kv_bytes(32_768) * 8
@@ -159,13 +227,23 @@ def _dense_factor() -> float:
 
 
 DENSE_MINIMAX_FACTOR = _dense_factor()
-"""MiniMax-M2.5 / hybrid-1T prefill time, from the seed's 32K KV throughput (~0.604)."""
+"""MiniMax-M2.5 / hybrid-1T prefill time at 32K, from the seed's 32K KV throughput (~0.604)."""
 
-MINIMAX_M25_H200 = HYBRID_1T_H200.scaled(DENSE_MINIMAX_FACTOR, name="minimax-m2.5@h200x8")
+MINIMAX_M25_H200 = fitted_profile("minimax-m2.5", SEED_KV_GBPS["minimax-m2.5"])
+"""MiniMax-M2.5: the seed's 32K and 128K points, 1K as the hybrid's scaled (module doc)."""
+
+MIMO_V2_FLASH_H200 = fitted_profile("mimo-v2-flash", SEED_KV_GBPS["mimo-v2-flash"])
+KIMI_LINEAR_H200 = fitted_profile("kimi-linear-48b-a3b", SEED_KV_GBPS["kimi-linear-48b-a3b"])
+RING_25_1T_H200 = fitted_profile("ring-2.5-1t", SEED_KV_GBPS["ring-2.5-1t"])
+QWEN3_235B_H200 = fitted_profile("qwen3-235b-a22b", SEED_KV_GBPS["qwen3-235b-a22b"])
 
 PROFILES: dict[str, PrefillProfile] = {
     "prfaas-hybrid-1t": HYBRID_1T_H200,
     "minimax-m2.5": MINIMAX_M25_H200,
+    "mimo-v2-flash": MIMO_V2_FLASH_H200,
+    "kimi-linear-48b-a3b": KIMI_LINEAR_H200,
+    "ring-2.5-1t": RING_25_1T_H200,
+    "qwen3-235b-a22b": QWEN3_235B_H200,
 }
 
 
