@@ -33,6 +33,22 @@ does). For state chunks,
 and `shape` is `(elements,)` of `state_dtype`. For hybrid KV chunks, layer numbers are ordinals
 among the full-attention layers.
 
+**Sliding window.** An swa model's sliding-window layers ship `kind="window"` chunks after
+the growing layers' `"kv"` chunks: each such layer carries only the last
+`ceil(window / block_size)` blocks of the request (all of them when the request is shorter),
+the window counted back from the request's last block; layer numbers are ordinals among the
+sliding-window layers, and the shape uses `swa_kv_heads`. The model's `window` is a whole
+number of blocks, so `sum(nbytes) == model.kv_bytes(padded_tokens(tokens))` still holds.
+
+**Block size** is the model's own (`ModelSpec.block_size`, 16 unless the file says otherwise);
+`plan_chunks` and `transfer_bytes` take another only when asked.
+
+**Compression.** When `kv_compression > 1`, KV and window chunks keep their tiles (layers,
+blocks, tokens) but carry opaque bytes (`dtype="u8"`, `shape=(nbytes,)`): chunk sizes are the
+compressed raw image's cumulative sizes, differenced (`compress(end) - compress(start)`), so
+they sum to exactly `model.compress(raw KV)`; a chunk that compresses to nothing is dropped.
+State chunks are not compressed.
+
 `offset` is the chunk's byte offset in the request's transfer image (chunks in plan order,
 back to back), so a receiver can land every chunk in one preallocated buffer.
 """

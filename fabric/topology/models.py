@@ -74,6 +74,7 @@ _WHY = {
               "fixed state",
     "swa": "an swa model has full-attention GQA layers and sliding-window layers",
 }
+_A = {"gqa": "a", "mla": "an", "hybrid": "a", "swa": "an"}
 #: integer fields and their ranges
 _INTS: dict[str, tuple[int, int]] = {
     "layers": (1, 10_000), "kv_heads": (1, 65_536), "head_dim": (1, 65_536),
@@ -109,7 +110,7 @@ def _model(w: Walker, name: str, key_node: yaml.Node, body: yaml.Node,
                           f"(built-ins: {', '.join(sorted(BUILTIN_MODELS))})")
         base = {k: getattr(spec, k) for k in _SPEC_FIELDS if k != "name"}
     elif "attention" not in f:
-        raise w.error(body, path, "missing required key 'attention' (or `like: BUILTIN` to "
+        raise w.error(key_node, path, "missing required key 'attention' (or `like: BUILTIN` to "
                       f"start from a built-in; attention is one of {', '.join(ATTENTION_KINDS)})")
 
     attention = base.get("attention", "")
@@ -121,8 +122,8 @@ def _model(w: Walker, name: str, key_node: yaml.Node, body: yaml.Node,
             base = {k: v for k, v in base.items() if k in APPLIES[attention]}
     for key, (key_n, _) in f.items():
         if key not in ("like", "attention") and key not in APPLIES[attention]:
-            raise w.error(key_n, f"{path}.{key}", f"{key} does not apply to an {attention} "
-                          f"model: {_WHY[attention]} (its fields: "
+            raise w.error(key_n, f"{path}.{key}", f"{key} does not apply to {_A[attention]} "
+                          f"{attention} model: {_WHY[attention]} (its fields: "
                           f"{', '.join(APPLIES[attention])})")
 
     kw: dict[str, Any] = dict(base)
@@ -140,7 +141,7 @@ def _model(w: Walker, name: str, key_node: yaml.Node, body: yaml.Node,
             kw[key] = w.number(value, fpath, 1.0, 1000.0, "a ratio >= 1", "kv_compression")
     _check_combination(w, f, kw, path)
     if "layers" not in kw:
-        raise w.error(body, path, "missing required key 'layers'")
+        raise w.error(key_node, path, "missing required key 'layers'")
     try:
         spec = ModelSpec(name=name, **kw)
     except FabricError as e:
