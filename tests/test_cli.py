@@ -81,7 +81,8 @@ def test_shipped_topologies_present() -> None:
                                          "roce-alltoall.yaml", "roce-mixed.yaml",
                                          "memsem-single.yaml", "memsem-two-tier.yaml",
                                          "memsem-roce.yaml", "failover.yaml",
-                                         "two-cluster-degraded.yaml"}
+                                         "two-cluster-degraded.yaml", "agentic.yaml",
+                                         "trace-replay.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

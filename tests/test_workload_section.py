@@ -286,7 +286,8 @@ ERRORS = [
      "prefill node 'p0' cannot reach decode node 'iso'"),
     ("store: iso\n" + SESSIONS, "store: iso", "workload.store",
      "decode node 'd0' cannot reach the store 'iso'"),
-    ("class: Bad\n" + SESSIONS, "class: Bad", "workload.class", "bad traffic class name"),
+    ("class: Bad\n" + SESSIONS, "class: Bad", "workload.class",
+     "unknown traffic class 'Bad' (classes: default)"),
     # cache
     ("cache: {size: 1MiB}\n" + SESSIONS, "cache:", "workload.cache.size",
      "a cache of 1 MiB holds no block: one block of llama-3.1-8b is 512 tokens x 131,072 "
@@ -327,7 +328,7 @@ ERRORS = [
      "ttl_factor must be above 0"),
     # sessions
     (edit(SESSIONS, "count: 4", "count: 0"), "count: 0", "workload.sessions.count",
-     "outside 1..100000"),
+     "outside 1..65536"),
     (edit(SESSIONS, "count: 4", "requests: 4"), "requests: 4", "workload.sessions.requests",
      "unknown key 'requests'"),
     (edit(SESSIONS, "rate: 0.5/s", "rate: fast"), "rate: fast", "workload.sessions.rate",

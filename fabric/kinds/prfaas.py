@@ -10,7 +10,6 @@ from typing import Any
 from ..errors import FabricError
 from .base import Kind, RunContext, RunOption
 
-
 POLICY_OPTION = RunOption(
     "--policy", "policies",
     "prfaas and workload files: comma list of policies (prfaas: local, remote-all, threshold, "

@@ -82,10 +82,15 @@ def build_turns(topo: Topology) -> tuple[list[TurnIn], dict[str, Any]]:
     if tr.sessions:
         from fabric.workload.sessions import sessions_from_trace
 
-        groups = sessions_from_trace(requests)
+        # the trace hashes a prompt's partial last block, which the next turn fills: match
+        # whole blocks only, and at least two (every prompt in the trace shares block 0)
+        groups = sessions_from_trace(requests, block_tokens=spec.block_tokens, min_blocks=2)
     turns = trace_turns(requests, spec.block_tokens, groups)
+    replayed = (f"{len(requests)} of the {replay.window_requests} in its window, over "
+                f"{replay.span_s:g} s of fabric time at speed-up {tr.speedup:g}")
     info = {"source": "trace", "file": tr.path, "requests": len(requests),
-            "implied": reusable_share(requests), "replay": replay.describe()}
+            "implied": reusable_share(requests, spec.block_tokens), "replay": replayed,
+            "warning": replay.warning()}
     if groups is not None:
         info["sessions"] = len(groups)
     return turns, info
@@ -114,7 +119,7 @@ def plan_variant(topo: Topology, variant: str, turns: list[TurnIn]) -> Plan:
         tpot_s=spec.compute.tpot_s, cache_bytes=spec.cache.size_bytes // spec.kv_scale,
         cache_policy=spec.cache.policy, estimate=_estimate(topo), time_scale=topo.time_scale,
         cls=spec.cls, chunk_bytes=spec.chunk_bytes, ttl_s=spec.ttl_s,
-        ttl_factor=spec.ttl_factor, append=getattr(spec, "append", "local"),
+        ttl_factor=spec.ttl_factor, append=spec.append,
         duration_s=spec.duration_s)
     return planner.run(turns)
 
@@ -197,6 +202,8 @@ def run_workload(state: FabricState, topo: Topology, variants: list[str], out_di
     spec = topo.workload
     assert spec is not None
     turns, info = build_turns(topo)
+    if info.get("warning") and progress:
+        progress(f"warning: {info['warning']}")
     if not turns:
         raise FabricError(f"{topo.source}: the workload has no turns to run")
     runs = []

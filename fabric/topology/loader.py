@@ -215,7 +215,8 @@ class _Parser(Walker):
         if "workload" in top:
             from fabric.topology.workload import parse_workload
 
-            workload = parse_workload(self, top["workload"][1], nodes, links + generated)
+            workload = parse_workload(self, top["workload"][1], nodes, links + generated,
+                                      classes)
 
         events = None
         if "events" in top:

@@ -22,6 +22,8 @@ workload:
   retention: [pin, ttl, evict] # what ppd does with a session's KV across a pause
   ttl: auto                    # or a time; auto: `ttl_factor` x the KV's reload time
   ttl_factor: 20
+  append: local                # ppd's append-prefill: local (on the decode node, nothing
+                               # moves) or remote (a prefill node sends the missing blocks)
   sessions:                    # agentic sessions ...
     count: 8
     rate: 0.5/s                # session starts (Poisson; `arrival: fixed` for a clock)
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 POLICIES = ("pd", "ppd")
 RETENTIONS = ("pin", "ttl", "evict")
 CACHE_POLICIES = ("lru", "fifo")
+APPENDS = ("local", "remote")  # where ppd's append-prefill runs: the decode node, a prefill node
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class WorkloadSpec:
     ttl_s: float | None  # None: auto
     ttl_factor: float
     duration_s: float | None
+    append: str = "local"  # ppd's append-prefill: on the decode node, or a prefill node that
+    # sends only the missing blocks
     sessions: SessionsSpec | None = None
     trace: TraceSpec | None = None
     line: int | None = None
@@ -151,7 +156,7 @@ class WorkloadSpec:
 
 _KEYS = ("model", "seed", "kv_scale", "class", "chunk", "prefill", "decode", "store",
          "duration", "block_tokens", "cache", "compute", "policies", "retention", "ttl",
-         "ttl_factor", "sessions", "trace")
+         "ttl_factor", "append", "sessions", "trace")
 _HINTS = {"rate": "session starts are `sessions.rate`",
           "count": "the number of sessions is `sessions.count`",
           "file": "a trace file is `trace: {file: ...}`",
@@ -167,7 +172,7 @@ DEFAULT_BLOCK_TOKENS = 512  # the Mooncake trace's hash block
 DEFAULT_CACHE_BLOCKS = 64
 DEFAULT_SIGMA = 0.5  # as traffic's `prompt:`
 MAX_TURNS = 10_000
-MAX_SESSIONS = 100_000
+MAX_SESSIONS = 65_536  # fabric.workload.session_key's range
 
 
 def parse_workload(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: list[Link],
@@ -231,13 +236,17 @@ def parse_workload(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: li
         if ttl_factor <= 0:
             raise w.error(f["ttl_factor"][1], "workload.ttl_factor", "ttl_factor must be above "
                           "0 (the time-to-live is this times the KV's reload time)")
+    append = "local"
+    if "append" in f:
+        append = w.choice(f["append"][1], "workload.append", APPENDS, "append-prefill place")
     sessions = _sessions(w, f["sessions"][1], duration_s) if "sessions" in f else None
     trace = _trace(w, f["trace"][1]) if "trace" in f else None
     return WorkloadSpec(model=model, seed=seed, kv_scale=kv_scale, cls=cls, chunk_bytes=chunk,
                         prefill=prefill, decode=decode, store=store, block_tokens=block_tokens,
                         cache=cache, compute=compute, policies=policies, retention=retention,
                         ttl_s=ttl_s, ttl_factor=ttl_factor, duration_s=duration_s,
-                        sessions=sessions, trace=trace, line=node.start_mark.line + 1)
+                        append=append, sessions=sessions, trace=trace,
+                        line=node.start_mark.line + 1)
 
 
 def block_bytes(model_name: str, block_tokens: int) -> int:

@@ -37,11 +37,13 @@ import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fabric.kv.prefill import PrefillProfile
 from fabric.traffic import Transfer
 from fabric.workload import STATE_KEY_BASE, session_key
 from fabric.workload.cache import BlockCache
+from fabric.workload.trace import blocks_of
 
 __all__ = ["Plan", "Planner", "TurnIn", "TurnPlan", "account", "session_turns", "trace_turns"]
 
@@ -107,6 +109,11 @@ class Plan:
     cache_peak: dict[str, int] = field(default_factory=dict)  # decode node -> peak bytes
 
 
+def _wire(real_bytes: int, kv_scale: int) -> int:
+    """Bytes on the wire for `real_bytes` of KV: 1/kv_scale of them, in whole 8 bytes."""
+    return max(8, -(-(-(-real_bytes // kv_scale)) // 8) * 8)
+
+
 def _blocks(tokens: int, block_tokens: int, key: Callable[[int, int], int]
             ) -> tuple[tuple[int, int], ...]:
     n = -(-tokens // block_tokens)
@@ -148,12 +155,9 @@ def trace_turns(requests: Sequence, block_tokens: int,  # noqa: ANN001
     sizes: dict[int, int] = {}
     out = []
     for r in requests:
-        blocks = []
-        for i, h in enumerate(r.hash_ids):
-            tokens = min(block_tokens, r.input_tokens - i * block_tokens)
-            key = h if sizes.setdefault(h, tokens) == tokens else (
-                (1 << 60) | (tokens << 44) | h)
-            blocks.append((key, tokens))
+        blocks = [(h if sizes.setdefault(h, tokens) == tokens
+                   else (1 << 60) | (tokens << 44) | h, tokens)
+                  for h, tokens in blocks_of(r, block_tokens)]
         session, k, n = where.get(r.index, (r.index, 0, 1))
         out.append(TurnIn(session=session, index=k, blocks=tuple(blocks),
                           new_tokens=r.input_tokens, output_tokens=r.output_tokens,
@@ -209,7 +213,7 @@ class Planner:
 
     def wire(self, tokens: int) -> int:
         """Wire bytes of a block of `tokens` tokens (real bytes / kv_scale, whole 8 bytes)."""
-        return max(8, -(-tokens * self.bpt // self.kv_scale + 7) // 8 * 8)
+        return _wire(tokens * self.bpt, self.kv_scale)
 
     def prefill_s(self, tokens: int) -> float:
         return self.profile.seconds(tokens)
@@ -248,7 +252,7 @@ class Planner:
         if not self.state_bytes:
             return []
         key = STATE_KEY_BASE + turn_id
-        self.sizes[key] = max(8, -(-self.state_bytes // self.kv_scale + 7) // 8 * 8)
+        self.sizes[key] = _wire(self.state_bytes, self.kv_scale)
         return [(key, 0)]
 
     # ---- the simulation -----------------------------------------------------------------
@@ -259,10 +263,10 @@ class Planner:
             by_session.setdefault(t.session, []).append(t)
             for k, n in (*t.blocks, *t.output_blocks):
                 self.sizes.setdefault(k, self.wire(n))
-        heap: list[tuple[float, int, str, object]] = []
+        heap: list[tuple[float, int, str, Any]] = []
         seq = 0
 
-        def push(at: float, kind: str, what: object) -> None:
+        def push(at: float, kind: str, what: Any) -> None:  # noqa: ANN401
             nonlocal seq
             heapq.heappush(heap, (at, seq, kind, what))
             seq += 1
@@ -285,13 +289,12 @@ class Planner:
                     if follow.at_s is None:
                         push(end + follow.pause_s, "arrive", follow)
             elif kind == "kv_in":
-                node, keys, unpin = what  # type: ignore[misc]
-                self._insert(node, keys, now)
-                self.caches[node].unpin(unpin)
+                node, blocks = what
+                self._insert(node, blocks, now)
             elif kind == "end":
-                self._end(what, now, push)  # type: ignore[arg-type]
+                self._end(what, now, push)
             elif kind == "ttl":
-                session, gen = what  # type: ignore[misc]
+                session, gen = what
                 if self.generation.get(session) == gen:
                     self._evict_session(session, now)
         for d, c in self.caches.items():
@@ -344,7 +347,7 @@ class Planner:
                 "pd" if self.policy == "pd" else "prefill", p, ("transfer", tid), done)
             tp.moved_bytes = sum(self.sizes[k] for k, _ in moving) * self.kv_scale
             if self.policy == "ppd":
-                push(first, "kv_in", (d, list(t.blocks), []))
+                push(first, "kv_in", (d, list(t.blocks)))
         else:
             ready = now
             moved = 0
@@ -356,7 +359,7 @@ class Planner:
                 rbytes = sum(self.sizes[k] for k, _ in rblocks)
                 moved += rbytes
                 ready = now + self.est(self.store, d, rbytes)
-                push(ready, "kv_in", (d, rblocks, []))
+                push(ready, "kv_in", (d, rblocks))
             cached_tokens = sum(n for _, n in t.blocks[:hit + reload])
             new_blocks = [*t.blocks[hit + reload:], *state]
             if self.append == "local":
@@ -368,7 +371,7 @@ class Planner:
                 first = start + dur
                 tp.how, tp.wait, tp.after_s = "append-local", ("op", oid), dur
                 tp.net_start_s = now
-                push(start, "kv_in", (d, list(t.blocks[hit + reload:]), []))
+                push(start, "kv_in", (d, list(t.blocks[hit + reload:])))
             else:
                 p = min(self.prefill_nodes, key=lambda n: (self.p_free[n], n))
                 start = max(now, self.p_free[p])
@@ -381,7 +384,7 @@ class Planner:
                 first = max(ready, done + self.est(p, d, nbytes))
                 tp.how, tp.prefill, tp.wait = "append-remote", p, ("transfer", tid)
                 tp.net_start_s = now if reload else done
-                push(first, "kv_in", (d, list(t.blocks[hit + reload:]), []))
+                push(first, "kv_in", (d, list(t.blocks[hit + reload:])))
             tp.moved_bytes = moved * self.kv_scale
         tp.planned_first_s = first
         end = first + t.output_tokens * self.tpot
@@ -391,10 +394,10 @@ class Planner:
 
     def _insert(self, node: str, blocks: Sequence[tuple[int, int]], now: float) -> None:
         cache = self.caches[node]
-        for key, _ in blocks:
-            if cache.holds(key):
-                continue
-            evicted = cache.insert(key, self.sizes[key], now)
+        # tail first, so under LRU a prefix's head is the last of it to go
+        evicted = cache.insert_all([(k, self.sizes[k]) for k, _ in blocks
+                                    if not cache.holds(k)], now)
+        if evicted:
             self.plan.evictions += len(evicted)
             for k in evicted:
                 for keys in self.session_keys.values():
@@ -510,7 +513,7 @@ def summarise(rows: list[dict]) -> dict:
     first = [r for r in rows if r["turn"] == 0]
     later = [r for r in rows if r["turn"] > 0]
     blocks = sum(r["blocks"] for r in rows)
-    out = {"turns": len(rows), "turns_later": len(later)}
+    out: dict[str, float] = {"turns": len(rows), "turns_later": len(later)}
     for name, sel in (("turn1", first), ("later", later), ("all", rows)):
         xs = ttfts(sel)
         out[f"{name}_ttft_p50_s"] = _pct(xs, 50)
