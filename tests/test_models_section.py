@@ -198,3 +198,29 @@ def test_file_models_give_the_same_kv_sizes_as_the_builtins_they_restate(builtin
 def test_like_alone_restates_a_builtin(builtin: str) -> None:
     got = _models(f"  copy:\n    like: {builtin}\n")["copy"]
     assert got.kv_bytes(32_768) == BUILTIN_MODELS[builtin].kv_bytes(32_768)
+
+
+# ---- fabric kv --file ---------------------------------------------------------------------
+
+def test_fabric_kv_lists_file_models_beside_builtins(write: Write) -> None:
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    path = write(HEAD + "  dense-kivi:\n    like: minimax-m2.5\n    kv_compression: 2.6\n"
+                 "  qwen3-8b:\n    like: qwen3-8b\n")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["kv", "--file", str(path), "--tokens", "32768"])
+    assert out.exit_code == 0, out.output
+    assert re.search(r"^dense-kivi\s+file\s+gqa\s+95\.385 KiB\s+2\.981 GiB$", out.output,
+                     re.MULTILINE)
+    assert re.search(r"^qwen3-8b\s+file \(restates the built-in\)\s+gqa", out.output,
+                     re.MULTILINE)
+    assert re.search(r"^ring-2\.5-1t\s+built-in\s+hybrid", out.output, re.MULTILINE)
+    one = runner.invoke(cli, ["kv", "dense-kivi", "--file", str(path), "--tokens", "32768"])
+    assert one.exit_code == 0, one.output
+    assert "compressed 2.6x from 253,952 B" in one.output
+    assert f"defined in   {path} (models: dense-kivi)" in one.output
+    # without the file, its models are unknown again
+    gone = runner.invoke(cli, ["kv", "dense-kivi"])
+    assert gone.exit_code == 1
