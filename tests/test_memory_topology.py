@@ -285,7 +285,8 @@ def test_address_map_members_behind_one_port_join_once() -> None:
 MEM_KEYS = "switches, latency, credits, txn, timeout, windows, multicast, reduce, runs"
 RUN_KEYS = "name, kind, from, to, window, group, sizes, size, count, model, tokens"
 RUN_KINDS = "loadstore, hypercast, allreduce, kv-pull"
-MODELS = "deepseek-v3, llama-3.1-70b, llama-3.1-8b, minimax-m2.5, prfaas-hybrid-1t, qwen3-8b"
+MODELS = ("deepseek-v3, kimi-linear-48b-a3b, llama-3.1-70b, llama-3.1-8b, mimo-v2-flash, "
+          "minimax-m2.5, prfaas-hybrid-1t, qwen3-235b-a22b, qwen3-8b, ring-2.5-1t")
 LINK_HINT = "add a link such as {endpoints: [cpu, msw]}"
 KV16 = transfer_bytes(get_model("llama-3.1-8b"), 16)  # 2 MiB
 
