@@ -45,6 +45,8 @@ def one_line_error(result: Result) -> str:
         ("lpu-ring.yaml", "lpu"),
         ("prfaas.yaml", "prfaas"),
         ("two-cluster.yaml", "traffic"),
+        ("agentic.yaml", "workload"),
+        ("trace-replay.yaml", "workload"),
     ],
 )
 def test_each_shipped_file_runs_as_its_kind(file: str, kind: str) -> None:
@@ -62,7 +64,7 @@ def test_a_file_without_traffic_is_probed(tmp_path: Path) -> None:
 
 def test_every_kind_has_a_result_file_and_a_title() -> None:
     names = [k.name for k in kinds.kinds()]
-    assert names == ["memory", "prfaas", "lpu", "probe", "roce", "traffic"]
+    assert names == ["memory", "workload", "prfaas", "lpu", "probe", "roce", "traffic"]
     for k in kinds.kinds():
         assert k.result_file.endswith(".json")
         assert k.title.startswith(("a ", "an "))
@@ -96,7 +98,7 @@ def test_out_never_overwrites_any_kind_of_run(
 def test_a_kind_option_on_a_file_of_another_kind_is_refused() -> None:
     lpu = str(TOPOLOGIES / "lpu-ring.yaml")
     assert one_line_error(invoke("run", "--policy", "local", lpu)) == (
-        f"fabric: --policy is for files with a prfaas: section ({lpu})"
+        f"fabric: --policy is for files with a prfaas: or a workload: section ({lpu})"
     )
     assert one_line_error(invoke("run", "--cc", "dcqcn", lpu)) == (
         f"fabric: --cc/--pfc need a traffic section in {lpu}"
@@ -160,8 +162,8 @@ def test_report_compares_only_traffic_runs(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert one_line_error(invoke("report", str(empty))) == (
-        f"fabric: {empty}: not a run directory: no memory.json, prfaas.json, lpu.json, "
-        "summary.json, comparison.json in it (give the directory `fabric run` wrote its "
+        f"fabric: {empty}: not a run directory: no memory.json, workload.json, prfaas.json, "
+        "lpu.json, summary.json, comparison.json in it (give the directory `fabric run` wrote its "
         "results to)"
     )
 
