@@ -12,11 +12,12 @@ Offsets are host time: fabric-time offsets multiplied by `time_scale`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from itertools import permutations
 
 import numpy as np
 
+from .errors import FabricError
 from .kv import get_model
 from .kv.layout import transfer_bytes
 from .topology.document import Topology
@@ -25,6 +26,17 @@ from .topology.traffic import Flow, PromptDist
 
 @dataclass(frozen=True)
 class Transfer:
+    """One request's KV (or one bulk object, or a run of cache blocks) from `src` to `dst`.
+
+    A *block transfer* (`blocks` set) carries whole prefix-cache blocks, `(key, bytes)` each
+    in order, whose content is a function of (seed, key) alone (`kv.layout.block_chunks`), so
+    the node holding one can prove it: `reuse` names blocks the receiver must already hold
+    (proved when the last chunk is in), `keep` puts the carried blocks in the receiver's
+    block store, `from_store` sends them from the sender's store (a write-back or a reload),
+    `release` frees them at the sender once acknowledged (`fabric.node.blocks`). Block
+    transfers move over TCP only.
+    """
+
     id: int
     flow: str
     kind: str  # the flow's pattern
@@ -33,18 +45,43 @@ class Transfer:
     dst: str
     transport: str
     request: int  # numbered per flow
-    model: str | None  # None for bulk
+    model: str | None  # None for bulk (and allowed for block transfers)
     tokens: int | None
     nbytes: int
     chunk_bytes: int
     start_ns: int | None  # host-time offset from the run's start; None: after `after`
     after: int | None = None
+    blocks: tuple[tuple[int, int], ...] = ()  # (block key, bytes) carried, in order
+    reuse: tuple[int, ...] = ()  # block keys the receiver must already hold
+    keep: bool = False  # the receiver keeps the carried blocks in its block store
+    from_store: bool = False  # the sender sends the blocks' bytes from its block store
+    release: bool = False  # the sender frees the carried blocks once acknowledged
+
+    def __post_init__(self) -> None:
+        if not (self.blocks or self.reuse or self.keep or self.from_store or self.release):
+            return
+        what = f"transfer {self.id} ({self.flow}#{self.request} {self.src} -> {self.dst})"
+        if self.transport != "tcp":
+            raise FabricError(f"{what}: block transfers (blocks, reuse, keep, from_store, "
+                              f"release) move over TCP only, not {self.transport!r}")
+        if (self.keep or self.from_store or self.release) and not self.blocks:
+            raise FabricError(f"{what}: keep, from_store and release need blocks to carry")
+        carried = sum(b for _, b in self.blocks)
+        if self.blocks and carried != self.nbytes:
+            raise FabricError(f"{what}: nbytes is {self.nbytes} but its blocks hold {carried}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["blocks"] = [list(b) for b in self.blocks]
+        d["reuse"] = list(self.reuse)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Transfer:
+        """The transfer `to_dict` described, also after msgpack (which makes tuples lists)."""
+        d = dict(d)
+        d["blocks"] = tuple((int(k), int(b)) for k, b in d.get("blocks", ()))
+        d["reuse"] = tuple(int(k) for k in d.get("reuse", ()))
         return cls(**d)
 
 
