@@ -17,6 +17,19 @@ socket (typed messages, `fabric.node.session`), and to its peers over:
 Every chunk's digest is checked on arrival (`fabric.node.faults`, a test-only sender fault,
 shows the check catching a corrupt, missing or duplicate chunk). Times are CLOCK_MONOTONIC,
 shared by every process on the host, so one-way latencies are exact.
+
+**Blocks** (prefix-cache reuse, TCP only). A node whose plan moves cache blocks holds a
+`BlockStore` (`fabric.node.blocks`): real bytes, proved on every reuse. A chunk of a block
+transfer is also checked against the content generator's digest for its (key, part), so a
+store serving wrong bytes is caught even when its header digest matches them (the chunk is
+then delivered but wrong: the transfer completes, as `corrupt`); a `keep` transfer's verified
+chunks are copied into the store; at its last chunk a transfer's `reuse` keys are proved,
+waiting for those still due here (the ack leaves at once; the transfer's *ready* time waits).
+A `from_store` sender sends the held bytes (zeros, reported missing, for a block it never
+had), waiting for one still due; `release` frees them once acknowledged. The plan's
+`block_ops` (append: prove, then make; drop) run at their times. One result per block
+transfer, from_store send and operation, and the store's statistics, go to the runner in the
+final `Records`. Transfers without blocks take none of these paths.
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ import numpy as np
 import trio
 
 from ..kv.content import chunk_view, digest
-from ..kv.layout import chunks_of
+from ..kv.layout import ChunkSpec, chunks_of
+from ..kv.models import ModelSpec, use_file_models
 from ..metrics.records import ChunkRecord, TransferRecord
 from ..traffic import Transfer
 from ..wire.frames import (
@@ -47,6 +61,7 @@ from ..wire.frames import (
 )
 from ..wire.frames import acked as acked_transfer
 from . import faults
+from .blocks import DEFAULT_CHUNK, BlockStore
 from .faults import Fault
 from .session import Channel, Done, Go, Plan, Progress, Ready, Records
 from .transport import NodeConfig, transport
@@ -79,10 +94,22 @@ class _Incoming:
     t_start: int | None = None
     t_first: int | None = None
     t_done: int | None = None
+    wrong: int = 0  # block chunks delivered intact whose bytes are not the block's
+
+
+@dataclass
+class _BlockRx:
+    """What a receiver needs per chunk of a block transfer."""
+
+    tr: Transfer
+    specs: list[ChunkSpec]
+    sizes: dict[int, int]  # block key -> bytes
+    result: dict[str, Any]
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, ctl: Channel) -> None:
+    def __init__(self, cfg: NodeConfig, ctl: Channel, block_ops: list[dict] | None = None,
+                 block_chunk_bytes: int | None = None) -> None:
         self.cfg = cfg
         self.ctl = ctl
         self.chunk_records: list[ChunkRecord] = []
@@ -104,6 +131,16 @@ class Node:
         self.fault: Fault | None = None  # test-only (node/faults.py); None in a real run
         self._tcp_out: set[trio.socket.SocketType] = set()  # open sender connections
         self._tcp_retrans_closed = 0  # bytes the closed ones retransmitted
+        # blocks: set up only for a plan that moves, keeps or reuses blocks
+        self.block_ops = sorted(block_ops or [], key=lambda op: op["t_ns"])
+        self.store: BlockStore | None = None
+        self.tasks: trio.Nursery | None = None  # where waiting proofs run (serve_node's)
+        self._block_rx: dict[int, _BlockRx] = {}
+        self._results: dict[tuple[str, int], dict[str, Any]] = {}
+        self._sent_copies: dict[int, dict[int, np.ndarray]] = {}  # from_store: what left
+        self.blocks_left = 0  # block results still to settle
+        self._store_changed = trio.Event()
+        self._setup_blocks(block_chunk_bytes)
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -137,7 +174,7 @@ class Node:
         return out
 
     def _check_done(self) -> None:
-        if self.expected_left == 0 and self.sends_left == 0:
+        if self.expected_left == 0 and self.sends_left == 0 and self.blocks_left == 0:
             self.all_done.set()
 
     # ---- sockets ------------------------------------------------------------------------
@@ -240,6 +277,13 @@ class Node:
             nursery.start_soon(self._ack_reader, sock, acked)
             async for tr, t_start in queue:
                 acked[tr.id] = trio.Event()
+                if tr.from_store:
+                    await self._send_from_store(sock, tr, t_start)
+                    await acked[tr.id].wait()
+                    del acked[tr.id]
+                    self._store_sent(tr)
+                    self.transfer_sent(tr)
+                    continue
                 chunks = chunks_of(tr)
                 fault = self.fault
                 for spec in chunks:
@@ -258,6 +302,8 @@ class Node:
                     self.tx_bytes += spec.nbytes
                 await acked[tr.id].wait()
                 del acked[tr.id]
+                if tr.release:
+                    self._store_sent(tr)
                 self.transfer_sent(tr)
             nursery.cancel_scope.cancel()
 
@@ -326,13 +372,22 @@ class Node:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
                 t_last = time.monotonic_ns()
                 ok = digest(buf[:n]) == chunk.digest
-                if self.on_chunk(chunk.xfer, chunk.index, n, chunk.t_start, chunk.t_send,
-                                 t_first, t_last, ok):
+                blk = self._block_rx.get(chunk.xfer) if self._block_rx else None
+                if blk is not None:
+                    if self._on_block_chunk(blk, chunk.index, buf[:n], chunk.digest,
+                                            chunk.t_start, chunk.t_send, t_first, t_last, ok):
+                        await _send_all(sock, encode_ack(chunk.xfer))
+                        self._block_transfer_in(blk, t_last)
+                elif self.on_chunk(chunk.xfer, chunk.index, n, chunk.t_start, chunk.t_send,
+                                   t_first, t_last, ok):
                     await _send_all(sock, encode_ack(chunk.xfer))
 
     def on_chunk(self, tid: int, index: int, nbytes: int, t_start: int, t_send: int,
-                 t_first: int, t_last: int, ok: bool) -> bool:
-        """Record one arrived chunk; True when it completes its transfer (send the ack)."""
+                 t_first: int, t_last: int, ok: bool, *, wrong: bool = False) -> bool:
+        """Record one arrived chunk; True when it completes its transfer (send the ack).
+        `wrong`: a block chunk that arrived intact (its header digest matches) but whose
+        bytes are not the block's (its sender's store served wrong bytes): delivered, so
+        the transfer completes, and counted as corrupt."""
         inc = self.incoming.get(tid)
         if inc is None:
             return False  # not ours: never expected, so never counted as good
@@ -341,6 +396,9 @@ class Node:
             inc.dups += 1
         elif ok:
             inc.got.add(index)
+        elif wrong and 0 <= index < inc.nchunks:
+            inc.got.add(index)
+            inc.wrong += 1
         else:
             inc.bad += 1
         self.chunk_records.append(ChunkRecord(
@@ -360,7 +418,7 @@ class Node:
         for inc in self.incoming.values():
             tr = inc.tr
             if inc.t_done is not None:
-                status = "duplicate" if inc.dups else "ok"
+                status = "corrupt" if inc.wrong else "duplicate" if inc.dups else "ok"
             elif inc.bad:
                 status = "corrupt"
             else:
@@ -379,7 +437,254 @@ class Node:
         chunks = [list(_astuple(r)) for r in self.chunk_records]
         self.chunk_records = []
         transfers = [list(_astuple(r)) for r in self.transfer_records()] if final else []
-        await self.ctl.send(Records({"chunks": chunks, "transfers": transfers}))
+        body: dict[str, Any] = {"chunks": chunks, "transfers": transfers}
+        if final and (self._results or self.store is not None):
+            body["blocks"] = self.block_results()
+            body["block_stores"] = self.block_stores()
+        await self.ctl.send(Records(body))
+
+    # ---- blocks -------------------------------------------------------------------------
+
+    def _setup_blocks(self, chunk_bytes: int | None) -> None:
+        """Tell the store what the plan brings, reuses and serves here (nothing for a plan
+        without blocks)."""
+        cfg = self.cfg
+        rx = [tr for tr in cfg.expects if tr.blocks or tr.reuse]
+        tx = [tr for tr in cfg.sends if tr.from_store or tr.release]
+        if not (rx or tx or self.block_ops):
+            return
+        for tr in rx + tx:
+            if tr.transport != "tcp":  # Transfer refuses these; a hand-made plan may not
+                raise RuntimeError(f"transfer {tr.id} ({tr.flow}#{tr.request} {tr.src} -> "
+                                   f"{tr.dst}): blocks move over tcp only, not "
+                                   f"{tr.transport!r}")
+        if chunk_bytes is None:
+            sizes = [tr.chunk_bytes for tr in cfg.sends + cfg.expects if tr.blocks]
+            chunk_bytes = max(set(sizes), key=sizes.count) if sizes else DEFAULT_CHUNK
+        store = self.store = BlockStore(cfg.seed, chunk_bytes)
+        for tr in rx:
+            who = ("transfer", tr.id)
+            store.expect(who, tr.start_ns, arrives=[k for k, _ in tr.blocks] if tr.keep else (),
+                         reuse=tr.reuse)
+            res = self._result("transfer", tr.id, len(tr.reuse))
+            res.update(carried=len(tr.blocks), carried_bad=0, kept=0)
+            self._block_rx[tr.id] = _BlockRx(tr, chunks_of(tr) if tr.blocks else [],
+                                             dict(tr.blocks), res)
+        for tr in tx:
+            if tr.from_store:
+                store.expect(("send", tr.id), tr.start_ns, reuse=[k for k, _ in tr.blocks])
+                self._result("send", tr.id, 0).update(sent=len(tr.blocks), released=0)
+        for op in self.block_ops:
+            if op["op"] == "append":
+                store.expect(("op", op["id"]), op["t_ns"],
+                             arrives=[k for k, _ in op.get("make", ())],
+                             reuse=op.get("reuse", ()))
+                self._result("append", op["id"], len(op.get("reuse", ()))).update(
+                    made=len(op.get("make", ())))
+            elif op["op"] == "drop":
+                self._result("drop", op["id"], 0).update(dropped=0, deferred=0)
+            else:
+                raise RuntimeError(f"block op {op.get('id')}: unknown op {op['op']!r} "
+                                   "(append or drop)")
+
+    def _result(self, what: str, ident: int, reused: int) -> dict[str, Any]:
+        """A block result, to fill in; it counts as open until `_settled`."""
+        res = {"node": self.cfg.name, "id": ident, "what": what, "reused": reused, "ok": 0,
+               "missing": 0, "corrupt": 0, "pending": 0, "t_ready_ns": 0, "done": False}
+        self._results[("send" if what == "send" else "op" if what in ("append", "drop")
+                       else "transfer", ident)] = res
+        if what != "send":  # a send settles with its transfer (sends_left)
+            self.blocks_left += 1
+        return res
+
+    def _settled(self, res: dict[str, Any], t_ready: int) -> None:
+        res["t_ready_ns"] = t_ready
+        res["done"] = True
+        if res["what"] != "send":
+            self.blocks_left -= 1
+            self._check_done()
+
+    def _poke(self) -> None:
+        """The store changed: wake whoever waits for a pending block."""
+        self._store_changed.set()
+        self._store_changed = trio.Event()
+
+    def _now(self) -> int:
+        """Host time from the run's start: the plan's times."""
+        return time.monotonic_ns() - self.cfg.t0_ns
+
+    def _on_block_chunk(self, blk: _BlockRx, index: int, data: np.ndarray, claimed: bytes,
+                        t_start: int, t_send: int, t_first: int, t_last: int,
+                        ok: bool) -> bool:
+        """A chunk of a block transfer: also the generator's digest for its (key, part);
+        into the store when kept. True when it completes the transfer."""
+        wrong = False
+        tr = blk.tr
+        store = self.store
+        assert store is not None
+        if ok and 0 <= index < len(blk.specs):
+            spec = blk.specs[index]
+            assert spec.content is not None
+            key, part = spec.content
+            size = blk.sizes[key]
+            if claimed != store.expected_digests(key, size, tr.chunk_bytes)[part]:
+                ok, wrong = False, True
+            elif tr.keep and tr.id in self.incoming and index not in self.incoming[tr.id].got:
+                if store.put_part(key, part, data, block_bytes=size, chunk_bytes=tr.chunk_bytes,
+                                  source=("transfer", tr.id), now_ns=self._now()):
+                    blk.result["kept"] += 1
+                    self._poke()
+        if wrong:
+            blk.result["carried_bad"] += 1
+        return self.on_chunk(tr.id, index, data.nbytes, t_start, t_send, t_first, t_last, ok,
+                             wrong=wrong)
+
+    def _block_transfer_in(self, blk: _BlockRx, t_done: int) -> None:
+        """A block transfer's last chunk is in (acknowledged): what it did not bring is no
+        longer due; prove its reuse, now or once the pending keys are in."""
+        tr = blk.tr
+        store = self.store
+        assert store is not None
+        who = ("transfer", tr.id)
+        if tr.keep:
+            store.settle(who)
+            self._poke()
+        self._prove(blk.result, list(tr.reuse), who, t_done, None)
+
+    def _prove(self, res: dict[str, Any], keys: list[int], who: tuple[str, int],
+               t_ready: int, then: Callable[[], None] | None) -> None:
+        """Prove `keys` for `who` into `res`; when some are pending, wait for them in a
+        task of their own (the ready time is when the last one is proved); then `then`."""
+        store = self.store
+        assert store is not None
+        proof = store.prove(keys, self._now(), who)
+        self._count(res, proof)
+        if not proof.pending:
+            if then is not None:  # an append: its KV is whole once made
+                then()
+                t_ready = time.monotonic_ns()
+            self._settled(res, t_ready)
+            return
+        res["pending"] = len(proof.pending)
+        assert self.tasks is not None
+        self.tasks.start_soon(self._prove_pending, res, list(proof.pending), who, then)
+
+    async def _prove_pending(self, res: dict[str, Any], keys: list[int], who: tuple[str, int],
+                             then: Callable[[], None] | None) -> None:
+        store = self.store
+        assert store is not None
+        while keys:
+            changed = self._store_changed
+            await changed.wait()
+            proof = store.prove(keys, self._now(), who)
+            self._count(res, proof)
+            keys = list(proof.pending)
+            res["pending"] = len(keys)
+        if then is not None:
+            then()
+        self._settled(res, time.monotonic_ns())
+
+    @staticmethod
+    def _count(res: dict[str, Any], proof: Any) -> None:  # noqa: ANN401 - a blocks.Proof
+        res["ok"] += len(proof.ok)
+        res["missing"] += len(proof.missing)
+        res["corrupt"] += len(proof.corrupt)
+        if proof.missing or proof.corrupt:
+            res.setdefault("bad_keys", []).extend([*proof.missing, *proof.corrupt][:16])
+
+    async def run_block_ops(self) -> None:
+        """Each block operation at its time, in plan order (an append's wait for pending
+        blocks runs on its own, so it holds up no later operation)."""
+        store = self.store
+        for op in self.block_ops:
+            at = self.cfg.t0_ns + op["t_ns"]
+            delay = (at - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await trio.sleep(delay)
+            assert store is not None
+            if op["op"] == "drop":
+                res = self._results[("op", op["id"])]
+                now, later = store.drop([int(k) for k in op["drop"]], op["t_ns"])
+                res.update(dropped=now, deferred=later)
+                self._settled(res, time.monotonic_ns())
+                continue
+            who = ("op", op["id"])
+            make = [(int(k), int(b)) for k, b in op.get("make", ())]
+            chunk = op.get("chunk_bytes")
+
+            def made(make: list[tuple[int, int]] = make, who: tuple[str, int] = who,
+                     chunk: int | None = chunk) -> None:
+                for key, nbytes in make:
+                    store.make(key, nbytes, chunk, source=who, now_ns=self._now())
+                store.settle(who)
+                self._poke()
+
+            self._prove(self._results[who], [int(k) for k in op.get("reuse", ())], who,
+                        time.monotonic_ns(), made)
+
+    async def _send_from_store(self, sock: trio.socket.SocketType, tr: Transfer,
+                               t_start: int) -> None:
+        """Send `tr`'s blocks from this node's store: each part a slice of the held block
+        (waiting for one still due here); a block never held leaves as zeros, and the
+        receiver's generator check finds it (reported missing here too)."""
+        store = self.store
+        assert store is not None
+        res = self._results[("send", tr.id)]
+        who = ("send", tr.id)
+        chunks = chunks_of(tr)
+        sizes = dict(tr.blocks)
+        held: np.ndarray | None = None
+        base = 0
+        sent: dict[int, np.ndarray] = {}
+        for spec in chunks:
+            assert spec.content is not None
+            key, part = spec.content
+            if part == 0:
+                base = spec.offset
+                held = store.bytes_of(key)
+                while held is None and store.is_pending(key, tr.start_ns):
+                    changed = self._store_changed
+                    await changed.wait()
+                    held = store.bytes_of(key)
+                if held is None or held.nbytes != sizes[key]:
+                    held = None
+                    res["missing"] += 1
+                    res.setdefault("bad_keys", []).append(key)
+                else:
+                    res["ok"] += 1
+                    sent[key] = held
+            lo = spec.offset - base
+            payload = (held[lo: lo + spec.nbytes] if held is not None
+                       else np.zeros(spec.nbytes, dtype=np.uint8))
+            header = encode_chunk_header(tr.id, spec.index, len(chunks), spec.nbytes,
+                                         digest(payload), t_start, time.monotonic_ns())
+            await _send_all(sock, header)
+            await _send_all(sock, memoryview(payload))  # type: ignore[arg-type]
+            self.tx_bytes += spec.nbytes
+        store.unpin([k for k, _ in tr.blocks], who, self._now())
+        self._sent_copies[tr.id] = sent
+
+    def _store_sent(self, tr: Transfer) -> None:
+        """`tr` was acknowledged: with `release`, its blocks leave this node's store."""
+        res = self._results.get(("send", tr.id))
+        if tr.release and self.store is not None:
+            copies = self._sent_copies.pop(tr.id, None)
+            now, later = self.store.release([k for k, _ in tr.blocks], tr.start_ns, copies)
+            if res is not None:
+                res["released"] = now + later
+        if res is not None:
+            self._settled(res, time.monotonic_ns())
+
+    def block_results(self) -> list[dict[str, Any]]:
+        """Every block result (transfer, send, append, drop); one not done yet says so."""
+        return [dict(r) for r in self._results.values()]
+
+    def block_stores(self) -> list[dict[str, Any]]:
+        if self.store is None:
+            return []
+        from dataclasses import asdict
+
+        return [{"node": self.cfg.name, **asdict(self.store.statistics())}]
 
 
 def tcp_info_bytes(sock: trio.socket.SocketType | socket.socket) -> tuple[int, int]:
@@ -419,6 +724,8 @@ async def serve_node(ctl_fd: int, name: str) -> None:
     if not isinstance(msg, Plan):
         return
     plan = msg.body
+    if plan.get("models"):  # the file's own models (a remote agent has not got them)
+        use_file_models({n: ModelSpec(**d) for n, d in plan["models"].items()})
     cfg = NodeConfig(
         name=name, address=plan["address"], peers=plan["peers"], classes=plan["classes"],
         seed=plan["seed"], t0_ns=0,
@@ -426,7 +733,8 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         expects=[Transfer.from_dict(d) for d in plan["expects"]],
         udp_mss=plan["udp_mss"], udp_window=plan["udp_window"], roce=plan.get("roce", {}),
     )
-    node = Node(cfg, ctl)
+    node = Node(cfg, ctl, block_ops=plan.get("block_ops"),
+                block_chunk_bytes=plan.get("block_chunk_bytes"))
     rss_start = _vm("VmRSS")
     async with trio.open_nursery() as nursery:
         await nursery.start(node.listen_tcp)
@@ -444,6 +752,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
             nursery.cancel_scope.cancel()
             return
         cfg.t0_ns = go.t0
+        node.tasks = nursery
         progress = trio.CancelScope()
         nursery.start_soon(_within, progress, node.progress_loop)
         counting = trio.CancelScope()
@@ -451,6 +760,8 @@ async def serve_node(ctl_fd: int, name: str) -> None:
             nursery.start_soon(_within, counting, node.counters_loop)
         nursery.start_soon(_stop_on_ctl, ctl, node)
         nursery.start_soon(node.run_sends)
+        if node.block_ops:
+            nursery.start_soon(node.run_block_ops)
         await node.all_done.wait()
         progress.cancel()
         counting.cancel()

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trio
@@ -64,19 +64,32 @@ class RunResult:
     recovery: dict[str, Any] = field(default_factory=dict)  # what each failure did
     # node -> [(runner's clock, its retransmission counters then)], sampled during a timeline
     counters: dict[str, list[tuple[int, dict[str, int]]]] = field(default_factory=dict)
+    # prefix-cache blocks (fabric.node.blocks): per block transfer, from_store send and
+    # block operation, what its node proved and when its KV was whole (`t_ready_ns`, the
+    # runner's clock); per node holding blocks, its store's statistics
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    block_stores: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
                 progress: Callable[[str, bool], None] | None = None,
                 transfers: list[Transfer] | None = None,
-                agents: AgentBook | None = None, plan: Any = None) -> RunResult:  # noqa: ANN401
+                agents: AgentBook | None = None, plan: Any = None,  # noqa: ANN401
+                block_ops: dict[str, list[dict]] | None = None) -> RunResult:
     """Run `topo`'s traffic (or the given `transfers`) on the running fabric `state`; the
-    nodes `agents` lists run through their agents, the others are forked here."""
+    nodes `agents` lists run through their agents, the others are forked here.
+    `block_ops`: per node, its block operations (`fabric.node.blocks`: append, drop), in
+    its plan; a node with operations runs even when it moves no transfer."""
     if transfers is None:
         transfers = schedule(topo)
     if not transfers:
         raise FabricError(f"{topo.source}: no traffic: add a `traffic:` section")
-    names = sorted({t.src for t in transfers} | {t.dst for t in transfers})
+    block_ops = {n: ops for n, ops in (block_ops or {}).items() if ops}
+    unknown = sorted(set(block_ops) - set(state.nodes))
+    if unknown:
+        raise FabricError(f"{topo.source}: block operations on {', '.join(unknown)}, which "
+                          "the fabric has no endpoint for")
+    names = sorted({t.src for t in transfers} | {t.dst for t in transfers} | set(block_ops))
     result = RunResult(transfers=transfers)
     before = read_link_stats(state)
     # the content pool, made once here so the forked nodes share its pages
@@ -91,7 +104,7 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
             procs.append(start_node(name, state.netns_of(name) if local else None, procs,
                                     serve_node, agents))
         trio.run(_orchestrate, state, topo, transfers, procs, result, timeout, progress,
-                 timeline)
+                 timeline, block_ops)
         end_clocks(procs, agents)
     finally:
         for p in procs:
@@ -128,6 +141,11 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     return result
 
 
+def _moved(t: int, by: int) -> int:
+    """A node's time `t` (0: none) on the runner's clock, the node's being `by` ahead."""
+    return t - by if t else 0
+
+
 def onto_runner_clock(result: RunResult, procs: list[NodeProcess]) -> None:
     """Move the times nodes on other machines measured onto the runner's clock: a sender's
     times (send, start) by the sender's offset, a receiver's (first and last byte) by its
@@ -139,23 +157,22 @@ def onto_runner_clock(result: RunResult, procs: list[NodeProcess]) -> None:
                      for p in procs if p.clock is not None}
     if not any(off.values()):
         return
+    result.blocks = [{**b, "t_ready_ns": _moved(b["t_ready_ns"], off.get(b["node"], 0))}
+                     for b in result.blocks]
     src_of = {(t.flow, t.request, t.dst): t.src for t in result.transfers}
     from dataclasses import replace
-
-    def moved(t: int, by: int) -> int:
-        return t - by if t else 0
 
     chunks = []
     for c, dst in zip(result.chunk_records, result.chunk_receivers, strict=True):
         src = src_of.get((c.flow, c.request, dst), "")
-        chunks.append(replace(c, t_send_ns=moved(c.t_send_ns, off.get(src, 0)),
-                              t_first_ns=moved(c.t_first_ns, off.get(dst, 0)),
-                              t_last_ns=moved(c.t_last_ns, off.get(dst, 0))))
+        chunks.append(replace(c, t_send_ns=_moved(c.t_send_ns, off.get(src, 0)),
+                              t_first_ns=_moved(c.t_first_ns, off.get(dst, 0)),
+                              t_last_ns=_moved(c.t_last_ns, off.get(dst, 0))))
     result.chunk_records = chunks
     result.transfer_records = [
-        replace(r, t_start_ns=moved(r.t_start_ns, off.get(r.src, 0)),
-                t_first_byte_ns=moved(r.t_first_byte_ns, off.get(r.dst, 0)),
-                t_done_ns=moved(r.t_done_ns, off.get(r.dst, 0)))
+        replace(r, t_start_ns=_moved(r.t_start_ns, off.get(r.src, 0)),
+                t_first_byte_ns=_moved(r.t_first_byte_ns, off.get(r.dst, 0)),
+                t_done_ns=_moved(r.t_done_ns, off.get(r.dst, 0)))
         for r in result.transfer_records]
 
 
@@ -225,9 +242,10 @@ def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) 
     return out
 
 
-def _plan_for(name: str, state: FabricState, topo: Topology,
-              transfers: list[Transfer]) -> dict[str, Any]:
+def _plan_for(name: str, state: FabricState, topo: Topology, transfers: list[Transfer],
+              block_ops: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     mss = mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500))
+    sizes = [t.chunk_bytes for t in transfers if t.blocks]
     return {
         "address": state.nodes[name]["loopback"],
         "peers": {n: v["loopback"] for n, v in state.nodes.items()},
@@ -240,6 +258,12 @@ def _plan_for(name: str, state: FabricState, topo: Topology,
         "roce": roce_plan(name, topo, transfers),
         # with a timeline, when each retransmission happened tells one failure's from another's
         "sample_counters": topo.events is not None,
+        "block_ops": (block_ops or {}).get(name, []),
+        # what an append makes its blocks at when its op does not say: the block transfers'
+        # chunk size, so a made block has the bytes a transfer of it carries
+        "block_chunk_bytes": max(set(sizes), key=sizes.count) if sizes else None,
+        # the file's own models: a node on another machine (an agent) knows only built-ins
+        "models": {n: asdict(m) for n, m in topo.models.items()},
     }
 
 
@@ -282,7 +306,8 @@ def roce_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
 async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Transfer],
                        procs: list[NodeProcess], result: RunResult, run_timeout: float,
                        progress: Callable[[str, bool], None] | None,
-                       timeline: Any = None) -> None:  # noqa: ANN401 - a run.events.Timeline
+                       timeline: Any = None,  # noqa: ANN401 - a run.events.Timeline
+                       block_ops: dict[str, list[dict]] | None = None) -> None:
     nodes = Nodes({p.name: p.ctl for p in procs}, offsets={p.name: p.offset_ns for p in procs})
     total = sum(t.nbytes for t in transfers)
     rx: dict[str, int] = {p.name: 0 for p in procs}
@@ -291,8 +316,8 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
     all_done = trio.Event()
     node_gone = trio.Event()
 
-    await nodes.start({p.name: _plan_for(p.name, state, topo, transfers) for p in procs},
-                      READY_TIMEOUT)
+    await nodes.start({p.name: _plan_for(p.name, state, topo, transfers, block_ops)
+                       for p in procs}, READY_TIMEOUT)
     result.ready_seconds = time.monotonic() - result.ready_seconds
 
     t0 = time.monotonic_ns() + START_LEAD_NS
@@ -317,6 +342,8 @@ async def _orchestrate(state: FabricState, topo: Topology, transfers: list[Trans
                 result.chunk_records += [ChunkRecord(*r) for r in msg.body["chunks"]]
                 result.chunk_receivers += [p.name] * len(msg.body["chunks"])
                 result.transfer_records += [TransferRecord(*r) for r in msg.body["transfers"]]
+                result.blocks += msg.body.get("blocks", [])
+                result.block_stores += msg.body.get("block_stores", [])
             elif isinstance(msg, Done):
                 result.node_memory[p.name] = (msg.rss_start_kb, msg.hwm_kb)
                 result.transport[p.name] = msg.transport
