@@ -205,3 +205,28 @@ def test_release_frees_only_the_copy_that_was_sent():
     assert store.release([1, 2], copies=sent) == (1, 0)
     assert store.holds(1)
     assert not store.holds(2)
+
+
+def test_a_node_plan_carries_its_block_ops_and_the_files_models():
+    from types import SimpleNamespace
+
+    import msgpack
+
+    from fabric.kv.models import ModelSpec
+    from fabric.run.traffic import _plan_for
+    from fabric.topology import parse_topology
+
+    topo = parse_topology(
+        "name: t\nnodes: {p: {}, d: {}, s: {}}\n"
+        "links: [{endpoints: [p, d]}, {endpoints: [d, s]}]\n"
+        "models:\n  mine:\n    attention: gqa\n    layers: 4\n    kv_heads: 2\n"
+        "    head_dim: 64\n")
+    state = SimpleNamespace(nodes={n: {"loopback": f"10.0.0.{i}"}
+                                   for i, n in enumerate(("p", "d", "s"))})
+    ops = {"s": [{"id": 0, "t_ns": 0, "op": "drop", "drop": [1]}]}
+    transfers = [_tr(src="p", dst="d", nbytes=3300, blocks=((1, 2500), (2, 800)), keep=True)]
+    body = msgpack.unpackb(msgpack.packb(_plan_for("s", state, topo, transfers, ops)))
+    assert body["block_ops"] == ops["s"]
+    assert body["block_chunk_bytes"] == CB
+    assert {n: ModelSpec(**d) for n, d in body["models"].items()} == topo.models
+    assert _plan_for("p", state, topo, transfers, ops)["block_ops"] == []

@@ -105,6 +105,7 @@ class _BlockRx:
     specs: list[ChunkSpec]
     sizes: dict[int, int]  # block key -> bytes
     result: dict[str, Any]
+    wrong: set[int] = field(default_factory=set)  # carried blocks that came with wrong bytes
 
 
 class Node:
@@ -488,9 +489,15 @@ class Node:
                                    "(append or drop)")
 
     def _result(self, what: str, ident: int, reused: int) -> dict[str, Any]:
-        """A block result, to fill in; it counts as open until `_settled`."""
-        res = {"node": self.cfg.name, "id": ident, "what": what, "reused": reused, "ok": 0,
-               "missing": 0, "corrupt": 0, "pending": 0, "t_ready_ns": 0, "done": False}
+        """A block result, to fill in; it counts as open until `_settled`. A from_store
+        send's says how many blocks it `served` and when it was acknowledged
+        (`t_acked_ns`): no `ok` or `t_ready_ns`, which are the receiver's."""
+        res: dict[str, Any] = {"node": self.cfg.name, "id": ident, "what": what,
+                               "reused": reused, "ok": 0, "missing": 0, "corrupt": 0,
+                               "pending": 0, "t_ready_ns": 0, "done": False}
+        if what == "send":
+            del res["ok"], res["t_ready_ns"]
+            res.update(served=0, t_acked_ns=0)
         self._results[("send" if what == "send" else "op" if what in ("append", "drop")
                        else "transfer", ident)] = res
         if what != "send":  # a send settles with its transfer (sends_left)
@@ -498,7 +505,7 @@ class Node:
         return res
 
     def _settled(self, res: dict[str, Any], t_ready: int) -> None:
-        res["t_ready_ns"] = t_ready
+        res["t_acked_ns" if res["what"] == "send" else "t_ready_ns"] = t_ready
         res["done"] = True
         if res["what"] != "send":
             self.blocks_left -= 1
@@ -517,7 +524,9 @@ class Node:
                         t_start: int, t_send: int, t_first: int, t_last: int,
                         ok: bool) -> bool:
         """A chunk of a block transfer: also the generator's digest for its (key, part);
-        into the store when kept. True when it completes the transfer."""
+        into the store when kept. True when it completes the transfer. A carried block
+        with wrong bytes counts as `corrupt` in the transfer's result (and `carried_bad`
+        counts its chunks)."""
         wrong = False
         tr = blk.tr
         store = self.store
@@ -529,6 +538,7 @@ class Node:
             size = blk.sizes[key]
             if claimed != store.expected_digests(key, size, tr.chunk_bytes)[part]:
                 ok, wrong = False, True
+                blk.wrong.add(key)
             elif tr.keep and tr.id in self.incoming and index not in self.incoming[tr.id].got:
                 if store.put_part(key, part, data, block_bytes=size, chunk_bytes=tr.chunk_bytes,
                                   source=("transfer", tr.id), now_ns=self._now()):
@@ -549,6 +559,9 @@ class Node:
         if tr.keep:
             store.settle(who)
             self._poke()
+        if blk.wrong:  # the request's KV has blocks with wrong bytes: corrupt, as held ones
+            blk.result["corrupt"] += len(blk.wrong)
+            blk.result.setdefault("bad_keys", []).extend(sorted(blk.wrong)[:16])
         self._prove(blk.result, list(tr.reuse), who, t_done, None)
 
     def _prove(self, res: dict[str, Any], keys: list[int], who: tuple[str, int],
@@ -651,7 +664,7 @@ class Node:
                     res["missing"] += 1
                     res.setdefault("bad_keys", []).append(key)
                 else:
-                    res["ok"] += 1
+                    res["served"] += 1
                     sent[key] = held
             lo = spec.offset - base
             payload = (held[lo: lo + spec.nbytes] if held is not None

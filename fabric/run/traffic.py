@@ -64,9 +64,11 @@ class RunResult:
     recovery: dict[str, Any] = field(default_factory=dict)  # what each failure did
     # node -> [(runner's clock, its retransmission counters then)], sampled during a timeline
     counters: dict[str, list[tuple[int, dict[str, int]]]] = field(default_factory=dict)
-    # prefix-cache blocks (fabric.node.blocks): per block transfer, from_store send and
+    # prefix-cache blocks (fabric.node.blocks): per block transfer (at its receiver) and
     # block operation, what its node proved and when its KV was whole (`t_ready_ns`, the
-    # runner's clock); per node holding blocks, its store's statistics
+    # runner's clock); per from_store send (`what: send`, at its sender) the blocks it
+    # served and those it never had (`missing`); per node holding blocks, its store's
+    # statistics
     blocks: list[dict[str, Any]] = field(default_factory=list)
     block_stores: list[dict[str, Any]] = field(default_factory=list)
 
@@ -157,7 +159,8 @@ def onto_runner_clock(result: RunResult, procs: list[NodeProcess]) -> None:
                      for p in procs if p.clock is not None}
     if not any(off.values()):
         return
-    result.blocks = [{**b, "t_ready_ns": _moved(b["t_ready_ns"], off.get(b["node"], 0))}
+    result.blocks = [{**b, **{k: _moved(b[k], off.get(b["node"], 0))
+                              for k in ("t_ready_ns", "t_acked_ns") if k in b}}
                      for b in result.blocks]
     src_of = {(t.flow, t.request, t.dst): t.src for t in result.transfers}
     from dataclasses import replace
