@@ -330,3 +330,18 @@ def test_describe() -> None:
     assert "15 full attention, 45 linear" in hybrid
     assert "fixed state  171,800,460 B" in hybrid
     assert "last partial" in hybrid
+
+
+def test_a_cache_block_has_the_same_bytes_however_it_is_cut() -> None:
+    from fabric.kv.content import chunk_view
+    from fabric.kv.layout import block_chunks
+
+    whole = [chunk_view(c, 5) for c in block_chunks(1, ((77, 3000), (78, 100)), 4096)]
+    for cut in (1000, 256, 7):
+        parts = block_chunks(2, ((77, 3000), (78, 100)), cut)
+        got = np.concatenate([chunk_view(c, 5) for c in parts if c.content[0] == 77])
+        assert np.array_equal(got, whole[0])
+        assert [c.content[1] for c in parts if c.content[0] == 78] == list(
+            range(len([c for c in parts if c.content[0] == 78])))
+    # another block, another window
+    assert not np.array_equal(whole[0][:100], whole[1])

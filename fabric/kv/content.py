@@ -62,17 +62,20 @@ def pool_for(seed: int, nbytes: int) -> np.ndarray:
 
 
 def _offset(spec: ChunkSpec, seed: int) -> int:
-    if seed < 0 or spec.request_id < 0 or spec.index < 0 or min(spec.content or (0,)) < 0:
+    if seed < 0 or spec.request_id < 0 or spec.index < 0 or spec.block_offset < 0 \
+            or min(spec.content or (0,)) < 0:
         raise ValueError("seed, request_id and index must be >= 0")
-    ident = spec.content if spec.content is not None else (spec.request_id, spec.index)
-    key = np.random.SeedSequence([seed, *ident]).generate_state(1)[0]
+    if spec.content is not None:  # a part of a cache block: the block's window, then in it
+        key = np.random.SeedSequence([seed, spec.content[0]]).generate_state(1)[0]
+        return int(key) % (POOL_SPAN // 8) * 8 + spec.block_offset
+    key = np.random.SeedSequence([seed, spec.request_id, spec.index]).generate_state(1)[0]
     return int(key) % (POOL_SPAN // 8) * 8
 
 
 def chunk_view(spec: ChunkSpec, seed: int) -> np.ndarray:
     """The chunk's content as a read-only view into the pool: send it, never write it."""
     start = _offset(spec, seed)
-    return pool_for(seed, spec.nbytes)[start: start + spec.nbytes]
+    return pool_for(seed, spec.nbytes + spec.block_offset)[start: start + spec.nbytes]
 
 
 def fill_chunk(buf: Buffer, spec: ChunkSpec, seed: int) -> None:

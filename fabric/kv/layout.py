@@ -94,9 +94,11 @@ class ChunkSpec:
     shape: tuple[int, ...]
     kind: str = "kv"  # "kv" | "window" | "state" | "bulk" | "block"
     offset: int = 0  # byte offset in the request's transfer image
-    # what the content generator keys this chunk's bytes by, when not (request_id, index): a
-    # cache block's (key, part), so a block's bytes are the same in every transfer
+    # a cache block's (key, part), when the chunk is a part of one: the content generator then
+    # keys the bytes by the block's key and takes them at `block_offset` within the block, so
+    # a block has the same bytes in every transfer, however it is cut into parts
     content: tuple[int, int] | None = None
+    block_offset: int = 0
 
 
 def num_blocks(tokens: int, block_size: int = BLOCK_SIZE) -> int:
@@ -260,8 +262,9 @@ class Chunked(Protocol):
 def block_chunks(request_id: int, blocks: tuple[tuple[int, int], ...],
                  chunk_bytes: int) -> list[ChunkSpec]:
     """A transfer of whole cache blocks (`(key, nbytes)` each, in order): every block cut into
-    even parts of at most `chunk_bytes`, each chunk's content keyed by `(key, part)`, so a
-    block has the same bytes in every transfer that carries it and its holder can prove it."""
+    even parts of at most `chunk_bytes`, each chunk's content a slice of its block's (keyed by
+    the block, at the part's `block_offset`), so a block has the same bytes in every transfer
+    that carries it, at any chunk size, and its holder can prove it."""
     out: list[ChunkSpec] = []
     offset = 0
     for key, nbytes in blocks:
@@ -271,7 +274,7 @@ def block_chunks(request_id: int, blocks: tuple[tuple[int, int], ...],
             out.append(ChunkSpec(request_id=request_id, index=len(out), layer_start=0,
                                  layer_end=0, block_start=0, block_end=0, tokens=0,
                                  nbytes=hi - lo, dtype="u8", shape=(hi - lo,), kind="block",
-                                 offset=offset, content=(key, part)))
+                                 offset=offset, content=(key, part), block_offset=lo))
             offset += hi - lo
     return out
 

@@ -20,12 +20,10 @@ sockets, no trio, no clock of its own. The node process (`fabric.node.runtime`) 
   `t_ns` has not proved them yet (so a drop planned after a reuse never races it);
   `bytes_of(key)` is what a sender serving `from_store` sends.
 
-A block's bytes are the concatenation of its parts as `block_chunks` cuts it at the chunk
-size of the transfer (or operation) that brought it: the content generator keys a part by
-(key, part) and its length, so the same block cut at another chunk size has other bytes. A
-store proves each block at the chunk size it was brought at; every transfer of one block
-must use one chunk size (a workload's `chunk`), or the receiver sees the other bytes as
-corrupt.
+A block's bytes are the content generator's window for its key (`ChunkSpec.content`), each
+part a slice of it at the part's `block_offset`, so the same block cut at another chunk size
+has the same bytes; a store proves each block part by part at the chunk size it was brought
+at.
 """
 
 from __future__ import annotations

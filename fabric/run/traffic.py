@@ -96,7 +96,8 @@ def run_traffic(state: FabricState, topo: Topology, *, timeout: float = 300.0,
     before = read_link_stats(state)
     # the content pool, made once here so the forked nodes share its pages
     seed = topo.traffic.seed if topo.traffic else 1
-    pool_for(seed, max((spec.nbytes for t in transfers for spec in chunks_of(t)), default=0))
+    pool_for(seed, max((spec.nbytes + spec.block_offset for t in transfers
+                        for spec in chunks_of(t)), default=0))
     procs: list[NodeProcess] = []
     result.ready_seconds = time.monotonic()  # completed in _orchestrate
     timeline = timeline_for(state, topo, plan, timeout)

@@ -140,7 +140,7 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
         return (t_ns - res.started_ns) / 1e9 / ts
 
     ready: dict[tuple[str, int], float] = {}
-    by_key = {(t.kind, t.request): t.id for t in plan.transfers if t.request >= 0}
+    by_key = {(t.kind, t.request): t.id for t in plan.transfers}
     for rec in res.transfer_records:
         tid = by_key.get((rec.kind, rec.request))
         if tid is not None and rec.status == "ok" and rec.t_done_ns:
@@ -177,21 +177,23 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
 def _links(topo: Topology, links: dict, span_s: float, kv_scale: int) -> list[dict]:
     """Per link direction that carried KV: real bytes, mean utilisation of its rate over the
     run, and its deepest queue (the link's own counters: measured)."""
-    rates = {}
+    from fabric.metrics.records import LinkCounters
+
+    rates: dict[tuple[str, str], int | None] = {}
     for lk in topo.links:
-        rates[(lk.name, lk.a)] = lk.forward.rate_bps
-        rates[(lk.name, lk.b)] = lk.reverse.rate_bps
+        rates[(lk.name, "forward")] = rates[(lk.name, f"{lk.a}->{lk.b}")] = lk.forward.rate_bps
+        rates[(lk.name, "reverse")] = rates[(lk.name, f"{lk.b}->{lk.a}")] = lk.reverse.rate_bps
     out = []
     for name, dirs in links.get("links", {}).items():
         for direction, d in dirs.items():
-            moved = int(d.get("bytes_out", 0))
+            moved = int(d.get("bytes_out", 0) or 0)
             if not moved:
                 continue
-            src = direction.split("->")[0] if "->" in direction else direction
-            rate = rates.get((name, src))
-            util = moved * 8 / span_s / rate if rate and span_s > 0 else math.nan
+            rate = rates.get((name, direction))
+            util = moved * 8 / span_s / rate if rate and span_s > 0 else None
+            queue = LinkCounters.from_dict(d).queue_high_water
             out.append({"link": name, "direction": direction, "bytes": moved * kv_scale,
-                        "utilisation": util, "queue_max_bytes": int(d.get("queue_max", 0))})
+                        "utilisation": util, "queue_max_bytes": queue or 0})
     out.sort(key=lambda r: -r["bytes"])
     return out
 

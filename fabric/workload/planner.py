@@ -48,6 +48,8 @@ from fabric.workload.trace import blocks_of
 __all__ = ["Plan", "Planner", "TurnIn", "TurnPlan", "account", "session_turns", "trace_turns"]
 
 Estimate = Callable[[str, str, int], float]  # (src, dst, wire bytes) -> fabric seconds
+# a write-back's request number: its own, apart from the turns' (records are keyed by it)
+WRITEBACK_REQUEST_BASE = 1 << 40
 INF = float("inf")
 
 
@@ -111,7 +113,8 @@ class Plan:
 
 def _wire(real_bytes: int, kv_scale: int) -> int:
     """Bytes on the wire for `real_bytes` of KV: 1/kv_scale of them, in whole 8 bytes."""
-    return max(8, -(-(-(-real_bytes // kv_scale)) // 8) * 8)
+    wire = -(-real_bytes // kv_scale)
+    return max(8, -(-wire // 8) * 8)
 
 
 def _blocks(tokens: int, block_tokens: int, key: Callable[[int, int], int]
@@ -199,6 +202,7 @@ class Planner:
         self.duration = duration_s
         self.next_id = first_id
         self.next_op = 0
+        self.writeback_no = 0
         self.p_free = dict.fromkeys(self.prefill_nodes, 0.0)
         self.d_free = dict.fromkeys(self.decode_nodes, 0.0)
         self.caches = {d: BlockCache(cache_bytes, cache_policy) for d in self.decode_nodes}
@@ -416,7 +420,9 @@ class Planner:
         new = [k for k in keys if k not in self.in_store]
         old = [k for k in keys if k in self.in_store]
         if new:
-            self._transfer("kv-writeback", node, self.store, now, -1,
+            self.writeback_no += 1
+            self._transfer("kv-writeback", node, self.store, now,
+                           WRITEBACK_REQUEST_BASE + self.writeback_no,
                            [(k, 0) for k in new], keep=True, from_store=True, release=True)
             self.in_store.update(new)
             self.plan.writebacks += len(new)
