@@ -221,3 +221,16 @@ def test_account_adds_measured_kv_readiness_to_the_modelled_compute() -> None:
 def test_unknown_variants_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown variant"):
         planner("ppd/forever")
+
+
+def test_a_turn_whose_whole_prompt_is_held_moves_nothing_even_with_remote_append() -> None:
+    ids = [(1, 2), (1, 2)]
+    reqs = [TraceRequest(index=i, line=i + 1, t_s=i * 1.0, input_tokens=1_024,
+                         output_tokens=10, hash_ids=h) for i, h in enumerate(ids)]
+    plan = planner("ppd/pin", append="remote").run(trace_turns(reqs, 512))
+    assert len(plan.transfers) == 1
+    second = plan.turns[1]
+    assert second.hit == 2
+    assert second.how == "append-local"
+    assert second.after_s == 0.0
+    assert plan.ops["d0"][-1]["reuse"] == [1, 2]

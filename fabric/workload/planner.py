@@ -366,7 +366,7 @@ class Planner:
                 push(ready, "kv_in", (d, rblocks))
             cached_tokens = sum(n for _, n in t.blocks[:hit + reload])
             new_blocks = [*t.blocks[hit + reload:], *state]
-            if self.append == "local":
+            if self.append == "local" or not new_blocks:  # (nothing to send: prove, go)
                 start = max(ready, self.d_free[d])
                 dur = self.append_s(cached_tokens, t.tokens - cached_tokens) / self.decode_speed
                 self.d_free[d] = start + dur
