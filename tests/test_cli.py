@@ -82,7 +82,7 @@ def test_shipped_topologies_present() -> None:
                                          "memsem-single.yaml", "memsem-two-tier.yaml",
                                          "memsem-roce.yaml", "failover.yaml",
                                          "two-cluster-degraded.yaml", "agentic.yaml",
-                                         "trace-replay.yaml"}
+                                         "agentic-busy-decode.yaml", "trace-replay.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

@@ -46,6 +46,7 @@ def one_line_error(result: Result) -> str:
         ("prfaas.yaml", "prfaas"),
         ("two-cluster.yaml", "traffic"),
         ("agentic.yaml", "workload"),
+        ("agentic-busy-decode.yaml", "workload"),
         ("trace-replay.yaml", "workload"),
     ],
 )

@@ -234,3 +234,23 @@ def test_a_turn_whose_whole_prompt_is_held_moves_nothing_even_with_remote_append
     assert second.how == "append-local"
     assert second.after_s == 0.0
     assert plan.ops["d0"][-1]["reuse"] == [1, 2]
+
+
+def test_a_local_append_counts_its_reload_as_the_fabrics_part_and_not_its_queue() -> None:
+    turns = session_turns([session(0, 2_048, [512])], block_tokens=512)
+    plan = planner("ppd/evict", store="s0").run(turns)
+    t2 = plan.turns[1]
+    assert t2.reload_wait is not None
+    assert t2.wait is not None
+    back = t2.arrival_s + 0.5  # the reload took 0.5 s on the fabric
+    rows = account(plan, {plan.turns[0].wait: plan.turns[0].planned_first_s,
+                          t2.reload_wait: back, t2.wait: back})
+    assert rows[1]["kv_wait_s"] == pytest.approx(0.5)
+    assert rows[1]["ttft_s"] == pytest.approx(max(back, t2.op_start_s) + t2.after_s
+                                              - t2.arrival_s)
+    # without a reload, a local append waits for the fabric only if its proof came late
+    pin = planner("ppd/pin").run(turns)
+    p2 = pin.turns[1]
+    rows = account(pin, {pin.turns[0].wait: pin.turns[0].planned_first_s,
+                         p2.wait: p2.op_start_s})
+    assert rows[1]["kv_wait_s"] == 0.0

@@ -93,6 +93,8 @@ class TurnPlan:
     wait: tuple[str, int] | None = None  # ("transfer" | "op", id) whose readiness gates it
     net_start_s: float = 0.0  # when that KV started to move (planned)
     after_s: float = 0.0  # modelled compute after the KV is ready (a local append)
+    op_start_s: float = 0.0  # a local append's planned start (after the node's queue)
+    reload_wait: tuple[str, int] | None = None  # the reload transfer it waited for, if any
     planned_first_s: float = 0.0
     planned_end_s: float = 0.0
 
@@ -358,8 +360,9 @@ class Planner:
             if reload:
                 assert self.store is not None
                 rblocks = list(t.blocks[hit:hit + reload])
-                self._transfer("kv-reload", self.store, d, now, turn_id, rblocks,
-                               keep=True, from_store=True)
+                rid = self._transfer("kv-reload", self.store, d, now, turn_id, rblocks,
+                                     keep=True, from_store=True)
+                tp.reload_wait = ("transfer", rid)
                 rbytes = sum(self.sizes[k] for k, _ in rblocks)
                 moved += rbytes
                 ready = now + self.est(self.store, d, rbytes)
@@ -374,6 +377,7 @@ class Planner:
                                make=[[k, self.sizes[k]] for k, _ in new_blocks])
                 first = start + dur
                 tp.how, tp.wait, tp.after_s = "append-local", ("op", oid), dur
+                tp.op_start_s = start
                 tp.net_start_s = now
                 push(start, "kv_in", (d, list(t.blocks[hit + reload:])))
             else:
@@ -501,11 +505,16 @@ def account(plan: Plan, ready_s: dict[tuple[str, int], float]) -> list[dict]:
         ready = ready_s.get(tp.wait)
         if ready is None:
             row.update(ttft_s=None, kv_wait_s=None)
+        elif tp.how == "append-local":
+            # the node proved the reused KV at the append's planned start (after its compute
+            # queue), or later if a reload was still on its way: the reload, or that
+            # lateness, is the fabric's part
+            first = max(ready, tp.op_start_s) + tp.after_s
+            back = ready_s.get(tp.reload_wait) if tp.reload_wait is not None else None
+            wait = back - tp.arrival_s if back is not None else ready - tp.op_start_s
+            row.update(ttft_s=first - tp.arrival_s, kv_wait_s=max(0.0, wait))
         else:
-            if tp.how == "append-local":
-                first = max(ready, tp.planned_first_s - tp.after_s) + tp.after_s
-            else:
-                first = max(ready, tp.net_start_s)
+            first = max(ready, tp.net_start_s)
             row.update(ttft_s=first - tp.arrival_s, kv_wait_s=max(0.0, ready - tp.net_start_s))
         out.append(row)
     return out
