@@ -230,3 +230,16 @@ def test_a_node_plan_carries_its_block_ops_and_the_files_models():
     assert body["block_chunk_bytes"] == CB
     assert {n: ModelSpec(**d) for n, d in body["models"].items()} == topo.models
     assert _plan_for("p", state, topo, transfers, ops)["block_ops"] == []
+
+
+def test_a_drop_planned_before_its_block_lands_frees_it_on_landing() -> None:
+    store = BlockStore(seed=1)
+    store.expect(("transfer", 7), 1_000, arrives=[42])
+    store.expect(("transfer", 9), 5_000, arrives=[42])
+    assert store.drop([42], 2_000) == (0, 1)
+    store.make(42, 64, source=("transfer", 7), now_ns=3_000)
+    assert not store.holds(42)
+    assert store.statistics().dropped == 1
+    # a copy from a source planned after the drop is a new admission: it stays
+    store.make(42, 64, source=("transfer", 9), now_ns=6_000)
+    assert store.holds(42)

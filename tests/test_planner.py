@@ -254,3 +254,12 @@ def test_a_local_append_counts_its_reload_as_the_fabrics_part_and_not_its_queue(
     rows = account(pin, {pin.turns[0].wait: pin.turns[0].planned_first_s,
                          p2.wait: p2.op_start_s})
     assert rows[1]["kv_wait_s"] == 0.0
+
+
+def test_session_keys_name_every_block_of_long_contexts_and_refuse_past_their_range() -> None:
+    assert session_key(65_535, (1 << 20) - 1, 512) < 1 << 62
+    assert len({session_key(s, b, t) for s in (0, 1) for b in (0, 1) for t in (1, 512)}) == 8
+    with pytest.raises(ValueError, match="out of range"):
+        session_key(0, 1 << 20, 16)
+    with pytest.raises(ValueError, match="out of range"):
+        session_key(1 << 16, 0, 16)

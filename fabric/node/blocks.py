@@ -91,6 +91,9 @@ class _Building:
 class _Doom:
     t_ns: int  # the planned time of the drop or release
     release: bool
+    # for a key not here yet: the sources (planned at or before the drop) still bringing
+    # it; the drop applies to the copy one of them brings, not to a later one
+    landing: frozenset[Hashable] = frozenset()
 
 
 class BlockStore:
@@ -193,9 +196,21 @@ class BlockStore:
         old = self._held.pop(key, None)
         if old is not None:
             self._bytes -= old.data.nbytes
-        self._doomed.pop(key, None)  # a new copy: the cache model admitted it again
+        doom = self._doomed.pop(key, None)
+        if doom is not None and source in doom.landing:
+            # the cache model let this copy go before it landed: it goes on landing (or
+            # once its planned reusers have proved it)
+            self._held[key] = block
+            self._bytes += block.data.nbytes
+            self._landed(key, source)
+            self._doom([key], doom.t_ns, doom.release)
+            return
+        # else a new copy: the cache model admitted it again
         self._held[key] = block
         self._bytes += block.data.nbytes
+        self._landed(key, source)
+
+    def _landed(self, key: int, source: Hashable) -> None:
         self._peak_bytes = max(self._peak_bytes, self._bytes)
         self._peak_blocks = max(self._peak_blocks, len(self._held))
         if source is not None:
@@ -309,6 +324,11 @@ class BlockStore:
         now = deferred = 0
         for k in keys:
             if k not in self._held:
+                starts = {src: self._sources[src][0] for src in self._due.get(k, ())}
+                landing = frozenset(src for src, t in starts.items() if t is None or t <= t_ns)
+                if landing:  # still on its way: it goes when it lands
+                    self._doomed[k] = _Doom(t_ns, release, landing)
+                    deferred += 1
                 continue
             if self._pinned(k, t_ns):
                 self._doomed[k] = _Doom(t_ns, release)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fabric.errors import FabricError
+from fabric.errors import FabricError, TopologyError
 from fabric.kv import get_model
 from fabric.kv.prefill import PrefillProfile
 from fabric.net.lifecycle import FabricState
@@ -66,7 +66,11 @@ def build_turns(topo: Topology) -> tuple[list[TurnIn], dict[str, Any]]:
         from fabric.workload.sessions import generate_sessions
 
         sessions = generate_sessions(spec.sessions, spec.seed)
-        turns = session_turns(sessions, spec.block_tokens)
+        try:
+            turns = session_turns(sessions, spec.block_tokens)
+        except ValueError as e:  # a context of more blocks than a session's keys can name
+            raise TopologyError(f"{e}: use larger blocks (block_tokens) or shorter sessions",
+                                file=topo.source, line=spec.line, key="workload") from None
         return turns, {"source": "sessions", "sessions": len(sessions), "turns": len(turns),
                        "input_tokens": sum(t.new_tokens for t in turns),
                        "output_tokens": sum(t.output_tokens for t in turns)}
@@ -149,6 +153,8 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
     for b in res.blocks:
         for k in proofs:
             proofs[k] += int(b.get(k, 0))
+        if b.get("what") == "send":  # what a store served: its `missing` counted above
+            continue
         what = "op" if b.get("what") in ("append", "drop") else "transfer"
         if b.get("t_ready_ns") and not b.get("missing") and not b.get("corrupt"):
             ready[(what, int(b["id"]))] = fabric_s(int(b["t_ready_ns"]))
@@ -228,6 +234,7 @@ def run_workload(state: FabricState, topo: Topology, variants: list[str], out_di
                   "chunks_bad": r.chunks_bad, "errors": r.errors, "wall_s": r.wall_s,
                   "cut": r.plan.cut, "evictions": r.plan.evictions, "forced": r.plan.forced,
                   "writebacks": r.plan.writebacks, "dropped": r.plan.dropped,
+                  "writeback_bytes": r.plan.writeback_bytes,
                   "cache_peak_bytes": {k: v * spec.kv_scale
                                        for k, v in r.plan.cache_peak.items()},
                   "turns": r.rows} for r in runs],
@@ -283,7 +290,7 @@ def render(data: dict[str, Any]) -> str:
     # sessions: turn 1 against the turns that can reuse; single requests: all of them
     later = "later" if any(r["summary"]["turns_later"] for r in runs) else "all"
     header = ["variant", "turns", "TTFT 1 p50 ms", "TTFT 2+ p50", "p90", "p99",
-              "KV wait 2+ ms", "KV/turn", "hit %", "reload %", "evicted", "integrity"]
+              "KV wait 2+ ms", "KV in/turn", "hit %", "reload %", "evicted", "integrity"]
     if later == "all":
         header[2:7] = ["TTFT p50 ms", "p90", "p99", "KV wait ms"]
     rows = []
@@ -307,6 +314,10 @@ def render(data: dict[str, Any]) -> str:
                          + (f", {100 * util:.1f}% of its rate over the run" if util else "")
                          + f", deepest queue {format_size(top['queue_max_bytes'])} "
                          "(host bytes)")
+        if r.get("writeback_bytes"):
+            lines.append(f"  {r['variant']}: {r['writebacks']} blocks written back to the "
+                         f"store ({format_size(r['writeback_bytes'])} of KV, not in 'KV in/turn',"
+                         " which counts the KV each turn waited for)")
         if r["cut"]:
             lines.append(f"  {r['variant']}: {r['cut']} turn(s) cut: they would arrive after "
                          "the workload's duration")

@@ -215,7 +215,7 @@ def parse_workload(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: li
                           "0 (leave it out to run every arrival)")
     block_tokens = DEFAULT_BLOCK_TOKENS
     if "block_tokens" in f:
-        block_tokens = w.integer(f["block_tokens"][1], "workload.block_tokens", 1, 1 << 20,
+        block_tokens = w.integer(f["block_tokens"][1], "workload.block_tokens", 1, (1 << 20) - 1,
                                  "a token count", "block_tokens")
     cache = _cache(w, f, MODELS[model], block_tokens)
     compute = _compute(w, f["compute"][1])

@@ -15,14 +15,19 @@ above `SESSION_KEY_BASE`, so the two never meet.
 
 from __future__ import annotations
 
-SESSION_KEY_BASE = 1 << 40
+SESSION_KEY_BASE = 1 << 58
 STATE_KEY_BASE = 1 << 61  # a hybrid model's per-request state: one key per turn, never reused
+SESSIONS_MAX = 1 << 16
+SESSION_BLOCKS_MAX = 1 << 20  # blocks in one session's context
+BLOCK_TOKENS_MAX = (1 << 20) - 1
 
 
 def session_key(session: int, block: int, tokens: int) -> int:
     """The key of block `block` of session `session` holding `tokens` tokens (a partial last
     block that grows in the next turn is another block: other bytes)."""
-    if not (0 <= session < 1 << 16 and 0 <= block < 1 << 12 and 0 < tokens < 1 << 12):
+    if not (0 <= session < SESSIONS_MAX and 0 <= block < SESSION_BLOCKS_MAX
+            and 0 < tokens <= BLOCK_TOKENS_MAX):
         raise ValueError(f"session {session}, block {block}, tokens {tokens}: out of range "
-                         "(65,536 sessions of 4,096 blocks of at most 4,095 tokens)")
-    return SESSION_KEY_BASE + (session << 24) + (block << 12) + tokens
+                         f"({SESSIONS_MAX:,} sessions of {SESSION_BLOCKS_MAX:,} blocks of at "
+                         f"most {BLOCK_TOKENS_MAX:,} tokens)")
+    return SESSION_KEY_BASE + (session << 40) + (block << 20) + tokens

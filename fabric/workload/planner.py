@@ -26,6 +26,13 @@ prefill node; `decode_speed` times that speed on a decode node); an append-prefi
 new tokens after `c` cached ones costs `prefill(c + n) - prefill(c)`; decoding costs `tpot`
 per output token and does not queue (decode batches). Prefill queues are FIFO per node.
 
+A block the cache model lets go while a placed turn will still prove it on that node is let
+go (dropped, or written back) only once that turn has started, unless it came back before:
+so no plan asks a node to prove a block the plan itself dropped (`tests/test_plan_replay.py`
+replays random plans against the nodes' block stores, with transfers landing late). A hybrid
+model's fixed per-request state moves with each turn's KV and is dropped after the turn: a
+`ppd` append is modelled without reloading it (optimistic for hybrid models under `evict`).
+
 Turn arrivals are planned: a session's next turn arrives a pause after the previous one's
 planned end (open loop against the fabric: a late transfer does not delay the next turn's
 arrival, it shows in that turn's TTFT); a trace's requests arrive at the trace's times.
@@ -109,6 +116,7 @@ class Plan:
     evictions: int = 0
     forced: int = 0
     writebacks: int = 0  # blocks written back to the store
+    writeback_bytes: int = 0  # their real bytes (not in any turn's KV)
     dropped: int = 0  # blocks dropped with no store to keep them
     cache_peak: dict[str, int] = field(default_factory=dict)  # decode node -> peak bytes
 
@@ -214,6 +222,11 @@ class Planner:
         self.session_keys: dict[int, set[int]] = {}  # what a session holds at its node
         self.generation: dict[int, int] = {}  # a session's turns so far (stale TTLs)
         self.sizes: dict[int, int] = {}  # key -> wire bytes
+        # (node, key) -> the latest planned start of a turn that proves it there: the cache
+        # model may let a block go earlier, but the node must keep it until then
+        self.last_use: dict[tuple[str, int], float] = {}
+        self.store_from: dict[int, float] = {}  # key -> when its write-back starts
+        self._push: Callable[[float, str, Any], None] = lambda at, kind, what: None
 
     # ---- sizes and compute -------------------------------------------------------------
 
@@ -277,6 +290,8 @@ class Planner:
             heapq.heappush(heap, (at, seq, kind, what))
             seq += 1
 
+        self._push = push
+
         for s_turns in by_session.values():
             for t in s_turns:
                 if t.at_s is not None:
@@ -299,6 +314,10 @@ class Planner:
                 self._insert(node, blocks, now)
             elif kind == "end":
                 self._end(what, now, push)
+            elif kind == "evict":  # a let-go put off: unless the block came back since
+                node, key = what
+                if not self.caches[node].holds(key):
+                    self._evicted(node, [key], now)
             elif kind == "ttl":
                 session, gen = what
                 if self.generation.get(session) == gen:
@@ -360,12 +379,14 @@ class Planner:
             if reload:
                 assert self.store is not None
                 rblocks = list(t.blocks[hit:hit + reload])
-                rid = self._transfer("kv-reload", self.store, d, now, turn_id, rblocks,
+                # (a block whose write-back starts later is sent once it has: no earlier)
+                at = max([now, *(self.store_from.get(k, now) for k, _ in rblocks)])
+                rid = self._transfer("kv-reload", self.store, d, at, turn_id, rblocks,
                                      keep=True, from_store=True)
                 tp.reload_wait = ("transfer", rid)
                 rbytes = sum(self.sizes[k] for k, _ in rblocks)
                 moved += rbytes
-                ready = now + self.est(self.store, d, rbytes)
+                ready = at + self.est(self.store, d, rbytes)
                 push(ready, "kv_in", (d, rblocks))
             cached_tokens = sum(n for _, n in t.blocks[:hit + reload])
             new_blocks = [*t.blocks[hit + reload:], *state]
@@ -375,6 +396,7 @@ class Planner:
                 self.d_free[d] = start + dur
                 oid = self._op(d, start, "append", reuse=reused,
                                make=[[k, self.sizes[k]] for k, _ in new_blocks])
+                self._used(d, reused, start)
                 first = start + dur
                 tp.how, tp.wait, tp.after_s = "append-local", ("op", oid), dur
                 tp.op_start_s = start
@@ -387,11 +409,12 @@ class Planner:
                 self.p_free[p] = done
                 tid = self._transfer("kv-append", p, d, done, turn_id, new_blocks,
                                      reuse=reused, keep=True)
+                self._used(d, reused, done)
                 nbytes = sum(self.sizes[k] for k, _ in new_blocks)
                 moved += nbytes
                 first = max(ready, done + self.est(p, d, nbytes))
                 tp.how, tp.prefill, tp.wait = "append-remote", p, ("transfer", tid)
-                tp.net_start_s = now if reload else done
+                tp.net_start_s = done
                 push(first, "kv_in", (d, list(t.blocks[hit + reload:])))
             tp.moved_bytes = moved * self.kv_scale
         tp.planned_first_s = first
@@ -412,9 +435,20 @@ class Planner:
                     keys.discard(k)
             self._evicted(node, evicted, now)
 
+    def _used(self, node: str, keys: Sequence[int], at: float) -> None:
+        for k in keys:
+            if self.last_use.get((node, k), -INF) < at:
+                self.last_use[(node, k)] = at
+
     def _evicted(self, node: str, keys: Sequence[int], now: float) -> None:
-        """Blocks the cache model let go at `node`: to the store, or gone."""
+        """Blocks the cache model let go at `node`: to the store, or gone; not before the
+        last turn planned to prove one there has started (the node keeps it that long)."""
         keys = list(keys)
+        later = [k for k in keys if self.last_use.get((node, k), -INF) > now]
+        if later:  # a placed turn still proves these here: let them go after it starts
+            for k in later:
+                self._push(self.last_use[(node, k)], "evict", (node, k))
+            keys = [k for k in keys if k not in set(later)]
         if not keys:
             return
         if self.store is None:
@@ -429,7 +463,9 @@ class Planner:
                            WRITEBACK_REQUEST_BASE + self.writeback_no,
                            [(k, 0) for k in new], keep=True, from_store=True, release=True)
             self.in_store.update(new)
+            self.store_from.update(dict.fromkeys(new, now))
             self.plan.writebacks += len(new)
+            self.plan.writeback_bytes += sum(self.sizes[k] for k in new) * self.kv_scale
         if old:
             self._op(node, now, "drop", drop=old)
 
@@ -437,9 +473,11 @@ class Planner:
         """The turn has decoded: its output's KV is on the decode node too; then what the
         retention does with the session's blocks across the pause (the serving system does
         not know whether the session will come back: a last turn is treated alike)."""
-        t, d, _turn_id = what
+        t, d, turn_id = what
         if self.policy == "pd":
             return
+        if self.state_bytes:  # the request's own state: not kept past its turn (module doc)
+            self._op(d, now, "drop", drop=[STATE_KEY_BASE + turn_id])
         cache = self.caches[d]
         keys = [k for k, _ in t.blocks]
         held = self.session_keys.setdefault(t.session, set())
@@ -515,7 +553,11 @@ def account(plan: Plan, ready_s: dict[tuple[str, int], float]) -> list[dict]:
             row.update(ttft_s=first - tp.arrival_s, kv_wait_s=max(0.0, wait))
         else:
             first = max(ready, tp.net_start_s)
-            row.update(ttft_s=first - tp.arrival_s, kv_wait_s=max(0.0, ready - tp.net_start_s))
+            wait = ready - tp.net_start_s
+            back = ready_s.get(tp.reload_wait) if tp.reload_wait is not None else None
+            if back is not None:  # a remote append that also waited for a reload
+                wait = max(wait, back - tp.arrival_s)
+            row.update(ttft_s=first - tp.arrival_s, kv_wait_s=max(0.0, wait))
         out.append(row)
     return out
 
