@@ -168,7 +168,7 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
                      chunks_bad=sum(not c.ok for c in res.chunk_records),
                      wall_s=(res.ended_ns - res.started_ns) / 1e9)
     run.links = _links(topo, res.links, (res.ended_ns - res.started_ns) / 1e9 / ts,
-                       spec.kv_scale)
+                       spec.kv_scale, (res.started_ns, res.ended_ns))
     never = [r for r in rows if r["ttft_s"] is None]
     if never:
         run.errors.append(f"{variant}: the KV of {len(never)} turn(s) never became ready at "
@@ -180,9 +180,11 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
     return run
 
 
-def _links(topo: Topology, links: dict, span_s: float, kv_scale: int) -> list[dict]:
+def _links(topo: Topology, links: dict, span_s: float, kv_scale: int,
+           window: tuple[int, int]) -> list[dict]:
     """Per link direction that carried KV: real bytes, mean utilisation of its rate over the
-    run, and its deepest queue (the link's own counters: measured)."""
+    run, and its deepest queue in the run's `window` (host ns: the link's own samples; the
+    high-water mark spans the fabric's life, so it stands in only without samples)."""
     from fabric.metrics.records import LinkCounters
 
     rates: dict[tuple[str, str], int | None] = {}
@@ -200,7 +202,10 @@ def _links(topo: Topology, links: dict, span_s: float, kv_scale: int) -> list[di
                 continue
             rate = rates.get((name, direction))
             util = moved * 8 / span_s / rate if rate and span_s > 0 else None
-            queue = LinkCounters.from_dict(d).queue_high_water
+            counters = LinkCounters.from_dict(d)
+            inside = [q.queue_bytes for q in counters.samples
+                      if window[0] <= q.t_ns <= window[1]]
+            queue = max(inside) if inside else counters.queue_high_water
             out.append({"link": name, "direction": label.get((name, direction), direction),
                         "bytes": moved * kv_scale,
                         "utilisation": util, "queue_max_bytes": queue or 0})
