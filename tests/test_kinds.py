@@ -274,3 +274,31 @@ def test_the_traffic_report_sums_udp_sent_bytes_over_the_nodes() -> None:
     silent: list[str] = []
     _transport_lines({"a": {"roce_retransmitted": 5}}, silent.append)  # no UDP: no line
     assert silent == []
+
+
+def test_workload_policies_select_variants_and_unknown_ones_are_refused() -> None:
+    topo = load_topology(str(TOPOLOGIES / "agentic.yaml"))
+    kind, prepared = kinds.select(topo, {})
+    assert kind.name == "workload"
+    assert prepared == ["pd", "ppd/pin", "ppd/ttl", "ppd/evict"]
+    assert kinds.select(topo, {"policies": "ppd"})[1] == ["ppd/pin", "ppd/ttl", "ppd/evict"]
+    assert kinds.select(topo, {"policies": "ppd/evict,pd"})[1] == ["ppd/evict", "pd"]
+    with pytest.raises(FabricError, match="unknown policy 'threshold' for a workload file"):
+        kinds.select(topo, {"policies": "threshold"})
+
+
+def test_a_workload_shares_its_file_with_no_other_run_or_traffic(tmp_path: Path) -> None:
+    from fabric.errors import TopologyError
+
+    text = (TOPOLOGIES / "agentic.yaml").read_text()
+    path = tmp_path / "both.yaml"
+    path.write_text(text + "traffic:\n  flows:\n"
+                    "    - {pattern: one-to-one, from: p0, to: d0, tokens: 64}\n")
+    with pytest.raises(TopologyError, match="runs no traffic section beside it"):
+        kinds.select(load_topology(str(path)), {})
+    path.write_text(text.replace("workload:", "prfaas:\n  kv_scale: 10\n  egress: [p0, sw]\n"
+                                 "  local_prefill: [p0]\n  decode: [d0]\n"
+                                 "  remote_prefill: [p1]\nworkload:"))
+    with pytest.raises(TopologyError, match=r"workload: a file runs one kind of run: a "
+                       "workload section and a prfaas section cannot share it"):
+        kinds.select(load_topology(str(path)), {})
