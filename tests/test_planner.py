@@ -263,3 +263,30 @@ def test_session_keys_name_every_block_of_long_contexts_and_refuse_past_their_ra
         session_key(0, 1 << 20, 16)
     with pytest.raises(ValueError, match="out of range"):
         session_key(1 << 16, 0, 16)
+
+
+def test_a_partial_block_moves_in_whole_kv_blocks_of_the_model() -> None:
+    reqs = [TraceRequest(index=0, line=1, t_s=0.0, input_tokens=612, output_tokens=1,
+                         hash_ids=(1, 2))]
+    plan = planner("pd", kv_block_tokens=16).run(trace_turns(reqs, 512))
+    assert dict(plan.transfers[0].blocks) == {1: 512 * BPT, 2: 112 * BPT}  # 100 -> 7 x 16
+
+
+def test_trace_sessions_keep_a_conversation_on_its_decode_node() -> None:
+    from fabric.workload.sessions import sessions_from_trace
+
+    ids = [(1, 2, 3), (9, 8), (1, 2, 3, 4, 5), (9, 8, 7), (1, 2, 3, 4, 5, 6)]
+    reqs = [TraceRequest(index=i, line=i + 1, t_s=i * 0.5, input_tokens=len(h) * 512,
+                         output_tokens=10, hash_ids=h) for i, h in enumerate(ids)]
+    groups = sessions_from_trace(reqs, block_tokens=512, min_blocks=2)
+    turns = trace_turns(reqs, 512, groups)
+    assert [(t.session, t.index) for t in turns] == [(turns[0].session, 0),
+                                                    (turns[1].session, 0),
+                                                    (turns[0].session, 1),
+                                                    (turns[1].session, 1),
+                                                    (turns[0].session, 2)]
+    assert [t.at_s for t in turns] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    plan = planner("ppd/pin", append="remote", decode=("d0", "d1")).run(turns)
+    node = {tp.session: tp.decode for tp in plan.turns if tp.index == 0}
+    assert all(tp.decode == node[tp.session] for tp in plan.turns)
+    assert [tp.hit for tp in plan.turns] == [0, 0, 3, 2, 5]

@@ -197,7 +197,8 @@ def test_the_trace_excerpt_moves_only_the_kv_a_decode_node_lacks(tmp_path, fabri
     for t, line in zip(turns, lines, strict=True):
         req = json.loads(line)
         n = req["input_length"]
-        sizes = [min(512, n - i * 512) for i in range(len(req["hash_ids"]))]
+        # each trace block in whole KV blocks of the model's 16 tokens
+        sizes = [-(-min(512, n - i * 512) // 16) * 16 for i in range(len(req["hash_ids"]))]
         lacked += sum(-(-s * bpt // 4096 // 8) * 8 * 4096 for s in sizes[t["hit"]:])
     assert sum(t["moved_bytes"] for t in turns) == lacked
     into_d0 = sum(x["bytes"] for x in run["links"] if x["direction"] == "sw->d0")

@@ -92,7 +92,11 @@ def build_turns(topo: Topology) -> tuple[list[TurnIn], dict[str, Any]]:
     turns = trace_turns(requests, spec.block_tokens, groups)
     replayed = (f"{len(requests)} of the {replay.window_requests} in its window, over "
                 f"{replay.span_s:g} s of fabric time at speed-up {tr.speedup:g}")
+    model = get_model(spec.model)
     info = {"source": "trace", "file": tr.path, "requests": len(requests),
+            "mapping": f"a {spec.block_tokens}-token trace block is "
+                       f"{-(-spec.block_tokens // model.block_size)} KV blocks of "
+                       f"{model.block_size} tokens of {spec.model} (a partial one, whole blocks)",
             "implied": reusable_share(requests, spec.block_tokens), "replay": replayed,
             "warning": replay.warning()}
     if groups is not None:
@@ -124,7 +128,7 @@ def plan_variant(topo: Topology, variant: str, turns: list[TurnIn]) -> Plan:
         cache_policy=spec.cache.policy, estimate=_estimate(topo), time_scale=topo.time_scale,
         cls=spec.cls, chunk_bytes=spec.chunk_bytes, ttl_s=spec.ttl_s,
         ttl_factor=spec.ttl_factor, append=spec.append,
-        duration_s=spec.duration_s)
+        duration_s=spec.duration_s, kv_block_tokens=model.block_size)
     return planner.run(turns)
 
 
@@ -286,7 +290,10 @@ def render(data: dict[str, Any]) -> str:
                      f"({info['replay']}); reusable KV the trace implies (one unbounded "
                      f"cache): {100 * imp['block_share']:.1f}% of blocks, "
                      f"{100 * imp['token_share']:.1f}% of tokens; the hit % below is what "
-                     "the decode nodes' own bounded caches held when each request came")
+                     "the decode nodes' own bounded caches held when each request came; "
+                     + info["mapping"])
+        if info.get("warning"):
+            lines.append(f"warning: {info['warning']}")
     else:
         lines.append(f"{info['sessions']} sessions, {info['turns']} turns, "
                      f"{info['input_tokens']:,} new input and {info['output_tokens']:,} output "

@@ -187,7 +187,8 @@ class Planner:
                  cache_bytes: int, cache_policy: str, estimate: Estimate, time_scale: float,
                  cls: str, chunk_bytes: int, ttl_s: float | None = None,
                  ttl_factor: float = 20.0, append: str = "local",
-                 duration_s: float | None = None, first_id: int = 0) -> None:
+                 duration_s: float | None = None, first_id: int = 0,
+                 kv_block_tokens: int = 1) -> None:
         self.policy, _, self.retention = variant.partition("/")
         if self.policy not in ("pd", "ppd") or (self.policy == "ppd" and self.retention
                                                 not in ("pin", "ttl", "evict")):
@@ -197,6 +198,8 @@ class Planner:
         self.decode_nodes = list(decode)
         self.store = store
         self.bpt = bytes_per_token
+        self.kv_block = kv_block_tokens  # the model's paged block: a cache block holds whole
+        # ones (a partial last block of 100 tokens takes 7 blocks of 16)
         self.state_bytes = state_bytes
         self.kv_scale = kv_scale
         self.profile = profile
@@ -232,7 +235,7 @@ class Planner:
 
     def wire(self, tokens: int) -> int:
         """Wire bytes of a block of `tokens` tokens (real bytes / kv_scale, whole 8 bytes)."""
-        return _wire(tokens * self.bpt, self.kv_scale)
+        return _wire(-(-tokens // self.kv_block) * self.kv_block * self.bpt, self.kv_scale)
 
     def prefill_s(self, tokens: int) -> float:
         return self.profile.seconds(tokens)
