@@ -229,13 +229,8 @@ def parse_workload(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: li
             if ttl_s <= 0:
                 raise w.error(tnode, "workload.ttl", "a time-to-live must be above 0 (or "
                               "`auto`; `retention: [evict]` drops KV at once)")
-    ttl_factor = 20.0
-    if "ttl_factor" in f:
-        ttl_factor = w.number(f["ttl_factor"][1], "workload.ttl_factor", 0, 1e6,
-                              "a number above 0", "ttl_factor")
-        if ttl_factor <= 0:
-            raise w.error(f["ttl_factor"][1], "workload.ttl_factor", "ttl_factor must be above "
-                          "0 (the time-to-live is this times the KV's reload time)")
+    ttl_factor = _above_zero(w, f, "ttl_factor", "workload", 20.0, 1e6, "a number above 0",
+                             "the time-to-live is this times the KV's reload time")
     append = "local"
     if "append" in f:
         append = w.choice(f["append"][1], "workload.append", APPENDS, "append-prefill place")
@@ -247,6 +242,18 @@ def parse_workload(w: Walker, node: yaml.Node, nodes: dict[str, Node], links: li
                         ttl_s=ttl_s, ttl_factor=ttl_factor, duration_s=duration_s,
                         append=append, sessions=sessions, trace=trace,
                         line=node.start_mark.line + 1)
+
+
+def _above_zero(w: Walker, g: dict, key: str, path: str, default: float, hi: float,
+                expected: str, hint: str) -> float:
+    """An optional number `key` of mapping `g` in (0, hi]: `default` when absent."""
+    if key not in g:
+        return default
+    node = g[key][1]
+    value = w.number(node, f"{path}.{key}", 0, hi, expected, key)
+    if value <= 0:
+        raise w.error(node, f"{path}.{key}", f"{key} must be above 0 ({hint})")
+    return value
 
 
 def block_bytes(model_name: str, block_tokens: int) -> int:
@@ -382,13 +389,8 @@ def _compute(w: Walker, node: yaml.Node) -> ComputeSpec:
             points = PrefillProfile.from_points(pts).points
         except FabricError as e:
             raise w.error(pnode, f"{path}.points", str(e)) from None
-    decode_speed = 1.0
-    if "decode_speed" in g:
-        decode_speed = w.number(g["decode_speed"][1], f"{path}.decode_speed", 0, 1000,
-                                "a speed ratio above 0", "decode_speed")
-        if decode_speed <= 0:
-            raise w.error(g["decode_speed"][1], f"{path}.decode_speed", "decode_speed must be "
-                          "above 0 (a decode node's prefill speed against a prefill node's)")
+    decode_speed = _above_zero(w, g, "decode_speed", path, 1.0, 1000, "a speed ratio above 0",
+                               "a decode node's prefill speed against a prefill node's")
     tpot = 0.025
     if "tpot" in g:
         tpot = _time_s(w, g["tpot"][1], f"{path}.tpot", "a time per output token such as 25ms")
@@ -537,20 +539,10 @@ def _trace(w: Walker, node: yaml.Node) -> TraceSpec:
         if duration <= 0:
             raise w.error(g["duration"][1], f"{path}.duration", "the window must be above 0 "
                           "(leave it out to replay to the end)")
-    speedup = 1.0
-    if "speedup" in g:
-        speedup = w.number(g["speedup"][1], f"{path}.speedup", 0, 1e6, "a number above 0",
-                           "speedup")
-        if speedup <= 0:
-            raise w.error(g["speedup"][1], f"{path}.speedup", "speedup must be above 0 (2: "
-                          "replay twice as fast)")
-    sample = 1.0
-    if "sample" in g:
-        sample = w.number(g["sample"][1], f"{path}.sample", 0, 1, "a share in (0, 1]",
-                          "sample")
-        if sample <= 0:
-            raise w.error(g["sample"][1], f"{path}.sample", "sample must be above 0 (the "
-                          "share of the window's requests kept; 1 keeps all)")
+    speedup = _above_zero(w, g, "speedup", path, 1.0, 1e6, "a number above 0",
+                          "2: replay twice as fast")
+    sample = _above_zero(w, g, "sample", path, 1.0, 1, "a share in (0, 1]",
+                         "the share of the window's requests kept; 1 keeps all")
     limit = None
     if "limit" in g:
         limit = w.integer(g["limit"][1], f"{path}.limit", 1, 10**9, "a request count",
