@@ -405,7 +405,7 @@ DCI = Lesson(
            LessonStep("kv-class", "06-dci-kv-class.yaml")),
     columns=KV_BULK_COLUMNS,
     verdict=_kv_bulk_verdict("DCI edge's port", "replication"), holds=_kv_bulk_holds,
-    small={"kv": {"requests": 4, "start_ns": 3_000_000}},
+    small={"kv": {"requests": 4, "start_ns": 7_000_000}},
 )
 
 
