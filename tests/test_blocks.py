@@ -243,3 +243,19 @@ def test_a_drop_planned_before_its_block_lands_frees_it_on_landing() -> None:
     # a copy from a source planned after the drop is a new admission: it stays
     store.make(42, 64, source=("transfer", 9), now_ns=6_000)
     assert store.holds(42)
+
+
+def test_a_late_copy_planned_earlier_neither_replaces_nor_is_released_for_a_later_one() -> None:
+    store = BlockStore(seed=1)
+    store.expect(("transfer", 1), 1_000, arrives=[5])
+    store.expect(("transfer", 2), 3_000, arrives=[5])
+    store.make(5, 64, source=("transfer", 2), now_ns=3_500)  # the later-planned copy lands
+    later = store.bytes_of(5)
+    store.make(5, 64, source=("transfer", 1), now_ns=4_000)  # the earlier one, late
+    assert store.bytes_of(5) is later
+    # a write-back planned at 2,000 (for transfer 1's copy) does not free transfer 2's
+    assert store.release([5], 2_000) == (0, 0)
+    assert store.holds(5)
+    # a drop planned after transfer 2 does
+    assert store.drop([5], 5_000) == (1, 0)
+    assert not store.holds(5)

@@ -302,3 +302,18 @@ def test_a_workload_shares_its_file_with_no_other_run_or_traffic(tmp_path: Path)
     with pytest.raises(TopologyError, match=r"workload: a file runs one kind of run: a "
                        "workload section and a prfaas section cannot share it"):
         kinds.select(load_topology(str(path)), {})
+
+
+def test_a_bad_trace_line_fails_before_anything_is_built(tmp_path: Path) -> None:
+    from fabric.errors import TopologyError
+
+    (tmp_path / "data").mkdir()
+    lines = (TOPOLOGIES / "data" / "mooncake-excerpt.jsonl").read_text().splitlines()[:5]
+    lines.append('{"timestamp": 99999, "input_length": 700, "output_length": 3, '
+                 '"hash_ids": [1, 2, 3]}')
+    (tmp_path / "data" / "mooncake-excerpt.jsonl").write_text("\n".join(lines) + "\n")
+    path = tmp_path / "t.yaml"
+    path.write_text((TOPOLOGIES / "trace-replay.yaml").read_text())
+    with pytest.raises(TopologyError, match=r"mooncake-excerpt.jsonl:6: hash_ids: 3 block ids "
+                                            r"for input_length 700"):
+        kinds.select(load_topology(str(path)), {})

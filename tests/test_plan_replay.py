@@ -188,3 +188,33 @@ def test_no_plan_asks_a_node_for_a_block_it_cannot_hold(seed: int, variant: str)
     plan = planner(variant, rng).run(turns)
     slow = random.Random(seed + 1000)
     assert replay(plan, lambda: slow.uniform(1.0, 4.0)) == []
+
+
+def test_a_copy_planned_earlier_that_lands_later_does_not_replace_the_later_one() -> None:
+    # one prefill node: request 1's copy of block 1 lands before request 0's (which was
+    # planned first, and is late), then a write-back meant for request 0's copies is acked
+    reqs = [TraceRequest(index=0, line=1, t_s=0.40, input_tokens=1024, output_tokens=1,
+                         hash_ids=(1, 2)),
+            TraceRequest(index=1, line=2, t_s=0.41, input_tokens=512, output_tokens=50,
+                         hash_ids=(1,)),
+            TraceRequest(index=2, line=3, t_s=0.81, input_tokens=1024, output_tokens=1,
+                         hash_ids=(1, 3)),
+            TraceRequest(index=3, line=4, t_s=0.91, input_tokens=1024, output_tokens=1,
+                         hash_ids=(1, 2))]
+    plan = Planner(variant="ppd/ttl", prefill=("p0",), decode=("d0",), store="st",
+                   bytes_per_token=BPT, state_bytes=0, kv_scale=1, profile=PROFILE,
+                   decode_speed=1.0, tpot_s=0.005, cache_bytes=40 * 512 * BPT,
+                   cache_policy="lru", estimate=est, time_scale=1.0, cls="kv",
+                   chunk_bytes=1 << 16, ttl_s=1e-4, append="remote").run(trace_turns(reqs, 512))
+    late = iter([3.53, 3.27, 2.26, 1.78, 2.53, 2.21])
+    assert replay(plan, lambda: next(late)) == []
+
+
+@pytest.mark.parametrize("seed", range(60, 100))
+def test_one_prefill_node_and_bursts_of_shared_prefixes(seed: int) -> None:
+    rng = random.Random(seed)
+    turns = trace_turns(random_requests(rng), 512)
+    variant = rng.choice(["ppd/pin", "ppd/ttl", "ppd/evict"])
+    plan = planner(variant, rng, prefill=("p0",), decode=("d0",)).run(turns)
+    slow = random.Random(seed + 1000)
+    assert replay(plan, lambda: slow.uniform(1.0, 4.0)) == []

@@ -43,6 +43,9 @@ class WorkloadKind(Kind):
         return topo.workload is not None
 
     def prepare(self, topo: Any, options: Mapping[str, Any]) -> list[str]:  # noqa: ANN401
+        from ..run.workload import build_turns
+
+        build_turns(topo)  # a bad trace line or session fails here, before anything is built
         chosen = options.get("policies")
         spec = topo.workload
         if not chosen:
@@ -56,11 +59,18 @@ class WorkloadKind(Kind):
         spec = topo.workload
         if spec is None:
             return []
+        from ..run.workload import build_turns
+
+        turns, info = build_turns(topo)
         what = (f"{spec.sessions.count} sessions" if spec.sessions is not None
-                else f"trace {Path(spec.trace.path).name}")
-        return [f"workload: {what} of {spec.model}, prefill {', '.join(spec.prefill)}, decode "
-                f"{', '.join(spec.decode)}" + (f", store {spec.store}" if spec.store else "")
-                + f"; variants {', '.join(spec.variants())}"]
+                else f"trace {Path(spec.trace.path).name} ({info['requests']} requests)")
+        lines = [f"workload: {what} of {spec.model}, {len(turns)} turns, prefill "
+                 f"{', '.join(spec.prefill)}, decode {', '.join(spec.decode)}"
+                 + (f", store {spec.store}" if spec.store else "")
+                 + f"; variants {', '.join(spec.variants())}"]
+        if info.get("warning"):
+            lines.append(f"warning: {info['warning']}")
+        return lines
 
     def run(self, ctx: RunContext) -> None:
         from ..run.workload import render, run_workload

@@ -77,6 +77,7 @@ def block_parts(key: int, nbytes: int, chunk_bytes: int) -> list[ChunkSpec]:
 class _Block:
     data: np.ndarray
     chunk_bytes: int
+    planned: int | None = None  # when the source that brought this copy was planned to start
 
 
 @dataclass
@@ -193,6 +194,14 @@ class BlockStore:
         self._made += 1
 
     def _hold(self, key: int, block: _Block, source: Hashable, now_ns: int) -> None:
+        block.planned = self._planned.get(source) if source is not None else None
+        kept = self._held.get(key)
+        if (kept is not None and kept.planned is not None and block.planned is not None
+                and block.planned < kept.planned):
+            # a copy planned before the one held, landing after it (a late transfer): the
+            # held one is what the plan counts on from now on; this one is not kept
+            self._landed(key, source)
+            return
         old = self._held.pop(key, None)
         if old is not None:
             self._bytes -= old.data.nbytes
@@ -323,6 +332,9 @@ class BlockStore:
     def _doom(self, keys: Iterable[int], t_ns: int, release: bool) -> tuple[int, int]:
         now = deferred = 0
         for k in keys:
+            held = self._held.get(k)
+            if held is not None and held.planned is not None and held.planned > t_ns:
+                continue  # a copy brought by a source planned after the drop: not its copy
             if k not in self._held:
                 starts = {src: self._sources[src][0] for src in self._due.get(k, ())}
                 landing = frozenset(src for src, t in starts.items() if t is None or t <= t_ns)
