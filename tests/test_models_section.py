@@ -224,3 +224,16 @@ def test_fabric_kv_lists_file_models_beside_builtins(write: Write) -> None:
     # without the file, its models are unknown again
     gone = runner.invoke(cli, ["kv", "dense-kivi"])
     assert gone.exit_code == 1
+
+
+def test_a_layer_count_below_an_inherited_full_attention_count_blames_layers(tmp_path) -> None:
+    from fabric.errors import TopologyError
+    from fabric.topology import load_topology
+
+    path = tmp_path / "fal.yaml"
+    path.write_text("name: fal\nnodes:\n  a: {}\nmodels:\n  m1:\n    like: prfaas-hybrid-1t\n"
+                    "    layers: 4\n")
+    with pytest.raises(TopologyError) as err:
+        load_topology(str(path))
+    assert str(err.value) == (f"{path}:7: models.m1.layers: full_attention_layers 15 is more "
+                              "than the model's 4 layers (the other from `like:`)")

@@ -163,11 +163,15 @@ def _check_combination(w: Walker, f: dict, kw: dict[str, Any], path: str) -> Non
         raise w.error(where, f"{path}.{key}" if key else path,
                       "a hybrid's full-attention layers are MLA (kv_lora_rank, rope_dim) or GQA "
                       "(kv_heads, head_dim), not both")
-    if "full_attention_layers" in f and "layers" in kw and \
-            kw["full_attention_layers"] > kw["layers"]:
-        raise w.error(f["full_attention_layers"][1], f"{path}.full_attention_layers",
+    if ("full_attention_layers" in f or "layers" in f) and "layers" in kw and \
+            kw.get("full_attention_layers", 0) > kw["layers"]:
+        # blame the one the file wrote (the other may come from `like:`)
+        key = "full_attention_layers" if "full_attention_layers" in f else "layers"
+        source = "" if "full_attention_layers" in f and "layers" in f else (
+            " (the other from `like:`)")
+        raise w.error(f[key][1], f"{path}.{key}",
                       f"full_attention_layers {kw['full_attention_layers']} is more than the "
-                      f"model's {kw['layers']} layers")
+                      f"model's {kw['layers']} layers{source}")
     if "window" in f and kw["window"] % kw.get("block_size", 16):
         raise w.error(f["window"][1], f"{path}.window",
                       f"window {kw['window']} must be a whole number of "
