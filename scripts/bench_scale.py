@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""How bring-up and teardown scale with the fabric's size, and where the time goes.
+
+    python3 scripts/bench_scale.py [--sizes 64,256,1000] [--repeat 3] [--profile 256]
+                                   [--backend userspace] [--json results/bench_scale.json]
+
+Root only. For each size, a generated leaf-spine of exactly that many namespaces
+(64: 4 spines, 4 leaves, 56 hosts; 256: 4, 12, 240; 1000: 8, 32, 960, the issue's), userspace
+links at 1 Gbit/s:
+
+- **up / down**: `lifecycle.bring_up(plan_fabric(...))` and `lifecycle.remove_fabric`, wall
+  seconds, min / median / max over the repeats; per namespace; and against `ip -batch` making
+  the same number of namespaces and veth pairs, addressed and up, in the same run (the
+  cheapest iproute2 way, no routes: a floor, not the same work);
+- **memory**: the host's MemAvailable before and with the fabric up (kernel objects and the
+  link engine), per namespace;
+- **reachable**: host-0 pings the last host once through the fabric before it goes down;
+- **leftovers**: namespaces of this run's fabrics still present at the end (must be 0).
+
+With `--profile N`, one more bring-up of the size-N fabric runs under cProfile and the top
+entries by own time and by cumulative time are printed and saved: where the time goes.
+Writes JSON and a plot of seconds per namespace against size (where it stops being flat is
+where the cost stops growing linearly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fabric.net import lifecycle  # noqa: E402
+from fabric.net.kernel import Kernel  # noqa: E402
+from fabric.plan import plan_fabric  # noqa: E402
+from fabric.topology import parse_topology  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bringup import ip_batch_baseline  # noqa: E402
+
+SHAPES = {64: (4, 4, 14), 256: (4, 12, 20), 1000: (8, 32, 30)}  # spines, leaves, hosts/leaf
+
+TOPO = """
+name: {name}
+generate:
+  - leaf_spine:
+      spines: {spines}
+      leaves: {leaves}
+      hosts_per_leaf: {hosts}
+      uplink: {{rate: 1Gbps}}
+      downlink: {{rate: 1Gbps}}
+"""
+
+
+def topology(size: int, name: str) -> str:
+    if size not in SHAPES:
+        raise SystemExit(f"size {size}: one of {', '.join(map(str, SHAPES))}")
+    spines, leaves, hosts = SHAPES[size]
+    return TOPO.format(name=name, spines=spines, leaves=leaves, hosts=hosts)
+
+
+def mem_available_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def ping(ns_from: str, address: str) -> bool:
+    r = subprocess.run(["ip", "netns", "exec", ns_from, "ping", "-c", "1", "-W", "5", address],
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def point(size: int, backend: str, tag: str) -> dict:
+    topo = parse_topology(topology(size, f"sc{tag}"))
+    before = mem_available_kib()
+    t0 = time.perf_counter()
+    plan = plan_fabric(topo, backend=backend)
+    state = lifecycle.bring_up(plan)
+    t1 = time.perf_counter()
+    try:
+        used = before - mem_available_kib()
+        hosts = [n for n in topo.nodes if n.startswith("host-")]
+        reach = ping(plan.nodes[hosts[0]].netns, plan.nodes[hosts[-1]].loopback.split("/")[0])
+    finally:
+        t2 = time.perf_counter()
+        lifecycle.remove_fabric(state)
+        t3 = time.perf_counter()
+    return {"up_s": t1 - t0, "down_s": t3 - t2, "memory_kib": used, "reachable": reach,
+            "links": len(topo.links), "steps": len(plan.steps)}
+
+
+def profile(size: int, backend: str) -> dict:
+    topo = parse_topology(topology(size, "scprof"))
+    prof = cProfile.Profile()
+    prof.enable()
+    state = lifecycle.bring_up(plan_fabric(topo, backend=backend))
+    prof.disable()
+    lifecycle.remove_fabric(state)
+    out = {}
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(15)
+        out[key] = buf.getvalue()
+    return out
+
+
+def spread(xs: list[float]) -> dict:
+    return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="64,256,1000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--backend", default="userspace")
+    ap.add_argument("--profile", type=int, default=0, help="profile one bring-up of this size")
+    ap.add_argument("--json", default="results/bench_scale.json")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    mine = ("fab.sc",)
+    try:
+        for size in sizes:
+            topo = parse_topology(topology(size, "scx"))
+            base = [ip_batch_baseline(size, len(topo.links)) for _ in range(args.repeat)]
+            pts = [point(size, args.backend, f"{size}-{i}") for i in range(args.repeat)]
+            up = [p["up_s"] for p in pts]
+            down = [p["down_s"] for p in pts]
+            row = {"namespaces": size, "links": pts[0]["links"], "steps": pts[0]["steps"],
+                   "up_s": spread(up), "down_s": spread(down),
+                   "ip_batch_up_s": spread([b[0] for b in base]),
+                   "ip_batch_down_s": spread([b[1] for b in base]),
+                   "memory_kib": spread([p["memory_kib"] for p in pts]),
+                   "reachable": all(p["reachable"] for p in pts)}
+            rows.append(row)
+            print(f"{size:>5} namespaces: up {row['up_s']['median']:.2f} s "
+                  f"(ip -batch {row['ip_batch_up_s']['median']:.2f} s), down "
+                  f"{row['down_s']['median']:.2f} s, reachable {row['reachable']}",
+                  flush=True)
+        prof = profile(args.profile, args.backend) if args.profile else None
+    finally:
+        left = [ns for ns in Kernel.list_netns() if ns.startswith(mine)]
+    header = (f"{'namespaces':>10} {'links':>6} {'up s (min/med/max)':>22} {'per ns ms':>9} "
+              f"{'ip -batch s':>11} {'up/ip':>6} {'down s':>7} {'MiB':>7} {'reach':>5}")
+    print(f"backend {args.backend}; {args.repeat} repeats")
+    print(header)
+    for r in rows:
+        u = r["up_s"]
+        print(f"{r['namespaces']:>10} {r['links']:>6} "
+              f"{u['min']:>6.2f}/{u['median']:>6.2f}/{u['max']:>6.2f} "
+              f"{1e3 * u['median'] / r['namespaces']:>9.2f} "
+              f"{r['ip_batch_up_s']['median']:>11.2f} "
+              f"{u['median'] / r['ip_batch_up_s']['median']:>6.1f} "
+              f"{r['down_s']['median']:>7.2f} {r['memory_kib']['median'] / 1024:>7.0f} "
+              f"{'yes' if r['reachable'] else 'NO':>5}")
+    print(f"leftover namespaces of this benchmark: {len(left)}")
+    if prof:
+        print(f"profile of one bring-up of {args.profile} namespaces, by own time:")
+        print(prof["tottime"])
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"backend": args.backend, "repeat": args.repeat, "rows": rows,
+                               "leftovers": left, "profile": prof}, indent=1))
+    _plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 1 if left or not all(r["reachable"] for r in rows) else 0
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        n = [r["namespaces"] for r in rows]
+        ax.plot(n, [1e3 * r["up_s"]["median"] / r["namespaces"] for r in rows], "o-",
+                label="fabric up")
+        ax.plot(n, [1e3 * r["down_s"]["median"] / r["namespaces"] for r in rows], "o-",
+                label="fabric down")
+        ax.plot(n, [1e3 * r["ip_batch_up_s"]["median"] / r["namespaces"] for r in rows],
+                "o--", label="ip -batch up (floor)")
+        ax.set_xscale("log")
+        ax.set_xlabel("namespaces")
+        ax.set_ylabel("ms per namespace (median)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
