@@ -317,3 +317,23 @@ def test_a_bad_trace_line_fails_before_anything_is_built(tmp_path: Path) -> None
     with pytest.raises(TopologyError, match=r"mooncake-excerpt.jsonl:6: hash_ids: 3 block ids "
                                             r"for input_length 700"):
         kinds.select(load_topology(str(path)), {})
+
+
+def test_a_saved_workload_run_reprints_without_the_newer_keys(tmp_path: Path) -> None:
+    summary = {"turns": 2, "turns_later": 0, "turn1_ttft_p50_s": 0.5, "all_ttft_p50_s": 0.5,
+               "all_ttft_p90_s": 0.6, "all_ttft_p99_s": 0.7, "all_kv_wait_mean_s": 0.1,
+               "all_kv_bytes_mean": 2 ** 20, "later_ttft_p50_s": None, "hit_rate": 0.5,
+               "reload_rate": 0.0}
+    run = {"variant": "ppd/pin", "summary": summary, "links": [], "proofs": {"ok": 1},
+           "stores": [], "chunks_ok": 3, "chunks_bad": 0, "errors": [], "wall_s": 1.0,
+           "cut": 0, "evictions": 0, "forced": 0, "writebacks": 0, "dropped": 0,
+           "cache_peak_bytes": {}, "turns": [{"turn": 0, "ttft_s": 0.5}]}
+    data = {"model": "llama-3.1-8b", "kv_scale": 64, "time_scale": 1.0,
+            "source": {"source": "trace", "file": "x.jsonl", "requests": 2, "replay": "2",
+                       "implied": {"block_share": 0.5, "token_share": 0.5}},
+            "runs": [run]}
+    (tmp_path / "workload.json").write_text(json.dumps(data))
+    result = invoke("report", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "ppd/pin" in result.stdout
+    assert "reusable KV the trace implies (one unbounded cache): 50.0% of blocks" in result.stdout

@@ -290,8 +290,8 @@ def render(data: dict[str, Any]) -> str:
                      f"({info['replay']}); reusable KV the trace implies (one unbounded "
                      f"cache): {100 * imp['block_share']:.1f}% of blocks, "
                      f"{100 * imp['token_share']:.1f}% of tokens; the hit % below is what "
-                     "the decode nodes' own bounded caches held when each request came; "
-                     + info["mapping"])
+                     "the decode nodes' own bounded caches held when each request came"
+                     + (f"; {info['mapping']}" if info.get("mapping") else ""))
         if info.get("warning"):
             lines.append(f"warning: {info['warning']}")
     else:
