@@ -72,7 +72,6 @@ class TurnIn:
     at_s: float | None = None  # arrival (fabric s); None: `pause_s` after the previous turn
     pause_s: float = 0.0
     request: int | None = None  # the trace request it replays
-    last: bool = False  # the session's last turn
     output_blocks: tuple[tuple[int, int], ...] = ()  # context + output, after decoding
 
     @property
@@ -150,7 +149,7 @@ def session_turns(sessions: Sequence, block_tokens: int) -> list[TurnIn]:  # noq
                 session=s.id, index=k, blocks=_blocks(context, block_tokens, key),
                 new_tokens=t.new_tokens, output_tokens=t.output_tokens,
                 at_s=s.start_s if k == 0 else None, pause_s=t.pause_before_s,
-                request=getattr(t, "request", None), last=k == len(s.turns) - 1,
+                request=t.request,
                 output_blocks=_blocks(context + t.output_tokens, block_tokens, key)))
             context += t.output_tokens
     return out
@@ -161,20 +160,20 @@ def trace_turns(requests: Sequence, block_tokens: int,  # noqa: ANN001
     """One turn per trace request, at the trace's time, its blocks the trace's prefix hashes
     (a hash met again with another size is another block). With `sessions` (from
     `sessions_from_trace`), a request is its session's turn; else each is a session of one."""
-    where: dict[int, tuple[int, int, int]] = {}
+    where: dict[int, tuple[int, int]] = {}
     for s in sessions or ():
         for k, t in enumerate(s.turns):
-            where[t.request] = (s.id, k, len(s.turns))
+            where[t.request] = (s.id, k)
     sizes: dict[int, int] = {}
     out = []
     for r in requests:
         blocks = [(h if sizes.setdefault(h, tokens) == tokens
                    else (1 << 60) | (tokens << 44) | h, tokens)
                   for h, tokens in blocks_of(r, block_tokens)]
-        session, k, n = where.get(r.index, (r.index, 0, 1))
+        session, k = where.get(r.index, (r.index, 0))
         out.append(TurnIn(session=session, index=k, blocks=tuple(blocks),
                           new_tokens=r.input_tokens, output_tokens=r.output_tokens,
-                          at_s=r.t_s, request=r.index, last=k == n - 1))
+                          at_s=r.t_s, request=r.index))
     return out
 
 
