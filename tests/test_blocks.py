@@ -227,7 +227,6 @@ def test_a_node_plan_carries_its_block_ops_and_the_files_models():
     transfers = [_tr(src="p", dst="d", nbytes=3300, blocks=((1, 2500), (2, 800)), keep=True)]
     body = msgpack.unpackb(msgpack.packb(_plan_for("s", state, topo, transfers, ops)))
     assert body["block_ops"] == ops["s"]
-    assert body["block_chunk_bytes"] == CB
     assert {n: ModelSpec(**d) for n, d in body["models"].items()} == topo.models
     assert _plan_for("p", state, topo, transfers, ops)["block_ops"] == []
 

@@ -61,7 +61,7 @@ from ..wire.frames import (
 )
 from ..wire.frames import acked as acked_transfer
 from . import faults
-from .blocks import DEFAULT_CHUNK, BlockStore
+from .blocks import BlockStore
 from .faults import Fault
 from .session import Channel, Done, Go, Plan, Progress, Ready, Records
 from .transport import NodeConfig, transport
@@ -110,7 +110,7 @@ class _BlockRx:
 
 class Node:
     def __init__(self, cfg: NodeConfig, ctl: Channel, block_ops: list[dict] | None = None,
-                 block_chunk_bytes: int | None = None) -> None:
+                 ) -> None:
         self.cfg = cfg
         self.ctl = ctl
         self.chunk_records: list[ChunkRecord] = []
@@ -141,7 +141,7 @@ class Node:
         self._sent_copies: dict[int, dict[int, np.ndarray]] = {}  # from_store: what left
         self.blocks_left = 0  # block results still to settle
         self._store_changed = trio.Event()
-        self._setup_blocks(block_chunk_bytes)
+        self._setup_blocks()
         self._check_done()
 
     # ---- control channel ----------------------------------------------------------------
@@ -446,7 +446,7 @@ class Node:
 
     # ---- blocks -------------------------------------------------------------------------
 
-    def _setup_blocks(self, chunk_bytes: int | None) -> None:
+    def _setup_blocks(self) -> None:
         """Tell the store what the plan brings, reuses and serves here (nothing for a plan
         without blocks)."""
         cfg = self.cfg
@@ -459,10 +459,9 @@ class Node:
                 raise RuntimeError(f"transfer {tr.id} ({tr.flow}#{tr.request} {tr.src} -> "
                                    f"{tr.dst}): blocks move over tcp only, not "
                                    f"{tr.transport!r}")
-        if chunk_bytes is None:
-            sizes = [tr.chunk_bytes for tr in cfg.sends + cfg.expects if tr.blocks]
-            chunk_bytes = max(set(sizes), key=sizes.count) if sizes else DEFAULT_CHUNK
-        store = self.store = BlockStore(cfg.seed, chunk_bytes)
+        # a block's bytes do not depend on how it is cut: the store makes and proves the blocks
+        # made here at its own part size
+        store = self.store = BlockStore(cfg.seed)
         for tr in rx:
             who = ("transfer", tr.id)
             store.expect(who, tr.start_ns, arrives=[k for k, _ in tr.blocks] if tr.keep else (),
@@ -623,12 +622,10 @@ class Node:
                 continue
             who = ("op", op["id"])
             make = [(int(k), int(b)) for k, b in op.get("make", ())]
-            chunk = op.get("chunk_bytes")
 
-            def made(make: list[tuple[int, int]] = make, who: tuple[str, int] = who,
-                     chunk: int | None = chunk) -> None:
+            def made(make: list[tuple[int, int]] = make, who: tuple[str, int] = who) -> None:
                 for key, nbytes in make:
-                    store.make(key, nbytes, chunk, source=who, now_ns=self._now())
+                    store.make(key, nbytes, source=who, now_ns=self._now())
                 store.settle(who)
                 self._poke()
 
@@ -746,8 +743,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         expects=[Transfer.from_dict(d) for d in plan["expects"]],
         udp_mss=plan["udp_mss"], udp_window=plan["udp_window"], roce=plan.get("roce", {}),
     )
-    node = Node(cfg, ctl, block_ops=plan.get("block_ops"),
-                block_chunk_bytes=plan.get("block_chunk_bytes"))
+    node = Node(cfg, ctl, block_ops=plan.get("block_ops"))
     rss_start = _vm("VmRSS")
     async with trio.open_nursery() as nursery:
         await nursery.start(node.listen_tcp)

@@ -249,7 +249,6 @@ def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) 
 def _plan_for(name: str, state: FabricState, topo: Topology, transfers: list[Transfer],
               block_ops: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     mss = mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500))
-    sizes = [t.chunk_bytes for t in transfers if t.blocks]
     return {
         "address": state.nodes[name]["loopback"],
         "peers": {n: v["loopback"] for n, v in state.nodes.items()},
@@ -263,9 +262,6 @@ def _plan_for(name: str, state: FabricState, topo: Topology, transfers: list[Tra
         # with a timeline, when each retransmission happened tells one failure's from another's
         "sample_counters": topo.events is not None,
         "block_ops": (block_ops or {}).get(name, []),
-        # what an append makes its blocks at when its op does not say: the block transfers'
-        # chunk size, so a made block has the bytes a transfer of it carries
-        "block_chunk_bytes": max(set(sizes), key=sizes.count) if sizes else None,
         # the file's own models: a node on another machine (an agent) knows only built-ins
         "models": {n: asdict(m) for n, m in topo.models.items()},
     }
