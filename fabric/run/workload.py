@@ -147,12 +147,9 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
     def fabric_s(t_ns: int) -> float:
         return (t_ns - res.started_ns) / 1e9 / ts
 
+    # every transfer the planner makes carries blocks, so the node reports each one (and
+    # each op) with the time its KV was whole: carried blocks in and reused ones proved
     ready: dict[tuple[str, int], float] = {}
-    by_key = {(t.kind, t.request): t.id for t in plan.transfers}
-    for rec in res.transfer_records:
-        tid = by_key.get((rec.kind, rec.request))
-        if tid is not None and rec.status == "ok" and rec.t_done_ns:
-            ready[("transfer", tid)] = fabric_s(rec.t_done_ns)
     proofs = {"reused": 0, "ok": 0, "missing": 0, "corrupt": 0}
     for b in res.blocks:
         for k in proofs:
@@ -162,8 +159,6 @@ def run_variant(state: FabricState, topo: Topology, variant: str, turns: list[Tu
         what = "op" if b.get("what") in ("append", "drop") else "transfer"
         if b.get("t_ready_ns") and not b.get("missing") and not b.get("corrupt"):
             ready[(what, int(b["id"]))] = fabric_s(int(b["t_ready_ns"]))
-        elif (what, int(b["id"])) in ready and (b.get("missing") or b.get("corrupt")):
-            del ready[(what, int(b["id"]))]
     rows = account(plan, ready)
     summary = summarise(rows)
     run = VariantRun(variant=variant, plan=plan, rows=rows, summary=summary,
