@@ -280,9 +280,11 @@ def test_workload_policies_select_variants_and_unknown_ones_are_refused() -> Non
     topo = load_topology(str(TOPOLOGIES / "agentic.yaml"))
     kind, prepared = kinds.select(topo, {})
     assert kind.name == "workload"
-    assert prepared == ["pd", "ppd/pin", "ppd/ttl", "ppd/evict"]
-    assert kinds.select(topo, {"policies": "ppd"})[1] == ["ppd/pin", "ppd/ttl", "ppd/evict"]
-    assert kinds.select(topo, {"policies": "ppd/evict,pd"})[1] == ["ppd/evict", "pd"]
+    assert prepared.variants == ["pd", "ppd/pin", "ppd/ttl", "ppd/evict"]
+    assert len(prepared.turns) == 24
+    assert kinds.select(topo, {"policies": "ppd"})[1].variants == ["ppd/pin", "ppd/ttl",
+                                                                  "ppd/evict"]
+    assert kinds.select(topo, {"policies": "ppd/evict,pd"})[1].variants == ["ppd/evict", "pd"]
     with pytest.raises(FabricError, match="unknown policy 'threshold' for a workload file"):
         kinds.select(topo, {"policies": "threshold"})
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import FabricError, TopologyError
 from .base import Kind, RunContext
 from .prfaas import POLICY_OPTION
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` worked out before anything is built: the variants to run, and the
+    workload's turns and where they came from (`run.workload.build_turns`)."""
+
+    variants: list[str]
+    turns: list[Any]
+    info: dict[str, Any]
 
 
 class WorkloadKind(Kind):
@@ -42,18 +53,20 @@ class WorkloadKind(Kind):
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
         return topo.workload is not None
 
-    def prepare(self, topo: Any, options: Mapping[str, Any]) -> list[str]:  # noqa: ANN401
+    def prepare(self, topo: Any, options: Mapping[str, Any]) -> Prepared:  # noqa: ANN401
         from ..run.workload import build_turns
 
-        build_turns(topo)  # a bad trace line or session fails here, before anything is built
+        # the trace is read and the sessions drawn here, before anything is built: a bad
+        # line fails now, and the run uses these turns
+        turns, info = build_turns(topo)
         chosen = options.get("policies")
         spec = topo.workload
         if not chosen:
-            return spec.variants()
+            return Prepared(spec.variants(), turns, info)
         out: list[str] = []
         for v in chosen.split(","):
             out.extend(spec.variants(("ppd",)) if v == "ppd" else [v])
-        return list(dict.fromkeys(out))
+        return Prepared(list(dict.fromkeys(out)), turns, info)
 
     def check_lines(self, topo: Any, plan: Any) -> list[str]:  # noqa: ANN401
         spec = topo.workload
@@ -75,8 +88,10 @@ class WorkloadKind(Kind):
     def run(self, ctx: RunContext) -> None:
         from ..run.workload import render, run_workload
 
-        data = run_workload(ctx.state, ctx.topo, ctx.prepared, ctx.out_dir,
-                            timeout=ctx.timeout, progress=ctx.say)
+        prepared: Prepared = ctx.prepared
+        data = run_workload(ctx.state, ctx.topo, prepared.variants, ctx.out_dir,
+                            timeout=ctx.timeout, progress=ctx.say,
+                            built=(prepared.turns, prepared.info))
         ctx.out(render(data))
         ctx.out(f"wrote {ctx.out_dir}/ (workload.json, workload.png)")
         errors = [e for r in data["runs"] for e in r["errors"]]

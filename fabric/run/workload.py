@@ -214,10 +214,11 @@ def _links(topo: Topology, links: dict, span_s: float, kv_scale: int,
 
 def run_workload(state: FabricState, topo: Topology, variants: list[str], out_dir: Path,
                  timeout: float = 600.0, progress: Callable[[str], None] | None = None,
-                 ) -> dict[str, Any]:
+                 built: tuple[list[TurnIn], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run every variant; `built`: the turns and their source, when already built."""
     spec = topo.workload
     assert spec is not None
-    turns, info = build_turns(topo)
+    turns, info = built if built is not None else build_turns(topo)
     if info.get("warning") and progress:
         progress(f"warning: {info['warning']}")
     if not turns:
