@@ -644,13 +644,11 @@ class Node:
         chunks = chunks_of(tr)
         sizes = dict(tr.blocks)
         held: np.ndarray | None = None
-        base = 0
         sent: dict[int, np.ndarray] = {}
         for spec in chunks:
             assert spec.content is not None
             key, part = spec.content
             if part == 0:
-                base = spec.offset
                 held = store.bytes_of(key)
                 while held is None and store.is_pending(key, tr.start_ns):
                     changed = self._store_changed
@@ -663,7 +661,7 @@ class Node:
                 else:
                     res["served"] += 1
                     sent[key] = held
-            lo = spec.offset - base
+            lo = spec.block_offset
             payload = (held[lo: lo + spec.nbytes] if held is not None
                        else np.zeros(spec.nbytes, dtype=np.uint8))
             header = encode_chunk_header(tr.id, spec.index, len(chunks), spec.nbytes,
