@@ -165,10 +165,11 @@ def test_nodes_run_the_agent_with_the_plan_addresses_routes_and_sysctls() -> Non
             assert (node["sysctls"].get(dotted) == value
                     or f"sysctl -w {dotted}={value}" in ex), dotted
         routes = [c for c in ex if c.startswith("ip route replace")]
-        assert len(routes) == sum(1 for r in plan.routes if r.netns == plan.nodes[name].netns)
+        assert len(routes) == sum(1 for r in plan.kernel_routes
+                                  if r.netns == plan.nodes[name].netns)
 
     # ECMP: spine-0 reaches spine-1 over all four leaves, one nexthop each
-    r = next(r for r in plan.routes
+    r = next(r for r in plan.kernel_routes
              if r.netns == plan.nodes["spine-0"].netns and r.dst == "198.19.0.2/32")
     assert len(r.nexthops) == 4
     hops = " ".join(f"nexthop via {gw} dev eth{int(dev[3:]) + 1}" for gw, dev in r.nexthops)

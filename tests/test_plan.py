@@ -406,3 +406,67 @@ def route_count_of(plan) -> int:  # noqa: ANN001
     from fabric.plan import route_count
 
     return route_count(plan.nodes, plan.links)[0]
+
+
+def _lookup(routes, netns: str, address: str):  # noqa: ANN001, ANN202 - longest prefix match
+    import ipaddress
+
+    a = ipaddress.IPv4Address(address)
+    best = None
+    for r in routes:
+        if r.netns != netns or r.dst == "default":
+            continue
+        net = ipaddress.ip_network(r.dst)
+        if a in net and (best is None or net.prefixlen > best[0]):
+            best = (net.prefixlen, r.nexthops)
+    return None if best is None else best[1]
+
+
+def test_kernel_routes_forward_every_loopback_address_as_the_routes_per_destination() -> None:
+    """`aggregate_routes` on random graphs (some not connected): for every namespace and every
+    address of the loopback subnet's used range and a little past it, the longest matching
+    kernel route has the next hops of that destination's own route, or there is none where
+    there was none (an address no node holds, a node not reached). The node's own loopback is
+    answered by the kernel's local table, so any match there is allowed."""
+    import ipaddress
+    import random
+
+    rng = random.Random(11)
+    for _ in range(60):
+        n = rng.randrange(2, 40)
+        edges: set[tuple[int, int]] = set()
+        for _ in range(rng.randrange(1, 2 * n)):
+            a, b = rng.sample(range(n), 2)
+            if (b, a) not in edges:
+                edges.add((a, b))
+        text = ("name: r\nnodes: {" + ", ".join(f"n{i}: {{}}" for i in range(n)) + "}\nlinks:\n"
+                + "".join(f"  - {{endpoints: [n{a}, n{b}]}}\n" for a, b in edges))
+        plan = plan_fabric(parse_topology(text), backend="userspace")
+        per_dst = {(r.netns, r.dst): r.nexthops for r in plan.routes}
+        base = ipaddress.IPv4Address(plan.nodes["n0"].loopback)
+        for node in plan.nodes.values():
+            if (node.netns, "default") in per_dst:
+                assert [r for r in plan.kernel_routes if r.netns == node.netns] == \
+                    [r for r in plan.routes if r.netns == node.netns]
+                continue
+            for k in range(-1, n + 8):
+                address = str(base + k)
+                if address == node.loopback:
+                    continue
+                want = per_dst.get((node.netns, f"{address}/32"))
+                assert _lookup(plan.kernel_routes, node.netns, address) == want, (text, address)
+        assert len(plan.kernel_routes) <= len(plan.routes)
+
+
+def test_a_1000_namespace_leaf_spine_installs_a_tenth_of_its_routes() -> None:
+    """The issue's fabric: 40,920 routes, one per destination, become about 4,600 kernel
+    routes: a leaf keeps one per neighbour and a few blocks over the spines, a spine a few
+    blocks per leaf (each leaf's 30 hosts are not one aligned block)."""
+    text = ("name: big\ngenerate:\n  - leaf_spine: {spines: 8, leaves: 32, hosts_per_leaf: 30}\n")
+    plan = plan_fabric(parse_topology(text), backend="userspace")
+    assert len(plan.routes) == 40_920
+    assert len(plan.kernel_routes) < 5_000
+    leaf0 = plan.nodes["leaf-0"].netns
+    assert sum(1 for r in plan.kernel_routes if r.netns == leaf0) < 70
+    assert sum(1 for s in plan.steps if isinstance(s, type(plan.routes[0]))) == \
+        len(plan.kernel_routes)

@@ -242,7 +242,7 @@ def _node_exec(name: str, plan: FabricPlan) -> list[str]:
                 cmds.append(f"ip addr replace {end.address}/{end.prefixlen} dev {_dev(end.dev)}")
                 cmds.append(f"ip link set {_dev(end.dev)} up")
     loopbacks = plan.topology.loopback_subnet
-    cmds += [_route(r, loopbacks) for r in plan.routes if r.netns == node.netns]
+    cmds += [_route(r, loopbacks) for r in plan.kernel_routes if r.netns == node.netns]
     cmds.append(f"sh -c 'cat /etc/fabric/{HOSTS_FILE} >> /etc/hosts'")
     return cmds
 

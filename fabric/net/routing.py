@@ -1,9 +1,10 @@
 """Routing that reacts like a fabric's would: after links fail or come back, every node's
 routes are computed again over the links that are up (the same shortest paths and ECMP sets as
 at bring-up, `plan.compute_routes`) and the difference is installed: the kernel routes of every
-namespace (routes replaced, a destination no path reaches withdrawn, one reachable again
-restored) and each RoCE switch process's forwarding table (written to its routes file, then
-SIGUSR1: the switch loads it and hashes flows over the new ECMP sets).
+namespace, aggregated into blocks of loopbacks as at bring-up (routes replaced, a destination
+no path reaches withdrawn, one reachable again restored), and each RoCE switch process's
+forwarding table (written to its routes file, then SIGUSR1: the switch loads it and hashes
+flows over the new ECMP sets).
 
 The caller decides when: `fabric run`'s event timeline calls `converge` a detection time
 (`events.detect`, modelling BFD or the routing protocol's timers) after the links change.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import FabricError
-from ..plan import AddRoute, FabricPlan, compute_routes, switch_table
+from ..plan import AddRoute, FabricPlan, aggregate_routes, compute_routes, switch_table
 from .kernel import KernelError, LiveKernel
 from .lifecycle import FabricState, switch_routes_path
 
@@ -32,9 +33,10 @@ ROUTING_FILE = "routing.json"  # in the state directory: the links routes were l
 
 @dataclass(frozen=True)
 class RouteChange:
+    # kernel routes, each to a destination or a block of them (`plan.aggregate_routes`):
     replaced: int  # routes whose next hops changed
-    withdrawn: int  # destinations no longer reachable from a node
-    restored: int  # destinations reachable again
+    withdrawn: int  # routes removed: no longer reached, or their block split or merged
+    restored: int  # routes added: reached again, or a block split or merged
     switches: int  # RoCE switch tables reloaded
 
     @property
@@ -51,10 +53,13 @@ def routes_without(plan: FabricPlan, down: Iterable[frozenset[str]]) -> list[Add
 
 def converge(state: FabricState, plan: FabricPlan, old: list[AddRoute],
              new: list[AddRoute]) -> RouteChange:
-    """Install `new` where it differs from `old` (what is installed now). FabricError if a
-    namespace refuses a route (the fabric is then between the two: the caller reports it)."""
-    before = {(r.netns, r.dst): r for r in old}
-    after = {(r.netns, r.dst): r for r in new}
+    """Install `new` where it differs from `old` (what is installed now), both one route per
+    destination: the kernel's are their aggregates (`plan.aggregate_routes`), as at bring-up,
+    and the RoCE switches' tables are built from them as they are. FabricError if a namespace
+    refuses a route (the fabric is then between the two: the caller reports it)."""
+    pool = plan.topology.loopback_subnet
+    before = {(r.netns, r.dst): r for r in aggregate_routes(old, plan.nodes, pool)}
+    after = {(r.netns, r.dst): r for r in aggregate_routes(new, plan.nodes, pool)}
     replaced = withdrawn = restored = 0
     try:
         with LiveKernel() as k:
