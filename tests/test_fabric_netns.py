@@ -180,6 +180,52 @@ def test_failed_build_leaves_nothing(fabric_name, state_dir, monkeypatch):
                     else []))
 
 
+def test_a_bring_up_split_over_worker_processes_builds_the_same_fabric(fabric_name, state_dir,
+                                                                    monkeypatch):
+    """Above `apply.PARALLEL_STEPS` steps (0 here) the namespaces are made here and the rest
+    of the steps applied by worker processes, each namespace's in plan order: every route
+    is in place, a host reaches a host across the spines, and progress counts every step."""
+    from fabric.net import apply
+
+    monkeypatch.setattr(apply, "PARALLEL_STEPS", 0)
+    plan = plan_fabric(parse_topology(LEAF_SPINE.format(name=fabric_name)), backend="userspace")
+    seen: list[tuple[int, int]] = []
+    state = lifecycle.bring_up(plan, progress=lambda done, total: seen.append((done, total)))
+    try:
+        assert seen[-1] == (len(plan.steps), len(plan.steps))
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+        r = in_ns(state, "host-0", "ping", "-c", "1", "-W", "5", state.nodes["host-3"]["loopback"])
+        assert r.returncode == 0, r.stdout + r.stderr
+        from fabric.net.kernel import LiveKernel
+
+        with LiveKernel() as k:
+            for ns in {r.netns for r in plan.kernel_routes}:
+                want = {r.dst for r in plan.kernel_routes if r.netns == ns}
+                got = {r.dst for r in k.routes_via(ns, set(k.device_names(ns)))}
+                assert got == want, ns
+    finally:
+        lifecycle.remove_fabric(state)
+    assert ours(fabric_name) == []
+
+
+def test_a_step_failing_in_a_worker_stops_the_bring_up_and_leaves_nothing(fabric_name,
+                                                                          state_dir,
+                                                                          monkeypatch):
+    """The worker's error names the step, as a serial bring-up's does, and everything any
+    worker made is undone."""
+    from fabric.net import apply
+
+    monkeypatch.setattr(apply, "PARALLEL_STEPS", 0)
+    plan = plan_fabric(parse_topology(LEAF_SPINE.format(name=fabric_name)), backend="userspace")
+    bad = AddRoute(plan.nodes["spine-0"].netns, "203.0.113.7/32", (("198.18.255.1", "eth0"),),
+                   plan.nodes["spine-0"].loopback)
+    plan.steps.insert(len(plan.steps) - 3, bad)
+    with pytest.raises(KernelError, match=r"adding route to 203.0.113.7/32 in fab\."):
+        lifecycle.bring_up(plan)
+    assert ours(fabric_name) == []
+    assert not (state_dir / fabric_name).exists()
+
+
 def test_killed_orchestrator_leftovers_are_removed_by_next_up(fabric_name, state_dir):
     """A `fabric up` killed mid-build leaves a 'building' state; the next up cleans it."""
     text = LEAF_SPINE.format(name=fabric_name)

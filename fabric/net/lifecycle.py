@@ -34,6 +34,7 @@ from typing import Any
 from ..errors import FabricStateError
 from ..plan import FabricPlan, parse_netns_name
 from ..topology.document import roce_classes
+from .apply import apply_steps
 from .daemon import DaemonSpec, alive, interrupts_held, spawn_daemon, stop_process
 from .kernel import NETNS_ETC_DIR, NETNS_RUN_DIR, Kernel
 
@@ -270,12 +271,7 @@ def _claim(plan: FabricPlan, kept: bool, say: Callable[[str], None] | None) -> F
 def _build(plan: FabricPlan, state: FabricState, daemons: Sequence[DaemonSpec],
            progress: Progress | None) -> FabricState:
     try:
-        with Kernel() as k:
-            total = len(plan.steps)
-            for i, step in enumerate(plan.steps):
-                k.apply(step)
-                if progress is not None and (i % 50 == 0 or i == total - 1):
-                    progress(i + 1, total)
+        apply_steps(plan.steps, progress=progress)
         if plan.link_backend.engine:
             state.engine_pid = start_engine(plan, state)
         if plan.switches:
