@@ -144,7 +144,8 @@ def cc_warnings(topo: Topology) -> list[str]:
     """Where a class's congestion control cannot work as its paper has it on this fabric."""
     if topo.traffic is None:
         return []
-    roce = {f.cls for f in topo.traffic.flows if f.transport == "roce"}
+    # the flows a class's policy drives: RoCE's queue pairs and the UDP transport's flows
+    roce = {f.cls for f in topo.traffic.flows if f.transport in ("roce", "udp")}
     sw = topo.switches
     out = []
     for c in topo.classes:

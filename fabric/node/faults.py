@@ -96,16 +96,17 @@ class _FaultyUdp:
         stats: dict[str, int] = self._endpoint.statistics()
         return stats
 
-    async def send_unit(self, dst: str, unit: np.ndarray, tos: int) -> None:
+    async def send_unit(self, dst: str, unit: np.ndarray, tos: int, *rest: Any) -> None:  # noqa: ANN401
+        """The endpoint's `send_unit`; `rest` (the flow's congestion control) passes through."""
         dec = FrameDecoder()
         dec.receive_data(memoryview(unit)[: 4 + MAX_HEADER])  # type: ignore[arg-type]
         chunk = chunk_header(dec.next_event())
         if chunk is None:
-            await self._endpoint.send_unit(dst, unit, tos)
+            await self._endpoint.send_unit(dst, unit, tos, *rest)
             return
         for frame in self._fault.frames(chunk.xfer, chunk.index, chunk.count, unit,
                                         unit.nbytes - chunk.nbytes):
-            await self._endpoint.send_unit(dst, frame, tos)
+            await self._endpoint.send_unit(dst, frame, tos, *rest)
 
 
 def wrap_endpoints(endpoints: MutableMapping[str, Any], fault: Fault) -> None:

@@ -44,6 +44,7 @@ class NodeConfig:
     udp_mss: int = 1440  # UDP payload per segment: the fabric's smallest MTU - 28 - 32
     udp_window: dict[str, int] = field(default_factory=dict)  # peer -> segments in flight
     roce: dict[str, Any] = field(default_factory=dict)  # see fabric.run.traffic.roce_plan
+    udp: dict[str, Any] = field(default_factory=dict)  # see fabric.run.traffic.udp_plan
 
 
 class NodeSide(Protocol):

@@ -2,13 +2,19 @@
 unit of `fabric.wire.udp`, cut to the path MTU, with selective NACKs and a retransmission timer.
 
 One UDP socket per node (port `UDP_PORT`) carries data, ACKs and NACKs for every peer. A sender
-keeps one chunk in flight per (peer, class) with a fixed window sized to the path's
-bandwidth-delay product plus its first queue, and a retransmission timeout from measured RTTs
+keeps one chunk in flight per (peer, class) and a retransmission timeout from measured RTTs
 (RFC 6298, Karn's rule). What it learns of a peer's path (RTT, RTO, and whether the path
-reorders, which sets RACK's reordering window) carries from one chunk to the next. There is no
-congestion control here (the RoCE-style transport with pluggable congestion control replaces
-this): flows sharing a bottleneck overrun its queue, which shows up as drops and
-retransmissions, which the run counts.
+reorders, which sets RACK's reordering window) carries from one chunk to the next.
+
+Congestion control: each (peer, class) is one flow driven by its class's `cc:` policy, the
+same `fabric.cc` objects the RoCE transport uses, through `fabric.wire.udp.FlowControl`: the
+policy's rate paces the segments, its window (if it has one) limits them in flight, and every
+ACK tells it what was delivered, the RTT sample and how many segments arrived CE-marked (data
+is ECT(0) when the policy reacts to ECN, and the receiver reads each datagram's TOS); a loss
+recovery or a timeout is a NAK to it. `none`, the default, paces at the path's first-hop rate
+within a fixed window of the path's tightest queue: one flow does not overrun that queue, but
+flows sharing a bottleneck do, which shows up as drops and retransmissions, which the run
+counts. The policy runs in fabric time, as RoCE's do (`cfg.udp`: `fabric.run.traffic.udp_plan`).
 
 The endpoint's statistics say what the reliability cost: `udp_sent_bytes` (every DATA
 payload byte put on the wire, repeats included) against `udp_unit_bytes` (each chunk's frame
@@ -20,14 +26,16 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import trio
 
+from ..cc import make_cc, resolve_cc
 from ..kv.content import chunk_view, digest
 from ..kv.layout import chunks_of
+from ..net.tun import TimerFd
 from ..traffic import Transfer
 from ..units import format_size
 from ..wire.frames import MAX_HEADER, FrameDecoder, chunk_header, encode_chunk_header
@@ -35,6 +43,7 @@ from ..wire.udp import (
     ACK,
     DATA,
     FIN,
+    FlowControl,
     PathEstimate,
     UdpReceiver,
     UdpSender,
@@ -49,6 +58,12 @@ WINDOW_SEGMENTS = 128
 RTO_NS = 100_000_000
 ACK_TICK = 0.001
 COMPLETION_ACKS = 3
+ECT0 = 0b10
+MAX_WINDOW_SEGMENTS = 4096  # a policy's window never lets more than this be in flight
+# A paced sender sleeps at least this long (host time): the pacing clock lets it catch up on
+# the slots it slept through (`FlowControl`), so a wake-up per segment is not needed; the
+# first hop's link serialises a burst this short at its own rate anyway.
+PACE_QUANTUM_NS = 100_000
 
 
 @dataclass
@@ -68,7 +83,7 @@ class UdpEndpoint:
         self.sock = sock
         self.mss = node.cfg.udp_mss
         self.inbound: dict[tuple[int, int], _Inbound] = {}
-        self.outbound: dict[int, tuple[UdpSender, trio.Event]] = {}
+        self.outbound: dict[int, tuple[UdpSender, Callable[[], None]]] = {}
         self.next_unit = 1
         self.flow_id = sorted(node.cfg.peers).index(node.cfg.name) + 1
         self.retransmitted = 0
@@ -77,33 +92,65 @@ class UdpEndpoint:
         self.sent_bytes = 0
         self.unit_bytes = 0
         self.paths: dict[str, PathEstimate] = {}  # per peer: what earlier units learnt
+        self.flows: dict[tuple[str, str], FlowControl] = {}  # per (peer, class)
+        self.ce_marked = 0  # data segments that arrived CE-marked
 
     def statistics(self) -> dict[str, int]:
-        return {"udp_retransmitted": self.retransmitted, "udp_spurious": self.spurious,
-                "udp_timeouts": self.timeouts, "udp_sent_bytes": self.sent_bytes,
-                "udp_unit_bytes": self.unit_bytes}
+        out = {"udp_retransmitted": self.retransmitted, "udp_spurious": self.spurious,
+               "udp_timeouts": self.timeouts, "udp_sent_bytes": self.sent_bytes,
+               "udp_unit_bytes": self.unit_bytes}
+        if self.flows:
+            out["udp_cc_losses"] = sum(f.losses for f in self.flows.values())
+            out["udp_cc_marked_bytes"] = sum(f.marked_bytes for f in self.flows.values())
+        if self.ce_marked:
+            out["udp_ce_marked"] = self.ce_marked
+        return out
+
+    def open_flow(self, dst: str, cls: str) -> tuple[FlowControl | None, int]:
+        """The congestion control of the flow to `dst` in `cls` (shared by its units) and the
+        TOS its data leaves with (ECT(0) when the policy reacts to ECN). No plan for UDP
+        (`cfg.udp`): no control, the sender's fixed window alone."""
+        tos = (int(self.node.cfg.classes.get(cls, {}).get("dscp", 0)) << 2) & 0xFC
+        plan = self.node.cfg.udp
+        c, peer = plan.get("classes", {}).get(cls), plan.get("peers", {}).get(dst)
+        if c is None or peer is None:
+            return None, tos
+        key = (dst, cls)
+        if key not in self.flows:
+            cc = make_cc(c["cc"], line_rate_bps=int(peer["rate_bps"]),
+                         base_rtt_ns=int(peer["base_rtt_ns"]), mtu=self.mss, **c["cc_params"])
+            self.flows[key] = FlowControl(cc, scale=float(plan["time_scale"]),
+                                          origin_ns=self.node.cfg.t0_ns,
+                                          max_window_bytes=MAX_WINDOW_SEGMENTS * self.mss)
+        if "ecn" in resolve_cc(c["cc"]).needs:
+            tos |= ECT0
+        return self.flows[key], tos
 
     async def receive_loop(self) -> None:
+        anc = socket.CMSG_SPACE(1)  # the datagram's TOS (IP_RECVTOS): its ECN field
         while True:
-            data, addr = await self.sock.recvfrom(65536)
+            data, ancdata, _flags, addr = await self.sock.recvmsg(65536, anc)
             now = time.monotonic_ns()
             seg, payload = unpack_segment(data)
             if seg.flags & DATA:
-                await self._on_data(seg, payload, addr, now)
+                ce = bool(ancdata) and ancdata[0][2][0] & 3 == 3
+                await self._on_data(seg, payload, addr, now, ce)
             elif seg.flags & ACK and seg.transfer in self.outbound:
                 sender, wake = self.outbound[seg.transfer]
                 sender.on_ack_segment(seg, payload, now)  # cumulative, horizon, NACKs
-                wake.set()
+                wake()
 
     async def _on_data(self, seg, payload: memoryview, addr: tuple[str, int],  # noqa: ANN001
-                       now: int) -> None:
+                       now: int, ce: bool = False) -> None:
         key = (seg.flow, seg.transfer)
         inb = self.inbound.get(key)
         if inb is None:
             inb = self.inbound[key] = _Inbound(
                 UdpReceiver(seg.flow, seg.transfer, seg.total, self.mss),
                 np.empty(seg.total, dtype=np.uint8), addr, now)
-        if inb.rx.on_data(seg.seq, seg.offset, len(payload), now):
+        if ce:
+            self.ce_marked += 1
+        if inb.rx.on_data(seg.seq, seg.offset, len(payload), now, ce):
             inb.buf[seg.offset: seg.offset + len(payload)] = np.frombuffer(payload, np.uint8)
             self.node.rx_bytes += len(payload)
         completed = inb.rx.complete and not inb.done
@@ -151,20 +198,34 @@ class UdpEndpoint:
         self.node.on_chunk(chunk.xfer, chunk.index, n, chunk.t_start, chunk.t_send,
                            inb.t_first, now, ok)
 
-    async def send_unit(self, dst: str, unit: np.ndarray, tos: int) -> None:
-        """Move one chunk's frame reliably; returns when the receiver has all of it."""
+    async def send_unit(self, dst: str, unit: np.ndarray, tos: int,
+                        control: FlowControl | None = None) -> None:
+        """Move one chunk's frame reliably, paced and windowed by the flow's `control`;
+        returns when the receiver has all of it."""
         uid = self.next_unit
         self.next_unit += 1
         dst_addr = self.node.cfg.peers[dst]
         window = self.node.cfg.udp_window.get(dst, WINDOW_SEGMENTS)
         path = self.paths.setdefault(dst, PathEstimate.initial(RTO_NS))
         sender = UdpSender(self.flow_id, uid, unit.nbytes, self.mss, window, path.rto_ns,
-                           path=path)
-        wake = trio.Event()
-        self.outbound[uid] = (sender, wake)
+                           path=path, control=control)
         view = memoryview(unit)  # type: ignore[arg-type]
+        # A paced sender sleeps on a timerfd (microsecond wake-ups for its pacing slots, where
+        # trio's own timeouts are millisecond-coarse); an ACK fires it at once.
+        timer = TimerFd() if control is not None else None
+        woken = [False]
+        wake = trio.Event()
+
+        def on_ack() -> None:
+            woken[0] = True
+            wake.set()
+            if timer is not None:
+                timer.set_abs(1)
+
+        self.outbound[uid] = (sender, on_ack)
         try:
             while not sender.done:
+                woken[0] = False
                 for seq, offset, length in sender.segments_to_send(time.monotonic_ns()):
                     flags = DATA | (FIN if seq == sender.segments - 1 else 0)
                     hdr = pack_segment(flags, self.flow_id, uid, seq, offset, unit.nbytes)
@@ -176,13 +237,24 @@ class UdpEndpoint:
                 if sender.done:
                     break
                 deadline = sender.next_deadline()
+                if timer is not None:
+                    if woken[0]:  # an ACK came in while sending: read what it allows
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    now = time.monotonic_ns()
+                    timer.set_abs(now + 1_000_000_000 if deadline is None
+                                  else max(deadline, now + PACE_QUANTUM_NS))
+                    await trio.lowlevel.wait_readable(timer.fileno())
+                    timer.clear()
+                    continue
                 timeout = 1.0 if deadline is None else \
                     max(0.0, (deadline - time.monotonic_ns()) / 1e9)
                 with trio.move_on_after(timeout):
                     await wake.wait()
                 wake = trio.Event()
-                self.outbound[uid] = (sender, wake)
         finally:
+            if timer is not None:
+                timer.close()
             self.retransmitted += sender.retransmitted
             self.spurious += sender.spurious
             self.timeouts += sender.timeouts
@@ -196,6 +268,7 @@ async def serve_udp(node: NodeSide, task_status: trio.TaskStatus[None] = trio.TA
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
     await sock.bind((node.cfg.address, UDP_PORT))
     ep = node.endpoints["udp"] = UdpEndpoint(node, sock)
     task_status.started()
@@ -216,7 +289,7 @@ async def udp_sender(node: NodeSide, dst: str, cls: str,
     header written right in front of it, so each segment is a slice of one buffer.
     """
     ep = node.endpoints["udp"]  # serve_udp runs first
-    tos = (int(node.cfg.classes.get(cls, {}).get("dscp", 0)) << 2) & 0xFC
+    control, tos = ep.open_flow(dst, cls)
     buf = np.empty(0, dtype=np.uint8)
     async for tr, t_start in queue:
         chunks = chunks_of(tr)
@@ -230,7 +303,7 @@ async def udp_sender(node: NodeSide, dst: str, cls: str,
             assert len(header) <= HEADER_ROOM
             start = HEADER_ROOM - len(header)
             buf[start:HEADER_ROOM] = np.frombuffer(header, np.uint8)
-            await ep.send_unit(dst, buf[start: HEADER_ROOM + spec.nbytes], tos)
+            await ep.send_unit(dst, buf[start: HEADER_ROOM + spec.nbytes], tos, control)
         node.transfer_sent(tr)
 
 

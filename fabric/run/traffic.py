@@ -227,10 +227,10 @@ def _account_unreported(result: RunResult) -> None:
 def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) -> dict:
     """Per peer a UDP sender reaches: how many segments it may have in flight.
 
-    A window leaves in one burst (this transport neither paces nor has congestion control),
-    so it is what the path's tightest queue absorbs: the smallest queue on the path in
-    segments (16..1024). Queues default to at least one bandwidth x round trip, so the
-    window still fills the path.
+    A rate-based congestion control (`none`, the default, paces at the first hop's rate)
+    leaves this window to bound what is in flight, so it is what the path's tightest queue
+    absorbs: the smallest queue on the path in segments (16..1024). Queues default to at
+    least one bandwidth x round trip, so the window still fills the path.
     """
     from itertools import pairwise
 
@@ -246,6 +246,26 @@ def udp_windows(name: str, topo: Topology, transfers: list[Transfer], mss: int) 
     return out
 
 
+def udp_plan(name: str, topo: Topology, transfers: list[Transfer]) -> dict:
+    """What a node's UDP senders need for congestion control, in fabric units: the time
+    scale, each class's policy (`cc:`, `cc_params:`, as RoCE flows pick theirs) and, per peer
+    it sends UDP to, the path's line rate (first hop, as a NIC's) and base RTT."""
+    dsts = sorted({t.dst for t in transfers if t.src == name and t.transport == "udp"})
+    if not dsts:
+        return {}
+    from fabric.topology.paths import path_figures
+
+    peers = {}
+    for dst in dsts:
+        pf = path_figures(topo, name, dst)
+        rate = pf.first_hop_bps or pf.bottleneck_bps or 100_000_000_000
+        peers[dst] = {"rate_bps": rate, "base_rtt_ns": pf.base_rtt_ns}
+    return {"time_scale": topo.time_scale,
+            "classes": {c.name: {"cc": c.cc, "cc_params": dict(c.cc_params)}
+                        for c in topo.classes},
+            "peers": peers}
+
+
 def _plan_for(name: str, state: FabricState, topo: Topology, transfers: list[Transfer],
               block_ops: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     mss = mss_for_mtu(min((link.forward.mtu for link in topo.links), default=1500))
@@ -258,6 +278,7 @@ def _plan_for(name: str, state: FabricState, topo: Topology, transfers: list[Tra
         "expects": [t.to_dict() for t in transfers if t.dst == name],
         "udp_mss": mss,
         "udp_window": udp_windows(name, topo, transfers, mss),
+        "udp": udp_plan(name, topo, transfers),
         "roce": roce_plan(name, topo, transfers),
         # with a timeline, when each retransmission happened tells one failure's from another's
         "sample_counters": topo.events is not None,
@@ -459,4 +480,4 @@ def progress_printer() -> Callable[[str, bool], None]:
 
 
 __all__ = ["RunResult", "link_delta", "machines", "onto_runner_clock", "progress_printer",
-           "read_link_stats", "run_traffic"]
+           "read_link_stats", "run_traffic", "udp_plan"]

@@ -48,13 +48,16 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from fabric.cc.base import NS_PER_S, CongestionControl
 from fabric.wire.frames import ProtocolError
 
 __all__ = [
     "ACK",
     "DATA",
     "DSACK",
+    "ECE",
     "FIN",
+    "FlowControl",
     "HEADER_SIZE",
     "MAGIC",
     "MAX_DSACKS",
@@ -63,6 +66,7 @@ __all__ = [
     "Segment",
     "UdpReceiver",
     "UdpSender",
+    "ack_ce_count",
     "mss_for_mtu",
     "pack_ack",
     "pack_segment",
@@ -77,8 +81,9 @@ ACK: Final = 0x02
 NACK: Final = 0x04
 FIN: Final = 0x08
 DSACK: Final = 0x10
+ECE: Final = 0x20  # ACK: the payload starts with a u32 count of CE-marked segments
 MAX_DSACKS: Final = 16  # duplicates one ACK reports; more in between go unreported
-_KNOWN_FLAGS = DATA | ACK | NACK | FIN | DSACK
+_KNOWN_FLAGS = DATA | ACK | NACK | FIN | DSACK | ECE
 IP_UDP_OVERHEAD: Final = 28  # IPv4 20 + UDP 8
 
 _HEADER = struct.Struct("!HBBIIIQQ")
@@ -126,7 +131,7 @@ def unpack_segment(data: bytes | bytearray | memoryview) -> tuple[Segment, memor
     if magic != MAGIC:
         raise ProtocolError(f"segment magic {magic:#06x} is not {MAGIC:#06x}")
     if (flags & ~_KNOWN_FLAGS or not flags & (DATA | ACK) or (flags & DATA and flags & ACK)
-            or (flags & DSACK and not flags & ACK)):
+            or (flags & (DSACK | ECE) and not flags & ACK)):
         raise ProtocolError(f"segment flags {flags:#04x} are not a valid combination")
     if reserved:
         raise ProtocolError(f"segment reserved byte is {reserved}, must be 0")
@@ -135,24 +140,31 @@ def unpack_segment(data: bytes | bytearray | memoryview) -> tuple[Segment, memor
 
 def pack_ack(flow: int, transfer: int, total: int, cum_seq: int, horizon: int,
              nacks: list[int] | tuple[int, ...] = (),
-             dsacks: list[int] | tuple[int, ...] = ()) -> bytes:
-    """An ACK datagram: cumulative ack, horizon, the missing seqs in [cum_seq, horizon), and
-    the seqs that arrived twice since the last ACK (`dsacks`)."""
+             dsacks: list[int] | tuple[int, ...] = (), ce: int = 0) -> bytes:
+    """An ACK datagram: cumulative ack, horizon, the missing seqs in [cum_seq, horizon), the
+    seqs that arrived twice since the last ACK (`dsacks`) and how many segments arrived
+    CE-marked since the last ACK (`ce`, the ECN echo)."""
     if len(dsacks) > MAX_DSACKS:
         raise ValueError(f"{len(dsacks)} DSACK seqs; at most {MAX_DSACKS} fit an ACK")
     seqs = [len(dsacks), *dsacks, *nacks] if dsacks else list(nacks)
+    if ce:
+        seqs.insert(0, ce)
     try:
         payload = b"".join(_U32.pack(s) for s in seqs)
     except struct.error as exc:
         raise ValueError(f"ACK seq out of range: {exc}") from None
-    flags = ACK | (NACK if nacks else 0) | (DSACK if dsacks else 0)
+    flags = ACK | (NACK if nacks else 0) | (DSACK if dsacks else 0) | (ECE if ce else 0)
     return pack_segment(flags, flow, transfer, cum_seq, horizon, total, payload)
 
 
 def unpack_ack_payload(flags: int, payload: bytes | memoryview) -> tuple[list[int], list[int]]:
     """`(dsacks, nacks)` of an ACK's payload: the seqs that arrived twice and the missing
-    ones."""
-    seqs = unpack_nacks(payload) if flags & (NACK | DSACK) else []
+    ones (an ECN echo's count, `ack_ce_count`, is skipped)."""
+    seqs = unpack_nacks(payload) if flags & (NACK | DSACK | ECE) else []
+    if flags & ECE:
+        if not seqs:
+            raise ProtocolError("ECE flag on an ACK without its CE count")
+        seqs = seqs[1:]
     dsacks: list[int] = []
     if flags & DSACK:
         n = seqs[0] if seqs else 0
@@ -163,6 +175,16 @@ def unpack_ack_payload(flags: int, payload: bytes | memoryview) -> tuple[list[in
     if flags & NACK and not seqs:
         raise ProtocolError("NACK flag on an ACK without a missing seq")
     return dsacks, seqs
+
+
+def ack_ce_count(flags: int, payload: bytes | memoryview) -> int:
+    """How many segments an ACK reports as having arrived CE-marked since the ACK before it."""
+    if not flags & ECE:
+        return 0
+    if len(payload) < 4:
+        raise ProtocolError("ECE flag on an ACK without its CE count")
+    count: int = _U32.unpack_from(payload)[0]
+    return count
 
 
 def unpack_nacks(payload: bytes | memoryview) -> list[int]:
@@ -261,6 +283,127 @@ class PathEstimate:
                 self.reo_wnd_mult = 1
 
 
+LATE_CAP_NS: Final = 2_000_000
+CNP_INTERVAL_NS: Final = 4_000
+
+
+class FlowControl:
+    """One UDP flow's (peer, class) congestion control and pacing, across its transfers.
+
+    A `fabric.cc` policy decides; this feeds it what the UDP path can tell and turns its two
+    outputs into a pacing clock and a window. Every input is host time (`now_ns`, the
+    sender's clock); the policy runs in fabric time, `(now - origin_ns) / scale`, so it sees
+    the rates and delays of the topology file, as the RoCE transport's policies do.
+
+    * **Pacing.** Each segment sent moves the pacing clock on by its wire size (payload +
+      our header + IP/UDP) at the policy's `rate_bps` (over `scale` on the host). A sender
+      woken late may catch up by at most `late_cap_ns`: lateness costs burstiness, not rate.
+      A sender that stopped for its window or for data (`stalled`) restarts the clock when
+      it resumes: waiting for an ACK earns no burst.
+    * **Window.** The policy's `window_bytes` limits the payload in flight; a rate-based
+      policy (`None`) leaves the sender's own fixed window.
+    * **Signals.** Newly delivered bytes (cumulatively or selectively acknowledged) and the
+      ACK's RTT sample go to `on_ack`; the bytes of segments the receiver saw CE-marked go
+      first, with `ecn_echo` (DCTCP's marked fraction); an ACK with any CE mark is also a
+      CNP, at most one per `cnp_interval_ns` of fabric time (DCQCN's notification point, as
+      the RoCE receiver sends them). A loss recovery or a retransmission timeout is one
+      `on_nak`. The policy's own timers (DCQCN's) run whenever the flow is polled: at every
+      send slot and every ACK, rather than waking the sender on their own.
+    """
+
+    def __init__(self, cc: CongestionControl, *, scale: float = 1.0, origin_ns: int = 0,
+                 cnp_interval_ns: int = CNP_INTERVAL_NS, late_cap_ns: int = LATE_CAP_NS,
+                 overhead: int = IP_UDP_OVERHEAD + HEADER_SIZE,
+                 max_window_bytes: int | None = None) -> None:
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, not {scale}")
+        self.cc = cc
+        self.scale = scale
+        self.origin_ns = origin_ns
+        self.cnp_interval_ns = cnp_interval_ns
+        self.late_cap_ns = late_cap_ns
+        self.overhead = overhead
+        self.max_window_bytes = max_window_bytes
+        self._next_tx: int | None = None  # host ns the next segment may leave
+        self._last_cnp: int | None = None  # fabric ns
+        self.losses = 0  # loss events told to the policy
+        self.marked_bytes = 0  # acknowledged bytes the receiver saw CE-marked
+        self.cnps = 0
+
+    def fabric_ns(self, now_ns: int) -> int:
+        """Host time `now_ns` as the policy's (fabric) time."""
+        return int((now_ns - self.origin_ns) / self.scale)
+
+    @property
+    def rate_bps(self) -> float:
+        """The pacing rate on the host: the policy's rate over the time scale."""
+        return max(1, self.cc.rate_bps) / self.scale
+
+    @property
+    def window_bytes(self) -> int | None:
+        """Payload bytes the policy allows in flight (at most `max_window_bytes`), or None."""
+        w = self.cc.window_bytes
+        if w is None or self.max_window_bytes is None:
+            return w
+        return min(w, self.max_window_bytes)
+
+    def may_send(self, now_ns: int) -> bool:
+        """The pacing clock lets a segment leave now."""
+        return self._next_tx is None or now_ns >= self._next_tx
+
+    def next_send_ns(self, now_ns: int) -> int:
+        """When the pacing clock next lets a segment leave (host ns)."""
+        return now_ns if self._next_tx is None else max(now_ns, self._next_tx)
+
+    @property
+    def paced_ns(self) -> int:
+        """The pacing clock: when the next segment may leave (0 before the first)."""
+        return 0 if self._next_tx is None else self._next_tx
+
+    def stalled(self, now_ns: int) -> None:
+        """The sender stopped for its window or for want of data, not for the pacing clock:
+        when it resumes, the clock starts from then, so a pause is no credit for a burst."""
+        if self._next_tx is not None and self._next_tx <= now_ns:
+            self._next_tx = None
+
+    def sent(self, now_ns: int, payload: int) -> None:
+        """A segment of `payload` bytes left at `now_ns`: move the pacing clock on."""
+        start = now_ns if self._next_tx is None else max(self._next_tx,
+                                                         now_ns - self.late_cap_ns)
+        self._next_tx = start + round((payload + self.overhead) * 8 * NS_PER_S / self.rate_bps)
+
+    def poll(self, now_ns: int) -> None:
+        """Run the policy's timers that have fallen due."""
+        t = self.fabric_ns(now_ns)
+        at = self.cc.next_timer_ns()
+        if at is not None and at <= t:
+            self.cc.on_timer(t)
+
+    def on_ack(self, now_ns: int, acked_bytes: int, rtt_ns: int | None = None,
+               marked_bytes: int = 0) -> None:
+        """An ACK newly delivered `acked_bytes`, `marked_bytes` of them CE-marked; `rtt_ns`
+        its RTT sample (host time), if it had one."""
+        self.poll(now_ns)
+        t = self.fabric_ns(now_ns)
+        rtt = None if rtt_ns is None else max(1, int(rtt_ns / self.scale))
+        marked = min(marked_bytes, acked_bytes)
+        if marked:
+            self.marked_bytes += marked
+            if self._last_cnp is None or t - self._last_cnp >= self.cnp_interval_ns:
+                self._last_cnp = t
+                self.cnps += 1
+                self.cc.on_cnp(t)
+            self.cc.on_ack(t, marked, rtt, ecn_echo=True)
+            rtt = None
+        if acked_bytes > marked or rtt is not None:
+            self.cc.on_ack(t, acked_bytes - marked, rtt)
+
+    def on_loss(self, now_ns: int) -> None:
+        """A loss recovery began, or the retransmission timer fired."""
+        self.losses += 1
+        self.cc.on_nak(self.fabric_ns(now_ns))
+
+
 class UdpSender:
     """The sending end of one transfer: which segments to (re)send, and when.
 
@@ -273,12 +416,20 @@ class UdpSender:
     to every sender to one peer; with it, its RTO replaces `rto_ns`). `reorder_ns` fixes the
     reordering window instead of RACK's adaptive one; `nack_holdoff_ns` (default: the RTO) is
     how long a NACKed segment must have been outstanding before the NACK alone marks it lost.
+
+    `control` (a `FlowControl`, shared by every transfer of one flow) paces what the sender
+    sends and limits it by the congestion-control policy's window (else `window_segments`),
+    and is told what every ACK delivered and every loss; without it the sender sends all the
+    window allows at once, as it always did. With it, segments marked lost or timed out wait
+    for their pacing slot in a resend queue (ahead of new data, and outside the window: they
+    replace segments that left the path).
     """
 
     def __init__(self, flow: int, transfer: int, total: int, mss: int, window_segments: int,
                  rto_ns: int, *, nack_holdoff_ns: int | None = None,
                  reorder_ns: int | None = None, max_backoff: int = 8,
-                 path: PathEstimate | None = None) -> None:
+                 path: PathEstimate | None = None,
+                 control: FlowControl | None = None) -> None:
         if window_segments <= 0 or rto_ns <= 0:
             raise ValueError("window_segments and rto_ns must be positive")
         self.flow, self.transfer, self.total, self.mss = flow, transfer, total, mss
@@ -305,6 +456,9 @@ class UdpSender:
         self._dsack_round: int | None = None  # the window grows once until this is acked
         self._sample: int | None = None  # this ACK's RTT sample so far
         self._backoff = 1
+        self.control = control
+        self._resend: dict[int, bool] = {}  # paced: seq -> resent for the timer (else lost)
+        self._newly = 0  # payload bytes the ACK being read newly delivered
         self.sent = 0
         self.sent_bytes = 0
         self.retransmitted = 0
@@ -372,6 +526,8 @@ class UdpSender:
         self._lost.discard(seq)
         if entry is None:
             return
+        self._resend.pop(seq, None)
+        self._newly += self.segment(seq)[2]
         at, serial = entry
         rtt = now_ns - at
         path = self.path
@@ -412,7 +568,9 @@ class UdpSender:
 
     def segments_to_send(self, now_ns: int) -> list[tuple[int, int, int]]:
         """Segments to transmit now: ones marked lost, timed-out ones, then new ones in the
-        window."""
+        window (with a `control`, only as many as its pacing clock lets leave now)."""
+        if self.control is not None:
+            return self._paced(now_ns, self.control)
         out: list[tuple[int, int, int]] = []
         self._detect_losses(now_ns)
         if self._lost:
@@ -445,6 +603,69 @@ class UdpSender:
             self._next += 1
         return out
 
+    def _paced(self, now_ns: int, control: FlowControl) -> list[tuple[int, int, int]]:
+        """`segments_to_send` under a `FlowControl`: losses and timeouts queue resends and
+        tell the policy; then segments leave one pacing slot at a time, resends first, new
+        ones while the window has room."""
+        out: list[tuple[int, int, int]] = []
+        control.poll(now_ns)
+        self._detect_losses(now_ns)
+        if self._lost:
+            if self._recover is None:
+                self._recover = self._next
+                control.on_loss(now_ns)  # one cut per recovery, as TCP's
+            for seq in sorted(self._lost):
+                if seq in self._out:
+                    self._resend.setdefault(seq, False)
+            self._lost.clear()
+        rto = self.path.rto_ns * self._backoff
+        expired = []
+        for seq, (at, _) in self._out.items():
+            if at + rto > now_ns:
+                break
+            if seq not in self._resend:
+                expired.append(seq)
+        if expired:
+            self.timeouts += 1
+            self._backoff = min(self._backoff * 2, self.max_backoff)
+            control.on_loss(now_ns)
+            for seq in expired:
+                self._resend[seq] = True
+        while control.may_send(now_ns):
+            if self._resend:
+                seq = next(iter(self._resend))
+                timed = self._resend.pop(seq)
+                self._send(seq, now_ns, out)
+                (self._timed_out if timed else self._fast).add(seq)
+                (self._fast if timed else self._timed_out).discard(seq)
+            elif self._window_open():
+                self._send(self._next, now_ns, out)
+                self._next += 1
+            else:
+                control.stalled(now_ns)
+                break
+            control.sent(now_ns, out[-1][2])
+        return out
+
+    def _window_open(self) -> bool:
+        """A new segment may leave: there is one, and the window has room for it (one
+        segment may always be in flight, so a window below one segment cannot stall)."""
+        if self._next >= self.segments:
+            return False
+        assert self.control is not None
+        window = self.control.window_bytes
+        if window is None:
+            window = self.window_segments * self.mss
+        in_flight = (len(self._out) - len(self._resend)) * self.mss
+        return in_flight <= 0 or in_flight + self.segment(self._next)[2] <= window
+
+    def _fed(self, ce: int, now_ns: int) -> None:
+        """Tell the flow's policy what the ACK just read delivered (its RTT sample is still
+        pending in `_sample`), `ce` segments of it CE-marked."""
+        newly, self._newly = self._newly, 0
+        if self.control is not None and (newly or self._sample is not None):
+            self.control.on_ack(now_ns, newly, self._sample, ce * self.mss)
+
     def _rtt_sample(self) -> None:
         """One RTT sample per ACK (RFC 6298): the longest RTT of the segments it newly reports
         that were sent only once (Karn). Not the newest one's: on a reordering path that is
@@ -457,6 +678,7 @@ class UdpSender:
     def on_ack(self, cum_seq: int, now_ns: int) -> None:
         """The receiver has every seq below `cum_seq`."""
         self._cumulative(cum_seq, now_ns)
+        self._fed(0, now_ns)
         self._rtt_sample()
 
     def _cumulative(self, cum_seq: int, now_ns: int) -> None:
@@ -481,6 +703,7 @@ class UdpSender:
         seq in [acked, horizon) has arrived: what RACK judges losses by. A NACKed seq
         outstanding for `nack_holdoff_ns` is lost whatever else arrived."""
         self._selective(seqs, now_ns, horizon)
+        self._fed(0, now_ns)
         self._rtt_sample()
 
     def _selective(self, seqs: list[int] | tuple[int, ...], now_ns: int,
@@ -523,17 +746,28 @@ class UdpSender:
             self.on_dsack(seq)
         self._cumulative(segment.seq, now_ns)
         self._selective(nacks, now_ns, segment.offset)
+        self._fed(ack_ce_count(segment.flags, payload), now_ns)
         self._rtt_sample()
 
     def next_deadline(self) -> int | None:
         """The earlier of the reorder timer and the oldest unacked segment's timeout (None
-        when nothing is outstanding)."""
-        if self.done or not self._out:
+        when nothing is outstanding); with a `control`, also the next pacing slot while a
+        resend waits or the window has room for a new segment."""
+        if self.done:
             return None
-        oldest = next(iter(self._out.values()))[0]
-        rto_at = oldest + self.path.rto_ns * self._backoff
-        reo = self._reo_deadline
-        return rto_at if reo is None else min(reo, rto_at)
+        at = None
+        # the oldest segment not already waiting for its resend's pacing slot
+        oldest = next((t for seq, (t, _) in self._out.items() if seq not in self._resend),
+                      None)
+        if oldest is not None:
+            at = oldest + self.path.rto_ns * self._backoff
+            if self._reo_deadline is not None:
+                at = min(at, self._reo_deadline)
+        control = self.control
+        if control is not None and (self._resend or self._window_open()):
+            slot = control.paced_ns
+            at = slot if at is None else min(at, slot)
+        return at
 
 
 class UdpReceiver:
@@ -565,6 +799,11 @@ class UdpReceiver:
         self.dsacks: list[int] = []
         """The duplicates the last `make_ack()` reports (those since the one before, at most
         `MAX_DSACKS`)."""
+        self._ce_pending = 0
+        self.ce = 0
+        """The CE-marked new segments the last `make_ack()` reports (those since the one
+        before): the ECN echo the sender's congestion control reads."""
+        self.ce_marked = 0  # every new segment that arrived CE-marked
 
     @property
     def complete(self) -> bool:
@@ -579,8 +818,10 @@ class UdpReceiver:
     def _due(self, at: int) -> None:
         self._due_at = at if self._due_at is None else min(self._due_at, at)
 
-    def on_data(self, seq: int, offset: int, length: int, now_ns: int) -> bool:
-        """A DATA segment arrived; True if it is new (the caller then stores its payload)."""
+    def on_data(self, seq: int, offset: int, length: int, now_ns: int, ce: bool = False,
+                ) -> bool:
+        """A DATA segment arrived; True if it is new (the caller then stores its payload).
+        `ce`: it arrived CE-marked (its IP ECN field), which the next ACK echoes."""
         if seq >= self.segments:
             raise ProtocolError(f"segment seq {seq} beyond the transfer's {self.segments}")
         expect = min(self.mss, self.total - seq * self.mss)
@@ -597,6 +838,8 @@ class UdpReceiver:
             return False
         self._have[seq] = 1
         self._count += 1
+        if ce:
+            self._ce_pending += 1
         if seq > self._high:  # skipped over seqs never seen: a new hole
             self._due(now_ns)
         self._high = max(self._high, seq + 1)
@@ -640,6 +883,8 @@ class UdpReceiver:
             pos += 1
         self.horizon = max(horizon, self._cum)
         self.dsacks, self._dups = self._dups, []
+        self.ce, self._ce_pending = self._ce_pending, 0
+        self.ce_marked += self.ce
         self._pending = 0
         self._due_at = None
         return self._cum, nacks
@@ -648,4 +893,4 @@ class UdpReceiver:
         """`make_ack()` packed as an ACK datagram, horizon and DSACK included."""
         cum, nacks = self.make_ack()
         return pack_ack(self.flow, self.transfer, self.total, cum, self.horizon, nacks,
-                        self.dsacks)
+                        self.dsacks, self.ce)
