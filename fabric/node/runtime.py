@@ -740,6 +740,7 @@ async def serve_node(ctl_fd: int, name: str) -> None:
         sends=[Transfer.from_dict(d) for d in plan["sends"]],
         expects=[Transfer.from_dict(d) for d in plan["expects"]],
         udp_mss=plan["udp_mss"], udp_window=plan["udp_window"], roce=plan.get("roce", {}),
+        udp=plan.get("udp", {}),
     )
     node = Node(cfg, ctl, block_ops=plan.get("block_ops"))
     rss_start = _vm("VmRSS")
