@@ -13,6 +13,9 @@ missing seq in `[seq, horizon)`, so every other seq in that range has arrived (a
 The horizon is the highest seq seen + 1, or the last NACKed seq + 1 when the list was cut at
 `max_nacks`. With DSACK the payload starts, before the NACK list, with a u32 count and that many
 seqs that arrived again since the last ACK (RFC 2883's duplicate SACK, at most `MAX_DSACKS`).
+With ECE (the ECN echo) the payload starts, before all of that, with a u32 count of the
+segments that arrived CE-marked since the last ACK: what a congestion-control policy reads
+(`FlowControl`).
 `mss = mtu - 28 - 32` (IPv4 + UDP headers, then ours).
 
 Why selective NACKs rather than RoCE's go-back-N: a cross-cluster link with 1-30 % loss and a
