@@ -17,6 +17,17 @@ links at 1 Gbit/s:
 - **reachable**: host-0 pings the last host once through the fabric before it goes down;
 - **leftovers**: namespaces of this run's fabrics still present at the end (must be 0).
 
+With `--traffic N` (default 256), one `fabric run`-style run of all-to-all KV traffic through
+the size-N fabric between `--per-leaf` hosts of every leaf (default 2: 24 hosts, 552 ordered
+pairs, every pair's path crossing the spines but its own leaf's), each ordered pair one
+transfer of `--pair-tokens` tokens of Llama-3.1-8B's KV (one chunk per layer at least: 2 MiB
+a transfer), digests checked: wall time from first send to last chunk, the bytes moved as
+emulated Gbit/s, the CPU seconds every process spent (runner, node processes, link engine)
+per emulated Gbit moved, and integrity (every transfer ok, every chunk's digest matched).
+Every host against every host (`--per-leaf 0`) is an incast of N-1 TCP flows into each 1
+Gbit/s host link: it collapses as TCP incast does (a 56-host run moved 6 GiB at 0.06
+Gbit/s, its flows waiting out retransmission timeouts), which measures TCP, not the fabric.
+
 With `--profile N`, one more bring-up of the size-N fabric runs under cProfile and the top
 entries by own time and by cumulative time are printed and saved: where the time goes.
 Writes JSON and a plot of seconds per namespace against size (where it stops being flat is
@@ -29,7 +40,9 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -99,6 +112,61 @@ def point(size: int, backend: str, tag: str) -> dict:
             "links": len(topo.links), "steps": len(plan.steps)}
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a live process, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def traffic(size: int, backend: str, pair_tokens: int, per_leaf: int) -> dict:
+    """All-to-all KV traffic between `per_leaf` hosts of every leaf (0: every host) of the
+    size-`size` fabric."""
+    from fabric.run.traffic import run_traffic
+
+    text = topology(size, "sctr")
+    links = parse_topology(text).links
+    by_leaf: dict[str, list[str]] = {}
+    for lk in links:
+        ends = sorted((lk.a, lk.b), key=lambda n: not n.startswith("leaf-"))
+        if ends[0].startswith("leaf-") and ends[1].startswith("host-"):
+            by_leaf.setdefault(ends[0], []).append(ends[1])
+    hosts = [h for leaf in by_leaf.values() for h in (leaf[:per_leaf] if per_leaf else leaf)]
+    text += ("traffic:\n  chunk: 64KiB\n  flows:\n    - {pattern: all-to-all, from: ["
+             + ", ".join(hosts) + f"], model: llama-3.1-8b, tokens: {pair_tokens}, requests: 1}}\n")
+    topo = parse_topology(text)
+    state = lifecycle.bring_up(plan_fabric(topo, backend=backend))
+    try:
+        engine0 = _cpu_s(state.engine_pid) if state.engine_pid else 0.0
+        self0 = resource.getrusage(resource.RUSAGE_SELF)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        res = run_traffic(state, topo, timeout=900.0)
+        wall = time.perf_counter() - t0
+        engine = (_cpu_s(state.engine_pid) - engine0) if state.engine_pid else 0.0
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        lifecycle.remove_fabric(state)
+    cpu = {"runner": self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime,
+           "nodes": kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime,
+           "engine": engine}
+    moved = sum(c.nbytes for c in res.chunk_records)
+    span_ns = max((c.t_last_ns for c in res.chunk_records), default=0) - min(
+        (c.t_send_ns for c in res.chunk_records), default=0)
+    gbit = moved * 8 / 1e9
+    ok = sum(1 for t in res.transfer_records if t.status == "ok")
+    return {"namespaces": size, "hosts": len(hosts), "per_leaf": per_leaf,
+            "transfers": len(res.transfers),
+            "transfers_ok": ok, "chunks": len(res.chunk_records),
+            "chunks_bad": sum(1 for c in res.chunk_records if not c.ok),
+            "errors": res.errors[:5], "bytes": moved, "wall_s": wall,
+            "span_s": span_ns / 1e9, "gbit_per_s": gbit / (span_ns / 1e9) if span_ns else 0.0,
+            "cpu_s": cpu, "cpu_s_per_gbit": sum(cpu.values()) / gbit if gbit else None,
+            "ready_s": res.ready_seconds,
+            "integrity": ok == len(res.transfers) and not res.errors
+            and all(c.ok for c in res.chunk_records)}
+
+
 def profile(size: int, backend: str) -> dict:
     topo = parse_topology(topology(size, "scprof"))
     prof = cProfile.Profile()
@@ -124,6 +192,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backend", default="userspace")
     ap.add_argument("--profile", type=int, default=0, help="profile one bring-up of this size")
+    ap.add_argument("--traffic", type=int, default=256,
+                    help="all-to-all KV traffic through this size (0: none)")
+    ap.add_argument("--pair-tokens", type=int, default=1,
+                    help="tokens of KV each ordered host pair moves (at least 2 MiB)")
+    ap.add_argument("--per-leaf", type=int, default=2,
+                    help="hosts of each leaf in the all-to-all (0: every host)")
     ap.add_argument("--json", default="results/bench_scale.json")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -147,6 +221,8 @@ def main() -> int:
                   f"(ip -batch {row['ip_batch_up_s']['median']:.2f} s), down "
                   f"{row['down_s']['median']:.2f} s, reachable {row['reachable']}",
                   flush=True)
+        tr = (traffic(args.traffic, args.backend, args.pair_tokens, args.per_leaf)
+              if args.traffic else None)
         prof = profile(args.profile, args.backend) if args.profile else None
     finally:
         left = [ns for ns in Kernel.list_netns() if ns.startswith(mine)]
@@ -163,6 +239,17 @@ def main() -> int:
               f"{u['median'] / r['ip_batch_up_s']['median']:>6.1f} "
               f"{r['down_s']['median']:>7.2f} {r['memory_kib']['median'] / 1024:>7.0f} "
               f"{'yes' if r['reachable'] else 'NO':>5}")
+    if tr:
+        c = tr["cpu_s"]
+        print(f"all-to-all through {tr['namespaces']} namespaces: {tr['hosts']} hosts, "
+              f"{tr['transfers']:,} transfers of {args.pair_tokens} tokens "
+              f"({tr['bytes'] / 2**30:.2f} GiB) in {tr['span_s']:.1f} s (wall "
+              f"{tr['wall_s']:.1f} s with {tr['ready_s']:.1f} s of node start-up): "
+              f"{tr['gbit_per_s']:.2f} Gbit/s emulated; CPU "
+              f"{sum(c.values()):.1f} s (runner {c['runner']:.1f}, nodes {c['nodes']:.1f}, "
+              f"engine {c['engine']:.1f}) = {tr['cpu_s_per_gbit']:.2f} CPU s per Gbit moved; "
+              f"integrity {'OK' if tr['integrity'] else 'FAILED'} ({tr['transfers_ok']:,} "
+              f"transfers ok, {tr['chunks_bad']} bad chunks)")
     print(f"leftover namespaces of this benchmark: {len(left)}")
     if prof:
         print(f"profile of one bring-up of {args.profile} namespaces, by own time:")
@@ -170,10 +257,12 @@ def main() -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"backend": args.backend, "repeat": args.repeat, "rows": rows,
-                               "leftovers": left, "profile": prof}, indent=1))
+                               "leftovers": left, "traffic": tr, "profile": prof},
+                              indent=1))
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
-    return 1 if left or not all(r["reachable"] for r in rows) else 0
+    return 1 if (left or not all(r["reachable"] for r in rows)
+                 or (tr is not None and not tr["integrity"])) else 0
 
 
 def _plot(rows: list[dict], path: Path) -> None:
