@@ -4,16 +4,19 @@
 1. Unshaped path (two namespaces, plain veth): goodput of `fabric run` moving 1 MiB chunks
    (TCP, seeded content, digest checked per chunk) against a raw Python socket
    sender/receiver (sendall / recv_into of the same sizes, no digests) and iperf3.
-   Target: KV >= 0.8 x raw.
+   Target: KV >= 0.9 x raw in every repeat.
 2. Shaped link (userspace backend: TUN + kernel tbf + engine): KV goodput against the
    configured rate. Target: >= 0.9 x rate.
 3. Per-chunk latency overhead: 64 KiB chunks one at a time (closed loop) vs a raw TCP
-   ping-pong of the same size on the same path.
+   ping-pong of the same size on the same path. Target: <= 2 x the half RTT at p50 and p99.
 4. Memory: the receiving node's peak RSS growth while moving 1 GiB (target: under 2 x the
    largest chunk in flight, not the transfer size).
 5. Start-up: 64 node processes forked and listening (target: under 5 s).
 
-Prints a table, writes JSON (--json). Run as root: python3 scripts/bench_kv.py [--quick]
+Every figure is measured --repeats times (KV and its baseline alternately, so a ratio
+compares figures taken moments apart); the table and the JSON give min/median/max over the
+repeats (the JSON also each value). --only picks sections. Prints a table, writes JSON
+(--json). Run as root: python3 scripts/bench_kv.py [--quick] [--repeats 5] [--only ...]
 """
 
 from __future__ import annotations
@@ -136,66 +139,95 @@ def fabric(text: str, backend: str):
     return topo, lifecycle.bring_up(plan_fabric(topo, backend=backend))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", default="results/bench_kv.json")
-    args = ap.parse_args()
-    gib = 1 << 30
-    total = gib // 2 if args.quick else 2 * gib
-    rows: list[dict] = []
+SECTIONS = ("unshaped", "latency", "shaped", "startup")
 
-    # 1. unshaped: raw vs iperf3 vs KV
-    text = PAIR.format(shape="", size=total // 4, requests=4, chunk="1MiB")
-    topo, state = fabric(text, "netem")  # plain veth: no qdisc when nothing is shaped
-    try:
-        raw = statistics.median(raw_goodput(state, total, 1 << 20) for _ in range(3))
-        ip3 = iperf3(state.netns_of("a"), state.netns_of("b"), state.nodes["b"]["loopback"],
-                     3)["end"]["sum_received"]["bits_per_second"]
-        runs = [run_traffic(state, topo, timeout=120) for _ in range(3)]
-        kv = statistics.median(kv_goodput(r) for r in runs)
-        mem = runs[-1].node_memory.get("b", (0, 0))
-        rows.append({"what": "unshaped veth, 1 MiB chunks", "raw_bps": raw, "iperf3_bps": ip3,
-                     "kv_bps": kv, "kv_vs_raw": kv / raw, "kv_vs_iperf3": kv / ip3,
-                     "integrity_ok": all(r.errors == [] for r in runs)})
-        rows.append({"what": "receiver memory, 1 MiB chunks", "moved_bytes": total // 4 * 4,
-                     "rss_start_kib": mem[0], "peak_kib": mem[1],
-                     "growth_kib": mem[1] - mem[0], "largest_chunk_kib": 1024})
-        # 3. per-chunk latency overhead, 64 KiB chunks one at a time
-        stopo = parse_topology(PAIR.format(shape="", size="64KiB", requests=200,
-                                           chunk="64KiB"))
+
+def spread(values: list[float]) -> dict[str, float | list[float]]:
+    """min/median/max of one figure over the repeats, and the values themselves."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values),
+            "values": values}
+
+
+def pct(sorted_values: list[int], q: float) -> int:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def unshaped(state, topo, total: int, repeats: int) -> list[dict]:
+    """KV against a raw socket sender/receiver, interleaved: each repeat measures both, so
+    each ratio compares figures taken moments apart on this shared machine."""
+    raw, ip3, kv, ratio, ok = [], [], [], [], True
+    mem = (0, 0)
+    for _ in range(repeats):
+        r = raw_goodput(state, total, 1 << 20)
+        res = run_traffic(state, topo, timeout=120)
+        k = kv_goodput(res)
+        raw.append(r)
+        kv.append(k)
+        ratio.append(k / r)
+        ok = ok and res.errors == []
+        mem = res.node_memory.get("b", (0, 0))
+    ip3.append(iperf3(state.netns_of("a"), state.netns_of("b"), state.nodes["b"]["loopback"],
+                      3)["end"]["sum_received"]["bits_per_second"])
+    return [{"what": "unshaped veth, 1 MiB chunks", "raw_bps": spread(raw),
+             "iperf3_bps": spread(ip3), "kv_bps": spread(kv), "kv_vs_raw": spread(ratio),
+             "kv_vs_iperf3": spread([k / ip3[0] for k in kv]), "integrity_ok": ok},
+            {"what": "receiver memory, 1 MiB chunks", "moved_bytes": total,
+             "rss_start_kib": mem[0], "peak_kib": mem[1], "growth_kib": mem[1] - mem[0],
+             "largest_chunk_kib": 1024}]
+
+
+def latency(state, repeats: int, count: int = 200) -> list[dict]:
+    """64 KiB chunks one at a time (closed loop) against a raw TCP ping-pong's half RTT."""
+    stopo = parse_topology(PAIR.format(shape="", size="64KiB", requests=count, chunk="64KiB"))
+    fig: dict[str, list[float]] = {k: [] for k in (
+        "kv_p50_us", "kv_p99_us", "raw_half_rtt_p50_us", "raw_half_rtt_p99_us",
+        "overhead_p50_us", "ratio_p50", "ratio_p99")}
+    smem = (0, 0)
+    ok = True
+    for _ in range(repeats):
         res = run_traffic(state, stopo, timeout=120)
+        ok = ok and res.errors == []
         smem = res.node_memory.get("b", (0, 0))
-        rows.append({"what": "receiver memory, 64 KiB chunks", "moved_bytes": 200 * 65536,
-                     "rss_start_kib": smem[0], "peak_kib": smem[1],
-                     "growth_kib": smem[1] - smem[0], "largest_chunk_kib": 64})
         lat = sorted(c.t_last_ns - c.t_send_ns for c in res.chunk_records)
-        p50, p99 = pingpong(state, 64 * 1024, 200)
-        rows.append({"what": "64 KiB chunk one-way latency vs raw ping-pong RTT/2",
-                     "kv_p50_us": lat[len(lat) // 2] / 1e3,
-                     "kv_p99_us": lat[int(len(lat) * 0.99)] / 1e3,
-                     "raw_half_rtt_p50_us": p50 / 2e3, "raw_half_rtt_p99_us": p99 / 2e3,
-                     "overhead_p50_us": (lat[len(lat) // 2] - p50 / 2) / 1e3})
-    finally:
-        lifecycle.remove_fabric(state)
+        p50, p99 = pingpong(state, 64 * 1024, count)
+        k50, k99 = pct(lat, 0.5) / 1e3, pct(lat, 0.99) / 1e3
+        r50, r99 = p50 / 2e3, p99 / 2e3
+        for key, v in (("kv_p50_us", k50), ("kv_p99_us", k99), ("raw_half_rtt_p50_us", r50),
+                       ("raw_half_rtt_p99_us", r99), ("overhead_p50_us", k50 - r50),
+                       ("ratio_p50", k50 / r50), ("ratio_p99", k99 / r99)):
+            fig[key].append(v)
+    return [{"what": "receiver memory, 64 KiB chunks", "moved_bytes": count * 65536,
+             "rss_start_kib": smem[0], "peak_kib": smem[1], "growth_kib": smem[1] - smem[0],
+             "largest_chunk_kib": 64},
+            {"what": "64 KiB chunk one-way latency vs raw ping-pong RTT/2",
+             **{k: spread(v) for k, v in fig.items()}, "integrity_ok": ok}]
 
-    # 2. shaped: KV vs configured rate (userspace backend)
+
+def shaped(repeats: int) -> list[dict]:
+    """KV against the configured rate (userspace backend)."""
+    rows = []
     for rate in ("100Mbps", "1Gbps"):
         size = 64 << 20 if rate == "100Mbps" else 256 << 20
         text = PAIR.format(shape=f", rate: {rate}, delay: 1ms", size=size, requests=2,
                            chunk="1MiB")
         topo, state = fabric(text, "userspace")
         try:
-            res = run_traffic(state, topo, timeout=120)
             bps = topo.links[0].forward.rate_bps
-            kv = kv_goodput(res)
+            kv, ok = [], True
+            for _ in range(repeats):
+                res = run_traffic(state, topo, timeout=120)
+                kv.append(kv_goodput(res))
+                ok = ok and res.errors == []
             rows.append({"what": f"shaped {rate} 1 ms (userspace)", "rate_bps": bps,
-                         "kv_bps": kv, "kv_vs_rate": kv / bps,
-                         "integrity_ok": res.errors == []})
+                         "kv_bps": spread(kv), "kv_vs_rate": spread([k / bps for k in kv]),
+                         "integrity_ok": ok})
         finally:
             lifecycle.remove_fabric(state)
+    return rows
 
-    # 5. start-up of 64 nodes
+
+def startup(repeats: int) -> list[dict]:
+    """64 node processes forked and listening."""
     hosts = "\n".join(f"  h{i}: {{}}" for i in range(64))
     links = "\n".join(f"  - {{endpoints: [sw, h{i}]}}" for i in range(64))
     senders = ", ".join(f"h{i}" for i in range(1, 64))
@@ -204,39 +236,94 @@ def main() -> int:
             f"tokens: 16}}\n")
     topo, state = fabric(text, "netem")
     try:
-        res = run_traffic(state, topo, timeout=120)
-        rows.append({"what": "64 nodes forked and listening", "ready_s": res.ready_seconds,
-                     "integrity_ok": res.errors == []})
+        ready, ok = [], True
+        for _ in range(repeats):
+            res = run_traffic(state, topo, timeout=120)
+            ready.append(res.ready_seconds)
+            ok = ok and res.errors == []
+        return [{"what": "64 nodes forked and listening", "ready_s": spread(ready),
+                 "integrity_ok": ok}]
     finally:
         lifecycle.remove_fabric(state)
 
-    table = []
+
+def _mmm(s: dict, scale: float, fmt: str) -> str:
+    """min/median/max of a spread, scaled, as one table cell."""
+    return "/".join(format(s[k] / scale, fmt) for k in ("min", "median", "max"))
+
+
+def table(rows: list[dict]) -> list[tuple[str, str, str, str]]:
+    """Table lines: measure, figure, baseline, ratio; each a min/median/max over the repeats."""
+    out = []
     for r in rows:
         if "raw_bps" in r:
-            table.append((r["what"], f"KV {r['kv_bps'] / 1e9:.2f} Gbit/s",
-                          f"raw {r['raw_bps'] / 1e9:.2f} Gbit/s", r["kv_vs_raw"]))
-            table.append(("", "", f"iperf3 {r['iperf3_bps'] / 1e9:.2f} Gbit/s",
-                          r["kv_vs_iperf3"]))
+            out.append((r["what"], f"KV {_mmm(r['kv_bps'], 1e9, '.2f')} Gbit/s",
+                        f"raw {_mmm(r['raw_bps'], 1e9, '.2f')} Gbit/s",
+                        _mmm(r["kv_vs_raw"], 1, ".2f")))
+            out.append(("", "", f"iperf3 {r['iperf3_bps']['median'] / 1e9:.2f} Gbit/s",
+                        _mmm(r["kv_vs_iperf3"], 1, ".2f")))
         elif "rate_bps" in r:
-            table.append((r["what"], f"KV {r['kv_bps'] / 1e6:.1f} Mbit/s",
-                          f"rate {r['rate_bps'] / 1e6:.0f} Mbit/s", r["kv_vs_rate"]))
+            out.append((r["what"], f"KV {_mmm(r['kv_bps'], 1e6, '.0f')} Mbit/s",
+                        f"rate {r['rate_bps'] / 1e6:.0f} Mbit/s",
+                        _mmm(r["kv_vs_rate"], 1, ".2f")))
         elif "kv_p50_us" in r:
-            table.append((r["what"], f"p50 {r['kv_p50_us']:.0f} / p99 {r['kv_p99_us']:.0f} us",
-                          f"p50 {r['raw_half_rtt_p50_us']:.0f} / p99 "
-                          f"{r['raw_half_rtt_p99_us']:.0f} us",
-                          r["kv_p50_us"] / r["raw_half_rtt_p50_us"]))
+            out.append((r["what"] + ", p50", f"{_mmm(r['kv_p50_us'], 1, '.0f')} us",
+                        f"{_mmm(r['raw_half_rtt_p50_us'], 1, '.0f')} us",
+                        _mmm(r["ratio_p50"], 1, ".2f")))
+            out.append(("  p99", f"{_mmm(r['kv_p99_us'], 1, '.0f')} us",
+                        f"{_mmm(r['raw_half_rtt_p99_us'], 1, '.0f')} us",
+                        _mmm(r["ratio_p99"], 1, ".2f")))
         elif "growth_kib" in r:
-            table.append((r["what"], f"+{r['growth_kib'] / 1024:.2f} MiB peak",
-                          f"chunk {r['largest_chunk_kib']} KiB",
-                          r["growth_kib"] / r["largest_chunk_kib"]))
+            out.append((r["what"], f"+{r['growth_kib'] / 1024:.2f} MiB peak",
+                        f"chunk {r['largest_chunk_kib']} KiB",
+                        f"{r['growth_kib'] / r['largest_chunk_kib']:.2f}"))
         elif "ready_s" in r:
-            table.append((r["what"], f"{r['ready_s']:.2f} s", "target 5 s", r["ready_s"] / 5))
-    print(f"{'measure':<52} {'figure':>28} {'baseline':>28} {'ratio':>7}")
-    for what, fig, base, ratio in table:
-        print(f"{what:<52} {fig:>28} {base:>28} {ratio:>7.2f}")
+            out.append((r["what"], f"{_mmm(r['ready_s'], 1, '.2f')} s", "target 5 s",
+                        _mmm(r["ready_s"], 5, ".2f")))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="move 512 MiB instead of 2 GiB")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="measure each figure this many times (min/median/max reported)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
+    ap.add_argument("--json", default="results/bench_kv.json")
+    args = ap.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown or args.repeats < 1:
+        ap.error(f"--only takes {', '.join(SECTIONS)} (got {', '.join(unknown)}); "
+                 "--repeats at least 1")
+    gib = 1 << 30
+    total = gib // 2 if args.quick else 2 * gib
+    rows: list[dict] = []
+
+    if "unshaped" in only or "latency" in only:
+        text = PAIR.format(shape="", size=total // 4, requests=4, chunk="1MiB")
+        topo, state = fabric(text, "netem")  # plain veth: no qdisc when nothing is shaped
+        try:
+            if "unshaped" in only:
+                rows += unshaped(state, topo, total, args.repeats)
+            if "latency" in only:
+                rows += latency(state, args.repeats)
+        finally:
+            lifecycle.remove_fabric(state)
+    if "shaped" in only:
+        rows += shaped(args.repeats)
+    if "startup" in only:
+        rows += startup(args.repeats)
+
+    print(f"each figure min/median/max over {args.repeats} repeats")
+    print(f"{'measure':<56} {'figure':>30} {'baseline':>30} {'ratio':>16}")
+    for what, fig, base, ratio in table(rows):
+        print(f"{what:<56} {fig:>30} {base:>30} {ratio:>16}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "host": os.uname().nodename}, indent=1))
+    out.write_text(json.dumps({"repeats": args.repeats, "rows": rows,
+                               "host": os.uname().nodename}, indent=1))
     print(f"wrote {out}")
     return 0
 
