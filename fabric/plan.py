@@ -306,9 +306,9 @@ def plan_fabric(topology: Topology, *, backend: str, run_id: str | None = None) 
     need, multi = route_count(nodes, links)
     if need > MAX_ROUTES:
         raise TopologyError(
-            f"this fabric needs {need:,} kernel routes ({multi:,} nodes with more than one "
-            f"neighbour each route to every node they reach); at most {MAX_ROUTES:,} (a "
-            "1,000-host leaf-spine needs 42,000): build a smaller fabric",
+            f"this fabric needs {need:,} routes, one per destination ({multi:,} nodes with more "
+            f"than one neighbour each route to every node they reach); at most "
+            f"{MAX_ROUTES:,} (a 1,000-host leaf-spine needs 42,000): build a smaller fabric",
             file=topology.source, key="links")
     routes = compute_routes(nodes, links)
     plan = FabricPlan(name=topology.name, run_id=run_id, backend=backend, topology=topology,
@@ -444,8 +444,9 @@ def _check_kernel_limits(lp: LinkPlan, backend: str, source: str) -> None:
                  "bandwidth x round-trip product)")
 
 
-#: routes one fabric may install: a 1,000-host leaf-spine needs ~42,000; a 2,000-node chain
-#: would need 4 million (every node multi-homed), more than bring-up could install
+#: routes one per destination (before `aggregate_routes`) one fabric may compute: a 1,000-host
+#: leaf-spine needs ~42,000 (4,633 once aggregated); a 2,000-node chain would need 4 million
+#: (every node multi-homed), more than planning and bring-up could handle
 MAX_ROUTES = 250_000
 
 

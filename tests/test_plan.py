@@ -338,8 +338,9 @@ def test_route_count_matches_the_routes_and_bounds_the_plan() -> None:
     n = 800  # a chain: 798 inner nodes route to 799 others, 2 ends have a default: refused
     chain = "name: c\nnodes: {" + ", ".join(f"n{i}: {{}}" for i in range(n)) + "}\nlinks:\n" + \
         "".join(f"  - {{endpoints: [n{i}, n{i + 1}]}}\n" for i in range(n - 1))
-    with pytest.raises(TopologyError, match=rf"needs 637,604 kernel routes \(798 nodes with "
-                                            rf"more than one neighbour .*at most {MAX_ROUTES:,}"):
+    want = (r"needs 637,604 routes, one per destination \(798 nodes with more than one "
+            rf"neighbour .*at most {MAX_ROUTES:,}")
+    with pytest.raises(TopologyError, match=want):
         plan_fabric(parse_topology(chain, source="c.yaml"), backend="userspace")
 
 
