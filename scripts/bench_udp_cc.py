@@ -112,7 +112,9 @@ def one_run(cc: str, size: str, requests: int, timeout: float, scale: float = 1,
 
 
 def spread(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+    """{"min", "median", "max", "n"} of one figure over the repeats."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values),
+            "n": len(values)}
 
 
 def run(quick: bool, repeats: int | None = None, ccs: tuple[str, ...] = CCS,
