@@ -24,7 +24,9 @@ import pickle
 import selectors
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ..plan import AddNamespace, AddVeth, Step
 from .kernel import Kernel, KernelError
@@ -81,9 +83,14 @@ def _apply_here(steps: Sequence[Step], done: int, total: int,
 
 def _apply_in_workers(shares: list[list[Step]], done: int, total: int,
                       progress: Callable[[int, int], None] | None) -> None:
+    # the workers import this very package, wherever it was imported from here
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    logs = [tempfile.TemporaryFile() for _ in shares]  # a traceback, were a worker to crash
     procs = [subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in shares]
+                              stdout=subprocess.PIPE, stderr=log, env=env)
+             for log in logs]
     error: str | None = None
     try:
         for p, share in zip(procs, shares, strict=True):
@@ -114,10 +121,10 @@ def _apply_in_workers(shares: list[list[Step]], done: int, total: int,
                     break
         sel.close()
         if error is None:
-            for p, share, count in zip(procs, shares, counts, strict=True):
+            for p, share, count, log in zip(procs, shares, counts, logs, strict=True):
                 if p.wait() != 0 or count != len(share):
-                    assert p.stderr is not None
-                    why = p.stderr.read().decode(errors="replace").strip().splitlines()
+                    log.seek(0)
+                    why = log.read().decode(errors="replace").strip().splitlines()
                     error = (f"a bring-up worker exited {p.returncode} after {count} of "
                              f"{len(share)} steps: {why[-1] if why else 'no output'}")
                     break
@@ -126,9 +133,10 @@ def _apply_in_workers(shares: list[list[Step]], done: int, total: int,
             if p.poll() is None:
                 p.kill()
             p.wait()
-            for f in (p.stdout, p.stderr):
-                if f is not None:
-                    f.close()
+            if p.stdout is not None:
+                p.stdout.close()
+        for log in logs:
+            log.close()
     if error is not None:
         raise KernelError(error)
 
