@@ -43,7 +43,6 @@ import json
 import os
 import pstats
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from fabric.plan import plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _spread import spread  # noqa: E402
 from bench_bringup import ip_batch_baseline  # noqa: E402
 
 SHAPES = {64: (4, 4, 14), 256: (4, 12, 20), 1000: (8, 32, 30)}  # spines, leaves, hosts/leaf
@@ -180,10 +180,6 @@ def profile(size: int, backend: str) -> dict:
         pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(15)
         out[key] = buf.getvalue()
     return out
-
-
-def spread(xs: list[float]) -> dict:
-    return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
 
 
 def main() -> int:
