@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the userspace link engine against a bare epoll TUN relay (root only).
 
-    python scripts/bench_engine.py [--seconds 2] [--json results/bench_engine.json]
+    python scripts/bench_engine.py [--quick] [--seconds 2] [--repeats 3]
+                                   [--json results/bench_engine.json]
 
 Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each relay
 (`bare`: a minimal epoll loop, no model; `engine`: fabric.net.engine (trio), no delay;
@@ -9,7 +10,10 @@ Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each
 from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; then sends
 paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
 (one-way minus configured delay), next to the bare relay's one-way latency.
-Sender, relay and receiver are separate processes.
+Sender, relay and receiver are separate processes. Every point is measured --repeats
+times (all points once, then again), and the table and the JSON give min/median/max over the
+repeats; a ratio to the bare relay is taken per repeat, against the bare relay's figure of
+that repeat.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import secrets
 import select
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -41,6 +46,9 @@ from fabric.net.tun import (  # noqa: E402
     open_tun,
 )
 from fabric.topology.model import Shape  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _spread import fmt_spread, spread  # noqa: E402
 
 ADDR_A, ADDR_B = "198.18.0.1", "198.18.0.2"
 DEV_A, DEV_B = "fba0", "fbb0"
@@ -263,10 +271,58 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def _late(delays: list[int], delay_ms: int) -> dict[str, float | None]:
+    """p50 / p99 (us) of one probe run's one-way delays minus the configured delay."""
+    late = [x - delay_ms * MS for x in delays]
+    return {"n": len(late), "p50_us": pct(late, 0.5) / 1e3, "p99_us": pct(late, 0.99) / 1e3,
+            "min_us": min(late) / 1e3 if late else None}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]:
+    """Rows of the JSON from the per-repeat runs: each figure's median at the row's top
+    level (the printed table's), and `spread` with min/median/max over the repeats; a ratio's
+    spread is over the per-repeat ratios, each against the bare relay of the same repeat."""
+    out: dict[str, list[dict[str, object]]] = {"throughput": [], "lateness": []}
+    keys = sorted({(r["mtu"], r["relay"]) for r in runs["throughput"]},
+                  key=lambda k: (k[0], RELAYS.index(k[1])))
+    for mtu, kind in keys:
+        rs = [r for r in runs["throughput"] if (r["mtu"], r["relay"]) == (mtu, kind)]
+        sp = {k: spread(r[k] for r in rs) for k in ("pps", "gbps", "pps_ratio", "rx_tx")}
+        out["throughput"].append({
+            "mtu": mtu, "relay": kind, **{k: v["median"] for k, v in sp.items()},
+            "sent": statistics.median(r["sent"] for r in rs),
+            "received": statistics.median(r["received"] for r in rs),
+            "spread": sp, "runs": rs})
+    for relay, delay_ms in (("bare", 0), ("engine", 1), ("engine", 10)):
+        rs = [r for r in runs["lateness"] if (r["relay"], r["delay_ms"]) == (relay, delay_ms)]
+        if not rs:
+            continue
+        keys2 = ("p50_us", "p99_us", "min_us") + (("p50_ratio", "p99_ratio") if delay_ms
+                                                   else ())
+        sp = {k: spread(r.get(k) for r in rs) for k in keys2}
+        out["lateness"].append({"relay": relay, "delay_ms": delay_ms,
+                                "n": sum(r["n"] for r in rs),
+                                **{k: v["median"] for k, v in sp.items()},
+                                "spread": sp, "runs": rs})
+    return out
+
+
+RELAYS = ("bare", "engine", "epoll", "engine+1ms", "epoll+1ms")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--probes", type=int, default=500)
+    ap.add_argument("--seconds", type=float, help="flood seconds per point (default 2; "
+                    "quick 1)")
+    ap.add_argument("--probes", type=int, help="probes per lateness point (default 500; "
+                    "quick 200)")
+    ap.add_argument("--repeats", type=int, help="measure every point this many times, "
+                    "interleaved (min/median/max reported; default 3, quick 2)")
+    ap.add_argument("--quick", action="store_true", help="1 s floods, 200 probes, 2 repeats")
     ap.add_argument("--json", default="results/bench_engine.json")
     ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -284,55 +340,66 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_engine: needs root (network namespaces, TUN)", file=sys.stderr)
         return 1
+    seconds = args.seconds or (1.0 if args.quick else 2.0)
+    probes = args.probes or (200 if args.quick else 500)
+    repeats = args.repeats or (2 if args.quick else 3)
+    if repeats < 1:
+        ap.error("--repeats: at least 1")
 
-    results: dict[str, list[dict[str, object]]] = {"throughput": [], "lateness": []}
+    runs: dict[str, list[dict]] = {"throughput": [], "lateness": []}
     with netpair() as (ns_a, ns_b), tempfile.TemporaryDirectory() as tmp:
-        for mtu in (1500, 9000):
-            set_mtu(ns_a, ns_b, mtu)
-            base = None
-            for kind, delay in (("bare", 0), ("engine", 0), ("epoll", 0), ("engine+1ms", MS),
-                                ("epoll+1ms", MS)):
-                with relay(kind.split("+")[0], ns_a, ns_b, tmp, delay):
-                    r = flood(ns_a, ns_b, mtu, args.seconds)
-                base = base or r
-                results["throughput"].append({
-                    "mtu": mtu, "relay": kind, **r,
-                    "pps_ratio": r["pps"] / base["pps"] if base["pps"] else None,
-                })
-        set_mtu(ns_a, ns_b, 1500)
-        with relay("bare", ns_a, ns_b, tmp):
-            bare = probe(ns_a, ns_b, args.probes, 0.002)
-        b50, b99 = pct(bare, 0.5) / 1e3, pct(bare, 0.99) / 1e3
-        results["lateness"].append({"relay": "bare", "delay_ms": 0, "n": len(bare),
-                                    "p50_us": b50, "p99_us": b99})
-        for delay_ms in (1, 10):
-            with relay("engine", ns_a, ns_b, tmp, delay_ms * MS):
-                d = probe(ns_a, ns_b, args.probes, 0.002)
-            late = [x - delay_ms * MS for x in d]
-            results["lateness"].append({
-                "relay": "engine", "delay_ms": delay_ms, "n": len(d),
-                "p50_us": pct(late, 0.5) / 1e3, "p99_us": pct(late, 0.99) / 1e3,
-                "min_us": min(late) / 1e3 if late else None,
-                "p50_ratio": (pct(late, 0.5) / 1e3) / b50 if b50 else None,
-                "p99_ratio": (pct(late, 0.99) / 1e3) / b99 if b99 else None,
-            })
+        for rep in range(repeats):
+            for mtu in (1500, 9000):
+                set_mtu(ns_a, ns_b, mtu)
+                base = None
+                for kind in RELAYS:
+                    delay = MS if kind.endswith("+1ms") else 0
+                    with relay(kind.split("+")[0], ns_a, ns_b, tmp, delay):
+                        r = flood(ns_a, ns_b, mtu, seconds)
+                    base = base or r
+                    runs["throughput"].append({
+                        "repeat": rep, "mtu": mtu, "relay": kind, **r,
+                        "rx_tx": r["received"] / max(1, r["sent"]),
+                        "pps_ratio": _ratio(r["pps"], base["pps"])})
+                    print(f"  repeat {rep + 1}/{repeats} mtu {mtu} {kind:<11} "
+                          f"{r['pps'] / 1e3:8.1f} kpps", flush=True)
+            set_mtu(ns_a, ns_b, 1500)
+            with relay("bare", ns_a, ns_b, tmp):
+                bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
+            runs["lateness"].append({"repeat": rep, "relay": "bare", "delay_ms": 0, **bare})
+            for delay_ms in (1, 10):
+                with relay("engine", ns_a, ns_b, tmp, delay_ms * MS):
+                    late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
+                runs["lateness"].append({
+                    "repeat": rep, "relay": "engine", "delay_ms": delay_ms, **late,
+                    "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
+                    "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
+    results: dict[str, object] = dict(summarise(runs))
 
-    print(f"{'mtu':>5} {'relay':<11} {'kpps':>8} {'Gbit/s':>7} {'x bare':>7} {'rx/tx':>6}")
-    for r in results["throughput"]:
-        print(f"{r['mtu']:>5} {r['relay']:<11} {r['pps'] / 1e3:>8.1f} {r['gbps']:>7.2f} "
-              f"{r['pps_ratio']:>7.2f} {r['received'] / max(1, r['sent']):>6.2f}")
+    print(f"\nmedian (min-max) over {repeats} repeats; x bare: per repeat, against the bare "
+          "relay of the same repeat")
+    print(f"{'mtu':>5} {'relay':<11} {'kpps':>19} {'Gbit/s':>17} {'x bare':>17} {'rx/tx':>6}")
+    for r in results["throughput"]:  # type: ignore[union-attr]
+        sp = r["spread"]
+        print(f"{r['mtu']:>5} {r['relay']:<11} {fmt_spread(sp['pps'], '.1f', 1e3):>19} "
+              f"{fmt_spread(sp['gbps']):>17} {fmt_spread(sp['pps_ratio']):>17} "
+              f"{r['rx_tx']:>6.2f}")
     print()
-    print(f"{'relay':<8} {'delay':>6} {'n':>5} {'late p50 us':>12} {'late p99 us':>12} "
-          f"{'x bare p50':>11} {'x bare p99':>11}")
-    for r in results["lateness"]:
-        print(f"{r['relay']:<8} {r['delay_ms']:>4}ms {r['n']:>5} {r['p50_us']:>12.1f} "
-              f"{r['p99_us']:>12.1f} {r.get('p50_ratio') or 1:>11.2f} "
-              f"{r.get('p99_ratio') or 1:>11.2f}")
+    print(f"{'relay':<8} {'delay':>6} {'n':>5} {'late p50 us':>19} {'late p99 us':>21} "
+          f"{'x bare p50':>17} {'x bare p99':>17}")
+    for r in results["lateness"]:  # type: ignore[union-attr]
+        sp = r["spread"]
+        print(f"{r['relay']:<8} {r['delay_ms']:>4}ms {r['n']:>5} "
+              f"{fmt_spread(sp['p50_us'], '.1f'):>19} {fmt_spread(sp['p99_us'], '.1f'):>21} "
+              f"{fmt_spread(sp.get('p50_ratio')):>17} {fmt_spread(sp.get('p99_ratio')):>17}")
     print("(bare row: one-way latency through the bare relay; engine rows: one-way minus the "
           "configured delay)")
-    results["meta"] = {"seconds": args.seconds, "probes": args.probes, "cpus": os.cpu_count(),
+    results["meta"] = {"seconds": seconds, "probes": probes, "repeats": repeats,
+                       "quick": args.quick, "cpus": os.cpu_count(),
                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "note": "lateness = one-way delay - configured; includes kernel path"}
+                       "note": "lateness = one-way delay - configured; includes kernel path; "
+                               "each figure: median at the row's top level, min/median/max "
+                               "over the repeats in 'spread', each repeat in 'runs'"}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
