@@ -5,9 +5,11 @@ Fabric: a leaf-spine with 100 namespaces (4 spines, 16 leaves, 80 hosts: 144 lin
 `fabric`'s lifecycle (plan, kernel adapter, routes, hosts files, and for the userspace backend
 the link engine attaching to 288 TUN devices). Baseline: `ip -batch` creating the same number
 of namespaces and veth pairs, addressed and up (no routes), the cheapest way iproute2 knows.
-Targets (issue 2): up < 2 s, down < 1 s. Prints a table, writes JSON (--json).
+Targets (issue 2): up < 2 s, down < 1 s. Each repeat times the baseline and then every
+fabric variant; the table and the JSON give min/median/max over the repeats, and up / ip -batch
+per repeat. Prints a table, writes JSON (--json).
 
-Run as root: python3 scripts/bench_bringup.py [--repeat 3]
+Run as root: python3 scripts/bench_bringup.py [--quick] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,9 @@ from fabric.net import lifecycle  # noqa: E402
 from fabric.net.doctor import choose_backend  # noqa: E402
 from fabric.plan import plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _spread import fmt_spread, spread  # noqa: E402
 
 TOPO = """
 name: benchup
@@ -91,17 +95,16 @@ def fabric_point(backend: str, text: str) -> tuple[float, float, int, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, help="repeats (default 3, quick 2)")
+    ap.add_argument("--quick", action="store_true", help="2 repeats")
     ap.add_argument("--json", default="results/bench_bringup.json")
     args = ap.parse_args()
+    repeat = args.repeat or (2 if args.quick else 3)
+    if repeat < 1:
+        ap.error("--repeat: at least 1")
     topo = parse_topology(TOPO)
     n_ns, n_links = len(topo.nodes), len(topo.links)
-    rows = []
-    base = [ip_batch_baseline(n_ns, n_links) for _ in range(args.repeat)]
-    base_up = statistics.median(b[0] for b in base)
-    base_down = statistics.median(b[1] for b in base)
-    rows.append({"what": "ip -batch (netns + veth, addressed, up; no routes)",
-                 "up_s": base_up, "down_s": base_down})
+    variants = []  # (backend, topology text, label)
     for backend in ("netem", "userspace"):
         text, label = TOPO, backend
         try:
@@ -113,19 +116,43 @@ def main() -> int:
             # without sch_netem the veth backend still builds veth + tbf + routes: time that
             text, label = TOPO.replace("delay: 1ms", "delay: 0ms"), "veth+tbf, no netem"
             print(f"note: {e}")
-        pts = [fabric_point(backend, text) for _ in range(args.repeat)]
+        variants.append((backend, text, label))
+    # each repeat: the baseline, then every fabric variant, so a ratio compares figures
+    # taken moments apart on a shared host
+    base: list[tuple[float, float]] = []
+    pts: dict[str, list[tuple[float, float, int, int]]] = {b: [] for b, _, _ in variants}
+    for i in range(repeat):
+        base.append(ip_batch_baseline(n_ns, n_links))
+        for backend, text, _ in variants:
+            pts[backend].append(fabric_point(backend, text))
+        print(f"  repeat {i + 1}/{repeat}: ip -batch up {base[-1][0]:.2f} s; " + ", ".join(
+            f"{b} up {p[-1][0]:.2f} s" for b, p in pts.items()), flush=True)
+    sp = {"up_s": spread(b[0] for b in base), "down_s": spread(b[1] for b in base)}
+    rows = [{"what": "ip -batch (netns + veth, addressed, up; no routes)",
+             "up_s": sp["up_s"]["median"], "down_s": sp["down_s"]["median"], "spread": sp,
+             "runs": [{"up_s": u, "down_s": d} for u, d in base]}]
+    for backend, _, label in variants:
+        ps = pts[backend]
+        sp = {"up_s": spread(p[0] for p in ps), "down_s": spread(p[1] for p in ps),
+              "up_vs_ip_batch": spread(p[0] / b[0] for p, b in zip(ps, base, strict=True))}
         rows.append({"what": f"fabric up/down, {label}", "backend": backend,
-                     "up_s": statistics.median(p[0] for p in pts),
-                     "down_s": statistics.median(p[1] for p in pts),
-                     "steps": pts[0][2], "links": pts[0][3]})
-    print(f"{n_ns} namespaces, {n_links} links; median of {args.repeat}")
-    print(f"{'what':<52} {'up s':>7} {'down s':>7} {'up / ip -batch':>15}")
+                     **{k: v["median"] for k, v in sp.items()}, "spread": sp,
+                     "runs": [{"up_s": p[0], "down_s": p[1]} for p in ps],
+                     "steps": ps[0][2], "links": ps[0][3]})
+    print(f"{n_ns} namespaces, {n_links} links; median (min-max) of {repeat}; up / ip -batch "
+          "per repeat, against the ip -batch of the same repeat")
+    print(f"{'what':<52} {'up s':>19} {'down s':>19} {'up / ip -batch':>17}")
     for r in rows:
-        print(f"{r['what']:<52} {r['up_s']:>7.3f} {r['down_s']:>7.3f} "
-              f"{r['up_s'] / base_up:>15.2f}")
+        s = r["spread"]
+        ratio = fmt_spread(s["up_vs_ip_batch"]) if "up_vs_ip_batch" in s else "1"
+        print(f"{r['what']:<52} {fmt_spread(s['up_s'], '.3f'):>19} "
+              f"{fmt_spread(s['down_s'], '.3f'):>19} {ratio:>17}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"namespaces": n_ns, "links": n_links, "rows": rows}, indent=1))
+    out.write_text(json.dumps({"namespaces": n_ns, "links": n_links, "repeat": repeat,
+                               "quick": args.quick,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               "host": os.uname().nodename, "rows": rows}, indent=1))
     print(f"wrote {out}")
     return 0
 
