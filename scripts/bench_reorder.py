@@ -15,7 +15,10 @@ full-size packets at 100 Mbit/s, so packets overtake each other). For each run:
 - the reordered run's goodput and wire / payload as a ratio to the baseline's.
 
 Every run's integrity (each chunk's digest checked at the receiver) is shown. Prints a table,
-writes JSON (--json). Run as root: python3 scripts/bench_reorder.py [--mib 3] [--loss 2%]
+writes JSON (--json). Both links are up together and each transport's runs alternate between
+them, --repeat times; each row is its run of median goodput, with min/median/max over the runs
+in the JSON (`spread`), and a ratio's spread is over the per-repeat ratios.
+Run as root: python3 scripts/bench_reorder.py [--quick] [--mib 3] [--loss 2%] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from fabric.net import lifecycle  # noqa: E402
 from fabric.plan import plan_fabric  # noqa: E402
 from fabric.run.traffic import run_traffic  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _spread import fmt_spread, spread  # noqa: E402
 
 PAIR = """
 name: {name}
@@ -104,36 +110,66 @@ def one_run(state: Any, text: str, transport: str, timeout: float) -> dict[str, 
     return row
 
 
+SPREAD_KEYS = ("goodput_bps", "wire_per_payload", "resends", "wall_s")
+
+
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median goodput (a run that did not finish counts as the slowest)."""
+    """The run of median goodput (a run that did not finish counts as the slowest), with
+    `spread`: min/median/max over the runs of each figure (goodput over the runs that
+    finished), and `runs`: each run's figures."""
     ranked = sorted(runs, key=lambda r: r["goodput_bps"] or 0.0)
     chosen = dict(ranked[(len(ranked) - 1) // 2])
-    chosen["runs"] = [{k: r[k] for k in ("goodput_bps", "wire_per_payload", "resends",
-                                         "wall_s", "timed_out")} for r in runs]
+    chosen["spread"] = {k: spread(r[k] for r in runs) for k in SPREAD_KEYS}
+    chosen["repeats"] = len(runs)
+    chosen["runs"] = [{k: r[k] for k in (*SPREAD_KEYS, "timed_out")} for r in runs]
     return chosen
 
 
-def condition(label: str, loss: str, jitter: str | None, tokens: int, timeout: float,
-              repeat: int) -> list[dict[str, Any]]:
-    """Build the pair once with this link, run each transport's transfer on it."""
-    name = f"br{os.getpid() % 10000}{'r' if jitter else 'l'}"
-    rows = []
-    texts = {t: PAIR.format(name=name, loss=loss, model=MODEL, tokens=tokens, transport=t,
-                            jitter=f", jitter: {jitter}" if jitter else "")
-             for t in TRANSPORTS}
-    state = lifecycle.bring_up(plan_fabric(parse_topology(texts["tcp"]), backend="userspace"))
+def _per_repeat_ratios(base: list[dict[str, Any]], reord: list[dict[str, Any]],
+                       key: str) -> list[float | None]:
+    """Each reordered run's `key` over the loss-only run of the same repeat."""
+    return [r[key] / b[key] if r[key] and b[key] else None
+            for b, r in zip(base, reord, strict=True)]
+
+
+def conditions(loss: str, jitter: str, tokens: int, timeout: float, repeat: int,
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Build both pairs (loss only, the baseline; loss + reordering), and for each transport
+    run its transfer on each in turn, `repeat` times: a repeat's two runs are moments apart on
+    a shared host, and its ratio compares them."""
+    tag = os.getpid() % 10000
+    labels = {"loss": None, "loss+reorder": jitter}
+    texts = {label: {t: PAIR.format(name=f"br{tag}{'r' if jit else 'l'}", loss=loss,
+                                    model=MODEL, tokens=tokens, transport=t,
+                                    jitter=f", jitter: {jit}" if jit else "")
+                     for t in TRANSPORTS}
+             for label, jit in labels.items()}
+    states: dict[str, Any] = {}
+    base_rows, reord_rows = [], []
     try:
+        for label in labels:
+            states[label] = lifecycle.bring_up(plan_fabric(parse_topology(texts[label]["tcp"]),
+                                                           backend="userspace"))
         for transport in TRANSPORTS:
-            runs = []
-            for _ in range(repeat):
-                runs.append(one_run(state, texts[transport], transport, timeout))
-                print(f"  {label:<14} {transport:<5} {runs[-1]['wall_s']:6.1f} s", flush=True)
-            row = _median_run(runs)
-            row["condition"] = label
-            rows.append(row)
+            runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+            for i in range(repeat):
+                for label in labels:
+                    r = one_run(states[label], texts[label][transport], transport, timeout)
+                    runs[label].append(r)
+                    print(f"  {label:<14} {transport:<5} #{i + 1} {r['wall_s']:6.1f} s",
+                          flush=True)
+            b, r = _median_run(runs["loss"]), _median_run(runs["loss+reorder"])
+            b["condition"], r["condition"] = "loss", "loss+reorder"
+            for key, name in (("goodput_bps", "goodput_vs_base"),
+                              ("wire_per_payload", "wire_vs_base")):
+                r["spread"][name] = spread(_per_repeat_ratios(runs["loss"],
+                                                              runs["loss+reorder"], key))
+            base_rows.append(b)
+            reord_rows.append(r)
     finally:
-        lifecycle.remove_fabric(state)
-    return rows
+        for st in states.values():
+            lifecycle.remove_fabric(st)
+    return base_rows, reord_rows
 
 
 def _mbit(bps: float | None) -> str:
@@ -146,14 +182,17 @@ def _x(v: float | None) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mib", type=int, default=4, help="payload per transport (MiB)")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per transport and link; the one of median goodput is shown")
+    ap.add_argument("--mib", type=int, help="payload per transport (MiB; default 4, quick 1)")
+    ap.add_argument("--repeat", type=int, help="runs per transport and link (default 3, quick "
+                    "2); the one of median goodput is shown, with min/median/max")
+    ap.add_argument("--quick", action="store_true", help="1 MiB, 2 repeats")
     ap.add_argument("--loss", default="2%", help="random loss on the link, both runs")
     ap.add_argument("--jitter", default="1ms", help="the reordering run's jitter")
     ap.add_argument("--timeout", type=float, default=60.0, help="per run, seconds")
     ap.add_argument("--json", default="results/bench_reorder.json")
     args = ap.parse_args()
+    args.mib = args.mib or (1 if args.quick else 4)
+    args.repeat = args.repeat or (2 if args.quick else 3)
     model = get_model(MODEL)
     tokens = 1
     while transfer_bytes(model, tokens) < args.mib << 20:  # KV comes in blocks of tokens
@@ -161,44 +200,44 @@ def main() -> int:
 
     print(f"KV of {tokens} tokens ({transfer_bytes(model, tokens) / 2**20:.1f} MiB) a -> b "
           f"over 100 Mbit/s, 2 ms, loss {args.loss}")
-    base = condition("loss", args.loss, None, tokens, args.timeout, args.repeat)
-    reord = condition("loss+reorder", args.loss, args.jitter, tokens, args.timeout,
-                      args.repeat)
+    base, reord = conditions(args.loss, args.jitter, tokens, args.timeout, args.repeat)
 
-    header = ["transport", "link", "goodput", "wire/payload", "resends", "timeouts", "drops",
-              "goodput vs base", "wire vs base", "integrity"]
+    header = ["transport", "link", "goodput", "goodput min-max", "wire/payload", "resends",
+              "timeouts", "drops", "goodput vs base", "wire vs base", "integrity"]
     table = []
     for b, r in zip(base, reord, strict=True):
         for row, is_base in ((b, True), (r, False)):
-            gp_ratio = (row["goodput_bps"] / b["goodput_bps"]
-                        if not is_base and row["goodput_bps"] and b["goodput_bps"] else None)
-            wire_ratio = (row["wire_per_payload"] / b["wire_per_payload"]
-                          if not is_base and row["wire_per_payload"] and b["wire_per_payload"]
-                          else None)
-            if not is_base:
-                row["goodput_vs_base"] = gp_ratio
-                row["wire_vs_base"] = wire_ratio
+            if not is_base:  # the median of the per-repeat ratios
+                row["goodput_vs_base"] = row["spread"]["goodput_vs_base"]["median"]
+                row["wire_vs_base"] = row["spread"]["wire_vs_base"]["median"]
             link = row["condition"] if is_base else f"+ jitter {args.jitter}"
             integrity = render_integrity(row["integrity"]).removeprefix("integrity: ")
             if row["timed_out"]:
                 integrity += f" (timed out at {args.timeout:.0f} s)"
+            gsp = row["spread"]["goodput_bps"]
+            gmm = (f"{gsp['min'] / 1e6:.1f}-{gsp['max'] / 1e6:.1f}" if gsp["n"] else "-")
             table.append([row["transport"] if is_base else "", link, _mbit(row["goodput_bps"]),
-                          _x(row["wire_per_payload"]), str(row["resends"]),
+                          gmm, _x(row["wire_per_payload"]), str(row["resends"]),
                           str(row.get("timeouts", "-")), str(row["link_drops"]),
-                          "" if is_base else _x(gp_ratio), "" if is_base else _x(wire_ratio),
+                          "" if is_base else fmt_spread(row["spread"]["goodput_vs_base"]),
+                          "" if is_base else fmt_spread(row["spread"]["wire_vs_base"]),
                           integrity])
     widths = [max(len(str(c[i])) for c in [header, *table]) for i in range(len(header))]
     for cells in [header, *table]:
-        print("  ".join(str(c).ljust(w) if i in (0, 1, 9) else str(c).rjust(w)
+        print("  ".join(str(c).ljust(w) if i in (0, 1, 10) else str(c).rjust(w)
                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip())
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"host": os.uname().nodename, "loss": args.loss,
                                "jitter": args.jitter, "payload_mib": args.mib,
+                               "repeat": args.repeat, "quick": args.quick,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "rows": base + reord}, indent=1, default=str))
     print("wire/payload: bytes the link took in from the sender (headers and resends included) "
           "over the payload; resends: the sender transport's count (TCP: RetransSegs); "
-          "drops: the link's, sender to receiver; goodput: payload over the transfer's span")
+          "drops: the link's, sender to receiver; goodput: payload over the transfer's span; "
+          f"each row the run of median goodput of {args.repeat}; vs base: median (min-max) of "
+          "the per-repeat ratios, each reordered run against the loss-only run of its repeat")
     print(f"wrote {out}")
     return 0 if all(r["integrity"]["ok"] and not r["errors"] for r in base + reord) else 1
 
