@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the RoCE-style switch node: forwarding rate, per-hop latency, incast scaling.
 
-    python3 scripts/bench_fabric.py [--quick] [--out bench_fabric.json] [--parts fwd,hop,incast]
+    python3 scripts/bench_fabric.py [--quick] [--out results/bench_fabric.json]
+                                    [--parts fwd,hop,incast] [--rounds 3] [--incast-repeats 3]
                                     [--scales 1000,2000,5000,10000] [--quiet-wait 5]
 
 Root only. Three parts, each against a baseline measured in the same run:
@@ -34,11 +35,15 @@ Root only. Three parts, each against a baseline measured in the same run:
    100 Gbit/s and 1 us links, MTU 9000, the RoCE classes of topologies/roce-incast.yaml;
    15 hosts send 16 tokens of llama-3.1-8b KV (2 MiB) each to host-15 over `transport: roce`,
    run with `fabric run FILE --cc dcqcn --keep` once per time_scale (1000, 2000, 5000,
-   10000). Fabric-time goodput, FCT slowdown (FCT / (base RTT + bytes / bottleneck rate), as
+   10000) and repeat (--incast-repeats, all time_scales in turn each repeat). Fabric-time
+   goodput, FCT slowdown (FCT / (base RTT + bytes / bottleneck rate), as
    the HPCC simulator reports it), switch counters and wall time, each also as a ratio to the
    largest time_scale's row: where the host keeps up, fabric-time figures stop changing as
    time_scale grows. Before removing the fabric the script asks every node's kernel for
    losses no report counts (UDP receive-buffer overflows at hosts, TUN ring overflows).
+
+Every figure is also given as min/median/max over its rounds or repeats (`spread` in the
+JSON; a ratio's over the per-round ratios, each against the baseline of the same round).
 
 Before each point the script waits (at most --quiet-wait seconds) for the host to be quiet and
 records what other processes used meanwhile: on a shared 2-core host that decides the figures.
@@ -78,6 +83,9 @@ from fabric.net.lifecycle import (  # noqa: E402
 from fabric.net.tun import in_netns  # noqa: E402
 from fabric.plan import FabricPlan, parse_netns_name, plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _spread import fmt_spread, spread  # noqa: E402
 
 PORT = 40001
 ETH_P_IP = 0x0800
@@ -463,6 +471,12 @@ def part_forwarding(fabrics: Fabrics, sizes: list[int], seconds: float, rounds: 
         fabrics.down(state)
     rows = []
     for size in sizes:
+        # each round's ratios, against the bare relay of the same round
+        for sw, bare in zip(runs[("switch", size)], runs[("bare", size)], strict=True):
+            for r in (sw, bare):
+                r["x_bare_pps"] = r["b_pps"] / bare["b_pps"] if bare["b_pps"] else None
+                pc, bpc = r["pps_per_relay_core"], bare["pps_per_relay_core"]
+                r["x_bare_per_core"] = pc / bpc if pc and bpc else None
         med = {relay: _best_run(runs[(relay, size)]) for relay in ("switch", "bare")}
         for relay in ("switch", "bare"):
             r = dict(med[relay])
@@ -471,8 +485,15 @@ def part_forwarding(fabrics: Fabrics, sizes: list[int], seconds: float, rounds: 
             pc, bpc = r["pps_per_relay_core"], base["pps_per_relay_core"]
             r["x_bare_per_core"] = pc / bpc if pc and bpc else None
             r["rounds"] = runs[(relay, size)]
+            r["spread"] = {k: spread(x[k] for x in r["rounds"]) for k in FWD_SPREAD}
             rows.append(r)
     return rows
+
+
+# figures of a forwarding row given as min/median/max over the rounds (`spread`); the row's
+# own figures are its best round's, and its x_bare_* the best round against the best bare
+FWD_SPREAD = ("b_pps", "b_gbps", "relay_tx_pps", "pps_per_relay_core", "relay_cpu",
+              "engine_cpu", "other_cpu", "x_bare_pps", "x_bare_per_core")
 
 
 def _switch_stats(state: FabricState) -> dict[str, Any]:
@@ -533,7 +554,9 @@ def part_latency(fabrics: Fabrics, count: int, rounds: int, delay: str, quiet: f
             per_round.append({"switch_hop_p50_us": (pct(got["switch"], 0.5)
                                                     - pct(got["kernel"], 0.5)) / 2,
                               "switch_hop_p99_us": (pct(got["switch"], 0.99)
-                                                    - pct(got["kernel"], 0.99)) / 2})
+                                                    - pct(got["kernel"], 0.99)) / 2,
+                              **{f"{k}_p{q}_us": pct(v, q / 100) for k, v in got.items()
+                                 for q in (50, 99)}})
             print(f"  hop round {rnd + 1}/{rounds}: " + ", ".join(
                 f"{k} p50 {pct(v, 0.5):.0f} us" for k, v in rtts.items()), flush=True)
     finally:
@@ -560,6 +583,9 @@ def part_latency(fabrics: Fabrics, count: int, rounds: int, delay: str, quiet: f
     derived["per_round"] = per_round
     derived["switch_hop_p50_us_round_median"] = statistics.median(
         r["switch_hop_p50_us"] for r in per_round)
+    # min/median/max over the rounds of each round's figures (the pooled ones above are over
+    # every ping of every round)
+    derived["spread"] = {k: spread(r[k] for r in per_round) for k in per_round[0]}
     return {"delay": delay, "paths": rows, "derived": derived, "busy_before": busy,
             "method": "ping a -> b, 56 B, 2 ms apart, interleaved rounds; per hop = "
                       "(RTT switch path - RTT kernel-forwarded 2-link path) / 2 per percentile"}
@@ -575,6 +601,7 @@ def fabric_cli(*args: str) -> list[str]:
 
 def incast_point(ts: int, tmp: Path, timeout: float) -> dict[str, Any]:
     name = f"{PREFIX}-inc{ts}"
+    tmp.mkdir(parents=True, exist_ok=True)
     yaml_path = tmp / f"{name}.yaml"
     senders = ", ".join(f"host-{i}" for i in range(INCAST_SENDERS))
     yaml_path.write_text(INCAST.format(name=name, ts=ts, senders=senders, tokens=INCAST_TOKENS))
@@ -665,23 +692,45 @@ def remove_leftover_fabric(name: str) -> None:
     remove_orphans(name)
 
 
-def part_incast(scales: list[int], timeout: float, quiet: float) -> list[dict[str, Any]]:
-    rows = []
+INCAST_SPREAD = ("goodput_bps", "slowdown_p50", "slowdown_p99", "fct_mean_ns", "wall_s",
+                 "bottleneck_utilisation", "goodput_bps_vs_ref", "slowdown_p50_vs_ref")
+
+
+def part_incast(scales: list[int], timeout: float, quiet: float, repeats: int = 1,
+                ) -> list[dict[str, Any]]:
+    """Every time_scale once per repeat (interleaved); one row per time_scale: its run of
+    median goodput, with min/median/max over the repeats (`spread`) and each run (`runs`).
+    A run's *_vs_ref is against the largest time_scale's run of the same repeat."""
+    runs: dict[int, list[dict[str, Any]]] = {ts: [] for ts in scales}
     with tempfile.TemporaryDirectory(prefix="bench_fabric-") as tmp:
+        for rep in range(repeats):
+            for ts in scales:
+                busy = wait_quiet(quiet)
+                r = incast_point(ts, Path(tmp) / f"r{rep}", timeout)
+                r["busy_before"] = busy
+                r["repeat"] = rep
+                runs[ts].append(r)
+                sd = r.get("slowdown_p50")
+                print(f"  incast repeat {rep + 1}/{repeats} time_scale {ts}: wall "
+                      f"{r['wall_s']:.1f} s, goodput "
+                      f"{(r.get('goodput_bps') or 0) / 1e9:.1f} Gbit/s, slowdown p50 "
+                      f"{'-' if sd is None else f'{sd:.2f}'}", flush=True)
+    for rep in range(repeats):
+        ref = runs[scales[-1]][rep] if scales else {}
         for ts in scales:
-            busy = wait_quiet(quiet)
-            r = incast_point(ts, Path(tmp), timeout)
-            r["busy_before"] = busy
-            rows.append(r)
-            sd = r.get("slowdown_p50")
-            print(f"  incast time_scale {ts}: wall {r['wall_s']:.1f} s, goodput "
-                  f"{(r.get('goodput_bps') or 0) / 1e9:.1f} Gbit/s, slowdown p50 "
-                  f"{'-' if sd is None else f'{sd:.2f}'}", flush=True)
-    ref = rows[-1] if rows else {}
-    for r in rows:
-        for key in ("goodput_bps", "slowdown_p50", "slowdown_p99", "fct_mean_ns"):
-            a, b = r.get(key), ref.get(key)
-            r[f"{key}_vs_ref"] = a / b if a and b else None
+            r = runs[ts][rep]
+            for key in ("goodput_bps", "slowdown_p50", "slowdown_p99", "fct_mean_ns"):
+                a, b = r.get(key), ref.get(key)
+                r[f"{key}_vs_ref"] = a / b if a and b else None
+    rows = []
+    for ts in scales:
+        ranked = sorted(runs[ts], key=lambda r: r.get("goodput_bps") or 0.0)
+        row = dict(ranked[(len(ranked) - 1) // 2])
+        row["spread"] = {k: spread(r.get(k) for r in runs[ts]) for k in INCAST_SPREAD}
+        row["repeats"] = repeats
+        row["runs"] = [{k: r.get(k) for k in (*INCAST_SPREAD, "repeat", "error")
+                        if k in r} for r in runs[ts]]
+        rows.append(row)
     return rows
 
 
@@ -697,7 +746,8 @@ def print_forwarding(rows: list[dict[str, Any]]) -> None:
           "interface counters, CPU in cores over the same interval")
     print(f"{'relay':<7} {'payload':>7} {'sent':>6} {'sw rx':>6} {'relay tx':>8} {'ring':>5} "
           f"{'sock':>5} {'at b':>6} {'Gbit/s':>6} {'relay CPU':>9} {'tx/core':>8} "
-          f"{'engine CPU':>10} {'sender':>6} {'others':>6} {'x bare':>6} {'x bare/core':>11}")
+          f"{'engine CPU':>10} {'sender':>6} {'others':>6} {'x bare':>6} {'x bare/core':>11} "
+          f"{'rounds: at b kpps':>19} {'x bare/core':>17}")
     for r in rows:
         per_core = r["pps_per_relay_core"]
         sock = max(0.0, r["switch_rx_pps"] - r["relay_tx_pps"])
@@ -707,14 +757,18 @@ def print_forwarding(rows: list[dict[str, Any]]) -> None:
               f"{r['b_pps'] / 1e3:>5.1f}k {r['b_gbps']:>6.2f} {r['relay_cpu']:>9.2f} "
               f"{_f(per_core and per_core / 1e3, '.1f'):>7}k {r['engine_cpu']:>10.2f} "
               f"{r['sender_cpu']:>6.2f} {r['other_cpu']:>6.2f} {_f(r['x_bare_pps'], '.2f'):>6} "
-              f"{_f(r['x_bare_per_core'], '.2f'):>11}")
+              f"{_f(r['x_bare_per_core'], '.2f'):>11} "
+              f"{fmt_spread(r['spread']['b_pps'], '.1f', 1e3):>19} "
+              f"{fmt_spread(r['spread']['x_bare_per_core']):>17}")
     print("(packets/s. sent: out of a; sw rx: into the relay's namespace; relay tx: what the "
           "relay (switch process or bare relay) sent out of its port to b; ring: part of it the "
           "tun driver dropped, its ring to the link engine full; sock: sw rx - relay tx, lost "
           "in the relay's socket buffer before it read them; at b: arrived at b; Gbit/s: IP "
           "bytes at b; tx/core: relay tx / relay CPU (target for the switch: >= 80k); x bare: "
           "at-b packets/s and tx/core over the bare relay's; the link engine relays every "
-          "packet twice and shares the host's cores; others: processes not of this benchmark)")
+          "packet twice and shares the host's cores; others: processes not of this benchmark; "
+          "rounds: median (min-max) over the rounds, each round's ratio against the bare "
+          "relay of the same round)")
 
 
 def print_latency(lat: dict[str, Any]) -> None:
@@ -736,6 +790,10 @@ def print_latency(lat: dict[str, Any]) -> None:
           f"  p99 {d['vs_direct_p99_us']:.0f} us   (includes one extra link relay)")
     print(f"one extra link + kernel forward (kernel - direct) / 2: p50 "
           f"{d['extra_link_p50_us']:.0f} us, p99 {d['extra_link_p99_us']:.0f} us")
+    sp = d.get("spread", {})
+    print(f"added per switch hop over the {len(d['per_round'])} rounds, median (min-max): p50 "
+          f"{fmt_spread(sp.get('switch_hop_p50_us'), '.0f')} us, p99 "
+          f"{fmt_spread(sp.get('switch_hop_p99_us'), '.0f')} us")
 
 
 def print_incast(rows: list[dict[str, Any]]) -> None:
@@ -750,7 +808,7 @@ def print_incast(rows: list[dict[str, Any]]) -> None:
           f"{'queue max':>9} {'ECN':>6} {'pauses':>6} {'drops':>5} {'hidden':>6} {'retx':>5} "
           f"{'NAKs':>4} "
           f"{'CNPs':>5} "
-          f"{'gp vs ref':>9} {'p50 vs ref':>10}")
+          f"{'gp vs ref':>9} {'p50 vs ref':>10} {'goodput G, repeats':>19}")
     for r in rows:
         if "error" in r:
             print(f"{r['time_scale']:>5} {r['wall_s']:>6.1f}  error: {r['error'][:200]}")
@@ -770,12 +828,14 @@ def print_incast(rows: list[dict[str, Any]]) -> None:
               f"{r['ecn_marks']:>6} {r['pauses']:>6} {drops:>5} {hidden:>6} "
               f"{r['retransmitted']:>5} "
               f"{r['naks']:>4} {r['cnps']:>5} "
-              f"{_f(r['goodput_bps_vs_ref'], '.2f'):>9} {_f(r['slowdown_p50_vs_ref'], '.2f'):>10}")
+              f"{_f(r['goodput_bps_vs_ref'], '.2f'):>9} {_f(r['slowdown_p50_vs_ref'], '.2f'):>10} "
+              f"{fmt_spread(r.get('spread', {}).get('goodput_bps'), '.1f', 1e9):>19}")
     print("(slowdown = FCT / (base RTT + bytes / 100 Gbit/s) per flow, p50/p99 over the 15 "
           "flows; a fair 15-way incast that fills the link ends every flow near 15; drops = "
           "switch + link-queue + link-loss; hidden = drops only the nodes' kernels saw (full UDP "
           "socket at a host: its transport fell behind; full TUN ring), in no report; host "
-          "CPU = busy cores of the whole host over the run, bring-up included)")
+          "CPU = busy cores of the whole host over the run, bring-up included; each row the "
+          "run of median goodput; goodput over the repeats as median (min-max))")
 
 
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
@@ -786,9 +846,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         worst = min((r["pps_per_relay_core"] or 0) for r in fwd)
         out["switch_tx_per_core_min"] = worst
         out["lines"].append(
-            "switch forwarding per core (tx / switch CPU): " + ", ".join(
+            "switch forwarding per core (tx / switch CPU, best round): " + ", ".join(
                 f"{r['payload_bytes']} B {r['pps_per_relay_core'] / 1e3:.0f}k "
-                f"({_f(r['x_bare_per_core'], '.2f')} of bare)" for r in fwd)
+                f"({_f(r['x_bare_per_core'], '.2f')} of bare; rounds "
+                f"{fmt_spread(r['spread']['x_bare_per_core'])})" for r in fwd)
             + f"; target >= 80k: {'met' if worst >= 80_000 else 'NOT met'}")
         out["lines"].append(
             "switch delivered at b on this 2-core host: " + ", ".join(
@@ -822,7 +883,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter floods, fewer pings, one "
                     "round, time_scales 1000 and 5000")
-    ap.add_argument("--out", default="bench_fabric.json", help="JSON results path")
+    ap.add_argument("--out", default="results/bench_fabric.json",
+                    help="JSON results path (default %(default)s)")
+    ap.add_argument("--rounds", type=int, help="forwarding rounds, switch and bare "
+                    "interleaved (default 3; quick 1)")
+    ap.add_argument("--incast-repeats", type=int, help="runs of every incast time_scale, "
+                    "interleaved (default 3; quick 1)")
     ap.add_argument("--parts", default="fwd,hop,incast", help="comma list of fwd, hop, incast")
     ap.add_argument("--seconds", type=float, help="flood seconds per point (default 3; quick 2)")
     ap.add_argument("--scales", help="incast time_scales, comma list (default "
@@ -850,7 +916,10 @@ def main() -> int:
     if unknown:
         ap.error(f"--parts: unknown {', '.join(sorted(unknown))}")
     seconds = args.seconds or (2.0 if args.quick else 3.0)
-    rounds = 1 if args.quick else 3
+    rounds = args.rounds or (1 if args.quick else 3)
+    incast_repeats = args.incast_repeats or (1 if args.quick else 3)
+    if rounds < 1 or incast_repeats < 1:
+        ap.error("--rounds and --incast-repeats: at least 1")
     scales = [int(x) for x in args.scales.split(",")] if args.scales else \
         ([1000, 5000] if args.quick else [1000, 2000, 5000, 10000])
     sizes = [64, 1400, 8000]
@@ -860,6 +929,7 @@ def main() -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": os.uname().nodename,
         "cpus": os.cpu_count(), "kernel": os.uname().release, "quick": args.quick,
         "loadavg_before": os.getloadavg(), "flood_seconds": seconds, "rounds": rounds,
+        "incast_repeats": incast_repeats,
         "switch_port_rate": SWITCH_RATE}}
     t_start = time.monotonic()
     fabrics = Fabrics()
@@ -876,7 +946,7 @@ def main() -> int:
                                               args.quiet_wait)
         if "incast" in parts:
             print("part 3: incast scaling with time_scale", flush=True)
-            results["incast"] = part_incast(scales, 180, args.quiet_wait)
+            results["incast"] = part_incast(scales, 180, args.quiet_wait, incast_repeats)
     except (KeyboardInterrupt, Interrupted):
         print("\nbench_fabric: interrupted; removing what it built", file=sys.stderr)
         status = 130
