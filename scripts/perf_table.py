@@ -259,6 +259,35 @@ def switch_hop_p99(d: dict) -> Figures | None:
                    (Check(hop, "<=", 400.0),), n_of(hop))
 
 
+def memsem_rate(d: dict) -> Figures | None:
+    r = d.get("rate")
+    if not r or "memory" not in r:
+        return None
+    rate, x = fig(r["memory"], "rate"), sp(r.get("ratio"))
+    base = med(fig(r.get("bare") or {}, "rate"))
+    return Figures(unit(rate, 1e3, ".1f", "k") + " txn/s",
+                   f"bare UDP relay + echo {unit(sp(base), 1e3, '.1f', 'k')} txn/s", ratio(x),
+                   n=n_of(rate, x), met=None if r.get("ok", True) else "NO: transactions lost")
+
+
+def _memsem_allreduce(d: dict, size: int) -> Figures | None:
+    a = d.get("allreduce") or {}
+    sw, ring, x = (sp(a.get(k)) for k in (f"switch {size}", f"ring {size}", f"ratio {size}"))
+    if sw is None:
+        return None
+    base = unit(sp(med(ring)), 1e3, ".1f", " us")
+    return Figures(unit(sw, 1e3, ".1f", " us"), f"ring over TCP {base}", ratio(x),
+                   (Check(x, "<", 1.0),), n_of(sw, x))
+
+
+def memsem_allreduce_16k(d: dict) -> Figures | None:
+    return _memsem_allreduce(d, 16384)
+
+
+def memsem_allreduce_256k(d: dict) -> Figures | None:
+    return _memsem_allreduce(d, 262144)
+
+
 def _scale_row(d: dict, size: int) -> dict | None:
     return next((r for r in d.get("rows", []) if r.get("namespaces") == size), None)
 
@@ -357,8 +386,12 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("added per switch hop, p99", "bench_fabric", "<= 400 us", switch_hop_p99),
     Headline("delay lateness p99 at 1 ms", "bench_engine", "<= 400 us, also under load",
              engine_lateness),
-    Headline("memory-semantic transactions", None,
-             "rate >= 3x now; switch reduce faster than the ring at every size"),
+    Headline("memory-semantic transactions, 256 B writes, per second", "bench_memsem",
+             ">= 3x the rate before issue 18", memsem_rate),
+    Headline("all-reduce 16 KiB, memsem-single, switch reduce / ring", "bench_memsem",
+             "< 1 (switch faster at every size)", memsem_allreduce_16k),
+    Headline("all-reduce 256 KiB, memsem-single, switch reduce / ring", "bench_memsem",
+             "< 1 (switch faster at every size)", memsem_allreduce_256k),
     Headline("4 UDP flows into 1 Gbit/s: goodput / rate, queue drops", "bench_udp_cc",
              "-", udp_cc),
     Headline("1,000-namespace leaf-spine up", "bench_scale", "< 10 s", scale_up),
@@ -397,7 +430,7 @@ def verdict(checks: tuple[Check, ...], n: int | None, min_runs: int) -> str:
 def _date(data: dict, path: Path) -> str:
     """The run's date from its JSON, else the file's modification date (UTC)."""
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    for t in (data.get("date"), data.get("time"), meta.get("time")):
+    for t in (data.get("date"), data.get("time"), data.get("started"), meta.get("time")):
         if isinstance(t, str) and len(t) >= 10:
             return t[:10]
         if isinstance(t, int | float) and not isinstance(t, bool):

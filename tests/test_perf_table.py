@@ -78,6 +78,15 @@ SCALE = {"rows": [{"namespaces": 1000, "up_s": S(9.0, 9.5, 12.0), "down_s": S(1,
                      "cpu_s_per_gbit": 5.67, "integrity": True}}
 
 
+MEMSEM = {"started": "2026-12-07T03:00:00Z",
+          "rate": {"memory": {"rate": S(9e3, 10e3, 11e3)}, "bare": {"rate": S(30e3, 40e3, 50e3)},
+                   "ratio": S(0.2, 0.25, 0.3), "ok": True},
+          "allreduce": {"switch 16384": S(90e3, 100e3, 110e3), "ring 16384": S(1, 200e3, 3),
+                        "ratio 16384": S(0.4, 0.5, 0.6),
+                        "switch 262144": S(900e3, 1000e3, 1100e3),
+                        "ring 262144": S(1, 800e3, 3), "ratio 262144": S(1.1, 1.25, 1.3)}}
+
+
 def _results(tmp_path: Path, **files: dict) -> Path:
     d = tmp_path / "results"
     d.mkdir(parents=True)
@@ -134,6 +143,18 @@ def test_fabric_and_scale_rows(tmp_path: Path) -> None:
     assert down.baseline == "ip -batch 0.50 s"
     traffic = _row(rows, "all-to-all KV through 256 namespaces")
     assert (traffic.fabric, traffic.met) == ("1.23 Gbit/s, 5.7 CPU s per Gbit", "yes")
+
+
+def test_memsem_rows(tmp_path: Path) -> None:
+    rows = perf_table.build_rows(_results(tmp_path, bench_memsem=MEMSEM))
+    rate = _row(rows, "memory-semantic transactions")
+    assert (rate.fabric, rate.baseline, rate.ratio) == (
+        "10.0k (9.0k-11.0k) txn/s", "bare UDP relay + echo 40.0k txn/s", "0.25 (0.20-0.30)")
+    assert rate.when == "2026-12-07, 3 runs"
+    small, big = _row(rows, "all-reduce 16 KiB"), _row(rows, "all-reduce 256 KiB")
+    assert (small.fabric, small.baseline, small.met) == ("100.0 (90.0-110.0) us",
+                                                         "ring over TCP 200.0 us", "yes")
+    assert big.met == "no"
 
 
 def test_goal_every_run_and_too_few_runs(tmp_path: Path) -> None:
