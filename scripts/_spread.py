@@ -23,6 +23,7 @@ def fmt_spread(s: dict | None, fmt: str = ".2f", scale: float = 1.0) -> str:
     if not s or s.get("median") is None:
         return "-"
     med = format(s["median"] / scale, fmt)
-    if s.get("n", 2) < 2:
+    n = s.get("n", 2)  # a spread without n (bench_kv's keeps its values instead) has several
+    if n is None or n < 2:  # one repeat, or a bare figure of unknown repeats
         return med
     return f"{med} ({format(s['min'] / scale, fmt)}-{format(s['max'] / scale, fmt)})"

@@ -97,13 +97,14 @@ class Headline:
 
 
 def sp(x: Any) -> dict | None:  # noqa: ANN401
-    """A {"min","median","max","n"} spread from a spread dict or a bare number, else None."""
+    """A {"min","median","max","n"} spread from a spread dict or a bare number (a figure of
+    a JSON from before the spreads: n None, repeats unknown), else None."""
     if isinstance(x, dict) and x.get("median") is not None:
         n = x.get("n", len(x["values"]) if isinstance(x.get("values"), list) else None)
         return {"min": x.get("min", x["median"]), "median": x["median"],
                 "max": x.get("max", x["median"]), "n": n if n is not None else 2}
     if isinstance(x, int | float) and not isinstance(x, bool):
-        return {"min": x, "median": x, "max": x, "n": 1}
+        return {"min": x, "median": x, "max": x, "n": None}
     return None
 
 
@@ -124,7 +125,8 @@ def unit(s: dict | None, scale: float, fmt: str, suffix: str) -> str:
         if not s or s.get("median") is None:
             return "-"
         m, lo, hi = (format(s[k] / scale, fmt) + suffix for k in ("median", "min", "max"))
-        return m if s.get("n", 2) < 2 else f"{m} ({lo}-{hi})"
+        n = s.get("n", 2)
+        return m if n is None or n < 2 else f"{m} ({lo}-{hi})"
     text = fmt_spread(s, fmt, scale)
     return text if text == "-" else f"{text}{suffix}"
 
@@ -493,7 +495,7 @@ def build_rows(results: Path) -> list[Row]:
             continue
         for f in found if isinstance(found, list) else [found]:
             n = f.n if f.n is not None else _repeats(data)
-            runs = "-" if n is None else f"{n} run" + ("" if n == 1 else "s")
+            runs = "runs not recorded" if n is None else f"{n} run" + ("" if n == 1 else "s")
             rows.append(Row(f.measure or h.measure, f.fabric, f.baseline, f.ratio, h.goal,
                             f.met or verdict(f.checks, n, h.min_runs),
                             f"{when}, {runs}{quick}"))

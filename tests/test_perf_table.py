@@ -104,6 +104,8 @@ def test_spread_helper() -> None:
     assert _spread.spread([]) == {"min": None, "median": None, "max": None, "n": 0}
     assert _spread.fmt_spread(S(1, 2, 3)) == "2.00 (1.00-3.00)"
     assert _spread.fmt_spread(S(2, 2, 2, n=1)) == "2.00"
+    assert _spread.fmt_spread({"min": 1, "median": 2, "max": 3}) == "2.00 (1.00-3.00)"
+    assert _spread.fmt_spread(None) == "-"
 
 
 def test_rows_from_json(tmp_path: Path) -> None:
@@ -216,3 +218,15 @@ def test_unreadable_json_says_so(tmp_path: Path) -> None:
     assert _row(rows, "userspace link engine").fabric.startswith("unreadable (AttributeError")
     links = _row(rows, "userspace TCP goodput")
     assert (links.fabric, links.when) == ("unreadable (JSONDecodeError)", "bench_links.json")
+
+
+def test_json_from_before_the_spreads(tmp_path: Path) -> None:
+    """A figure without min/median/max is shown as it is, its repeats unknown, not made up."""
+    old = {"time": 1796000000.0, "rows": [
+        {"transport": "roce", "condition": "loss", "goodput_bps": 24.7e6},
+        {"transport": "roce", "condition": "loss+reorder", "goodput_bps": 2.9e6,
+         "goodput_vs_base": 0.12}]}
+    row = _row(perf_table.build_rows(_results(tmp_path, bench_reorder=old)), "RoCE goodput")
+    assert (row.fabric, row.baseline, row.ratio) == ("2.9 Mbit/s", "loss only 24.7 Mbit/s",
+                                                     "0.12")
+    assert row.when == "2026-11-30, runs not recorded"
