@@ -17,6 +17,7 @@ repeated, interleaved, and reported as min/median/max of
 - marks: its ECN marks; retransmitted: UDP segments the senders sent again.
 
 Run as root: python3 scripts/bench_udp_cc.py [--quick] [--json FILE] [--repeats N]
+(JSON by default at results/bench_udp_cc.json)
 
 For bench_kv.py: `run(quick) -> dict` runs the experiment and returns the JSON-able result;
 `rows(result) -> list[tuple]` gives its table rows under `HEADER`; `table(result)` the text.
@@ -26,13 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _spread import spread  # noqa: E402
 
 from fabric.kinds import validate  # noqa: E402
 from fabric.net import lifecycle  # noqa: E402
@@ -111,12 +114,6 @@ def one_run(cc: str, size: str, requests: int, timeout: float, scale: float = 1,
             "retransmitted": retrans, "payload_bytes": payload, "seconds": span_ns / 1e9}
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """{"min", "median", "max", "n"} of one figure over the repeats."""
-    return {"min": min(values), "median": statistics.median(values), "max": max(values),
-            "n": len(values)}
-
-
 def run(quick: bool, repeats: int | None = None, ccs: tuple[str, ...] = CCS,
         scale: float = SCALE, say: Any = None) -> dict[str, Any]:  # noqa: ANN401
     """The experiment: every policy in `ccs`, `repeats` times each (interleaved, so a busy
@@ -135,7 +132,8 @@ def run(quick: bool, repeats: int | None = None, ccs: tuple[str, ...] = CCS,
     summary = {cc: {key: spread([float(r[key]) for r in rs])
                     for key in ("goodput_ratio", "drops", "marks", "retransmitted")}
                for cc, rs in runs.items()}
-    return {"benchmark": "udp_cc", "senders": SENDERS, "rate_bps": RATE_BPS,
+    return {"benchmark": "udp_cc", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "senders": SENDERS, "rate_bps": RATE_BPS,
             "time_scale": scale,
             "bytes_per_flow": requests * int(size.removesuffix("MiB")) * 1024 * 1024,
             "repeats": repeats, "topology": topology_text("<cc>", size, requests, scale),
@@ -175,13 +173,15 @@ def main() -> int:
     ap.add_argument("--cc", default=",".join(CCS), help="comma list of policies")
     ap.add_argument("--time-scale", type=float, default=SCALE,
                     help=f"run the links this many times slower on the host (default {SCALE:g})")
-    ap.add_argument("--json", type=Path, help="write the result here")
+    ap.add_argument("--json", type=Path, default=Path("results/bench_udp_cc.json"),
+                    help="write the result here (default results/bench_udp_cc.json)")
     args = ap.parse_args()
     result = run(args.quick, args.repeats, tuple(args.cc.split(",")), args.time_scale,
                  say=lambda line: print(line, file=sys.stderr, flush=True))
     print(table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json}")
     return 0
 
 
