@@ -7,6 +7,7 @@ payload leave in one call and arrive whole through full socket buffers; a transf
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from fabric.kv.content import chunk_view, digest
+from fabric.kv.content import chunk_digest, chunk_view, digest
 from fabric.kv.layout import chunks_of
 from fabric.node import runtime
 from fabric.node.runtime import Node, _recv_into, _send_all
@@ -79,10 +80,12 @@ async def test_send_all_sends_every_part_whole_through_a_full_socket() -> None:
 async def test_a_transfer_and_the_one_after_it_arrive_checked_and_acknowledged(
         free_port: int) -> None:
     """Two nodes over loopback: 3 MiB + 5 bytes in 1 MiB chunks, then, once that is
-    acknowledged, a 64 KiB transfer in one chunk."""
+    acknowledged, a 64 KiB transfer in one chunk; the sender made some chunks' digests
+    before the run, the others as they left."""
     first = transfer(1, 3 * MiB + 5, MiB)
     second = transfer(2, 64 * 1024, 64 * 1024, after=1)
     a = node("a", [first, second], [])
+    a.prehash(budget=2)  # the first two chunks made before the run, the rest as they leave
     b = node("b", [], [first, second])
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -97,6 +100,26 @@ async def test_a_transfer_and_the_one_after_it_arrive_checked_and_acknowledged(
         (2, 0, 64 * 1024, True)]
     assert [(t.request, t.status) for t in b.transfer_records()] == [(1, "ok"), (2, "ok")]
     assert b.rx_bytes == a.tx_bytes == 3 * MiB + 5 + 64 * 1024
+
+
+def test_a_sender_prehashes_its_first_tcp_chunks_in_send_order() -> None:
+    """Before the run: the pool windows and their digests, the ones the chunks leave with,
+    up to the budget; never a UDP transfer's (its transport hashes its own)."""
+    t1 = transfer(1, 2 * MiB, MiB)
+    udp = dataclasses.replace(transfer(2, MiB, MiB), transport="udp")
+    t3 = transfer(3, 4 * MiB, MiB)
+    a = node("a", [t1, udp, t3], [])
+    a.prehash(budget=3)
+    assert sorted(a._prehashed) == [1, 3]
+    assert len(a._prehashed[1]) == 2
+    assert len(a._prehashed[3]) == 1
+    for tid, tr in ((1, t1), (3, t3)):
+        for (view, dg), spec in zip(a._prehashed[tid], chunks_of(tr), strict=False):
+            assert np.array_equal(view, chunk_view(spec, SEED))
+            assert dg == chunk_digest(spec, SEED)
+    b = node("b", [t1, t3], [])
+    b.prehash(budget=0)
+    assert b._prehashed == {}
 
 
 @pytest.mark.parametrize("piece", [1, 7, 300, 70_000])
