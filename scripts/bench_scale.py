@@ -17,13 +17,14 @@ links at 1 Gbit/s:
 - **reachable**: host-0 pings the last host once through the fabric before it goes down;
 - **leftovers**: namespaces of this run's fabrics still present at the end (must be 0).
 
-With `--traffic N` (default 256), one `fabric run`-style run of all-to-all KV traffic through
-the size-N fabric between `--per-leaf` hosts of every leaf (default 2: 24 hosts, 552 ordered
-pairs, every pair's path crossing the spines but its own leaf's), each ordered pair one
-transfer of `--pair-tokens` tokens of Llama-3.1-8B's KV (one chunk per layer at least: 2 MiB
-a transfer), digests checked: wall time from first send to last chunk, the bytes moved as
-emulated Gbit/s, the CPU seconds every process spent (runner, node processes, link engine)
-per emulated Gbit moved, and integrity (every transfer ok, every chunk's digest matched).
+With `--traffic N,M` (default 256,1000), per size one `fabric run`-style run of all-to-all KV
+traffic through that fabric between `--per-leaf` hosts of every leaf (default 2,1: at 256, 24
+hosts and 552 ordered pairs; at 1000, 32 hosts and 992; a pair on two leaves crosses a spine),
+each ordered pair one transfer of `--pair-tokens` tokens of Llama-3.1-8B's KV (one chunk per
+layer at least: 2 MiB a transfer), digests checked: wall time from first send to last chunk,
+the bytes moved as emulated Gbit/s, the CPU seconds every process spent (runner, node
+processes, link engine) per emulated Gbit moved, and integrity (every transfer ok, every
+chunk's digest matched).
 Every host against every host (`--per-leaf 0`) is an incast of N-1 TCP flows into each 1
 Gbit/s host link: it collapses as TCP incast does (a 56-host run moved 6 GiB at 0.06
 Gbit/s, its flows waiting out retransmission timeouts), which measures TCP, not the fabric.
@@ -188,12 +189,13 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backend", default="userspace")
     ap.add_argument("--profile", type=int, default=0, help="profile one bring-up of this size")
-    ap.add_argument("--traffic", type=int, default=256,
-                    help="all-to-all KV traffic through this size (0: none)")
+    ap.add_argument("--traffic", default="256,1000",
+                    help="all-to-all KV traffic through these sizes (0: none)")
     ap.add_argument("--pair-tokens", type=int, default=1,
                     help="tokens of KV each ordered host pair moves (at least 2 MiB)")
-    ap.add_argument("--per-leaf", type=int, default=2,
-                    help="hosts of each leaf in the all-to-all (0: every host)")
+    ap.add_argument("--per-leaf", default="2,1",
+                    help="hosts of each leaf in each all-to-all, one per --traffic size "
+                         "(0: every host)")
     ap.add_argument("--json", default="results/bench_scale.json")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -217,8 +219,11 @@ def main() -> int:
                   f"(ip -batch {row['ip_batch_up_s']['median']:.2f} s), down "
                   f"{row['down_s']['median']:.2f} s, reachable {row['reachable']}",
                   flush=True)
-        tr = (traffic(args.traffic, args.backend, args.pair_tokens, args.per_leaf)
-              if args.traffic else None)
+        sizes_tr = [int(x) for x in args.traffic.split(",") if int(x)]
+        per_leaf = [int(x) for x in args.per_leaf.split(",")]
+        per_leaf += per_leaf[-1:] * (len(sizes_tr) - len(per_leaf))
+        trs = [traffic(n, args.backend, args.pair_tokens, k)
+               for n, k in zip(sizes_tr, per_leaf, strict=False)]
         prof = profile(args.profile, args.backend) if args.profile else None
     finally:
         left = [ns for ns in Kernel.list_netns() if ns.startswith(mine)]
@@ -235,7 +240,7 @@ def main() -> int:
               f"{u['median'] / r['ip_batch_up_s']['median']:>6.1f} "
               f"{r['down_s']['median']:>7.2f} {r['memory_kib']['median'] / 1024:>7.0f} "
               f"{'yes' if r['reachable'] else 'NO':>5}")
-    if tr:
+    for tr in trs:
         c = tr["cpu_s"]
         print(f"all-to-all through {tr['namespaces']} namespaces: {tr['hosts']} hosts, "
               f"{tr['transfers']:,} transfers of {args.pair_tokens} tokens "
@@ -253,12 +258,14 @@ def main() -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"backend": args.backend, "repeat": args.repeat, "rows": rows,
-                               "leftovers": left, "traffic": tr, "profile": prof},
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               "leftovers": left, "traffic": trs[0] if trs else None,
+                               "traffic_runs": trs, "profile": prof},
                               indent=1))
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 1 if (left or not all(r["reachable"] for r in rows)
-                 or (tr is not None and not tr["integrity"])) else 0
+                 or not all(t["integrity"] for t in trs)) else 0
 
 
 def _plot(rows: list[dict], path: Path) -> None:
