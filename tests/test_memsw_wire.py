@@ -36,8 +36,11 @@ from fabric.memsw.wire import (
     Decoded,
     Join,
     Leave,
+    Packer,
     WireError,
+    datagram_limit,
     decode,
+    decode_all,
     encode,
     wire_len,
 )
@@ -458,3 +461,125 @@ def test_largest_payload_fits_and_error_reasons_never_fail_to_encode() -> None:
     # a lone surrogate (as from a surrogateescape'd path) is escaped rather than refused
     got = decode(datagram(Error(1, "bad \udcff path"))).msg
     assert got == Error(1, "bad \\udcff path")
+
+
+# -- several messages per datagram ------------------------------------------------------------
+
+
+def _mixed_messages(rng: random.Random, n: int) -> list[tuple[object, Decoded]]:
+    out = []
+    for i in range(n):
+        src = rng.randrange(1 << 16)
+        data = rng.randbytes(rng.choice((64, 256, rng.randrange(1, 257))))
+        msg = rng.choice([
+            Read(i, src, rng.randrange(1 << 40), 256, 0),
+            Write(i, src, rng.randrange(1 << 40), memoryview(data), 64),
+            ReadResp(i, data), WriteAck(i, 128), Error(i, "no window at 0x40"),
+            Contribute(i, src, "tp", data, offset=256, seq=3),
+            ReduceResult(i, "tp", data, offset=512, seq=4),
+            AtomicAdd(i, src, 64, -3), Join("bcast", 2), Leave("bcast", 2),
+            Create("g2", 0x9000_0000, 4096), Credit(2)])
+        credit = 0 if isinstance(msg, Credit) else rng.randrange(3)
+        msrc = 0 if isinstance(msg, (Join, Leave, Create)) else src
+        out.append((msg, Decoded(msg, msrc, 2 if isinstance(msg, Credit) else credit)))
+    return out
+
+
+def _parts(msg: object, d: Decoded) -> list:
+    return encode(msg, src=d.src, credit=0 if isinstance(msg, Credit) else d.credit)
+
+
+def test_decode_all_takes_messages_back_to_back_each_with_its_own_header() -> None:
+    rng = random.Random(18)
+    msgs = _mixed_messages(rng, 400)
+    for k in (1, 2, 4, 7):
+        for at in range(0, len(msgs), k):
+            chunk = msgs[at:at + k]
+            raw = b"".join(b"".join(_parts(m, d)) for m, d in chunk)
+            assert decode_all(raw) == [d for _, d in chunk]
+            assert decode_all(bytearray(raw)) == [d for _, d in chunk]
+    # a lone message decodes the same either way
+    raw = b"".join(encode(ReadResp(9, b"\x01" * 256), src=3, credit=1))
+    assert decode_all(raw) == [decode(raw)]
+
+
+@pytest.mark.parametrize("cut", [1, 41, 42, 43, 200])
+def test_decode_all_refuses_a_message_cut_short(cut: int) -> None:
+    first = b"".join(encode(WriteAck(1), src=1, credit=1))
+    second = b"".join(encode(Write(2, 1, 0x40, b"\x22" * 256), src=1))
+    with pytest.raises(WireError, match=r"message 2 of a datagram|shorter than the 42-byte"):
+        decode_all(first + second[:cut])
+    with pytest.raises(WireError, match="datagram of 0 B|shorter than"):
+        decode_all(b"")
+
+
+def test_decode_all_names_the_bad_message() -> None:
+    good = b"".join(encode(WriteAck(1), src=1, credit=1))
+    bad = bytearray(good)
+    bad[0] = 0
+    with pytest.raises(WireError, match=r"message 2 of a datagram: bad magic"):
+        decode_all(good + bytes(bad) + good)
+    with pytest.raises(WireError, match=r"^bad magic"):
+        decode_all(bytes(bad))
+
+
+def test_datagram_limit_keeps_datagrams_unfragmented() -> None:
+    assert datagram_limit(1500) == 1472
+    assert datagram_limit(9000) == 8972
+    assert datagram_limit(65535) == MAX_DATAGRAM
+    # never below one whole 256-byte transaction (the plan refuses such MTUs anyway)
+    assert datagram_limit(200) == HEADER_SIZE + 256
+
+
+def test_packer_fills_datagrams_per_destination_in_order() -> None:
+    p = Packer(1472)
+    out = []
+    for i in range(9):
+        out += p.add("a", encode(Write(i, 0, 0x40 * i, b"\x33" * 256), src=1))
+        out += p.add("b", encode(WriteAck(i), src=2, credit=1))  # 42 B
+    # four 298-byte writes fit 1472 B (1192), a fifth does not: two full datagrams for "a"
+    assert [d for d, _ in out] == ["a", "a"]
+    assert all(sum(len(x) for x in parts) == 4 * 298 for _, parts in out)
+    rest = p.flush()
+    assert [d for d, _ in rest] == ["a", "b"]  # in the order the destinations first came
+    assert len(p) == 0
+    assert p.flush() == []
+    got = [m.msg.tag for _, parts in [*out, rest[0]] for m in decode_all(b"".join(parts))]
+    assert got == list(range(9))
+    acks = decode_all(b"".join(rest[1][1]))
+    assert [(m.msg, m.src, m.credit) for m in acks] == [(WriteAck(i), 2, 1) for i in range(9)]
+    assert (p.messages, p.datagrams) == (18, 4)
+
+
+def test_packer_sends_an_oversized_message_alone() -> None:
+    p = Packer(HEADER_SIZE + 256)
+    big = encode(Write(1, 0, 0x40, b"\x44" * 1024), src=1)
+    assert p.add("a", encode(WriteAck(1))) == []
+    assert [d for d, _ in p.add("a", big)] == ["a"]  # closes the ack's datagram
+    assert [d for d, _ in p.add("a", encode(WriteAck(2)))] == ["a"]  # closes the big one
+    assert [len(decode_all(b"".join(parts))) for _, parts in p.flush()] == [1]
+    with pytest.raises(WireError, match="does not hold one 42-byte header"):
+        Packer(10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 11)), max_size=60),
+       st.integers(HEADER_SIZE + 256, 4000))
+def test_packer_never_reorders_drops_or_oversizes(adds: list, limit: int) -> None:
+    rng = random.Random(limit)
+    msgs = _mixed_messages(rng, 12)
+    p = Packer(limit)
+    sent: dict[str, list[Decoded]] = {}
+    datagrams = []
+    for dest, i in adds:
+        m, d = msgs[i]
+        sent.setdefault(dest, []).append(d)
+        datagrams += p.add(dest, _parts(m, d))
+    datagrams += p.flush()
+    got: dict[str, list[Decoded]] = {}
+    for dest, parts in datagrams:
+        raw = b"".join(parts)
+        ds = decode_all(raw)
+        assert len(raw) <= limit or len(ds) == 1
+        got.setdefault(dest, []).extend(ds)
+    assert got == sent

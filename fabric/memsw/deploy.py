@@ -61,7 +61,8 @@ def switch_configs(plan: FabricPlan) -> dict[str, dict[str, Any]]:
                 if me.node == sw:
                     ports.append({"name": other.node, "address": other.address,
                                   "rate_bps": shape.rate_bps or 400_000_000_000,
-                                  "latency_ns": mem.latency_ns, "credits": mem.credits})
+                                  "latency_ns": mem.latency_ns, "credits": mem.credits,
+                                  "mtu": shape.mtu})
         hops = _next_hops(topo, sw, mem_switches)
         windows = [{"name": w.name, "base": w.base, "size": w.size, "port": hops[w.node]}
                    for w in mem.windows if w.node in hops]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -47,7 +49,16 @@ from fabric.memsw.ops import (
 )
 from fabric.memsw.ops import decode as decode_values
 from fabric.memsw.ops import encode as encode_values
-from fabric.memsw.wire import MEM_PORT, Create, Join, Leave, decode, encode
+from fabric.memsw.wire import (
+    MEM_PORT,
+    Create,
+    Join,
+    Leave,
+    Packer,
+    datagram_limit,
+    decode_all,
+    encode,
+)
 from fabric.node.session import Channel, Go, Plan, Ready, Result, Task
 
 RING_PORT = 7480
@@ -78,6 +89,21 @@ def digest(data: bytes | memoryview | np.ndarray) -> str:
     return xxhash.xxh3_64_hexdigest(memoryview(data))  # type: ignore[arg-type]
 
 
+class _Flight:
+    """The transactions of one operation in flight: the receive loop hands each answer to
+    `answer`, which wakes the task that issued them."""
+
+    __slots__ = ("done", "wake")
+
+    def __init__(self) -> None:
+        self.done: list[tuple[tuple[int, int], object]] = []
+        self.wake = trio.Event()
+
+    def answer(self, key: tuple[int, int], msg: object) -> None:
+        self.done.append((key, msg))
+        self.wake.set()
+
+
 class MemoryNode:
     def __init__(self, plan: dict[str, Any], sock: socket.socket) -> None:
         self.plan = plan
@@ -88,8 +114,9 @@ class MemoryNode:
         self.memories = [MemoryEndpoint(w["base"], w["size"])
                          for w in plan["windows"] + plan["mcast"]]
         self.tags = iter(range(1, 1 << 31))
-        self.waiting: dict[tuple[int, int], tuple[trio.Event, list[Response]]] = {}
-        self.reduce_wait: dict[tuple[int, int], trio.Event] = {}
+        # transactions in flight, by (tag, offset) and by reduce (seq, offset): their operation
+        self.waiting: dict[tuple[int, int], _Flight] = {}
+        self.reduce_wait: dict[tuple[int, int], _Flight] = {}
         self.reduce_out: dict[tuple[int, int], bytes] = {}
         self.served = 0
         self.t0 = 0
@@ -97,6 +124,8 @@ class MemoryNode:
         self.timeout_s = completion_timeout_s(int(plan.get("timeout_ns", 100_000)), self.scale)
         self.lost: list[int] = []  # fabric time each lost transaction was issued
         self.send_errors = 0  # sends the kernel refused (no route: the link is down)
+        self.packer = Packer(datagram_limit(int(plan.get("mtu", 1500))))
+        self._wake = trio.Event()
 
     def now(self) -> int:
         return int((time.monotonic_ns() - self.t0) / self.scale)
@@ -110,25 +139,32 @@ class MemoryNode:
     # -- serving ------------------------------------------------------------------------------
 
     async def receive_loop(self) -> None:
-        while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            for _ in range(64):
-                try:
-                    data = self.sock.recv(65536)
-                except BlockingIOError:
-                    break
-                msg, src, _credit = decode(data)
+        """Serve and collect answers until cancelled; also runs the sender (`flush_loop`)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.flush_loop)
+            while True:
+                await trio.lowlevel.wait_readable(self.sock)
+                self._drain()
+                self.flush()
+
+    def _drain(self) -> None:
+        for _ in range(64):
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            for msg, src, _credit in decode_all(data):
                 if isinstance(msg, (ReadResp, WriteAck, Error)):
-                    entry = self.waiting.get((msg.tag, msg.offset))
-                    if entry is not None:
-                        entry[1].append(msg)
-                        entry[0].set()
+                    key = (msg.tag, msg.offset)
+                    flight = self.waiting.get(key)
+                    if flight is not None:
+                        flight.answer(key, msg)
                 elif isinstance(msg, ReduceResult):
                     key = (msg.seq, msg.offset)
                     self.reduce_out[key] = bytes(msg.data)
-                    ev = self.reduce_wait.get(key)
-                    if ev is not None:
-                        ev.set()
+                    flight = self.reduce_wait.get(key)
+                    if flight is not None:
+                        flight.answer(key, msg)
                 else:  # a request delivered by the switch: apply it, answer with the credit
                     msg = cast(Op, msg)  # what is left of the decoded union: requests
                     mem = self._memory(getattr(msg, "addr", -1))
@@ -142,15 +178,36 @@ class MemoryNode:
                     self._send(resp, src=src, credit=1)
 
     def _send(self, msg: Any, *, src: int = 0, credit: int = 0) -> None:  # noqa: ANN401
+        """Queue `msg` for the switch. Messages queued by the tasks that run in one pass of
+        the scheduler leave together, several to a datagram (`flush`, run by `flush_loop`
+        and after each receive batch), in the order they were queued."""
+        for _, parts in self.packer.add(self.gateway, encode(msg, src=src, credit=credit)):
+            self._sendmsg(parts)
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Send every queued message now."""
+        for _, parts in self.packer.flush():
+            self._sendmsg(parts)
+
+    async def flush_loop(self) -> None:
+        """Send what was queued once the tasks that queued it have run: woken by the first
+        `_send`, this task runs after the other tasks ready in the same scheduler pass."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self.flush()
+
+    def _sendmsg(self, parts: list) -> None:
         while True:
             try:
-                self.sock.sendmsg(encode(msg, src=src, credit=credit), [], 0, self.gateway)
+                self.sock.sendmsg(parts, [], 0, self.gateway)
                 return
             except BlockingIOError:
                 time.sleep(0.0001)  # the socket buffer is 8 MiB: this is a rare stall
             except OSError:
                 # the link to the switch is down (no route, network down): the datagram is
-                # lost as on the wire, and the completion timeout reports its transaction
+                # lost as on the wire, and the completion timeout reports its transactions
                 self.send_errors += 1
                 return
 
@@ -159,30 +216,74 @@ class MemoryNode:
     async def request(self, op: Op) -> tuple[Response, int]:
         """Issue `op` (split into transactions); returns its response and latency (fabric)."""
         t = self.now()
-        parts = split(op, self.txn)
-        answers: list[Response] = []
-        limiter = self._limiter()
-
-        async def one(part: Op) -> None:
-            async with limiter:
-                ev = trio.Event()
-                box: list[Response] = []
-                self.waiting[(part.tag, part.offset)] = (ev, box)
-                issued = self.now()
-                self._send(part)
-                with trio.move_on_after(self.timeout_s):
-                    await ev.wait()
-                del self.waiting[(part.tag, part.offset)]
-                if box:
-                    answers.append(box[0])
-                else:
-                    self.lost.append(issued)
-                    answers.append(Error(part.tag, LOST, offset=part.offset))
-
-        async with trio.open_nursery() as nursery:
-            for part in parts:
-                nursery.start_soon(one, part)
+        parts = {(p.tag, p.offset): p for p in split(op, self.txn)}
+        got, lost = await self._issue(
+            [(key, partial(self._send, p)) for key, p in parts.items()], self.waiting)
+        answers = [cast(Response, m) for m in got.values()]
+        answers += [Error(parts[key].tag, LOST, offset=parts[key].offset) for key in lost]
         return reassemble(op, answers, self.txn), self.now() - t
+
+    async def _issue(self, items: list[tuple[tuple[int, int], Callable[[], None]]],
+                     table: dict[tuple[int, int], _Flight],
+                     ) -> tuple[dict[tuple[int, int], object], list[tuple[int, int]]]:
+        """Send `items` (key, send) in order, each taking a slot of the window shared by all
+        operations until its answer (`table[key]`, set by the receive loop) comes back or
+        the completion timeout gives it up. Returns the answers by key and the keys lost.
+
+        One task does it all: it sends what the free slots allow (one flush, so they leave
+        together), then sleeps until answers or the oldest deadline. A task per transaction
+        cost more than the transaction's own handling."""
+        limiter = self._limiter()
+        flight = _Flight()
+        inflight: dict[tuple[int, int], tuple[int, int]] = {}  # key -> (deadline, issued)
+        answers: dict[tuple[int, int], object] = {}
+        lost: list[tuple[int, int]] = []
+        timeout_ns = int(self.timeout_s * 1e9)
+        i = 0
+        try:
+            while i < len(items) or inflight:
+                sent = False
+                while i < len(items):
+                    if inflight or sent:
+                        try:
+                            limiter.acquire_nowait()
+                        except trio.WouldBlock:
+                            break
+                    else:  # the window is held by other operations: wait for a slot
+                        await limiter.acquire()
+                    key, send = items[i]
+                    i += 1
+                    table[key] = flight
+                    inflight[key] = (time.monotonic_ns() + timeout_ns, self.now())
+                    send()
+                    sent = True
+                if sent:
+                    self.flush()
+                if not flight.done and inflight:
+                    first = next(iter(inflight.values()))[0]
+                    with trio.move_on_after(max(0, first - time.monotonic_ns()) / 1e9):
+                        await flight.wake.wait()
+                flight.wake = trio.Event()
+                done, flight.done = flight.done, []
+                for key, msg in done:
+                    if inflight.pop(key, None) is not None:
+                        del table[key]
+                        answers[key] = msg
+                        limiter.release()
+                now = time.monotonic_ns()
+                while inflight:
+                    key, (deadline, issued) = next(iter(inflight.items()))
+                    if deadline > now:
+                        break
+                    del inflight[key], table[key]
+                    self.lost.append(issued)
+                    lost.append(key)
+                    limiter.release()
+        finally:  # cancelled: give back what is still out
+            for key in inflight:
+                table.pop(key, None)
+                limiter.release()
+        return answers, lost
 
     def tag(self) -> int:
         return next(self.tags)
@@ -296,37 +397,25 @@ class MemoryNode:
         raw = encode_values(vec, t["dtype"])
         seq = t["seq"]
         t0 = self.now()
-        keys = []
-        limiter = self._limiter()
+        keys = [(seq, off) for off in range(0, len(raw), self.txn)]
 
-        async def wait(key: tuple[int, int], ev: trio.Event, issued: int, size: int) -> None:
-            with trio.move_on_after(self.timeout_s):
-                await ev.wait()
-            if key not in self.reduce_out:  # the contribution or its result was lost
-                self.lost.append(issued)
-                self.reduce_out[key] = bytes(size)
-            limiter.release()
+        def contribute(off: int) -> None:
+            key = (seq, off)
+            if key in self.reduce_out:  # its result is here already
+                self.reduce_wait[key].answer(key, None)
+            else:
+                self._send(Contribute(self.tag(), 0, t["group"], raw[off: off + self.txn],
+                                      offset=off, seq=seq))
 
         # Contributions go strictly in offset order, each taking a window slot until its
         # round's result is back. Every member does the same, so the lowest open round always
         # has every member's contribution on the way; slots taken out of order could leave
         # two members each waiting for rounds only the other can complete.
-        async with trio.open_nursery() as nursery:
-            for off in range(0, len(raw), self.txn):
-                key = (seq, off)
-                keys.append(key)
-                await limiter.acquire()
-                ev = self.reduce_wait[key] = trio.Event()
-                piece = raw[off: off + self.txn]
-                if key in self.reduce_out:
-                    ev.set()
-                else:
-                    self._send(Contribute(self.tag(), 0, t["group"], piece, offset=off,
-                                          seq=seq))
-                nursery.start_soon(wait, key, ev, self.now(), len(piece))
+        _, lost = await self._issue(
+            [(key, partial(contribute, key[1])) for key in keys], self.reduce_wait)
+        for key in lost:  # the contribution or its result was lost
+            self.reduce_out.setdefault(key, bytes(len(raw[key[1]: key[1] + self.txn])))
         out = b"".join(self.reduce_out.pop(k) for k in keys)
-        for k in keys:
-            self.reduce_wait.pop(k, None)
         return {"ns": self.now() - t0, "digest": digest(out),
                 "bytes": len(raw)}
 

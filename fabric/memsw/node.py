@@ -48,7 +48,18 @@ from fabric.memsw.ops import (
     completion_timeout_s,
 )
 from fabric.memsw.switch import Deliver, MemorySwitch, PortConfig, ReduceGroup
-from fabric.memsw.wire import MEM_PORT, Create, Credit, Join, Leave, WireError, decode, encode
+from fabric.memsw.wire import (
+    MEM_PORT,
+    Create,
+    Credit,
+    Join,
+    Leave,
+    Packer,
+    WireError,
+    datagram_limit,
+    decode_all,
+    encode,
+)
 from fabric.net.daemon import serve_until_signal, write_json_atomic
 from fabric.net.tun import TimerFd, netns_path, set_thread_name, set_timer_slack, setns
 
@@ -100,6 +111,11 @@ class MemorySwitchNode:
         self.errors = 0
         self.datagrams_in = 0
         self.datagrams_out = 0
+        self.messages_in = 0
+        # messages queued per port while a batch of events is handled, sent as few datagrams
+        # (at most a port's MTU less IP/UDP headers, so nothing is fragmented)
+        self.packer = Packer(min(datagram_limit(int(p.get("mtu", 1500)))
+                                 for p in cfg["ports"]))
         self.bytes_by_port_out: dict[str, int] = dict.fromkeys(self.names, 0)
 
     def now(self) -> int:
@@ -121,8 +137,19 @@ class MemorySwitchNode:
     # -- sending ------------------------------------------------------------------------------
 
     def _send(self, port: str, msg: Any, *, src: int = 0, credit: int = 0) -> None:
+        """Queue `msg` for `port`: it goes out with the other messages for that port when the
+        current batch of events is handled (`_flush_out`), several to a datagram."""
+        for dest, parts in self.packer.add(port, encode(msg, src=src, credit=credit)):
+            self._sendmsg(cast(str, dest), parts)
+
+    def _flush_out(self) -> None:
+        """Send every queued datagram and re-arm the timer for the core's next deadline."""
+        for dest, parts in self.packer.flush():
+            self._sendmsg(cast(str, dest), parts)
+        self._arm()
+
+    def _sendmsg(self, port: str, parts: list) -> None:
         assert self.sock is not None
-        parts = encode(msg, src=src, credit=credit)
         try:
             self.sock.sendmsg(parts, [], 0, self.addr[port])
             self.datagrams_out += 1
@@ -150,34 +177,44 @@ class MemorySwitchNode:
                 # a switch that sent us a request gets its request buffer back with the answer
                 back = int(a.port in self.switch_ports and not isinstance(a.resp, ReduceResult))
                 self._send(a.port, a.resp, credit=back)
-        self._arm()
 
     def _arm(self) -> None:
+        """One timer syscall only when the deadline changed: re-arming for every event was
+        the switch's largest cost (a `timerfd_settime` per transaction)."""
         d = self.core.next_deadline()
         if d is None:
-            self.timer.disarm()
+            if self.timer.armed_ns is not None:
+                self.timer.disarm()
         else:
-            self.timer.set_abs(self.t0 + int(d * self.scale))
+            at = self.t0 + int(d * self.scale)
+            if at != self.timer.armed_ns:
+                self.timer.set_abs(at)
 
     # -- receiving ----------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        """Handle up to `BATCH` datagrams (each one or several messages), then send what they
+        released, batched per port."""
         assert self.sock is not None
-        for _ in range(BATCH):
-            try:
-                data, (addr, _port) = self.sock.recvfrom(65536)
-            except BlockingIOError:
-                return
-            port = self.port_of.get(addr)
-            if port is None:
-                continue
-            self.datagrams_in += 1
-            try:
-                msg, src, credit = decode(data)
-                self._on_message(port, msg, src, credit)
-            except (WireError, ValueError) as e:
-                self.errors += 1
-                sys.stderr.write(f"memory switch {self.cfg['node']}: from {port}: {e}\n")
+        try:
+            for _ in range(BATCH):
+                try:
+                    data, (addr, _port) = self.sock.recvfrom(65536)
+                except BlockingIOError:
+                    return
+                port = self.port_of.get(addr)
+                if port is None:
+                    continue
+                self.datagrams_in += 1
+                try:
+                    for msg, src, credit in decode_all(data):
+                        self.messages_in += 1
+                        self._on_message(port, msg, src, credit)
+                except (WireError, ValueError) as e:
+                    self.errors += 1
+                    sys.stderr.write(f"memory switch {self.cfg['node']}: from {port}: {e}\n")
+        finally:
+            self._flush_out()
 
     def _on_message(self, port: str, msg: Any, src: int, credit: int) -> None:
         now = self.now()
@@ -263,6 +300,7 @@ class MemorySwitchNode:
             actions += self.core.complete(port, op, Error(op.tag, LOST, offset=op.offset), now)
             actions += self.core.on_credit(port, 1, now)
         self._act(actions)
+        self._flush_out()
         self.write_stats()  # rare: the runner reads what was given up without waiting
         return len(stale)
 
@@ -270,6 +308,7 @@ class MemorySwitchNode:
         self.timer.clear()
         self.timer.armed_ns = None
         self._act(self.core.advance(self.now()))
+        self._flush_out()
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -313,7 +352,8 @@ class MemorySwitchNode:
                 "ports": ports, "replicated": st.replicated, "reductions": st.reductions,
                 "rejected": st.rejected, "errors": self.errors, "late": self.late,
                 "timed_out": dict(self.timed_out),
-                "datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out}
+                "datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out,
+                "messages_in": self.messages_in, "messages_out": self.packer.messages}
 
     def write_stats(self, *, final: bool = False) -> None:
         if self.cfg.get("stats_path"):

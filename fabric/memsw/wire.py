@@ -1,4 +1,4 @@
-"""Memory transactions as UDP datagrams (port `MEM_PORT`), one transaction per datagram; sans-IO.
+"""Memory transactions as UDP datagrams (port `MEM_PORT`), one or several per datagram; sans-IO.
 
 Endpoint nodes and memory-switch nodes exchange the `fabric.memsw.ops` requests and
 responses, plus three control messages (`Credit`, `Join`, `Leave`), as datagrams::
@@ -8,7 +8,7 @@ responses, plus three control messages (`Credit`, `Join`, `Leave`), as datagrams
     ...
     d = decode(sock.recv(65535))                  # Decoded(msg, src, credit)
 
-Every datagram is a fixed 42-byte header, then the group name (only for `Contribute`,
+Every message is a fixed 42-byte header, then the group name (only for `Contribute`,
 `ReduceResult`, `Join`, `Leave`), then the payload (write data, read data, reduce vectors or an
 error's reason). All integers are big-endian (network order, as RoCE's headers)::
 
@@ -64,7 +64,18 @@ operand of a float dtype comes back a float). The codec does not cap payloads at
 (splitting is `ops.split`'s job), only at what one UDP datagram holds (`MAX_DATAGRAM`). An
 error reason with a lone surrogate is sent with it backslash-escaped rather than refused.
 
-`wire_len(msg)` is the datagram's size in bytes (the UDP payload), for accounting; the flits a
+**Several messages per datagram.** A datagram holds one message or several back to back, each
+with its own full header (so its own `src` and `credit`): a message's length is fixed by its
+header (`HEADER_SIZE + name_len + length`), so the next one starts where it ends. `decode`
+takes exactly one message; `decode_all` takes every message of a datagram, in order. A
+`Packer` gathers encoded messages per destination into datagrams of at most `limit` bytes
+(the link's MTU less the IPv4 and UDP headers, so a datagram is never fragmented), keeping
+each destination's messages in the order they were added. Batching saves a system call, an
+IP/UDP header and a trip through the link layer per message, not a message header: each
+transaction keeps its header, its tag and its credit, and is handled exactly as if it had
+come alone.
+
+`wire_len(msg)` is the message's size in bytes (the UDP payload), for accounting; the flits a
 message occupies on an emulated link are `ops.wire_bytes(msg)`.
 
 `WireError` is raised for a datagram that is not a valid message (what the peer did wrong) and
@@ -100,6 +111,7 @@ __all__ = [
     "MAX_DATAGRAM",
     "MAX_NAME",
     "MEM_PORT",
+    "UDP_IP_HEADERS",
     "VERSION",
     "Create",
     "Credit",
@@ -107,8 +119,11 @@ __all__ = [
     "Join",
     "Leave",
     "Message",
+    "Packer",
     "WireError",
+    "datagram_limit",
     "decode",
+    "decode_all",
     "encode",
     "wire_len",
 ]
@@ -122,6 +137,8 @@ MAX_NAME: Final = 32
 """Longest group name, in UTF-8 bytes."""
 MAX_DATAGRAM: Final = 65507
 """Largest UDP payload over IPv4; a message whose datagram would be longer cannot be sent."""
+UDP_IP_HEADERS: Final = 28
+"""IPv4 (20) and UDP (8) header bytes around each datagram."""
 
 _HEAD = struct.Struct("!HBBIIIQqIHHBB")  # value as int64
 _HEAD_F = struct.Struct("!HBBIIIQdIHHBB")  # value as float64
@@ -491,6 +508,98 @@ def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
     except FabricError as e:  # the dataclass refused a field (empty write, zero-length read)
         raise WireError(f"{name} datagram: {e}") from None
     return Decoded(msg, src, credit)
+
+
+def decode_all(datagram: bytes | bytearray | memoryview) -> list[Decoded]:
+    """Every message in one datagram (one, or several back to back), in order.
+
+    Each message is checked as `decode` checks a lone one; payloads are memoryview slices of
+    `datagram`. Raises `WireError` if any message is invalid or the last one is cut short.
+    """
+    mv = memoryview(datagram)
+    if not mv.c_contiguous:
+        mv = memoryview(mv.tobytes())
+    elif mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    size = len(mv)
+    out = []
+    at = 0
+    while True:
+        left = size - at
+        if left < HEADER_SIZE:
+            raise WireError(f"{left} B at byte {at} of a {size}-byte datagram are shorter than "
+                            f"the {HEADER_SIZE}-byte memory header")
+        kind = mv[at + 3]
+        length = int.from_bytes(mv[at + 12:at + 16], "big")
+        name_len = mv[at + 41]
+        end = at + HEADER_SIZE + name_len + (length if kind in _WITH_PAYLOAD else 0)
+        if end >= size:
+            # the last message (or the only one): decode checks it ends the datagram
+            try:
+                out.append(decode(mv[at:]))
+            except WireError as e:
+                raise WireError(f"message {len(out) + 1} of a datagram: {e}" if out else
+                                str(e)) from None
+            return out
+        try:
+            out.append(decode(mv[at:end]))
+        except WireError as e:
+            raise WireError(f"message {len(out) + 1} of a datagram: {e}") from None
+        at = end
+
+
+def datagram_limit(mtu: int) -> int:
+    """The largest datagram (UDP payload) that crosses a link of `mtu` unfragmented."""
+    return max(HEADER_SIZE + 256, min(MAX_DATAGRAM, mtu - UDP_IP_HEADERS))
+
+
+class Packer:
+    """Encoded messages gathered into datagrams of at most `limit` bytes, per destination.
+
+    `add(dest, parts)` queues one message (the parts `encode` returned) for `dest` and returns
+    the datagrams it completed: a message that does not fit the open datagram closes it. A
+    message longer than `limit` travels alone. `flush()` returns every open datagram, in the
+    order their destinations first got a message, and empties the packer. Each datagram is
+    `(dest, parts)`, the parts of its messages in the order they were added, for one
+    `sendmsg`. Sans-IO: the caller sends.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if not isinstance(limit, int) or limit < HEADER_SIZE:
+            raise WireError(f"a datagram limit of {limit!r} B does not hold one {HEADER_SIZE}-"
+                            f"byte header; pass datagram_limit(mtu)")
+        self.limit = limit
+        self._open: dict[object, tuple[Parts, int]] = {}
+        self.messages = 0  # messages added
+        self.datagrams = 0  # datagrams returned
+
+    def add(self, dest: object, parts: Parts) -> list[tuple[object, Parts]]:
+        n = 0
+        for p in parts:
+            n += len(p)
+        self.messages += 1
+        cur = self._open.get(dest)
+        if cur is None:
+            self._open[dest] = (list(parts), n)
+            return []
+        have, size = cur
+        if size + n <= self.limit:
+            have.extend(parts)
+            self._open[dest] = (have, size + n)
+            return []
+        self._open[dest] = (list(parts), n)
+        self.datagrams += 1
+        return [(dest, have)]
+
+    def flush(self) -> list[tuple[object, Parts]]:
+        out = [(dest, parts) for dest, (parts, _) in self._open.items()]
+        self._open.clear()
+        self.datagrams += len(out)
+        return out
+
+    def __len__(self) -> int:
+        """Datagrams open (not yet flushed)."""
+        return len(self._open)
 
 
 def _text(raw: memoryview, what: str) -> str:

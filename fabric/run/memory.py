@@ -86,9 +86,11 @@ def node_plans(plan: Any, topo: Topology) -> dict[str, dict[str, Any]]:  # noqa:
         # node's own memory), so nothing is dropped there; 16..512
         up = min((lp.a_queue_bytes, lp.b_queue_bytes) for lp in plan.links
                  if n in (lp.a.node, lp.b.node))[0]
+        # several transactions travel in one datagram up to the link's MTU (wire.Packer)
+        mtu = min(lp.link.forward.mtu for lp in plan.links if n in (lp.a.node, lp.b.node))
         window = max(16, min(512, up // 3 // (mem.txn + DATAGRAM_OVERHEAD)))
         out[n] = {
-            "window": window,
+            "window": window, "mtu": mtu,
             "name": n, "address": plan.nodes[n].loopback,
             "gateway": gateway_of(plan, n, switches), "time_scale": topo.time_scale,
             "txn": mem.txn, "timeout_ns": mem.timeout_ns,
