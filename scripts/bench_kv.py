@@ -12,6 +12,9 @@
 4. Memory: the receiving node's peak RSS growth while moving 1 GiB (target: under 2 x the
    largest chunk in flight, not the transfer size).
 5. Start-up: 64 node processes forked and listening (target: under 5 s).
+6. UDP congestion control: four UDP flows into one 1 Gbit/s link, goodput against the rate
+   and the queue's drops, per policy (`scripts/bench_udp_cc.py`, its own table; "udp_cc" in
+   the JSON).
 
 Every figure is measured --repeats times (KV and its baseline alternately, so a ratio
 compares figures taken moments apart); the table and the JSON give min/median/max over the
@@ -24,12 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _spread  # noqa: E402 - scripts/_spread.py, beside this file
+import bench_udp_cc  # noqa: E402 - scripts/bench_udp_cc.py: the UDP congestion-control section
 
 from fabric.net import lifecycle  # noqa: E402
 from fabric.plan import plan_fabric  # noqa: E402
@@ -139,13 +146,13 @@ def fabric(text: str, backend: str):
     return topo, lifecycle.bring_up(plan_fabric(topo, backend=backend))
 
 
-SECTIONS = ("unshaped", "latency", "shaped", "startup")
+SECTIONS = ("unshaped", "latency", "shaped", "startup", "udp_cc")
 
 
-def spread(values: list[float]) -> dict[str, float | list[float]]:
-    """min/median/max of one figure over the repeats, and the values themselves."""
-    return {"min": min(values), "median": statistics.median(values), "max": max(values),
-            "values": values}
+def spread(values: list[float]) -> dict[str, Any]:
+    """min/median/max (and n) of one figure over the repeats (the shared `_spread` helper),
+    and the values themselves."""
+    return {**_spread.spread(values), "values": values}
 
 
 def pct(sorted_values: list[int], q: float) -> int:
@@ -315,14 +322,17 @@ def main() -> int:
         rows += shaped(args.repeats)
     if "startup" in only:
         rows += startup(args.repeats)
+    udp_cc = bench_udp_cc.run(args.quick, args.repeats) if "udp_cc" in only else None
 
     print(f"each figure min/median/max over {args.repeats} repeats")
     print(f"{'measure':<56} {'figure':>30} {'baseline':>30} {'ratio':>16}")
     for what, fig, base, ratio in table(rows):
         print(f"{what:<56} {fig:>30} {base:>30} {ratio:>16}")
+    if udp_cc is not None:
+        print(bench_udp_cc.table(udp_cc))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"repeats": args.repeats, "rows": rows,
+    out.write_text(json.dumps({"repeats": args.repeats, "rows": rows, "udp_cc": udp_cc,
                                "host": os.uname().nodename}, indent=1))
     print(f"wrote {out}")
     return 0

@@ -23,7 +23,7 @@ def bench() -> ModuleType:
 
 
 def test_a_spread_is_min_median_max_and_the_values(bench: ModuleType) -> None:
-    assert bench.spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0,
+    assert bench.spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "n": 3,
                                              "values": [3.0, 1.0, 2.0]}
     assert bench.spread([5.0])["median"] == 5.0
 
