@@ -635,3 +635,81 @@ def test_deliver_and_respond_are_frozen():
     d = Deliver("p", Read(1, "a", 0, 8), 5)
     with pytest.raises(AttributeError):
         d.at_ns = 6  # type: ignore[misc]
+
+
+# -- frames: back-to-back messages on a port leave together ------------------------------------
+
+
+def test_frames_release_back_to_back_messages_with_the_first_due():
+    sw = make_switch(credits=8, frame_bytes=1472)
+    for t in range(7):  # 256 B at 100 Gbps: 21 ns each, back to back after 150 ns
+        sw.submit(Write(t, "a", MEM + 256 * t, b"w" * 256), 1000)
+    assert sw.next_deadline() == 1171
+    assert sw.advance(1170) == []  # nothing before the first is due
+    first = sw.advance(1171)
+    # 1472 B of flits holds five 256-byte writes: they leave as one frame, each with its own
+    # modelled time (the last is 4 x 21 ns = 84 ns after the first)
+    assert [(d.op.tag, d.at_ns) for d in first] == [(t, 1171 + 21 * t) for t in range(5)]
+    assert sw.next_deadline() == 1171 + 21 * 5  # the frame's messages are not due again
+    rest = sw.advance(10_000)
+    assert [(d.op.tag, d.at_ns) for d in rest] == [(5, 1276), (6, 1297)]
+
+
+def test_frames_never_take_a_message_that_is_not_back_to_back():
+    sw = make_switch(frame_bytes=1472)
+    sw.submit(Write(1, "a", MEM, b"w" * 256), 1000)
+    sw.submit(Read(3, "a", 0x2000_0000, 64), 1000)  # another port: its own line
+    sw.submit(Write(2, "a", MEM + 256, b"w" * 256), 1030)  # ready at 1180: the port is idle
+    first = sw.advance(1171)
+    assert [(type(a.op).__name__, a.op.tag) for a in first] == [("Read", 3), ("Write", 1)]
+    assert sw.advance(1200) == []  # write 2 starts at 1180, after write 1 ended (1171)
+    assert [(a.op.tag, a.at_ns) for a in sw.advance(1201)] == [(2, 1201)]
+
+
+def _deliveries(frame_bytes: int, seed: int) -> list[tuple[int, Deliver]]:
+    """A random stream of requests from three sources to two ports, driven in time order
+    (no answers: 64 credits hold them all); (when each left, the Deliver) in release order."""
+    rng = random.Random(seed)
+    sw = make_switch(credits=400, frame_bytes=frame_bytes)
+    out: list[tuple[int, Deliver]] = []
+    now = 0
+    for i in range(300):
+        now += rng.choice((0, 0, 1, 5, 30))
+        while (t := sw.next_deadline()) is not None and t <= now:
+            out += [(t, a) for a in sw.advance(t)]
+        base, span = rng.choice(((MEM, 1 << 16), (0x2000_0000, 4096)))
+        size = rng.choice((64, 128, 256))
+        addr = base + rng.randrange(0, span - 256, 64)
+        src = rng.choice("acd")
+        op = Write(i, src, addr, b"x" * size) if rng.random() < 0.5 else Read(i, src, addr, size)
+        out += [(now, a) for a in sw.submit(op, now)]
+    while (t := sw.next_deadline()) is not None:
+        out += [(t, a) for a in sw.advance(t)]
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_frames_change_no_modelled_time_and_no_order_only_when_messages_leave(seed):
+    """The same workload with and without frames: the same deliveries with the same
+    modelled times, in the same order per port; with frames each leaves no later than its
+    time, and no earlier than one frame's serialisation before it."""
+    alone = _deliveries(0, seed)
+    framed = _deliveries(1472, seed)
+    assert all(left == a.at_ns for left, a in alone)  # without frames: each at its own time
+    assert all(left <= a.at_ns for left, a in framed)
+    assert sum(left < a.at_ns for left, a in framed) > 20  # many did leave with a frame
+    frame_ns = -(-1472 * 8 // 100) + 1472 // 64  # 1472 B at 100 Gbit/s, 1 ns rounding a flit
+    assert all(a.at_ns - left <= frame_ns for left, a in framed)
+
+    def per_port(rel: list[tuple[int, Deliver]]) -> dict:
+        out: dict = {}
+        for _, a in rel:
+            out.setdefault(a.port, []).append(a)
+        return out
+
+    assert per_port(framed) == per_port(alone)
+
+
+def test_frame_bytes_must_be_a_non_negative_int():
+    with pytest.raises(FabricError, match=r"frame_bytes must be an int >= 0 \(0: no frames\)"):
+        make_switch(frame_bytes=-1)

@@ -79,7 +79,9 @@ def build_switch(cfg: dict[str, Any]) -> MemorySwitch:
     ports = {p["name"]: PortConfig(rate_bps=p["rate_bps"], latency_ns=p["latency_ns"],
                                    credits=p["credits"]) for p in cfg["ports"]}
     groups = [ReduceGroup(g["name"], tuple(g["members"]), g["dtype"]) for g in cfg["reduce"]]
-    return MemorySwitch(amap, ports, groups, max_txn=cfg["txn"])
+    # a port's back-to-back messages leave as one frame, one datagram (see MemorySwitch)
+    frame = min(datagram_limit(int(p.get("mtu", 1500))) for p in cfg["ports"])
+    return MemorySwitch(amap, ports, groups, max_txn=cfg["txn"], frame_bytes=frame)
 
 
 class MemorySwitchNode:

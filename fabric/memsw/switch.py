@@ -18,6 +18,14 @@ port-to-port latency toward P) and then serialises on P's link at `P.rate_bps`, 
 P is already sending: `at = max(arrival + latency, link free) + ceil(wire_bits / rate)`. On the
 wire every message is whole 64-byte flits, at least one (a read or an ack is one header flit).
 
+**Frames.** With `frame_bytes` (the switch node passes the datagram limit of its links), a
+message that falls due is released with the messages serialised right behind it on the same
+port (each starting when the one before ends), up to `frame_bytes` of flits: one frame, sent
+as one datagram, as a link layer packs back-to-back transactions into one frame. They leave
+when the first is due, so each reaches its endpoint within one frame's serialisation of its
+own time (the link serialises the frame at the same rate). Without `frame_bytes` (0, the
+default) every message is released at its own time, alone.
+
 **Credits.** Each port has `credits` request buffers at its endpoint. Sending a request
 takes one; the endpoint returns it with `on_credit`. A request finding no credit waits in
 that port's FIFO (no drops), counted in `stalls` and `stall_ns`; only that port waits.
@@ -233,7 +241,8 @@ class MemorySwitch:
     """
 
     def __init__(self, address_map: AddressMap, ports: Mapping[Port, PortConfig],
-                 reduce_groups: Iterable[ReduceGroup] = (), *, max_txn: int = 256) -> None:
+                 reduce_groups: Iterable[ReduceGroup] = (), *, max_txn: int = 256,
+                 frame_bytes: int = 0) -> None:
         if max_txn not in TXN_SIZES:
             raise FabricError(f"max_txn is {max_txn}; use one of {TXN_SIZES}")
         if not ports:
@@ -253,6 +262,15 @@ class MemorySwitch:
         self._pending: dict[tuple[Port, int, int], _Pending] = {}
         self._by_src: dict[Port, list[_Pending]] = {p: [] for p in ports}
         self._heap: list[tuple[int, int, Action]] = []
+        if not isinstance(frame_bytes, int) or frame_bytes < 0:
+            raise FabricError(f"frame_bytes must be an int >= 0 (0: no frames), got "
+                              f"{frame_bytes!r}")
+        self.frame_bytes = frame_bytes
+        # per port, what is scheduled there in release order: (start, at, seq, action); a
+        # port's messages are serialised one after another, so this is the heap's order too
+        self._lines: dict[Port, deque[tuple[int, int, int, Action]]] = {p: deque()
+                                                                        for p in ports}
+        self._early: set[int] = set()  # seqs released with a frame, still in the heap
         self._seq = itertools.count()
         self._now = 0
         self._replicated = 0
@@ -370,7 +388,10 @@ class MemorySwitch:
 
     def next_deadline(self) -> int | None:
         """When the next action falls due (None if nothing is scheduled)."""
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        while heap and heap[0][1] in self._early:  # released with a frame already
+            self._early.discard(heapq.heappop(heap)[1])
+        return heap[0][0] if heap else None
 
     def advance(self, now_ns: int) -> list[Action]:
         """Time is now `now_ns`; returns the actions due by then, in time order."""
@@ -499,7 +520,7 @@ class MemorySwitch:
         p.free_at = start + serialisation_ns(wire_bytes(txn.op), p.cfg.rate_bps)
         p.ops_out += 1
         p.bytes_out += txn.op.payload
-        self._schedule(Deliver(txn.port, txn.op, p.free_at))
+        self._schedule(Deliver(txn.port, txn.op, p.free_at), start)
 
     def _send_response(self, port: Port, resp: Response, now_ns: int, *,
                        count: bool = True) -> None:
@@ -510,7 +531,7 @@ class MemorySwitch:
         if count:
             p.ops_out += 1
             p.bytes_out += resp.payload
-        self._schedule(Respond(port, resp, p.free_at))
+        self._schedule(Respond(port, resp, p.free_at), start)
 
     def _flush(self, src: Port, now_ns: int) -> None:
         """Send the finished responses of `src` that no earlier overlapping request holds back."""
@@ -529,13 +550,37 @@ class MemorySwitch:
             self._send_response(src, q.final, now_ns)
             del self._pending[(src, q.op.tag, q.op.offset)]
 
-    def _schedule(self, action: Action) -> None:
-        heapq.heappush(self._heap, (action.at_ns, next(self._seq), action))
+    def _schedule(self, action: Action, start: int) -> None:
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (action.at_ns, seq, action))
+        if self.frame_bytes:
+            self._lines[action.port].append((start, action.at_ns, seq, action))
 
     def _release(self, now_ns: int) -> list[Action]:
-        out = []
-        while self._heap and self._heap[0][0] <= now_ns:
-            out.append(heapq.heappop(self._heap)[2])
+        out: list[Action] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now_ns:
+            at, seq, a = heapq.heappop(heap)
+            if not self.frame_bytes:
+                out.append(a)
+                continue
+            if seq in self._early:
+                self._early.discard(seq)
+                continue
+            line = self._lines[a.port]
+            line.popleft()  # `a` itself: a port's line is in heap order
+            out.append(a)
+            # its frame: what follows it on the port back to back, up to frame_bytes
+            size = wire_bytes(a.op if isinstance(a, Deliver) else a.resp)
+            while line and line[0][0] == at:
+                nxt = line[0][3]
+                n = wire_bytes(nxt.op if isinstance(nxt, Deliver) else nxt.resp)
+                if size + n > self.frame_bytes:
+                    break
+                _, at, later, _ = line.popleft()
+                self._early.add(later)
+                out.append(nxt)
+                size += n
         return out
 
 
