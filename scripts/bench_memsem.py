@@ -273,6 +273,7 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
         procs.append(client)
         pids["client"] = _wait_ready(client, kind + " client")
         pids["engine"] = state.engine_pid or 0
+        stats0 = _switch_stats(state) if kind == "memory" else {}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         _go([client])
         spy: list[subprocess.Popen[str]] = []
@@ -297,10 +298,28 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
         out["switch_cpu_per_txn_us"] = out["cpu"]["switch"] / max(res["txns"], 1) * 1e6
         if profile:
             out["profile"] = {who: top_entries(Path(path)) for who, path in outs.items()}
+        if kind == "memory":  # the switch writes its counters every 2 s
+            time.sleep(2.2)
+            st = _switch_stats(state)
+            delta = {k: st.get(k, 0) - stats0.get(k, 0) for k in
+                     ("messages_in", "datagrams_in", "messages_out", "datagrams_out")}
+            if delta["datagrams_in"] and delta["messages_in"]:
+                out["switch_messages_per_datagram"] = {
+                    "in": delta["messages_in"] / delta["datagrams_in"],
+                    "out": delta["messages_out"] / max(delta["datagrams_out"], 1)}
+            else:  # a switch without the counters: one message per datagram
+                out["switch_messages_per_datagram"] = {"in": 1.0, "out": 1.0}
         return out
     finally:
         for p in procs:
             _stop(p)
+
+
+def _switch_stats(state: Any) -> dict[str, Any]:  # noqa: ANN401
+    try:
+        return json.loads((state.dir / "memswitch-msw.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def top_entries(path: Path, n: int = 12) -> dict[str, list[tuple[str, float]]]:
@@ -372,6 +391,9 @@ def part_rate(repeats: int, seconds: float, window: int, profile: float) -> dict
                      "switch_cpu_per_txn_us": spread([r["switch_cpu_per_txn_us"] for r in rs]),
                      "cpu_per_s": {k: spread([r["cpu"][k] / r["seconds"] for r in rs])
                                    for k in rs[0]["cpu"]}}
+    out["memory"]["switch_messages_per_datagram"] = {
+        d: spread([r["switch_messages_per_datagram"][d] for r in rounds["memory"]])
+        for d in ("in", "out")}
     out["ratio"] = spread([m["rate"] / b["rate"] for m, b in zip(rounds["memory"],
                                                                  rounds["bare"], strict=True)])
     out["ok"] = all(r["failed"] == 0 and r["lost"] == 0 for r in rounds["memory"])
@@ -433,6 +455,9 @@ def print_table(res: dict[str, Any]) -> None:
                   f"{c['min']:7.1f} {c['median']:7.1f} {c['max']:7.1f}")
         q = r["ratio"]
         print(f"{'memory / bare':34s} {q['min']:8.2f} {q['median']:8.2f} {q['max']:8.2f}")
+        m = r["memory"]["switch_messages_per_datagram"]
+        print(f"switch messages per datagram: in {m['in']['median']:.2f}, out "
+              f"{m['out']['median']:.2f} (median)")
         for who, top in r.get("profile", {}).items():
             print(f"\nprofile of the {who} (py-spy, own time):")
             for f, share in top.get("own", [])[:8]:
