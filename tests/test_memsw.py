@@ -713,3 +713,30 @@ def test_frames_change_no_modelled_time_and_no_order_only_when_messages_leave(se
 def test_frame_bytes_must_be_a_non_negative_int():
     with pytest.raises(FabricError, match=r"frame_bytes must be an int >= 0 \(0: no frames\)"):
         make_switch(frame_bytes=-1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 1 << 20).map(lambda a: a * 64 + 0x1000), st.integers(1, 2000),
+       st.sampled_from(TXN_SIZES), st.sampled_from(["read", "write", "contribute"]))
+def test_reassemble_expects_exactly_the_pieces_split_makes(addr, length, max_txn, kind):
+    """reassemble works out the pieces' offsets and lengths without making them: they are
+    split's, and answering split's pieces reassembles the whole."""
+    from fabric.memsw.ops import _piece_spans
+
+    if kind == "read":
+        op = Read(9, "a", addr, length, 128)
+    elif kind == "write":
+        op = Write(9, "a", addr, bytes(length), 128)
+    else:
+        op = Contribute(9, "a", "g", bytes(length - length % 4 or 4), 128, 3)
+    parts = split(op, max_txn)
+    assert _piece_spans(op, max_txn) == [(p.offset, p.length) for p in parts]
+    if kind == "read":
+        answers = [ReadResp(9, b"r" * p.length, p.offset) for p in parts]
+        assert reassemble(op, answers[::-1], max_txn) == ReadResp(9, b"r" * length, 128)
+    elif kind == "write":
+        assert reassemble(op, [WriteAck(9, p.offset) for p in parts], max_txn) == \
+            WriteAck(9, 128)
+    else:
+        answers = [ReduceResult(9, "g", b"s" * p.length, p.offset, 3) for p in parts]
+        assert reassemble(op, answers, max_txn) == ReduceResult(9, "g", b"s" * op.length, 128, 3)

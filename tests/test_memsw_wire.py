@@ -6,6 +6,7 @@ import random
 import re
 import socket
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -583,3 +584,16 @@ def test_packer_never_reorders_drops_or_oversizes(adds: list, limit: int) -> Non
         assert len(raw) <= limit or len(ds) == 1
         got.setdefault(dest, []).extend(ds)
     assert got == sent
+
+
+def test_decode_can_name_the_port_a_request_came_in_on() -> None:
+    """The switch passes the port's name: requests come out with it as `src_port` (the
+    header's `src` stays in `Decoded.src`); responses have no `src_port` and are unchanged."""
+    reqs = [Read(1, 7, 0x40, 64), Write(2, 7, 0x80, b"\x01" * 64), AtomicAdd(3, 7, 0xC0, 5),
+            Contribute(4, 7, "tp", b"\x02" * 64, seq=9)]
+    raw = b"".join(p for r in reqs for p in encode(r, src=7, credit=1))
+    got = decode_all(raw, src_port="gpu-0")
+    assert [d.msg for d in got] == [replace(r, src_port="gpu-0") for r in reqs]
+    assert {(d.src, d.credit) for d in got} == {(7, 1)}
+    ack = datagram(WriteAck(5), src=7)
+    assert decode(ack, src_port="gpu-0") == decode(ack) == Decoded(WriteAck(5), 7, 0)

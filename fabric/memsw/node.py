@@ -209,7 +209,7 @@ class MemorySwitchNode:
                     continue
                 self.datagrams_in += 1
                 try:
-                    for msg, src, credit in decode_all(data):
+                    for msg, src, credit in decode_all(data, src_port=port):
                         self.messages_in += 1
                         self._on_message(port, msg, src, credit)
                 except (WireError, ValueError) as e:
@@ -262,7 +262,7 @@ class MemorySwitchNode:
             self._act(actions)
             return
         # a request from the neighbour on `port`
-        op = replace(msg, src_port=port)
+        op = msg if msg.src_port == port else replace(msg, src_port=port)
         self._act(core.submit(op, now))
 
     def _create(self, port: str, msg: Create) -> None:

@@ -36,7 +36,7 @@ what lets a fabric use all its paths.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -365,25 +365,45 @@ def split(op: Op, max_txn: int = 256) -> list[Op]:
         if op.length <= max_txn:
             return [op]
         view = memoryview(op.data)
-        return [replace(op, data=view[i:i + max_txn], offset=op.offset + i)
-                for i in range(0, op.length, max_txn)]
+        return [Contribute(op.tag, op.src_port, op.group_id, view[i:i + max_txn],
+                           op.offset + i, op.seq) for i in range(0, op.length, max_txn)]
     if not isinstance(op, (Read, Write)):
         raise FabricError(f"cannot split {type(op).__name__}; split requests, not responses")
-    pieces: list[Op] = []
-    end = op.addr + op.length
-    pos = op.addr
+    bounds = _pieces(op.addr, op.length, max_txn)
+    if len(bounds) == 1:
+        return [op]
+    # the constructors, not dataclasses.replace: this runs once per transaction issued
+    if isinstance(op, Write):
+        view = memoryview(op.data)
+        return [Write(op.tag, op.src_port, op.addr + lo, view[lo:hi], op.offset + lo)
+                for lo, hi in bounds]
+    return [Read(op.tag, op.src_port, op.addr + lo, hi - lo, op.offset + lo)
+            for lo, hi in bounds]
+
+
+def _pieces(addr: int, length: int, max_txn: int) -> list[tuple[int, int]]:
+    """`split`'s pieces of `length` bytes at `addr`, as (start, end) relative to `addr`: each
+    ends at a `max_txn` boundary counted from the flit it starts in."""
+    out = []
+    end = addr + length
+    pos = addr
     while pos < end:
         stop = min(end, pos - pos % FLIT + max_txn)
-        rel = pos - op.addr
-        if isinstance(op, Write):
-            pieces.append(replace(op, addr=pos, data=memoryview(op.data)[rel:stop - op.addr],
-                                  offset=op.offset + rel))
-        else:
-            pieces.append(replace(op, addr=pos, length=stop - pos, offset=op.offset + rel))
+        out.append((pos - addr, stop - addr))
         pos = stop
-    if len(pieces) == 1:
-        return [op]
-    return pieces
+    return out
+
+
+def _piece_spans(op: Op, max_txn: int) -> list[tuple[int, int]]:
+    """(offset, length) of each piece `split(op, max_txn)` makes, without making them."""
+    if isinstance(op, AtomicAdd):
+        return [(op.offset, 0)]
+    if isinstance(op, Contribute) and op.length > max_txn:
+        return [(op.offset + i, min(max_txn, op.length - i))
+                for i in range(0, op.length, max_txn)]
+    if isinstance(op, Contribute):
+        return [(op.offset, op.length)]
+    return [(op.offset + lo, hi - lo) for lo, hi in _pieces(op.addr, op.length, max_txn)]
 
 
 def reassemble(op: Op, responses: Iterable[Response], max_txn: int = 256) -> Response:
@@ -393,9 +413,12 @@ def reassemble(op: Op, responses: Iterable[Response], max_txn: int = 256) -> Res
     foreign response is a `FabricError`; if any piece failed, the result is an `Error` naming
     the first failed piece (by address).
     """
-    parts = split(op, max_txn)
+    _check_max_txn(max_txn)
+    if not isinstance(op, (Read, Write, AtomicAdd, Contribute)):
+        split(op, max_txn)  # refuses it, saying why
+    spans = _piece_spans(op, max_txn)
     by_offset: dict[int, Response] = {}
-    expected = {p.offset: p for p in parts}
+    expected = {o for o, _ in spans}
     for r in responses:
         if r.tag != op.tag:
             raise FabricError(f"response tag {r.tag} does not belong to request tag {op.tag}")
@@ -408,7 +431,7 @@ def reassemble(op: Op, responses: Iterable[Response], max_txn: int = 256) -> Res
     missing = sorted(set(expected) - set(by_offset))
     if missing:
         raise FabricError(f"tag {op.tag}: still waiting for the pieces at offsets {missing}")
-    ordered = [by_offset[p.offset] for p in parts]
+    ordered = [by_offset[o] for o, _ in spans]
     for r in ordered:
         if isinstance(r, Error):
             return Error(op.tag, f"piece at offset {r.offset - op.offset}: {r.reason}",
@@ -422,12 +445,12 @@ def reassemble(op: Op, responses: Iterable[Response], max_txn: int = 256) -> Res
         return ordered[0]
     want = ReadResp if isinstance(op, Read) else ReduceResult
     chunks = []
-    for p, r in zip(parts, ordered, strict=True):
+    for (_, length), r in zip(spans, ordered, strict=True):
         if not isinstance(r, want):
             raise FabricError(f"tag {op.tag}: expected {want.__name__}, got {type(r).__name__}")
-        if len(r.data) != p.length:
+        if len(r.data) != length:
             raise FabricError(f"tag {op.tag}: piece at offset {r.offset} carries {len(r.data)} "
-                              f"bytes, expected {p.length}")
+                              f"bytes, expected {length}")
         chunks.append(r.data)
     data = b"".join(chunks)
     if isinstance(op, Read):

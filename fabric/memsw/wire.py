@@ -435,11 +435,13 @@ _WITH_NAME = frozenset(KINDS[c] for c in _NAMED)
 _WITH_PAYLOAD = frozenset(KINDS[c] for c in (Write, Contribute, ReadResp, Error, ReduceResult))
 
 
-def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
+def decode(datagram: bytes | bytearray | memoryview, *, src_port: object = None) -> Decoded:
     """The message in one datagram, with the header's `src` and `credit`.
 
-    Payloads come back as memoryview slices of `datagram`, not copies. Raises `WireError`
-    for anything that is not exactly one valid message.
+    Payloads come back as memoryview slices of `datagram`, not copies. A request's
+    `src_port` is the header's `src`, or `src_port` if given (the switch names the port it
+    came in on, without making the request twice). Raises `WireError` for anything that is
+    not exactly one valid message.
     """
     mv = memoryview(datagram)
     if not mv.c_contiguous:
@@ -468,11 +470,12 @@ def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
         raise WireError(f"{name} datagram is {size} B but its header says {want} B "
                         f"({HEADER_SIZE} header + {name_len} name + {plen} payload)")
     start = HEADER_SIZE + name_len
+    port = src if src_port is None else src_port
     try:
         if kind == 0x02:
-            msg: Message = Write(tag, src, addr, mv[start:], offset)
+            msg: Message = Write(tag, port, addr, mv[start:], offset)
         elif kind == 0x01:
-            msg = Read(tag, src, addr, length, offset)
+            msg = Read(tag, port, addr, length, offset)
         elif kind == 0x11:
             msg = ReadResp(tag, mv[start:], offset)
         elif kind == 0x12:
@@ -484,7 +487,7 @@ def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
                                 + ", ".join(f"{c} {d}" for d, c in DTYPE_CODES.items()))
             if dt in _FLOAT_DTYPES:
                 value = _VALUE_F.unpack_from(mv, _VALUE_AT)[0]
-            msg = AtomicAdd(tag, src, addr, value, dt, offset)
+            msg = AtomicAdd(tag, port, addr, value, dt, offset)
         elif kind == 0x13:
             msg = Error(tag, _text(mv[start:], "Error reason"), offset)
         elif kind == 0x21:
@@ -494,7 +497,7 @@ def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
         else:
             group = _group(name, kind, mv, name_len)
             if kind == 0x04:
-                msg = Contribute(tag, src, group, mv[start:], offset, seq)
+                msg = Contribute(tag, port, group, mv[start:], offset, seq)
             elif kind == 0x14:
                 msg = ReduceResult(tag, group, mv[start:], offset, seq)
             elif kind == 0x22:
@@ -510,11 +513,13 @@ def decode(datagram: bytes | bytearray | memoryview) -> Decoded:
     return Decoded(msg, src, credit)
 
 
-def decode_all(datagram: bytes | bytearray | memoryview) -> list[Decoded]:
+def decode_all(datagram: bytes | bytearray | memoryview, *, src_port: object = None,
+               ) -> list[Decoded]:
     """Every message in one datagram (one, or several back to back), in order.
 
-    Each message is checked as `decode` checks a lone one; payloads are memoryview slices of
-    `datagram`. Raises `WireError` if any message is invalid or the last one is cut short.
+    Each message is checked as `decode` checks a lone one (`src_port` as there); payloads
+    are memoryview slices of `datagram`. Raises `WireError` if any message is invalid or the
+    last one is cut short.
     """
     mv = memoryview(datagram)
     if not mv.c_contiguous:
@@ -536,13 +541,13 @@ def decode_all(datagram: bytes | bytearray | memoryview) -> list[Decoded]:
         if end >= size:
             # the last message (or the only one): decode checks it ends the datagram
             try:
-                out.append(decode(mv[at:]))
+                out.append(decode(mv[at:], src_port=src_port))
             except WireError as e:
                 raise WireError(f"message {len(out) + 1} of a datagram: {e}" if out else
                                 str(e)) from None
             return out
         try:
-            out.append(decode(mv[at:end]))
+            out.append(decode(mv[at:end], src_port=src_port))
         except WireError as e:
             raise WireError(f"message {len(out) + 1} of a datagram: {e}") from None
         at = end
