@@ -81,7 +81,7 @@ class Figures:
     met: str | None = None  # overrides the checks' verdict
 
 
-Extract = Callable[[dict], "Figures | list[Figures] | None"]
+Extract = Callable[..., "Figures | list[Figures] | None"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,9 @@ class Headline:
     goal: str
     extract: Extract | None = None
     min_runs: int = 0  # the goal asks for at least this many runs
+    # results/<before>.json: the same benchmark run on the code before issue 18's change,
+    # kept beside it; `extract` then gets it as `before=` (a dict, or None if absent)
+    before: str | None = None
 
 
 # -- reading spreads defensively -----------------------------------------------------------
@@ -261,15 +264,24 @@ def switch_hop_p99(d: dict) -> Figures | None:
                    (Check(hop, "<=", 400.0),), n_of(hop))
 
 
-def memsem_rate(d: dict) -> Figures | None:
+def memsem_rate(d: dict, before: dict | None = None) -> Figures | None:
     r = d.get("rate")
     if not r or "memory" not in r:
         return None
     rate, x = fig(r["memory"], "rate"), sp(r.get("ratio"))
     base = med(fig(r.get("bare") or {}, "rate"))
-    return Figures(unit(rate, 1e3, ".1f", "k") + " txn/s",
+    text = unit(rate, 1e3, ".1f", "k") + " txn/s"
+    checks: tuple[Check, ...] = ()
+    old = med(fig((before or {}).get("rate", {}).get("memory") or {}, "rate"))
+    if old and rate and rate.get("median") is not None:
+        times = {k: rate[k] / old for k in ("min", "median", "max")} | {"n": rate.get("n")}
+        text += (f"; {fmt_spread(times, '.2f')}x the {old / 1e3:.1f}k before "
+                 f"({str(before.get('started', ''))[:10] if before else ''})")
+        checks = (Check(times, ">=", 3.0),)
+    return Figures(text,
                    f"bare UDP relay + echo {unit(sp(base), 1e3, '.1f', 'k')} txn/s", ratio(x),
-                   n=n_of(rate, x), met=None if r.get("ok", True) else "NO: transactions lost")
+                   checks, n=n_of(rate, x),
+                   met=None if r.get("ok", True) else "NO: transactions lost")
 
 
 def _memsem_allreduce(d: dict, size: int) -> Figures | None:
@@ -389,7 +401,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("delay lateness p99 at 1 ms", "bench_engine", "<= 400 us, also under load",
              engine_lateness),
     Headline("memory-semantic transactions, 256 B writes, per second", "bench_memsem",
-             ">= 3x the rate before issue 18", memsem_rate),
+             ">= 3x the rate before issue 18", memsem_rate,
+             before="bench_memsem.before-batching"),
     Headline("all-reduce 16 KiB, memsem-single, switch reduce / ring", "bench_memsem",
              "< 1 (switch faster at every size)", memsem_allreduce_16k),
     Headline("all-reduce 256 KiB, memsem-single, switch reduce / ring", "bench_memsem",
@@ -483,7 +496,11 @@ def build_rows(results: Path) -> list[Row]:
                             if data == "not run" else path.name))
             continue
         try:
-            found = h.extract(data)
+            if h.before is not None:
+                ref = _load(results / f"{h.before}.json")
+                found = h.extract(data, before=ref if isinstance(ref, dict) else None)
+            else:
+                found = h.extract(data)
         except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
             rows.append(Row(h.measure, f"unreadable ({type(e).__name__}: {e})", goal=h.goal,
                             when=path.name))

@@ -159,6 +159,24 @@ def test_memsem_rows(tmp_path: Path) -> None:
     assert big.met == "no"
 
 
+def test_memsem_rate_against_the_run_before_batching(tmp_path: Path) -> None:
+    """With results/bench_memsem.before-batching.json beside it, the rate row says how many
+    times the rate before it is (per repeat against the before run's median) and judges the
+    goal of 3x on the median; without it, the row has no verdict."""
+    before = {"started": "2026-12-06T23:00:00Z",
+              "rate": {"memory": {"rate": S(3e3, 3.2e3, 3.5e3)}, "ok": True}}
+    d = _results(tmp_path, bench_memsem=MEMSEM, **{"bench_memsem.before-batching": before})
+    rate = _row(perf_table.build_rows(d), "memory-semantic transactions")
+    assert rate.fabric == ("10.0k (9.0k-11.0k) txn/s; 3.12 (2.81-3.44)x the 3.2k before "
+                           "(2026-12-06)")
+    assert rate.met == "yes"
+    before["rate"]["memory"]["rate"] = S(3e3, 4e3, 5e3)
+    (d / "bench_memsem.before-batching.json").write_text(json.dumps(before))
+    assert _row(perf_table.build_rows(d), "memory-semantic transactions").met == "no"
+    (d / "bench_memsem.before-batching.json").unlink()
+    assert _row(perf_table.build_rows(d), "memory-semantic transactions").met == "-"
+
+
 def test_goal_every_run_and_too_few_runs(tmp_path: Path) -> None:
     kv = json.loads(json.dumps(KV))
     kv["rows"][0]["kv_vs_raw"]["min"] = 0.85  # one run under 0.9: the goal is every run
