@@ -344,6 +344,8 @@ def scale_traffic(d: dict) -> Figures | None:
 
 
 def udp_cc(d: dict) -> list[Figures] | None:
+    """bench_kv.json's `udp_cc` section (bench_kv runs bench_udp_cc)."""
+    d = d.get("udp_cc") or {}
     summary = d.get("summary")
     if not isinstance(summary, dict) or not summary:
         return None
@@ -407,7 +409,7 @@ HEADLINES: tuple[Headline, ...] = (
              "< 1 (switch faster at every size)", memsem_allreduce_16k),
     Headline("all-reduce 256 KiB, memsem-single, switch reduce / ring", "bench_memsem",
              "< 1 (switch faster at every size)", memsem_allreduce_256k),
-    Headline("4 UDP flows into 1 Gbit/s: goodput / rate, queue drops", "bench_udp_cc",
+    Headline("4 UDP flows into 1 Gbit/s: goodput / rate, queue drops", "bench_kv",
              "-", udp_cc),
     Headline("1,000-namespace leaf-spine up", "bench_scale", "< 10 s", scale_up),
     Headline("1,000-namespace leaf-spine down", "bench_scale", "< 5 s", scale_down),

@@ -109,8 +109,8 @@ def test_spread_helper() -> None:
 
 
 def test_rows_from_json(tmp_path: Path) -> None:
-    rows = perf_table.build_rows(_results(tmp_path, bench_engine=ENGINE, bench_kv=KV,
-                                          bench_udp_cc=UDP_CC))
+    rows = perf_table.build_rows(_results(tmp_path, bench_engine=ENGINE,
+                                          bench_kv={**KV, "udp_cc": UDP_CC}))
     eng = _row(rows, "userspace link engine")
     assert eng.fabric == "240k (230k-250k)"
     assert eng.baseline == "bare relay 300k"
