@@ -163,14 +163,18 @@ def test_second_up_of_same_name_is_refused(fabric_name, state_dir):
     assert len(ours(fabric_name)) == 2
 
 
+def _sabotage(plan) -> None:  # noqa: ANN001
+    """One route late in the plan through a gateway no link reaches: the kernel refuses it."""
+    bad = AddRoute(plan.nodes["spine-0"].netns, "203.0.113.7/32", (("198.18.255.1", "eth0"),),
+                   plan.nodes["spine-0"].loopback)
+    plan.steps.insert(len(plan.steps) - 3, bad)
+
+
 def test_failed_build_leaves_nothing(fabric_name, state_dir, monkeypatch):
     """A step failing half-way undoes every namespace created so far."""
     topo = parse_topology(LEAF_SPINE.format(name=fabric_name))
     plan = plan_fabric(topo, backend="userspace")
-    # sabotage one route late in the plan: a gateway no link reaches
-    bad = AddRoute(plan.nodes["spine-0"].netns, "203.0.113.7/32", (("198.18.255.1", "eth0"),),
-                   plan.nodes["spine-0"].loopback)
-    plan.steps.insert(len(plan.steps) - 3, bad)
+    _sabotage(plan)
     with pytest.raises(KernelError, match=r"adding route to 203.0.113.7/32 in fab\."):
         lifecycle.bring_up(plan)
     assert ours(fabric_name) == []
@@ -217,9 +221,7 @@ def test_a_step_failing_in_a_worker_stops_the_bring_up_and_leaves_nothing(fabric
 
     monkeypatch.setattr(apply, "PARALLEL_STEPS", 0)
     plan = plan_fabric(parse_topology(LEAF_SPINE.format(name=fabric_name)), backend="userspace")
-    bad = AddRoute(plan.nodes["spine-0"].netns, "203.0.113.7/32", (("198.18.255.1", "eth0"),),
-                   plan.nodes["spine-0"].loopback)
-    plan.steps.insert(len(plan.steps) - 3, bad)
+    _sabotage(plan)
     with pytest.raises(KernelError, match=r"adding route to 203.0.113.7/32 in fab\."):
         lifecycle.bring_up(plan)
     assert ours(fabric_name) == []

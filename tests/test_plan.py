@@ -385,20 +385,25 @@ def _routes_by_destination(nodes, links):  # noqa: ANN001, ANN202 - the definiti
     return sorted(routes, key=lambda r: (r.netns, r.dst))
 
 
-def test_routes_match_the_definition_on_random_graphs() -> None:
+def _random_plans(seed: int, count: int, most: int, links_per_node: int):  # noqa: ANN202
+    """`count` plans of random graphs of 2 to `most` nodes (some not connected): (text, plan)."""
     import random
 
-    rng = random.Random(7)
-    for _ in range(150):
-        n = rng.randrange(2, 30)
+    rng = random.Random(seed)
+    for _ in range(count):
+        n = rng.randrange(2, most)
         edges: set[tuple[int, int]] = set()
-        for _ in range(rng.randrange(1, 3 * n)):
+        for _ in range(rng.randrange(1, links_per_node * n)):
             a, b = rng.sample(range(n), 2)
             if (b, a) not in edges:
                 edges.add((a, b))
         text = ("name: r\nnodes: {" + ", ".join(f"n{i}: {{}}" for i in range(n)) + "}\nlinks:\n"
                 + "".join(f"  - {{endpoints: [n{a}, n{b}]}}\n" for a, b in edges))
-        plan = plan_fabric(parse_topology(text), backend="userspace")
+        yield text, plan_fabric(parse_topology(text), backend="userspace")
+
+
+def test_routes_match_the_definition_on_random_graphs() -> None:
+    for text, plan in _random_plans(7, 150, 30, 3):
         assert plan.routes == _routes_by_destination(plan.nodes, plan.links), text
         assert len(plan.routes) == route_count_of(plan)
 
@@ -430,19 +435,9 @@ def test_kernel_routes_forward_every_loopback_address_as_the_routes_per_destinat
     there was none (an address no node holds, a node not reached). The node's own loopback is
     answered by the kernel's local table, so any match there is allowed."""
     import ipaddress
-    import random
 
-    rng = random.Random(11)
-    for _ in range(60):
-        n = rng.randrange(2, 40)
-        edges: set[tuple[int, int]] = set()
-        for _ in range(rng.randrange(1, 2 * n)):
-            a, b = rng.sample(range(n), 2)
-            if (b, a) not in edges:
-                edges.add((a, b))
-        text = ("name: r\nnodes: {" + ", ".join(f"n{i}: {{}}" for i in range(n)) + "}\nlinks:\n"
-                + "".join(f"  - {{endpoints: [n{a}, n{b}]}}\n" for a, b in edges))
-        plan = plan_fabric(parse_topology(text), backend="userspace")
+    for text, plan in _random_plans(11, 60, 40, 2):
+        n = len(plan.nodes)
         per_dst = {(r.netns, r.dst): r.nexthops for r in plan.routes}
         base = ipaddress.IPv4Address(plan.nodes["n0"].loopback)
         for node in plan.nodes.values():

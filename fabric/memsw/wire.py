@@ -435,6 +435,16 @@ _WITH_NAME = frozenset(KINDS[c] for c in _NAMED)
 _WITH_PAYLOAD = frozenset(KINDS[c] for c in (Write, Contribute, ReadResp, Error, ReduceResult))
 
 
+
+def _bytes_view(datagram: bytes | bytearray | memoryview) -> memoryview:
+    """`datagram` as a flat memoryview of bytes (a copy only where it is not contiguous)."""
+    mv = memoryview(datagram)
+    if not mv.c_contiguous:
+        return memoryview(mv.tobytes())
+    if mv.format != "B" or mv.ndim != 1:
+        return mv.cast("B")
+    return mv
+
 def decode(datagram: bytes | bytearray | memoryview, *, src_port: object = None) -> Decoded:
     """The message in one datagram, with the header's `src` and `credit`.
 
@@ -443,11 +453,7 @@ def decode(datagram: bytes | bytearray | memoryview, *, src_port: object = None)
     came in on, without making the request twice). Raises `WireError` for anything that is
     not exactly one valid message.
     """
-    mv = memoryview(datagram)
-    if not mv.c_contiguous:
-        mv = memoryview(mv.tobytes())
-    elif mv.format != "B" or mv.ndim != 1:
-        mv = mv.cast("B")
+    mv = _bytes_view(datagram)
     size = len(mv)
     if size < HEADER_SIZE:
         raise WireError(f"datagram of {size} B is shorter than the {HEADER_SIZE}-byte memory "
@@ -521,11 +527,7 @@ def decode_all(datagram: bytes | bytearray | memoryview, *, src_port: object = N
     are memoryview slices of `datagram`. Raises `WireError` if any message is invalid or the
     last one is cut short.
     """
-    mv = memoryview(datagram)
-    if not mv.c_contiguous:
-        mv = memoryview(mv.tobytes())
-    elif mv.format != "B" or mv.ndim != 1:
-        mv = mv.cast("B")
+    mv = _bytes_view(datagram)
     size = len(mv)
     out = []
     at = 0
