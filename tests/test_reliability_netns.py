@@ -49,9 +49,17 @@ def engines(name: str) -> list[int]:
     return out
 
 
+def _default_interrupts() -> None:
+    """In the child: the signals these tests send at their defaults, whatever the test run
+    inherited (`nohup` ignores SIGHUP; a shell's background job, SIGINT), as in a terminal."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def fabric(state_dir: Path, *args: str, wait: bool = True, **kw):
     env = {**os.environ, "FABRIC_STATE_DIR": str(state_dir)}
     argv = [sys.executable, "-m", "fabric.cli", *args]
+    kw.setdefault("preexec_fn", _default_interrupts)
     if wait:
         return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, **kw)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
