@@ -85,6 +85,7 @@ from fabric.plan import FabricPlan, parse_netns_name, plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_seconds, stop, wait_ready  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 PORT = 40001
@@ -228,37 +229,6 @@ def _role(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
-    ready, _, _ = select.select([proc.stdout], [], [], 15)
-    line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
-    if not line.startswith("READY"):
-        _stop(proc)
-        raise RuntimeError(f"bench_fabric: {what} did not start: {line!r}")
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    """SIGTERM (then SIGKILL) `proc`; return what is left of its stdout."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if not pid:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def host_busy_seconds() -> tuple[float, float]:
     """(busy CPU seconds, total CPU seconds) of the whole host so far, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -388,25 +358,25 @@ def flood(state: FabricState, relay_pid: int, size: int, seconds: float, nice: i
     hold = sink(ns_b, dst)
     sender = _role("send", ns_a, dst, str(size), str(warmup + seconds + 0.5), str(nice))
     try:
-        _wait_ready(sender, "sender")
+        wait_ready(sender, "sender", 15)
         time.sleep(warmup)
         pids = {"relay": relay_pid, "engine": state.engine_pid, "sender": sender.pid}
         p0 = proc_cpu()
-        c0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        c0 = {k: cpu_seconds(p, missing_ok=True) for k, p in pids.items()}
         h0 = host_busy_seconds()
         t0 = time.monotonic()
         a0, sw0, b0 = if_counters(ns_a), if_counters(ns_sw), if_counters(ns_b)
         time.sleep(seconds)
         a1, sw1, b1 = if_counters(ns_a), if_counters(ns_sw), if_counters(ns_b)
         t1 = time.monotonic()
-        c1 = {k: cpu_seconds(p) for k, p in pids.items()}
+        c1 = {k: cpu_seconds(p, missing_ok=True) for k, p in pids.items()}
         h1 = host_busy_seconds()
         p1 = proc_cpu()
         out = sender.communicate(timeout=seconds + 30)[0]
         sent = json.loads(out.strip().splitlines()[-1])
     finally:
         if sender.poll() is None:
-            _stop(sender)
+            stop(sender)
         hold.close()
     dt = t1 - t0
 
@@ -457,10 +427,10 @@ def part_forwarding(fabrics: Fabrics, sizes: list[int], seconds: float, rounds: 
                     else:
                         proc = _role("relay", ns_sw, "eth0", "eth1")
                         try:
-                            _wait_ready(proc, "bare relay")
+                            wait_ready(proc, "bare relay", 15)
                             r = flood(state, proc.pid, size, seconds, nice, quiet)
                         finally:
-                            _stop(proc)
+                            stop(proc)
                         sw_stats = {}
                     r.update(relay=relay, round=rnd, **sw_stats)
                     runs.setdefault((relay, size), []).append(r)

@@ -35,6 +35,7 @@ from fabric.topology import parse_topology  # noqa: E402
 from fabric.units import format_rate, format_time  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_seconds  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 PAIR = """
@@ -48,14 +49,6 @@ links:
     loss: {loss}
     mtu: {mtu}
 """
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if not pid:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Pair:

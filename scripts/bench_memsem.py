@@ -38,7 +38,6 @@ import re
 import select
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _proc import cpu_seconds, stop, wait_ready  # noqa: E402
+from _spread import spread  # noqa: E402
 
 from fabric.net.tun import in_netns  # noqa: E402
 
@@ -189,26 +192,6 @@ def _role(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.DEVNULL, text=True, cwd=REPO)
 
 
-def _wait_ready(proc: subprocess.Popen[str], what: str) -> int:
-    ready, _, _ = select.select([proc.stdout], [], [], 20)
-    line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
-    if not line.startswith("READY"):
-        _stop(proc)
-        raise RuntimeError(f"bench_memsem: {what} did not start: {line!r}")
-    return int(line.split()[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, _ = proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
-
-
 def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
@@ -216,22 +199,6 @@ def _result(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     if not line.startswith("{"):
         raise RuntimeError(f"bench_memsem: no result: {line!r}")
     return json.loads(line)
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if not pid:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values),
-            "n": len(values)}
 
 
 # -- part 1: transaction rate ----------------------------------------------------------------
@@ -260,7 +227,7 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
         if kind == "memory":
             server = _role("memory", ns["gpu-1"], json.dumps(cfgs["plan"]["gpu-1"]), "0", "-1")
             procs.append(server)
-            pids = {"server": _wait_ready(server, "memory server"),
+            pids = {"server": int(wait_ready(server, "memory server", 20)[0]),
                     "switch": state.switch_pids["msw"]}
             client = _role("memory", ns["gpu-0"], json.dumps(cfgs["plan"]["gpu-0"]),
                            str(seconds), str(cfgs["target"]))
@@ -268,13 +235,14 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
             relay = _role("relay", ns["msw"], switch_addr["gpu-0"], switch_addr["gpu-1"])
             echo = _role("echo", ns["gpu-1"])
             procs += [relay, echo]
-            pids = {"switch": _wait_ready(relay, "relay"), "server": _wait_ready(echo, "echo")}
+            pids = {"switch": int(wait_ready(relay, "relay", 20)[0]),
+                    "server": int(wait_ready(echo, "echo", 20)[0])}
             client = _role("blast", ns["gpu-0"], addr["gpu-0"], str(window), str(seconds))
         procs.append(client)
-        pids["client"] = _wait_ready(client, kind + " client")
+        pids["client"] = int(wait_ready(client, kind + " client", 20)[0])
         pids["engine"] = state.engine_pid or 0
         stats0 = _switch_stats(state) if kind == "memory" else {}
-        cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        cpu0 = {k: cpu_seconds(p, missing_ok=True) for k, p in pids.items()}
         _go([client])
         spy: list[subprocess.Popen[str]] = []
         outs: dict[str, str] = {}
@@ -287,7 +255,7 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
                      "-r", "200", "-f", "raw", "-o", outs[who], "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         res = _result(client, seconds + 60)
-        cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+        cpu1 = {k: cpu_seconds(p, missing_ok=True) for k, p in pids.items()}
         for p in spy:
             p.wait(timeout=60)
         out: dict[str, Any] = {
@@ -312,7 +280,7 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
         return out
     finally:
         for p in procs:
-            _stop(p)
+            stop(p)
 
 
 def _switch_stats(state: Any) -> dict[str, Any]:  # noqa: ANN401

@@ -41,7 +41,6 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import resource
 import subprocess
@@ -57,6 +56,7 @@ from fabric.plan import plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_seconds  # noqa: E402
 from _spread import spread  # noqa: E402
 from bench_bringup import ip_batch_baseline  # noqa: E402
 
@@ -113,12 +113,6 @@ def point(size: int, backend: str, tag: str) -> dict:
             "links": len(topo.links), "steps": len(plan.steps)}
 
 
-def _cpu_s(pid: int) -> float:
-    """utime + stime of a live process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def traffic(size: int, backend: str, pair_tokens: int, per_leaf: int) -> dict:
     """All-to-all KV traffic between `per_leaf` hosts of every leaf (0: every host) of the
     size-`size` fabric."""
@@ -137,13 +131,13 @@ def traffic(size: int, backend: str, pair_tokens: int, per_leaf: int) -> dict:
     topo = parse_topology(text)
     state = lifecycle.bring_up(plan_fabric(topo, backend=backend))
     try:
-        engine0 = _cpu_s(state.engine_pid) if state.engine_pid else 0.0
+        engine0 = cpu_seconds(state.engine_pid)
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         res = run_traffic(state, topo, timeout=900.0)
         wall = time.perf_counter() - t0
-        engine = (_cpu_s(state.engine_pid) - engine0) if state.engine_pid else 0.0
+        engine = cpu_seconds(state.engine_pid) - engine0
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
