@@ -48,6 +48,7 @@ drive the receiver by calling `make_ack()` (or `ack_segment()`) whenever `ack_du
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
@@ -586,25 +587,31 @@ class UdpSender:
                     self._timed_out.discard(seq)
             self._lost.clear()
 
-        rto = self.path.rto_ns * self._backoff
-        expired = []
-        for seq, (at, _) in self._out.items():
-            if at + rto > now_ns:
-                break
-            expired.append(seq)
-        if expired:
-            self.timeouts += 1
-            self._backoff = min(self._backoff * 2, self.max_backoff)
-            for seq in expired:
-                self._send(seq, now_ns, out)
-                self._fast.discard(seq)
-                self._timed_out.add(seq)
+        for seq in self._expire(now_ns, ()):
+            self._send(seq, now_ns, out)
+            self._fast.discard(seq)
+            self._timed_out.add(seq)
 
         limit = min(self.segments, self._cum + self.window_segments)
         while self._next < limit:
             self._send(self._next, now_ns, out)
             self._next += 1
         return out
+
+    def _expire(self, now_ns: int, queued: Container[int]) -> list[int]:
+        """The segments in flight longer than the retransmission timeout, in send order, but
+        those already `queued` for a resend; if any, one timeout: the backoff doubles."""
+        rto = self.path.rto_ns * self._backoff
+        expired = []
+        for seq, (at, _) in self._out.items():
+            if at + rto > now_ns:
+                break
+            if seq not in queued:
+                expired.append(seq)
+        if expired:
+            self.timeouts += 1
+            self._backoff = min(self._backoff * 2, self.max_backoff)
+        return expired
 
     def _paced(self, now_ns: int, control: FlowControl) -> list[tuple[int, int, int]]:
         """`segments_to_send` under a `FlowControl`: losses and timeouts queue resends and
@@ -621,16 +628,8 @@ class UdpSender:
                 if seq in self._out:
                     self._resend.setdefault(seq, False)
             self._lost.clear()
-        rto = self.path.rto_ns * self._backoff
-        expired = []
-        for seq, (at, _) in self._out.items():
-            if at + rto > now_ns:
-                break
-            if seq not in self._resend:
-                expired.append(seq)
+        expired = self._expire(now_ns, self._resend)
         if expired:
-            self.timeouts += 1
-            self._backoff = min(self._backoff * 2, self.max_backoff)
             control.on_loss(now_ns)
             for seq in expired:
                 self._resend[seq] = True
