@@ -60,14 +60,17 @@ def test_blocks_kept_reused_written_back_dropped_and_reloaded(fabric):
         tr(2, "d", "s", 150, [(1, B), (2, B), (6, 150_000)], keep=True, from_store=True,
            release=True),
         tr(3, "s", "d", 160, [(1, B), (2, B), (6, 150_000)], keep=True, from_store=True),
-        # reuses 3 until after the drop planned at 250 ms: the drop waits for its proof
-        tr(4, "p", "d", 240, [(8, 400_000)], keep=True, reuse=(3,)),
+        # reuses 3 until after the drop planned at 600 ms: the drop waits for its proof (a
+        # 400 kB block takes 32 ms or more at 100 Mbit/s). The drop comes 500 ms after the
+        # append of 100 ms proved block 4 (about 2 ms after it was due, on a quiet machine),
+        # so that a loaded host's stall does not also defer block 4.
+        tr(4, "p", "d", 590, [(8, 400_000)], keep=True, reuse=(3,)),
     ]
     ops = {"d": [
         {"id": 0, "t_ns": 100 * MS, "op": "append", "reuse": [1, 2, 3, 4, 5],
          "make": [[6, 150_000], [7, 150_000]]},
-        {"id": 1, "t_ns": 250 * MS, "op": "drop", "drop": [3, 4]},
-        {"id": 2, "t_ns": 400 * MS, "op": "append", "reuse": [1, 2, 6, 5, 8],
+        {"id": 1, "t_ns": 600 * MS, "op": "drop", "drop": [3, 4]},
+        {"id": 2, "t_ns": 750 * MS, "op": "append", "reuse": [1, 2, 6, 5, 8],
          "make": [[9, 100_000]]},
     ]}
     res = run_traffic(state, topo, transfers=transfers, block_ops=ops, timeout=60)
@@ -95,12 +98,15 @@ def test_blocks_kept_reused_written_back_dropped_and_reloaded(fabric):
     released = got[("d", "send", 2)]["released"]
     assert released in (2, 3)
     assert got[("d", "transfer", 3)]["kept"] == 3
-    assert (got[("d", "drop", 1)]["dropped"], got[("d", "drop", 1)]["deferred"]) == (1, 1)
+    ready = {k: (v.get("t_ready_ns", v.get("t_acked_ns")) - res.started_ns) / MS
+             for k, v in got.items()}
+    drop = got[("d", "drop", 1)]
+    assert (drop["dropped"], drop["deferred"]) == (1, 1), ready
     # every ready time is on the runner's clock, within the run
     for b in res.blocks:
         assert res.started_ns <= b.get("t_ready_ns", b.get("t_acked_ns")) <= res.ended_ns, b
     # an append is ready no earlier than planned; a transfer's at its last chunk or later
-    assert got[("d", "append", 2)]["t_ready_ns"] >= res.started_ns + 400 * MS
+    assert got[("d", "append", 2)]["t_ready_ns"] >= res.started_ns + 750 * MS
     done = {r.request: r.t_done_ns for r in res.transfer_records}
     assert got[("d", "transfer", 1)]["t_ready_ns"] >= done[1]
     # the reload left s only once the write-back's first block (chunks 0-3) was in there
