@@ -71,7 +71,9 @@ def test_link_set_delay_rate_and_down_up_are_in_force(backend, fabric_name, stat
     print(f"{backend}: RTT a-b {min(before):.2f} ms at 5 ms, {min(after):.2f} ms at 20 ms")
 
     live.link_set(state, "a", "b", rate_bps=20_000_000, delay_ns=2 * MS)
-    g = goodput(state, "a", "b", 1)
+    # 3 s, as test_rate_is_delivered measures a link built at this rate: in an emulated
+    # (TCG) guest a 1 s run loses 5-10% of its goodput to the run's start-up
+    g = goodput(state, "a", "b", 3)
     print(f"{backend}: goodput a-b {g / 1e6:.2f} Mbit/s at 20 Mbit/s")
     assert 0.85 * 20e6 <= g <= 20e6, g
     shown = live.link_show(state, "b", "a")[0]
