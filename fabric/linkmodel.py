@@ -155,8 +155,8 @@ class ClassScheduler:
     switch's egress port (`fabric.switch.core`), here for one link direction.
     """
 
-    __slots__ = ("classes", "dscp_class", "queues", "bytes", "count", "total_bytes",
-                 "_strict", "_wrr", "_quantum", "_deficit", "_cur", "_granted")
+    __slots__ = ("classes", "dscp_class", "queues", "bytes", "count", "total_bytes", "ready",
+                 "paused", "_strict", "_wrr", "_quantum", "_deficit", "_cur", "_granted")
 
     def __init__(self, classes: Sequence[TrafficClass], mtu: int) -> None:
         if not classes:
@@ -171,6 +171,8 @@ class ClassScheduler:
         self.bytes = [0] * len(classes)
         self.count = 0
         self.total_bytes = 0
+        self.ready = 0  # packets queued in classes not paused: what the wire may take
+        self.paused = 0  # bit k set: class k is paused (PFC, `pause`)
         self._strict = sorted((i for i, c in enumerate(classes) if c.strict),
                               key=lambda i: (-classes[i].priority, i))
         self._wrr = [i for i, c in enumerate(classes) if not c.strict]
@@ -185,15 +187,34 @@ class ClassScheduler:
         self.bytes[k] += length
         self.count += 1
         self.total_bytes += length
+        if not self.paused >> k & 1:
+            self.ready += 1
+
+    def pause(self, mask: int, paused: bool) -> None:
+        """Pause (or resume) the classes of bit mask `mask`: the wire takes nothing from a
+        paused class; what it holds waits, with its credit, as a switch port's paused class
+        does (802.1Qbb pauses a priority at the transmitter)."""
+        before = self.paused
+        after = before | mask if paused else before & ~mask
+        if after == before:
+            return
+        self.paused = after
+        for k, q in enumerate(self.queues):
+            bit = 1 << k
+            if before & bit and not after & bit:
+                self.ready += len(q)
+            elif after & bit and not before & bit:
+                self.ready -= len(q)
 
     def pop(self) -> tuple[int, int, Any] | None:
-        """The packet the wire takes next: (class, length, item), or None when all class
-        queues are empty."""
-        if not self.count:
+        """The packet the wire takes next: (class, length, item), or None when every class
+        queue is empty or paused."""
+        if not self.ready:
             return None
         queues = self.queues
+        paused = self.paused
         for k in self._strict:
-            if queues[k]:
+            if queues[k] and not paused >> k & 1:
                 return self._take(k)
         deficit = self._deficit
         wrr = self._wrr
@@ -202,13 +223,13 @@ class ClassScheduler:
         while True:
             k = wrr[cur]
             q = queues[k]
-            if q:
+            if q and not paused >> k & 1:
                 if not granted:
                     deficit[k] += self._quantum[k]
                     granted = True
                 if q[0][0] <= deficit[k]:
                     break
-            else:
+            elif not q:
                 deficit[k] = 0
             cur = cur + 1 if cur + 1 < len(wrr) else 0
             granted = False
@@ -227,6 +248,7 @@ class ClassScheduler:
         length, item = self.queues[k].popleft()
         self.bytes[k] -= length
         self.count -= 1
+        self.ready -= 1
         self.total_bytes -= length
         return k, length, item
 
@@ -236,6 +258,7 @@ class ClassScheduler:
             q.clear()
         self.bytes = [0] * len(self.queues)
         self.count = 0
+        self.ready = 0
         self.total_bytes = 0
         self._deficit = [0] * len(self.queues)
         self._cur = 0
@@ -326,6 +349,7 @@ class LinkDirection:
         self._apply_shape(shape)
         # serialiser: departures of packets not yet fully serialised, FIFO
         self._busy_until = 0
+        self.pfc_pauses = 0  # PFC pause frames that paused a class here (`pause`)
         self._queue: deque[tuple[int, int]] = deque()
         self._queue_bytes = 0
         # delay line
@@ -512,6 +536,33 @@ class LinkDirection:
             self._down = False
         return 0
 
+    def pause(self, priority: int, paused: bool, now_ns: int) -> bool:
+        """PFC (802.1Qbb) at this direction's transmitter: a pause frame from the far end,
+        arriving at `now_ns`, pauses (or resumes) this direction's classes of `priority`.
+        The wire first takes what it would have up to `now_ns`; a paused class then waits
+        in its queue, and the packets on the wire or in the delay line still arrive, as on
+        a real link. A wire that idled through the pause starts again at `now_ns`.
+
+        Only where the direction queues by class (`classed`): returns False otherwise (no
+        class queue to hold) and for a priority no class has."""
+        sched = self._sched
+        if sched is None:
+            return False
+        mask = 0
+        for k, c in enumerate(self._classes):
+            if c.priority == priority:
+                mask |= 1 << k
+        if not mask:
+            return False
+        self._schedule(now_ns)
+        sched.pause(mask, paused)
+        if paused:
+            self.pfc_pauses += 1
+        elif self._busy_until < now_ns:
+            self._busy_until = now_ns
+            self._schedule(now_ns)
+        return True
+
     @property
     def up(self) -> bool:
         return not self._down
@@ -617,7 +668,7 @@ class LinkDirection:
         """The serialiser's part of `offer` where packets queue by class."""
         sched = self._sched
         assert sched is not None
-        if sched.count and self._busy_until <= now_ns:
+        if sched.ready and self._busy_until <= now_ns:
             self._schedule(now_ns)  # what the wire picked before this packet arrived
         q = self._queue
         while q and q[0][0] <= now_ns:
@@ -625,7 +676,9 @@ class LinkDirection:
         k = sched.dscp_class[dscp & 63]
         self._cls_in[k] += 1
         kq = sched.bytes[k]
-        if kq:
+        # a class paused by PFC drops nothing: its queue is the NIC's paused ring, which
+        # holds what the host sent before the pause reached it (`pause`)
+        if kq and not sched.paused >> k & 1:
             limit = self.queue_limit_bytes
             if limit is not None:
                 cap = self._cls_cap[k]
@@ -650,7 +703,7 @@ class LinkDirection:
             if ce:
                 self._ecn_marks += 1
                 self._cls_marks[k] += 1
-        if not sched.count and self._busy_until < now_ns:
+        if not sched.ready and self._busy_until < now_ns:
             self._busy_until = now_ns  # the wire idled until this packet came
         sched.push(k, length, item)
         kq += length
@@ -681,7 +734,7 @@ class LinkDirection:
         (`_busy_until` moves up to its arrival). A caller that runs late decides as the
         wire would have."""
         sched = self._sched
-        if sched is None or not sched.count:
+        if sched is None or not sched.ready:
             return
         rate = self._rate
         assert rate is not None
@@ -746,7 +799,7 @@ class LinkDirection:
 
     def _next_deadline_classed(self) -> int | None:
         d = LinkDirection.next_deadline(self)
-        if self._sched is not None and self._sched.count and (d is None or self._busy_until < d):
+        if self._sched is not None and self._sched.ready and (d is None or self._busy_until < d):
             return self._busy_until
         return d
 

@@ -219,9 +219,11 @@ class RoceKind(Kind):
                         headroom_bytes=headroom_bytes(spec.ports[i]))
                 if base.lossless:
                     lossless = f"{base.lossless}; paused by the next switch's PFC"
-                else:  # a host's NIC: its RoCE queue pairs stop, kernel TCP does not
-                    lossless = ("paused by the next switch's PFC (RoCE senders stop; "
-                                "kernel TCP ignores pauses)")
+                else:  # a host's NIC: its RoCE queue pairs stop; the userspace backend's
+                    # link engine pauses the class queue too (`LinkDirection.pause`)
+                    lossless = ("paused by the next switch's PFC (RoCE senders stop, and the "
+                                "userspace link's class queue; on netem links kernel TCP "
+                                "ignores pauses)")
                 out[d] = replace(base, pfc=p, lossless=lossless)
         return out
 

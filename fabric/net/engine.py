@@ -50,6 +50,7 @@ from fabric.net.tun import (
     set_thread_name,
     set_timer_slack,
 )
+from fabric.switch.pfc import PFC_IP_SIZE, pfc_in_packet
 from fabric.topology.model import Shape, TrafficClass
 from fabric.wire.ip import flip_bit, header_length, set_ce
 
@@ -233,7 +234,7 @@ class _Direction:
     """One direction of a link at run time: read from `src_fd`, model, write to `dst_fd`."""
 
     __slots__ = ("link_id", "name", "src_fd", "dst_fd", "model", "may_mark", "faults",
-                 "classed", "drops_write", "index", "scheduled", "dead")
+                 "classed", "drops_write", "index", "scheduled", "dead", "pfc_to")
 
     def __init__(self, link_id: str, name: str, src_fd: int, dst_fd: int,
                  model: LinkDirection, index: int) -> None:
@@ -249,6 +250,9 @@ class _Direction:
         self.index = index
         self.scheduled = _INF  # deadline of this direction's live entry in the engine heap
         self.dead: str | None = None
+        # the opposite direction of the link, where the link has traffic classes: a PFC
+        # frame this direction delivers pauses that one's transmitter (`Engine._on_pfc`)
+        self.pfc_to: _Direction | None = None
 
 
 def _ect_dscp(pkt: bytearray) -> tuple[bool, int]:
@@ -300,8 +304,11 @@ class Engine:
             rev = LinkDirection(link.reverse, rate_in_engine=link.rate_in_engine,
                                 rng=random.Random(rng.getrandbits(64)), classes=link.classes)
             n = len(self.directions)
-            self.directions.append(_Direction(link.id, "forward", fd_a, fd_b, fwd, n))
-            self.directions.append(_Direction(link.id, "reverse", fd_b, fd_a, rev, n + 1))
+            d_fwd = _Direction(link.id, "forward", fd_a, fd_b, fwd, n)
+            d_rev = _Direction(link.id, "reverse", fd_b, fd_a, rev, n + 1)
+            if len(link.classes) > 1:
+                d_fwd.pfc_to, d_rev.pfc_to = d_rev, d_fwd
+            self.directions += [d_fwd, d_rev]
         self._timer = TimerFd()
         path = self.config.control
         if path:
@@ -452,6 +459,8 @@ class Engine:
                     write(dst, pkt)
                 except OSError:
                     d.drops_write += 1
+                if d.pfc_to is not None and len(pkt) == PFC_IP_SIZE:
+                    self._on_pfc(d.pfc_to, pkt, now)
         self._after_batch(now)
 
     def _after_batch(self, now: int) -> None:
@@ -569,17 +578,35 @@ class Engine:
             if deadline != d.scheduled:
                 continue  # superseded by an earlier entry for the same direction
             dst = d.dst_fd
+            pfc_to = d.pfc_to
             for pkt in d.model.release(now):
                 try:
                     write(dst, pkt)
                 except OSError:
                     d.drops_write += 1
+                if pfc_to is not None and len(pkt) == PFC_IP_SIZE:
+                    self._on_pfc(pfc_to, pkt, now)
             nxt = d.model.next_deadline()
             if nxt is None:
                 d.scheduled = _INF
             else:
                 d.scheduled = nxt
                 heapq.heappush(heap, (nxt, index))
+
+    def _on_pfc(self, d: _Direction, pkt: bytes | bytearray, now: int) -> None:
+        """A PFC frame reached the far end of `d`'s link: pause or resume the priorities it
+        names at `d`'s transmitter (`LinkDirection.pause`), as the receiving NIC's MAC does.
+        The frame itself was delivered too: a RoCE sender's queue pairs stop as well."""
+        frames = pfc_in_packet(pkt)
+        if not frames:
+            return
+        model = d.model
+        for priority, pause in frames:
+            model.pause(priority, pause, now)
+        nxt = model.next_deadline()
+        if nxt is not None and nxt < d.scheduled:
+            d.scheduled = nxt
+            heapq.heappush(self._heap, (nxt, d.index))
 
     async def _timer_loop(self) -> None:
         timer = self._timer

@@ -19,13 +19,15 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-__all__ = ["PAUSE_QUANTA", "PFC_OPCODE", "PFC_PORT", "PFC_SIZE", "pack_pfc", "unpack_pfc"]
+__all__ = ["PAUSE_QUANTA", "PFC_IP_SIZE", "PFC_OPCODE", "PFC_PORT", "PFC_SIZE", "pack_pfc",
+           "pfc_in_packet", "unpack_pfc"]
 
 PFC_PORT: Final = 8808  # after the MAC control ethertype 0x8808
 PFC_OPCODE: Final = 0x0101
 PAUSE_QUANTA: Final = 0xFFFF
 _FRAME = struct.Struct("!HH8H")
 PFC_SIZE: Final = _FRAME.size  # 20
+PFC_IP_SIZE: Final = 20 + 8 + PFC_SIZE  # the whole IPv4 packet a switch sends (48 bytes)
 
 
 def pack_pfc(priority: int, pause: bool) -> bytes:
@@ -50,3 +52,16 @@ def unpack_pfc(data: bytes | bytearray | memoryview) -> list[tuple[int, bool]]:
     if opcode != PFC_OPCODE:
         raise ValueError(f"PFC opcode must be 0x{PFC_OPCODE:04x}, got 0x{opcode:04x}")
     return [(p, quanta[p] != 0) for p in range(8) if vector >> p & 1]
+
+
+def pfc_in_packet(pkt: bytes | bytearray) -> list[tuple[int, bool]] | None:
+    """The frames (`unpack_pfc`) of an IPv4 packet that carries one PFC payload to
+    `PFC_PORT`, as a switch sends it (no IP options: `PFC_IP_SIZE` bytes); None for any
+    other packet. The link engine reads them to pause a link's transmitter."""
+    if (len(pkt) != PFC_IP_SIZE or pkt[0] != 0x45 or pkt[9] != 17
+            or pkt[22] << 8 | pkt[23] != PFC_PORT):
+        return None
+    try:
+        return unpack_pfc(pkt[28:])
+    except ValueError:
+        return None
