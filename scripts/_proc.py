@@ -47,3 +47,16 @@ def cpu_seconds(pid: int | None, *, missing_ok: bool = False) -> float:
             return 0.0
         raise
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_model() -> str | None:
+    """This machine's CPU model (`/proc/cpuinfo`), for a benchmark's JSON: machines of one
+    kind differ, and a figure is only comparable with its own baseline."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the userspace link engine against a bare epoll TUN relay (root only).
 
-    python scripts/bench_engine.py [--quick] [--seconds 2] [--repeats 3]
+    python scripts/bench_engine.py [--quick] [--seconds 2] [--repeats 3] [--load N]
                                    [--json results/bench_engine.json]
 
 Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each relay
@@ -9,7 +9,11 @@ Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each
 `epoll`: the same engine with `--loop=epoll`; `+1ms`: holding every packet 1 ms) floods UDP
 from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; then sends
 paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
-(one-way minus configured delay), next to the bare relay's one-way latency.
+(one-way minus configured delay), next to the bare relay's one-way latency. Then the same
+under load: with N busy processes (default: one per core) beside them, the bare relay, and
+the engine at 1 ms at the default priority and at the fabric daemons' own (nice -10,
+`fabric.net.daemon.DAEMON_NICE`). Every other relay runs at the daemons' niceness, as
+`fabric up` starts the engine.
 Sender, relay and receiver are separate processes. Every point is measured --repeats
 times (all points once, then again), and the table and the JSON give min/median/max over the
 repeats; a ratio to the bare relay is taken per repeat, against the bare relay's figure of
@@ -38,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fabric.net.daemon import DAEMON_NICE  # noqa: E402
 from fabric.net.engine import Endpoint, EngineConfig, EngineLink  # noqa: E402
 from fabric.net.tun import (  # noqa: E402
     create_persistent_tun,
@@ -48,6 +53,7 @@ from fabric.net.tun import (  # noqa: E402
 from fabric.topology.model import Shape  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_model  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 ADDR_A, ADDR_B = "198.18.0.1", "198.18.0.2"
@@ -217,8 +223,23 @@ def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
 
 
 @contextlib.contextmanager
+def busy(n: int) -> Iterator[None]:
+    """`n` processes that spin on a core each, at the default priority, for the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.2)
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
 def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
-          ) -> Iterator[subprocess.Popen[str]]:
+          nice: int = DAEMON_NICE) -> Iterator[subprocess.Popen[str]]:
+    """A relay between the namespaces, at `nice` (by default the fabric's daemons' own, as
+    `fabric up` starts the engine; the bare relay at the same, a like-for-like baseline)."""
     if kind == "bare":
         proc = _role("relay", ns_a, ns_b)
     else:
@@ -231,6 +252,7 @@ def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
         loop = ["--loop=epoll"] if kind == "epoll" else []
         proc = subprocess.Popen([sys.executable, "-m", "fabric.net.engine", path, *loop],
                                 stdout=subprocess.PIPE, text=True, cwd=REPO)
+    os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
     try:
         _wait_ready(proc, kind)
         yield proc
@@ -297,14 +319,16 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
             "sent": statistics.median(r["sent"] for r in rs),
             "received": statistics.median(r["received"] for r in rs),
             "spread": sp, "runs": rs})
-    for relay, delay_ms in (("bare", 0), ("engine", 1), ("engine", 10)):
-        rs = [r for r in runs["lateness"] if (r["relay"], r["delay_ms"]) == (relay, delay_ms)]
+    for relay, delay_ms, loaded, nice in LATENESS_ROWS:
+        rs = [r for r in runs["lateness"] if (r["relay"], r["delay_ms"]) == (relay, delay_ms)
+              and bool(r.get("load")) == loaded and r.get("nice", 0) == nice]
         if not rs:
             continue
         keys2 = ("p50_us", "p99_us", "min_us") + (("p50_ratio", "p99_ratio") if delay_ms
                                                    else ())
         sp = {k: spread(r.get(k) for r in rs) for k in keys2}
         out["lateness"].append({"relay": relay, "delay_ms": delay_ms,
+                                "load": rs[0].get("load", 0), "nice": nice,
                                 "n": sum(r["n"] for r in rs),
                                 **{k: v["median"] for k, v in sp.items()},
                                 "spread": sp, "runs": rs})
@@ -312,6 +336,10 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
 
 
 RELAYS = ("bare", "engine", "epoll", "engine+1ms", "epoll+1ms")
+# (relay, delay ms, under load, nice): the lateness rows, in the table's order
+LATENESS_ROWS = (("bare", 0, False, DAEMON_NICE), ("engine", 1, False, DAEMON_NICE),
+                 ("engine", 10, False, DAEMON_NICE), ("bare", 0, True, DAEMON_NICE),
+                 ("engine", 1, True, 0), ("engine", 1, True, DAEMON_NICE))
 
 
 def main() -> int:
@@ -323,6 +351,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, help="measure every point this many times, "
                     "interleaved (min/median/max reported; default 3, quick 2)")
     ap.add_argument("--quick", action="store_true", help="1 s floods, 200 probes, 2 repeats")
+    ap.add_argument("--load", type=int, default=os.cpu_count() or 1,
+                    help="busy processes beside the lateness probes under load (default: one "
+                         "per core; 0 leaves those rows out)")
     ap.add_argument("--json", default="results/bench_engine.json")
     ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -366,14 +397,32 @@ def main() -> int:
             set_mtu(ns_a, ns_b, 1500)
             with relay("bare", ns_a, ns_b, tmp):
                 bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
-            runs["lateness"].append({"repeat": rep, "relay": "bare", "delay_ms": 0, **bare})
+            runs["lateness"].append({"repeat": rep, "relay": "bare", "delay_ms": 0,
+                                     "nice": DAEMON_NICE, **bare})
             for delay_ms in (1, 10):
                 with relay("engine", ns_a, ns_b, tmp, delay_ms * MS):
                     late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
                 runs["lateness"].append({
-                    "repeat": rep, "relay": "engine", "delay_ms": delay_ms, **late,
+                    "repeat": rep, "relay": "engine", "delay_ms": delay_ms,
+                    "nice": DAEMON_NICE, **late,
                     "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
                     "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
+            if args.load > 0:
+                with busy(args.load):
+                    with relay("bare", ns_a, ns_b, tmp):
+                        bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
+                    runs["lateness"].append({"repeat": rep, "relay": "bare", "delay_ms": 0,
+                                             "load": args.load, "nice": DAEMON_NICE, **bare})
+                    for nice in (0, DAEMON_NICE):
+                        with relay("engine", ns_a, ns_b, tmp, MS, nice=nice):
+                            late = _late(probe(ns_a, ns_b, probes, 0.002), 1)
+                        runs["lateness"].append({
+                            "repeat": rep, "relay": "engine", "delay_ms": 1,
+                            "load": args.load, "nice": nice, **late,
+                            "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
+                            "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
+                print(f"  repeat {rep + 1}/{repeats} lateness under load {args.load}",
+                      flush=True)
     results: dict[str, object] = dict(summarise(runs))
 
     print(f"\nmedian (min-max) over {repeats} repeats; x bare: per repeat, against the bare "
@@ -385,17 +434,19 @@ def main() -> int:
               f"{fmt_spread(sp['gbps']):>17} {fmt_spread(sp['pps_ratio']):>17} "
               f"{r['rx_tx']:>6.2f}")
     print()
-    print(f"{'relay':<8} {'delay':>6} {'n':>5} {'late p50 us':>19} {'late p99 us':>21} "
-          f"{'x bare p50':>17} {'x bare p99':>17}")
+    print(f"{'relay':<8} {'delay':>6} {'load':>4} {'nice':>4} {'n':>5} {'late p50 us':>19} "
+          f"{'late p99 us':>21} {'x bare p50':>17} {'x bare p99':>17}")
     for r in results["lateness"]:  # type: ignore[union-attr]
         sp = r["spread"]
-        print(f"{r['relay']:<8} {r['delay_ms']:>4}ms {r['n']:>5} "
+        print(f"{r['relay']:<8} {r['delay_ms']:>4}ms {r['load']:>4} {r['nice']:>4} {r['n']:>5} "
               f"{fmt_spread(sp['p50_us'], '.1f'):>19} {fmt_spread(sp['p99_us'], '.1f'):>21} "
               f"{fmt_spread(sp.get('p50_ratio')):>17} {fmt_spread(sp.get('p99_ratio')):>17}")
-    print("(bare row: one-way latency through the bare relay; engine rows: one-way minus the "
-          "configured delay)")
+    print("(bare rows: one-way latency through the bare relay; engine rows: one-way minus the "
+          "configured delay; load: busy processes beside them, x bare against the bare relay "
+          "under the same load)")
     results["meta"] = {"seconds": seconds, "probes": probes, "repeats": repeats,
-                       "quick": args.quick, "cpus": os.cpu_count(),
+                       "load": args.load,
+                       "quick": args.quick, "cpus": os.cpu_count(), "cpu": cpu_model(),
                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        "note": "lateness = one-way delay - configured; includes kernel path; "
                                "each figure: median at the row's top level, min/median/max "

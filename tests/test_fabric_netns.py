@@ -103,6 +103,8 @@ def test_pair_up_ping_down(backend, fabric_name, state_dir):
     state = up(PAIR.format(name=fabric_name, delay="10ms", loss="0%"), backend)
     assert len(ours(fabric_name)) == 2
     check_pair(state, 10, backend)
+    if backend == "userspace":  # the link engine runs ahead of the nodes (and the rest)
+        assert os.getpriority(os.PRIO_PROCESS, state.engine_pid) == daemon.DAEMON_NICE
     from click.testing import CliRunner
 
     from fabric.cli import cli

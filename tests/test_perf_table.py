@@ -36,9 +36,17 @@ ENGINE = {
          "spread": {"pps": S(230e3, 240e3, 250e3), "pps_ratio": S(0.7, 0.8, 0.85)}},
     ],
     "lateness": [
-        {"relay": "bare", "delay_ms": 0, "p99_us": 100.0, "spread": {"p99_us": S(90, 100, 110)}},
-        {"relay": "engine", "delay_ms": 1, "p99_us": 350.0,
+        {"relay": "bare", "delay_ms": 0, "nice": -10, "p99_us": 100.0,
+         "spread": {"p99_us": S(90, 100, 110)}},
+        {"relay": "engine", "delay_ms": 1, "nice": -10, "p99_us": 350.0,
          "spread": {"p99_us": S(300, 350, 390), "p99_ratio": S(3.0, 3.5, 4.0)}},
+        # under load: the bare relay, the engine at nice 0 (not the fabric's) and at -10
+        {"relay": "bare", "delay_ms": 0, "load": 2, "nice": -10, "p99_us": 150.0,
+         "spread": {"p99_us": S(140, 150, 160)}},
+        {"relay": "engine", "delay_ms": 1, "load": 2, "nice": 0, "p99_us": 3000.0,
+         "spread": {"p99_us": S(2000, 3000, 4000), "p99_ratio": S(15, 20, 25)}},
+        {"relay": "engine", "delay_ms": 1, "load": 2, "nice": -10, "p99_us": 450.0,
+         "spread": {"p99_us": S(400, 450, 500), "p99_ratio": S(2.5, 3.0, 3.5)}},
     ],
     "meta": {"time": "2026-12-07T01:00:00+0000", "repeats": 3, "quick": False},
 }
@@ -117,8 +125,12 @@ def test_rows_from_json(tmp_path: Path) -> None:
     assert eng.ratio == "0.80 (0.70-0.85)"
     assert eng.met == "no"  # neither 500k nor 0.9 of the bare relay
     assert eng.when == "2026-12-07, 3 runs"
-    late = _row(rows, "delay lateness")
+    late = _row(rows, "delay lateness p99 at 1 ms")
     assert (late.fabric, late.met) == ("350 (300-390) us", "yes")
+    loaded = _row(rows, "delay lateness p99 at 1 ms, under load")
+    assert (loaded.fabric, loaded.ratio, loaded.met) == ("450 (400-500) us", "3.00 (2.50-3.50)",
+                                                          "no")
+    assert loaded.baseline == "bare relay one-way p99 150 us beside 2 busy processes"
     kv = _row(rows, "KV goodput")
     assert (kv.fabric, kv.ratio, kv.met) == ("19.00 (18.50-20.00) Gbit/s", "0.93 (0.91-0.95)",
                                              "yes")
@@ -248,3 +260,9 @@ def test_json_from_before_the_spreads(tmp_path: Path) -> None:
     assert (row.fabric, row.baseline, row.ratio) == ("2.9 Mbit/s", "loss only 24.7 Mbit/s",
                                                      "0.12")
     assert row.when == "2026-11-30, runs not recorded"
+
+
+def test_the_engine_rows_are_those_at_the_daemons_niceness() -> None:
+    from fabric.net.daemon import DAEMON_NICE
+
+    assert perf_table.ENGINE_NICE == DAEMON_NICE
