@@ -259,6 +259,7 @@ class ClassScheduler:
         self.bytes = [0] * len(self.queues)
         self.count = 0
         self.ready = 0
+        self.paused = 0  # a link that goes down forgets its PFC state too
         self.total_bytes = 0
         self._deficit = [0] * len(self.queues)
         self._cur = 0
@@ -515,7 +516,8 @@ class LinkDirection:
         Down, it carries nothing: each packet offered is dropped and counted in `drops_down`,
         and what it held at that moment (queued or on its way) is dropped with it, as a cut
         fibre loses what was in flight and as the kernel resets a device's qdiscs when it goes
-        down. Up again, it starts empty with the shape it had.
+        down. Up again, it starts empty with the shape it had, and with no class paused (a
+        resume sent while it was down was lost with the rest).
         """
         if not up and not self._down:
             self._down = True

@@ -159,3 +159,13 @@ def test_a_paused_class_queue_drops_nothing() -> None:
     got = [item for _, item in run(m, 100 * MS)]
     assert [x for x in got if x.startswith("kv")] == [f"kv{i}" for i in range(8)]
     assert m.statistics().drops_queue == 2
+
+
+def test_a_link_that_goes_down_forgets_its_pauses() -> None:
+    m = link()
+    m.pause(KV.priority, True, 0)
+    m.offer(1000, False, 0, "kv0", dscp=KV.dscp)
+    assert m.set_up(False, MS) == 1
+    m.set_up(True, 2 * MS)  # the resume, had the switch sent one meanwhile, was lost
+    m.offer(1000, False, 2 * MS, "kv1", dscp=KV.dscp)
+    assert run(m, 10 * MS) == [(5 * MS, "kv1")]
