@@ -34,10 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _spread import fmt_spread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from fabric.net.daemon import DAEMON_NICE  # noqa: E402
+
 BEGIN = "<!-- perf-table:begin -->"
 END = "<!-- perf-table:end -->"
 # the niceness the fabric's daemons run at: bench_engine's rows for the engine as it runs
-ENGINE_NICE = -10  # fabric.net.daemon.DAEMON_NICE (test_perf_table checks they agree)
+ENGINE_NICE = DAEMON_NICE
 HEADER = ("measure", "fabric (median, min-max)", "baseline, same run",
           "ratio (median, min-max)", "goal", "met?", "date and repeats")
 
@@ -206,7 +209,7 @@ def engine_pps(d: dict) -> Figures | None:
                    (Check(pps, ">=", 500e3), Check(x, ">=", 0.9)), n_of(pps, x))
 
 
-def _late_row(d: dict, relay: str, delay_ms: int, loaded: bool, nice: int = 0) -> dict | None:
+def _late_row(d: dict, relay: str, delay_ms: int, loaded: bool, nice: int) -> dict | None:
     """A bench_engine lateness row; `loaded`: measured beside busy processes (rows written
     before there were any have no `load`: quiet)."""
     return next((r for r in d.get("lateness", [])

@@ -435,7 +435,6 @@ _WITH_NAME = frozenset(KINDS[c] for c in _NAMED)
 _WITH_PAYLOAD = frozenset(KINDS[c] for c in (Write, Contribute, ReadResp, Error, ReduceResult))
 
 
-
 def _bytes_view(datagram: bytes | bytearray | memoryview) -> memoryview:
     """`datagram` as a flat memoryview of bytes (a copy only where it is not contiguous)."""
     mv = memoryview(datagram)
@@ -444,6 +443,7 @@ def _bytes_view(datagram: bytes | bytearray | memoryview) -> memoryview:
     if mv.format != "B" or mv.ndim != 1:
         return mv.cast("B")
     return mv
+
 
 def decode(datagram: bytes | bytearray | memoryview, *, src_port: object = None) -> Decoded:
     """The message in one datagram, with the header's `src` and `credit`.
