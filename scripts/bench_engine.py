@@ -53,7 +53,7 @@ from fabric.net.tun import (  # noqa: E402
 from fabric.topology.model import Shape  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import cpu_model  # noqa: E402
+from _proc import cpu_model, wait_ready  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 ADDR_A, ADDR_B = "198.18.0.1", "198.18.0.2"
@@ -214,12 +214,6 @@ def _role(*args: str) -> subprocess.Popen[str]:
                             text=True, cwd=REPO)
 
 
-def _wait_ready(proc: subprocess.Popen[str], what: str) -> None:
-    ready, _, _ = select.select([proc.stdout], [], [], 10)
-    line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
-    if not line.startswith("READY"):
-        proc.kill()
-        raise SystemExit(f"bench: {what} did not start: {line!r}")
 
 
 @contextlib.contextmanager
@@ -254,7 +248,7 @@ def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
                                 stdout=subprocess.PIPE, text=True, cwd=REPO)
     os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
     try:
-        _wait_ready(proc, kind)
+        wait_ready(proc, kind, 10)
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -268,7 +262,7 @@ def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
 
 def flood(ns_a: str, ns_b: str, mtu: int, seconds: float) -> dict[str, float]:
     rx = _role("recv", ns_b, str(seconds))
-    _wait_ready(rx, "receiver")
+    wait_ready(rx, "receiver", 10)
     tx = _role("send", ns_a, str(mtu - 28), str(seconds + 0.5))
     out_tx = json.loads(tx.communicate(timeout=seconds + 20)[0])
     out_rx = json.loads(rx.communicate(timeout=seconds + 20)[0])
@@ -284,6 +278,25 @@ def flood(ns_a: str, ns_b: str, mtu: int, seconds: float) -> dict[str, float]:
 def probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> list[int]:
     p = _role("probe", ns_a, ns_b, str(n), str(interval_s))
     return json.loads(p.communicate(timeout=n * interval_s + 20)[0])["delays"]
+
+
+def lateness(ns_a: str, ns_b: str, tmp: str, probes: int, repeat: int, load: int,
+             engines: tuple[tuple[int, int], ...]) -> list[dict]:
+    """One repeat's lateness rows: the bare relay's one-way latency, then the engine's
+    lateness at each (delay ms, nice) of `engines`, each with its ratios to that bare relay.
+    `load`: the busy processes the caller runs beside them (recorded, not started here)."""
+    with relay("bare", ns_a, ns_b, tmp):
+        bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
+    rows = [{"repeat": repeat, "relay": "bare", "delay_ms": 0, "load": load,
+             "nice": DAEMON_NICE, **bare}]
+    for delay_ms, nice in engines:
+        with relay("engine", ns_a, ns_b, tmp, delay_ms * MS, nice=nice):
+            late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
+        rows.append({"repeat": repeat, "relay": "engine", "delay_ms": delay_ms, "load": load,
+                     "nice": nice, **late,
+                     "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
+                     "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
+    return rows
 
 
 def pct(values: list[float], q: float) -> float:
@@ -395,32 +408,13 @@ def main() -> int:
                     print(f"  repeat {rep + 1}/{repeats} mtu {mtu} {kind:<11} "
                           f"{r['pps'] / 1e3:8.1f} kpps", flush=True)
             set_mtu(ns_a, ns_b, 1500)
-            with relay("bare", ns_a, ns_b, tmp):
-                bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
-            runs["lateness"].append({"repeat": rep, "relay": "bare", "delay_ms": 0,
-                                     "nice": DAEMON_NICE, **bare})
-            for delay_ms in (1, 10):
-                with relay("engine", ns_a, ns_b, tmp, delay_ms * MS):
-                    late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
-                runs["lateness"].append({
-                    "repeat": rep, "relay": "engine", "delay_ms": delay_ms,
-                    "nice": DAEMON_NICE, **late,
-                    "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
-                    "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
+            point = dict(ns_a=ns_a, ns_b=ns_b, tmp=tmp, probes=probes, repeat=rep)
+            runs["lateness"] += lateness(**point, load=0,
+                                         engines=((1, DAEMON_NICE), (10, DAEMON_NICE)))
             if args.load > 0:
                 with busy(args.load):
-                    with relay("bare", ns_a, ns_b, tmp):
-                        bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
-                    runs["lateness"].append({"repeat": rep, "relay": "bare", "delay_ms": 0,
-                                             "load": args.load, "nice": DAEMON_NICE, **bare})
-                    for nice in (0, DAEMON_NICE):
-                        with relay("engine", ns_a, ns_b, tmp, MS, nice=nice):
-                            late = _late(probe(ns_a, ns_b, probes, 0.002), 1)
-                        runs["lateness"].append({
-                            "repeat": rep, "relay": "engine", "delay_ms": 1,
-                            "load": args.load, "nice": nice, **late,
-                            "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
-                            "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
+                    runs["lateness"] += lateness(**point, load=args.load,
+                                                 engines=((1, 0), (1, DAEMON_NICE)))
                 print(f"  repeat {rep + 1}/{repeats} lateness under load {args.load}",
                       flush=True)
     results: dict[str, object] = dict(summarise(runs))
