@@ -7,7 +7,6 @@ as the file says after the run."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -76,8 +75,7 @@ def test_traffic_moves_to_the_other_path_after_detect_and_recovers(tmp_path, fab
     # to lose (a CI run there resent 0 bytes; another try recovered in 5.4 ms, less than
     # the detect). There, and natively,
     # 32 MiB spans the down and the move; the emulated (TCG) guest is slow enough for 8 MiB.
-    size = "32MiB" if backend == "netem" and os.environ.get(guest.BACKEND_ENV) != "qemu-tcg" \
-        else "8MiB"
+    size = "32MiB" if backend == "netem" and not guest.in_emulated_guest() else "8MiB"
     runs = {d: _run(tmp_path, f"{fabric_name}{i}", transport, d, backend, size)
             for i, d in enumerate(detects)}
     for s, out in runs.values():

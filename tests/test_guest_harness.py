@@ -555,3 +555,11 @@ def test_doctor_command_prints_where_netem_tests_run() -> None:
     assert "guest qemu-tcg" in res.output
     assert re.search(r"^netem tests: (natively|in a |none can run here)", res.output, re.M)
     assert "--guest" in CliRunner().invoke(cli, ["doctor", "--help"]).output
+
+
+def test_in_emulated_guest_reads_the_backend_that_booted_the_guest(monkeypatch) -> None:
+    monkeypatch.delenv(guest.BACKEND_ENV, raising=False)
+    assert not guest.in_emulated_guest()  # the host
+    for name, emulated in (("uml", False), ("qemu-kvm", False), ("qemu-tcg", True)):
+        monkeypatch.setenv(guest.BACKEND_ENV, name)
+        assert guest.in_emulated_guest() is emulated

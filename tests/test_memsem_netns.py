@@ -4,7 +4,6 @@ reduce and KV-pull transactions over built fabrics (root); every result is check
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -207,8 +206,7 @@ def test_transactions_lost_to_a_link_down_are_reported(tmp_path, fabric_name, st
     # a later down (UML ends 400 ops before 8 ms: 0 lost, and the run refuses the events).
     # On userspace links the file also expects nothing lost, as a team keeping the design
     # in its CI would: that expectation fails, and the run exits with its own status.
-    emulated = os.environ.get(guest.BACKEND_ENV) == "qemu-tcg"
-    times = dict(count=400, down="8ms", up="9ms") if emulated else \
+    times = dict(count=400, down="8ms", up="9ms") if guest.in_emulated_guest() else \
         dict(count=800, down="200us", up="1200us")
     times["expect"] = ("expect:\n  - integrity == ok\n  - memory.lost == 0\n"
                        if backend == "userspace" else "")

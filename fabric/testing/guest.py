@@ -410,6 +410,12 @@ BACKENDS: tuple[Backend, ...] = (
 )
 
 
+def in_emulated_guest() -> bool:
+    """Whether this process runs inside the QEMU guest that emulates its CPU (TCG): there
+    everything runs ~10x slower, and a timing test may need to allow for it."""
+    return os.environ.get(BACKEND_ENV) == "qemu-tcg"
+
+
 def available_backends() -> list[str]:
     """Names of the backends installed here (not yet proven to boot)."""
     return [b.name for b in BACKENDS if b.missing() is None]
