@@ -261,6 +261,9 @@ class MemorySwitch:
         self._rounds: dict[tuple[Hashable, int, int], _Round] = {}
         self._pending: dict[tuple[Port, int, int], _Pending] = {}
         self._by_src: dict[Port, list[_Pending]] = {p: [] for p in ports}
+        # per source port, how many of its answered requests an earlier overlapping one holds
+        # back (final, still in `_by_src`): while none is, an answer can only release itself
+        self._held: dict[Port, int] = dict.fromkeys(ports, 0)
         self._heap: list[tuple[int, int, Action]] = []
         if not isinstance(frame_bytes, int) or frame_bytes < 0:
             raise FabricError(f"frame_bytes must be an int >= 0 (0: no frames), got "
@@ -365,7 +368,7 @@ class MemorySwitch:
                 pending.final = resp
             else:
                 pending.final = WriteAck(request.tag, offset=request.offset)
-            self._flush(request.src_port, now_ns)
+            self._flush(request.src_port, pending, now_ns)
         return self._release(now_ns)
 
     def on_credit(self, port: Port, n: int, now_ns: int) -> list[Action]:
@@ -533,22 +536,41 @@ class MemorySwitch:
             p.bytes_out += resp.payload
         self._schedule(Respond(port, resp, p.free_at), start)
 
-    def _flush(self, src: Port, now_ns: int) -> None:
-        """Send the finished responses of `src` that no earlier overlapping request holds back."""
+    def _flush(self, src: Port, answered: _Pending, now_ns: int) -> None:
+        """`answered` (a request of `src`) has its final answer: send the finished responses
+        of `src` that no earlier overlapping request holds back."""
+        line = self._by_src[src]
+        if not self._held[src]:
+            # nothing else is finished: only `answered` can go, unless an earlier request
+            # overlaps it (the common case, answers in order, stops at the first entry)
+            lo, hi = answered.lo, answered.hi
+            for i, q in enumerate(line):
+                if q is answered:
+                    del line[i]
+                    break
+                if q.lo < hi and lo < q.hi:
+                    self._held[src] = 1
+                    return
+            self._send_done(src, answered, now_ns)
+            return
         blocked: list[tuple[int, int]] = []
         keep: list[_Pending] = []
         done: list[_Pending] = []
-        for q in self._by_src[src]:
+        for q in line:
             if q.final is not None and not any(lo < q.hi and q.lo < hi for lo, hi in blocked):
                 done.append(q)
             else:
                 keep.append(q)
                 blocked.append((q.lo, q.hi))
         self._by_src[src] = keep
+        self._held[src] = sum(q.final is not None for q in keep)
         for q in done:
-            assert q.final is not None
-            self._send_response(src, q.final, now_ns)
-            del self._pending[(src, q.op.tag, q.op.offset)]
+            self._send_done(src, q, now_ns)
+
+    def _send_done(self, src: Port, q: _Pending, now_ns: int) -> None:
+        assert q.final is not None
+        self._send_response(src, q.final, now_ns)
+        del self._pending[(src, q.op.tag, q.op.offset)]
 
     def _schedule(self, action: Action, start: int) -> None:
         seq = next(self._seq)
