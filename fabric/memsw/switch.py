@@ -269,9 +269,10 @@ class MemorySwitch:
             raise FabricError(f"frame_bytes must be an int >= 0 (0: no frames), got "
                               f"{frame_bytes!r}")
         self.frame_bytes = frame_bytes
-        # per port, what is scheduled there in release order: (start, at, seq, action); a
-        # port's messages are serialised one after another, so this is the heap's order too
-        self._lines: dict[Port, deque[tuple[int, int, int, Action]]] = {p: deque()
+        # per port, what is scheduled there in release order: (start, at, seq, action, wire
+        # bytes); a port's messages are serialised one after another, so this is the heap's
+        # order too
+        self._lines: dict[Port, deque[tuple[int, int, int, Action, int]]] = {p: deque()
                                                                         for p in ports}
         self._early: set[int] = set()  # seqs released with a frame, still in the heap
         self._seq = itertools.count()
@@ -520,21 +521,23 @@ class MemorySwitch:
     def _transmit(self, txn: _Txn, earliest: int) -> None:
         p = self._ports[txn.port]
         start = max(earliest, p.free_at)
-        p.free_at = start + serialisation_ns(wire_bytes(txn.op), p.cfg.rate_bps)
+        size = wire_bytes(txn.op)
+        p.free_at = start + serialisation_ns(size, p.cfg.rate_bps)
         p.ops_out += 1
         p.bytes_out += txn.op.payload
-        self._schedule(Deliver(txn.port, txn.op, p.free_at), start)
+        self._schedule(Deliver(txn.port, txn.op, p.free_at), start, size)
 
     def _send_response(self, port: Port, resp: Response, now_ns: int, *,
                        count: bool = True) -> None:
         """Serialise `resp` toward `port`; `count=False` for a rejection (only `rejected`)."""
         p = self._ports[port]
         start = max(now_ns + p.cfg.latency_ns, p.free_at)
-        p.free_at = start + serialisation_ns(wire_bytes(resp), p.cfg.rate_bps)
+        size = wire_bytes(resp)
+        p.free_at = start + serialisation_ns(size, p.cfg.rate_bps)
         if count:
             p.ops_out += 1
             p.bytes_out += resp.payload
-        self._schedule(Respond(port, resp, p.free_at), start)
+        self._schedule(Respond(port, resp, p.free_at), start, size)
 
     def _flush(self, src: Port, answered: _Pending, now_ns: int) -> None:
         """`answered` (a request of `src`) has its final answer: send the finished responses
@@ -572,11 +575,12 @@ class MemorySwitch:
         self._send_response(src, q.final, now_ns)
         del self._pending[(src, q.op.tag, q.op.offset)]
 
-    def _schedule(self, action: Action, start: int) -> None:
+    def _schedule(self, action: Action, start: int, size: int) -> None:
+        """`action` (of `size` bytes on the wire) falls due at its `at_ns`; it started then."""
         seq = next(self._seq)
         heapq.heappush(self._heap, (action.at_ns, seq, action))
         if self.frame_bytes:
-            self._lines[action.port].append((start, action.at_ns, seq, action))
+            self._lines[action.port].append((start, action.at_ns, seq, action, size))
 
     def _release(self, now_ns: int) -> list[Action]:
         out: list[Action] = []
@@ -590,19 +594,18 @@ class MemorySwitch:
                 self._early.discard(seq)
                 continue
             line = self._lines[a.port]
-            line.popleft()  # `a` itself: a port's line is in heap order
+            size = line.popleft()[4]  # `a` itself: a port's line is in heap order
             out.append(a)
             # its frame: what follows it on the port back to back, up to frame_bytes
-            size = wire_bytes(a.op if isinstance(a, Deliver) else a.resp)
             while line and line[0][0] == at:
-                nxt = line[0][3]
-                n = wire_bytes(nxt.op if isinstance(nxt, Deliver) else nxt.resp)
-                if size + n > self.frame_bytes:
+                nxt = line[0]
+                if size + nxt[4] > self.frame_bytes:
                     break
-                _, at, later, _ = line.popleft()
-                self._early.add(later)
-                out.append(nxt)
-                size += n
+                line.popleft()
+                at = nxt[1]
+                self._early.add(nxt[2])
+                out.append(nxt[3])
+                size += nxt[4]
         return out
 
 
