@@ -9,6 +9,7 @@ SIGINT (Ctrl-C), SIGTERM or SIGHUP, after undoing what the command had built.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
@@ -27,6 +28,33 @@ from .errors import FabricError, one_line
 from .units import format_size
 
 LINK_CHOICES = click.Choice(["auto", "netem", "userspace"])
+
+
+def _spin_ns(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
+    """`--engine-spin`: a duration of at most 1 ms, in nanoseconds (0 when not given)."""
+    from .net.engine import MAX_SPIN_NS
+    from .units import parse_time
+
+    if value is None:
+        return 0
+    with contextlib.suppress(ValueError):
+        if float(value) != 0:  # a bare number: parse_time's hint (ms) would be too long here
+            raise click.BadParameter(f"{value} needs a unit, such as {value.strip()}us")
+    try:
+        ns = parse_time(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if ns > MAX_SPIN_NS:
+        raise click.BadParameter(f"{value} is more than 1ms: a timer wake-up is closer than "
+                                 f"that, so spinning longer only burns CPU")
+    return ns
+
+
+ENGINE_SPIN = click.option(
+    "--engine-spin", "engine_spin_ns", metavar="DURATION", callback=_spin_ns,
+    help="Userspace links: the link engine busy-waits up to this long (e.g. 150us, at most "
+         "1ms) before each release instead of sleeping through it, so held packets leave "
+         "closer to their time; costs up to that much CPU per release.")
 
 
 class FabricGroup(click.Group):
@@ -299,7 +327,8 @@ def graph(file: str | None, fmt: str, out: str | None) -> None:
 @click.option("--links", "links", type=LINK_CHOICES, default="auto", show_default=True,
               help="Link backend (auto: netem if the kernel has it, else userspace).")
 @click.option("--dry-run", is_flag=True, help="Print the plan's steps; create nothing.")
-def up(file: str | None, links: str, dry_run: bool) -> None:
+@ENGINE_SPIN
+def up(file: str | None, links: str, dry_run: bool, engine_spin_ns: int) -> None:
     """Build a fabric from FILE (default: the embedded demo) and leave it running."""
     from .plan import plan_fabric
 
@@ -313,7 +342,7 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
             click.echo(repr(step))
         click.echo(f"{len(plan.steps)} steps ({backend} backend)")
         return
-    state = _bring_up(topo, links, kept=True).state
+    state = _bring_up(topo, links, kept=True, engine_spin_ns=engine_spin_ns).state
     from .checks import equal_cost_paths
     from .net.lifecycle import list_states
 
@@ -326,7 +355,8 @@ def up(file: str | None, links: str, dry_run: bool) -> None:
                f"{state.backend} links.{hint}")
 
 
-def _bring_up(topo, links: str, *, kept: bool = False):  # noqa: ANN001, ANN202
+def _bring_up(topo, links: str, *, kept: bool = False,  # noqa: ANN001, ANN202
+              engine_spin_ns: int = 0):
     """Build `topo` (a `kinds.handle.Fabric`), saying how long it took and on which links
     (and what stale fabric of the name it removed first)."""
     from .kinds.handle import build_fabric
@@ -338,7 +368,8 @@ def _bring_up(topo, links: str, *, kept: bool = False):  # noqa: ANN001, ANN202
             click.echo(f"\rbuilding {topo.name}: {done}/{total} steps", err=True, nl=False)
 
     fabric = build_fabric(topo, links, progress=progress, kept=kept,
-                          say=lambda line: click.echo(line, err=True))
+                          say=lambda line: click.echo(line, err=True),
+                          engine_spin_ns=engine_spin_ns)
     if tty:
         click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
     click.echo(f"built {topo.name} in {fabric.build_seconds:.2f} s ({len(fabric.plan.steps)} "
@@ -460,9 +491,10 @@ def _kind_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--agents", "agents_file", type=click.Path(dir_okay=False),
               help="agents.json: run the nodes it lists through their node agents (`fabric "
                    "agent`), e.g. in containers from `fabric export`.")
+@ENGINE_SPIN
 @_kind_options
 def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float,
-        agents_file: str | None, **options: str | None) -> None:
+        agents_file: str | None, engine_spin_ns: int, **options: str | None) -> None:
     """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
 
     Brings the fabric up (or uses it if it is already running), starts one node process
@@ -497,7 +529,7 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
         click.echo(f"{topo.name} is not running here: its nodes run through the agents in "
                    f"{agents_file} ({fabric.why})", err=True)
     elif fabric is None:
-        fabric = _bring_up(topo, links)
+        fabric = _bring_up(topo, links, engine_spin_ns=engine_spin_ns)
     else:
         click.echo(f"using running fabric {fabric.state.name} (run {fabric.state.run_id})",
                    err=True)

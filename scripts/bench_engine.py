@@ -9,11 +9,13 @@ Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each
 `epoll`: the same engine with `--loop=epoll`; `+1ms`: holding every packet 1 ms) floods UDP
 from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; then sends
 paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
-(one-way minus configured delay), next to the bare relay's one-way latency. Then the same
-under load: with N busy processes (default: one per core) beside them, the bare relay, and
-the engine at 1 ms at the default priority and at the fabric daemons' own (nice -10,
-`fabric.net.daemon.DAEMON_NICE`). Every other relay runs at the daemons' niceness, as
-`fabric up` starts the engine.
+(one-way minus configured delay), next to the bare relay's one-way latency, and at 1 ms with
+the engine spinning 150 us before each release (`engine-spin`: `fabric up --engine-spin
+150us`), with each relay's CPU share while the probes ran. Then the same under load: with N
+busy processes (default: one per core) beside them, the bare relay, and the engine at 1 ms at
+the default priority, at the fabric daemons' own (nice -10, `fabric.net.daemon.DAEMON_NICE`),
+and spinning. Every other relay runs at the daemons' niceness, as `fabric up` starts the
+engine.
 Sender, relay and receiver are separate processes. Every point is measured --repeats
 times (all points once, then again), and the table and the JSON give min/median/max over the
 repeats; a ratio to the bare relay is taken per repeat, against the bare relay's figure of
@@ -53,7 +55,7 @@ from fabric.net.tun import (  # noqa: E402
 from fabric.topology.model import Shape  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import cpu_model, wait_ready  # noqa: E402
+from _proc import cpu_model, cpu_seconds, wait_ready  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 ADDR_A, ADDR_B = "198.18.0.1", "198.18.0.2"
@@ -233,13 +235,15 @@ def busy(n: int) -> Iterator[None]:
 def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
           nice: int = DAEMON_NICE) -> Iterator[subprocess.Popen[str]]:
     """A relay between the namespaces, at `nice` (by default the fabric's daemons' own, as
-    `fabric up` starts the engine; the bare relay at the same, a like-for-like baseline)."""
+    `fabric up` starts the engine; the bare relay at the same, a like-for-like baseline).
+    `engine-spin`: the engine spinning SPIN_NS before each release (`--engine-spin`)."""
     if kind == "bare":
         proc = _role("relay", ns_a, ns_b)
     else:
         shape = Shape(delay_ns=delay_ns, mtu=9000)
         link = EngineLink("a--b", Endpoint(ns_a, DEV_A), Endpoint(ns_b, DEV_B), shape, shape)
-        config = EngineConfig("bench", "bench", os.path.join(tmp, "stats.json"), (link,))
+        config = EngineConfig("bench", "bench", os.path.join(tmp, "stats.json"), (link,),
+                              spin_ns=SPIN_NS if kind == "engine-spin" else 0)
         path = os.path.join(tmp, "engine.json")
         with open(path, "w") as fh:
             fh.write(config.to_json())
@@ -281,22 +285,32 @@ def probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> list[int]:
 
 
 def lateness(ns_a: str, ns_b: str, tmp: str, probes: int, repeat: int, load: int,
-             engines: tuple[tuple[int, int], ...]) -> list[dict]:
-    """One repeat's lateness rows: the bare relay's one-way latency, then the engine's
-    lateness at each (delay ms, nice) of `engines`, each with its ratios to that bare relay.
-    `load`: the busy processes the caller runs beside them (recorded, not started here)."""
-    with relay("bare", ns_a, ns_b, tmp):
-        bare = _late(probe(ns_a, ns_b, probes, 0.002), 0)
+             engines: tuple[tuple[str, int, int], ...]) -> list[dict]:
+    """One repeat's lateness rows: the bare relay's one-way latency, then the lateness of
+    each (relay, delay ms, nice) of `engines`, each with its ratios to that bare relay, and
+    the relay's CPU share while the probes ran. `load`: the busy processes the caller runs
+    beside them (recorded, not started here)."""
+    with relay("bare", ns_a, ns_b, tmp) as proc:
+        bare, cpu = _probed(proc, ns_a, ns_b, probes, 0)
     rows = [{"repeat": repeat, "relay": "bare", "delay_ms": 0, "load": load,
-             "nice": DAEMON_NICE, **bare}]
-    for delay_ms, nice in engines:
-        with relay("engine", ns_a, ns_b, tmp, delay_ms * MS, nice=nice):
-            late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
-        rows.append({"repeat": repeat, "relay": "engine", "delay_ms": delay_ms, "load": load,
-                     "nice": nice, **late,
+             "nice": DAEMON_NICE, **bare, "cpu_share": cpu}]
+    for kind, delay_ms, nice in engines:
+        with relay(kind, ns_a, ns_b, tmp, delay_ms * MS, nice=nice) as proc:
+            late, cpu = _probed(proc, ns_a, ns_b, probes, delay_ms)
+        rows.append({"repeat": repeat, "relay": kind, "delay_ms": delay_ms, "load": load,
+                     "nice": nice, **late, "cpu_share": cpu,
                      "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
                      "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
     return rows
+
+
+def _probed(proc: subprocess.Popen[str], ns_a: str, ns_b: str, probes: int,
+            delay_ms: int) -> tuple[dict[str, float | None], float]:
+    """Probe through the relay `proc`: the lateness figures, and the share of one CPU the
+    relay used meanwhile."""
+    c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
+    return late, (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -337,8 +351,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
               and bool(r.get("load")) == loaded and r.get("nice", 0) == nice]
         if not rs:
             continue
-        keys2 = ("p50_us", "p99_us", "min_us") + (("p50_ratio", "p99_ratio") if delay_ms
-                                                   else ())
+        keys2 = ("p50_us", "p99_us", "min_us", "cpu_share") + (
+            ("p50_ratio", "p99_ratio") if delay_ms else ())
         sp = {k: spread(r.get(k) for r in rs) for k in keys2}
         out["lateness"].append({"relay": relay, "delay_ms": delay_ms,
                                 "load": rs[0].get("load", 0), "nice": nice,
@@ -349,10 +363,16 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
 
 
 RELAYS = ("bare", "engine", "epoll", "engine+1ms", "epoll+1ms")
+SPIN_NS = 150_000  # the engine-spin rows: `fabric up --engine-spin 150us`
 # (relay, delay ms, under load, nice): the lateness rows, in the table's order
 LATENESS_ROWS = (("bare", 0, False, DAEMON_NICE), ("engine", 1, False, DAEMON_NICE),
-                 ("engine", 10, False, DAEMON_NICE), ("bare", 0, True, DAEMON_NICE),
-                 ("engine", 1, True, 0), ("engine", 1, True, DAEMON_NICE))
+                 ("engine", 10, False, DAEMON_NICE), ("engine-spin", 1, False, DAEMON_NICE),
+                 ("bare", 0, True, DAEMON_NICE), ("engine", 1, True, 0),
+                 ("engine", 1, True, DAEMON_NICE), ("engine-spin", 1, True, DAEMON_NICE))
+QUIET_ENGINES = (("engine", 1, DAEMON_NICE), ("engine", 10, DAEMON_NICE),
+                 ("engine-spin", 1, DAEMON_NICE))
+LOADED_ENGINES = (("engine", 1, 0), ("engine", 1, DAEMON_NICE),
+                  ("engine-spin", 1, DAEMON_NICE))
 
 
 def main() -> int:
@@ -409,12 +429,11 @@ def main() -> int:
                           f"{r['pps'] / 1e3:8.1f} kpps", flush=True)
             set_mtu(ns_a, ns_b, 1500)
             point = dict(ns_a=ns_a, ns_b=ns_b, tmp=tmp, probes=probes, repeat=rep)
-            runs["lateness"] += lateness(**point, load=0,
-                                         engines=((1, DAEMON_NICE), (10, DAEMON_NICE)))
+            runs["lateness"] += lateness(**point, load=0, engines=QUIET_ENGINES)
             if args.load > 0:
                 with busy(args.load):
                     runs["lateness"] += lateness(**point, load=args.load,
-                                                 engines=((1, 0), (1, DAEMON_NICE)))
+                                                 engines=LOADED_ENGINES)
                 print(f"  repeat {rep + 1}/{repeats} lateness under load {args.load}",
                       flush=True)
     results: dict[str, object] = dict(summarise(runs))
@@ -428,16 +447,18 @@ def main() -> int:
               f"{fmt_spread(sp['gbps']):>17} {fmt_spread(sp['pps_ratio']):>17} "
               f"{r['rx_tx']:>6.2f}")
     print()
-    print(f"{'relay':<8} {'delay':>6} {'load':>4} {'nice':>4} {'n':>5} {'late p50 us':>19} "
-          f"{'late p99 us':>21} {'x bare p50':>17} {'x bare p99':>17}")
+    print(f"{'relay':<11} {'delay':>6} {'load':>4} {'nice':>4} {'n':>5} {'late p50 us':>19} "
+          f"{'late p99 us':>21} {'x bare p50':>17} {'x bare p99':>17} {'CPU':>5}")
     for r in results["lateness"]:  # type: ignore[union-attr]
         sp = r["spread"]
-        print(f"{r['relay']:<8} {r['delay_ms']:>4}ms {r['load']:>4} {r['nice']:>4} {r['n']:>5} "
-              f"{fmt_spread(sp['p50_us'], '.1f'):>19} {fmt_spread(sp['p99_us'], '.1f'):>21} "
-              f"{fmt_spread(sp.get('p50_ratio')):>17} {fmt_spread(sp.get('p99_ratio')):>17}")
+        print(f"{r['relay']:<11} {r['delay_ms']:>4}ms {r['load']:>4} {r['nice']:>4} "
+              f"{r['n']:>5} {fmt_spread(sp['p50_us'], '.1f'):>19} "
+              f"{fmt_spread(sp['p99_us'], '.1f'):>21} {fmt_spread(sp.get('p50_ratio')):>17} "
+              f"{fmt_spread(sp.get('p99_ratio')):>17} {r['cpu_share']:>5.0%}")
     print("(bare rows: one-way latency through the bare relay; engine rows: one-way minus the "
-          "configured delay; load: busy processes beside them, x bare against the bare relay "
-          "under the same load)")
+          "configured delay; engine-spin: spinning 150 us before each release; load: busy "
+          "processes beside them, x bare against the bare relay under the same load; CPU: the "
+          "relay's share of one core while the probes ran, median)")
     results["meta"] = {"seconds": seconds, "probes": probes, "repeats": repeats,
                        "load": args.load,
                        "quick": args.quick, "cpus": os.cpu_count(), "cpu": cpu_model(),

@@ -326,6 +326,22 @@ def test_up_dry_run_bad_file_is_one_line(tmp_path: Path) -> None:
                 "40Mbps or 40Gbps")
 
 
+@pytest.mark.parametrize("command", ["up", "run"])
+@pytest.mark.parametrize(("value", "why"), [
+    ("2ms", "2ms is more than 1ms: a timer wake-up is closer than that, so spinning longer "
+            "only burns CPU"),
+    ("fast", "bad time 'fast': expected a number and a unit such as 500ns, 2us, 1.5ms, 1s, "
+             "or 0"),
+    ("150", "150 needs a unit, such as 150us"),
+])
+def test_engine_spin_refuses_what_is_not_a_duration_up_to_1ms(command: str, value: str,
+                                                               why: str) -> None:
+    """Checked before anything is read or built (no file is needed to see it)."""
+    result = invoke(command, "--engine-spin", value, "nosuch.yaml")
+    assert result.exit_code == 2
+    assert f"Invalid value for '--engine-spin': {why}" in result.output
+
+
 def test_down_unknown_fabric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fabric.net import lifecycle
 

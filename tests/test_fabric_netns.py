@@ -8,6 +8,7 @@ a margin tuned on one machine: an emulated guest CPU forwards far more slowly th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -121,6 +122,36 @@ def test_pair_up_ping_down(backend, fabric_name, state_dir):
     assert not (state_dir / fabric_name).exists()
     if state.engine_pid:
         assert not daemon.alive(state.engine_pid)
+
+
+def test_up_engine_spin_reaches_the_engine(fabric_name, state_dir, tmp_path):
+    """`fabric up --engine-spin 150us`: the engine is configured to spin that long before each
+    release, says so in its statistics, and the link keeps its delay (nothing leaves early)."""
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    path = tmp_path / "pair.yaml"
+    path.write_text(PAIR.format(name=fabric_name, delay="10ms", loss="0%"))
+    result = CliRunner().invoke(cli, ["up", "--links", "userspace", "--engine-spin", "150us",
+                                      str(path)])
+    try:
+        assert result.exit_code == 0, result.output
+        state = lifecycle.FabricState.load(fabric_name)
+        assert state is not None
+        assert json.loads((state.dir / "engine.json").read_text())["spin_ns"] == 150_000
+        check_pair(state, 10, "userspace")
+        deadline = time.monotonic() + 5
+        while True:  # the engine writes its statistics every second
+            stats = json.loads((state.dir / "links.json").read_text())
+            if stats["spin_s"] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert stats["spin_ns"] == 150_000
+        assert stats["spin_s"] > 0
+    finally:
+        lifecycle.tear_down(fabric_name)
+    assert ours(fabric_name) == []
 
 
 @pytest.mark.parametrize("backend", ["userspace", pytest.param("netem", marks=pytest.mark.netem)])

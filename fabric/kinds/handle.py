@@ -61,10 +61,12 @@ class Fabric:
 
 def build_fabric(topo: Topology, links: str = "auto", *,
                  progress: Callable[[int, int], None] | None = None, kept: bool = False,
-                 say: Callable[[str], None] | None = None) -> Fabric:
+                 say: Callable[[str], None] | None = None, engine_spin_ns: int = 0) -> Fabric:
     """Plan `topo` on the `links` backend, work out every kind's daemons (a file they would
     refuse fails here, before anything is built) and build it all; it stays up (`kept`: also
-    after this process ends). A stale fabric of the name is removed first (`say` is told)."""
+    after this process ends). A stale fabric of the name is removed first (`say` is told).
+    `engine_spin_ns`: the userspace link engine busy-waits that long before each release
+    (`say` is told when the backend has no engine)."""
     from ..net.doctor import check_class_qdiscs, choose_backend
     from ..net.lifecycle import bring_up
     from ..plan import plan_fabric
@@ -75,7 +77,10 @@ def build_fabric(topo: Topology, links: str = "auto", *,
     check_class_qdiscs(plan)
     specs = daemons(plan)
     t0 = time.monotonic()
-    state = bring_up(plan, daemons=specs, progress=progress, kept=kept, say=say)
+    if engine_spin_ns and not plan.link_backend.engine and say is not None:
+        say(f"--engine-spin: the {backend} backend has no userspace link engine; nothing spins")
+    state = bring_up(plan, daemons=specs, progress=progress, kept=kept, say=say,
+                     engine_spin_ns=engine_spin_ns)
     return Fabric(plan, state, owned=True, build_seconds=time.monotonic() - t0, why=why)
 
 

@@ -227,14 +227,15 @@ Progress = Callable[[int, int], None]
 
 def bring_up(plan: FabricPlan, *, daemons: Sequence[DaemonSpec] = (),
              progress: Progress | None = None, kept: bool = False,
-             say: Callable[[str], None] | None = None) -> FabricState:
+             say: Callable[[str], None] | None = None, engine_spin_ns: int = 0) -> FabricState:
     """Build `plan` in the kernel, start the link engine, the RoCE switches and the kinds'
     `daemons` (`fabric.kinds.daemons(plan)`: the memory switches). On any failure, undo all
     of it. A stale fabric of the same name (its run was killed) is removed first, and `say`
-    is told so; a live one is an error naming who has it."""
+    is told so; a live one is an error naming who has it. `engine_spin_ns`: the link engine
+    busy-waits that long before each release (`EngineConfig.spin_ns`)."""
     with _locked(plan.name):
         state = _claim(plan, kept, say)
-    return _build(plan, state, daemons, progress)
+    return _build(plan, state, daemons, progress, engine_spin_ns)
 
 
 def _claim(plan: FabricPlan, kept: bool, say: Callable[[str], None] | None) -> FabricState:
@@ -269,11 +270,11 @@ def _claim(plan: FabricPlan, kept: bool, say: Callable[[str], None] | None) -> F
 
 
 def _build(plan: FabricPlan, state: FabricState, daemons: Sequence[DaemonSpec],
-           progress: Progress | None) -> FabricState:
+           progress: Progress | None, engine_spin_ns: int = 0) -> FabricState:
     try:
         apply_steps(plan.steps, progress=progress)
         if plan.link_backend.engine:
-            state.engine_pid = start_engine(plan, state)
+            state.engine_pid = start_engine(plan, state, spin_ns=engine_spin_ns)
         if plan.switches:
             start_switches(plan, state)
         for spec in daemons:
@@ -286,8 +287,9 @@ def _build(plan: FabricPlan, state: FabricState, daemons: Sequence[DaemonSpec],
     return state
 
 
-def start_engine(plan: FabricPlan, state: FabricState) -> int:
-    """Start the userspace link engine for every link of `plan`; returns its pid when ready."""
+def start_engine(plan: FabricPlan, state: FabricState, *, spin_ns: int = 0) -> int:
+    """Start the userspace link engine for every link of `plan` (busy-waiting `spin_ns` before
+    each release); returns its pid when ready."""
     from dataclasses import replace
 
     from .engine import Endpoint, EngineConfig, EngineLink
@@ -308,7 +310,7 @@ def start_engine(plan: FabricPlan, state: FabricState) -> int:
         for i, lp in enumerate(plan.links)
     )
     cfg = EngineConfig(fabric=plan.name, run_id=plan.run_id,
-                       stats_path=str(state.dir / "links.json"), links=links)
+                       stats_path=str(state.dir / "links.json"), links=links, spin_ns=spin_ns)
     cfg_path = state.dir / "engine.json"
     cfg_path.write_text(cfg.to_json())
 
