@@ -5,7 +5,9 @@
                                    [--json results/bench_engine.json]
 
 Builds two namespaces `fabbench-<token>-a/b` joined by a TUN pair, then for each relay
-(`bare`: a minimal epoll loop, no model; `engine`: fabric.net.engine (trio), no delay;
+(`bare`: a minimal epoll loop, no model; `c`: the same loop in C, compiled at the start where
+a C compiler exists: the ceiling of a read/write-per-packet relay on this host; `engine`:
+fabric.net.engine (trio), no delay;
 `epoll`: the same engine with `--loop=epoll`; `+1ms`: holding every packet 1 ms) floods UDP
 from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; then sends
 paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
@@ -30,6 +32,7 @@ import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -121,6 +124,68 @@ def role_relay(ns_a: str, ns_b: str) -> None:
                     write(dst, pkt)
                 except OSError:
                     pass
+
+
+# The same relay in C (read / write per packet, no model): what one syscall per packet costs
+# without Python, the ceiling of any relay built that way on this host. Compiled at the start
+# of a run where a C compiler exists; its row is left out otherwise.
+C_RELAY = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    int fa = atoi(argv[1]), fb = atoi(argv[2]);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN}, got[2];
+    ev.data.fd = fa;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fa, &ev);
+    ev.data.fd = fb;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fb, &ev);
+    static char buf[65536];
+    printf("READY %d\n", getpid());
+    fflush(stdout);
+    for (;;) {
+        int n = epoll_wait(ep, got, 2, -1);
+        for (int i = 0; i < n; i++) {
+            int fd = got[i].data.fd, dst = fd == fa ? fb : fa;
+            for (;;) {
+                ssize_t k = read(fd, buf, sizeof buf);
+                if (k < 0)
+                    break;
+                if (write(dst, buf, (size_t)k) < 0) {
+                    /* dropped, as the Python relay drops */
+                }
+            }
+        }
+    }
+}
+"""
+
+
+def build_c_relay(tmp: str) -> str | None:
+    """Compile C_RELAY into `tmp`; its path, or None without a C compiler (or if it fails)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    src, exe = os.path.join(tmp, "relay.c"), os.path.join(tmp, "relay")
+    with open(src, "w") as fh:
+        fh.write(C_RELAY)
+    done = subprocess.run([cc, "-O2", "-o", exe, src], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"bench_engine: the C relay did not compile, its row is left out:\n{done.stderr}",
+              file=sys.stderr)
+        return None
+    return exe
+
+
+def role_c_relay(ns_a: str, ns_b: str, exe: str) -> None:
+    """Open the TUNs here (setns needs Python's helpers), then become the C relay."""
+    fa, fb = open_tun(DEV_A, ns_a), open_tun(DEV_B, ns_b)
+    os.set_inheritable(fa, True)
+    os.set_inheritable(fb, True)
+    os.execv(exe, [exe, str(fa), str(fb)])
 
 
 def role_send(ns: str, size: int, seconds: float) -> None:
@@ -239,6 +304,8 @@ def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
     `engine-spin`: the engine spinning SPIN_NS before each release (`--engine-spin`)."""
     if kind == "bare":
         proc = _role("relay", ns_a, ns_b)
+    elif kind == "c":
+        proc = _role("crelay", ns_a, ns_b, os.path.join(tmp, "relay"))
     else:
         shape = Shape(delay_ns=delay_ns, mtu=9000)
         link = EngineLink("a--b", Endpoint(ns_a, DEV_A), Endpoint(ns_b, DEV_B), shape, shape)
@@ -362,7 +429,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
     return out
 
 
-RELAYS = ("bare", "engine", "epoll", "engine+1ms", "epoll+1ms")
+RELAYS = ("bare", "c", "engine", "epoll", "engine+1ms", "epoll+1ms")
 SPIN_NS = 150_000  # the engine-spin rows: `fabric up --engine-spin 150us`
 # (relay, delay ms, under load, nice): the lateness rows, in the table's order
 LATENESS_ROWS = (("bare", 0, False, DAEMON_NICE), ("engine", 1, False, DAEMON_NICE),
@@ -394,6 +461,8 @@ def main() -> int:
         kind, *rest = args.role
         if kind == "relay":
             role_relay(*rest)
+        elif kind == "crelay":
+            role_c_relay(*rest)
         elif kind == "send":
             role_send(rest[0], int(rest[1]), float(rest[2]))
         elif kind == "recv":
@@ -412,11 +481,12 @@ def main() -> int:
 
     runs: dict[str, list[dict]] = {"throughput": [], "lateness": []}
     with netpair() as (ns_a, ns_b), tempfile.TemporaryDirectory() as tmp:
+        relays = RELAYS if build_c_relay(tmp) else tuple(k for k in RELAYS if k != "c")
         for rep in range(repeats):
             for mtu in (1500, 9000):
                 set_mtu(ns_a, ns_b, mtu)
                 base = None
-                for kind in RELAYS:
+                for kind in relays:
                     delay = MS if kind.endswith("+1ms") else 0
                     with relay(kind.split("+")[0], ns_a, ns_b, tmp, delay):
                         r = flood(ns_a, ns_b, mtu, seconds)

@@ -201,11 +201,13 @@ def _engine_row(d: dict, relay: str, mtu: int) -> dict | None:
 
 def engine_pps(d: dict) -> Figures | None:
     eng, bare = _engine_row(d, "engine", 1500), _engine_row(d, "bare", 1500)
+    c = _engine_row(d, "c", 1500)  # the same relay in C: runs that had a C compiler
     if eng is None:
         return None
     pps, x = fig(eng, "pps"), fig(eng, "pps_ratio")
     base = med(fig(bare, "pps")) if bare else None
-    return Figures(kpps(pps), f"bare relay {kpps(sp(base))}", ratio(x),
+    in_c = f" (the same relay in C: {kpps(sp(med(fig(c, 'pps'))))})" if c else ""
+    return Figures(kpps(pps), f"bare relay {kpps(sp(base))}{in_c}", ratio(x),
                    (Check(pps, ">=", 500e3), Check(x, ">=", 0.9)), n_of(pps, x))
 
 
@@ -217,15 +219,17 @@ def _late_row(d: dict, relay: str, delay_ms: int, loaded: bool, nice: int) -> di
                  and bool(r.get("load")) == loaded and r.get("nice", 0) == nice), None)
 
 
-def _lateness(d: dict, loaded: bool) -> Figures | None:
-    late = _late_row(d, "engine", 1, loaded, ENGINE_NICE)
+def _lateness(d: dict, loaded: bool, relay: str = "engine") -> Figures | None:
+    late = _late_row(d, relay, 1, loaded, ENGINE_NICE)
     bare = _late_row(d, "bare", 0, loaded, ENGINE_NICE)
     if late is None:
         return None
     p99, x = fig(late, "p99_us"), fig(late, "p99_ratio")
     base = med(fig(bare, "p99_us")) if bare else None
     under = f" beside {late['load']} busy processes" if loaded else ""
-    return Figures(us(p99), f"bare relay one-way p99 {us(sp(base))}{under}", ratio(x),
+    cpu = f"; engine CPU {med(fig(late, 'cpu_share')):.0%} of a core" if "cpu_share" in late \
+        else ""
+    return Figures(us(p99), f"bare relay one-way p99 {us(sp(base))}{under}{cpu}", ratio(x),
                    (Check(p99, "<=", 400.0),), n_of(p99, x))
 
 
@@ -235,6 +239,14 @@ def engine_lateness(d: dict) -> Figures | None:
 
 def engine_lateness_loaded(d: dict) -> Figures | None:
     return _lateness(d, True)
+
+
+def engine_lateness_spin(d: dict) -> Figures | None:
+    return _lateness(d, False, "engine-spin")
+
+
+def engine_lateness_spin_loaded(d: dict) -> Figures | None:
+    return _lateness(d, True, "engine-spin")
 
 
 def links_5g(d: dict) -> Figures | None:
@@ -424,6 +436,10 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("delay lateness p99 at 1 ms", "bench_engine", "<= 400 us", engine_lateness),
     Headline("delay lateness p99 at 1 ms, under load (one busy process per core)",
              "bench_engine", "<= 400 us", engine_lateness_loaded),
+    Headline("delay lateness p99 at 1 ms, engine spinning 150 us (--engine-spin)",
+             "bench_engine", "<= 400 us", engine_lateness_spin),
+    Headline("delay lateness p99 at 1 ms, engine spinning 150 us, under load", "bench_engine",
+             "<= 400 us", engine_lateness_spin_loaded),
     Headline("memory-semantic transactions, 256 B writes, per second", "bench_memsem",
              ">= 3x the rate before issue 18", memsem_rate,
              before="bench_memsem.before-batching"),
