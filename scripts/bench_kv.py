@@ -9,6 +9,8 @@
    configured rate. Target: >= 0.9 x rate.
 3. Per-chunk latency overhead: 64 KiB chunks one at a time (closed loop) vs a raw TCP
    ping-pong of the same size on the same path. Target: <= 2 x the half RTT at p50 and p99.
+   Beside it, the same ping-pong through trio (non-blocking sockets, as a node's I/O): the
+   event loop's own floor.
 4. Memory: the receiving node's peak RSS growth while moving 1 GiB (target: under 2 x the
    largest chunk in flight, not the transfer size).
 5. Start-up: 64 node processes forked and listening (target: under 5 s).
@@ -104,6 +106,42 @@ else:
 """
 
 
+# The same ping-pong through trio, as a fabric node does its I/O (non-blocking sockets, a
+# wait_readable per receive): the event loop's own cost per message, the floor of any node
+# built on it.
+TRIO_PINGPONG = r"""
+import socket, sys, time, trio
+role, addr, size, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+buf = bytearray(size); view = memoryview(buf)
+async def recv_exact(s):
+    got = 0
+    while got < size:
+        got += await s.recv_into(view[got:])
+async def send_all(s):
+    sent = 0
+    while sent < size:
+        sent += await s.send(view[sent:])
+async def main():
+    if role == "server":
+        ls = trio.socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await ls.bind((addr, 7602)); ls.listen(1); print("ready", flush=True)
+        c, _ = await ls.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(count):
+            await recv_exact(c); await send_all(c)
+    else:
+        s = trio.socket.socket()
+        await s.connect((addr, 7602))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rtts = []
+        for _ in range(count):
+            t = time.monotonic_ns(); await send_all(s); await recv_exact(s)
+            rtts.append(time.monotonic_ns() - t)
+        rtts.sort(); print(rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.99)], flush=True)
+trio.run(main)
+"""
+
+
 def in_ns(ns: str, code: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, sys.executable, "-c", code, *args]
 
@@ -121,13 +159,15 @@ def raw_goodput(state, total: int, chunk: int) -> float:
     return got * 8 / (ns / 1e9)
 
 
-def pingpong(state, size: int, count: int) -> tuple[int, int]:
+def pingpong(state, size: int, count: int, code: str = PINGPONG) -> tuple[int, int]:
+    """RTT p50 and p99 (ns) of `count` ping-pongs of `size` bytes a <-> b (`code`: blocking
+    sockets, or TRIO_PINGPONG)."""
     b_addr = state.nodes["b"]["loopback"]
-    server = subprocess.Popen(in_ns(state.netns_of("b"), PINGPONG, "server", b_addr, str(size),
+    server = subprocess.Popen(in_ns(state.netns_of("b"), code, "server", b_addr, str(size),
                                     str(count)), stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     server.stdout.readline()
-    out = subprocess.run(in_ns(state.netns_of("a"), PINGPONG, "client", b_addr, str(size),
+    out = subprocess.run(in_ns(state.netns_of("a"), code, "client", b_addr, str(size),
                                str(count)), capture_output=True, text=True, check=True)
     server.wait()
     p50, p99 = (int(x) for x in out.stdout.split())
@@ -188,7 +228,8 @@ def latency(state, repeats: int, count: int = 200) -> list[dict]:
     stopo = parse_topology(PAIR.format(shape="", size="64KiB", requests=count, chunk="64KiB"))
     fig: dict[str, list[float]] = {k: [] for k in (
         "kv_p50_us", "kv_p99_us", "raw_half_rtt_p50_us", "raw_half_rtt_p99_us",
-        "overhead_p50_us", "ratio_p50", "ratio_p99")}
+        "overhead_p50_us", "ratio_p50", "ratio_p99", "trio_half_rtt_p50_us",
+        "trio_half_rtt_p99_us")}
     smem = (0, 0)
     ok = True
     for _ in range(repeats):
@@ -197,11 +238,13 @@ def latency(state, repeats: int, count: int = 200) -> list[dict]:
         smem = res.node_memory.get("b", (0, 0))
         lat = sorted(c.t_last_ns - c.t_send_ns for c in res.chunk_records)
         p50, p99 = pingpong(state, 64 * 1024, count)
+        t50, t99 = pingpong(state, 64 * 1024, count, TRIO_PINGPONG)
         k50, k99 = pct(lat, 0.5) / 1e3, pct(lat, 0.99) / 1e3
         r50, r99 = p50 / 2e3, p99 / 2e3
         for key, v in (("kv_p50_us", k50), ("kv_p99_us", k99), ("raw_half_rtt_p50_us", r50),
                        ("raw_half_rtt_p99_us", r99), ("overhead_p50_us", k50 - r50),
-                       ("ratio_p50", k50 / r50), ("ratio_p99", k99 / r99)):
+                       ("ratio_p50", k50 / r50), ("ratio_p99", k99 / r99),
+                       ("trio_half_rtt_p50_us", t50 / 2e3), ("trio_half_rtt_p99_us", t99 / 2e3)):
             fig[key].append(v)
     return [{"what": "receiver memory, 64 KiB chunks", "moved_bytes": count * 65536,
              "rss_start_kib": smem[0], "peak_kib": smem[1], "growth_kib": smem[1] - smem[0],
@@ -280,6 +323,10 @@ def table(rows: list[dict]) -> list[tuple[str, str, str, str]]:
             out.append(("  p99", f"{_mmm(r['kv_p99_us'], 1, '.0f')} us",
                         f"{_mmm(r['raw_half_rtt_p99_us'], 1, '.0f')} us",
                         _mmm(r["ratio_p99"], 1, ".2f")))
+            if "trio_half_rtt_p50_us" in r:
+                out.append(("  the same ping-pong through trio (a node's event loop)", "",
+                            f"p50 {_mmm(r['trio_half_rtt_p50_us'], 1, '.0f')} us, p99 "
+                            f"{_mmm(r['trio_half_rtt_p99_us'], 1, '.0f')} us", ""))
         elif "growth_kib" in r:
             out.append((r["what"], f"+{r['growth_kib'] / 1024:.2f} MiB peak",
                         f"chunk {r['largest_chunk_kib']} KiB",
