@@ -183,7 +183,8 @@ class MemoryNode:
         and after each receive batch), in the order they were queued."""
         for _, parts in self.packer.add(self.gateway, encode(msg, src=src, credit=credit)):
             self._sendmsg(parts)
-        self._wake.set()
+        if not self._wake.is_set():  # set() is trio's KI-protected call: once per pass
+            self._wake.set()
 
     def flush(self) -> None:
         """Send every queued message now."""
