@@ -32,6 +32,7 @@ from fabric.plan import plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_model  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 TOPO = """
@@ -152,7 +153,8 @@ def main() -> int:
     out.write_text(json.dumps({"namespaces": n_ns, "links": n_links, "repeat": repeat,
                                "quick": args.quick,
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                               "host": os.uname().nodename, "rows": rows}, indent=1))
+                               "host": os.uname().nodename, "cpu": cpu_model(),
+                               "rows": rows}, indent=1))
     print(f"wrote {out}")
     return 0
 

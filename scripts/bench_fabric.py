@@ -85,7 +85,7 @@ from fabric.plan import FabricPlan, parse_netns_name, plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import cpu_seconds, stop, wait_ready  # noqa: E402
+from _proc import cpu_model, cpu_seconds, stop, wait_ready  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 PORT = 40001
@@ -897,7 +897,8 @@ def main() -> int:
 
     results: dict[str, Any] = {"meta": {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": os.uname().nodename,
-        "cpus": os.cpu_count(), "kernel": os.uname().release, "quick": args.quick,
+        "cpus": os.cpu_count(), "cpu": cpu_model(), "kernel": os.uname().release,
+        "quick": args.quick,
         "loadavg_before": os.getloadavg(), "flood_seconds": seconds, "rounds": rounds,
         "incast_repeats": incast_repeats,
         "switch_port_rate": SWITCH_RATE}}

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _spread  # noqa: E402 - scripts/_spread.py, beside this file
 import bench_udp_cc  # noqa: E402 - scripts/bench_udp_cc.py: the UDP congestion-control section
+from _proc import cpu_model  # noqa: E402
 
 from fabric.net import lifecycle  # noqa: E402
 from fabric.plan import plan_fabric  # noqa: E402
@@ -380,7 +381,7 @@ def main() -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"repeats": args.repeats, "rows": rows, "udp_cc": udp_cc,
-                               "host": os.uname().nodename}, indent=1))
+                               "host": os.uname().nodename, "cpu": cpu_model()}, indent=1))
     print(f"wrote {out}")
     return 0
 

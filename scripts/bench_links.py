@@ -35,7 +35,7 @@ from fabric.topology import parse_topology  # noqa: E402
 from fabric.units import format_rate, format_time  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import cpu_seconds  # noqa: E402
+from _proc import cpu_model, cpu_seconds  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 PAIR = """
@@ -280,6 +280,7 @@ def main() -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"host": os.uname().nodename, "cpus": os.cpu_count(),
+                               "cpu": cpu_model(),
                                "time": time.time(),
                                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "repeats": repeats, "quick": args.quick, "results": results},

@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _proc import cpu_seconds, stop, wait_ready  # noqa: E402
+from _proc import cpu_model, cpu_seconds, stop, wait_ready  # noqa: E402
 from _spread import spread  # noqa: E402
 
 from fabric.net.tun import in_netns  # noqa: E402
@@ -463,7 +463,7 @@ def main() -> int:
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     res: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "load_before": os.getloadavg()}
+                           "load_before": os.getloadavg(), "cpu": cpu_model()}
     if "rate" in parts:
         print("transaction rate:", flush=True)
         res["rate"] = part_rate(a.repeats, a.seconds, a.window, a.profile)

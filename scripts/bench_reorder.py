@@ -44,6 +44,7 @@ from fabric.run.traffic import run_traffic  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_model  # noqa: E402
 from _spread import fmt_spread, spread  # noqa: E402
 
 PAIR = """
@@ -228,7 +229,8 @@ def main() -> int:
                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip())
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"host": os.uname().nodename, "loss": args.loss,
+    out.write_text(json.dumps({"host": os.uname().nodename, "cpu": cpu_model(),
+                               "loss": args.loss,
                                "jitter": args.jitter, "payload_mib": args.mib,
                                "repeat": args.repeat, "quick": args.quick,
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

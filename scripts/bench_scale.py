@@ -56,7 +56,7 @@ from fabric.plan import plan_fabric  # noqa: E402
 from fabric.topology import parse_topology  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import cpu_seconds  # noqa: E402
+from _proc import cpu_model, cpu_seconds  # noqa: E402
 from _spread import spread  # noqa: E402
 from bench_bringup import ip_batch_baseline  # noqa: E402
 
@@ -253,7 +253,8 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"backend": args.backend, "repeat": args.repeat, "rows": rows,
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                               "leftovers": left, "traffic": trs[0] if trs else None,
+                               "cpu": cpu_model(), "leftovers": left,
+                               "traffic": trs[0] if trs else None,
                                "traffic_runs": trs, "profile": prof},
                               indent=1))
     _plot(rows, out.with_suffix(".png"))
