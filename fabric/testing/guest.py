@@ -74,8 +74,10 @@ GUEST_KERNEL_ENV = "FABRIC_GUEST_KERNEL"  # a vmlinuz to use instead
 RECORD_ENV = "FABRIC_GUEST_RECORD"  # where verdicts are recorded (tests point it elsewhere)
 BACKEND_ENV = "FABRIC_GUEST_BACKEND"  # set inside a guest: the backend that booted it
 # Modules the guest loads up front; a missing one is not an error (the kernel may have it
-# built in, or a test may not need it). sch_netem itself is checked by adding a qdisc.
-GUEST_MODULES = ("veth", "sch_netem", "sch_tbf", "sch_htb", "sch_red", "tun", "ifb")
+# built in, or a test may not need it). sch_netem itself is checked by adding a qdisc. ipv6
+# is a module of the UML kernel that `ip -6 addr add` does not load: a test that needs IPv6
+# addresses failed when it ran before anything had opened an IPv6 socket in the guest.
+GUEST_MODULES = ("veth", "sch_netem", "sch_tbf", "sch_htb", "sch_red", "tun", "ifb", "ipv6")
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Directories the QEMU guest writes through to a private overlay (the host's / is read-only
 # in it): /etc for `ip netns` hosts files, the rest as virtme-ng's own `vng` does.
