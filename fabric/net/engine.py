@@ -609,6 +609,10 @@ class Engine:
         now = now_fn()
         while heap:
             deadline, index = heap[0]
+            d = dirs[index]
+            if deadline != d.scheduled:
+                heapq.heappop(heap)
+                continue  # superseded by an earlier entry for the same direction: no wake-up
             if deadline > now:
                 now = now_fn()
                 if deadline > now:
@@ -624,9 +628,6 @@ class Engine:
                         return
                     now = now_fn()
             heapq.heappop(heap)
-            d = dirs[index]
-            if deadline != d.scheduled:
-                continue  # superseded by an earlier entry for the same direction
             dst = d.dst_fd
             pfc_to = d.pfc_to
             for pkt in d.model.release(now):
