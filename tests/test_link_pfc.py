@@ -5,11 +5,17 @@ wire and no more."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import struct
+import time
+
+import pytest
 
 from fabric.linkmodel import Action, ClassScheduler, LinkDirection
 from fabric.net.engine import _INF, Engine, EngineConfig, _Direction
+from fabric.net.tun import TimerFd
 from fabric.switch.pfc import PFC_IP_SIZE, PFC_PORT, pack_pfc, pfc_in_packet
 from fabric.topology.model import Shape, TrafficClass
 
@@ -169,3 +175,56 @@ def test_a_link_that_goes_down_forgets_its_pauses() -> None:
     m.set_up(True, 2 * MS)  # the resume, had the switch sent one meanwhile, was lost
     m.offer(1000, False, 2 * MS, "kv1", dscp=KV.dscp)
     assert run(m, 10 * MS) == [(5 * MS, "kv1")]
+
+
+
+def _pfc_through(down_shape: Shape) -> tuple[LinkDirection, int, list[bytes]]:
+    """Write one KV pause frame into the switch's end of a link whose switch -> host direction
+    has `down_shape`, let the engine read it (`Engine._drain`, real sockets for the two ends)
+    and return the host -> switch direction's model, when its 3 packets were offered, and what
+    reached the host."""
+    eng = Engine(EngineConfig(fabric="f", run_id="r", stats_path=""))
+    eng._timer = TimerFd()
+    switch_end, engine_in = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host_end, engine_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    socks = (switch_end, engine_in, host_end, engine_out)
+    try:
+        for s in socks:
+            s.setblocking(False)
+        up = _Direction("l", "forward", -1, -1, link(), 0)
+        down_model = LinkDirection(down_shape, rate_in_engine=False, rng=random.Random(1),
+                                   classes=(BULK, KV, CTRL))
+        down = _Direction("l", "reverse", engine_in.fileno(), engine_out.fileno(), down_model, 1)
+        up.pfc_to, down.pfc_to = down, up
+        eng.directions += [up, down]
+        base = time.monotonic_ns()
+        for i in range(3):
+            up.model.offer(1000, False, base, f"kv{i}", dscp=KV.dscp)
+        switch_end.send(pfc_packet(KV.priority, True))
+        eng._drain(down)
+        got = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(host_end.recv(2048))
+        return up.model, base, got
+    finally:
+        eng._timer.close()
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize(("shape", "copies"), [
+    (Shape(), 1),  # forwarded by `_drain` itself
+    (Shape(duplicate_ppm=1_000_000), 2),  # by `_offer_faulty`: the frame and its duplicate
+    # by `_offer_faulty`, which (1 ppm, this seed) corrupts and duplicates nothing here
+    (Shape(corrupt_ppm=1, duplicate_ppm=1), 1),
+])
+def test_a_pause_frame_the_engine_forwards_pauses_the_opposite_transmitter(
+        shape: Shape, copies: int) -> None:
+    """Whichever path the engine's read takes (a direction that corrupts or duplicates takes
+    the per-packet `_offer_faulty`), a PFC frame it forwards at once to the host pauses the
+    host's transmitter for that priority: kv0 was on the wire, kv1 and kv2 wait."""
+    up, base, got = _pfc_through(shape)
+    assert got == [pfc_packet(KV.priority, True)] * copies
+    assert up.held_packets == 3
+    assert run(up, base + 100 * MS) == [(base + 3 * MS, "kv0")]

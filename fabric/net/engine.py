@@ -534,10 +534,7 @@ class Engine:
                     d.scheduled = v[1]
                     heapq.heappush(heap, (v[1], index))
             elif v[0] == Action.FORWARD:
-                try:
-                    os.write(d.dst_fd, pkt)
-                except OSError:
-                    d.drops_write += 1
+                self._deliver(d, pkt, now)
         self._after_batch(now)
 
     def _offer_faulty(self, d: _Direction, data: bytes, now: int) -> None:
@@ -558,12 +555,12 @@ class Engine:
             ect = bool((b0 == 4 and pkt[1] & 3) or (b0 == 6 and pkt[1] & 0x30))
         v = d.model.offer(len(pkt), ect, now, pkt, header=header, dscp=dscp)
         copy = bytearray(data) if v.duplicate else None
-        self._place(d, v, pkt)
+        self._place(d, v, pkt, now)
         if copy is not None:
             self._place(d, d.model.offer(len(copy), ect, now, copy, header=header, copy=True,
-                                         dscp=dscp), copy)
+                                         dscp=dscp), copy, now)
 
-    def _place(self, d: _Direction, v: Verdict, pkt: bytearray) -> None:
+    def _place(self, d: _Direction, v: Verdict, pkt: bytearray, now: int) -> None:
         """Apply a verdict's CE mark and bit flip to `pkt`, then hold it or write it now."""
         if v.ce:
             set_ce(pkt)
@@ -574,10 +571,18 @@ class Engine:
                 d.scheduled = v.release_ns
                 heapq.heappush(self._heap, (v.release_ns, d.index))
         elif v.action == Action.FORWARD:
-            try:
-                os.write(d.dst_fd, pkt)
-            except OSError:
-                d.drops_write += 1
+            self._deliver(d, pkt, now)
+
+    def _deliver(self, d: _Direction, pkt: bytearray, now: int) -> None:
+        """Write `pkt` to `d`'s far end now; a PFC frame among what it delivers pauses the
+        opposite direction (`_on_pfc`). The per-packet paths of `_drain` and `_flush` do the
+        same inline (a call per packet costs there); this serves the rarer writes."""
+        try:
+            os.write(d.dst_fd, pkt)
+        except OSError:
+            d.drops_write += 1
+        if d.pfc_to is not None and len(pkt) == PFC_IP_SIZE:
+            self._on_pfc(d.pfc_to, pkt, now)
 
     def _arm(self, deadline: int) -> None:
         self._armed = deadline
