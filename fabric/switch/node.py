@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from fabric.net.daemon import serve_until_signal, write_json_atomic
+from fabric.net.daemon import serve_until_signal, write_json_atomic, write_json_sliced
 from fabric.net.tun import (
     TimerFd,
     keep_freed_memory,
@@ -300,8 +300,12 @@ class SwitchNode:
             self._on_pfc()
 
     async def _stats_loop(self) -> None:
+        """`write_stats` every `STATS_INTERVAL_S`, encoded in slices that give the packet
+        loops turns (`write_json_sliced`: a file with full samples costs ms to encode)."""
+        path = self.cfg.get("stats_path")
         while True:
-            self.write_stats()
+            if path:
+                await write_json_sliced(path, self.statistics())
             await trio.sleep(STATS_INTERVAL_S)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
