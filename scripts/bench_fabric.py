@@ -29,8 +29,11 @@ Root only. Three parts, each against a baseline measured in the same run:
    `switches:` section); two links forwarded by the switch process. Added per switch hop =
    (RTT switch path - RTT kernel 2-link path) / 2 at p50 and at p99 (one traversal each way;
    the extra link's engine relay cancels); against the direct link it is
-   (RTT switch - RTT direct) / 2, which also holds one extra link relay. The three fabrics are
-   up together and pinged in interleaved rounds.
+   (RTT switch - RTT direct) / 2, which also holds one extra link relay. The ceiling, in the
+   same rounds: the switch's fabric with its process stopped and part 1's bare relay in its
+   place (relay path - kernel path) / 2, what a Python process on the same sockets adds per
+   hop before any switching. The four fabrics are up together and pinged in interleaved
+   rounds.
 3. **Incast scaling with time_scale.** `leaf_spine` 2 spines, 4 leaves, 4 hosts per leaf,
    100 Gbit/s and 1 us links, MTU 9000, the RoCE classes of topologies/roce-incast.yaml;
    15 hosts send 16 tokens of llama-3.1-8b KV (2 MiB) each to host-15 over `transport: roce`,
@@ -504,12 +507,19 @@ def part_latency(fabrics: Fabrics, count: int, rounds: int, delay: str, quiet: f
         "direct": (DIRECT.format(name=f"{PREFIX}-dir", mtu=9000, delay=delay), 1),
         "kernel": (three_node(f"{PREFIX}-krn", roce=False, delay=delay), 2),
         "switch": (three_node(f"{PREFIX}-sw", roce=True, delay=delay), 2),
+        # the switch's fabric with its process stopped and the bare relay of part 1 in its
+        # namespace: what a Python process on these sockets adds per hop before any switching
+        "relay": (three_node(f"{PREFIX}-rly", roce=True, delay=delay), 2),
     }
     states = {}
     rtts: dict[str, list[float]] = {k: [] for k in paths}
+    relay: subprocess.Popen[str] | None = None
     try:
         for key, (text, _) in paths.items():
             states[key], _ = fabrics.up(text)
+        stop_switches(states["relay"])
+        relay = _role("relay", states["relay"].netns_of("sw"), "eth0", "eth1")
+        wait_ready(relay, "bare relay", 15)
         for st in states.values():  # warm up every path
             ping_rtts(st.netns_of("a"), st.nodes["b"]["loopback"], 5, 0.01)
         per = max(1, count // rounds)
@@ -525,11 +535,17 @@ def part_latency(fabrics: Fabrics, count: int, rounds: int, delay: str, quiet: f
                                                     - pct(got["kernel"], 0.5)) / 2,
                               "switch_hop_p99_us": (pct(got["switch"], 0.99)
                                                     - pct(got["kernel"], 0.99)) / 2,
+                              "relay_hop_p50_us": (pct(got["relay"], 0.5)
+                                                   - pct(got["kernel"], 0.5)) / 2,
+                              "relay_hop_p99_us": (pct(got["relay"], 0.99)
+                                                   - pct(got["kernel"], 0.99)) / 2,
                               **{f"{k}_p{q}_us": pct(v, q / 100) for k, v in got.items()
                                  for q in (50, 99)}})
             print(f"  hop round {rnd + 1}/{rounds}: " + ", ".join(
                 f"{k} p50 {pct(v, 0.5):.0f} us" for k, v in rtts.items()), flush=True)
     finally:
+        if relay is not None:
+            stop(relay)
         for st in states.values():
             fabrics.down(st)
     rows = {}
@@ -541,10 +557,12 @@ def part_latency(fabrics: Fabrics, count: int, rounds: int, delay: str, quiet: f
                      "share_over_1ms": sum(v > 1000 for v in values) / max(1, len(values)),
                      "mean_us": statistics.fmean(values) if values else float("nan"),
                      "min_us": min(values) if values else float("nan")}
-    d, k, s = rows["direct"], rows["kernel"], rows["switch"]
+    d, k, s, r = rows["direct"], rows["kernel"], rows["switch"], rows["relay"]
     derived = {
         "switch_hop_p50_us": (s["p50_us"] - k["p50_us"]) / 2,
         "switch_hop_p99_us": (s["p99_us"] - k["p99_us"]) / 2,
+        "relay_hop_p50_us": (r["p50_us"] - k["p50_us"]) / 2,
+        "relay_hop_p99_us": (r["p99_us"] - k["p99_us"]) / 2,
         "vs_direct_p50_us": (s["p50_us"] - d["p50_us"]) / 2,
         "vs_direct_p99_us": (s["p99_us"] - d["p99_us"]) / 2,
         "extra_link_p50_us": (k["p50_us"] - d["p50_us"]) / 2,
@@ -558,7 +576,8 @@ def part_latency(fabrics: Fabrics, count: int, rounds: int, delay: str, quiet: f
     derived["spread"] = {k: spread(r[k] for r in per_round) for k in per_round[0]}
     return {"delay": delay, "paths": rows, "derived": derived, "busy_before": busy,
             "method": "ping a -> b, 56 B, 2 ms apart, interleaved rounds; per hop = "
-                      "(RTT switch path - RTT kernel-forwarded 2-link path) / 2 per percentile"}
+                      "(RTT switch path - RTT kernel-forwarded 2-link path) / 2 per percentile; "
+                      "the bare relay's hop the same with the relay path"}
 
 
 # -- part 3: incast scaling ----------------------------------------------------------------
@@ -746,7 +765,7 @@ def print_latency(lat: dict[str, Any]) -> None:
     print(f"{'path':<28} {'links':>5} {'n':>5} {'min':>7} {'p25':>7} {'p50':>7} {'p90':>7} "
           f"{'p99':>7} {'mean':>7} {'>1ms':>6}")
     names = {"direct": "direct link", "kernel": "2 links, kernel forwards",
-             "switch": "2 links, switch process"}
+             "switch": "2 links, switch process", "relay": "2 links, bare Python relay"}
     for key, r in lat["paths"].items():
         print(f"{names[key]:<28} {r['links']:>5} {r['n']:>5} {r['min_us']:>7.0f} "
               f"{r['p25_us']:>7.0f} {r['p50_us']:>7.0f} {r['p90_us']:>7.0f} "
@@ -756,6 +775,10 @@ def print_latency(lat: dict[str, Any]) -> None:
     print(f"added per switch hop (switch - kernel path) / 2:  p50 {d['switch_hop_p50_us']:.0f} us,"
           f"  p99 {d['switch_hop_p99_us']:.0f} us   (target p50 < 200 us; p50 per round: "
           f"{rounds} us)")
+    if "relay_hop_p50_us" in d:
+        print(f"added per bare relay hop (relay - kernel path) / 2: p50 "
+              f"{d['relay_hop_p50_us']:.0f} us, p99 {d['relay_hop_p99_us']:.0f} us   (the "
+              f"same sockets, no switch: the floor of a Python hop here)")
     print(f"switch hop vs direct link (switch - direct) / 2:  p50 {d['vs_direct_p50_us']:.0f} us,"
           f"  p99 {d['vs_direct_p99_us']:.0f} us   (includes one extra link relay)")
     print(f"one extra link + kernel forward (kernel - direct) / 2: p50 "
@@ -764,6 +787,10 @@ def print_latency(lat: dict[str, Any]) -> None:
     print(f"added per switch hop over the {len(d['per_round'])} rounds, median (min-max): p50 "
           f"{fmt_spread(sp.get('switch_hop_p50_us'), '.0f')} us, p99 "
           f"{fmt_spread(sp.get('switch_hop_p99_us'), '.0f')} us")
+    if "relay_hop_p99_us" in sp:
+        print(f"added per bare relay hop over the rounds, median (min-max): p50 "
+              f"{fmt_spread(sp.get('relay_hop_p50_us'), '.0f')} us, p99 "
+              f"{fmt_spread(sp.get('relay_hop_p99_us'), '.0f')} us")
 
 
 def print_incast(rows: list[dict[str, Any]]) -> None:

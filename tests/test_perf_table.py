@@ -77,7 +77,8 @@ FABRIC = {
     ],
     "latency": {"paths": {"kernel": {"p99_us": 150.0}},
                 "derived": {"switch_hop_p99_us": 500.0,
-                            "spread": {"switch_hop_p99_us": S(300, 420, 600)}}},
+                            "spread": {"switch_hop_p99_us": S(300, 420, 600),
+                                       "relay_hop_p99_us": S(100, 150, 200)}}},
 }
 
 SCALE = {"rows": [{"namespaces": 1000, "up_s": S(9.0, 9.5, 12.0), "down_s": S(1, 1.1, 1.2),
@@ -151,6 +152,8 @@ def test_fabric_and_scale_rows(tmp_path: Path) -> None:
     assert per_core.when == "2026-12-07, 3 runs (--quick)"
     hop = _row(rows, "added per switch hop")
     assert (hop.fabric, hop.met) == ("420 (300-600) us", "no")
+    assert hop.baseline == ("bare relay's hop p99 150 (100-200) us; kernel-forwarded path RTT "
+                            "p99 150 us")
     up, down = _row(rows, "1,000-namespace leaf-spine up"), _row(rows, "1,000-namespace "
                                                                          "leaf-spine down")
     assert (up.fabric, up.ratio, up.met) == ("9.50 (9.00-12.00) s", "5.00 (of medians)", "yes")
