@@ -11,7 +11,9 @@ fabric.net.engine (trio), no delay;
 `epoll`: the same engine with `--loop=epoll`; `+1ms`: holding every packet 1 ms) floods UDP
 from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; then sends
 paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
-(one-way minus configured delay), next to the bare relay's one-way latency, and at 1 ms with
+(one-way minus configured delay, to the receiving socket by the kernel's receive timestamp;
+and to the receiving process, whose own wake-up beside busy processes can take a scheduler
+slice), next to the bare relay's one-way latency, and at 1 ms with
 the engine spinning 150 us before each release (`engine-spin`: `fabric up --engine-spin
 150us`), with each relay's CPU share while the probes ran. Then the same under load: with N
 busy processes (default: one per core) beside them, the bare relay, and the engine at 1 ms at
@@ -66,6 +68,7 @@ DEV_A, DEV_B = "fba0", "fbb0"
 PORT = 40001
 SO_RCVBUFFORCE = 33
 MS = 1_000_000
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # receive timestamps, CLOCK_REALTIME
 
 
 def _ip(*args: str) -> None:
@@ -239,22 +242,29 @@ def role_recv(ns: str, seconds: float) -> None:
 
 
 def role_probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> None:
-    """Send `n` timestamped probes a->b and print one-way delays (ns) as JSON."""
+    """Send `n` timestamped probes a->b and print one-way delays (ns) as JSON: `delays` to
+    the receiving socket (the kernel's receive timestamp, SO_TIMESTAMPNS, against the send
+    time on the same clock: what the link took, whenever the receiver got to run) and
+    `app_delays` to this process reading it (adds the receiver's own wake-up, which beside
+    busy processes can be a scheduler slice)."""
     with in_netns(ns_b):
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind((ADDR_B, PORT))
+    rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     with in_netns(ns_a):
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.connect((ADDR_B, PORT))
     rx.setblocking(False)
-    delays = []
+    delays: list[int] = []
+    app_delays: list[int] = []
     next_send = time.monotonic_ns()
     sent = 0
     deadline = None
+    cmsg_space = socket.CMSG_SPACE(16)
     while True:
         now = time.monotonic_ns()
         if sent < n and now >= next_send:
-            tx.send(struct.pack("!Q", now) + b"p" * 56)
+            tx.send(struct.pack("!QQ", now, time.time_ns()) + b"p" * 48)
             sent += 1
             next_send += int(interval_s * 1e9)
             if sent == n:
@@ -264,13 +274,18 @@ def role_probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> None:
         if ready:
             while True:
                 try:
-                    data = rx.recv(2048)
+                    data, anc, _, _ = rx.recvmsg(2048, cmsg_space)
                 except BlockingIOError:
                     break
-                delays.append(time.monotonic_ns() - struct.unpack_from("!Q", data)[0])
-        if deadline is not None and (len(delays) >= n or time.monotonic_ns() > deadline):
+                mono, real = struct.unpack_from("!QQ", data)
+                app_delays.append(time.monotonic_ns() - mono)
+                for level, kind, value in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = struct.unpack("qq", value[:16])
+                        delays.append(sec * 1_000_000_000 + nsec - real)
+        if deadline is not None and (len(app_delays) >= n or time.monotonic_ns() > deadline):
             break
-    print(json.dumps({"delays": delays}), flush=True)
+    print(json.dumps({"delays": delays, "app_delays": app_delays}), flush=True)
 
 
 # -- driver --------------------------------------------------------------------------------
@@ -346,9 +361,9 @@ def flood(ns_a: str, ns_b: str, mtu: int, seconds: float) -> dict[str, float]:
     }
 
 
-def probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> list[int]:
+def probe(ns_a: str, ns_b: str, n: int, interval_s: float) -> dict[str, list[int]]:
     p = _role("probe", ns_a, ns_b, str(n), str(interval_s))
-    return json.loads(p.communicate(timeout=n * interval_s + 20)[0])["delays"]
+    return json.loads(p.communicate(timeout=n * interval_s + 20)[0])
 
 
 def lateness(ns_a: str, ns_b: str, tmp: str, probes: int, repeat: int, load: int,
@@ -376,7 +391,10 @@ def _probed(proc: subprocess.Popen[str], ns_a: str, ns_b: str, probes: int,
     """Probe through the relay `proc`: the lateness figures, and the share of one CPU the
     relay used meanwhile."""
     c0, t0 = cpu_seconds(proc.pid), time.monotonic()
-    late = _late(probe(ns_a, ns_b, probes, 0.002), delay_ms)
+    got = probe(ns_a, ns_b, probes, 0.002)
+    late = _late(got["delays"], delay_ms)
+    app = _late(got["app_delays"], delay_ms)
+    late.update(app_p50_us=app["p50_us"], app_p99_us=app["p99_us"])
     return late, (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
 
 
@@ -392,6 +410,10 @@ def _late(delays: list[int], delay_ms: int) -> dict[str, float | None]:
     late = [x - delay_ms * MS for x in delays]
     return {"n": len(late), "p50_us": pct(late, 0.5) / 1e3, "p99_us": pct(late, 0.99) / 1e3,
             "min_us": min(late) / 1e3 if late else None}
+
+
+def _f1(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -418,7 +440,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
               and bool(r.get("load")) == loaded and r.get("nice", 0) == nice]
         if not rs:
             continue
-        keys2 = ("p50_us", "p99_us", "min_us", "cpu_share") + (
+        keys2 = ("p50_us", "p99_us", "min_us", "cpu_share", "app_p50_us", "app_p99_us") + (
             ("p50_ratio", "p99_ratio") if delay_ms else ())
         sp = {k: spread(r.get(k) for r in rs) for k in keys2}
         out["lateness"].append({"relay": relay, "delay_ms": delay_ms,
@@ -518,22 +540,28 @@ def main() -> int:
               f"{r['rx_tx']:>6.2f}")
     print()
     print(f"{'relay':<11} {'delay':>6} {'load':>4} {'nice':>4} {'n':>5} {'late p50 us':>19} "
-          f"{'late p99 us':>21} {'x bare p50':>17} {'x bare p99':>17} {'CPU':>5}")
+          f"{'late p99 us':>21} {'x bare p50':>17} {'x bare p99':>17} {'CPU':>5} "
+          f"{'app p99 us':>10}")
     for r in results["lateness"]:  # type: ignore[union-attr]
         sp = r["spread"]
         print(f"{r['relay']:<11} {r['delay_ms']:>4}ms {r['load']:>4} {r['nice']:>4} "
               f"{r['n']:>5} {fmt_spread(sp['p50_us'], '.1f'):>19} "
               f"{fmt_spread(sp['p99_us'], '.1f'):>21} {fmt_spread(sp.get('p50_ratio')):>17} "
-              f"{fmt_spread(sp.get('p99_ratio')):>17} {r['cpu_share']:>5.0%}")
-    print("(bare rows: one-way latency through the bare relay; engine rows: one-way minus the "
-          "configured delay; engine-spin: spinning 150 us before each release; load: busy "
-          "processes beside them, x bare against the bare relay under the same load; CPU: the "
-          "relay's share of one core while the probes ran, median)")
+              f"{fmt_spread(sp.get('p99_ratio')):>17} {r['cpu_share']:>5.0%} "
+              f"{_f1(r.get('app_p99_us')):>10}")
+    print("(one-way to the receiving socket, the kernel's receive timestamp: bare rows, the "
+          "latency through the bare relay; engine rows, one-way minus the configured delay; "
+          "engine-spin: spinning 150 us before each release; load: busy processes beside them, "
+          "x bare against the bare relay under the same load; CPU: the relay's share of one "
+          "core while the probes ran, median; app p99: the same to the receiving process "
+          "reading it, its own wake-up included, median)")
     results["meta"] = {"seconds": seconds, "probes": probes, "repeats": repeats,
                        "load": args.load,
                        "quick": args.quick, "cpus": os.cpu_count(), "cpu": cpu_model(),
                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "note": "lateness = one-way delay - configured; includes kernel path; "
+                       "note": "lateness = one-way delay - configured, to the receiving "
+                               "socket (SO_TIMESTAMPNS); app_*: to the receiving process; "
+                               "includes kernel path; "
                                "each figure: median at the row's top level, min/median/max "
                                "over the repeats in 'spread', each repeat in 'runs'"}
     out = Path(args.json)

@@ -232,8 +232,12 @@ def _lateness(d: dict, loaded: bool, relay: str = "engine") -> Figures | None:
     under = f" beside {late['load']} busy processes" if loaded else ""
     cpu = f"; engine CPU {med(fig(late, 'cpu_share')):.0%} of a core" if "cpu_share" in late \
         else ""
-    return Figures(us(p99), f"bare relay one-way p99 {us(sp(base))}{under}{cpu}", ratio(x),
-                   (Check(p99, "<=", 400.0),), n_of(p99, x))
+    # to the receiving socket (kernel receive timestamps) where the row has the receiving
+    # process's figure beside it; rows from before that were measured at the process
+    app = fig(late, "app_p99_us")
+    at = f"; at the receiving process (its wake-up included) {us(app)}" if app else ""
+    return Figures(us(p99), f"bare relay one-way p99 {us(sp(base))}{under}{cpu}{at}",
+                   ratio(x), (Check(p99, "<=", 400.0),), n_of(p99, x))
 
 
 def engine_lateness(d: dict) -> Figures | None:

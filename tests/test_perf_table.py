@@ -39,7 +39,8 @@ ENGINE = {
         {"relay": "bare", "delay_ms": 0, "nice": -10, "p99_us": 100.0,
          "spread": {"p99_us": S(90, 100, 110)}},
         {"relay": "engine", "delay_ms": 1, "nice": -10, "p99_us": 350.0,
-         "spread": {"p99_us": S(300, 350, 390), "p99_ratio": S(3.0, 3.5, 4.0)}},
+         "spread": {"p99_us": S(300, 350, 390), "p99_ratio": S(3.0, 3.5, 4.0),
+                    "app_p99_us": S(380, 420, 900)}},
         # under load: the bare relay, the engine at nice 0 (not the fabric's) and at -10
         {"relay": "bare", "delay_ms": 0, "load": 2, "nice": -10, "p99_us": 150.0,
          "spread": {"p99_us": S(140, 150, 160)}},
@@ -128,6 +129,8 @@ def test_rows_from_json(tmp_path: Path) -> None:
     assert eng.when == "2026-12-07, 3 runs"
     late = _row(rows, "delay lateness p99 at 1 ms")
     assert (late.fabric, late.met) == ("350 (300-390) us", "yes")
+    assert late.baseline == ("bare relay one-way p99 100 us; at the receiving process "
+                             "(its wake-up included) 420 (380-900) us")
     loaded = _row(rows, "delay lateness p99 at 1 ms, under load")
     assert (loaded.fabric, loaded.ratio, loaded.met) == ("450 (400-500) us", "3.00 (2.50-3.50)",
                                                           "no")
