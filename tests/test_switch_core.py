@@ -951,3 +951,25 @@ def test_buffer_and_pfc_invariants(script, mode: str, pfc: bool) -> None:
     if not pfc:
         assert not frames
         assert stats["drops"][DROP_LOSSLESS] == 0
+
+
+@pytest.mark.parametrize("used", ["all", "some", "one", "none"])
+def test_stats_export_the_samples_and_only_the_used_class_columns(used: str) -> None:
+    """`stats` hands out the sampled lists without copying them and picks the class columns
+    that ever held a byte (three ways, by how many): the same rows as picking one by one."""
+    rng = random.Random(used)
+    core = SwitchCore(make_spec(8))
+    n, m = len(core._port_q), len(core._qbytes)
+    for t in range(40):
+        core.samples.append((t, [rng.randrange(9) for _ in range(n)]))
+        core.class_samples.append((t, [rng.randrange(9) for _ in range(m)]))
+    core._max_qbytes = {"all": [1] * m, "some": [rng.choice((0, 1)) for _ in range(m)],
+                        "one": [0] * (m - 1) + [1], "none": [0] * m}[used]
+    cols = [ix for ix, peak in enumerate(core._max_qbytes) if peak]
+    assert len(cols) == {"all": m, "one": 1, "none": 0}.get(used, len(cols))
+    assert used != "some" or 1 < len(cols) < m
+    stats = json.loads(json.dumps(core.stats(100)))
+    assert stats["samples"] == [[t, q] for t, q in core.samples]
+    assert stats["class_samples"]["rows"] == [[t, [q[ix] for ix in cols]]
+                                              for t, q in core.class_samples]
+    assert len(stats["class_samples"]["columns"]) == len(cols)

@@ -61,6 +61,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final
 
 from fabric.errors import FabricError
@@ -947,7 +948,10 @@ class SwitchCore:
             "name": spec.name,
             "ports": ports,
             "drops": dict(self._drops),
-            "samples": [[t, list(q)] for t, q in self.samples],
+            # the sampled lists themselves, not copies: the core never changes one once
+            # taken, and a caller must not either (copying 4,000 samples of 8 ports and their
+            # class columns took ~3 ms of a switch whose packets wait meanwhile)
+            "samples": [[t, q] for t, q in self.samples],
             "class_priorities": {c.name: c.priority for c in spec.classes},
             "class_samples": self._class_samples_stats(),
             "pause_log": [list(x) for x in self.pause_log],
@@ -975,9 +979,16 @@ class SwitchCore:
         nc = self._nclasses
         cols = [ix for ix, peak in enumerate(self._max_qbytes) if peak]
         ports, classes = self.spec.ports, self.spec.classes
+        if len(cols) == len(self._max_qbytes):  # every queue used: the sampled lists (`stats`)
+            rows = [[t, q] for t, q in self.class_samples]
+        elif len(cols) > 1:  # the used columns, picked in C
+            pick = itemgetter(*cols)
+            rows = [[t, list(pick(q))] for t, q in self.class_samples]
+        else:
+            rows = [[t, [q[ix] for ix in cols]] for t, q in self.class_samples]
         return {
             "columns": [[ports[ix // nc].name, classes[ix % nc].name] for ix in cols],
-            "rows": [[t, [q[ix] for ix in cols]] for t, q in self.class_samples],
+            "rows": rows,
         }
 
     def _mean_queue(self, port: int, now_ns: int) -> float:
