@@ -379,11 +379,24 @@ def lateness(ns_a: str, ns_b: str, tmp: str, probes: int, repeat: int, load: int
     for kind, delay_ms, nice in engines:
         with relay(kind, ns_a, ns_b, tmp, delay_ms * MS, nice=nice) as proc:
             late, cpu = _probed(proc, ns_a, ns_b, probes, delay_ms)
+        # the engine's own part (`Engine.release_lateness`, in the statistics it wrote at
+        # exit): how late it wrote each release, before the kernel and the receiver
+        own = _engine_stats(tmp).get("release_lateness", {})
         rows.append({"repeat": repeat, "relay": kind, "delay_ms": delay_ms, "load": load,
                      "nice": nice, **late, "cpu_share": cpu,
+                     "engine_p50_us": own.get("window_p50_us"),
+                     "engine_p99_us": own.get("window_p99_us"),
                      "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
                      "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
     return rows
+
+
+def _engine_stats(tmp: str) -> dict:
+    try:
+        with open(os.path.join(tmp, "stats.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
 
 
 def _probed(proc: subprocess.Popen[str], ns_a: str, ns_b: str, probes: int,
@@ -441,7 +454,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, list[dict[str, object]]]
         if not rs:
             continue
         keys2 = ("p50_us", "p99_us", "min_us", "cpu_share", "app_p50_us", "app_p99_us") + (
-            ("p50_ratio", "p99_ratio") if delay_ms else ())
+            ("p50_ratio", "p99_ratio", "engine_p50_us", "engine_p99_us") if delay_ms else ())
         sp = {k: spread(r.get(k) for r in rs) for k in keys2}
         out["lateness"].append({"relay": relay, "delay_ms": delay_ms,
                                 "load": rs[0].get("load", 0), "nice": nice,
@@ -541,20 +554,21 @@ def main() -> int:
     print()
     print(f"{'relay':<11} {'delay':>6} {'load':>4} {'nice':>4} {'n':>5} {'late p50 us':>19} "
           f"{'late p99 us':>21} {'x bare p50':>17} {'x bare p99':>17} {'CPU':>5} "
-          f"{'app p99 us':>10}")
+          f"{'app p99 us':>10} {'engine p99 us':>13}")
     for r in results["lateness"]:  # type: ignore[union-attr]
         sp = r["spread"]
         print(f"{r['relay']:<11} {r['delay_ms']:>4}ms {r['load']:>4} {r['nice']:>4} "
               f"{r['n']:>5} {fmt_spread(sp['p50_us'], '.1f'):>19} "
               f"{fmt_spread(sp['p99_us'], '.1f'):>21} {fmt_spread(sp.get('p50_ratio')):>17} "
               f"{fmt_spread(sp.get('p99_ratio')):>17} {r['cpu_share']:>5.0%} "
-              f"{_f1(r.get('app_p99_us')):>10}")
+              f"{_f1(r.get('app_p99_us')):>10} {_f1(r.get('engine_p99_us')):>13}")
     print("(one-way to the receiving socket, the kernel's receive timestamp: bare rows, the "
           "latency through the bare relay; engine rows, one-way minus the configured delay; "
           "engine-spin: spinning 150 us before each release; load: busy processes beside them, "
           "x bare against the bare relay under the same load; CPU: the relay's share of one "
           "core while the probes ran, median; app p99: the same to the receiving process "
-          "reading it, its own wake-up included, median)")
+          "reading it, its own wake-up included, median; engine p99: how late the engine "
+          "wrote each release after its due time, its own count, median)")
     results["meta"] = {"seconds": seconds, "probes": probes, "repeats": repeats,
                        "load": args.load,
                        "quick": args.quick, "cpus": os.cpu_count(), "cpu": cpu_model(),

@@ -281,6 +281,12 @@ def test_delivery_and_delay(pair: NetPair, tmp_path: Path) -> None:
     assert fwd["packets_out"] == fwd["packets_in"] >= sent
     assert fwd["bytes_in"] >= sent * (28 + 112)
     assert fwd["drops_loss"] == fwd["drops_queue"] == fwd["drops_write"] == 0
+    # the engine's own lateness: each write precedes its packet's arrival, so no quantile of
+    # it can exceed the same quantile of the lateness the receiver saw
+    late = s["release_lateness"]
+    assert late["releases"] >= sent
+    assert 0 <= late["window_p50_us"] <= late["window_max_us"] <= late["max_us"]
+    assert late["window_p50_us"] * 1e3 <= median - delay
 
 
 def test_loss_ratio(pair: NetPair, tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ STATS_INTERVAL_S = 1.0
 # packets that are due within this window of the previous batch; sparse traffic is unaffected.
 COALESCE_NS = int(os.environ.get("FABRIC_ENGINE_COALESCE_NS", "20000"))
 _INF = 1 << 62
+LATE_WINDOW = 4096  # releases whose lateness the engine keeps (`release_lateness`)
+LATE_MASK = LATE_WINDOW - 1
 MAX_SPIN_NS = 1_000_000  # spinning longer than a ms only burns CPU: timer wake-ups are closer
 _SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(Shape))
 CONTROL_NAME = "engine.sock"
@@ -298,6 +300,12 @@ class Engine:
         self._spin_ns = config.spin_ns
         self._inputs: select.epoll | None = None  # the TUN fds a spin watches
         self.spin_s = 0.0  # time spent spinning (host seconds, a lower bound of its CPU)
+        # how late each release was written, ns after its due time, the last LATE_WINDOW
+        # of them (a ring): the engine's own part of a delay's lateness, before the kernel
+        # delivers the packet and a receiver wakes (`release_lateness`)
+        self._late = [0] * LATE_WINDOW
+        self._late_n = 0
+        self._late_max = 0
         self._started_ns = time.monotonic_ns()
         self._control: socket.socket | None = None
         self._by_link: dict[str, dict[str, _Direction]] = {}
@@ -633,6 +641,11 @@ class Engine:
                         return
                     now = now_fn()
             heapq.heappop(heap)
+            late = now - deadline
+            self._late[self._late_n & LATE_MASK] = late
+            self._late_n += 1
+            if late > self._late_max:
+                self._late_max = late
             dst = d.dst_fd
             pfc_to = d.pfc_to
             for pkt in d.model.release(now):
@@ -829,6 +842,22 @@ class Engine:
         s["error"] = d.dead
         return s
 
+    def release_lateness(self) -> dict[str, Any]:
+        """How late the engine wrote what it held, after each release's due time: `releases`
+        so far and `max_us` of them all; p50/p99/max over the last `window` (at most
+        LATE_WINDOW). One entry per release (a direction's due packets at one time), not per
+        packet. A release the timer coalesced with one just before (`COALESCE_NS`) counts
+        the wait; with `--engine-spin` a release is on time unless the spin was cut short."""
+        n = min(self._late_n, LATE_WINDOW)
+        out: dict[str, Any] = {"releases": self._late_n, "window": n,
+                               "max_us": self._late_max / 1e3}
+        if n:
+            w = sorted(self._late[:n])
+            out.update(window_p50_us=w[n // 2] / 1e3,
+                       window_p99_us=w[min(n - 1, n * 99 // 100)] / 1e3,
+                       window_max_us=w[-1] / 1e3)
+        return out
+
     def _stats_doc(self, links: dict[str, dict[str, Any]], final: bool) -> dict[str, Any]:
         return {
             "fabric": self.config.fabric,
@@ -839,6 +868,7 @@ class Engine:
             "uptime_s": (time.monotonic_ns() - self._started_ns) / 1e9,
             "spin_ns": self._spin_ns,
             "spin_s": self.spin_s,
+            "release_lateness": self.release_lateness(),
             "links": links,
         }
 

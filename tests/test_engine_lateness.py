@@ -1,0 +1,87 @@
+"""The link engine's own release lateness (`Engine.release_lateness`): how long after its due
+time the engine wrote each release, kept for the last LATE_WINDOW releases. Real sockets stand
+in for the TUN devices; no root needed."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+from fabric.linkmodel import LinkDirection
+from fabric.net import engine as engine_mod
+from fabric.net.engine import LATE_WINDOW, Engine, EngineConfig, _Direction
+from fabric.net.tun import TimerFd
+from fabric.topology.model import Shape
+
+MS = 1_000_000
+
+
+def _engine_with_one_direction() -> tuple[Engine, _Direction, socket.socket, list]:
+    eng = Engine(EngineConfig(fabric="f", run_id="r", stats_path=""))
+    eng._timer = TimerFd()
+    host_end, engine_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    host_end.setblocking(False)
+    model = LinkDirection(Shape(delay_ns=MS), rate_in_engine=False, rng=random.Random(1))
+    d = _Direction("l", "forward", -1, engine_out.fileno(), model, 0)
+    eng.directions.append(d)
+    return eng, d, host_end, [engine_out]
+
+
+def _hold(eng: Engine, d: _Direction, arrived: int, payload: bytes) -> None:
+    """Offer a packet that arrived at `arrived` and schedule its release as `_drain` does."""
+    v = d.model.offer(len(payload), False, arrived, bytearray(payload))
+    if v.release_ns < d.scheduled:
+        d.scheduled = v.release_ns
+        eng._heap.append((v.release_ns, d.index))
+
+
+def test_an_overdue_release_is_counted_as_late_as_it_was_written() -> None:
+    eng, d, host_end, keep = _engine_with_one_direction()
+    try:
+        assert eng.release_lateness() == {"releases": 0, "window": 0, "max_us": 0.0}
+        now = time.monotonic_ns()
+        _hold(eng, d, now - 4 * MS, b"a")  # due 3 ms ago (1 ms of delay)
+        eng._flush()
+        after = time.monotonic_ns()
+        assert host_end.recv(16) == b"a"
+        late = eng.release_lateness()
+        assert (late["releases"], late["window"]) == (1, 1)
+        assert 3000 <= late["window_p50_us"] == late["window_max_us"] == late["max_us"]
+        assert late["max_us"] <= (after - (now - 3 * MS)) / 1e3
+        _hold(eng, d, time.monotonic_ns(), b"b")  # due in 1 ms: not released, timer armed
+        eng._flush()
+        assert eng.release_lateness()["releases"] == 1
+        assert eng._armed < 1 << 62
+    finally:
+        eng._timer.close()
+        host_end.close()
+        for s in keep:
+            s.close()
+
+
+def test_the_window_keeps_the_last_releases_and_the_max_all_of_them(monkeypatch) -> None:
+    monkeypatch.setattr(engine_mod, "LATE_WINDOW", 4)
+    monkeypatch.setattr(engine_mod, "LATE_MASK", 3)
+    eng, d, host_end, keep = _engine_with_one_direction()
+    eng._late = [0] * 4
+    try:
+        now = time.monotonic_ns()
+        overdue = [9, 1, 2, 3, 4, 5]  # ms past due, in release order
+        for i, ms in enumerate(overdue):
+            _hold(eng, d, now - (1 + ms) * MS, bytes([i]))
+            eng._flush()
+        late = eng.release_lateness()
+        assert (late["releases"], late["window"]) == (6, 4)
+        assert 9000 <= late["max_us"] < 10_000  # the first release, gone from the window
+        assert 5000 <= late["window_max_us"] < late["max_us"]
+        assert 3000 <= late["window_p50_us"] < 5000  # of 2, 3, 4, 5 ms
+    finally:
+        eng._timer.close()
+        host_end.close()
+        for s in keep:
+            s.close()
+
+
+def test_the_window_is_as_long_as_the_engine_says() -> None:
+    assert LATE_WINDOW & (LATE_WINDOW - 1) == 0  # a power of two: the ring's index is masked
