@@ -418,7 +418,9 @@ def status() -> None:
         if not st.stale and st.status == "up":
             from .run.traffic import read_link_stats
 
-            _print_link_stats(read_link_stats(st))
+            stats = read_link_stats(st)
+            _print_link_stats(stats)
+            _print_engine_lateness(stats)
             _print_switch_stats(st)
 
 
@@ -430,6 +432,17 @@ def _print_switch_stats(st) -> None:  # noqa: ANN001 - a lifecycle.FabricState
     if rows:
         click.echo(_table(rows, ["  switch", "process", "packets", "drops", "ecn", "pauses",
                                  "queue max"]))
+
+
+def _print_engine_lateness(data: dict) -> None:
+    """How late the userspace link engine wrote what it held (`Engine.release_lateness`): a
+    p99 far above the links' jitter says the host is not keeping up with the delays."""
+    late = data.get("release_lateness") or {}
+    if late.get("window"):
+        click.echo(f"  link engine: {late['releases']} releases, written late by p50 "
+                   f"{late['window_p50_us']:.0f} / p99 {late['window_p99_us']:.0f} / max "
+                   f"{late['window_max_us']:.0f} us over the last {late['window']}"
+                   f" (max {late['max_us']:.0f} us since it started)")
 
 
 def _print_link_stats(data: dict) -> None:

@@ -114,8 +114,15 @@ def test_pair_up_ping_down(backend, fabric_name, state_dir):
     assert shown.exit_code == 0, shown.output
     assert re.search(rf"^{fabric_name}: up, run {state.run_id}, 2 nodes, {backend} links, ",
                      shown.output, re.M), shown.output
-    if backend == "userspace":  # the engine's per-link counters
+    if backend == "userspace":  # the engine's per-link counters, and its own lateness
         assert re.search(r"^  link\s+packets\s+bytes", shown.output, re.M), shown.output
+        late = re.search(r"^  link engine: (\d+) releases, written late by p50 (\d+) / p99 "
+                         r"(\d+) / max (\d+) us over the last (\d+) \(max (\d+) us since it "
+                         r"started\)$", shown.output, re.M)
+        assert late, shown.output
+        n, p50, p99, wmax, window, lmax = map(int, late.groups())
+        assert n == window > 0  # the pings' releases, fewer than the window holds
+        assert p50 <= p99 <= wmax <= lmax
     st, removed = lifecycle.tear_down(fabric_name)
     assert len(removed) == 2
     assert ours(fabric_name) == []
