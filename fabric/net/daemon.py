@@ -102,7 +102,7 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-# a daemon's event loop gets a turn at least this often while `write_json_sliced` encodes
+# a daemon's event loop gets a turn at least this often during a long job (`Turns`)
 SLICE_NS = 200_000
 SLICE_ROWS = 128  # list items encoded at a time
 
@@ -129,21 +129,33 @@ def json_slices(value: Any, rows: int = SLICE_ROWS) -> Iterator[str]:  # noqa: A
         yield json.dumps(value)
 
 
+class Turns:
+    """`await turns()` between the pieces of a long job inside trio: the event loop gets a
+    turn once `SLICE_NS` have passed since the last one (a daemon's packets wait meanwhile)."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter_ns()
+
+    async def __call__(self) -> None:
+        if time.perf_counter_ns() - self._start > SLICE_NS:
+            import trio  # the daemon side only: starters need not import trio
+
+            await trio.lowlevel.checkpoint()
+            self._start = time.perf_counter_ns()
+
+
 async def write_json_sliced(path: str, data: Any) -> None:  # noqa: ANN401 - JSON-able
     """`write_json_atomic` for a daemon's periodic statistics inside trio: the encoding gives
-    the event loop a turn every `SLICE_NS` (a file with full sample buffers costs ms to
-    encode, which would hold every packet the daemon relays meanwhile), and the file is
-    written from a worker thread (the system calls let go of the interpreter)."""
+    the event loop its `Turns` (a file with full sample buffers costs ms to encode, which
+    would hold every packet the daemon relays meanwhile), and the file is written from a
+    worker thread (the system calls let go of the interpreter)."""
     import trio  # the daemon side only
 
     parts = []
-    clock = time.perf_counter_ns
-    start = clock()
+    turns = Turns()
     for piece in json_slices(data):
         parts.append(piece)
-        if clock() - start > SLICE_NS:
-            await trio.lowlevel.checkpoint()
-            start = clock()
+        await turns()
     await trio.to_thread.run_sync(_write_text_atomic, path, "".join(parts))
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import trio
 
 from fabric.linkmodel import Action, LinkDirection, Verdict
-from fabric.net.daemon import SLICE_NS, serve_until_signal, write_json_atomic, write_json_sliced
+from fabric.net.daemon import Turns, serve_until_signal, write_json_atomic, write_json_sliced
 from fabric.net.tun import (
     TimerFd,
     keep_freed_memory,
@@ -878,8 +878,8 @@ class Engine:
             write_json_atomic(self.config.stats_path, self.statistics(final=final))
 
     async def _stats_loop(self) -> None:
-        """`write_stats` every `STATS_INTERVAL_S`, giving the packet loops a turn every
-        `SLICE_NS` while it gathers and encodes (`write_json_sliced`): a write with full
+        """`write_stats` every `STATS_INTERVAL_S`, giving the packet loops their `Turns`
+        while it gathers and encodes (`write_json_sliced`): a write with full
         sample buffers takes ms, and held in one piece it delayed every packet meanwhile
         (pings through a link saw a 10-15 ms stall once a second). Each direction's figures
         are its own at the moment they are taken, a few ms apart at most; the final write
@@ -887,15 +887,12 @@ class Engine:
         path = self.config.stats_path
         if not path:
             return
-        clock = time.perf_counter_ns
         while True:
             links: dict[str, dict[str, Any]] = {}
-            start = clock()
+            turns = Turns()
             for d in self.directions:
                 links.setdefault(d.link_id, {})[d.name] = self._direction_stats(d)
-                if clock() - start > SLICE_NS:
-                    await trio.lowlevel.checkpoint()
-                    start = clock()
+                await turns()
             await write_json_sliced(path, self._stats_doc(links, False))
             await trio.sleep(STATS_INTERVAL_S)
 
