@@ -454,69 +454,7 @@ def decode(datagram: bytes | bytearray | memoryview, *, src_port: object = None)
     not exactly one valid message.
     """
     mv = _bytes_view(datagram)
-    size = len(mv)
-    if size < HEADER_SIZE:
-        raise WireError(f"datagram of {size} B is shorter than the {HEADER_SIZE}-byte memory "
-                        f"header")
-    (magic, version, kind, tag, offset, length, addr, value, seq, src, credit, dtype,
-     name_len) = _HEAD.unpack_from(mv)
-    if magic != MAGIC:
-        raise WireError(f"bad magic {magic:#06x} (expected {MAGIC:#06x}): not a memory "
-                        f"datagram; is something else sending to UDP port {MEM_PORT}?")
-    if version != VERSION:
-        raise WireError(f"datagram version {version}; this codec speaks version {VERSION}")
-    name = _NAMES.get(kind)
-    if name is None:
-        raise WireError(f"unknown message kind {kind:#04x}")
-    if name_len and kind not in _WITH_NAME:
-        raise WireError(f"{name} takes no group name but its header says {name_len} name bytes")
-    plen = length if kind in _WITH_PAYLOAD else 0
-    want = HEADER_SIZE + name_len + plen
-    if size != want:
-        raise WireError(f"{name} datagram is {size} B but its header says {want} B "
-                        f"({HEADER_SIZE} header + {name_len} name + {plen} payload)")
-    start = HEADER_SIZE + name_len
-    port = src if src_port is None else src_port
-    try:
-        if kind == 0x02:
-            msg: Message = Write(tag, port, addr, mv[start:], offset)
-        elif kind == 0x01:
-            msg = Read(tag, port, addr, length, offset)
-        elif kind == 0x11:
-            msg = ReadResp(tag, mv[start:], offset)
-        elif kind == 0x12:
-            msg = WriteAck(tag, offset)
-        elif kind == 0x03:
-            dt = _DTYPES.get(dtype)
-            if dt is None:
-                raise WireError(f"AtomicAdd dtype code {dtype} is unknown; codes are "
-                                + ", ".join(f"{c} {d}" for d, c in DTYPE_CODES.items()))
-            if dt in _FLOAT_DTYPES:
-                value = _VALUE_F.unpack_from(mv, _VALUE_AT)[0]
-            msg = AtomicAdd(tag, port, addr, value, dt, offset)
-        elif kind == 0x13:
-            msg = Error(tag, _text(mv[start:], "Error reason"), offset)
-        elif kind == 0x21:
-            if credit == 0:
-                raise WireError("Credit datagram returns 0 credits")
-            msg = Credit(credit)
-        else:
-            group = _group(name, kind, mv, name_len)
-            if kind == 0x04:
-                msg = Contribute(tag, port, group, mv[start:], offset, seq)
-            elif kind == 0x14:
-                msg = ReduceResult(tag, group, mv[start:], offset, seq)
-            elif kind == 0x22:
-                msg = Join(group, tag)
-            elif kind == 0x24:
-                msg = Create(group, addr, length)
-            else:
-                msg = Leave(group, tag)
-    except WireError:
-        raise
-    except FabricError as e:  # the dataclass refused a field (empty write, zero-length read)
-        raise WireError(f"{name} datagram: {e}") from None
-    return Decoded(msg, src, credit)
+    return _decode_at(mv, 0, len(mv), src_port, whole=True)[0]
 
 
 def decode_all(datagram: bytes | bytearray | memoryview, *, src_port: object = None,
@@ -531,28 +469,89 @@ def decode_all(datagram: bytes | bytearray | memoryview, *, src_port: object = N
     size = len(mv)
     out = []
     at = 0
-    while True:
-        left = size - at
-        if left < HEADER_SIZE:
+    try:
+        while True:
+            d, at = _decode_at(mv, at, size, src_port)
+            out.append(d)
+            if at == size:
+                return out
+    except WireError as e:
+        raise WireError(f"message {len(out) + 1} of a datagram: {e}" if out else
+                        str(e)) from None
+
+
+def _decode_at(mv: memoryview, at: int, size: int, src_port: object, *, whole: bool = False,
+               ) -> tuple[Decoded, int]:
+    """The message whose header starts at byte `at` of the flat view `mv` (`size` bytes), and
+    where it ends. It must not run past `size`; with `whole` (a lone message) it must end
+    exactly there."""
+    left = size - at
+    if left < HEADER_SIZE:
+        if at:
             raise WireError(f"{left} B at byte {at} of a {size}-byte datagram are shorter than "
                             f"the {HEADER_SIZE}-byte memory header")
-        kind = mv[at + 3]
-        length = int.from_bytes(mv[at + 12:at + 16], "big")
-        name_len = mv[at + 41]
-        end = at + HEADER_SIZE + name_len + (length if kind in _WITH_PAYLOAD else 0)
-        if end >= size:
-            # the last message (or the only one): decode checks it ends the datagram
-            try:
-                out.append(decode(mv[at:], src_port=src_port))
-            except WireError as e:
-                raise WireError(f"message {len(out) + 1} of a datagram: {e}" if out else
-                                str(e)) from None
-            return out
-        try:
-            out.append(decode(mv[at:end], src_port=src_port))
-        except WireError as e:
-            raise WireError(f"message {len(out) + 1} of a datagram: {e}") from None
-        at = end
+        raise WireError(f"datagram of {left} B is shorter than the {HEADER_SIZE}-byte memory "
+                        f"header")
+    (magic, version, kind, tag, offset, length, addr, value, seq, src, credit, dtype,
+     name_len) = _HEAD.unpack_from(mv, at)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {magic:#06x} (expected {MAGIC:#06x}): not a memory "
+                        f"datagram; is something else sending to UDP port {MEM_PORT}?")
+    if version != VERSION:
+        raise WireError(f"datagram version {version}; this codec speaks version {VERSION}")
+    name = _NAMES.get(kind)
+    if name is None:
+        raise WireError(f"unknown message kind {kind:#04x}")
+    if name_len and kind not in _WITH_NAME:
+        raise WireError(f"{name} takes no group name but its header says {name_len} name bytes")
+    plen = length if kind in _WITH_PAYLOAD else 0
+    want = HEADER_SIZE + name_len + plen
+    if want > left or (whole and want < left):
+        raise WireError(f"{name} datagram is {left} B but its header says {want} B "
+                        f"({HEADER_SIZE} header + {name_len} name + {plen} payload)")
+    start = at + HEADER_SIZE + name_len
+    end = at + want
+    port = src if src_port is None else src_port
+    try:
+        if kind == 0x02:
+            msg: Message = Write(tag, port, addr, mv[start:end], offset)
+        elif kind == 0x12:
+            msg = WriteAck(tag, offset)
+        elif kind == 0x01:
+            msg = Read(tag, port, addr, length, offset)
+        elif kind == 0x11:
+            msg = ReadResp(tag, mv[start:end], offset)
+        elif kind == 0x03:
+            dt = _DTYPES.get(dtype)
+            if dt is None:
+                raise WireError(f"AtomicAdd dtype code {dtype} is unknown; codes are "
+                                + ", ".join(f"{c} {d}" for d, c in DTYPE_CODES.items()))
+            if dt in _FLOAT_DTYPES:
+                value = _VALUE_F.unpack_from(mv, at + _VALUE_AT)[0]
+            msg = AtomicAdd(tag, port, addr, value, dt, offset)
+        elif kind == 0x13:
+            msg = Error(tag, _text(mv[start:end], "Error reason"), offset)
+        elif kind == 0x21:
+            if credit == 0:
+                raise WireError("Credit datagram returns 0 credits")
+            msg = Credit(credit)
+        else:
+            group = _group(name, kind, mv[at:end], name_len)
+            if kind == 0x04:
+                msg = Contribute(tag, port, group, mv[start:end], offset, seq)
+            elif kind == 0x14:
+                msg = ReduceResult(tag, group, mv[start:end], offset, seq)
+            elif kind == 0x22:
+                msg = Join(group, tag)
+            elif kind == 0x24:
+                msg = Create(group, addr, length)
+            else:
+                msg = Leave(group, tag)
+    except WireError:
+        raise
+    except FabricError as e:  # the dataclass refused a field (empty write, zero-length read)
+        raise WireError(f"{name} datagram: {e}") from None
+    return Decoded(msg, src, credit), end
 
 
 def datagram_limit(mtu: int) -> int:
