@@ -3,8 +3,10 @@ Hypercast replication, in-network reduce against numpy and a ring all-reduce, ca
 
 from __future__ import annotations
 
+import gc
 import random
 import re
+import weakref
 from collections import deque
 
 import numpy as np
@@ -245,6 +247,58 @@ def test_reassembly_errors():
     assert failed == Error(1, "piece at offset 256: boom")
     with pytest.raises(FabricError, match="max_txn is 100"):
         split(r, 100)
+
+
+class _Tag(int):
+    """An int subclass: not the plain int the quick check of a Write takes."""
+
+
+@pytest.mark.parametrize(("fields", "data", "kept"), [
+    ((1, "a", 0x40, 0), b"xy", bytes),  # the quick check's cases
+    ((1, "a", 0x40, 0), memoryview(b"xy"), memoryview),
+    ((-3, "a", 0, 7), b"x", bytes),  # a negative tag is an int like any other
+    ((_Tag(1), "a", 0x40, 0), b"x", bytes),  # the full checks take int subclasses
+    ((1, "a", 0x40, 0), bytearray(b"xy"), bytes),  # copied: a frozen op does not change
+    ((1, "a", 0x40, 0), memoryview(bytes(8)).cast("I"), memoryview),  # cast to bytes
+    ((1, "a", 0x40, 0), memoryview(bytes(8)).cast("B", (2, 4)), memoryview),
+])
+def test_write_takes_what_the_full_checks_take(fields, data, kept) -> None:
+    tag, port, addr, offset = fields
+    w = Write(tag, port, addr, data, offset)
+    assert type(w.data) is kept
+    view = memoryview(w.data)
+    assert (view.format, view.ndim, bytes(view)) == ("B", 1, bytes(memoryview(data)))
+
+
+@pytest.mark.parametrize(("fields", "data", "error"), [
+    ((True, "a", 0x40, 0), b"x", "Write: tag must be an int, got True"),
+    ((1.0, "a", 0x40, 0), b"x", "Write: tag must be an int, got 1.0"),
+    ((1, "a", 0x40, -1), b"x", "Write tag 1: offset must be a non-negative int, got -1"),
+    ((1, "a", -64, 0), b"x", "Write tag 1: address must be a non-negative int, got -64"),
+    ((1, "a", False, 0), b"x", "Write tag 1: address must be a non-negative int, got False"),
+    ((1, "a", 0x40, 0), b"", "Write tag 1 at 0x40: data is empty"),
+    ((1, "a", 0x40, 0), memoryview(b""), "Write tag 1 at 0x40: data is empty"),
+    ((1, "a", 0x40, 0), "xy", "Write tag 1: data must be bytes or memoryview, got str"),
+])
+def test_write_refuses_what_the_full_checks_refuse(fields, data, error) -> None:
+    tag, port, addr, offset = fields
+    with pytest.raises(AccessError, match=re.escape(error)):
+        Write(tag, port, addr, data, offset)
+
+
+def test_a_memory_keeps_no_request_it_applied() -> None:
+    """A serving endpoint applies requests for as long as a fabric runs: holding on to each
+    (and through its data, the datagram it came in) grew one by ~17 MB/s under load."""
+    mem = MemoryEndpoint(MEM, 4096)
+    datagram = bytearray(512)
+    ops = [Write(1, "a", MEM, memoryview(datagram)[42:298]), Read(2, "a", MEM, 8),
+           AtomicAdd(3, "a", MEM + 8, 1, "int64")]
+    refs = [weakref.ref(op) for op in ops]
+    answers = [mem.apply(op) for op in ops]
+    assert [type(a) for a in answers] == [WriteAck, ReadResp, ReadResp]
+    del ops
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
 
 
 def test_split_write_is_zero_copy_and_atomic_is_whole():

@@ -164,9 +164,18 @@ class Write:
     offset: int = 0
 
     def __post_init__(self) -> None:
+        data = self.data
+        # the common case checked in one go (every write crosses here, on each hop); anything
+        # else takes the full checks, which accept or name what is wrong
+        if (type(self.tag) is int and type(self.offset) is int and type(self.addr) is int
+                and self.offset >= 0 and self.addr >= 0
+                and ((type(data) is bytes and data)
+                     or (type(data) is memoryview and data.ndim == 1 and data.format == "B"
+                         and data))):
+            return
         _check_common(self, self.tag, self.offset)
         _check_addr(self, self.tag, self.addr)
-        object.__setattr__(self, "data", _as_buffer(self.data, f"Write tag {self.tag}"))
+        object.__setattr__(self, "data", _as_buffer(data, f"Write tag {self.tag}"))
         if len(self.data) == 0:
             raise AccessError(f"Write tag {self.tag} at {self.addr:#x}: data is empty")
 
@@ -471,7 +480,6 @@ class MemoryEndpoint:
         self.base = base
         self.size = size
         self.data = bytearray(size)
-        self.applied: list[Op] = []
 
     def _range(self, addr: int, length: int) -> slice:
         lo = addr - self.base
@@ -508,5 +516,4 @@ class MemoryEndpoint:
                 raise AccessError(f"a memory cannot take {type(op).__name__}")
         except AccessError as e:
             return Error(op.tag, str(e), offset=op.offset)
-        self.applied.append(op)
         return resp
