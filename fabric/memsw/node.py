@@ -38,12 +38,15 @@ import trio
 from fabric.errors import FabricError
 from fabric.memsw.addrmap import AddressMap, Window
 from fabric.memsw.ops import (
+    AtomicAdd,
     Contribute,
     Error,
     Op,
+    Read,
     ReadResp,
     ReduceResult,
     Response,
+    Write,
     WriteAck,
     completion_timeout_s,
 )
@@ -160,24 +163,29 @@ class MemorySwitchNode:
             self.errors += 1
 
     def _act(self, actions: list) -> None:  # noqa: ANN401 - list of Deliver | Respond
+        if not actions:
+            return
+        sent = time.monotonic_ns()  # one clock read for the batch: timeouts are far coarser
+        switch_ports = self.switch_ports
         for a in actions:
-            if isinstance(a, Deliver):
+            if type(a) is Deliver:
                 op = a.op
                 port = cast(str, a.port)  # the core keys ports by any hashable; ours are names
-                key = (port, cast(str, op.src_port), op.tag, op.offset)
-                if port in self.switch_ports and not isinstance(op, Contribute):
+                contribute = type(op) is Contribute
+                if port in switch_ports and not contribute:
                     tag = next(self.tags)
                     self.forwarded[(port, tag)] = op
-                    self.sent_at[(port, tag)] = time.monotonic_ns()
+                    self.sent_at[(port, tag)] = sent
                     self._send(port, replace(op, tag=tag, src_port=0))
                 else:
+                    key = (port, cast(str, op.src_port), op.tag, op.offset)
                     self.delivered[key] = op
-                    if not isinstance(op, Contribute):
-                        self.sent_at[key] = time.monotonic_ns()
+                    if not contribute:
+                        self.sent_at[key] = sent
                     self._send(port, op, src=self.index[op.src_port])
             else:
                 # a switch that sent us a request gets its request buffer back with the answer
-                back = int(a.port in self.switch_ports and not isinstance(a.resp, ReduceResult))
+                back = int(a.port in switch_ports and type(a.resp) is not ReduceResult)
                 self._send(a.port, a.resp, credit=back)
 
     def _arm(self) -> None:
@@ -221,19 +229,24 @@ class MemorySwitchNode:
     def _on_message(self, port: str, msg: Any, src: int, credit: int) -> None:
         now = self.now()
         core = self.core
-        if isinstance(msg, Credit):
+        kind = type(msg)  # decoded messages are of these exact classes: one set lookup
+        if kind in _REQUESTS:  # a request from the neighbour on `port`
+            op = msg if msg.src_port == port else replace(msg, src_port=port)
+            self._act(core.submit(op, now))
+            return
+        if kind is Credit:
             self._act(core.on_credit(port, msg.n, now))
             return
-        if isinstance(msg, Join):
+        if kind is Join:
             core.join(msg.group, port)
             return
-        if isinstance(msg, Leave):
+        if kind is Leave:
             core.leave(msg.group, port)
             return
-        if isinstance(msg, Create):
+        if kind is Create:
             self._create(port, msg)
             return
-        if _is_response(msg):  # an answer from the endpoint (or switch) on `port`
+        if kind in _RESPONSES:  # an answer from the endpoint (or switch) on `port`
             resp: Response = msg
             request: Op | None
             if (port, resp.tag) in self.given_up:
@@ -261,9 +274,7 @@ class MemorySwitchNode:
                 actions += core.on_credit(port, credit, now)
             self._act(actions)
             return
-        # a request from the neighbour on `port`
-        op = msg if msg.src_port == port else replace(msg, src_port=port)
-        self._act(core.submit(op, now))
+        raise WireError(f"{kind.__name__} is not a message the switch takes")
 
     def _create(self, port: str, msg: Create) -> None:
         """A new Hypercast group at run time: the address map gains its multicast window
@@ -362,8 +373,8 @@ class MemorySwitchNode:
             write_json_atomic(self.cfg["stats_path"], self.statistics(final=final))
 
 
-def _is_response(msg: Any) -> bool:  # noqa: ANN401
-    return isinstance(msg, (ReadResp, WriteAck, Error, ReduceResult))
+_REQUESTS = frozenset((Read, Write, AtomicAdd, Contribute))
+_RESPONSES = frozenset((ReadResp, WriteAck, Error, ReduceResult))
 
 
 def main(argv: list[str] | None = None) -> int:

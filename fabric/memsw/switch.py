@@ -225,6 +225,7 @@ class _Txn:
     op: Op
     port: Port
     ready: int
+    size: int  # bytes on the wire (`wire_bytes(op)`)
 
 
 @dataclass
@@ -308,13 +309,16 @@ class MemorySwitch:
     def submit(self, op: Op, now_ns: int) -> list[Action]:
         """A request arrived on `op.src_port` at `now_ns`; returns the actions due by now."""
         self._tick(now_ns)
-        src = self._port(op.src_port, what=f"{type(op).__name__} tag {op.tag}'s src_port")
+        try:
+            src = self._ports[op.src_port]
+        except (KeyError, TypeError):  # the error's words are made only when they are needed
+            src = self._port(op.src_port, what=f"{type(op).__name__} tag {op.tag}'s src_port")
         try:
             if isinstance(op, Contribute):
                 group = self._check_contribution(op)
                 targets: tuple[Port, ...] = ()
             else:
-                targets = self._route(op)
+                targets, multicast = self._route(op)
         except AccessError as e:
             src.rejected += 1
             self._send_response(op.src_port, Error(op.tag, str(e), offset=op.offset), now_ns,
@@ -325,14 +329,14 @@ class MemorySwitch:
         if isinstance(op, Contribute):
             self._contribute(group, op, now_ns)
             return self._release(now_ns)
-        multicast = self.address_map.lookup(op.addr, op.length).multicast
         pending = _Pending(op, op.addr, op.addr + op.length, set(targets), multicast=multicast)
         self._pending[(op.src_port, op.tag, op.offset)] = pending
         self._by_src[op.src_port].append(pending)
         if len(targets) > 1:
             self._replicated += len(targets) - 1
+        size = wire_bytes(op)
         for t in targets:
-            self._enqueue(_Txn(op, t, now_ns + self._ports[t].cfg.latency_ns))
+            self._enqueue(_Txn(op, t, now_ns + self._ports[t].cfg.latency_ns, size))
         return self._release(now_ns)
 
     def complete(self, port: Port, request: Op, resp: Response, now_ns: int) -> list[Action]:
@@ -365,10 +369,8 @@ class MemorySwitch:
         if not pending.waiting:
             if pending.error is not None:
                 pending.final = Error(request.tag, pending.error, offset=request.offset)
-            elif isinstance(resp, ReadResp):
+            else:  # the answer itself (an Error set `error` above): tag and offset match
                 pending.final = resp
-            else:
-                pending.final = WriteAck(request.tag, offset=request.offset)
             self._flush(request.src_port, pending, now_ns)
         return self._release(now_ns)
 
@@ -434,8 +436,9 @@ class MemorySwitch:
             raise FabricError(f"{what} {port!r} is not a port of this switch "
                               f"(ports: {list(self._ports)})") from None
 
-    def _route(self, op: Op) -> tuple[Port, ...]:
-        """The egress ports of a request, or AccessError; changes nothing."""
+    def _route(self, op: Op) -> tuple[tuple[Port, ...], bool]:
+        """The egress ports of a request and whether its window is multicast, or
+        AccessError; changes nothing."""
         assert not isinstance(op, Contribute)
         if (op.src_port, op.tag, op.offset) in self._pending:
             raise AccessError(f"tag {op.tag} (offset {op.offset}) from port {op.src_port!r} is "
@@ -448,7 +451,7 @@ class MemorySwitch:
                 f"transaction carries at most {self.max_txn} B ({self.max_txn // 64} flits): "
                 f"split it with fabric.memsw.split()")
         if not w.multicast:
-            return (w.port,)
+            return (w.port,), False
         if not isinstance(op, Write):
             raise AccessError(f"{type(op).__name__} at {op.addr:#x} targets multicast {w}; only "
                               f"writes can be multicast")
@@ -464,7 +467,7 @@ class MemorySwitch:
         if not targets:
             raise AccessError(f"{w}: group {w.port!r} has no members besides the sender; join() "
                               f"ports first")
-        return targets
+        return targets, True
 
     def _check_contribution(self, op: Contribute) -> ReduceGroup:
         group = self._reduce.get(op.group_id)
@@ -521,7 +524,7 @@ class MemorySwitch:
     def _transmit(self, txn: _Txn, earliest: int) -> None:
         p = self._ports[txn.port]
         start = max(earliest, p.free_at)
-        size = wire_bytes(txn.op)
+        size = txn.size
         p.free_at = start + serialisation_ns(size, p.cfg.rate_bps)
         p.ops_out += 1
         p.bytes_out += txn.op.payload
