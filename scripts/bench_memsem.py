@@ -18,7 +18,12 @@ Root only. Two parts, each against a baseline measured in the same run:
    keeping the same number of 298-byte datagrams (a WRITE's size) outstanding: the same four
    datagram hops per transaction, through the same namespaces and link engine. CPU seconds
    of the switch (or relay), both endpoints and the link engine over the interval, from
-   /proc. Rounds alternate memory/bare; min/median/max over `--repeats`.
+   /proc. A third path measures what the endpoints alone reach: the same `MemoryNode`
+   endpoints and 64 KiB writes as the memory path, with the bare relay in the switch's
+   place (it forwards each datagram to the other endpoint's memory port and models
+   nothing: no credits, ordering, latency or port rate). It is the ceiling of the memory
+   path with a switch that costs no more than a relay; memory / this is the switch's share.
+   Rounds rotate memory/bare/endpoints; min/median/max over `--repeats`.
    With `--profile S`, py-spy samples the switch and the requesting endpoint for S seconds
    in one extra memory round; the top entries (own time and inclusive) go in the JSON.
 2. **All-reduce.** `fabric run` on memsem-single.yaml with only its `allreduce` run (group
@@ -70,14 +75,20 @@ def _stop_on_term() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
-def role_relay(ns: str, a: str, b: str) -> None:
-    """The bare relay: a datagram from `a` goes to `b`'s echo port, one from `b` to `a`."""
+def role_relay(ns: str, a: str, b: str, to: str = "echo") -> None:
+    """The bare relay: a datagram from `a` goes to `b`'s echo port, one from `b` to `a`. With
+    `to="memory"` both go to the other's memory port (`MEM_PORT`): endpoints' traffic."""
+    from fabric.memsw.wire import MEM_PORT
+
     with in_netns(ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
     s.bind(("0.0.0.0", RELAY_PORT))
-    route = {a: (b, ECHO_PORT), b: (a, RELAY_PORT)}
+    if to == "memory":
+        route = {a: (b, MEM_PORT), b: (a, MEM_PORT)}
+    else:
+        route = {a: (b, ECHO_PORT), b: (a, RELAY_PORT)}
     _stop_on_term()
     print(f"READY {os.getpid()}", flush=True)
     recvfrom, sendto = s.recvfrom, s.sendto
@@ -136,9 +147,11 @@ def _endpoint_plan(node: str, cfg: dict[str, Any], window: int) -> dict[str, Any
             "timeout_ns": 10_000_000_000, "address": "", "peers": {}}
 
 
-def role_memory(ns: str, plan_json: str, seconds: float, target: int) -> None:
+def role_memory(ns: str, plan_json: str, seconds: float, target: int,
+                gateway_port: int = 0) -> None:
     """A real memory endpoint (`MemoryNode`): serves its windows and, with `target`, streams
-    64 KiB writes there (split into 256 B transactions) for `seconds`."""
+    64 KiB writes there (split into 256 B transactions) for `seconds`. With `gateway_port`,
+    it sends to that port at its gateway (the bare relay's) instead of the switch's."""
     import trio
 
     from fabric.memsw.endpoint import MemoryNode
@@ -156,6 +169,8 @@ def role_memory(ns: str, plan_json: str, seconds: float, target: int) -> None:
 
     async def main() -> None:
         node = MemoryNode(plan, sock)
+        if gateway_port:
+            node.gateway = (node.gateway[0], gateway_port)
         node.t0 = time.monotonic_ns()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.receive_loop)
@@ -231,6 +246,16 @@ def rate_round(state: Any, cfgs: dict[str, Any], kind: str, window: int, seconds
                     "switch": state.switch_pids["msw"]}
             client = _role("memory", ns["gpu-0"], json.dumps(cfgs["plan"]["gpu-0"]),
                            str(seconds), str(cfgs["target"]))
+        elif kind == "endpoints":
+            relay = _role("relay", ns["msw"], switch_addr["gpu-0"], switch_addr["gpu-1"],
+                          "memory")
+            server = _role("memory", ns["gpu-1"], json.dumps(cfgs["plan"]["gpu-1"]), "0", "-1",
+                           str(RELAY_PORT))
+            procs += [relay, server]
+            pids = {"switch": int(wait_ready(relay, "relay", 20)[0]),
+                    "server": int(wait_ready(server, "memory server", 20)[0])}
+            client = _role("memory", ns["gpu-0"], json.dumps(cfgs["plan"]["gpu-0"]),
+                           str(seconds), str(cfgs["target"]), str(RELAY_PORT))
         else:
             relay = _role("relay", ns["msw"], switch_addr["gpu-0"], switch_addr["gpu-1"])
             echo = _role("echo", ns["gpu-1"])
@@ -337,12 +362,13 @@ def part_rate(repeats: int, seconds: float, window: int, profile: float) -> dict
             "plan": {n: _endpoint_plan(n, eps[n], window) for n in eps},
             "target": eps["gpu-1"]["windows"][0]["base"]}
     state = bring_up(plan, daemons=daemons(plan))
-    rounds: dict[str, list[dict[str, Any]]] = {"memory": [], "bare": []}
+    kinds = ("memory", "bare", "endpoints")
+    rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     out: dict[str, Any] = {"window": window, "seconds": seconds}
     try:
         time.sleep(1.0)
         for i in range(repeats):
-            for kind in (("memory", "bare") if i % 2 == 0 else ("bare", "memory")):
+            for kind in kinds[i % 3:] + kinds[:i % 3]:
                 r = rate_round(state, cfgs, kind, window, seconds)
                 rounds[kind].append(r)
                 print(f"  rate {kind:6s} round {i + 1}: {r['rate']:8.0f} txn/s  cpu "
@@ -364,7 +390,10 @@ def part_rate(repeats: int, seconds: float, window: int, profile: float) -> dict
         for d in ("in", "out")}
     out["ratio"] = spread([m["rate"] / b["rate"] for m, b in zip(rounds["memory"],
                                                                  rounds["bare"], strict=True)])
-    out["ok"] = all(r["failed"] == 0 and r["lost"] == 0 for r in rounds["memory"])
+    out["of_endpoints"] = spread([m["rate"] / e["rate"] for m, e in
+                                  zip(rounds["memory"], rounds["endpoints"], strict=True)])
+    out["ok"] = all(r["failed"] == 0 and r["lost"] == 0
+                    for r in rounds["memory"] + rounds["endpoints"])
     return out
 
 
@@ -417,12 +446,19 @@ def print_table(res: dict[str, Any]) -> None:
               f"min / median / max of {len(r['rounds']['memory'])})")
         print(f"{'path':34s} {'txn/s':>26s} {'switch CPU us/txn':>22s}")
         for kind, label in (("memory", "memory switch + endpoints"),
-                            ("bare", "bare UDP relay + echo (baseline)")):
+                            ("bare", "bare UDP relay + echo (baseline)"),
+                            ("endpoints", "bare UDP relay + endpoints (ceiling)")):
+            if kind not in r:
+                continue
             s, c = r[kind]["rate"], r[kind]["switch_cpu_per_txn_us"]
             print(f"{label:34s} {s['min']:8.0f} {s['median']:8.0f} {s['max']:8.0f} "
                   f"{c['min']:7.1f} {c['median']:7.1f} {c['max']:7.1f}")
         q = r["ratio"]
         print(f"{'memory / bare':34s} {q['min']:8.2f} {q['median']:8.2f} {q['max']:8.2f}")
+        if "of_endpoints" in r:
+            q = r["of_endpoints"]
+            print(f"{'memory / relay + endpoints':34s} {q['min']:8.2f} {q['median']:8.2f} "
+                  f"{q['max']:8.2f}")
         m = r["memory"]["switch_messages_per_datagram"]
         print(f"switch messages per datagram: in {m['in']['median']:.2f}, out "
               f"{m['out']['median']:.2f} (median)")
@@ -450,7 +486,7 @@ def main() -> int:
         if sys.argv[2] == "blast":
             args = [args[0], args[1], int(args[2]), float(args[3])]
         elif sys.argv[2] == "memory":
-            args = [args[0], args[1], float(args[2]), int(args[3])]
+            args = [args[0], args[1], float(args[2]), int(args[3]), *map(int, args[4:])]
         fn(*args)
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
