@@ -39,7 +39,8 @@ def _hold(eng: Engine, d: _Direction, arrived: int, payload: bytes) -> None:
 def test_an_overdue_release_is_counted_as_late_as_it_was_written() -> None:
     eng, d, host_end, keep = _engine_with_one_direction()
     try:
-        assert eng.release_lateness() == {"releases": 0, "window": 0, "max_us": 0.0}
+        assert eng.release_lateness() == {"releases": 0, "window": 0, "max_us": 0.0,
+                                          "hist_log2_us": []}
         now = time.monotonic_ns()
         _hold(eng, d, now - 4 * MS, b"a")  # due 3 ms ago (1 ms of delay)
         eng._flush()
@@ -49,6 +50,8 @@ def test_an_overdue_release_is_counted_as_late_as_it_was_written() -> None:
         assert (late["releases"], late["window"]) == (1, 1)
         assert 3000 <= late["window_p50_us"] == late["window_max_us"] == late["max_us"]
         assert late["max_us"] <= (after - (now - 3 * MS)) / 1e3
+        # counted since the start by power-of-two microseconds: 3 ms is in [2048, 4096) us
+        assert late["hist_log2_us"] == [0] * 12 + [1]
         _hold(eng, d, time.monotonic_ns(), b"b")  # due in 1 ms: not released, timer armed
         eng._flush()
         assert eng.release_lateness()["releases"] == 1
@@ -76,6 +79,10 @@ def test_the_window_keeps_the_last_releases_and_the_max_all_of_them(monkeypatch)
         assert 9000 <= late["max_us"] < 10_000  # the first release, gone from the window
         assert 5000 <= late["window_max_us"] < late["max_us"]
         assert 3000 <= late["window_p50_us"] < 5000  # of 2, 3, 4, 5 ms
+        # the histogram keeps them all: 1 to 5 ms late in buckets 10 to 13 ([512, 1024) us
+        # to [4096, 8192) us), 9 ms in bucket 14, the last one used
+        hist = late["hist_log2_us"]
+        assert (len(hist), sum(hist[10:14]), hist[14]) == (15, 5, 1)
     finally:
         eng._timer.close()
         host_end.close()

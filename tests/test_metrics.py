@@ -31,6 +31,8 @@ from fabric.metrics import (
     summarise,
     write_run,
 )
+from fabric.metrics.stats import lateness_between
+from fabric.run.traffic import link_delta
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MS = 1_000_000
@@ -250,6 +252,44 @@ def test_render_links():
                                 "2.93", "KiB"]
     assert lines[2].split()[:3] == ["h0--leaf0", "<-", "5"]
     assert "-" in lines[2].split()
+
+
+def _engine(hist: list[int], pid: int = 7) -> dict:
+    """A link engine's statistics document with `hist` as its lateness histogram."""
+    return {"pid": pid, "links": {}, "release_lateness": {"releases": sum(hist),
+                                                           "hist_log2_us": hist}}
+
+
+def test_lateness_between_two_engine_snapshots():
+    # before: 5 releases under 1 us; after: 100 more, 90 in [1, 2) us, 9 in [8, 16), 1 in
+    # [512, 1024)
+    before = _engine([5])
+    after = _engine([5, 90, 0, 0, 9, 0, 0, 0, 0, 0, 1])
+    late = link_delta(before, after)["release_lateness"]
+    assert late == {"releases": 100, "p50_under_us": 2.0, "p99_under_us": 16.0,
+                    "max_under_us": 1024.0}
+    assert lateness_between(None, after["release_lateness"])["releases"] == 105
+    assert lateness_between(None, after["release_lateness"])["p50_under_us"] == 2.0
+    assert lateness_between(before["release_lateness"], before["release_lateness"]) is None
+    assert lateness_between(None, {"releases": 3}) is None  # an engine without the histogram
+    # another engine (restarted between): its own counts, not a difference with the old one
+    assert link_delta(_engine([50, 50]), _engine([1, 2], pid=8))["release_lateness"][
+        "releases"] == 3
+    assert "release_lateness" not in link_delta({}, {"links": {}})
+
+
+def test_the_run_report_says_how_late_the_engine_was():
+    after = _engine([0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 1])  # 3 in [128, 256) us, 1 by 2 ms
+    late = link_delta({}, after)["release_lateness"]
+    s = summarise([], [], meta={}, links={**LINKS, "release_lateness": late})
+    assert s["link_engine"] == {"releases": 4, "p50_under_us": 256.0, "p99_under_us": 2048.0,
+                                "max_under_us": 2048.0}
+    assert json.loads(json.dumps(s))["link_engine"] == s["link_engine"]
+    last = render_links(s).splitlines()[-1]
+    assert last.startswith("link engine: 4 releases during the run, written late by p50 <256 "
+                           "us, p99 <2.048 ms, max <2.048 ms (host time")
+    assert "link engine" not in render_links(summarise([], [], meta={}, links=LINKS))
+    assert render_links(s | {"links": []}) == "no link statistics\n" + last
 
 
 def test_compare_two_runs():

@@ -14,7 +14,8 @@ from ..errors import FabricError
 from ..units import format_rate, format_size, format_time
 from .records import IntegrityCounts
 
-__all__ = ["format_table", "render_integrity", "render_links", "render_table", "compare"]
+__all__ = ["compare", "engine_line", "format_table", "render_integrity", "render_links",
+           "render_table"]
 
 
 class RunLabel(Protocol):
@@ -161,10 +162,28 @@ def render_links(summary: Mapping[str, Any]) -> str:
                 rows.append([f"  class {k.get('name')}", "", str(k.get("packets_out", "-")),
                              format_size(k.get("bytes_out")), "", str(k.get("drops_queue", "-")),
                              str(k.get("ecn_marks", "-")), format_size(k.get("queue_bytes_max"))])
+    late = engine_line(summary)
     if not rows:
-        return "no link statistics"
-    return format_table(rows, ["link", "", "packets", "bytes", "lost", "q-drops", "ecn",
-                               "queue max"])
+        return "no link statistics" + (f"\n{late}" if late else "")
+    table = format_table(rows, ["link", "", "packets", "bytes", "lost", "q-drops", "ecn",
+                                "queue max"])
+    return f"{table}\n{late}" if late else table
+
+
+def engine_line(summary: Mapping[str, Any]) -> str:
+    """How late the userspace link engine wrote what it held during the run: a delay or a
+    rate on the links is what the file says plus this, in host time (empty without it)."""
+    late = summary.get("link_engine")
+    if not isinstance(late, Mapping) or not late.get("releases"):
+        return ""
+    return (f"link engine: {late['releases']:,} releases during the run, written late by "
+            f"p50 <{_us(late['p50_under_us'])}, p99 <{_us(late['p99_under_us'])}, max "
+            f"<{_us(late['max_under_us'])} (host time: a packet held for a delay or a rate "
+            f"waits that much longer)")
+
+
+def _us(us: float) -> str:
+    return f"{us / 1e3:g} ms" if us >= 1000 else f"{us:g} us"
 
 
 def _ratio(value: float | None, base: float | None) -> str:

@@ -13,7 +13,8 @@ the high percentiles lie between the two largest values rather than on the maxim
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ __all__ = [
     "PERCENTILES",
     "goodput_bps",
     "goodput_series",
+    "lateness_between",
     "p99_minus_p50",
     "percentiles",
     "rfc3550_jitter",
@@ -136,3 +138,37 @@ def slowdown(fct_ns: float, base_rtt_ns: float, nbytes: int, rate_bps: float) ->
     if ideal <= 0:
         raise ValueError("ideal completion time is zero: give a base RTT or some bytes")
     return float(fct_ns) / ideal
+
+
+def lateness_between(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                     ) -> dict[str, Any] | None:
+    """The link engine's release lateness between two of its snapshots (`release_lateness`
+    of its statistics file, `before` None for all since it started): how many releases it
+    wrote and, as upper bounds, how late the median, the 99th percentile and the latest of
+    them were, in microseconds (the engine counts by powers of two: entry 0 of
+    `hist_log2_us` is under 1 us, entry k from 2^(k-1) to 2^k us). None when `after` has no
+    histogram (an engine from before it kept one) or nothing was released between."""
+    hist = (after or {}).get("hist_log2_us")
+    if not isinstance(hist, list):
+        return None
+    old = (before or {}).get("hist_log2_us") or []
+    delta = [int(n) - int(old[i]) if i < len(old) else int(n) for i, n in enumerate(hist)]
+    if any(n < 0 for n in delta):  # not the same engine (restarted between): all of `after`
+        delta = [int(n) for n in hist]
+    total = sum(delta)
+    if total == 0:
+        return None
+
+    def bound(rank: int) -> float:
+        """The top of the bucket that holds the `rank`-th release (0-based, in lateness)."""
+        seen = 0
+        for i, n in enumerate(delta):
+            seen += n
+            if seen > rank:
+                return float(1 << i)
+        raise AssertionError("rank beyond the releases counted")
+
+    # nearest rank: the p-th percentile is the ceil(p/100 * n)-th release
+    return {"releases": total, "p50_under_us": bound(-(-total // 2) - 1),
+            "p99_under_us": bound(-(-total * 99 // 100) - 1),
+            "max_under_us": bound(total - 1)}

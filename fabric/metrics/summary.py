@@ -20,7 +20,10 @@ Which records count where:
 Layout (schema "fabric.summary/1"):
   {"schema", "time_scale", "time_note", "meta", "total": GROUP,
    "classes": {cls: GROUP}, "kinds": {kind: GROUP},
-   "links": [{"id", "forward": COUNTERS, "reverse": COUNTERS}], "integrity": {..., "ok"}}
+   "links": [{"id", "forward": COUNTERS, "reverse": COUNTERS}], "integrity": {..., "ok"},
+   "link_engine": {"releases", "p50_under_us", "p99_under_us", "max_under_us"}}
+  (`link_engine`: how late the userspace link engine wrote what it held during the run, host
+  time, upper bounds; only where an engine ran and released something)
   GROUP = {"counts": {...}, "chunk_latency": TIMES, "transfer_latency": TIMES, "ttfb": TIMES,
            "jitter": {"rfc3550"|"rfc3550_max"|"stddev"|"p99_minus_p50": {"wall_ns","fabric_ns"}},
            "goodput": {"bytes", "span": {"wall_ns","fabric_ns"}, "wall_bps", "fabric_bps"}}
@@ -221,4 +224,6 @@ def summarise(chunks: Iterable[ChunkRecord], transfers: Iterable[TransferRecord]
         "links": link_rows,
         "integrity": integrity_counts(cs, trs).to_dict(),
     }
+    if isinstance(links, Mapping) and isinstance(links.get("release_lateness"), Mapping):
+        summary["link_engine"] = dict(links["release_lateness"])
     return jsonable(summary)

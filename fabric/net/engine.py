@@ -306,6 +306,9 @@ class Engine:
         self._late = [0] * LATE_WINDOW
         self._late_n = 0
         self._late_max = 0
+        # every release since the start, by power-of-two microseconds late (`bucket_of_late`):
+        # a run takes the difference of two snapshots for its own releases alone
+        self._late_hist = [0] * 64
         self._started_ns = time.monotonic_ns()
         self._control: socket.socket | None = None
         self._by_link: dict[str, dict[str, _Direction]] = {}
@@ -644,6 +647,7 @@ class Engine:
             late = now - deadline
             self._late[self._late_n & LATE_MASK] = late
             self._late_n += 1
+            self._late_hist[(late // 1000).bit_length()] += 1
             if late > self._late_max:
                 self._late_max = late
             dst = d.dst_fd
@@ -847,10 +851,14 @@ class Engine:
         so far and `max_us` of them all; p50/p99/max over the last `window` (at most
         LATE_WINDOW). One entry per release (a direction's due packets at one time), not per
         packet. A release the timer coalesced with one just before (`COALESCE_NS`) counts
-        the wait; with `--engine-spin` a release is on time unless the spin was cut short."""
+        the wait; with `--engine-spin` a release is on time unless the spin was cut short.
+        `hist_log2_us` counts every release by how late it was: entry 0 under 1 us, entry k
+        from 2^(k-1) to 2^k us (`fabric.metrics.stats.lateness_between` reads two of them)."""
         n = min(self._late_n, LATE_WINDOW)
+        hist = self._late_hist
+        used = max((i + 1 for i, c in enumerate(hist) if c), default=0)
         out: dict[str, Any] = {"releases": self._late_n, "window": n,
-                               "max_us": self._late_max / 1e3}
+                               "max_us": self._late_max / 1e3, "hist_log2_us": hist[:used]}
         if n:
             w = sorted(self._late[:n])
             out.update(window_p50_us=w[n // 2] / 1e3,

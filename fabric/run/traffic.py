@@ -26,6 +26,7 @@ from fabric.errors import FabricError
 from fabric.kv.content import pool_for
 from fabric.kv.layout import chunks_of
 from fabric.metrics.records import ChunkRecord, TransferRecord
+from fabric.metrics.stats import lateness_between
 from fabric.net.lifecycle import FabricState
 from fabric.node.agent import AgentBook, end_clocks, start_node
 from fabric.node.runtime import serve_node
@@ -460,6 +461,12 @@ def link_delta(before: dict, after: dict) -> dict:
                 if isinstance(val, int) and key.startswith(("packets", "bytes", "drops", "ecn")):
                     row[key] = val - int(prev.get(key, 0))
             out["links"][lid][d] = row
+    # how late the userspace engine wrote its releases during the run (its own counts)
+    same = bool(before) and before.get("pid") == (after or {}).get("pid")
+    late = lateness_between(before.get("release_lateness") if same else None,
+                            (after or {}).get("release_lateness"))
+    if late is not None:
+        out["release_lateness"] = late
     return out
 
 
