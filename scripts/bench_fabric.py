@@ -65,6 +65,7 @@ import select
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ from fabric.net.lifecycle import (  # noqa: E402
     remove_orphans,
     start_switches,
     stop_switches,
+    switch_config,
 )
 from fabric.net.tun import in_netns  # noqa: E402
 from fabric.plan import FabricPlan, parse_netns_name, plan_fabric  # noqa: E402
@@ -413,10 +415,47 @@ def flood(state: FabricState, relay_pid: int, size: int, seconds: float, nice: i
     }
 
 
+def core_cost(plan: FabricPlan, size: int, n: int = 20_000, repeats: int = 5,
+              ) -> dict[str, float]:
+    """The switch core's own Python per packet, sans-IO: `SwitchCore.receive` then `dequeue`
+    of a UDP packet of `size` payload bytes from a to b, with the forwarding fabric's switch
+    config (no socket, no timer, no event loop), the least of `repeats` runs of `n` packets;
+    beside it the same loop with only the packet's copy into a bytearray (what the node does
+    before `receive`). What the switch process adds to a bare relay's packet is this and the
+    node's few calls around it."""
+    import ipaddress
+
+    from fabric.switch.core import SwitchCore
+    from fabric.switch.node import build_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = switch_config(plan, "sw", Path(tmp))
+    a, b = (ipaddress.ip_address(p["peer_address"]).packed for p in cfg["ports"][:2])
+    total = size + 28
+    raw = (struct.pack("!BBHHHBBH4s4sHHHH", 0x45, 0, total, 0, 0, 64, socket.IPPROTO_UDP, 0, a,
+                       b, 5000, 6000, size + 8, 0) + bytes(size))
+    core_us, copy_us = [], []
+    for _ in range(repeats):
+        core = SwitchCore(build_spec(cfg))
+        now = time.monotonic_ns()
+        t = time.perf_counter()
+        for i in range(n):
+            if core.receive(now + 2 * i, 0, bytearray(raw)) != "queued" or \
+                    core.dequeue(now + 2 * i + 1, 1) is None:
+                raise RuntimeError("bench_fabric: the core did not forward a -> b")
+        core_us.append((time.perf_counter() - t) / n * 1e6)
+        t = time.perf_counter()
+        for _ in range(n):
+            bytearray(raw)
+        copy_us.append((time.perf_counter() - t) / n * 1e6)
+    return {"core_us_per_packet": min(core_us), "copy_us_per_packet": min(copy_us)}
+
+
 def part_forwarding(fabrics: Fabrics, sizes: list[int], seconds: float, rounds: int,
                     nice: int, quiet: float) -> list[dict[str, Any]]:
     state, plan = fabrics.up(three_node(f"{PREFIX}-fwd", roce=True))
     ns_sw = state.netns_of("sw")
+    costs = {size: core_cost(plan, size) for size in sizes}
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
         for rnd in range(rounds):
@@ -459,6 +498,8 @@ def part_forwarding(fabrics: Fabrics, sizes: list[int], seconds: float, rounds: 
             r["x_bare_per_core"] = pc / bpc if pc and bpc else None
             r["rounds"] = runs[(relay, size)]
             r["spread"] = {k: spread(x[k] for x in r["rounds"]) for k in FWD_SPREAD}
+            if relay == "switch":
+                r.update(costs[size])
             rows.append(r)
     return rows
 
@@ -758,6 +799,16 @@ def print_forwarding(rows: list[dict[str, Any]]) -> None:
           "packet twice and shares the host's cores; others: processes not of this benchmark; "
           "rounds: median (min-max) over the rounds, each round's ratio against the bare "
           "relay of the same round)")
+    for r in rows:
+        if r["relay"] == "switch" and "core_us_per_packet" in r:
+            bare = next((x for x in rows if x["relay"] == "bare"
+                         and x["payload_bytes"] == r["payload_bytes"]), None)
+            whole = (f"; a bare relay's whole packet {1e6 / bare['pps_per_relay_core']:.2f} us "
+                     f"(1 / its tx per core)" if bare and bare["pps_per_relay_core"] else "")
+            print(f"switch core alone, {r['payload_bytes']} B: receive + dequeue "
+                  f"{r['core_us_per_packet']:.2f} us a packet sans-IO (the copy alone "
+                  f"{r['copy_us_per_packet']:.2f}){whole}; the switch's whole packet "
+                  f"{1e6 / r['pps_per_relay_core']:.2f} us" if r["pps_per_relay_core"] else "")
 
 
 def print_latency(lat: dict[str, Any]) -> None:
