@@ -375,6 +375,11 @@ ERRORS = [
     # trace
     (TRACE, "trace:", "workload.trace.file", "no trace file 'missing.jsonl' (looked for "),
     (edit(TRACE, "missing.jsonl", "/"), "trace:", "workload.trace.file", "'/' is not a file"),
+    # a name the kernel refuses to look up (the fuzzer found it: an internal error before)
+    (edit(TRACE, "missing.jsonl", "9" * 5000), "trace:", "workload.trace.file",
+     f"cannot look for trace file '{'9' * 60}... (5000 chars)': File name too long"),
+    (edit(TRACE, "missing.jsonl", "~no-such-user-here/t.jsonl"), "trace:", "workload.trace.file",
+     "cannot look for trace file '~no-such-user-here/t.jsonl': "),
     (edit(TRACE, "missing.jsonl}", "x, speed: 2}"), "trace:", "workload.trace.speed",
      "did you mean 'speedup'"),
     (edit(TRACE, "{file: missing.jsonl}", "{start: 0s}"), "trace:", "workload.trace",

@@ -524,13 +524,20 @@ def _trace(w: Walker, node: yaml.Node) -> TraceSpec:
         g = w.mapping(node, path, _TRACE_KEYS, required=("file",))
     fnode = g["file"][1]
     written = w.text(fnode, f"{path}.file", "a file name")
-    file = Path(written).expanduser()
-    if not file.is_absolute():
-        file = Path(w.source).parent / file
-    file = file.resolve()
-    if not file.exists():
+    try:
+        file = Path(written).expanduser()
+        if not file.is_absolute():
+            file = Path(w.source).parent / file
+        file = file.resolve()
+        found, regular = file.exists(), file.is_file()
+    except (OSError, RuntimeError) as e:  # a name too long, a ~user that does not exist
+        shown = written if len(written) <= 60 else f"{written[:60]}... ({len(written)} chars)"
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise w.error(fnode, f"{path}.file", f"cannot look for trace file '{shown}': "
+                      f"{why}") from None
+    if not found:
         raise w.error(fnode, f"{path}.file", f"no trace file '{written}' (looked for {file})")
-    if not file.is_file():
+    if not regular:
         raise w.error(fnode, f"{path}.file", f"'{written}' is not a file ({file})")
     start = _time_s(w, g["start"][1], f"{path}.start") if "start" in g else 0.0
     duration = None
