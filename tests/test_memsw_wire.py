@@ -522,6 +522,8 @@ def test_decode_all_names_the_bad_message() -> None:
         decode_all(good + bytes(bad) + good)
     with pytest.raises(WireError, match=r"^bad magic"):
         decode_all(bytes(bad))
+    with pytest.raises(WireError, match=r"^message 1 of a datagram: bad magic"):
+        decode_all(bytes(bad) + good)  # the first of two
 
 
 def test_datagram_limit_keeps_datagrams_unfragmented() -> None:

@@ -476,8 +476,10 @@ def decode_all(datagram: bytes | bytearray | memoryview, *, src_port: object = N
             if at == size:
                 return out
     except WireError as e:
-        raise WireError(f"message {len(out) + 1} of a datagram: {e}" if out else
-                        str(e)) from None
+        alone = not out and (size < HEADER_SIZE or HEADER_SIZE + mv[41] + (
+            int.from_bytes(mv[12:16], "big") if mv[3] in _WITH_PAYLOAD else 0) >= size)
+        raise WireError(str(e) if alone else f"message {len(out) + 1} of a datagram: {e}",
+                        ) from None
 
 
 def _decode_at(mv: memoryview, at: int, size: int, src_port: object, *, whole: bool = False,
