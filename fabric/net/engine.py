@@ -306,8 +306,8 @@ class Engine:
         self._late = [0] * LATE_WINDOW
         self._late_n = 0
         self._late_max = 0
-        # every release since the start, by power-of-two microseconds late (`bucket_of_late`):
-        # a run takes the difference of two snapshots for its own releases alone
+        # every release since the start, by power-of-two microseconds late (`hist_log2_us`
+        # of `release_lateness`): a run takes the difference of two snapshots for its own
         self._late_hist = [0] * 64
         self._started_ns = time.monotonic_ns()
         self._control: socket.socket | None = None
