@@ -110,3 +110,31 @@ def test_scheduled_and_dynamic_runs_deliver_every_batch(fabric_name, state_dir):
     # 2026-12-06: sd 388-478 ns scheduled against 1217-1261 ns dynamic)
     assert sched.jitter_std_ns < dyn.jitter_std_ns
     assert [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{fabric_name}.")] == []
+
+
+@pytest.mark.netns
+def test_fabric_run_of_another_kind_says_how_late_the_link_engine_was(fabric_name, state_dir,
+                                                                      tmp_path):
+    """A kind whose report does not carry the link engine's lateness (an LPU run here) gets
+    `fabric run`'s line after it, kept beside its results for `fabric report`; printed once."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fabric.cli import cli
+
+    path = tmp_path / "ring.yaml"
+    path.write_text(RING.format(name=fabric_name))
+    out = tmp_path / "out"
+    run = CliRunner().invoke(cli, ["run", str(path), "--links", "userspace", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    lines = [x for x in run.stdout.splitlines() if x.startswith("link engine: ")]
+    assert len(lines) == 1, run.stdout
+    kept = json.loads((out / "link_engine.json").read_text())
+    assert kept["releases"] > 0
+    assert kept["p50_under_us"] <= kept["p99_under_us"] <= kept["max_under_us"]
+    assert lines[0].startswith(f"link engine: {kept['releases']:,} releases during the run")
+    report = CliRunner().invoke(cli, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert report.stdout.splitlines()[-1] == lines[0]
+    assert [ns for ns in Kernel.list_netns() if ns.startswith(f"fab.{fabric_name}.")] == []

@@ -58,6 +58,9 @@ class Kind:
     background_traffic: bool = False  # else: runs it as background load beside (else refused)
     through_agents: bool = False  # its nodes can run through node agents (`run --agents`)
     expects: bool = False  # its run judges the file's `expect:` lines (metrics.expect figures)
+    # its own report says how late the link engine was during the run (a traffic summary's
+    # `link_engine`); for the others `fabric run` prints it and keeps it in link_engine.json
+    reports_engine_lateness: bool = False
     runs_events: bool = False  # its run applies the file's `events:` timeline (run.events)
 
     def validate(self, topo: Any) -> Any:  # noqa: ANN401

@@ -37,6 +37,7 @@ class TrafficKind(Kind):
     expects = True
     runs_traffic = True
     compares = True
+    reports_engine_lateness = True
 
     def applies(self, topo: Any, options: Mapping[str, Any]) -> bool:  # noqa: ANN401
         return topo.traffic is not None

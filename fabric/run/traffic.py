@@ -428,16 +428,7 @@ def read_link_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
         kernel = k.qdisc_stats(state)
     if not link_backend(state.backend).engine:
         return kernel
-    path = state.dir / "links.json"
-    deadline = time.monotonic() + 1.5
-    while True:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            data = {}
-        if data.get("monotonic_ns", 0) >= fresh_after_ns or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    data = engine_stats(state, fresh_after_ns)
     # where the kernel's tbf shapes a userspace link, its drops happen before the engine
     # sees the packets: count them as queue drops of that link direction
     for lid, dirs in kernel.get("links", {}).items():
@@ -446,6 +437,36 @@ def read_link_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
             eng["drops_queue"] = eng.get("drops_queue", 0) + k_stats.get("drops_queue", 0)
             eng["tbf_drops"] = k_stats.get("drops_queue", 0)
     return data
+
+
+def engine_stats(state: FabricState, fresh_after_ns: int = 0) -> dict:
+    """The userspace link engine's statistics file (`links.json`), {} without one;
+    `fresh_after_ns`: wait (up to ~1.5 s) for a snapshot the engine took after that time."""
+    path = state.dir / "links.json"
+    deadline = time.monotonic() + 1.5
+    while True:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            data = {}
+        if data.get("monotonic_ns", 0) >= fresh_after_ns or time.monotonic() > deadline:
+            return data
+        time.sleep(0.05)
+
+
+def engine_lateness_since(state: FabricState, before: dict) -> dict | None:
+    """How late the link engine wrote its releases since `before` (an `engine_stats` taken
+    earlier; {} for all since it started), from a snapshot taken after now: the
+    `lateness_between` figures, None without an engine or a release."""
+    return _lateness(before, engine_stats(state, time.monotonic_ns()))
+
+
+def _lateness(before: dict | None, after: dict | None) -> dict | None:
+    """The engine's releases between two of its statistics documents; all of `after`'s
+    when `before` is another engine's (restarted between) or missing."""
+    same = bool(before) and (before or {}).get("pid") == (after or {}).get("pid")
+    return lateness_between((before or {}).get("release_lateness") if same else None,
+                            (after or {}).get("release_lateness"))
 
 
 def link_delta(before: dict, after: dict) -> dict:
@@ -461,10 +482,7 @@ def link_delta(before: dict, after: dict) -> dict:
                 if isinstance(val, int) and key.startswith(("packets", "bytes", "drops", "ecn")):
                     row[key] = val - int(prev.get(key, 0))
             out["links"][lid][d] = row
-    # how late the userspace engine wrote its releases during the run (its own counts)
-    same = bool(before) and before.get("pid") == (after or {}).get("pid")
-    late = lateness_between(before.get("release_lateness") if same else None,
-                            (after or {}).get("release_lateness"))
+    late = _lateness(before, after)  # how late the userspace engine wrote its releases
     if late is not None:
         out["release_lateness"] = late
     return out
@@ -487,4 +505,5 @@ def progress_printer() -> Callable[[str, bool], None]:
 
 
 __all__ = ["RunResult", "link_delta", "machines", "onto_runner_clock", "progress_printer",
-           "read_link_stats", "run_traffic", "udp_plan"]
+           "read_link_stats", "run_traffic", "udp_plan", "engine_stats",
+           "engine_lateness_since"]
