@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,6 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import click
 
@@ -516,7 +514,7 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
     per endpoint, moves real KV chunks, writes summary.json, transfers.csv and plots, and
     tears the fabric down unless --keep or it was already running.
     """
-    from .kinds import RunContext, holds_run, select
+    from .kinds import RunContext, holds_run, lateness, select
     from .kinds.handle import attach_fabric
 
     topo = _load(file)
@@ -557,11 +555,11 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
             click.echo(f"starting the traffic section as background load "
                        f"({out_dir / 'traffic'})", err=True)
             background = bg.start(fabric, topo.source, out_dir / "traffic", timeout)
-        engine_before = _engine_stats(fabric, kind)
+        engine = lateness.watch(fabric, kind)
         kind.run(RunContext(fabric, out_dir, timeout, options, prepared, out=click.echo,
                             say=lambda msg: click.echo(msg, err=True)))
-        if engine_before is not None:
-            _engine_lateness(fabric, engine_before, out_dir)
+        if engine is not None:
+            engine.finish(out_dir, click.echo)
         if background is not None:
             background.finish(click.echo, lambda msg: click.echo(msg, err=True))
     finally:
@@ -576,35 +574,6 @@ def run(file: str | None, links: str, keep: bool, out: str | None, timeout: floa
             keep_fabric(fabric.state)
         else:
             fabric.close()  # ends this run's lease of the kept fabric
-
-
-ENGINE_FILE = "link_engine.json"
-
-
-def _engine_stats(fabric: Any, kind: Any) -> dict | None:  # noqa: ANN401
-    """The link engine's statistics before a run whose kind does not report the engine's
-    lateness itself; None where no userspace engine runs here (or the kind reports it)."""
-    from .plan import link_backend
-    from .run.traffic import engine_stats
-
-    if kind.reports_engine_lateness or fabric.remote or \
-            not link_backend(fabric.state.backend).engine:
-        return None
-    return engine_stats(fabric.state)
-
-
-def _engine_lateness(fabric: Any, before: dict, out_dir: Path) -> None:  # noqa: ANN401
-    """Print how late the link engine wrote its releases during the run and keep it beside
-    the run's results (`fabric report` prints it again)."""
-    from .metrics.report import engine_line
-    from .run.traffic import engine_lateness_since
-
-    late = engine_lateness_since(fabric.state, before)
-    if late is None:
-        return
-    click.echo(engine_line({"link_engine": late}))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / ENGINE_FILE).write_text(json.dumps(late) + "\n")
 
 
 def _add_kinds() -> None:
@@ -630,12 +599,9 @@ def report(dirs: tuple[str, ...]) -> None:
     if len(found) == 1:
         d, kind = found[0]
         kind.report(d, click.echo)
-        engine = d / ENGINE_FILE  # a kind that does not keep it in its own results
-        if engine.is_file():
-            from .metrics.report import engine_line
+        from .kinds import lateness
 
-            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
-                click.echo(engine_line({"link_engine": json.loads(engine.read_text())}))
+        lateness.reprint(d, click.echo)  # what a kind that does not report it kept
         return
     for d, kind in found:
         if not kind.compares:

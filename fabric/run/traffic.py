@@ -464,9 +464,10 @@ def engine_lateness_since(state: FabricState, before: dict) -> dict | None:
 def _lateness(before: dict | None, after: dict | None) -> dict | None:
     """The engine's releases between two of its statistics documents; all of `after`'s
     when `before` is another engine's (restarted between) or missing."""
-    same = bool(before) and (before or {}).get("pid") == (after or {}).get("pid")
-    return lateness_between((before or {}).get("release_lateness") if same else None,
-                            (after or {}).get("release_lateness"))
+    before, after = before or {}, after or {}
+    same = bool(before) and before.get("pid") == after.get("pid")
+    return lateness_between(before.get("release_lateness") if same else None,
+                            after.get("release_lateness"))
 
 
 def link_delta(before: dict, after: dict) -> dict:
