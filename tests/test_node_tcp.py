@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from functools import partial
 
 import numpy as np
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from fabric.kv.content import chunk_digest, chunk_view, digest
 from fabric.kv.layout import chunks_of
 from fabric.node import runtime
 from fabric.node.runtime import Node, _recv_into, _send_all
+from fabric.node.session import Channel, Records
 from fabric.node.transport import NodeConfig
 from fabric.traffic import Transfer
 from fabric.wire.frames import FrameDecoder, acked, encode_chunk_header
@@ -169,3 +172,47 @@ async def test_every_chunk_is_checked_however_the_stream_is_cut(free_port: int,
     dec = FrameDecoder()
     dec.receive_data(bytes(replies))
     assert acked(dec.next_event()) == 9
+
+
+@pytest.mark.parametrize("where", ["waiting for the channel", "sending"])
+async def test_streamed_chunk_records_survive_the_progress_loop_being_cancelled(
+        where: str) -> None:
+    """The progress loop streams chunk records (`send_records(final=False)`) and is cancelled
+    when the node's run ends; caught waiting for the channel (another report on it) or with
+    its Records going out (the runner's buffer full), no record may be lost or sent twice:
+    the final report brings what the loop did not send, and the runner reads every chunk
+    once. Integrity counted a chunk
+    missing of a transfer whose receiver had it all (a RoCE incast run in CI) before this."""
+    chunk, nchunks = 4096, 3000
+    b = node("b", [], [transfer(1, chunk * nchunks, chunk)])
+    for i in range(nchunks):
+        b.on_chunk(1, i, chunk, 0, 0, 0, 0, True)
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    b.ctl, runner = Channel.from_socket(ours), Channel.from_socket(theirs)
+    got: list[Records] = []
+
+    async def read_all() -> None:
+        while (msg := await runner.receive()) is not None:
+            if isinstance(msg, Records):
+                got.append(msg)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            progress = trio.CancelScope()
+            if where == "waiting for the channel":  # another report holds it, blocked
+                nursery.start_soon(b.ctl.send, Records({"chunks": [[0] * 8] * 5000,
+                                                        "transfers": []}))
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(runtime._within, progress, partial(b.send_records, final=False))
+            await trio.testing.wait_all_tasks_blocked()
+            progress.cancel()  # the run ended (serve_node)
+            nursery.start_soon(read_all)
+            await b.send_records()
+            await b.ctl.stream.aclose()
+    theirs.close()
+    chunks = [c for r in got for c in r.body["chunks"] if c != [0] * 8]
+    transfers = [t for r in got for t in r.body["transfers"]]
+    assert sorted(c[4] for c in chunks) == list(range(nchunks))  # field 4: the chunk index
+    assert len(transfers) == 1

@@ -8,6 +8,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 
 from fabric.errors import FabricError
 from fabric.node.session import (
@@ -130,3 +131,41 @@ async def test_an_unknown_message_from_a_node_is_a_protocol_error() -> None:
         await ctl.receive()
     theirs.close()
     ours.close()
+
+
+async def test_a_cancelled_send_never_leaves_half_a_message_on_the_channel() -> None:
+    """A task cancelled while its message is going out (the peer's buffer full) still sends
+    the whole message, or none of it when it was still waiting for the channel: a message
+    cut in two would make every later one on the channel unreadable (the node's progress
+    loop is cancelled when its run ends, and its Records follow it)."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ctl, peer = Channel.from_socket(ours), Channel.from_socket(theirs)
+    big = Records({"chunks": [[i, "x" * 40] for i in range(5000)]})  # far more than fits
+    got: list = []
+
+    async with trio.open_nursery() as nursery:
+        first, second = trio.CancelScope(), trio.CancelScope()
+        nursery.start_soon(_send_within, first, ctl, big)
+        await trio.testing.wait_all_tasks_blocked()  # blocked: the peer reads nothing
+        nursery.start_soon(_send_within, second, ctl, Progress(rx=1, tx=1))
+        await trio.testing.wait_all_tasks_blocked()  # waiting for the channel
+        first.cancel()
+        second.cancel()
+
+        async def read_all() -> None:
+            while (msg := await peer.receive()) is not None:
+                got.append(msg)
+
+        nursery.start_soon(read_all)
+        await ctl.send(Done())
+        await ctl.stream.aclose()
+    # the cut-in message arrived whole, the one still waiting never left, the next is intact
+    assert got == [big, Done()]
+    theirs.close()
+
+
+async def _send_within(scope: trio.CancelScope, ctl: Channel, msg: Records | Progress) -> None:
+    with scope:
+        await ctl.send(msg)

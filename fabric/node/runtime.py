@@ -121,7 +121,8 @@ class Node:
                  ) -> None:
         self.cfg = cfg
         self.ctl = ctl
-        self.chunk_records: list[ChunkRecord] = []
+        self.chunk_records: list[ChunkRecord] = []  # arrived, not yet sent to the runner
+        self._reporting = trio.Lock()  # one send_records at a time
         self.incoming = {tr.id: _Incoming(tr, len(chunks_of(tr))) for tr in cfg.expects}
         self.sent_done: set[int] = set()
         self.tx_bytes = 0
@@ -484,17 +485,24 @@ class Node:
         return out
 
     async def send_records(self, *, final: bool = True) -> None:
-        """Send the chunk records not sent yet; with `final`, the transfer records too."""
-        if not final and not self.chunk_records:
-            return
-        chunks = [list(_astuple(r)) for r in self.chunk_records]
-        self.chunk_records = []
-        transfers = [list(_astuple(r)) for r in self.transfer_records()] if final else []
-        body: dict[str, Any] = {"chunks": chunks, "transfers": transfers}
-        if final and (self._results or self.store is not None):
-            body["blocks"] = self.block_results()
-            body["block_stores"] = self.block_stores()
-        await self.ctl.send(Records(body))
+        """Send the chunk records not sent yet; with `final`, the transfer records too.
+
+        The progress loop's call is cancelled when the run ends, maybe while it waits for the
+        channel (nothing sent: its records stay for the final report) or with its Records
+        going out (`Channel.send` finishes a message it has started). A record is forgotten
+        only once sent, and one call at a time takes records, so none is lost or sent twice."""
+        async with self._reporting:
+            if not final and not self.chunk_records:
+                return
+            n = len(self.chunk_records)
+            chunks = [list(_astuple(r)) for r in self.chunk_records[:n]]
+            transfers = [list(_astuple(r)) for r in self.transfer_records()] if final else []
+            body: dict[str, Any] = {"chunks": chunks, "transfers": transfers}
+            if final and (self._results or self.store is not None):
+                body["blocks"] = self.block_results()
+                body["block_stores"] = self.block_stores()
+            await self.ctl.send(Records(body))
+            del self.chunk_records[:n]
 
     # ---- blocks -------------------------------------------------------------------------
 

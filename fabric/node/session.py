@@ -276,8 +276,13 @@ class Channel:
         return cls(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
 
     async def send(self, msg: _Message) -> None:
+        """Send `msg` whole. A caller cancelled while it waits for the channel sends nothing;
+        once its message has started out, the rest follows before the cancellation takes
+        effect: half a message would leave every later one unreadable."""
         async with self._lock:
-            await self.stream.send_all(encode(msg))
+            data = encode(msg)
+            with trio.CancelScope(shield=True):
+                await self.stream.send_all(data)
 
     async def receive(self) -> Message | None:
         """The next message, or None once the other end has closed (or died)."""
