@@ -30,13 +30,14 @@ from .units import format_size
 LINK_CHOICES = click.Choice(["auto", "netem", "userspace"])
 
 
-def _spin_ns(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
-    """`--engine-spin`: a duration of at most 1 ms, in nanoseconds (0 when not given)."""
+def _spin_ns(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """`--engine-spin`: a duration of at most 1 ms, in nanoseconds (None when not given: the
+    engine's default, `fabric.net.engine.DEFAULT_SPIN_NS` within its CPU budget)."""
     from .net.engine import MAX_SPIN_NS
     from .units import parse_time
 
     if value is None:
-        return 0
+        return None
     with contextlib.suppress(ValueError):
         if float(value) != 0:  # a bare number: parse_time's hint (ms) would be too long here
             raise click.BadParameter(f"{value} needs a unit, such as {value.strip()}us")
@@ -54,7 +55,8 @@ ENGINE_SPIN = click.option(
     "--engine-spin", "engine_spin_ns", metavar="DURATION", callback=_spin_ns,
     help="Userspace links: the link engine busy-waits up to this long (e.g. 150us, at most "
          "1ms) before each release instead of sleeping through it, so held packets leave "
-         "closer to their time; costs up to that much CPU per release.")
+         "closer to their time; costs up to that much CPU per release. Default: 150us within "
+         "a tenth of one CPU (then it sleeps); 0: never spin.")
 
 
 class FabricGroup(click.Group):
@@ -328,7 +330,7 @@ def graph(file: str | None, fmt: str, out: str | None) -> None:
               help="Link backend (auto: netem if the kernel has it, else userspace).")
 @click.option("--dry-run", is_flag=True, help="Print the plan's steps; create nothing.")
 @ENGINE_SPIN
-def up(file: str | None, links: str, dry_run: bool, engine_spin_ns: int) -> None:
+def up(file: str | None, links: str, dry_run: bool, engine_spin_ns: int | None) -> None:
     """Build a fabric from FILE (default: the embedded demo) and leave it running."""
     from .plan import plan_fabric
 
@@ -356,7 +358,7 @@ def up(file: str | None, links: str, dry_run: bool, engine_spin_ns: int) -> None
 
 
 def _bring_up(topo, links: str, *, kept: bool = False,  # noqa: ANN001, ANN202
-              engine_spin_ns: int = 0):
+              engine_spin_ns: int | None = None):
     """Build `topo` (a `kinds.handle.Fabric`), saying how long it took and on which links
     (and what stale fabric of the name it removed first)."""
     from .kinds.handle import build_fabric
@@ -443,6 +445,15 @@ def _print_engine_lateness(data: dict) -> None:
                    f"{late['window_p50_us']:.0f} / p99 {late['window_p99_us']:.0f} / max "
                    f"{late['window_max_us']:.0f} us over the last {late['window']}"
                    f" (max {late['max_us']:.0f} us since it started)")
+    spin = data.get("spin_ns")
+    if spin == 0:
+        click.echo("  link engine spin: off (--engine-spin 0), it sleeps to every release")
+    elif spin is not None and "spins" in data:
+        share = float(data.get("spin_share", 1.0))
+        budget = "without a budget" if share >= 1 else f"within {share:.0%} of one CPU"
+        click.echo(f"  link engine spin: {spin / 1000:.0f} us before each release {budget}; "
+                   f"{data['spins']} releases spun to, {data['spin_denied']} timers slept "
+                   f"(budget spent), {data.get('spin_s', 0):.2f} s spinning")
 
 
 def _print_link_stats(data: dict) -> None:
@@ -507,7 +518,7 @@ def _kind_options(command: Callable[..., None]) -> Callable[..., None]:
 @ENGINE_SPIN
 @_kind_options
 def run(file: str | None, links: str, keep: bool, out: str | None, timeout: float,
-        agents_file: str | None, engine_spin_ns: int, **options: str | None) -> None:
+        agents_file: str | None, engine_spin_ns: int | None, **options: str | None) -> None:
     """Run FILE's traffic (default: the embedded demo) and report latency, jitter, goodput.
 
     Brings the fabric up (or uses it if it is already running), starts one node process

@@ -13,13 +13,14 @@ from a to b for a few seconds at MTU 1500 and 9000 and counts at the receiver; t
 paced probes through 1 ms and 10 ms of emulated delay and reports how late they arrive
 (one-way minus configured delay, to the receiving socket by the kernel's receive timestamp;
 and to the receiving process, whose own wake-up beside busy processes can take a scheduler
-slice), next to the bare relay's one-way latency, and at 1 ms with
-the engine spinning 150 us before each release (`engine-spin`: `fabric up --engine-spin
-150us`), with each relay's CPU share while the probes ran. Then the same under load: with N
-busy processes (default: one per core) beside them, the bare relay, and the engine at 1 ms at
-the default priority, at the fabric daemons' own (nice -10, `fabric.net.daemon.DAEMON_NICE`),
-and spinning. Every other relay runs at the daemons' niceness, as `fabric up` starts the
-engine.
+slice), next to the bare relay's one-way latency. `engine` is the engine as `fabric up` starts
+it (spinning 150 us before each release within a tenth of one CPU); at 1 ms also
+`engine-sleep`, never spinning (`--engine-spin 0`), and `engine-spin`, spinning 150 us
+without a budget (`--engine-spin 150us`), with each relay's CPU share while the probes ran.
+Then the same under load: with N busy processes (default: one per core) beside them, the bare
+relay, and the engine at 1 ms at the default priority and at the fabric daemons' own (nice
+-10, `fabric.net.daemon.DAEMON_NICE`), sleeping and spinning. Every other relay runs at the
+daemons' niceness, as `fabric up` starts the engine.
 Sender, relay and receiver are separate processes. Every point is measured --repeats
 times (all points once, then again), and the table and the JSON give min/median/max over the
 repeats; a ratio to the bare relay is taken per repeat, against the bare relay's figure of
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,7 +318,9 @@ def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
           nice: int = DAEMON_NICE) -> Iterator[subprocess.Popen[str]]:
     """A relay between the namespaces, at `nice` (by default the fabric's daemons' own, as
     `fabric up` starts the engine; the bare relay at the same, a like-for-like baseline).
-    `engine-spin`: the engine spinning SPIN_NS before each release (`--engine-spin`)."""
+    `engine`: the engine's default config; `engine-sleep`: never spinning (`--engine-spin
+    0`); `engine-spin`: spinning SPIN_NS before each release without a budget (`--engine-spin
+    150us`)."""
     if kind == "bare":
         proc = _role("relay", ns_a, ns_b)
     elif kind == "c":
@@ -324,8 +328,10 @@ def relay(kind: str, ns_a: str, ns_b: str, tmp: str, delay_ns: int = 0,
     else:
         shape = Shape(delay_ns=delay_ns, mtu=9000)
         link = EngineLink("a--b", Endpoint(ns_a, DEV_A), Endpoint(ns_b, DEV_B), shape, shape)
-        config = EngineConfig("bench", "bench", os.path.join(tmp, "stats.json"), (link,),
-                              spin_ns=SPIN_NS if kind == "engine-spin" else 0)
+        config = EngineConfig("bench", "bench", os.path.join(tmp, "stats.json"), (link,))
+        if kind in ("engine-sleep", "engine-spin"):  # `fabric up --engine-spin`: no budget
+            config = replace(config, spin_ns=SPIN_NS if kind == "engine-spin" else 0,
+                             spin_share=1.0)
         path = os.path.join(tmp, "engine.json")
         with open(path, "w") as fh:
             fh.write(config.to_json())
@@ -381,11 +387,14 @@ def lateness(ns_a: str, ns_b: str, tmp: str, probes: int, repeat: int, load: int
             late, cpu = _probed(proc, ns_a, ns_b, probes, delay_ms)
         # the engine's own part (`Engine.release_lateness`, in the statistics it wrote at
         # exit): how late it wrote each release, before the kernel and the receiver
-        own = _engine_stats(tmp).get("release_lateness", {})
+        stats = _engine_stats(tmp)
+        own = stats.get("release_lateness", {})
         rows.append({"repeat": repeat, "relay": kind, "delay_ms": delay_ms, "load": load,
                      "nice": nice, **late, "cpu_share": cpu,
                      "engine_p50_us": own.get("window_p50_us"),
                      "engine_p99_us": own.get("window_p99_us"),
+                     # releases it spun to, and timers it armed to sleep (budget spent)
+                     "spins": stats.get("spins"), "spin_denied": stats.get("spin_denied"),
                      "p50_ratio": _ratio(late["p50_us"], bare["p50_us"]),
                      "p99_ratio": _ratio(late["p99_us"], bare["p99_us"])})
     return rows
@@ -468,13 +477,15 @@ RELAYS = ("bare", "c", "engine", "epoll", "engine+1ms", "epoll+1ms")
 SPIN_NS = 150_000  # the engine-spin rows: `fabric up --engine-spin 150us`
 # (relay, delay ms, under load, nice): the lateness rows, in the table's order
 LATENESS_ROWS = (("bare", 0, False, DAEMON_NICE), ("engine", 1, False, DAEMON_NICE),
-                 ("engine", 10, False, DAEMON_NICE), ("engine-spin", 1, False, DAEMON_NICE),
+                 ("engine", 10, False, DAEMON_NICE), ("engine-sleep", 1, False, DAEMON_NICE),
+                 ("engine-spin", 1, False, DAEMON_NICE),
                  ("bare", 0, True, DAEMON_NICE), ("engine", 1, True, 0),
-                 ("engine", 1, True, DAEMON_NICE), ("engine-spin", 1, True, DAEMON_NICE))
+                 ("engine", 1, True, DAEMON_NICE), ("engine-sleep", 1, True, DAEMON_NICE),
+                 ("engine-spin", 1, True, DAEMON_NICE))
 QUIET_ENGINES = (("engine", 1, DAEMON_NICE), ("engine", 10, DAEMON_NICE),
-                 ("engine-spin", 1, DAEMON_NICE))
+                 ("engine-sleep", 1, DAEMON_NICE), ("engine-spin", 1, DAEMON_NICE))
 LOADED_ENGINES = (("engine", 1, 0), ("engine", 1, DAEMON_NICE),
-                  ("engine-spin", 1, DAEMON_NICE))
+                  ("engine-sleep", 1, DAEMON_NICE), ("engine-spin", 1, DAEMON_NICE))
 
 
 def main() -> int:
@@ -564,7 +575,9 @@ def main() -> int:
               f"{_f1(r.get('app_p99_us')):>10} {_f1(r.get('engine_p99_us')):>13}")
     print("(one-way to the receiving socket, the kernel's receive timestamp: bare rows, the "
           "latency through the bare relay; engine rows, one-way minus the configured delay; "
-          "engine-spin: spinning 150 us before each release; load: busy processes beside them, "
+          "engine: as fabric up starts it, spinning 150 us before each release within a tenth "
+          "of one CPU; engine-sleep: never spinning; engine-spin: spinning 150 us without a "
+          "budget; load: busy processes beside them, "
           "x bare against the bare relay under the same load; CPU: the relay's share of one "
           "core while the probes ran, median; app p99: the same to the receiving process "
           "reading it, its own wake-up included, median; engine p99: how late the engine "

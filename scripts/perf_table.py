@@ -222,7 +222,8 @@ def _late_row(d: dict, relay: str, delay_ms: int, loaded: bool, nice: int) -> di
                  and bool(r.get("load")) == loaded and r.get("nice", 0) == nice), None)
 
 
-def _lateness(d: dict, loaded: bool, relay: str = "engine") -> Figures | None:
+def _lateness(d: dict, loaded: bool, relay: str = "engine", goal: bool = True
+              ) -> Figures | None:
     late = _late_row(d, relay, 1, loaded, ENGINE_NICE)
     bare = _late_row(d, "bare", 0, loaded, ENGINE_NICE)
     if late is None:
@@ -237,7 +238,7 @@ def _lateness(d: dict, loaded: bool, relay: str = "engine") -> Figures | None:
     app = fig(late, "app_p99_us")
     at = f"; at the receiving process (its wake-up included) {us(app)}" if app else ""
     return Figures(us(p99), f"bare relay one-way p99 {us(sp(base))}{under}{cpu}{at}",
-                   ratio(x), (Check(p99, "<=", 400.0),), n_of(p99, x))
+                   ratio(x), (Check(p99, "<=", 400.0),) if goal else (), n_of(p99, x))
 
 
 def engine_lateness(d: dict) -> Figures | None:
@@ -248,12 +249,20 @@ def engine_lateness_loaded(d: dict) -> Figures | None:
     return _lateness(d, True)
 
 
+def engine_lateness_sleep(d: dict) -> Figures | None:
+    return _lateness(d, False, "engine-sleep", goal=False)
+
+
+def engine_lateness_sleep_loaded(d: dict) -> Figures | None:
+    return _lateness(d, True, "engine-sleep", goal=False)
+
+
 def engine_lateness_spin(d: dict) -> Figures | None:
-    return _lateness(d, False, "engine-spin")
+    return _lateness(d, False, "engine-spin", goal=False)
 
 
 def engine_lateness_spin_loaded(d: dict) -> Figures | None:
-    return _lateness(d, True, "engine-spin")
+    return _lateness(d, True, "engine-spin", goal=False)
 
 
 def links_5g(d: dict) -> Figures | None:
@@ -452,13 +461,18 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("a -> switch -> b delivered on 2 cores, 1400 B, packets/s", "bench_fabric",
              ">= 200k", switch_delivered),
     Headline("added per switch hop, p99", "bench_fabric", "<= 400 us", switch_hop_p99),
-    Headline("delay lateness p99 at 1 ms", "bench_engine", "<= 400 us", engine_lateness),
+    Headline("delay lateness p99 at 1 ms (the engine as fabric up starts it: spinning 150 us "
+             "within a tenth of one CPU)", "bench_engine", "<= 400 us", engine_lateness),
     Headline("delay lateness p99 at 1 ms, under load (one busy process per core)",
              "bench_engine", "<= 400 us", engine_lateness_loaded),
-    Headline("delay lateness p99 at 1 ms, engine spinning 150 us (--engine-spin)",
-             "bench_engine", "<= 400 us", engine_lateness_spin),
-    Headline("delay lateness p99 at 1 ms, engine spinning 150 us, under load", "bench_engine",
-             "<= 400 us", engine_lateness_spin_loaded),
+    Headline("delay lateness p99 at 1 ms, engine never spinning (--engine-spin 0)",
+             "bench_engine", "-", engine_lateness_sleep),
+    Headline("delay lateness p99 at 1 ms, engine never spinning, under load", "bench_engine",
+             "-", engine_lateness_sleep_loaded),
+    Headline("delay lateness p99 at 1 ms, engine spinning 150 us without a budget "
+             "(--engine-spin 150us)", "bench_engine", "-", engine_lateness_spin),
+    Headline("delay lateness p99 at 1 ms, engine spinning 150 us without a budget, under load",
+             "bench_engine", "-", engine_lateness_spin_loaded),
     Headline("memory-semantic transactions, 256 B writes, per second", "bench_memsem",
              ">= 3x the rate before issue 18", memsem_rate,
              before="bench_memsem.before-batching"),

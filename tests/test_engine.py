@@ -17,11 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
+from fabric.net import engine
 from fabric.net.engine import Endpoint, EngineConfig, EngineLink
 from fabric.net.tun import create_persistent_tun, delete_persistent_tun, in_netns
 from fabric.topology.model import Shape
@@ -255,6 +256,37 @@ def test_spinning_releases_nothing_early_and_reads_what_comes_meanwhile(
     s = _stats(config.stats_path)
     assert s["spin_ns"] == 300_000
     assert s["spin_s"] > 0
+
+
+def test_the_default_spin_stays_within_its_budget_under_steady_traffic(
+        pair: NetPair, tmp_path: Path) -> None:
+    """The default engine spins 150 us before a release within a tenth of one CPU: a packet
+    every ~0.3 ms through 1 ms of delay would have it spin half the time, so it spins until the
+    budget is spent and then sleeps to the releases it cannot afford (counted), spinning no
+    more than a tenth of its life plus the burst; every packet still arrives, none early."""
+    delay = 1_000_000
+    config = replace(pair.config(tmp_path, Shape(delay_ns=delay)),
+                                 spin_ns=engine.DEFAULT_SPIN_NS,
+                                 spin_share=engine.DEFAULT_SPIN_SHARE)
+    with pair.engine(config, tmp_path) as proc:
+        tx, rx = _open_pair(pair)
+        sent = 3000
+        for i in range(sent):
+            tx.send(struct.pack("!IQ", i, time.monotonic_ns()) + b"x" * 100)
+            time.sleep(0.0003)
+        rx.wait_quiet(sent)
+        tx.close()
+        assert _stop(proc) == 0
+    assert sorted(struct.unpack_from("!I", data)[0] for _, data, _ in rx.got) == list(range(sent))
+    assert min(t - struct.unpack_from("!IQ", data)[1] for t, data, _ in rx.got) >= delay
+    s = _stats(config.stats_path)
+    spin = {k: s[k] for k in ("spin_ns", "spin_share", "spins", "spin_denied", "spin_s",
+                              "uptime_s")}
+    assert (s["spin_ns"], s["spin_share"]) == (150_000, 0.1)
+    assert s["spins"] > 0
+    assert s["spin_denied"] > s["spins"] / 2, spin  # most releases could not be afforded
+    burst = engine.SPIN_BURST_NS / 1e9
+    assert s["spin_s"] <= 0.1 * s["uptime_s"] + burst + 0.005, spin
 
 
 def test_delivery_and_delay(pair: NetPair, tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ import random
 import socket
 import time
 
+import pytest
+
 from fabric.linkmodel import LinkDirection
 from fabric.net import engine as engine_mod
 from fabric.net.engine import LATE_WINDOW, Engine, EngineConfig, _Direction
@@ -92,3 +94,60 @@ def test_the_window_keeps_the_last_releases_and_the_max_all_of_them(monkeypatch)
 
 def test_the_window_is_as_long_as_the_engine_says() -> None:
     assert LATE_WINDOW & (LATE_WINDOW - 1) == 0  # a power of two: the ring's index is masked
+
+
+# ---- the spin budget (sans-IO) ------------------------------------------------------------
+
+
+def test_the_spin_budget_starts_full_and_spends_down_to_nothing() -> None:
+    b = engine_mod.SpinBudget(0.1, burst_ns=1 * MS, now=0)
+    spun = 0
+    while b.allows(0, 150_000):  # no time passes: only the burst
+        b.spend(150_000)
+        spun += 150_000
+    assert spun == 900_000  # six spins of 150 us fit in 1 ms; the seventh does not
+    assert b.allows(0, 100_000)  # what is left still allows a shorter one
+
+
+def test_the_spin_budget_refills_at_its_share_of_one_cpu_up_to_its_burst() -> None:
+    b = engine_mod.SpinBudget(0.1, burst_ns=1 * MS, now=0)
+    b.spend(1 * MS)
+    assert not b.allows(0, 1)
+    assert not b.allows(1 * MS - 1, 100_000)  # 1 ms of host time refills 0.1 ms
+    assert b.allows(1 * MS, 100_000)
+    assert b.allows(10**9, 1 * MS)  # a long quiet time refills the burst...
+    assert not b.allows(10**9, 1 * MS + 1)  # ...no more
+
+
+def test_steady_spinning_settles_at_the_budget_share() -> None:
+    """A spin of 150 us wanted every 300 us (half of one CPU) for 1 s: the budget lets the
+    burst through, then a tenth of the time."""
+    b = engine_mod.SpinBudget(0.1, burst_ns=20 * MS, now=0)
+    spun = 0
+    for t in range(0, 10**9, 300_000):
+        if b.allows(t, 150_000):
+            b.spend(150_000)
+            spun += 150_000
+    assert 0.1 * 10**9 <= spun <= 0.1 * 10**9 + 20 * MS + 150_000
+
+
+def test_a_whole_cpu_share_never_stops_a_spin() -> None:
+    b = engine_mod.SpinBudget(1.0, burst_ns=1 * MS, now=0)
+    for _ in range(100):
+        assert b.allows(0, 150_000)
+        b.spend(150_000)
+
+
+def test_the_engine_spins_by_default_within_a_tenth_of_one_cpu() -> None:
+    config = EngineConfig(fabric="f", run_id="r", stats_path="")
+    assert (config.spin_ns, config.spin_share) == (150_000, 0.1)
+    assert EngineConfig.from_json(config.to_json()) == config
+    old = EngineConfig.from_dict({"fabric": "f", "run_id": "r", "stats_path": ""})
+    assert (old.spin_ns, old.spin_share) == (150_000, 0.1)
+
+
+@pytest.mark.parametrize("share", [0, -0.5, 1.5, True, "0.1"])
+def test_the_config_refuses_a_spin_share_outside_0_to_1(share: object) -> None:
+    with pytest.raises(ValueError, match=r"^spin_share .*: a share of one CPU, more than 0 and "
+                                         r"at most 1$"):
+        EngineConfig(fabric="f", run_id="r", stats_path="", spin_share=share)  # type: ignore

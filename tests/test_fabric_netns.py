@@ -131,31 +131,51 @@ def test_pair_up_ping_down(backend, fabric_name, state_dir):
         assert not daemon.alive(state.engine_pid)
 
 
-def test_up_engine_spin_reaches_the_engine(fabric_name, state_dir, tmp_path):
-    """`fabric up --engine-spin 150us`: the engine is configured to spin that long before each
-    release, says so in its statistics, and the link keeps its delay (nothing leaves early)."""
+@pytest.mark.parametrize(("spin", "spin_ns", "share"), [
+    ([], 150_000, 0.1), (["--engine-spin", "150us"], 150_000, 1.0),
+    (["--engine-spin", "0"], 0, 1.0)], ids=["default", "150us", "off"])
+def test_up_engine_spin_reaches_the_engine(fabric_name, state_dir, tmp_path, spin, spin_ns,
+                                           share):
+    """`fabric up` without `--engine-spin`: the engine spins 150 us before each release within
+    a tenth of one CPU; with `--engine-spin 150us` that long without a budget; with 0 never.
+    The engine says so in its statistics, spins to the pings' releases (or not at all), and
+    the link keeps its delay (nothing leaves early)."""
     from click.testing import CliRunner
 
     from fabric.cli import cli
 
     path = tmp_path / "pair.yaml"
     path.write_text(PAIR.format(name=fabric_name, delay="10ms", loss="0%"))
-    result = CliRunner().invoke(cli, ["up", "--links", "userspace", "--engine-spin", "150us",
-                                      str(path)])
+    result = CliRunner().invoke(cli, ["up", "--links", "userspace", *spin, str(path)])
     try:
         assert result.exit_code == 0, result.output
         state = lifecycle.FabricState.load(fabric_name)
         assert state is not None
-        assert json.loads((state.dir / "engine.json").read_text())["spin_ns"] == 150_000
+        config = json.loads((state.dir / "engine.json").read_text())
+        assert (config["spin_ns"], config["spin_share"]) == (spin_ns, share)
         check_pair(state, 10, "userspace")
         deadline = time.monotonic() + 5
         while True:  # the engine writes its statistics every second
             stats = json.loads((state.dir / "links.json").read_text())
-            if stats["spin_s"] > 0 or time.monotonic() > deadline:
+            if stats["spin_s"] > 0 or not spin_ns or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert stats["spin_ns"] == 150_000
-        assert stats["spin_s"] > 0
+        assert (stats["spin_ns"], stats["spin_share"]) == (spin_ns, share)
+        if spin_ns:  # a few pings: far within any budget
+            assert stats["spin_s"] > 0
+            assert stats["spins"] > 0
+            assert stats["spin_denied"] == 0
+        else:
+            assert (stats["spin_s"], stats["spins"], stats["spin_denied"]) == (0, 0, 0)
+        shown = CliRunner().invoke(cli, ["status"])
+        assert shown.exit_code == 0, shown.output
+        said = re.search(r"^  link engine spin: (.*)$", shown.output, re.M)
+        assert said, shown.output
+        budget = "within 10% of one CPU" if share < 1 else "without a budget"
+        expected = (rf"150 us before each release {budget}; \d+ releases spun to, 0 timers "
+                    rf"slept \(budget spent\), \d+\.\d\d s spinning" if spin_ns else
+                    r"off \(--engine-spin 0\), it sleeps to every release")
+        assert re.fullmatch(expected, said.group(1)), said.group(1)
     finally:
         lifecycle.tear_down(fabric_name)
     assert ours(fabric_name) == []

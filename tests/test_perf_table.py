@@ -41,6 +41,9 @@ ENGINE = {
         {"relay": "engine", "delay_ms": 1, "nice": -10, "p99_us": 350.0,
          "spread": {"p99_us": S(300, 350, 390), "p99_ratio": S(3.0, 3.5, 4.0),
                     "app_p99_us": S(380, 420, 900)}},
+        # never spinning (--engine-spin 0): shown beside the default, no goal of its own
+        {"relay": "engine-sleep", "delay_ms": 1, "nice": -10, "p99_us": 600.0,
+         "spread": {"p99_us": S(500, 600, 700)}},
         # under load: the bare relay, the engine at nice 0 (not the fabric's) and at -10
         {"relay": "bare", "delay_ms": 0, "load": 2, "nice": -10, "p99_us": 150.0,
          "spread": {"p99_us": S(140, 150, 160)}},
@@ -131,6 +134,8 @@ def test_rows_from_json(tmp_path: Path) -> None:
     assert (late.fabric, late.met) == ("350 (300-390) us", "yes")
     assert late.baseline == ("bare relay one-way p99 100 us; at the receiving process "
                              "(its wake-up included) 420 (380-900) us")
+    sleep = _row(rows, "delay lateness p99 at 1 ms, engine never spinning (")
+    assert (sleep.fabric, sleep.goal, sleep.met) == ("600 (500-700) us", "-", "-")
     loaded = _row(rows, "delay lateness p99 at 1 ms, under load")
     assert (loaded.fabric, loaded.ratio, loaded.met) == ("450 (400-500) us", "3.00 (2.50-3.50)",
                                                           "no")

@@ -61,12 +61,13 @@ class Fabric:
 
 def build_fabric(topo: Topology, links: str = "auto", *,
                  progress: Callable[[int, int], None] | None = None, kept: bool = False,
-                 say: Callable[[str], None] | None = None, engine_spin_ns: int = 0) -> Fabric:
+                 say: Callable[[str], None] | None = None, engine_spin_ns: int | None = None,
+                 ) -> Fabric:
     """Plan `topo` on the `links` backend, work out every kind's daemons (a file they would
     refuse fails here, before anything is built) and build it all; it stays up (`kept`: also
     after this process ends). A stale fabric of the name is removed first (`say` is told).
     `engine_spin_ns`: the userspace link engine busy-waits that long before each release
-    (`say` is told when the backend has no engine)."""
+    (None: its default; `say` is told when the backend has no engine)."""
     from ..net.doctor import check_class_qdiscs, choose_backend
     from ..net.lifecycle import bring_up
     from ..plan import plan_fabric

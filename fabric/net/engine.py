@@ -11,12 +11,16 @@ amortises trio's per-wakeup cost), and ONE timerfd armed to the earliest release
 links wakes a task that writes every due packet. The timerfd matters: epoll and trio sleeps
 round to ~1 ms on the target hosts, a timerfd wakes within ~0.1 ms.
 
-Spinning (`EngineConfig.spin_ns`, `fabric up --engine-spin`, default off): the timerfd wakes
-that long before a release, and the engine busy-waits the rest of the way, watching its TUN fds
-(a packet that comes in meanwhile is read at once, then the wait goes on). A timer wake-up on
-the development machine's VM is ~50 us late at the median and ~130 us at p99; spinning 150 us
-removes most of that from every held packet, for up to that much CPU per release (a core, under
-steady traffic through a delaying link).
+Spinning (`EngineConfig.spin_ns`, `fabric up --engine-spin`): the timerfd wakes that long
+before a release, and the engine busy-waits the rest of the way, watching its TUN fds (a packet
+that comes in meanwhile is read at once, then the wait goes on). A timer wake-up on the
+development machine's VM is ~50 us late at the median and ~130 us at p99, and now and then ms
+late when the host stalls a sleeping VM; spinning 150 us removes most of that from every held
+packet, for up to that much CPU per release. By default the engine spins 150 us within a budget
+of a tenth of one CPU (`SpinBudget`, `EngineConfig.spin_share`): sparse, latency-bound traffic
+(probes, requests) spins before every release, steady traffic through a delaying link spins
+until the budget is spent and then sleeps to its releases as it would without spinning. An
+explicit `--engine-spin` spins without a budget; `--engine-spin 0` never spins.
 
 Live changes: the engine listens on a Unix socket (`EngineConfig.control`, by default
 `engine.sock` beside the stats file) for one JSON line per connection, `show` or `set` (new
@@ -72,6 +76,9 @@ _INF = 1 << 62
 LATE_WINDOW = 4096  # releases whose lateness the engine keeps (`release_lateness`)
 LATE_MASK = LATE_WINDOW - 1
 MAX_SPIN_NS = 1_000_000  # spinning longer than a ms only burns CPU: timer wake-ups are closer
+DEFAULT_SPIN_NS = 150_000  # what the engine spins without `--engine-spin`...
+DEFAULT_SPIN_SHARE = 0.1  # ...within this share of one CPU (`SpinBudget`)
+SPIN_BURST_NS = 20_000_000  # spinning a budget saves up while the engine does not spin
 _SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(Shape))
 CONTROL_NAME = "engine.sock"
 CONTROL_TIMEOUT_S = 5.0
@@ -182,13 +189,19 @@ class EngineConfig:
     links: tuple[EngineLink, ...] = field(default=())
     # the control socket (`control_request`); "" = `engine.sock` beside the stats file
     control_path: str = ""
-    # busy-wait up to this long before each release instead of sleeping (0: sleep only)
-    spin_ns: int = 0
+    # busy-wait up to this long before each release instead of sleeping (0: sleep only)...
+    spin_ns: int = DEFAULT_SPIN_NS
+    # ...spending at most this share of one CPU on it (1: no limit; `SpinBudget`)
+    spin_share: float = DEFAULT_SPIN_SHARE
 
     def __post_init__(self) -> None:
         if not isinstance(self.spin_ns, int) or not 0 <= self.spin_ns <= MAX_SPIN_NS:
             raise ValueError(f"spin_ns {self.spin_ns!r}: an int of nanoseconds in 0.."
                              f"{MAX_SPIN_NS} (1 ms)")
+        if (not isinstance(self.spin_share, int | float) or isinstance(self.spin_share, bool)
+                or not 0 < self.spin_share <= 1):
+            raise ValueError(f"spin_share {self.spin_share!r}: a share of one CPU, more than 0 "
+                             f"and at most 1")
 
     @property
     def control(self) -> str | None:
@@ -206,6 +219,7 @@ class EngineConfig:
             "stats_path": self.stats_path,
             "control_path": self.control_path,
             "spin_ns": self.spin_ns,
+            "spin_share": self.spin_share,
             "links": [link.to_dict() for link in self.links],
         }
 
@@ -224,7 +238,8 @@ class EngineConfig:
             stats_path=str(data["stats_path"]),
             links=links,
             control_path=str(data.get("control_path") or ""),
-            spin_ns=int(data.get("spin_ns", 0)),
+            spin_ns=int(data.get("spin_ns", DEFAULT_SPIN_NS)),
+            spin_share=float(data.get("spin_share", DEFAULT_SPIN_SHARE)),
         )
 
     @classmethod
@@ -235,6 +250,33 @@ class EngineConfig:
     def load(cls, path: str) -> EngineConfig:
         with open(path) as fh:
             return cls.from_json(fh.read())
+
+
+class SpinBudget:
+    """How long the engine may still busy-wait: a bucket of nanoseconds that fills at `share`
+    of one CPU (ns of spinning per ns of host time), up to `burst_ns`, and empties by each
+    spin's length. With `share` 1 there is no limit. Sans-IO: fed the time."""
+
+    def __init__(self, share: float, burst_ns: int = SPIN_BURST_NS, now: int = 0) -> None:
+        self.share = share
+        self.unlimited = share >= 1
+        self.burst_ns = burst_ns
+        self.level = float(burst_ns)  # starts full
+        self.t_ns = now
+
+    def allows(self, now: int, ns: int) -> bool:
+        """May the engine spin `ns` from `now`?"""
+        if self.unlimited:
+            return True
+        level = self.level + (now - self.t_ns) * self.share
+        self.level = level if level < self.burst_ns else self.burst_ns
+        self.t_ns = now
+        return self.level >= ns
+
+    def spend(self, ns: int) -> None:
+        """It spun `ns`."""
+        if not self.unlimited:
+            self.level -= ns
 
 
 class EngineError(Exception):
@@ -296,10 +338,14 @@ class Engine:
         self._fds: list[int] = []
         self._heap: list[tuple[int, int]] = []  # (deadline, direction index), lazily cleaned
         self._timer: TimerFd | None = None
-        self._armed = _INF  # the release the timer is armed for (it fires spin_ns sooner)
+        self._armed = _INF  # the release the timer is armed for...
+        self._wake = _INF  # ...and when it fires: spin_ns sooner when the engine spins to it
         self._spin_ns = config.spin_ns
+        self._budget = SpinBudget(config.spin_share, now=time.monotonic_ns())
         self._inputs: select.epoll | None = None  # the TUN fds a spin watches
         self.spin_s = 0.0  # time spent spinning (host seconds, a lower bound of its CPU)
+        self.spins = 0  # releases the engine spun to (or began to: a packet may cut it short)
+        self.spin_denied = 0  # timers armed to sleep to a release: the budget was spent
         # how late each release was written, ns after its due time, the last LATE_WINDOW
         # of them (a ring): the engine's own part of a delay's lateness, before the kernel
         # delivers the packet and a receiver wakes (`release_lateness`)
@@ -418,7 +464,7 @@ class Engine:
                 for fd, _ in ep.poll(next_stats - now):
                     if fd == tfd:
                         timer.clear()
-                        self._armed = _INF
+                        self._armed = self._wake = _INF
                         self._flush()
                     elif fd == rfd:
                         with contextlib.suppress(BlockingIOError):
@@ -510,7 +556,7 @@ class Engine:
             if top <= now:
                 self._flush()
             elif top < self._armed:
-                self._arm(top)
+                self._arm(top, now)
 
     def _drain_classed(self, d: _Direction) -> None:
         """`_drain` for a direction that queues by class: each packet's class is its DSCP
@@ -595,9 +641,23 @@ class Engine:
         if d.pfc_to is not None and len(pkt) == PFC_IP_SIZE:
             self._on_pfc(d.pfc_to, pkt, now)
 
-    def _arm(self, deadline: int) -> None:
-        self._armed = deadline
-        self._timer.set_abs(deadline - self._spin_ns)  # type: ignore[union-attr]
+    def _arm(self, deadline: int, now: int, *, coalesce: bool = False) -> None:
+        """Arm the timer for the release due at `deadline` (after `now`): spin_ns sooner when
+        the engine spins and its budget allows (the spin waits the rest), else at the
+        deadline, and with `coalesce` no sooner than COALESCE_NS from now."""
+        spin = self._spin_ns
+        denied = False
+        if spin and self._budget.allows(now, min(deadline - now, spin)):
+            wake = deadline - spin  # now or past: at once (a spin cut short by a packet)
+        else:
+            denied = bool(spin)
+            if coalesce and deadline < now + COALESCE_NS:
+                deadline = now + COALESCE_NS
+            wake = deadline
+        if deadline != self._armed or wake != self._wake:
+            self._armed, self._wake = deadline, wake
+            self._timer.set_abs(wake)  # type: ignore[union-attr]
+            self.spin_denied += denied
 
     def _spin(self, deadline: int) -> bool:
         """Busy-wait until `deadline`; True when it came, False as soon as a TUN fd has a
@@ -614,6 +674,7 @@ class Engine:
                 break
             now = now_fn()
         self.spin_s += (now - start) / 1e9
+        self._budget.spend(now - start)
         return came
 
     def _flush(self) -> None:
@@ -632,15 +693,16 @@ class Engine:
             if deadline > now:
                 now = now_fn()
                 if deadline > now:
-                    if not self._spin_ns:
-                        if deadline < now + COALESCE_NS:
-                            deadline = now + COALESCE_NS
-                        if deadline != self._armed:
-                            self._arm(deadline)
+                    wait = deadline - now
+                    if wait > self._spin_ns:  # always, when the engine does not spin
+                        self._arm(deadline, now, coalesce=True)
                         return
-                    if deadline - now > self._spin_ns or not self._spin(deadline):
-                        if deadline != self._armed:
-                            self._arm(deadline)
+                    if not self._budget.allows(now, wait):
+                        self._arm(deadline, now, coalesce=True)  # counts it in spin_denied
+                        return
+                    self.spins += 1
+                    if not self._spin(deadline):
+                        self._arm(deadline, now)
                         return
                     now = now_fn()
             heapq.heappop(heap)
@@ -689,7 +751,7 @@ class Engine:
         while True:
             await wait(tfd)
             timer.clear()
-            self._armed = _INF
+            self._armed = self._wake = _INF
             self._flush()
 
     def _kill(self, d: _Direction, what: str) -> None:
@@ -750,7 +812,7 @@ class Engine:
                 d.scheduled = nxt
                 heapq.heappush(self._heap, (nxt, d.index))
                 if nxt < self._armed:
-                    self._arm(nxt)
+                    self._arm(nxt, now)
         return {"ok": True, "links": self._show({d.link_id for d, _, _ in plan})}
 
     def _show(self, ids: set[str] | None) -> dict[str, Any]:
@@ -875,7 +937,10 @@ class Engine:
             "monotonic_ns": time.monotonic_ns(),
             "uptime_s": (time.monotonic_ns() - self._started_ns) / 1e9,
             "spin_ns": self._spin_ns,
+            "spin_share": self.config.spin_share,
             "spin_s": self.spin_s,
+            "spins": self.spins,
+            "spin_denied": self.spin_denied,
             "release_lateness": self.release_lateness(),
             "links": links,
         }

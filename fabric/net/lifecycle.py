@@ -227,12 +227,13 @@ Progress = Callable[[int, int], None]
 
 def bring_up(plan: FabricPlan, *, daemons: Sequence[DaemonSpec] = (),
              progress: Progress | None = None, kept: bool = False,
-             say: Callable[[str], None] | None = None, engine_spin_ns: int = 0) -> FabricState:
+             say: Callable[[str], None] | None = None, engine_spin_ns: int | None = None,
+             ) -> FabricState:
     """Build `plan` in the kernel, start the link engine, the RoCE switches and the kinds'
     `daemons` (`fabric.kinds.daemons(plan)`: the memory switches). On any failure, undo all
     of it. A stale fabric of the same name (its run was killed) is removed first, and `say`
     is told so; a live one is an error naming who has it. `engine_spin_ns`: the link engine
-    busy-waits that long before each release (`EngineConfig.spin_ns`)."""
+    busy-waits that long before each release (`start_engine`)."""
     with _locked(plan.name):
         state = _claim(plan, kept, say)
     return _build(plan, state, daemons, progress, engine_spin_ns)
@@ -270,7 +271,7 @@ def _claim(plan: FabricPlan, kept: bool, say: Callable[[str], None] | None) -> F
 
 
 def _build(plan: FabricPlan, state: FabricState, daemons: Sequence[DaemonSpec],
-           progress: Progress | None, engine_spin_ns: int = 0) -> FabricState:
+           progress: Progress | None, engine_spin_ns: int | None = None) -> FabricState:
     try:
         apply_steps(plan.steps, progress=progress)
         if plan.link_backend.engine:
@@ -287,9 +288,10 @@ def _build(plan: FabricPlan, state: FabricState, daemons: Sequence[DaemonSpec],
     return state
 
 
-def start_engine(plan: FabricPlan, state: FabricState, *, spin_ns: int = 0) -> int:
-    """Start the userspace link engine for every link of `plan` (busy-waiting `spin_ns` before
-    each release); returns its pid when ready."""
+def start_engine(plan: FabricPlan, state: FabricState, *, spin_ns: int | None = None) -> int:
+    """Start the userspace link engine for every link of `plan`; returns its pid when ready.
+    `spin_ns`: it busy-waits that long before each release, without a CPU budget (0: never);
+    None: its default (`EngineConfig`: 150 us within a tenth of one CPU)."""
     from dataclasses import replace
 
     from .engine import Endpoint, EngineConfig, EngineLink
@@ -310,7 +312,9 @@ def start_engine(plan: FabricPlan, state: FabricState, *, spin_ns: int = 0) -> i
         for i, lp in enumerate(plan.links)
     )
     cfg = EngineConfig(fabric=plan.name, run_id=plan.run_id,
-                       stats_path=str(state.dir / "links.json"), links=links, spin_ns=spin_ns)
+                       stats_path=str(state.dir / "links.json"), links=links)
+    if spin_ns is not None:
+        cfg = replace(cfg, spin_ns=spin_ns, spin_share=1.0)
     cfg_path = state.dir / "engine.json"
     cfg_path.write_text(cfg.to_json())
 
