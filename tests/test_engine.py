@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -199,6 +199,22 @@ def _open_pair(pair: NetPair, tos: int | None = None) -> tuple[socket.socket, Re
     return tx, Receiver(rx)
 
 
+def _stamped(pair: NetPair, config: EngineConfig, tmp: Path, sent: int,
+             gap: Callable[[int], float]) -> list:
+    """Send `sent` packets a -> b through an engine serving `config`, each carrying its number
+    and send time, packet i followed by `gap(i)` seconds; what b got, (time, data, tos) each,
+    once the engine stopped cleanly."""
+    with pair.engine(config, tmp) as proc:
+        tx, rx = _open_pair(pair)
+        for i in range(sent):
+            tx.send(struct.pack("!IQ", i, time.monotonic_ns()) + b"x" * 100)
+            time.sleep(gap(i))
+        rx.wait_quiet(sent)
+        tx.close()
+        assert _stop(proc) == 0
+    return rx.got
+
+
 def _stats(path: str) -> dict:
     with open(path) as fh:
         return json.load(fh)
@@ -240,18 +256,11 @@ def test_spinning_releases_nothing_early_and_reads_what_comes_meanwhile(
     order."""
     delay = 2_000_000
     config = pair.config(tmp_path, Shape(delay_ns=delay), spin_ns=300_000)
-    with pair.engine(config, tmp_path) as proc:
-        tx, rx = _open_pair(pair)
-        sent = 200
-        for i in range(sent):
-            tx.send(struct.pack("!IQ", i, time.monotonic_ns()) + b"x" * 100)
-            time.sleep(0.0004 if i % 50 < 40 else 0.003)  # bursts, then sparse packets
-        rx.wait_quiet(sent)
-        tx.close()
-        assert _stop(proc) == 0
-    seqs = [struct.unpack_from("!I", data)[0] for _, data, _ in rx.got]
+    sent = 200  # bursts, then sparse packets
+    got = _stamped(pair, config, tmp_path, sent, lambda i: 0.0004 if i % 50 < 40 else 0.003)
+    seqs = [struct.unpack_from("!I", data)[0] for _, data, _ in got]
     assert seqs == list(range(sent))
-    one_way = [t - struct.unpack_from("!IQ", data)[1] for t, data, _ in rx.got]
+    one_way = [t - struct.unpack_from("!IQ", data)[1] for t, data, _ in got]
     assert min(one_way) >= delay
     s = _stats(config.stats_path)
     assert s["spin_ns"] == 300_000
@@ -268,17 +277,10 @@ def test_the_default_spin_stays_within_its_budget_under_steady_traffic(
     config = replace(pair.config(tmp_path, Shape(delay_ns=delay)),
                                  spin_ns=engine.DEFAULT_SPIN_NS,
                                  spin_share=engine.DEFAULT_SPIN_SHARE)
-    with pair.engine(config, tmp_path) as proc:
-        tx, rx = _open_pair(pair)
-        sent = 3000
-        for i in range(sent):
-            tx.send(struct.pack("!IQ", i, time.monotonic_ns()) + b"x" * 100)
-            time.sleep(0.0003)
-        rx.wait_quiet(sent)
-        tx.close()
-        assert _stop(proc) == 0
-    assert sorted(struct.unpack_from("!I", data)[0] for _, data, _ in rx.got) == list(range(sent))
-    assert min(t - struct.unpack_from("!IQ", data)[1] for t, data, _ in rx.got) >= delay
+    sent = 3000
+    got = _stamped(pair, config, tmp_path, sent, lambda i: 0.0003)
+    assert sorted(struct.unpack_from("!I", data)[0] for _, data, _ in got) == list(range(sent))
+    assert min(t - struct.unpack_from("!IQ", data)[1] for t, data, _ in got) >= delay
     s = _stats(config.stats_path)
     spin = {k: s[k] for k in ("spin_ns", "spin_share", "spins", "spin_denied", "spin_s",
                               "uptime_s")}
@@ -292,17 +294,10 @@ def test_the_default_spin_stays_within_its_budget_under_steady_traffic(
 def test_delivery_and_delay(pair: NetPair, tmp_path: Path) -> None:
     delay = 20_000_000
     config = pair.config(tmp_path, Shape(delay_ns=delay), Shape(delay_ns=delay))
-    with pair.engine(config, tmp_path) as proc:
-        tx, rx = _open_pair(pair)
-        sent = 60
-        for i in range(sent):
-            tx.send(struct.pack("!IQ", i, time.monotonic_ns()) + b"x" * 100)
-            time.sleep(0.002)
-        rx.wait_quiet(sent)
-        tx.close()
-        assert _stop(proc) == 0
-    assert len(rx.got) == sent
-    one_way = [t - struct.unpack_from("!IQ", data)[1] for t, data, _ in rx.got]
+    sent = 60
+    got = _stamped(pair, config, tmp_path, sent, lambda i: 0.002)
+    assert len(got) == sent
+    one_way = [t - struct.unpack_from("!IQ", data)[1] for t, data, _ in got]
     median = statistics.median(one_way)
     assert abs(median - delay) < 500_000, f"median one-way {median / 1e6:.3f} ms"
     assert min(one_way) >= delay

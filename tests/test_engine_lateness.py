@@ -151,3 +151,23 @@ def test_the_config_refuses_a_spin_share_outside_0_to_1(share: object) -> None:
     with pytest.raises(ValueError, match=r"^spin_share .*: a share of one CPU, more than 0 and "
                                          r"at most 1$"):
         EngineConfig(fabric="f", run_id="r", stats_path="", spin_share=share)  # type: ignore
+
+
+def test_a_read_of_nothing_leaves_the_timer_and_the_budget_alone() -> None:
+    """`_drain` that read nothing hands `_after_batch` a time of 0: that must arm nothing and
+    take nothing from the spin budget (a time of 0 once drained it by the engine's uptime)."""
+    eng, d, host_end, keep = _engine_with_one_direction()
+    try:
+        now = time.monotonic_ns()
+        _hold(eng, d, now, b"p" * 100)
+        eng._budget = engine_mod.SpinBudget(0.1, now=now)
+        eng._after_batch(0)
+        assert eng._armed == engine_mod._INF
+        assert eng._budget.allows(now, engine_mod.SPIN_BURST_NS)  # still full
+        eng._after_batch(now)  # a batch that read the packet: armed for its release
+        assert eng._armed == now + MS
+    finally:
+        eng._timer.close()
+        host_end.close()
+        for s in keep:
+            s.close()

@@ -549,9 +549,10 @@ class Engine:
 
     def _after_batch(self, now: int) -> None:
         """After a batch read at `now`: send what is due already, else arm the timer for the
-        earliest held packet if it is sooner than the one armed."""
+        earliest held packet if it is sooner than the one armed. `now` 0: the batch read
+        nothing (a spurious wake-up), so nothing changed."""
         heap = self._heap
-        if heap:
+        if heap and now:
             top = heap[0][0]
             if top <= now:
                 self._flush()
