@@ -55,8 +55,8 @@ ENGINE_SPIN = click.option(
     "--engine-spin", "engine_spin_ns", metavar="DURATION", callback=_spin_ns,
     help="Userspace links: the link engine busy-waits up to this long (e.g. 150us, at most "
          "1ms) before each release instead of sleeping through it, so held packets leave "
-         "closer to their time; costs up to that much CPU per release. Default: 150us within "
-         "a tenth of one CPU (then it sleeps); 0: never spin.")
+         "closer to their time; given, without a CPU budget (up to that much CPU per "
+         "release); 0: never. Default: 150us within a tenth of one CPU, then it sleeps.")
 
 
 class FabricGroup(click.Group):
