@@ -181,8 +181,8 @@ async def test_streamed_chunk_records_survive_the_progress_loop_being_cancelled(
     when the node's run ends; caught waiting for the channel (another report on it) or with
     its Records going out (the runner's buffer full), no record may be lost or sent twice:
     the final report brings what the loop did not send, and the runner reads every chunk
-    once. Integrity counted a chunk
-    missing of a transfer whose receiver had it all (a RoCE incast run in CI) before this."""
+    once. Before this, integrity counted a chunk missing of a transfer whose receiver had it
+    all (a RoCE incast run through agents, in CI)."""
     chunk, nchunks = 4096, 3000
     b = node("b", [], [transfer(1, chunk * nchunks, chunk)])
     for i in range(nchunks):
