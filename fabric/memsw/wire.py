@@ -476,10 +476,19 @@ def decode_all(datagram: bytes | bytearray | memoryview, *, src_port: object = N
             if at == size:
                 return out
     except WireError as e:
-        alone = not out and (size < HEADER_SIZE or HEADER_SIZE + mv[41] + (
-            int.from_bytes(mv[12:16], "big") if mv[3] in _WITH_PAYLOAD else 0) >= size)
+        alone = not out and _claims_all(mv, size)
         raise WireError(str(e) if alone else f"message {len(out) + 1} of a datagram: {e}",
                         ) from None
+
+
+def _claims_all(mv: memoryview, size: int) -> bool:
+    """Does the datagram's first message, by its header, take all `size` bytes (or is there
+    no whole header)? Then an error in it is the datagram's, as `decode` would say it."""
+    if size < HEADER_SIZE:
+        return True
+    head = _HEAD.unpack_from(mv, 0)
+    kind, length, name_len = head[2], head[5], head[12]
+    return HEADER_SIZE + name_len + (length if kind in _WITH_PAYLOAD else 0) >= size
 
 
 def _decode_at(mv: memoryview, at: int, size: int, src_port: object, *, whole: bool = False,
